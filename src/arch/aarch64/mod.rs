@@ -1,0 +1,3 @@
+//! Everything that names an Arm register or instruction.
+
+pub mod esr;

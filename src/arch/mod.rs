@@ -1,0 +1,2 @@
+//! Architecture support. initmm runs on AArch64 only.
+pub mod aarch64;

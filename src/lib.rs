@@ -1,0 +1,20 @@
+//! initmm: a single-address-space unikernel for AArch64.
+//!
+//! One kernel-only address space, `init_mm`, whose table allocators take the page-table lock
+//! themselves and only when they must install a table; callers (ioremap, vmap, the boot
+//! mapping) take none. See `README.md` and `mm::pgalloc`.
+//!
+//! The pure-logic parts (device tree, page-table walkers and allocators over an in-memory
+//! "physical memory", the virtual-area allocator, fault decoding, the command line) also build for
+//! the host so that their unit tests run there; everything that touches hardware is gated on
+//! `target_os = "none"`.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
+
+pub mod arch;
+pub mod cmdline;
+pub mod mm;
+pub mod platform;
+

@@ -1,0 +1,59 @@
+//! What the page-table code needs from "the hardware".
+//!
+//! `mm` is generic over this trait so that the same table allocators and walkers run on the
+//! machine (the lead's `arch` implementation: frames from the frame allocator, tables through the
+//! linear map, real `dsb`/`isb`/`tlbi`) and in host tests (`testenv`: heap frames, barriers and
+//! TLB invalidations recorded as events so tests can check their ORDER against descriptor stores).
+
+use super::pgtable::{Entry, PhysAddr, Table};
+use super::sync::Ordering;
+
+/// The hooks the page-table code calls. Barrier and TLBI hooks are exactly one instruction each on
+/// hardware; the page-table code decides where they go, so the ordering rules live in one place.
+pub trait PageTableEnv: Sync {
+    /// One 4 KiB frame for a page table (content undefined), or `None` when out of memory.
+    fn alloc_table_frame(&self) -> Option<PhysAddr>;
+
+    /// Give back a frame that `alloc_table_frame` returned. The page-table code calls this only
+    /// once no CPU and no walker can still reach the table (after break-before-make).
+    fn free_table_frame(&self, pa: PhysAddr);
+
+    /// The descriptors of the table in frame `pa` (through the linear map on hardware).
+    fn table(&self, pa: PhysAddr) -> &Table;
+
+    /// `dsb ishst`: order earlier stores (table zeroing, descriptor writes) before later ones and
+    /// make them visible to the inner-shareable domain, table walkers included.
+    fn dsb_ishst(&self);
+
+    /// `isb`: later instructions (and their translation-table walks) start after this point.
+    fn isb(&self);
+
+    /// `tlbi vaale1is, va`: invalidate last-level entries for `va`, all ASIDs, all CPUs. No barrier.
+    fn tlbi_page(&self, va: usize);
+
+    /// `tlbi vaae1is, va`: invalidate entries for `va` at all levels, walk caches included (used
+    /// when a table entry is removed). No barrier.
+    fn tlbi_va(&self, va: usize);
+
+    /// `tlbi vmalle1is`: invalidate every EL1 entry on every CPU. No barrier.
+    fn tlbi_all(&self);
+
+    /// `dsb ish`: wait until earlier TLB invalidations (and memory accesses) are complete on
+    /// every CPU of the inner-shareable domain.
+    fn dsb_ish(&self);
+
+    /// Fill a freshly allocated table with invalid descriptors. Ordinary (relaxed) stores: the
+    /// caller publishes them with `dsb_ishst` and a Release store of the table descriptor. An
+    /// implementation may use something faster (`dc zva`) as long as it only writes zeroes.
+    fn zero_table(&self, pa: PhysAddr) {
+        for slot in self.table(pa) {
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Write one descriptor: a single-copy-atomic 64-bit Release store, the only way the
+    /// page-table code writes a live table. Test environments override it to record the store.
+    fn set_entry(&self, entry: &Entry<'_>, raw: u64) {
+        entry.slot().store(raw, Ordering::Release);
+    }
+}

@@ -1,0 +1,1208 @@
+//! Mapping and unmapping kernel ranges in init_mm, the lock-free walker, and table reclaim.
+//!
+//! Callers take no page-table lock: the virtual-range allocator guarantees that two live areas
+//! never share a page, so leaf writes never conflict, and the only shared objects — intermediate
+//! tables — are installed by `pgalloc`'s allocators, which settle races themselves. (In
+//! [`LockMode::CallerLocked`](super::pgalloc::LockMode) every call below instead holds the
+//! baseline's global lock for its whole walk.)
+//!
+//! Ordering rules kept here (DESIGN.md §2):
+//! - leaf stores are single 64-bit Release stores; `map_range` ends with one `dsb ishst; isb`
+//!   (invariant 9, see [`InitMm::map_range`] for why once per call is enough);
+//! - unmap: clear leaves → `dsb ishst` → TLBI → `dsb ish; isb` → return (invariant 4);
+//! - a table taken out of the tree (promotion to a block, reclaim) is cleared, invalidated with
+//!   `tlbi vaae1is` and only then freed (break-before-make, invariant 5).
+
+use core::cell::Cell;
+
+use super::env::PageTableEnv;
+use super::pgalloc::{InitMm, Walk};
+use super::pgtable::{
+    Descriptor, Entry, KERNEL_VA_START, Level, MmError, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE,
+    PHYS_ADDR_BITS, PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, PhysAddr, Prot, Translation, addr_end,
+};
+use super::sync::Ordering;
+
+/// Above this many leaves cleared, `unmap_range` invalidates the whole TLB with one
+/// `tlbi vmalle1is` instead of one broadcast `tlbi vaale1is` per leaf (Linux's `MAX_DVM_OPS`,
+/// one pte table's worth). Counted in TLBI operations, i.e. leaves: a 2 MiB block is one
+/// operation, not 512 pages, because one `tlbi vaale1is` removes a block's entry.
+pub const TLBI_MAX_OPS: usize = 512;
+
+/// Tables found by [`InitMm::count_tables`], per level.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct TableCount {
+    /// pud tables.
+    pub pud: usize,
+    /// pmd tables.
+    pub pmd: usize,
+    /// pte tables.
+    pub pte: usize,
+}
+
+impl TableCount {
+    /// All table pages (the pgd excluded).
+    pub const fn total(&self) -> usize {
+        self.pud + self.pmd + self.pte
+    }
+}
+
+/// One `map_range` call in progress.
+struct MapCtx<'w, 'a> {
+    walk: &'w Walk<'a>,
+    va: usize,
+    pa: u64,
+    prot: Prot,
+    blocks: bool,
+    /// Leaves are written in address order; `[va, done)` is what this call has mapped so far.
+    done: Cell<usize>,
+}
+
+impl MapCtx<'_, '_> {
+    fn pa_of(&self, addr: usize) -> u64 {
+        self.pa + (addr - self.va) as u64
+    }
+
+    /// Does `[addr, next)` take one block of `size` (both addresses aligned, range covers it)?
+    fn block_fits(&self, addr: usize, next: usize, size: usize) -> bool {
+        self.blocks && next - addr == size && self.pa_of(addr).is_multiple_of(size as u64)
+    }
+}
+
+/// The leaf VAs cleared by one unmap, for the TLB invalidation that must follow.
+struct TlbFlush {
+    base: usize,
+    /// Leaves cleared so far; once it reaches `TLBI_MAX_OPS` only the count matters.
+    n: usize,
+    /// Page offsets from `base` of the first `TLBI_MAX_OPS - 1` leaves (2 KiB of stack rather
+    /// than a heap allocation on the unmap path).
+    pages: [u32; TLBI_MAX_OPS - 1],
+}
+
+impl TlbFlush {
+    fn new(base: usize) -> Self {
+        Self {
+            base,
+            n: 0,
+            pages: [0; TLBI_MAX_OPS - 1],
+        }
+    }
+
+    fn add(&mut self, va: usize) {
+        if self.n < TLBI_MAX_OPS - 1 {
+            match u32::try_from((va - self.base) >> PAGE_SHIFT) {
+                Ok(p) => self.pages[self.n] = p,
+                // More than 16 TiB into the range: certainly past the threshold anyway.
+                Err(_) => self.n = TLBI_MAX_OPS - 1,
+            }
+        }
+        self.n += 1;
+    }
+
+    /// `dsb ishst` (the cleared entries are visible to every walker before the invalidation),
+    /// the TLBIs, then `dsb ish; isb`: after this no CPU can still translate a cleared VA.
+    fn finish<E: PageTableEnv>(&self, env: &E) {
+        if self.n == 0 {
+            return;
+        }
+        env.dsb_ishst();
+        if self.n < TLBI_MAX_OPS {
+            for &p in &self.pages[..self.n] {
+                env.tlbi_page(self.base + ((p as usize) << PAGE_SHIFT));
+            }
+        } else {
+            env.tlbi_all();
+        }
+        env.dsb_ish();
+        env.isb();
+    }
+}
+
+/// Check the arguments shared by `map_range` and `unmap_range`; the exclusive end on success.
+fn check_virt(va: usize, size: usize) -> Result<usize, MmError> {
+    match va.checked_add(size) {
+        Some(end) if va >= KERNEL_VA_START => Ok(end),
+        _ => Err(MmError::BadVirtRange { va, size }),
+    }
+}
+
+impl<E: PageTableEnv> InitMm<E> {
+    /// Map `[va, va + size)` to `[pa, pa + size)` with `prot`.
+    ///
+    /// All three must be page aligned and `va` in the kernel (TTBR1) half. With `blocks`, 1 GiB
+    /// pud blocks and 2 MiB pmd blocks are used wherever `va` and `pa` are both aligned and the
+    /// rest of the range covers the block; an existing, leaf-free table in the way of a block is
+    /// replaced by it with break-before-make ("promotion").
+    ///
+    /// Takes no lock (in `Seed` mode): the caller owns the range. Mapping over a valid leaf is a
+    /// bug in the range allocator and panics. On an error part-way (no memory for a table, a live
+    /// block in the way) every leaf this call wrote is unmapped again before returning, so
+    /// nothing is left mapped; tables it installed stay, as in Linux (they are empty and reusable,
+    /// and `reclaim_empty_tables` can free them).
+    ///
+    /// Barriers: each leaf is one Release store; one `dsb ishst; isb` at the end of the call
+    /// completes them all. Once per call is enough because no one may use the range before this
+    /// returns — the caller publishes the address afterwards, ordered after the `dsb` — and the
+    /// tables written on the way were each published with their own `dsb ishst; isb`.
+    pub fn map_range(
+        &self,
+        va: usize,
+        pa: u64,
+        size: usize,
+        prot: Prot,
+        blocks: bool,
+    ) -> Result<(), MmError> {
+        let page_mask = PAGE_SIZE - 1;
+        if (va | size) & page_mask != 0 || pa & page_mask as u64 != 0 {
+            return Err(MmError::Misaligned { va, pa, size });
+        }
+        let end = check_virt(va, size)?;
+        if pa
+            .checked_add(size as u64)
+            .is_none_or(|pe| pe > 1 << PHYS_ADDR_BITS)
+        {
+            return Err(MmError::BadPhysRange { pa, size });
+        }
+        if size == 0 {
+            return Ok(());
+        }
+
+        let walk = self.begin_walk();
+        let ctx = MapCtx {
+            walk: &walk,
+            va,
+            pa,
+            prot,
+            blocks,
+            done: Cell::new(va),
+        };
+        match self.map_pgd_range(&ctx, va, end) {
+            Ok(()) => {
+                self.env().dsb_ishst();
+                self.env().isb();
+                Ok(())
+            }
+            Err(e) => {
+                // Still inside our walk (and, in CallerLocked mode, still under its lock).
+                self.unmap_walked(va, ctx.done.get());
+                Err(e)
+            }
+        }
+    }
+
+    fn map_pgd_range(
+        &self,
+        ctx: &MapCtx<'_, '_>,
+        mut addr: usize,
+        end: usize,
+    ) -> Result<(), MmError> {
+        loop {
+            let next = addr_end(addr, end, PGDIR_SIZE);
+            let pud = self.alloc_table_in(ctx.walk, self.pgd_offset_k(addr), addr)?;
+            self.map_pud_range(ctx, pud, addr, next)?;
+            if next == end {
+                return Ok(());
+            }
+            addr = next;
+        }
+    }
+
+    fn map_pud_range(
+        &self,
+        ctx: &MapCtx<'_, '_>,
+        mut pud: Entry<'_>,
+        mut addr: usize,
+        end: usize,
+    ) -> Result<(), MmError> {
+        loop {
+            let next = addr_end(addr, end, PUD_SIZE);
+            if ctx.block_fits(addr, next, PUD_SIZE) {
+                self.set_leaf(ctx, pud, addr);
+            } else {
+                let pmd = self.alloc_table_in(ctx.walk, pud, addr)?;
+                self.map_pmd_range(ctx, pmd, addr, next)?;
+            }
+            if next == end {
+                return Ok(());
+            }
+            addr = next;
+            pud = pud.sibling(addr);
+        }
+    }
+
+    fn map_pmd_range(
+        &self,
+        ctx: &MapCtx<'_, '_>,
+        mut pmd: Entry<'_>,
+        mut addr: usize,
+        end: usize,
+    ) -> Result<(), MmError> {
+        loop {
+            let next = addr_end(addr, end, PMD_SIZE);
+            if ctx.block_fits(addr, next, PMD_SIZE) {
+                self.set_leaf(ctx, pmd, addr);
+            } else {
+                let pte = self.alloc_table_in(ctx.walk, pmd, addr)?;
+                self.map_pte_range(ctx, pte, addr, next);
+            }
+            if next == end {
+                return Ok(());
+            }
+            addr = next;
+            pmd = pmd.sibling(addr);
+        }
+    }
+
+    fn map_pte_range(&self, ctx: &MapCtx<'_, '_>, mut pte: Entry<'_>, mut addr: usize, end: usize) {
+        loop {
+            self.set_leaf(ctx, pte, addr);
+            addr += PAGE_SIZE;
+            if addr == end {
+                return;
+            }
+            pte = pte.sibling(addr);
+        }
+    }
+
+    /// Write the leaf for `addr` into `entry` (a page, or a block at pud/pmd level).
+    fn set_leaf(&self, ctx: &MapCtx<'_, '_>, entry: Entry<'_>, addr: usize) {
+        let level = entry.level();
+        let new = Descriptor::leaf(level, PhysAddr(ctx.pa_of(addr)), ctx.prot);
+        let old = entry.read();
+        if old.is_table(level) {
+            self.promote(entry, old, new);
+        } else if old.is_valid() {
+            panic!(
+                "init_mm: mapping {addr:#x} over a valid leaf {old:#x} (two live areas overlap?)"
+            );
+        } else {
+            self.env().set_entry(&entry, new.raw());
+        }
+        ctx.done.set(addr + level.entry_size());
+    }
+
+    /// Replace the table under `entry` with the block `block`, break-before-make.
+    ///
+    /// Nobody else can be using the old table: our range covers the block's whole span, and no
+    /// other live area shares a page with ours. It must hold no valid leaf (we would be mapping
+    /// over a live area), and after the clear we invalidate both the entry's own walk-cache
+    /// entries (`tlbi vaae1is` at the block's address) and those of every table entry inside the
+    /// old subtree, since a walk cache may hold, say, a pmd entry of the replaced pmd table for a
+    /// different 2 MiB of the 1 GiB. Only then is the old subtree freed and the block written.
+    fn promote(&self, entry: Entry<'_>, old: Descriptor, block: Descriptor) {
+        let level = entry.level();
+        let sub = level.next().expect("a pte is never a table");
+        let va = entry.span_start();
+        self.assert_no_leaves(old.addr(), sub, va);
+
+        let env = self.env();
+        env.set_entry(&entry, Descriptor::INVALID.raw());
+        env.dsb_ishst();
+        env.tlbi_va(va);
+        self.tlbi_subtables(old.addr(), sub, va);
+        env.dsb_ish();
+        env.isb();
+        self.free_subtree(old.addr(), sub);
+
+        env.set_entry(&entry, block.raw());
+        env.dsb_ishst();
+        env.isb();
+        self.count_promotion();
+    }
+
+    fn assert_no_leaves(&self, table: PhysAddr, level: Level, base: usize) {
+        for i in 0..PTRS_PER_TABLE {
+            let va = base + i * level.entry_size();
+            let d = self.entry_in(table, level, va).read();
+            if d.is_table(level) {
+                self.assert_no_leaves(d.addr(), level.next().expect("tables above ptes"), va);
+            } else if d.is_valid() {
+                panic!(
+                    "init_mm: a block over {base:#x} would replace a valid leaf {d:#x} at {va:#x} \
+                     (two live areas overlap?)"
+                );
+            }
+        }
+    }
+
+    fn tlbi_subtables(&self, table: PhysAddr, level: Level, base: usize) {
+        for i in 0..PTRS_PER_TABLE {
+            let va = base + i * level.entry_size();
+            let d = self.entry_in(table, level, va).read();
+            if d.is_table(level) {
+                self.env().tlbi_va(va);
+                self.tlbi_subtables(d.addr(), level.next().expect("tables above ptes"), va);
+            }
+        }
+    }
+
+    /// Free the `level` table at `table` and every table below it. Only after break-before-make.
+    fn free_subtree(&self, table: PhysAddr, level: Level) {
+        if let Some(next) = level.next() {
+            for slot in self.env().table(table) {
+                let d = Descriptor::from_raw(slot.load(Ordering::Acquire));
+                if d.is_table(level) {
+                    self.free_subtree(d.addr(), next);
+                }
+            }
+        }
+        self.env().free_table_frame(table);
+    }
+
+    /// Unmap every leaf in `[va, va + size)`: pages, and pmd/pud blocks that lie wholly inside the
+    /// range (a block only partly inside is a caller bug: panic).
+    ///
+    /// Order (DESIGN invariant 4): clear the leaves → `dsb ishst` → `tlbi vaale1is` per cleared
+    /// leaf, or one `tlbi vmalle1is` from [`TLBI_MAX_OPS`] leaves on → `dsb ish; isb` → return.
+    /// Only after this returns may the caller give the virtual range back for reuse.
+    /// Intermediate tables stay in place.
+    pub fn unmap_range(&self, va: usize, size: usize) {
+        assert!(
+            (va | size) & (PAGE_SIZE - 1) == 0,
+            "init_mm: unmap_range({va:#x}, {size:#x}) is not page aligned"
+        );
+        let Ok(end) = check_virt(va, size) else {
+            panic!("init_mm: unmap_range({va:#x}, {size:#x}) is not a kernel range");
+        };
+        if size == 0 {
+            return;
+        }
+        let _walk = self.begin_walk();
+        self.unmap_walked(va, end);
+    }
+
+    /// `unmap_range` for a caller that has already begun its walk.
+    fn unmap_walked(&self, start: usize, end: usize) {
+        if start == end {
+            return;
+        }
+        let mut flush = TlbFlush::new(start);
+        self.unmap_level(self.pgd_phys(), Level::Pgd, start, end, &mut flush);
+        flush.finish(self.env());
+    }
+
+    fn unmap_level(
+        &self,
+        table: PhysAddr,
+        level: Level,
+        start: usize,
+        end: usize,
+        flush: &mut TlbFlush,
+    ) {
+        let mut addr = start;
+        loop {
+            let next = addr_end(addr, end, level.entry_size());
+            let e = self.entry_in(table, level, addr);
+            let d = e.read();
+            if let (true, Some(sub)) = (d.is_table(level), level.next()) {
+                self.unmap_level(d.addr(), sub, addr, next, flush);
+            } else if d.is_leaf(level) {
+                let span = e.span_start();
+                let whole = span >= start
+                    && span
+                        .checked_add(level.entry_size())
+                        .is_some_and(|span_end| span_end <= end);
+                assert!(
+                    whole,
+                    "init_mm: unmapping [{start:#x}, {end:#x}) would split the {} block at {span:#x}",
+                    level.name()
+                );
+                self.env().set_entry(&e, Descriptor::INVALID.raw());
+                flush.add(span);
+            }
+            if next == end {
+                return;
+            }
+            addr = next;
+        }
+    }
+
+    /// Walk the tables for `va` without any lock: one Acquire load per level, each following the
+    /// address read at the level above (the dependent-load chain of invariant 1).
+    pub fn translate(&self, va: usize) -> Option<Translation> {
+        if va < KERNEL_VA_START {
+            return None;
+        }
+        let mut table = self.pgd_phys();
+        for level in Level::ALL {
+            let d = self.entry_in(table, level, va).read();
+            if d.is_table(level) {
+                table = d.addr();
+            } else if d.is_leaf(level) {
+                let off = (va & (level.entry_size() - 1)) as u64;
+                return Some(Translation {
+                    pa: PhysAddr(d.addr().0 + off),
+                    level,
+                    desc: d,
+                });
+            } else {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// The table pages (below the pgd) whose span meets `[start, end)`.
+    pub fn count_tables(&self, start: usize, end: usize) -> TableCount {
+        let mut count = TableCount::default();
+        let start = start.max(KERNEL_VA_START);
+        if start < end {
+            self.count_level(self.pgd_phys(), Level::Pgd, start, end, &mut count);
+        }
+        count
+    }
+
+    fn count_level(
+        &self,
+        table: PhysAddr,
+        level: Level,
+        start: usize,
+        end: usize,
+        count: &mut TableCount,
+    ) {
+        let Some(sub) = level.next() else { return };
+        let mut addr = start;
+        loop {
+            let next = addr_end(addr, end, level.entry_size());
+            let d = self.entry_in(table, level, addr).read();
+            if d.is_table(level) {
+                match sub {
+                    Level::Pud => count.pud += 1,
+                    Level::Pmd => count.pmd += 1,
+                    _ => count.pte += 1,
+                }
+                self.count_level(d.addr(), sub, addr, next, count);
+            }
+            if next == end {
+                return;
+            }
+            addr = next;
+        }
+    }
+
+    /// Free every pud, pmd and pte table whose whole span lies in `[start, end)` and that holds no
+    /// valid entry once the tables below it have been reclaimed. Returns the number freed.
+    ///
+    /// Each table is taken out with break-before-make: clear the entry pointing at it →
+    /// `dsb ishst` → `tlbi vaae1is` (removes walk-cache copies of that entry) → `dsb ish; isb` →
+    /// free. Tables that straddle the range's ends are left alone.
+    ///
+    /// # Safety
+    ///
+    /// Quiescence: while this runs, no other CPU may walk, map or unmap any address in
+    /// `[start, end)` (through this `InitMm`, or through the hardware walker by accessing it).
+    /// The fast path of the table allocators reads a table entry without a lock and then writes
+    /// into the table it points at; if that raced with this function, the write would land in a
+    /// freed frame.
+    pub unsafe fn reclaim_empty_tables(&self, start: usize, end: usize) -> usize {
+        let start = start.max(KERNEL_VA_START);
+        if start >= end {
+            return 0;
+        }
+        let _walk = self.begin_walk();
+        self.reclaim_level(self.pgd_phys(), Level::Pgd, start, end)
+    }
+
+    fn reclaim_level(&self, table: PhysAddr, level: Level, start: usize, end: usize) -> usize {
+        let Some(sub) = level.next() else { return 0 };
+        let env = self.env();
+        let mut freed = 0;
+        let mut addr = start;
+        loop {
+            let next = addr_end(addr, end, level.entry_size());
+            let e = self.entry_in(table, level, addr);
+            let d = e.read();
+            if d.is_table(level) {
+                freed += self.reclaim_level(d.addr(), sub, addr, next);
+                let span = e.span_start();
+                let whole = span >= start
+                    && span
+                        .checked_add(level.entry_size())
+                        .is_some_and(|span_end| span_end <= end);
+                let empty = env
+                    .table(d.addr())
+                    .iter()
+                    .all(|s| !Descriptor::from_raw(s.load(Ordering::Acquire)).is_valid());
+                if whole && empty {
+                    env.set_entry(&e, Descriptor::INVALID.raw());
+                    env.dsb_ishst();
+                    env.tlbi_va(span);
+                    env.dsb_ish();
+                    env.isb();
+                    env.free_table_frame(d.addr());
+                    self.count_reclaimed();
+                    freed += 1;
+                }
+            }
+            if next == end {
+                return freed;
+            }
+            addr = next;
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::mm::pgalloc::LockMode;
+    use crate::mm::pgtable::{KIMAGE_VADDR, MemType, VMALLOC_END, VMALLOC_START};
+    use crate::mm::testenv::{Event, TestEnv};
+
+    const V: usize = VMALLOC_START;
+    const G: usize = PUD_SIZE;
+    const M2: usize = PMD_SIZE;
+    const P: usize = PAGE_SIZE;
+
+    fn mm() -> InitMm<TestEnv> {
+        InitMm::new(TestEnv::new()).unwrap()
+    }
+
+    /// Every valid leaf under the pgd whose VA lies in `[start, end)`.
+    fn leaves(mm: &InitMm<TestEnv>, start: usize, end: usize) -> Vec<(usize, Level)> {
+        fn walk(
+            mm: &InitMm<TestEnv>,
+            t: PhysAddr,
+            level: Level,
+            base: usize,
+            out: &mut Vec<(usize, Level)>,
+        ) {
+            for i in 0..PTRS_PER_TABLE {
+                let va = base.wrapping_add(i * level.entry_size());
+                let d = mm.entry_in(t, level, va).read();
+                if d.is_table(level) {
+                    walk(mm, d.addr(), level.next().unwrap(), va, out);
+                } else if d.is_leaf(level) {
+                    out.push((va, level));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            mm,
+            mm.pgd_phys(),
+            Level::Pgd,
+            0xFFFF_0000_0000_0000,
+            &mut out,
+        );
+        out.retain(|&(va, _)| va >= start && va < end);
+        out
+    }
+
+    fn assert_maps(mm: &InitMm<TestEnv>, va: usize, pa: u64, level: Level, prot: Prot) {
+        let t = mm
+            .translate(va)
+            .unwrap_or_else(|| panic!("{va:#x} not mapped"));
+        assert_eq!(t.pa, PhysAddr(pa), "pa of {va:#x}");
+        assert_eq!(t.level, level, "level of {va:#x}");
+        assert_eq!(t.prot(), Some(prot), "prot of {va:#x}");
+    }
+
+    #[test]
+    fn round_trip_at_every_leaf_size() {
+        let mm = mm();
+        // 4 KiB pages (blocks not allowed), 2 MiB blocks, 1 GiB blocks.
+        mm.map_range(V + 5 * P, 0x1234_5000, 3 * P, Prot::KERNEL_RW, false)
+            .unwrap();
+        mm.map_range(V + 3 * M2, 0x8040_0000, 2 * M2, Prot::DEVICE_WC, true)
+            .unwrap();
+        mm.map_range(V + 4 * G, 0x1_0000_0000, G, Prot::KERNEL_RO, true)
+            .unwrap();
+        for i in 0..3 {
+            assert_maps(
+                &mm,
+                V + (5 + i) * P + 0x123,
+                0x1234_5123 + (i * P) as u64,
+                Level::Pte,
+                Prot::KERNEL_RW,
+            );
+        }
+        assert!(mm.translate(V + 4 * P).is_none());
+        assert!(mm.translate(V + 8 * P).is_none());
+        assert_maps(&mm, V + 3 * M2, 0x8040_0000, Level::Pmd, Prot::DEVICE_WC);
+        assert_maps(
+            &mm,
+            V + 5 * M2 - 8,
+            0x8080_0000 - 8,
+            Level::Pmd,
+            Prot::DEVICE_WC,
+        );
+        assert!(mm.translate(V + 5 * M2).is_none());
+        assert_maps(
+            &mm,
+            V + 4 * G + 0x1234_5678,
+            0x1_1234_5678,
+            Level::Pud,
+            Prot::KERNEL_RO,
+        );
+        assert!(mm.translate(V + 5 * G).is_none());
+        // Outside the kernel half nothing translates, even where the pgd index would alias.
+        assert!(mm.translate(V - 0xFFFF_0000_0000_0000 + 5 * P).is_none());
+    }
+
+    #[test]
+    fn blocks_used_only_when_both_addresses_are_aligned() {
+        let mm = mm();
+        // VA 2 MiB aligned, PA only 4 KiB aligned: pages.
+        mm.map_range(V, 0x8000_1000, M2, Prot::KERNEL_RW, true)
+            .unwrap();
+        assert_eq!(mm.translate(V).unwrap().level, Level::Pte);
+        // Both aligned but blocks not requested: pages.
+        mm.map_range(V + M2, 0x8020_0000, M2, Prot::KERNEL_RW, false)
+            .unwrap();
+        assert_eq!(mm.translate(V + M2).unwrap().level, Level::Pte);
+        // 1 GiB + 2 MiB + 4 KiB starting 1 GiB aligned: one of each.
+        mm.map_range(V + G, 0x4000_0000, G + M2 + P, Prot::KERNEL_RW, true)
+            .unwrap();
+        let l: Vec<_> = leaves(&mm, V + G, V + 3 * G)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(l, [Level::Pud, Level::Pmd, Level::Pte]);
+    }
+
+    #[test]
+    fn attribute_bits_per_prot() {
+        let mm = mm();
+        let cases = [
+            (Prot::KERNEL_RW, MAIR_IDX_NORMAL_T, 0b00, true),
+            (Prot::KERNEL_RO, MAIR_IDX_NORMAL_T, 0b10, true),
+            (Prot::KERNEL_RX, MAIR_IDX_NORMAL_T, 0b10, false),
+            (Prot::DEVICE, 1, 0b00, true),
+            (Prot::DEVICE_WC, 2, 0b00, true),
+        ];
+        for (i, &(prot, attr, ap, pxn)) in cases.iter().enumerate() {
+            for (level, va, size) in [
+                (Level::Pte, V + i * P, P),
+                (Level::Pmd, V + (i + 1) * M2, M2),
+                (Level::Pud, V + (i + 1) * G, G),
+            ] {
+                mm.map_range(va, (1 << 32) + (i as u64) * (1 << 30), size, prot, true)
+                    .unwrap();
+                let d = mm.translate(va).unwrap().desc;
+                assert_eq!(mm.translate(va).unwrap().level, level);
+                let r = d.raw();
+                assert_eq!(d.attr_index(), attr, "{prot:?} AttrIndx");
+                assert_eq!((r >> 2) & 7, attr);
+                assert_eq!(
+                    (r >> 6) & 3,
+                    ap,
+                    "{prot:?} AP: EL1 only, RO unless writable"
+                );
+                assert_eq!(r >> 53 & 1 == 1, pxn, "{prot:?} PXN");
+                assert_eq!(r >> 54 & 1, 1, "{prot:?} UXN always");
+                assert_eq!((r >> 8) & 3, 0b11, "inner shareable");
+                assert_eq!((r >> 10) & 1, 1, "AF");
+                assert_eq!((r >> 11) & 1, 0, "global");
+                assert_eq!(
+                    r & 3,
+                    if level == Level::Pte { 3 } else { 1 },
+                    "page/block type"
+                );
+                assert_eq!(d.prot(), Some(prot));
+            }
+        }
+        assert_eq!(Prot::DEVICE.mem(), MemType::Device);
+        // W^X: exactly one of the five is executable, and it is not writable.
+        let all = [
+            Prot::KERNEL_RW,
+            Prot::KERNEL_RO,
+            Prot::KERNEL_RX,
+            Prot::DEVICE,
+            Prot::DEVICE_WC,
+        ];
+        assert!(all.iter().all(|p| !(p.writable() && p.executable())));
+        assert_eq!(all.iter().filter(|p| p.executable()).count(), 1);
+        // Table descriptors: valid table, UXNTable set, PXNTable clear (text below can execute).
+        let pgd = mm.pgd_offset_k(V).read().raw();
+        assert_eq!(pgd & 3, 3);
+        assert_eq!((pgd >> 60) & 1, 1);
+        assert_eq!((pgd >> 59) & 1, 0);
+        assert_eq!(crate::mm::pgtable::MAIR_EL1_VALUE, 0x0044_04ff);
+    }
+    const MAIR_IDX_NORMAL_T: u64 = crate::mm::pgtable::MAIR_IDX_NORMAL;
+
+    #[test]
+    fn bad_arguments_are_errors_and_change_nothing() {
+        let mm = mm();
+        let e = |r: Result<(), MmError>| r.unwrap_err();
+        assert_eq!(
+            e(mm.map_range(V + 1, 0, P, Prot::KERNEL_RW, false)),
+            MmError::Misaligned {
+                va: V + 1,
+                pa: 0,
+                size: P
+            }
+        );
+        assert!(matches!(
+            e(mm.map_range(V, 0x800, P, Prot::KERNEL_RW, false)),
+            MmError::Misaligned { .. }
+        ));
+        assert!(matches!(
+            e(mm.map_range(V, 0, P + 8, Prot::KERNEL_RW, false)),
+            MmError::Misaligned { .. }
+        ));
+        assert!(matches!(
+            e(mm.map_range(0x4000_0000, 0, P, Prot::KERNEL_RW, false)),
+            MmError::BadVirtRange { .. }
+        ));
+        assert!(matches!(
+            e(mm.map_range(usize::MAX - P + 1, 0, P, Prot::KERNEL_RW, false)),
+            MmError::BadVirtRange { .. }
+        ));
+        assert!(matches!(
+            e(mm.map_range(V, (1 << 48) - P as u64, 2 * P, Prot::KERNEL_RW, false)),
+            MmError::BadPhysRange { .. }
+        ));
+        assert!(matches!(
+            e(mm.map_range(V, u64::MAX - 0xfff, P, Prot::KERNEL_RW, false)),
+            MmError::BadPhysRange { .. }
+        ));
+        assert_eq!(mm.env().live_frames(), 1);
+        assert_eq!(mm.map_range(V, 0, 0, Prot::KERNEL_RW, true), Ok(()));
+        assert_eq!(mm.env().live_frames(), 1);
+        // The last page below the top of the address space can be mapped.
+        let top = usize::MAX - 2 * P + 1;
+        mm.map_range(top, 0x5000, P, Prot::KERNEL_RX, false)
+            .unwrap();
+        assert_maps(&mm, top + 8, 0x5008, Level::Pte, Prot::KERNEL_RX);
+        assert_eq!(top & !(PGDIR_SIZE - 1), KIMAGE_VADDR);
+    }
+
+    /// A range that needs five new tables on the way plus one 2 MiB and one 1 GiB block.
+    /// Failing the Nth allocation for every N must leave no leaf mapped; the tables installed
+    /// before the failure stay (Linux behaviour), exactly N of them, and reclaim frees them.
+    #[test]
+    fn out_of_memory_at_every_allocation_leaves_nothing_mapped() {
+        let va = V + G - M2 - 2 * P;
+        let pa = (1u64 << 30) - (M2 + 2 * P) as u64;
+        let size = 2 * P + M2 + G + P;
+        let tables_needed = 5; // pud, pmd, pte, then pmd + pte for the last page
+        for n in 0..=tables_needed {
+            let mm = mm();
+            mm.env().fail_after(n);
+            let r = mm.map_range(va, pa, size, Prot::KERNEL_RW, true);
+            if n < tables_needed {
+                assert_eq!(r, Err(MmError::OutOfMemory), "n = {n}");
+                assert_eq!(
+                    leaves(&mm, va, va + size),
+                    [],
+                    "n = {n}: leaves left mapped"
+                );
+                assert_eq!(mm.env().live_frames(), 1 + n, "n = {n}");
+                assert_eq!(mm.count_tables(va, va + size).total(), n);
+                // SAFETY: no other thread uses this InitMm.
+                let freed = unsafe { mm.reclaim_empty_tables(V, VMALLOC_END) };
+                assert_eq!(freed, n);
+                assert_eq!(mm.env().live_frames(), 1, "n = {n}: back to the bare pgd");
+            } else {
+                assert_eq!(r, Ok(()));
+                let l: Vec<_> = leaves(&mm, va, va + size)
+                    .into_iter()
+                    .map(|(_, l)| l)
+                    .collect();
+                assert_eq!(
+                    l,
+                    [Level::Pte, Level::Pte, Level::Pmd, Level::Pud, Level::Pte]
+                );
+                assert_eq!(mm.env().live_frames(), 1 + tables_needed);
+            }
+        }
+    }
+
+    #[test]
+    fn error_part_way_unmaps_leaves_with_tlb_invalidation() {
+        let mm = mm();
+        // Pages then a pte table that cannot be had.
+        mm.env().fail_after(3);
+        mm.env().start_recording();
+        let r = mm.map_range(V + M2 - 2 * P, 0x9000_0000, 4 * P, Prot::KERNEL_RW, false);
+        assert_eq!(r, Err(MmError::OutOfMemory));
+        let ev = mm.env().take_events();
+        let tail: Vec<_> = ev.iter().rev().take(7).rev().copied().collect();
+        assert!(
+            tail[..2]
+                .iter()
+                .all(|e| matches!(e, Event::Store { val: 0, .. })),
+            "{tail:?}"
+        );
+        assert_eq!(
+            tail[2..5],
+            [
+                Event::DsbIshst,
+                Event::TlbiPage(V + M2 - 2 * P),
+                Event::TlbiPage(V + M2 - P)
+            ]
+        );
+        assert_eq!(tail[5..], [Event::DsbIsh, Event::Isb]);
+        assert!(leaves(&mm, V, V + G).is_empty());
+    }
+
+    #[test]
+    fn live_block_in_the_way_is_an_error_and_rolls_back() {
+        let mm = mm();
+        mm.map_range(V + M2, 0x8020_0000, M2, Prot::KERNEL_RW, true)
+            .unwrap();
+        let r = mm.map_range(V + M2 - 2 * P, 0x7000_0000, 4 * P, Prot::KERNEL_RW, false);
+        assert_eq!(r, Err(MmError::BlockInTheWay { va: V + M2 }));
+        assert_eq!(leaves(&mm, V, V + G), [(V + M2, Level::Pmd)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "over a valid leaf")]
+    fn mapping_a_page_twice_panics() {
+        let mm = mm();
+        mm.map_range(V, 0x1000, 2 * P, Prot::KERNEL_RW, false)
+            .unwrap();
+        let _ = mm.map_range(V + P, 0x9000, P, Prot::KERNEL_RW, false);
+    }
+
+    #[test]
+    #[should_panic(expected = "init_mm: mapping 0xffff800040000000 over a valid leaf")]
+    fn mapping_a_block_twice_panics() {
+        let mm = mm();
+        mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true)
+            .unwrap();
+        let _ = mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true);
+    }
+
+    #[test]
+    fn promotion_to_2m_block_follows_break_before_make() {
+        let mm = mm();
+        // A pte table left over from an earlier, now unmapped, area.
+        mm.map_range(V + M2 + 7 * P, 0x1000, P, Prot::KERNEL_RW, false)
+            .unwrap();
+        mm.unmap_range(V + M2 + 7 * P, P);
+        let pmd = mm
+            .pmd_alloc(
+                mm.pud_alloc(mm.pgd_offset_k(V + M2), V + M2).unwrap(),
+                V + M2,
+            )
+            .unwrap();
+        let old = pmd.read();
+        assert!(old.is_table(Level::Pmd));
+        let live = mm.env().live_frames();
+
+        mm.env().start_recording();
+        mm.map_range(V + M2, 0x4020_0000, M2, Prot::KERNEL_RW, true)
+            .unwrap();
+        let ev = mm.env().take_events();
+        let store = |val| Event::Store {
+            level: Level::Pmd,
+            table: pmd.table_phys(),
+            index: 1,
+            val,
+        };
+        let block = Descriptor::leaf(Level::Pmd, PhysAddr(0x4020_0000), Prot::KERNEL_RW).raw();
+        assert_eq!(
+            ev[..10],
+            [
+                store(0),
+                Event::DsbIshst,
+                Event::TlbiVa(V + M2),
+                Event::DsbIsh,
+                Event::Isb,
+                Event::Free(old.addr()),
+                store(block),
+                Event::DsbIshst,
+                Event::Isb,
+                Event::DsbIshst, // end of map_range
+            ]
+        );
+        assert_eq!(mm.stats().promotions, 1);
+        assert_eq!(mm.env().live_frames(), live - 1);
+        assert!(!mm.env().is_allocated(old.addr()));
+        assert_maps(&mm, V + M2 + 5, 0x4020_0005, Level::Pmd, Prot::KERNEL_RW);
+    }
+
+    #[test]
+    fn promotion_to_1g_block_frees_the_whole_subtree() {
+        let mm = mm();
+        // Leftover pmd table under pud[1] with two pte tables (pmd[0] and pmd[9]).
+        for va in [V + G, V + G + 9 * M2 + 3 * P] {
+            mm.map_range(va, 0x1000, P, Prot::KERNEL_RW, false).unwrap();
+            mm.unmap_range(va, P);
+        }
+        let pud = mm.pud_alloc(mm.pgd_offset_k(V + G), V + G).unwrap();
+        let pmd_table = pud.read().addr();
+        let pte_tables: Vec<_> = [0, 9]
+            .iter()
+            .map(|&i| {
+                mm.entry_in(pmd_table, Level::Pmd, V + G + i * M2)
+                    .read()
+                    .addr()
+            })
+            .collect();
+        assert_eq!(mm.env().live_frames(), 1 + 1 + 1 + 2);
+
+        mm.env().start_recording();
+        mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true)
+            .unwrap();
+        let ev = mm.env().take_events();
+        assert_eq!(
+            ev[0],
+            Event::Store {
+                level: Level::Pud,
+                table: pud.table_phys(),
+                index: 1,
+                val: 0
+            }
+        );
+        assert_eq!(ev[1], Event::DsbIshst);
+        assert_eq!(
+            ev[2..5],
+            [
+                Event::TlbiVa(V + G),
+                Event::TlbiVa(V + G),
+                Event::TlbiVa(V + G + 9 * M2)
+            ]
+        );
+        assert_eq!(ev[5..7], [Event::DsbIsh, Event::Isb]);
+        let mut freed: Vec<_> = ev[7..10]
+            .iter()
+            .map(|e| match e {
+                Event::Free(p) => *p,
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        freed.sort();
+        let mut expect = [pte_tables[0], pte_tables[1], pmd_table];
+        expect.sort();
+        assert_eq!(freed, expect);
+        assert!(
+            matches!(ev[10], Event::Store { level: Level::Pud, index: 1, val, .. } if val & 3 == 1)
+        );
+        assert_eq!(ev[11..13], [Event::DsbIshst, Event::Isb]);
+        assert_eq!(mm.env().live_frames(), 2);
+        assert_eq!(mm.stats().promotions, 1);
+        assert_maps(
+            &mm,
+            V + G + 9 * M2 + 3 * P,
+            0x4000_0000 + (9 * M2 + 3 * P) as u64,
+            Level::Pud,
+            Prot::KERNEL_RW,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "would replace a valid leaf")]
+    fn promotion_over_a_live_page_panics() {
+        let mm = mm();
+        mm.map_range(V + G + 9 * M2, 0x1000, P, Prot::KERNEL_RW, false)
+            .unwrap();
+        let _ = mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true);
+    }
+
+    #[test]
+    fn map_ends_with_one_barrier_pair_after_all_leaf_stores() {
+        let mm = mm();
+        mm.map_range(V, 0x1000, P, Prot::KERNEL_RW, false).unwrap(); // tables exist now
+        mm.env().start_recording();
+        mm.map_range(V + P, 0x2000, 3 * P, Prot::KERNEL_RW, false)
+            .unwrap();
+        let ev = mm.env().take_events();
+        assert_eq!(ev.len(), 5);
+        assert!(ev[..3].iter().all(|e| matches!(
+            e,
+            Event::Store {
+                level: Level::Pte,
+                ..
+            }
+        )));
+        assert_eq!(ev[3..], [Event::DsbIshst, Event::Isb]);
+    }
+
+    #[test]
+    fn unmap_clears_leaves_then_invalidates_then_waits() {
+        let mm = mm();
+        mm.map_range(V, 0x1000, 3 * P, Prot::KERNEL_RW, false)
+            .unwrap();
+        mm.map_range(V + M2, 0x4020_0000, M2, Prot::KERNEL_RW, true)
+            .unwrap();
+        let tables = mm.count_tables(V, V + G);
+        mm.env().start_recording();
+        mm.unmap_range(V, 2 * M2);
+        let ev = mm.env().take_events();
+        assert_eq!(ev.len(), 4 + 1 + 4 + 2);
+        assert!(
+            ev[..4]
+                .iter()
+                .all(|e| matches!(e, Event::Store { val: 0, .. })),
+            "{ev:?}"
+        );
+        assert_eq!(
+            ev[4..],
+            [
+                Event::DsbIshst,
+                Event::TlbiPage(V),
+                Event::TlbiPage(V + P),
+                Event::TlbiPage(V + 2 * P),
+                Event::TlbiPage(V + M2),
+                Event::DsbIsh,
+                Event::Isb
+            ]
+        );
+        assert!(leaves(&mm, V, V + G).is_empty());
+        // Intermediate tables stay; nothing freed.
+        assert_eq!(mm.count_tables(V, V + G), tables);
+        // Unmapping nothing issues nothing.
+        mm.env().start_recording();
+        mm.unmap_range(V, 2 * M2);
+        assert_eq!(mm.env().take_events(), []);
+    }
+
+    #[test]
+    fn unmap_of_many_leaves_flushes_everything_once() {
+        let mm = mm();
+        mm.map_range(V, 0x10_0000, 600 * P, Prot::KERNEL_RW, false)
+            .unwrap();
+        mm.env().start_recording();
+        mm.unmap_range(V, 600 * P);
+        let ev = mm.env().take_events();
+        assert_eq!(
+            ev[600..],
+            [Event::DsbIshst, Event::TlbiAll, Event::DsbIsh, Event::Isb]
+        );
+        // 511 leaves is still below the threshold.
+        mm.map_range(V, 0x10_0000, 511 * P, Prot::KERNEL_RW, false)
+            .unwrap();
+        mm.env().start_recording();
+        mm.unmap_range(V, 600 * P);
+        let ev = mm.env().take_events();
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::TlbiPage(_)))
+                .count(),
+            511
+        );
+        assert!(!ev.contains(&Event::TlbiAll));
+    }
+
+    #[test]
+    #[should_panic(expected = "would split the pmd block")]
+    fn unmapping_part_of_a_block_panics() {
+        let mm = mm();
+        mm.map_range(V, 0x4000_0000, M2, Prot::KERNEL_RW, true)
+            .unwrap();
+        mm.unmap_range(V + P, P);
+    }
+
+    #[test]
+    #[should_panic(expected = "not page aligned")]
+    fn unmap_unaligned_panics() {
+        mm().unmap_range(V + 1, P);
+    }
+
+    #[test]
+    fn reclaim_frees_only_empty_tables_wholly_inside_with_bbm() {
+        let mm = mm();
+        mm.map_range(V, 0x1000, P, Prot::KERNEL_RW, false).unwrap(); // pud, pmd, pte tables
+        mm.map_range(V + M2, 0x1000, P, Prot::KERNEL_RW, false)
+            .unwrap(); // pte table 2
+        assert_eq!(mm.env().live_frames(), 5);
+        mm.unmap_range(V, P);
+        // Range covers pte table 1 only partly: nothing freed.
+        // SAFETY: single-threaded test.
+        assert_eq!(unsafe { mm.reclaim_empty_tables(V, V + M2 - P) }, 0);
+        let pte1 = mm.translate(V).is_none().then(|| {
+            mm.pmd_alloc(mm.pud_alloc(mm.pgd_offset_k(V), V).unwrap(), V)
+                .unwrap()
+                .read()
+        });
+        let pte1 = pte1.unwrap().addr();
+        mm.env().start_recording();
+        // Whole VMALLOC: pte table 1 (empty) goes; pte table 2 still maps a page so it, the pmd
+        // and the pud table stay.
+        // SAFETY: single-threaded test.
+        assert_eq!(unsafe { mm.reclaim_empty_tables(V, VMALLOC_END) }, 1);
+        let ev = mm.env().take_events();
+        assert!(matches!(
+            ev[0],
+            Event::Store {
+                level: Level::Pmd,
+                index: 0,
+                val: 0,
+                ..
+            }
+        ));
+        assert_eq!(
+            ev[1..],
+            [
+                Event::DsbIshst,
+                Event::TlbiVa(V),
+                Event::DsbIsh,
+                Event::Isb,
+                Event::Free(pte1)
+            ]
+        );
+        assert_maps(&mm, V + M2, 0x1000, Level::Pte, Prot::KERNEL_RW);
+        mm.unmap_range(V + M2, P);
+        // SAFETY: single-threaded test.
+        assert_eq!(unsafe { mm.reclaim_empty_tables(V, VMALLOC_END) }, 3);
+        assert_eq!(mm.env().live_frames(), 1);
+        assert_eq!(mm.stats().reclaimed, 4);
+        assert_eq!(mm.count_tables(0, usize::MAX), TableCount::default());
+    }
+
+    /// Threads map their own pages under shared, initially absent tables, with no lock, in both
+    /// locking designs; every page must translate, the tables must be the minimum, and after
+    /// unmap + reclaim every frame is back.
+    fn concurrent_maps(mode: LockMode) {
+        let mm = Arc::new(mm());
+        mm.set_lock_mode(mode);
+        mm.env().set_alloc_yield(true);
+        let threads = 8;
+        let per = 64;
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let (mm, b) = (mm.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    b.wait();
+                    // Interleaved pages: thread t owns pages t, t + threads, ... of 4 MiB.
+                    for k in 0..per {
+                        let page = k * threads + t;
+                        let va = V + page * P;
+                        mm.map_range(va, (page * P) as u64, P, Prot::KERNEL_RW, false)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        for page in 0..threads * per {
+            assert_maps(
+                &mm,
+                V + page * P,
+                (page * P) as u64,
+                Level::Pte,
+                Prot::KERNEL_RW,
+            );
+        }
+        assert_eq!(
+            mm.count_tables(V, VMALLOC_END),
+            TableCount {
+                pud: 1,
+                pmd: 1,
+                pte: 1
+            }
+        );
+        mm.unmap_range(V, threads * per * P);
+        // SAFETY: all threads joined.
+        unsafe { mm.reclaim_empty_tables(V, VMALLOC_END) };
+        assert_eq!(mm.env().live_frames(), 1);
+    }
+
+    #[test]
+    fn concurrent_maps_share_tables_without_a_caller_lock() {
+        concurrent_maps(LockMode::Seed);
+    }
+
+    #[test]
+    fn concurrent_maps_caller_locked_baseline() {
+        concurrent_maps(LockMode::CallerLocked);
+    }
+}

@@ -1,0 +1,20 @@
+//! Memory management: physical frames, the heap, `init_mm`'s translation tables and their
+//! allocators, virtual areas, vmap/vmalloc and ioremap.
+//!
+//! The page-table code (`pgtable`, `pgalloc`, `mapping`) and the virtual-memory layer (`vm`) are
+//! generic over [`env::PageTableEnv`], so that host unit tests run them over an in-memory
+//! "physical memory" (`testenv`) and the model checker over loom's atomics; `hw` is the
+//! environment of the real machine.
+
+pub mod env;
+pub mod layout;
+pub mod mapping;
+pub mod pgalloc;
+pub mod pgtable;
+pub mod region;
+pub mod sync;
+pub mod vmap_area;
+
+#[cfg(test)]
+pub mod testenv;
+

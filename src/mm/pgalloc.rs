@@ -1,0 +1,789 @@
+//! `init_mm` and its table allocators: `pud_alloc`, `pmd_alloc`, `pte_alloc_kernel`.
+//!
+//! # The design (Linux 2.6.15, "mm: init_mm without ptlock")
+//!
+//! Callers that map kernel memory (ioremap, vmap, the boot mapping) take **no** page-table lock.
+//! Virtual ranges are handed out by the vmap-area allocator under its own lock, so two live areas
+//! never share a page and their leaf writes cannot conflict. The only shared state is the
+//! *intermediate* tables: two CPUs mapping neighbouring areas may both find the pmd slot above
+//! them empty and both want to install a pte table there. The allocators below settle that race
+//! themselves:
+//!
+//! 1. read the slot once, lock-free; a table there → step into it (the common case, no lock);
+//! 2. empty → allocate a frame *outside* the lock, zero it, `dsb ishst` (the zeroes are visible
+//!    to every CPU and walker before anything can point at them);
+//! 3. take `page_table_lock`, **re-check** the slot: still empty → publish our table with one
+//!    64-bit Release store, `dsb ishst; isb`; otherwise a racing CPU won → we free our frame;
+//! 4. step into whichever table is installed.
+//!
+//! Only the re-check and the store (and their barriers) run under the lock, so contention costs
+//! a few instructions, and only on the rare install. The loom model in this file shows that
+//! without the re-check two CPUs can both install (one table and its mappings lost, one frame
+//! leaked) — that is what the lock is for, and all it is for.
+//!
+//! # Why the lock is private
+//!
+//! Before the patch, callers took `init_mm.page_table_lock` around their whole walk because the
+//! allocators expected it held; after it, a caller that still took it would either deadlock
+//! against the allocator or serialise everything for nothing. Linux made such a mismatch break the
+//! build by changing `pte_alloc_kernel`'s signature. Here the lock is a private field of
+//! [`InitMm`]: code outside this module cannot name it, so a caller that tries fails to build:
+//!
+//! ```compile_fail
+//! # fn f(init_mm: &initmm::mm::pgalloc::InitMm<impl initmm::mm::env::PageTableEnv>) {
+//! let _ptl = init_mm.page_table_lock.lock(); // error[E0616]: field `page_table_lock` is private
+//! # }
+//! ```
+//!
+//! # The baseline
+//!
+//! [`LockMode::CallerLocked`] reproduces the pre-patch design for benchmarking: every mapping
+//! call takes one global `caller_lock` across its whole walk (as `map_vm_area` took
+//! `init_mm.page_table_lock`), and the allocators then take no lock of their own.
+
+use super::env::PageTableEnv;
+use super::pgtable::{Descriptor, Entry, Level, MmError, PhysAddr};
+use super::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+
+/// Which locking design the mapping functions use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LockMode {
+    /// The design of this crate: callers take no lock; the allocators lock only to install.
+    Seed,
+    /// The pre-patch baseline: each mapping call holds one global lock across its whole walk.
+    CallerLocked,
+}
+
+/// Counters of one level's table installs.
+struct LevelCounters {
+    installed: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl LevelCounters {
+    fn new() -> Self {
+        Self {
+            installed: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> LevelStats {
+        LevelStats {
+            installed: self.installed.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The counters kept by [`InitMm`].
+struct PgStats {
+    pud: LevelCounters,
+    pmd: LevelCounters,
+    pte: LevelCounters,
+    promotions: AtomicU64,
+    reclaimed: AtomicU64,
+}
+
+/// Install outcomes of one table level.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct LevelStats {
+    /// Tables of this level published into an empty slot.
+    pub installed: u64,
+    /// Allocations that found the slot filled by a racing CPU at the re-check (frame freed).
+    pub lost: u64,
+}
+
+/// A copy of [`InitMm`]'s counters at one moment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct PgStatsSnapshot {
+    /// pud tables (installed in pgd slots).
+    pub pud: LevelStats,
+    /// pmd tables (installed in pud slots).
+    pub pmd: LevelStats,
+    /// pte tables (installed in pmd slots).
+    pub pte: LevelStats,
+    /// Tables replaced by a block (break-before-make), see `map_range`.
+    pub promotions: u64,
+    /// Empty tables freed by `reclaim_empty_tables`.
+    pub reclaimed: u64,
+}
+
+/// How the current walk is serialised; proof, for the allocators, of which lock (if any) the
+/// mapping call holds.
+pub(super) enum Walk<'a> {
+    /// No caller lock: the allocators take `page_table_lock` to install.
+    Seed,
+    /// The caller holds `caller_lock` for the whole walk, until this guard is dropped.
+    CallerLocked { _guard: MutexGuard<'a, ()> },
+}
+
+/// The kernel's one address space: its pgd, the allocators' lock and their counters.
+pub struct InitMm<E: PageTableEnv> {
+    env: E,
+    pgd: PhysAddr,
+    /// Serialises table installs, and nothing else. Private: see the module documentation.
+    page_table_lock: Mutex<()>,
+    /// Only for [`LockMode::CallerLocked`]: the pre-patch caller-held lock.
+    caller_lock: Mutex<()>,
+    /// A [`LockMode`] as a number (0 = Seed, 1 = CallerLocked).
+    lock_mode: AtomicUsize,
+    stats: PgStats,
+}
+
+impl<E: PageTableEnv> InitMm<E> {
+    /// Allocate and zero the pgd; every other table is installed on demand.
+    pub fn new(env: E) -> Result<Self, MmError> {
+        let pgd = env.alloc_table_frame().ok_or(MmError::OutOfMemory)?;
+        env.zero_table(pgd);
+        // The pgd is reached through TTBR1 rather than a descriptor: make the zeroes visible
+        // before whoever programs TTBR1 (after its own barrier) can let a walker in.
+        env.dsb_ishst();
+        Ok(Self {
+            env,
+            pgd,
+            page_table_lock: Mutex::new(()),
+            caller_lock: Mutex::new(()),
+            lock_mode: AtomicUsize::new(0),
+            stats: PgStats {
+                pud: LevelCounters::new(),
+                pmd: LevelCounters::new(),
+                pte: LevelCounters::new(),
+                promotions: AtomicU64::new(0),
+                reclaimed: AtomicU64::new(0),
+            },
+        })
+    }
+
+    /// The pgd's frame, for TTBR1_EL1.
+    pub fn pgd_phys(&self) -> PhysAddr {
+        self.pgd
+    }
+
+    /// The environment the tables live in.
+    pub fn env(&self) -> &E {
+        &self.env
+    }
+
+    /// Choose the locking design for later mapping calls.
+    ///
+    /// Switch only while no mapping call is in flight (a benchmark switches between runs): a
+    /// `CallerLocked` walk does not take `page_table_lock`, so it must not race a `Seed` walk.
+    pub fn set_lock_mode(&self, mode: LockMode) {
+        let v = match mode {
+            LockMode::Seed => 0,
+            LockMode::CallerLocked => 1,
+        };
+        self.lock_mode.store(v, Ordering::Relaxed);
+    }
+
+    /// The current locking design.
+    pub fn lock_mode(&self) -> LockMode {
+        match self.lock_mode.load(Ordering::Relaxed) {
+            0 => LockMode::Seed,
+            _ => LockMode::CallerLocked,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PgStatsSnapshot {
+        PgStatsSnapshot {
+            pud: self.stats.pud.snapshot(),
+            pmd: self.stats.pmd.snapshot(),
+            pte: self.stats.pte.snapshot(),
+            promotions: self.stats.promotions.load(Ordering::Relaxed),
+            reclaimed: self.stats.reclaimed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The pgd slot for `va` (Linux's `pgd_offset_k`).
+    pub fn pgd_offset_k(&self, va: usize) -> Entry<'_> {
+        self.entry_in(self.pgd, Level::Pgd, va)
+    }
+
+    /// The pud slot for `va`, installing the pud table under `pgd` if there is none.
+    pub fn pud_alloc(&self, pgd: Entry<'_>, va: usize) -> Result<Entry<'_>, MmError> {
+        debug_assert_eq!(pgd.level(), Level::Pgd);
+        let walk = self.begin_walk();
+        self.alloc_next::<true>(&walk, pgd, va)
+    }
+
+    /// The pmd slot for `va`, installing the pmd table under `pud` if there is none.
+    /// `Err(BlockInTheWay)` if `pud` holds a 1 GiB block.
+    pub fn pmd_alloc(&self, pud: Entry<'_>, va: usize) -> Result<Entry<'_>, MmError> {
+        debug_assert_eq!(pud.level(), Level::Pud);
+        let walk = self.begin_walk();
+        self.alloc_next::<true>(&walk, pud, va)
+    }
+
+    /// The pte slot for `va`, installing the pte table under `pmd` if there is none.
+    /// `Err(BlockInTheWay)` if `pmd` holds a 2 MiB block. No `mm` argument: there is one kernel
+    /// address space, and the lock it needs is its own business.
+    pub fn pte_alloc_kernel(&self, pmd: Entry<'_>, va: usize) -> Result<Entry<'_>, MmError> {
+        debug_assert_eq!(pmd.level(), Level::Pmd);
+        let walk = self.begin_walk();
+        self.alloc_next::<true>(&walk, pmd, va)
+    }
+
+    /// Start a walk in the current [`LockMode`]: in `CallerLocked` mode this takes the caller lock
+    /// and holds it until the returned value is dropped.
+    pub(super) fn begin_walk(&self) -> Walk<'_> {
+        match self.lock_mode() {
+            LockMode::Seed => Walk::Seed,
+            LockMode::CallerLocked => Walk::CallerLocked {
+                _guard: self.caller_lock.lock(),
+            },
+        }
+    }
+
+    /// The slot for `va` in the `level` table in frame `table`.
+    pub(super) fn entry_in(&self, table: PhysAddr, level: Level, va: usize) -> Entry<'_> {
+        Entry::new(self.env.table(table), table, level, va)
+    }
+
+    /// `pud_alloc`/`pmd_alloc`/`pte_alloc_kernel` for a walk already begun with `begin_walk`.
+    pub(super) fn alloc_table_in(
+        &self,
+        walk: &Walk<'_>,
+        entry: Entry<'_>,
+        va: usize,
+    ) -> Result<Entry<'_>, MmError> {
+        self.alloc_next::<true>(walk, entry, va)
+    }
+
+    pub(super) fn count_promotion(&self) {
+        self.stats.promotions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_reclaimed(&self) {
+        self.stats.reclaimed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counters(&self, table_level: Level) -> &LevelCounters {
+        match table_level {
+            Level::Pud => &self.stats.pud,
+            Level::Pmd => &self.stats.pmd,
+            Level::Pte => &self.stats.pte,
+            Level::Pgd => unreachable!("the pgd is never installed"),
+        }
+    }
+
+    /// The allocator proper. `RECHECK` is always true outside the loom model, which sets it to
+    /// false to show the re-check is what prevents a double install.
+    fn alloc_next<const RECHECK: bool>(
+        &self,
+        walk: &Walk<'_>,
+        entry: Entry<'_>,
+        va: usize,
+    ) -> Result<Entry<'_>, MmError> {
+        let level = entry.level();
+        let Some(next) = level.next() else {
+            panic!("init_mm: no table below a pte ({entry:?})");
+        };
+        debug_assert!(entry.covers(va), "{va:#x} is not under {entry:?}");
+
+        // Fast path: one Acquire read, no lock.
+        let desc = entry.read();
+        if desc.is_table(level) {
+            return Ok(self.entry_in(desc.addr(), next, va));
+        }
+        if desc.is_valid() {
+            return Err(MmError::BlockInTheWay { va });
+        }
+
+        // Slow path. Allocation and zeroing happen outside the lock; the dsb makes the zeroes
+        // visible to every CPU and walker before any descriptor can point at the table (the
+        // Release store below orders them for the lock-free readers of the Rust memory model).
+        let new = self.env.alloc_table_frame().ok_or(MmError::OutOfMemory)?;
+        self.env.zero_table(new);
+        self.env.dsb_ishst();
+
+        let winner = {
+            let _ptl = match walk {
+                Walk::Seed => Some(self.page_table_lock.lock()),
+                // The caller's lock already serialises every walk.
+                Walk::CallerLocked { .. } => None,
+            };
+            let now = if RECHECK {
+                entry.read()
+            } else {
+                Descriptor::INVALID
+            };
+            if now.is_valid() {
+                Some(now)
+            } else {
+                self.env.set_entry(&entry, Descriptor::table(new).raw());
+                // Still under the lock, so a CPU that loses the re-check only proceeds once the
+                // new entry is visible to the walkers too (what `set_pmd` does on arm64).
+                self.env.dsb_ishst();
+                self.env.isb();
+                None
+            }
+        };
+
+        let counters = self.counters(next);
+        match winner {
+            None => {
+                counters.installed.fetch_add(1, Ordering::Relaxed);
+                Ok(self.entry_in(new, next, va))
+            }
+            Some(now) => {
+                counters.lost.fetch_add(1, Ordering::Relaxed);
+                // Never published: no CPU or walker can have seen it.
+                self.env.free_table_frame(new);
+                if now.is_table(level) {
+                    Ok(self.entry_in(now.addr(), next, va))
+                } else {
+                    Err(MmError::BlockInTheWay { va })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+    use crate::mm::pgtable::{PMD_SIZE, PUD_SIZE, Prot, VMALLOC_START};
+    use crate::mm::testenv::{Event, TestEnv};
+
+    fn mm() -> InitMm<TestEnv> {
+        InitMm::new(TestEnv::new()).unwrap()
+    }
+
+    #[test]
+    fn new_allocates_one_zeroed_pgd() {
+        let mm = mm();
+        assert_eq!(mm.env().live_frames(), 1);
+        let pgd = mm.env().table(mm.pgd_phys());
+        assert!(pgd.iter().all(|s| s.load(Ordering::Relaxed) == 0));
+        assert_eq!(mm.stats(), PgStatsSnapshot::default());
+    }
+
+    #[test]
+    fn new_fails_cleanly_without_memory() {
+        let env = TestEnv::new();
+        env.fail_after(0);
+        assert!(matches!(InitMm::new(env), Err(MmError::OutOfMemory)));
+    }
+
+    #[test]
+    fn walk_down_installs_each_level_once_then_takes_the_fast_path() {
+        let mm = mm();
+        let va = VMALLOC_START + 3 * PUD_SIZE + 5 * PMD_SIZE + 7 * 4096;
+        let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+        let pmd = mm.pmd_alloc(pud, va).unwrap();
+        let pte = mm.pte_alloc_kernel(pmd, va).unwrap();
+        assert_eq!(pte.level(), Level::Pte);
+        assert_eq!(pte.index(), 7);
+        assert_eq!(pmd.index(), 5);
+        assert_eq!(pud.index(), 3);
+        assert_eq!(mm.env().live_frames(), 4);
+
+        // Second walk, neighbouring page: same tables, no allocation.
+        let allocs = mm.env().allocations();
+        let va2 = va + 4096;
+        let pud2 = mm.pud_alloc(mm.pgd_offset_k(va2), va2).unwrap();
+        let pmd2 = mm.pmd_alloc(pud2, va2).unwrap();
+        let pte2 = mm.pte_alloc_kernel(pmd2, va2).unwrap();
+        assert_eq!(pte2.table_phys(), pte.table_phys());
+        assert_eq!(pte2.index(), 8);
+        assert_eq!(mm.env().allocations(), allocs);
+
+        let one = LevelStats {
+            installed: 1,
+            lost: 0,
+        };
+        let s = mm.stats();
+        assert_eq!((s.pud, s.pmd, s.pte), (one, one, one));
+    }
+
+    #[test]
+    fn install_publishes_zeroed_table_then_barriers() {
+        let mm = mm();
+        let va = VMALLOC_START;
+        let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+        let pmd = mm.pmd_alloc(pud, va).unwrap();
+        mm.env().start_recording();
+        let pte = mm.pte_alloc_kernel(pmd, va).unwrap();
+        let t = pte.table_phys();
+        assert_eq!(
+            mm.env().take_events(),
+            [
+                Event::Alloc(t),
+                Event::Zero(t),
+                Event::DsbIshst,
+                Event::Store {
+                    level: Level::Pmd,
+                    table: pmd.table_phys(),
+                    index: 0,
+                    val: Descriptor::table(t).raw()
+                },
+                Event::DsbIshst,
+                Event::Isb,
+            ]
+        );
+        // The fast path touches nothing.
+        mm.env().start_recording();
+        mm.pte_alloc_kernel(pmd, va).unwrap();
+        assert_eq!(mm.env().take_events(), []);
+    }
+
+    #[test]
+    fn out_of_memory_leaves_the_slot_empty() {
+        let mm = mm();
+        let va = VMALLOC_START;
+        let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+        mm.env().fail_after(0);
+        assert_eq!(mm.pmd_alloc(pud, va).unwrap_err(), MmError::OutOfMemory);
+        assert_eq!(pud.read(), Descriptor::INVALID);
+        assert_eq!(mm.env().live_frames(), 2);
+        assert_eq!(mm.stats().pmd, LevelStats::default());
+    }
+
+    #[test]
+    fn block_in_the_way_allocates_nothing() {
+        let mm = mm();
+        let va = VMALLOC_START;
+        mm.map_range(va, 0x8000_0000, PMD_SIZE, Prot::KERNEL_RW, true)
+            .unwrap();
+        let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+        let pmd = mm.pmd_alloc(pud, va).unwrap();
+        let (live, allocs) = (mm.env().live_frames(), mm.env().allocations());
+        assert_eq!(
+            mm.pte_alloc_kernel(pmd, va + 4096).unwrap_err(),
+            MmError::BlockInTheWay { va: va + 4096 }
+        );
+        assert_eq!(mm.env().live_frames(), live);
+        assert_eq!(mm.env().allocations(), allocs);
+    }
+
+    /// A racing CPU installs its pmd table between our empty read and our re-check: we must
+    /// count a lost race, free our frame and walk into the winner's table.
+    #[test]
+    fn losing_the_race_frees_our_table_and_uses_the_winners() {
+        let mm = mm();
+        let va = VMALLOC_START + 2 * PUD_SIZE;
+        let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+        let (pud_table, idx) = (pud.table_phys(), pud.index());
+        let winner = Arc::new(std::sync::Mutex::new(None));
+        let w = winner.clone();
+        mm.env().on_next_alloc(move |env| {
+            let f = env.alloc_table_frame().unwrap();
+            env.zero_table(f);
+            env.table(pud_table)[idx].store(Descriptor::table(f).raw(), Ordering::Release);
+            *w.lock().unwrap() = Some(f);
+        });
+        mm.env().start_recording();
+        let pmd = mm.pmd_alloc(pud, va).unwrap();
+        let winner = winner.lock().unwrap().unwrap();
+        assert_eq!(pmd.table_phys(), winner);
+        let ev = mm.env().take_events();
+        let ours = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Alloc(p) if *p != winner => Some(*p),
+                _ => None,
+            })
+            .next()
+            .unwrap();
+        assert!(
+            ev.contains(&Event::Free(ours)),
+            "loser's frame not freed: {ev:?}"
+        );
+        assert!(
+            !ev.iter().any(|e| matches!(e, Event::Store { .. })),
+            "loser stored a descriptor: {ev:?}"
+        );
+        assert_eq!(
+            mm.stats().pmd,
+            LevelStats {
+                installed: 0,
+                lost: 1
+            }
+        );
+        assert_eq!(mm.env().live_frames(), 3); // pgd, pud, the winner's pmd
+    }
+
+    /// Threads released together race to fill the same empty slots at every level.
+    fn race(mode: LockMode, threads: usize, rounds: usize) -> (PgStatsSnapshot, usize) {
+        let mm = Arc::new(mm());
+        mm.set_lock_mode(mode);
+        mm.env().set_alloc_yield(true); // widen the window between the empty read and the lock
+        for round in 0..rounds {
+            let va = VMALLOC_START + round * PUD_SIZE;
+            let barrier = Arc::new(Barrier::new(threads));
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (mm, barrier) = (mm.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        // Each thread wants a different page, all under the same tables.
+                        let va = va + t * 4096;
+                        barrier.wait();
+                        let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+                        let pmd = mm.pmd_alloc(pud, va).unwrap();
+                        let pte = mm.pte_alloc_kernel(pmd, va).unwrap();
+                        (pud.table_phys(), pmd.table_phys(), pte.table_phys())
+                    })
+                })
+                .collect();
+            let seen: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            assert!(
+                seen.iter().all(|s| *s == seen[0]),
+                "threads saw different tables: {seen:?}"
+            );
+        }
+        let s = mm.stats();
+        // Every frame allocated was either installed or given back.
+        let installs = s.pud.installed + s.pmd.installed + s.pte.installed;
+        let lost = s.pud.lost + s.pmd.lost + s.pte.lost;
+        assert_eq!(mm.env().allocations() as u64, 1 + installs + lost);
+        assert_eq!(mm.env().live_frames() as u64, 1 + installs);
+        (s, mm.env().live_frames())
+    }
+
+    #[test]
+    fn racing_allocators_install_one_table_per_slot_and_free_the_rest() {
+        let rounds = 40;
+        let (s, live) = race(LockMode::Seed, 8, rounds);
+        // Every round shares the pud table, gets its own pmd table and pte table.
+        assert_eq!(s.pud.installed, 1);
+        assert_eq!(s.pmd.installed, rounds as u64);
+        assert_eq!(s.pte.installed, rounds as u64);
+        assert_eq!(live, 1 + 1 + 2 * rounds);
+        assert!(
+            s.pud.lost + s.pmd.lost + s.pte.lost > 0,
+            "the race path never ran: {s:?}"
+        );
+    }
+
+    #[test]
+    fn caller_locked_baseline_gives_the_same_tables_and_never_races() {
+        let rounds = 40;
+        let (s, live) = race(LockMode::CallerLocked, 8, rounds);
+        assert_eq!(s.pud.installed, 1);
+        assert_eq!(s.pmd.installed, rounds as u64);
+        assert_eq!(s.pte.installed, rounds as u64);
+        assert_eq!(live, 1 + 1 + 2 * rounds);
+        // The caller lock serialises whole walks: nobody ever allocates in vain.
+        assert_eq!(s.pud.lost + s.pmd.lost + s.pte.lost, 0);
+    }
+
+    #[test]
+    fn lock_mode_switches() {
+        let mm = mm();
+        assert_eq!(mm.lock_mode(), LockMode::Seed);
+        mm.set_lock_mode(LockMode::CallerLocked);
+        assert_eq!(mm.lock_mode(), LockMode::CallerLocked);
+        mm.set_lock_mode(LockMode::Seed);
+        assert_eq!(mm.lock_mode(), LockMode::Seed);
+    }
+}
+
+/// Model checking of the install protocol with loom: every interleaving (up to the preemption
+/// bound) of two or three CPUs racing to fill the same or neighbouring empty slots.
+///
+/// Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib --release
+/// --target x86_64-unknown-linux-gnu mm::pgalloc::loom_tests` (`LOOM_MAX_PREEMPTIONS` overrides
+/// the default bound of 3).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::sync::Arc;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::mm::pgtable::{PAGE_SIZE, VMALLOC_START};
+    use crate::mm::testenv::{POISON, TestEnv};
+
+    /// How the racing CPUs' addresses relate.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Slots {
+        /// Every thread needs the table under the same slot.
+        Same,
+        /// Thread `t` needs the table under slot `t` of the same parent table.
+        Neighbours,
+    }
+
+    /// Run `f` under loom (preemption bound 3 unless `LOOM_MAX_PREEMPTIONS` says otherwise) and
+    /// print how many interleavings were explored.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        use std::sync::atomic::{AtomicUsize as StdCounter, Ordering as StdOrdering};
+        let mut b = loom::model::Builder::new();
+        if b.preemption_bound.is_none() {
+            b.preemption_bound = Some(3);
+        }
+        let runs = Arc::new(StdCounter::new(0));
+        let r = runs.clone();
+        b.check(move || {
+            r.fetch_add(1, StdOrdering::Relaxed);
+            f();
+        });
+        std::println!(
+            "loom: {} interleavings, preemption bound {:?}",
+            runs.load(StdOrdering::Relaxed),
+            b.preemption_bound
+        );
+    }
+
+    /// `threads` CPUs race to install the table *below* a `parent`-level slot (pgd → pud table,
+    /// pud → pmd table, pmd → pte table). With `RECHECK = false` the slow path skips the re-check
+    /// under the lock, which must make this fail.
+    fn race<const RECHECK: bool>(parent: Level, threads: usize, slots: Slots) {
+        model(move || {
+            let mm = Arc::new(InitMm::new(TestEnv::with_capacity(16)).unwrap());
+            let va_of = move |t: usize| match slots {
+                Slots::Same => VMALLOC_START + t * PAGE_SIZE,
+                Slots::Neighbours => VMALLOC_START + t * parent.entry_size(),
+            };
+            // Install the tables above `parent` first, single-threaded.
+            let mut entry = mm.pgd_offset_k(va_of(0));
+            while entry.level() < parent {
+                entry = mm.alloc_table_in(&Walk::Seed, entry, va_of(0)).unwrap();
+            }
+            let parent_table = entry.table_phys();
+            let frames_before = mm.env().live_frames();
+
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let mm = mm.clone();
+                    loom::thread::spawn(move || {
+                        let va = va_of(t);
+                        let slot = mm.entry_in(parent_table, parent, va);
+                        let got = if RECHECK {
+                            match parent {
+                                Level::Pgd => mm.pud_alloc(slot, va),
+                                Level::Pud => mm.pmd_alloc(slot, va),
+                                _ => mm.pte_alloc_kernel(slot, va),
+                            }
+                        } else {
+                            mm.alloc_next::<false>(&Walk::Seed, slot, va)
+                        }
+                        .unwrap();
+                        // Whoever installed it, the table we were given reads as zeroed: its
+                        // zeroing happened-before our Acquire read of the descriptor.
+                        let first = mm.entry_in(got.table_phys(), got.level(), va).read();
+                        assert_eq!(
+                            first.raw(),
+                            0,
+                            "saw an unzeroed table ({POISON:#x} = poison)"
+                        );
+                        got.table_phys()
+                    })
+                })
+                .collect();
+            let seen: Vec<PhysAddr> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+
+            let n_slots = match slots {
+                Slots::Same => 1,
+                Slots::Neighbours => threads,
+            };
+            for (t, pa) in seen.iter().enumerate() {
+                let installed = mm.entry_in(parent_table, parent, va_of(t)).read();
+                assert!(
+                    installed.is_table(parent),
+                    "install race: slot {t} empty afterwards"
+                );
+                assert_eq!(
+                    *pa,
+                    installed.addr(),
+                    "install race: thread {t} got a table that is not installed"
+                );
+            }
+            let s = mm.stats();
+            let level = match parent {
+                Level::Pgd => s.pud,
+                Level::Pud => s.pmd,
+                _ => s.pte,
+            };
+            assert_eq!(
+                level.installed, n_slots as u64,
+                "install race: double install: {level:?}"
+            );
+            assert_eq!(
+                mm.env().live_frames(),
+                frames_before + n_slots,
+                "install race: a racing allocation leaked its frame: {level:?}"
+            );
+            // Every frame allocated in the race was installed or freed as a loser.
+            assert_eq!(
+                mm.env().allocations() - frames_before,
+                (level.installed + level.lost) as usize
+            );
+        });
+    }
+
+    #[test]
+    fn two_cpus_same_pte_slot() {
+        race::<true>(Level::Pmd, 2, Slots::Same);
+    }
+
+    #[test]
+    fn two_cpus_same_pmd_slot() {
+        race::<true>(Level::Pud, 2, Slots::Same);
+    }
+
+    #[test]
+    fn two_cpus_same_pud_slot() {
+        race::<true>(Level::Pgd, 2, Slots::Same);
+    }
+
+    #[test]
+    fn three_cpus_same_pte_slot() {
+        race::<true>(Level::Pmd, 3, Slots::Same);
+    }
+
+    #[test]
+    fn three_cpus_same_pud_slot() {
+        race::<true>(Level::Pgd, 3, Slots::Same);
+    }
+
+    #[test]
+    fn two_cpus_neighbouring_pte_slots() {
+        race::<true>(Level::Pmd, 2, Slots::Neighbours);
+    }
+
+    #[test]
+    fn three_cpus_neighbouring_pmd_slots() {
+        race::<true>(Level::Pud, 3, Slots::Neighbours);
+    }
+
+    /// Two CPUs walk the whole way down (pud, pmd and pte tables all missing) for pages under the
+    /// same tables: every level races at once.
+    #[test]
+    fn two_cpus_full_walk() {
+        model(|| {
+            let mm = Arc::new(InitMm::new(TestEnv::with_capacity(16)).unwrap());
+            let hs: Vec<_> = (0..2)
+                .map(|t| {
+                    let mm = mm.clone();
+                    loom::thread::spawn(move || {
+                        let va = VMALLOC_START + t * PAGE_SIZE;
+                        let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+                        let pmd = mm.pmd_alloc(pud, va).unwrap();
+                        let pte = mm.pte_alloc_kernel(pmd, va).unwrap();
+                        (pud.table_phys(), pmd.table_phys(), pte.table_phys())
+                    })
+                })
+                .collect();
+            let seen: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            assert_eq!(seen[0], seen[1]);
+            let s = mm.stats();
+            assert_eq!(
+                [s.pud.installed, s.pmd.installed, s.pte.installed],
+                [1, 1, 1]
+            );
+            assert_eq!(mm.env().live_frames(), 4);
+        });
+    }
+
+    /// The re-check under the lock is what prevents a double install: without it loom finds an
+    /// interleaving where both CPUs see the slot empty, both install, one table is lost and its
+    /// frame leaked.
+    #[test]
+    #[should_panic(expected = "install race:")]
+    fn without_the_recheck_two_cpus_double_install() {
+        race::<false>(Level::Pmd, 2, Slots::Same);
+    }
+}

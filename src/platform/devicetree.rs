@@ -1,0 +1,1129 @@
+//! The machine as the device tree describes it: RAM, reservations, console, GIC, timer, PSCI and
+//! CPUs, with bus addresses already translated to CPU physical addresses.
+//!
+//! [`parse`] runs the blob through the front door ([`fdt_front::sanitize`]) first, so it accepts
+//! any bytes without panicking. It uses `fdt` 0.1.5 only to navigate (the root, children,
+//! properties by name): that crate's typed accessors (`reg()`, `cell_sizes()`, `chosen()`,
+//! `cpus()`, ...) `expect` on odd property lengths or missing nodes, so cells are decoded here,
+//! with the parent's `#address-cells`/`#size-cells` and checked lengths.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use fdt::node::FdtNode;
+
+use super::fdt_front::{self, FdtError};
+use crate::mm::region::Region;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// `/model`, or the first root `compatible` string, or "unknown".
+    pub model: String,
+    pub compatible: Vec<String>,
+    /// Every `device_type = "memory"` range: sorted, empty ones dropped, overlaps merged.
+    pub ram: Vec<Region>,
+    /// `/memreserve/` entries and `/reserved-memory` children with a `reg`, sorted.
+    pub reserved: Vec<Region>,
+    pub console: Option<Console>,
+    pub gic: Option<Gic>,
+    pub timer: Option<Timer>,
+    pub psci: Option<Psci>,
+    /// Available `/cpus` children with `device_type = "cpu"`, in device-tree order.
+    pub cpus: Vec<Cpu>,
+    pub bootargs: String,
+    /// What was odd and ignored, for the boot log.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Console {
+    /// The node's full path, after alias resolution.
+    pub path: String,
+    pub kind: UartKind,
+    /// CPU physical address, after every parent bus's `ranges`.
+    pub base: u64,
+    pub size: u64,
+    /// What followed ':' in `stdout-path`, e.g. "115200n8".
+    pub options: Option<String>,
+    /// The UART's `clock-frequency`, or that of the fixed clock its `clocks` points at.
+    pub clock_hz: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    Pl011,
+    /// The Raspberry Pi's mini UART ("brcm,bcm2835-aux-uart").
+    Bcm2835Aux,
+    /// First compatible string of a UART we have no driver for.
+    Unknown(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gic {
+    pub version: GicVersion,
+    /// The distributor (GICD).
+    pub dist: Region,
+    /// GICC for a GICv2, the redistributor range (GICR) for a GICv3.
+    pub cpu_or_redist: Region,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+/// The architected timer's interrupts as GIC INTIDs (PPI n is INTID 16 + n).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timer {
+    pub virt_irq: Option<u32>,
+    pub phys_irq: Option<u32>,
+    /// `clock-frequency`, present only where firmware fails to program CNTFRQ_EL0.
+    pub frequency: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Psci {
+    pub method: PsciMethod,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciMethod {
+    Hvc,
+    Smc,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    /// The MPIDR affinity fields, as in `reg`.
+    pub mpidr: u64,
+    pub enable_method: EnableMethod,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnableMethod {
+    Psci,
+    SpinTable { release_addr: u64 },
+    Other(String),
+    Missing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DtError {
+    /// The front door refused the blob.
+    Fdt(FdtError),
+    /// The `fdt` crate refused a blob the front door accepted (a bug in one of them).
+    Unreadable,
+    NoMemory,
+    NoCpus,
+    CpuWithoutReg {
+        path: String,
+    },
+    CellsTooLarge {
+        path: String,
+        address_cells: u32,
+        size_cells: u32,
+    },
+    BadProperty {
+        path: String,
+        property: &'static str,
+        len: usize,
+    },
+}
+
+impl From<FdtError> for DtError {
+    fn from(e: FdtError) -> Self {
+        DtError::Fdt(e)
+    }
+}
+
+impl fmt::Display for DtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DtError::Fdt(e) => write!(f, "{e}"),
+            DtError::Unreadable => write!(f, "device tree: the sanitized blob could not be opened"),
+            DtError::NoMemory => write!(f, "device tree: no memory node with a non-empty reg"),
+            DtError::NoCpus => write!(f, "device tree: no CPU nodes under /cpus"),
+            DtError::CpuWithoutReg { path } => write!(f, "device tree: CPU node {path} has no reg"),
+            DtError::CellsTooLarge {
+                path,
+                address_cells,
+                size_cells,
+            } => write!(
+                f,
+                "device tree: {path} has #address-cells = {address_cells}, #size-cells = {size_cells}; at most 2 are supported"
+            ),
+            DtError::BadProperty {
+                path,
+                property,
+                len,
+            } => {
+                write!(
+                    f,
+                    "device tree: {path}: property {property} has a malformed length of {len} bytes"
+                )
+            }
+        }
+    }
+}
+
+/// Parse `blob` (any bytes; it is sanitized first) into a [`Machine`].
+pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
+    let clean = fdt_front::sanitize(blob)?;
+    let fdt = fdt::Fdt::new(&clean).map_err(|_| DtError::Unreadable)?;
+    let root = fdt
+        .find_node("/")
+        .ok_or(DtError::Fdt(FdtError::NoRootNode { offset: 0 }))?;
+    let mut tree = Tree {
+        nodes: Vec::new(),
+        notes: Vec::new(),
+    };
+    tree.collect(root, None);
+
+    let compatible = tree.strlist(ROOT, "compatible");
+    let model = tree
+        .string(ROOT, "model")
+        .or_else(|| compatible.first().cloned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let ram = tree.ram()?;
+    let reserved = tree.reserved(&clean)?;
+    let cpus = tree.cpus()?;
+    let chosen = tree.resolve_path("/chosen");
+    let bootargs = chosen
+        .and_then(|c| tree.string(c, "bootargs"))
+        .unwrap_or_default();
+    let console = match chosen {
+        Some(c) => tree.console(c)?,
+        None => None,
+    };
+    let gic = tree.gic()?;
+    let timer = tree.timer();
+    let psci = tree.psci();
+    Ok(Machine {
+        model,
+        compatible,
+        ram,
+        reserved,
+        console,
+        gic,
+        timer,
+        psci,
+        cpus,
+        bootargs,
+        notes: tree.notes,
+    })
+}
+
+const ROOT: usize = 0;
+const GICV2_COMPATIBLE: [&str; 3] = ["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic"];
+const GICV3_COMPATIBLE: &str = "arm,gic-v3";
+
+struct Entry<'b, 'a> {
+    node: FdtNode<'b, 'a>,
+    parent: Option<usize>,
+}
+
+/// The tree flattened in DT order, with parent links `fdt` does not give us. Index 0 is the root.
+struct Tree<'b, 'a> {
+    nodes: Vec<Entry<'b, 'a>>,
+    notes: Vec<String>,
+}
+
+fn be_cells(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+fn u32_of(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+impl<'b, 'a> Tree<'b, 'a> {
+    /// Depth-first, recursion bounded by the front door's `MAX_DEPTH`.
+    fn collect(&mut self, node: FdtNode<'b, 'a>, parent: Option<usize>) {
+        let idx = self.nodes.len();
+        self.nodes.push(Entry { node, parent });
+        for child in node.children() {
+            self.collect(child, Some(idx));
+        }
+    }
+
+    fn parent(&self, idx: usize) -> Option<usize> {
+        self.nodes.get(idx)?.parent
+    }
+
+    fn name(&self, idx: usize) -> &'a str {
+        self.nodes.get(idx).map_or("", |e| e.node.name)
+    }
+
+    fn children(&self, idx: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(move |&i| self.parent(i) == Some(idx))
+    }
+
+    fn prop(&self, idx: usize, name: &str) -> Option<&'a [u8]> {
+        Some(self.nodes.get(idx)?.node.property(name)?.value)
+    }
+
+    fn path(&self, idx: usize) -> String {
+        let mut parts = Vec::new();
+        let mut cur = Some(idx);
+        while let Some(i) = cur {
+            if i != ROOT {
+                parts.push(self.name(i));
+            }
+            cur = self.parent(i);
+        }
+        if parts.is_empty() {
+            return "/".to_owned();
+        }
+        parts.iter().rev().fold(String::new(), |s, p| s + "/" + p)
+    }
+
+    /// The first string of a string property (lossy: firmware strings are not trusted to be UTF-8).
+    fn string(&self, idx: usize, name: &str) -> Option<String> {
+        let v = self.prop(idx, name)?;
+        let s = v.split(|&b| b == 0).next().unwrap_or_default();
+        Some(String::from_utf8_lossy(s).into_owned())
+    }
+
+    fn strlist(&self, idx: usize, name: &str) -> Vec<String> {
+        self.prop(idx, name)
+            .map(|v| {
+                v.split(|&b| b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn is_compatible(&self, idx: usize, with: &[&str]) -> bool {
+        self.prop(idx, "compatible").is_some_and(|v| {
+            v.split(|&b| b == 0)
+                .any(|s| with.iter().any(|w| w.as_bytes() == s))
+        })
+    }
+
+    fn available(&self, idx: usize) -> bool {
+        match self.prop(idx, "status") {
+            None => true,
+            Some(v) => matches!(v.split(|&b| b == 0).next(), Some(b"okay" | b"ok")),
+        }
+    }
+
+    fn u32_prop(&self, idx: usize, name: &str) -> Option<u32> {
+        u32_of(self.prop(idx, name)?)
+    }
+
+    /// A `#...-cells` value of `idx`, `default` when absent.
+    fn cell_count(&self, idx: usize, name: &'static str, default: u32) -> Result<u32, DtError> {
+        match self.prop(idx, name) {
+            None => Ok(default),
+            Some(v) => u32_of(v).ok_or_else(|| DtError::BadProperty {
+                path: self.path(idx),
+                property: name,
+                len: v.len(),
+            }),
+        }
+    }
+
+    /// `(#address-cells, #size-cells)` that `idx` declares for its children (defaults 2 and 1),
+    /// refused when either does not fit a `u64`.
+    fn child_cells(&self, idx: usize) -> Result<(usize, usize), DtError> {
+        let ac = self.cell_count(idx, "#address-cells", 2)?;
+        let sc = self.cell_count(idx, "#size-cells", 1)?;
+        if ac > 2 || sc > 2 {
+            return Err(DtError::CellsTooLarge {
+                path: self.path(idx),
+                address_cells: ac,
+                size_cells: sc,
+            });
+        }
+        Ok((ac as usize, sc as usize))
+    }
+
+    /// Split `property` of `idx` into tuples of `cells.len()` numbers of the given cell counts.
+    fn tuples(
+        &self,
+        idx: usize,
+        property: &'static str,
+        cells: &[usize],
+    ) -> Result<Option<Vec<Vec<u64>>>, DtError> {
+        let Some(v) = self.prop(idx, property) else {
+            return Ok(None);
+        };
+        let width: usize = cells.iter().sum::<usize>() * 4;
+        if width == 0 || v.len() % width != 0 {
+            return Err(DtError::BadProperty {
+                path: self.path(idx),
+                property,
+                len: v.len(),
+            });
+        }
+        let out = v
+            .chunks_exact(width)
+            .map(|t| {
+                let mut rest = t;
+                cells
+                    .iter()
+                    .map(|&n| {
+                        let (head, tail) = rest.split_at(n * 4);
+                        rest = tail;
+                        be_cells(head)
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Some(out))
+    }
+
+    /// The `reg` of `idx` as (address, size) in its parent's address space.
+    fn reg(&self, idx: usize) -> Result<Option<Vec<(u64, u64)>>, DtError> {
+        let (ac, sc) = match self.parent(idx) {
+            Some(p) => self.child_cells(p)?,
+            None => (2, 1),
+        };
+        Ok(self.tuples(idx, "reg", &[ac, sc])?.map(|t| {
+            t.iter()
+                .map(|e| {
+                    (
+                        e.first().copied().unwrap_or(0),
+                        e.get(1).copied().unwrap_or(0),
+                    )
+                })
+                .collect()
+        }))
+    }
+
+    /// Translate `addr`, from the address space `idx`'s `reg` is in, to a CPU physical address
+    /// through each ancestor bus's `ranges`. `None`: a bus without `ranges` (not memory-mapped) or
+    /// an address no range covers.
+    fn translate(&self, idx: usize, mut addr: u64) -> Result<Option<u64>, DtError> {
+        let mut child = idx;
+        while let Some(bus) = self.parent(child) {
+            let Some(grand) = self.parent(bus) else {
+                return Ok(Some(addr));
+            }; // bus is the root
+            let Some(ranges) = self.prop(bus, "ranges") else {
+                return Ok(None);
+            };
+            if !ranges.is_empty() {
+                let (cac, csc) = self.child_cells(bus)?;
+                let (pac, _) = self.child_cells(grand)?;
+                let Some(triples) = self.tuples(bus, "ranges", &[cac, pac, csc])? else {
+                    return Ok(None);
+                };
+                let hit = triples.iter().find_map(|t| {
+                    let (c, p, size) = (*t.first()?, *t.get(1)?, *t.get(2)?);
+                    let off = addr.checked_sub(c).filter(|&o| o < size)?;
+                    p.checked_add(off)
+                });
+                match hit {
+                    Some(a) => addr = a,
+                    None => return Ok(None),
+                }
+            }
+            child = bus;
+        }
+        Ok(Some(addr)) // idx is the root itself
+    }
+
+    /// The translated `reg` ranges of a device, or `None` (with a note) when it has none or they
+    /// are not CPU-addressable.
+    fn mmio(&mut self, idx: usize) -> Result<Option<Vec<Region>>, DtError> {
+        let Some(reg) = self.reg(idx)? else {
+            self.note(format!("{}: no reg", self.path(idx)));
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(reg.len());
+        for (addr, size) in reg {
+            match self.translate(idx, addr)? {
+                Some(base) => out.push(Region::new(base, size)),
+                None => {
+                    self.note(format!(
+                        "{}: bus address {addr:#x} is not translatable to a CPU address",
+                        self.path(idx)
+                    ));
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn note(&mut self, s: String) {
+        self.notes.push(s);
+    }
+
+    /// `path` with unit addresses optional ("/soc/serial" matches the first "/soc/serial@...").
+    fn resolve_path(&self, path: &str) -> Option<usize> {
+        let rest = path.strip_prefix('/')?;
+        let mut cur = ROOT;
+        for part in rest.split('/').filter(|p| !p.is_empty()) {
+            cur = self
+                .children(cur)
+                .find(|&c| self.name(c) == part)
+                .or_else(|| {
+                    if part.contains('@') {
+                        return None;
+                    }
+                    self.children(cur)
+                        .find(|&c| self.name(c).split('@').next() == Some(part))
+                })?;
+        }
+        Some(cur)
+    }
+
+    fn by_phandle(&self, phandle: u32) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.u32_prop(i, "phandle") == Some(phandle)
+                || self.u32_prop(i, "linux,phandle") == Some(phandle)
+        })
+    }
+
+    /// Memory nodes are root children (as Linux scans them).
+    fn ram(&mut self) -> Result<Vec<Region>, DtError> {
+        let mut ram = Vec::new();
+        let memory_nodes: Vec<usize> = self
+            .children(ROOT)
+            .filter(|&c| self.string(c, "device_type").as_deref() == Some("memory"))
+            .collect();
+        for idx in memory_nodes {
+            if !self.available(idx) {
+                self.note(format!("{}: disabled, ignored", self.path(idx)));
+                continue;
+            }
+            for (base, size) in self.reg(idx)?.unwrap_or_default() {
+                self.push_region(&mut ram, idx, base, size);
+            }
+        }
+        ram.sort_unstable();
+        let mut merged: Vec<Region> = Vec::with_capacity(ram.len());
+        for r in ram {
+            match merged.last_mut() {
+                Some(prev) if prev.last().is_some_and(|l| r.base <= l) => {
+                    let new_last = prev
+                        .last()
+                        .unwrap_or(r.base)
+                        .max(r.last().unwrap_or(r.base));
+                    self.notes.push(format!(
+                        "memory {:#x}+{:#x} overlaps {:#x}+{:#x}: merged",
+                        r.base, r.size, prev.base, prev.size
+                    ));
+                    // new_last >= prev.base; a merge spanning all 2^64 bytes loses its last byte.
+                    prev.size = (new_last - prev.base).saturating_add(1);
+                }
+                _ => merged.push(r),
+            }
+        }
+        if merged.is_empty() {
+            return Err(DtError::NoMemory);
+        }
+        Ok(merged)
+    }
+
+    /// Push `base+size` if non-empty, clamping a range that wraps past 2^64.
+    fn push_region(&mut self, out: &mut Vec<Region>, idx: usize, base: u64, size: u64) {
+        if size == 0 {
+            self.note(format!(
+                "{}: empty range at {base:#x} dropped",
+                self.path(idx)
+            ));
+            return;
+        }
+        let mut r = Region::new(base, size);
+        if r.last().is_none() {
+            // base > 0 here, so the clamped size fits.
+            r.size = u64::MAX - base + 1;
+            self.note(format!(
+                "{}: range {base:#x}+{size:#x} wraps; clamped",
+                self.path(idx)
+            ));
+        }
+        out.push(r);
+    }
+
+    fn reserved(&mut self, clean: &[u8]) -> Result<Vec<Region>, DtError> {
+        let mut out = Vec::new();
+        for (base, size) in fdt_front::mem_reservations(clean) {
+            self.push_region(&mut out, ROOT, base, size);
+        }
+        if let Some(rm) = self.resolve_path("/reserved-memory") {
+            let kids: Vec<usize> = self.children(rm).collect();
+            for idx in kids {
+                if !self.available(idx) {
+                    self.note(format!("{}: disabled, not reserved", self.path(idx)));
+                    continue;
+                }
+                match self.reg(idx)? {
+                    Some(reg) => {
+                        for (base, size) in reg {
+                            self.push_region(&mut out, idx, base, size);
+                        }
+                    }
+                    None => self.note(format!(
+                        "{}: no reg (dynamically placed pool), not reserved",
+                        self.path(idx)
+                    )),
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn cpus(&mut self) -> Result<Vec<Cpu>, DtError> {
+        let cpus_node = self.resolve_path("/cpus").ok_or(DtError::NoCpus)?;
+        let kids: Vec<usize> = self
+            .children(cpus_node)
+            .filter(|&c| self.string(c, "device_type").as_deref() == Some("cpu"))
+            .collect();
+        let mut out = Vec::new();
+        for idx in kids {
+            if !self.available(idx) {
+                self.note(format!("{}: not available, ignored", self.path(idx)));
+                continue;
+            }
+            let mpidr = match self.reg(idx)? {
+                Some(reg) => match reg.first() {
+                    Some(&(addr, _)) => addr,
+                    None => {
+                        return Err(DtError::BadProperty {
+                            path: self.path(idx),
+                            property: "reg",
+                            len: 0,
+                        });
+                    }
+                },
+                None => {
+                    return Err(DtError::CpuWithoutReg {
+                        path: self.path(idx),
+                    });
+                }
+            };
+            let enable_method = match self.string(idx, "enable-method").as_deref() {
+                None => EnableMethod::Missing,
+                Some("psci") => EnableMethod::Psci,
+                Some("spin-table") => match self.prop(idx, "cpu-release-addr") {
+                    Some(v) if v.len() == 4 || v.len() == 8 => EnableMethod::SpinTable {
+                        release_addr: be_cells(v),
+                    },
+                    _ => {
+                        self.note(format!(
+                            "{}: spin-table without a valid cpu-release-addr",
+                            self.path(idx)
+                        ));
+                        EnableMethod::Other("spin-table".to_owned())
+                    }
+                },
+                Some(other) => EnableMethod::Other(other.to_owned()),
+            };
+            out.push(Cpu {
+                mpidr,
+                enable_method,
+            });
+        }
+        if out.is_empty() {
+            return Err(DtError::NoCpus);
+        }
+        Ok(out)
+    }
+
+    fn console(&mut self, chosen: usize) -> Result<Option<Console>, DtError> {
+        let Some(spec) = self
+            .string(chosen, "stdout-path")
+            .or_else(|| self.string(chosen, "linux,stdout-path"))
+        else {
+            return Ok(None);
+        };
+        let (name, options) = match spec.split_once(':') {
+            Some((n, o)) => (n, (!o.is_empty()).then(|| o.to_owned())),
+            None => (spec.as_str(), None),
+        };
+        let target = if name.starts_with('/') {
+            Some(name.to_owned())
+        } else {
+            self.resolve_path("/aliases")
+                .and_then(|a| self.string(a, name))
+        };
+        let Some(idx) = target.as_deref().and_then(|p| self.resolve_path(p)) else {
+            self.note(format!("stdout-path \"{spec}\" does not resolve to a node"));
+            return Ok(None);
+        };
+        let compatible = self.strlist(idx, "compatible");
+        let kind = if compatible.iter().any(|c| c == "arm,pl011") {
+            UartKind::Pl011
+        } else if compatible.iter().any(|c| c == "brcm,bcm2835-aux-uart") {
+            UartKind::Bcm2835Aux
+        } else {
+            UartKind::Unknown(compatible.first().cloned().unwrap_or_default())
+        };
+        let Some(&first) = self.mmio(idx)?.as_deref().and_then(|r| r.first()) else {
+            self.note(format!("console {}: no usable reg", self.path(idx)));
+            return Ok(None);
+        };
+        let clock_hz = self.u32_prop(idx, "clock-frequency").or_else(|| {
+            let clk = self.prop(idx, "clocks")?.get(..4).and_then(u32_of)?;
+            self.u32_prop(self.by_phandle(clk)?, "clock-frequency")
+        });
+        Ok(Some(Console {
+            path: self.path(idx),
+            kind,
+            base: first.base,
+            size: first.size,
+            options,
+            clock_hz,
+        }))
+    }
+
+    fn gic_version(&self, idx: usize) -> Option<GicVersion> {
+        if self.is_compatible(idx, &GICV2_COMPATIBLE) {
+            Some(GicVersion::V2)
+        } else if self.is_compatible(idx, &[GICV3_COMPATIBLE]) {
+            Some(GicVersion::V3)
+        } else {
+            None
+        }
+    }
+
+    /// The root `interrupt-parent`, or the first GIC by compatible when that is absent or no GIC.
+    fn gic(&mut self) -> Result<Option<Gic>, DtError> {
+        let by_parent = self
+            .u32_prop(ROOT, "interrupt-parent")
+            .and_then(|ph| self.by_phandle(ph));
+        let idx = match by_parent {
+            Some(i) if self.gic_version(i).is_some() => Some(i),
+            other => {
+                if let Some(i) = other {
+                    self.note(format!(
+                        "root interrupt-parent {} is not a known GIC",
+                        self.path(i)
+                    ));
+                }
+                (0..self.nodes.len()).find(|&i| self.gic_version(i).is_some() && self.available(i))
+            }
+        };
+        let Some(idx) = idx else {
+            self.note("no GICv2/GICv3 node".to_owned());
+            return Ok(None);
+        };
+        let version = self.gic_version(idx).unwrap_or(GicVersion::V2);
+        match self.mmio(idx)?.as_deref() {
+            Some([dist, cpu_or_redist, ..]) => Ok(Some(Gic {
+                version,
+                dist: *dist,
+                cpu_or_redist: *cpu_or_redist,
+            })),
+            _ => {
+                self.note(format!("GIC {}: fewer than two reg ranges", self.path(idx)));
+                Ok(None)
+            }
+        }
+    }
+
+    /// The interrupt controller `idx`'s `interrupts` refer to: its own or an ancestor's
+    /// `interrupt-parent`.
+    fn interrupt_parent(&self, idx: usize) -> Option<usize> {
+        let mut cur = Some(idx);
+        while let Some(i) = cur {
+            if let Some(ph) = self.u32_prop(i, "interrupt-parent") {
+                return self.by_phandle(ph);
+            }
+            cur = self.parent(i);
+        }
+        None
+    }
+
+    fn timer(&mut self) -> Option<Timer> {
+        let idx = (0..self.nodes.len()).find(|&i| {
+            self.is_compatible(i, &["arm,armv8-timer", "arm,armv7-timer"]) && self.available(i)
+        })?;
+        let frequency = self.u32_prop(idx, "clock-frequency");
+        let cells = self
+            .interrupt_parent(idx)
+            .and_then(|p| self.u32_prop(p, "#interrupt-cells"));
+        let mut ppi = |n: usize| -> Option<u32> {
+            let v = self.prop(idx, "interrupts")?;
+            // (type, number, flags) triples: secure phys, non-secure phys, virt, hyp.
+            let t = v.chunks_exact(12).nth(n)?;
+            let (ty, num) = (u32_of(t.get(..4)?)?, u32_of(t.get(4..8)?)?);
+            if ty != 1 {
+                self.notes
+                    .push(format!("timer interrupt {n} is not a PPI (type {ty})"));
+                return None;
+            }
+            num.checked_add(16)
+        };
+        if cells != Some(3) {
+            self.notes.push(format!(
+                "timer: interrupt parent has #interrupt-cells {cells:?}, expected 3"
+            ));
+            return Some(Timer {
+                virt_irq: None,
+                phys_irq: None,
+                frequency,
+            });
+        }
+        let phys_irq = ppi(1);
+        let virt_irq = ppi(2);
+        Some(Timer {
+            virt_irq,
+            phys_irq,
+            frequency,
+        })
+    }
+
+    fn psci(&mut self) -> Option<Psci> {
+        let idx = (0..self.nodes.len()).find(|&i| {
+            self.available(i)
+                && self
+                    .prop(i, "compatible")
+                    .is_some_and(|v| v.split(|&b| b == 0).any(|s| s.starts_with(b"arm,psci")))
+        })?;
+        match self.string(idx, "method").as_deref() {
+            Some("hvc") => Some(Psci {
+                method: PsciMethod::Hvc,
+            }),
+            Some("smc") => Some(Psci {
+                method: PsciMethod::Smc,
+            }),
+            other => {
+                self.note(format!("{}: unknown PSCI method {other:?}", self.path(idx)));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::fdt_front::tests::{
+        VIRT_EL2, VIRT_GICV2, VIRT_GICV3, begin, build, end, end_node, prop,
+    };
+    use alloc::vec;
+
+    const RPI4_DTB: &[u8] = include_bytes!("../../tests/data/bcm2711-rpi-4-b.dtb");
+    const QEMU_RPI4_DTB: &[u8] = include_bytes!("../../tests/data/qemu-raspi4b-rpi-dtb.dtb");
+
+    fn check_virt(m: &Machine, gic: Gic, psci: PsciMethod) {
+        assert_eq!(m.model, "linux,dummy-virt");
+        assert_eq!(m.compatible, vec!["linux,dummy-virt"]);
+        assert_eq!(m.ram, vec![Region::new(0x4000_0000, 1 << 30)]);
+        assert_eq!(m.reserved, vec![]);
+        assert_eq!(m.cpus.len(), 4);
+        for (i, cpu) in m.cpus.iter().enumerate() {
+            assert_eq!(cpu.mpidr, i as u64);
+            assert_eq!(cpu.enable_method, EnableMethod::Psci);
+        }
+        assert_eq!(m.psci, Some(Psci { method: psci }));
+        assert_eq!(m.gic, Some(gic));
+        let c = m.console.as_ref().unwrap();
+        assert_eq!(
+            (c.kind.clone(), c.base, c.size),
+            (UartKind::Pl011, 0x0900_0000, 0x1000)
+        );
+        assert_eq!(c.path, "/pl011@9000000");
+        assert_eq!(c.options, None);
+        assert_eq!(c.clock_hz, Some(24_000_000));
+        let t = m.timer.unwrap();
+        assert_eq!(
+            (t.virt_irq, t.phys_irq, t.frequency),
+            (Some(27), Some(30), None)
+        );
+        assert_eq!(m.bootargs, "");
+    }
+
+    #[test]
+    fn qemu_virt_gicv2() {
+        let m = parse(VIRT_GICV2).unwrap();
+        let gic = Gic {
+            version: GicVersion::V2,
+            dist: Region::new(0x0800_0000, 0x1_0000),
+            cpu_or_redist: Region::new(0x0801_0000, 0x1_0000),
+        };
+        check_virt(&m, gic, PsciMethod::Hvc);
+    }
+
+    #[test]
+    fn qemu_virt_gicv3() {
+        let m = parse(VIRT_GICV3).unwrap();
+        let gic = Gic {
+            version: GicVersion::V3,
+            dist: Region::new(0x0800_0000, 0x1_0000),
+            cpu_or_redist: Region::new(0x080a_0000, 0xf6_0000),
+        };
+        check_virt(&m, gic, PsciMethod::Hvc);
+    }
+
+    #[test]
+    fn qemu_virt_el2_uses_smc() {
+        let m = parse(VIRT_EL2).unwrap();
+        assert_eq!(
+            m.psci,
+            Some(Psci {
+                method: PsciMethod::Smc
+            })
+        );
+        let gic = m.gic.unwrap();
+        check_virt(&m, gic, PsciMethod::Smc);
+    }
+
+    fn check_rpi4_common(m: &Machine) {
+        assert_eq!(m.model, "Raspberry Pi 4 Model B");
+        assert_eq!(m.compatible, vec!["raspberrypi,4-model-b", "brcm,bcm2711"]);
+        let c = m.console.as_ref().unwrap();
+        assert_eq!(c.path, "/soc/serial@7e215040");
+        assert_eq!(
+            (c.kind.clone(), c.base, c.size),
+            (UartKind::Bcm2835Aux, 0xfe21_5040, 0x40)
+        );
+        assert_eq!(c.options.as_deref(), Some("115200n8"));
+        assert_eq!(c.clock_hz, None);
+        assert_eq!(
+            m.gic,
+            Some(Gic {
+                version: GicVersion::V2,
+                dist: Region::new(0xff84_1000, 0x1000),
+                cpu_or_redist: Region::new(0xff84_2000, 0x2000),
+            })
+        );
+        let rel: Vec<_> = m
+            .cpus
+            .iter()
+            .map(|c| (c.mpidr, c.enable_method.clone()))
+            .collect();
+        assert_eq!(
+            rel,
+            (0..4u64)
+                .map(|i| (
+                    i,
+                    EnableMethod::SpinTable {
+                        release_addr: 0xd8 + 8 * i
+                    }
+                ))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(m.psci, None);
+        let t = m.timer.unwrap();
+        assert_eq!((t.virt_irq, t.phys_irq), (Some(27), Some(30)));
+        assert!(
+            m.notes
+                .iter()
+                .any(|n| n.contains("linux,cma") && n.contains("no reg")),
+            "{:?}",
+            m.notes
+        );
+    }
+
+    #[test]
+    fn qemu_raspi4b_blob() {
+        // QEMU's copy has ~300 FDT_NOPs (fdt 0.1.5 alone panics on it) and a filled memory node.
+        assert!(fdt::Fdt::new(QEMU_RPI4_DTB).is_ok());
+        let m = parse(QEMU_RPI4_DTB).unwrap();
+        check_rpi4_common(&m);
+        assert_eq!(m.ram, vec![Region::new(0, 0x3c00_0000)]);
+        // QEMU's /memreserve/ for the spin-table page.
+        assert_eq!(m.reserved, vec![Region::new(0, 0x1000)]);
+    }
+
+    #[test]
+    fn shipped_rpi4_blob_has_no_ram_until_firmware_fills_it() {
+        assert_eq!(parse(RPI4_DTB), Err(DtError::NoMemory));
+    }
+
+    /// A tiny tree: root (2/1 cells) with /cpus and a memory node built from `extra` tokens.
+    fn tiny(cpus: &[Vec<u8>], extra: &[Vec<u8>]) -> Vec<u8> {
+        // Strings: 0 "#address-cells", 15 "#size-cells", 27 "reg", 31 "device_type"
+        let strings = b"#address-cells\0#size-cells\0reg\0device_type\0";
+        let mut s = vec![begin("")];
+        s.push(begin("cpus"));
+        s.push(prop(0, &1u32.to_be_bytes()));
+        s.push(prop(15, &0u32.to_be_bytes()));
+        s.extend_from_slice(cpus);
+        s.push(end_node());
+        s.extend_from_slice(extra);
+        s.push(end_node());
+        s.push(end());
+        build(&s.concat(), strings)
+    }
+
+    fn cpu(reg: Option<&[u8]>) -> Vec<u8> {
+        let mut v = vec![begin("cpu@0"), prop(31, b"cpu\0")];
+        if let Some(r) = reg {
+            v.push(prop(27, r));
+        }
+        v.push(end_node());
+        v.concat()
+    }
+
+    fn memory(reg: &[u8]) -> Vec<u8> {
+        [
+            begin("memory@0"),
+            prop(31, b"memory\0"),
+            prop(27, reg),
+            end_node(),
+        ]
+        .concat()
+    }
+
+    fn cells(v: &[u32]) -> Vec<u8> {
+        v.iter().flat_map(|c| c.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn sanity_errors() {
+        let mem = memory(&cells(&[0, 0x8000_0000, 0x1000_0000]));
+        let m = parse(&tiny(
+            &[cpu(Some(&cells(&[0x100])))],
+            core::slice::from_ref(&mem),
+        ))
+        .unwrap();
+        assert_eq!(
+            m.cpus,
+            vec![Cpu {
+                mpidr: 0x100,
+                enable_method: EnableMethod::Missing
+            }]
+        );
+        assert_eq!(m.model, "unknown");
+        assert_eq!(m.reserved, vec![Region::new(0x1000, 0x2000)]);
+        assert_eq!(
+            parse(&tiny(&[cpu(Some(&cells(&[0])))], &[])),
+            Err(DtError::NoMemory)
+        );
+        assert_eq!(
+            parse(&tiny(&[], core::slice::from_ref(&mem))),
+            Err(DtError::NoCpus)
+        );
+        assert_eq!(
+            parse(&tiny(&[cpu(None)], core::slice::from_ref(&mem))),
+            Err(DtError::CpuWithoutReg {
+                path: "/cpus/cpu@0".into()
+            })
+        );
+        // `reg` of 5 bytes in a 2+1-cell space.
+        assert_eq!(
+            parse(&tiny(
+                &[cpu(Some(&cells(&[0])))],
+                &[memory(b"\0\0\0\0\x01")]
+            )),
+            Err(DtError::BadProperty {
+                path: "/memory@0".into(),
+                property: "reg",
+                len: 5
+            })
+        );
+    }
+
+    #[test]
+    fn three_cell_addresses_are_refused_naming_the_node() {
+        // /cpus with #address-cells = 3.
+        let strings = b"#address-cells\0#size-cells\0reg\0device_type\0";
+        let s = [
+            begin(""),
+            begin("cpus"),
+            prop(0, &cells(&[3])),
+            prop(15, &cells(&[0])),
+            cpu(Some(&cells(&[0, 0, 0]))),
+            end_node(),
+            memory(&cells(&[0, 0x8000_0000, 0x1000])),
+            end_node(),
+            end(),
+        ];
+        let err = parse(&build(&s.concat(), strings)).unwrap_err();
+        assert_eq!(
+            err,
+            DtError::CellsTooLarge {
+                path: "/cpus".into(),
+                address_cells: 3,
+                size_cells: 0
+            }
+        );
+        assert!(format!("{err}").contains("/cpus"));
+    }
+
+    #[test]
+    fn overlapping_ram_is_merged_and_noted() {
+        let mem = memory(&cells(&[
+            0, 0x1000, 0x3000, 0, 0x0, 0x800, 0, 0x2000, 0x4000, 0, 0x9000, 0,
+        ]));
+        let m = parse(&tiny(&[cpu(Some(&cells(&[0])))], &[mem])).unwrap();
+        assert_eq!(
+            m.ram,
+            vec![Region::new(0, 0x800), Region::new(0x1000, 0x5000)]
+        );
+        assert!(m.notes.iter().any(|n| n.contains("overlaps")));
+        assert!(m.notes.iter().any(|n| n.contains("empty range")));
+        // A range wrapping past 2^64 is clamped at the top, not wrapped to 0.
+        let mem = memory(&cells(&[0xffff_ffff, 0xffff_f000, 0x2000, 0, 0, 0x1000]));
+        let m = parse(&tiny(&[cpu(Some(&cells(&[0])))], &[mem])).unwrap();
+        assert_eq!(
+            m.ram,
+            vec![
+                Region::new(0, 0x1000),
+                Region::new(0xffff_ffff_ffff_f000, 0x1000)
+            ]
+        );
+        assert!(m.notes.iter().any(|n| n.contains("wraps")));
+    }
+
+    /// Deterministic xorshift, so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn corrupted_blobs_never_panic() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let virt = fdt_front::sanitize(VIRT_GICV3).unwrap();
+        let mut oks = 0;
+        let mut errs = 0;
+        let mut tally = |r: Result<Machine, DtError>| match r {
+            Ok(_) => oks += 1,
+            Err(_) => errs += 1,
+        };
+        for base in [virt.as_slice(), QEMU_RPI4_DTB] {
+            for _ in 0..1000 {
+                let mut b = base.to_vec();
+                // One to three byte changes; half of them in the header or near offsets.
+                for _ in 0..=(rng.next() % 3) {
+                    let pos = if rng.next().is_multiple_of(4) {
+                        (rng.next() % 48) as usize
+                    } else {
+                        (rng.next() as usize) % b.len()
+                    };
+                    b[pos] = match rng.next() % 4 {
+                        0 => 0,
+                        1 => 0xff,
+                        2 => b[pos] ^ (1 << (rng.next() % 8)),
+                        _ => rng.next() as u8,
+                    };
+                }
+                tally(parse(&b));
+            }
+            for _ in 0..100 {
+                let len = (rng.next() as usize) % (base.len() + 1);
+                tally(parse(&base[..len]));
+            }
+        }
+        // Cut the structure block itself short (header kept consistent) at many lengths.
+        let off = u32::from_be_bytes(virt[8..12].try_into().unwrap()) as usize;
+        let strings_off = u32::from_be_bytes(virt[12..16].try_into().unwrap()) as usize;
+        let structure = &virt[off..strings_off];
+        for _ in 0..200 {
+            let cut = (rng.next() as usize) % structure.len();
+            tally(parse(&build(&structure[..cut], &virt[strings_off..])));
+        }
+        // Both outcomes must occur, or the test proves nothing.
+        assert!(oks > 100 && errs > 100, "ok {oks}, err {errs}");
+    }
+}

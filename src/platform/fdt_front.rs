@@ -1,0 +1,1151 @@
+//! The front door for the flattened device tree (FDT) that firmware or QEMU hands us in `x0`.
+//!
+//! Nothing in the blob is trusted. [`sanitize`] checks the header and every token of the
+//! structure block with checked arithmetic, and writes a new, compact copy (header, memory
+//! reservation block, structure block, strings block) that has:
+//!
+//! - no `FDT_NOP` tokens: QEMU's raspi4b loader NOPs out the nodes it cannot emulate, and
+//!   `fdt` 0.1.5 panics on a NOP between a node's properties and its `FDT_END_NODE`;
+//! - no padding (QEMU pads its blobs to 1 MiB), and zeroed name/value padding;
+//! - only properties before child nodes, valid UTF-8 names, depth at most [`MAX_DEPTH`]
+//!   and a root named "": the other preconditions under which `fdt` 0.1.5 would panic.
+//!
+//! Everything after the front door (`devicetree::parse`) reads only such a copy.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+pub const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Size of a version 17 header; version 16 headers lack `size_dt_struct` and are 36 bytes.
+pub const HEADER_SIZE: usize = 40;
+const HEADER_SIZE_V16: usize = 36;
+/// The largest `totalsize` we accept. Real blobs are tens of KiB; anything near this is garbage,
+/// and the bound keeps a corrupt header from making the boot path map or copy gigabytes.
+pub const MAX_TOTALSIZE: usize = 64 << 20;
+/// Maximum node nesting (the root is depth 1). Real trees are under 10 deep; `fdt` 0.1.5 keeps a
+/// fixed 64-entry parent stack, and `devicetree` walks the tree recursively.
+pub const MAX_DEPTH: usize = 32;
+
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+
+/// The three data blocks a header points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    MemReserve,
+    Struct,
+    Strings,
+}
+
+impl fmt::Display for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Block::MemReserve => "memory reservation block",
+            Block::Struct => "struct block",
+            Block::Strings => "strings block",
+        })
+    }
+}
+
+/// Why a blob was refused. Offsets are byte offsets from the start of the blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FdtError {
+    NullPointer,
+    TooShort {
+        len: usize,
+    },
+    BadMagic {
+        magic: u32,
+    },
+    TotalSizeTooSmall {
+        totalsize: usize,
+    },
+    TotalSizeTooLarge {
+        totalsize: usize,
+    },
+    TotalSizePastEnd {
+        totalsize: usize,
+        len: usize,
+    },
+    UnsupportedVersion {
+        version: u32,
+        last_comp_version: u32,
+    },
+    BlockOverlapsHeader {
+        block: Block,
+        offset: u32,
+    },
+    BlockOutOfBounds {
+        block: Block,
+        offset: u32,
+        size: u64,
+        totalsize: usize,
+    },
+    Misaligned {
+        block: Block,
+        offset: u32,
+        align: u32,
+    },
+    MemReserveUnterminated {
+        offset: u32,
+    },
+    MissingEnd {
+        offset: usize,
+    },
+    Truncated {
+        offset: usize,
+    },
+    UnknownToken {
+        offset: usize,
+        token: u32,
+    },
+    UnterminatedName {
+        offset: usize,
+    },
+    NameNotUtf8 {
+        offset: usize,
+    },
+    RootNameNotEmpty {
+        offset: usize,
+    },
+    TooDeep {
+        offset: usize,
+    },
+    PropOutsideNode {
+        offset: usize,
+    },
+    PropAfterChild {
+        offset: usize,
+    },
+    PropNameOutOfBounds {
+        offset: usize,
+        nameoff: u32,
+        strings_size: u32,
+    },
+    PropNameUnterminated {
+        offset: usize,
+        nameoff: u32,
+    },
+    PropNameNotUtf8 {
+        offset: usize,
+        nameoff: u32,
+    },
+    PropValueOutOfBounds {
+        offset: usize,
+        len: u32,
+        struct_end: usize,
+    },
+    EndNodeUnderflow {
+        offset: usize,
+    },
+    EndInsideNode {
+        offset: usize,
+        depth: usize,
+    },
+    NoRootNode {
+        offset: usize,
+    },
+    MultipleRootNodes {
+        offset: usize,
+    },
+    OutputTooLarge,
+}
+
+impl fmt::Display for FdtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use FdtError::*;
+        f.write_str("device tree: ")?;
+        match *self {
+            NullPointer => write!(f, "null pointer"),
+            TooShort { len } => write!(
+                f,
+                "blob of {len} bytes is shorter than the {HEADER_SIZE}-byte header"
+            ),
+            BadMagic { magic } => write!(f, "bad magic {magic:#010x} (expected {FDT_MAGIC:#010x})"),
+            TotalSizeTooSmall { totalsize } => {
+                write!(f, "totalsize {totalsize:#x} is smaller than the header")
+            }
+            TotalSizeTooLarge { totalsize } => {
+                write!(
+                    f,
+                    "totalsize {totalsize:#x} is larger than the {MAX_TOTALSIZE:#x} limit"
+                )
+            }
+            TotalSizePastEnd { totalsize, len } => {
+                write!(
+                    f,
+                    "totalsize {totalsize:#x} is past the end of the {len:#x}-byte buffer"
+                )
+            }
+            UnsupportedVersion {
+                version,
+                last_comp_version,
+            } => write!(
+                f,
+                "version {version} (last compatible {last_comp_version}) is not compatible with 16..=17"
+            ),
+            BlockOverlapsHeader { block, offset } => {
+                write!(f, "{block} offset {offset:#x} overlaps the header")
+            }
+            BlockOutOfBounds {
+                block,
+                offset,
+                size,
+                totalsize,
+            } => {
+                write!(
+                    f,
+                    "{block} offset {offset:#x} + size {size:#x} is past totalsize {totalsize:#x}"
+                )
+            }
+            Misaligned {
+                block,
+                offset,
+                align,
+            } => {
+                write!(f, "{block} offset {offset:#x} is not {align}-byte aligned")
+            }
+            MemReserveUnterminated { offset } => {
+                write!(
+                    f,
+                    "memory reservation block at {offset:#x} has no terminating (0, 0) entry"
+                )
+            }
+            MissingEnd { offset } => write!(f, "struct block ends at {offset:#x} without FDT_END"),
+            Truncated { offset } => write!(
+                f,
+                "token at {offset:#x} runs past the end of the struct block"
+            ),
+            UnknownToken { offset, token } => write!(f, "unknown token {token:#x} at {offset:#x}"),
+            UnterminatedName { offset } => {
+                write!(f, "node name at {offset:#x} is not NUL-terminated")
+            }
+            NameNotUtf8 { offset } => write!(f, "node name at {offset:#x} is not UTF-8"),
+            RootNameNotEmpty { offset } => {
+                write!(f, "root node at {offset:#x} has a non-empty name")
+            }
+            TooDeep { offset } => {
+                write!(f, "node at {offset:#x} is nested deeper than {MAX_DEPTH}")
+            }
+            PropOutsideNode { offset } => write!(f, "property at {offset:#x} is outside any node"),
+            PropAfterChild { offset } => write!(f, "property at {offset:#x} follows a child node"),
+            PropNameOutOfBounds {
+                offset,
+                nameoff,
+                strings_size,
+            } => write!(
+                f,
+                "property at {offset:#x}: name offset {nameoff:#x} is outside the {strings_size:#x}-byte strings block"
+            ),
+            PropNameUnterminated { offset, nameoff } => write!(
+                f,
+                "property at {offset:#x}: name at strings offset {nameoff:#x} is not NUL-terminated"
+            ),
+            PropNameNotUtf8 { offset, nameoff } => {
+                write!(
+                    f,
+                    "property at {offset:#x}: name at strings offset {nameoff:#x} is not UTF-8"
+                )
+            }
+            PropValueOutOfBounds {
+                offset,
+                len,
+                struct_end,
+            } => write!(
+                f,
+                "property at {offset:#x}: value of {len:#x} bytes runs past the struct block end {struct_end:#x}"
+            ),
+            EndNodeUnderflow { offset } => write!(f, "FDT_END_NODE at {offset:#x} closes no node"),
+            EndInsideNode { offset, depth } => {
+                write!(f, "FDT_END at {offset:#x} with {depth} node(s) still open")
+            }
+            NoRootNode { offset } => write!(f, "FDT_END at {offset:#x} before any node"),
+            MultipleRootNodes { offset } => write!(f, "second root node at {offset:#x}"),
+            OutputTooLarge => write!(f, "sanitized blob does not fit a 32-bit totalsize"),
+        }
+    }
+}
+
+fn be32(b: &[u8], off: usize) -> Option<u32> {
+    let bytes = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn be64(b: &[u8], off: usize) -> Option<u64> {
+    let bytes = b.get(off..off.checked_add(8)?)?;
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+const fn align4(n: usize) -> Option<usize> {
+    match n.checked_add(3) {
+        Some(v) => Some(v & !3),
+        None => None,
+    }
+}
+
+/// Validate the magic and `totalsize` of a header: `first_40_bytes` is the start of the blob.
+///
+/// This is all the boot path needs before it checks that `[dtb, dtb + totalsize)` lies in RAM and
+/// only then calls [`blob_from_ptr`].
+pub fn header_totalsize(first_40_bytes: &[u8]) -> Result<usize, FdtError> {
+    let too_short = FdtError::TooShort {
+        len: first_40_bytes.len(),
+    };
+    if first_40_bytes.len() < HEADER_SIZE {
+        return Err(too_short);
+    }
+    let magic = be32(first_40_bytes, 0).ok_or(too_short.clone())?;
+    if magic != FDT_MAGIC {
+        return Err(FdtError::BadMagic { magic });
+    }
+    let totalsize = be32(first_40_bytes, 4).ok_or(too_short)? as usize;
+    if totalsize < HEADER_SIZE {
+        return Err(FdtError::TotalSizeTooSmall { totalsize });
+    }
+    if totalsize > MAX_TOTALSIZE {
+        return Err(FdtError::TotalSizeTooLarge { totalsize });
+    }
+    Ok(totalsize)
+}
+
+/// The blob at `ptr`, `totalsize` bytes long as its (validated) header says.
+///
+/// # Safety
+/// `ptr` must be readable for [`HEADER_SIZE`] bytes, and - once the header is valid - for the
+/// `totalsize` bytes it announces (call [`header_totalsize`] first and check that this range is
+/// in RAM). That memory must not be written or reused while the returned slice is in use: pass it
+/// to [`sanitize`] straight away and keep only the copy.
+pub unsafe fn blob_from_ptr(ptr: *const u8) -> Result<&'static [u8], FdtError> {
+    if ptr.is_null() {
+        return Err(FdtError::NullPointer);
+    }
+    // SAFETY: the caller guarantees `ptr` is readable for HEADER_SIZE bytes and not written
+    // while we look; `u8` has no alignment requirement.
+    let header = unsafe { core::slice::from_raw_parts(ptr, HEADER_SIZE) };
+    let totalsize = header_totalsize(header)?;
+    // SAFETY: the header is valid, so by the caller's contract `ptr` is readable and unchanging
+    // for `totalsize` bytes; `totalsize <= MAX_TOTALSIZE` is far below `isize::MAX`.
+    Ok(unsafe { core::slice::from_raw_parts(ptr, totalsize) })
+}
+
+/// The header fields, host-endian.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    totalsize: usize,
+    off_dt_struct: u32,
+    off_dt_strings: u32,
+    off_mem_rsvmap: u32,
+    version: u32,
+    last_comp_version: u32,
+    boot_cpuid_phys: u32,
+    size_dt_strings: u32,
+    size_dt_struct: u32,
+}
+
+impl Header {
+    fn read(blob: &[u8]) -> Result<Self, FdtError> {
+        let totalsize = header_totalsize(blob)?;
+        let field = |i: usize| be32(blob, i * 4).ok_or(FdtError::TooShort { len: blob.len() });
+        Ok(Self {
+            totalsize,
+            off_dt_struct: field(2)?,
+            off_dt_strings: field(3)?,
+            off_mem_rsvmap: field(4)?,
+            version: field(5)?,
+            last_comp_version: field(6)?,
+            boot_cpuid_phys: field(7)?,
+            size_dt_strings: field(8)?,
+            size_dt_struct: field(9)?,
+        })
+    }
+}
+
+/// Check that `[offset, offset + size)` lies after the header and inside `totalsize`, aligned.
+fn check_block(
+    h: &Header,
+    header_size: usize,
+    block: Block,
+    offset: u32,
+    size: u64,
+    align: u32,
+) -> Result<core::ops::Range<usize>, FdtError> {
+    if (offset as usize) < header_size {
+        return Err(FdtError::BlockOverlapsHeader { block, offset });
+    }
+    if !offset.is_multiple_of(align) {
+        return Err(FdtError::Misaligned {
+            block,
+            offset,
+            align,
+        });
+    }
+    // u64 cannot overflow: both terms are below 2^32.
+    let end = u64::from(offset) + size;
+    if end > h.totalsize as u64 {
+        return Err(FdtError::BlockOutOfBounds {
+            block,
+            offset,
+            size,
+            totalsize: h.totalsize,
+        });
+    }
+    Ok(offset as usize..end as usize)
+}
+
+/// Validate `blob` completely and return a compact, NOP-free copy of it (see the module docs).
+///
+/// The copy is a version 17 blob laid out as header, memory reservation block, structure block,
+/// strings block; `boot_cpuid_phys` is kept. Sanitizing a sanitized blob returns it unchanged.
+pub fn sanitize(blob: &[u8]) -> Result<Vec<u8>, FdtError> {
+    let h = Header::read(blob)?;
+    if h.totalsize > blob.len() {
+        return Err(FdtError::TotalSizePastEnd {
+            totalsize: h.totalsize,
+            len: blob.len(),
+        });
+    }
+    let blob = blob.get(..h.totalsize).ok_or(FdtError::TotalSizePastEnd {
+        totalsize: h.totalsize,
+        len: blob.len(),
+    })?;
+    if h.version < 16 || h.last_comp_version > 17 {
+        return Err(FdtError::UnsupportedVersion {
+            version: h.version,
+            last_comp_version: h.last_comp_version,
+        });
+    }
+    let header_size = if h.version >= 17 {
+        HEADER_SIZE
+    } else {
+        HEADER_SIZE_V16
+    };
+
+    // A version 16 header has no size_dt_struct: the structure block then runs to FDT_END,
+    // which must come before totalsize.
+    let struct_size = if h.version >= 17 {
+        u64::from(h.size_dt_struct)
+    } else {
+        (h.totalsize as u64).saturating_sub(u64::from(h.off_dt_struct))
+    };
+    let struct_range = check_block(
+        &h,
+        header_size,
+        Block::Struct,
+        h.off_dt_struct,
+        struct_size,
+        4,
+    )?;
+    let strings_range = check_block(
+        &h,
+        header_size,
+        Block::Strings,
+        h.off_dt_strings,
+        u64::from(h.size_dt_strings),
+        1,
+    )?;
+    // At least the terminating entry must fit.
+    let rsv_range = check_block(&h, header_size, Block::MemReserve, h.off_mem_rsvmap, 16, 8)?;
+
+    let rsvmap = mem_reserve_block(blob, rsv_range.start, h.off_mem_rsvmap)?;
+    let strings = blob.get(strings_range).unwrap_or_default();
+    let structure = walk_struct(blob, struct_range, strings)?;
+
+    let off_dt_struct = HEADER_SIZE + rsvmap.len();
+    let off_dt_strings = off_dt_struct + structure.len();
+    let totalsize = off_dt_strings + strings.len();
+    let u = |v: usize| u32::try_from(v).map_err(|_| FdtError::OutputTooLarge);
+    let mut out = Vec::with_capacity(totalsize);
+    for field in [
+        FDT_MAGIC,
+        u(totalsize)?,
+        u(off_dt_struct)?,
+        u(off_dt_strings)?,
+        u(HEADER_SIZE)?,
+        17,
+        16,
+        h.boot_cpuid_phys,
+        u(strings.len())?,
+        u(structure.len())?,
+    ] {
+        out.extend_from_slice(&field.to_be_bytes());
+    }
+    out.extend_from_slice(rsvmap);
+    out.extend_from_slice(&structure);
+    out.extend_from_slice(strings);
+    Ok(out)
+}
+
+/// The memory reservation block including its (0, 0) terminator, which must lie inside `blob`.
+fn mem_reserve_block(blob: &[u8], start: usize, offset: u32) -> Result<&[u8], FdtError> {
+    let mut pos = start;
+    loop {
+        let (Some(addr), Some(size)) = (
+            be64(blob, pos),
+            pos.checked_add(8).and_then(|p| be64(blob, p)),
+        ) else {
+            return Err(FdtError::MemReserveUnterminated { offset });
+        };
+        pos += 16;
+        if addr == 0 && size == 0 {
+            return blob
+                .get(start..pos)
+                .ok_or(FdtError::MemReserveUnterminated { offset });
+        }
+    }
+}
+
+/// Walk the structure block in `blob[range]` and return a copy without NOPs, with zeroed padding.
+fn walk_struct(
+    blob: &[u8],
+    range: core::ops::Range<usize>,
+    strings: &[u8],
+) -> Result<Vec<u8>, FdtError> {
+    let base = range.start;
+    let s = blob.get(range).unwrap_or_default();
+    let end = base + s.len();
+    let mut out = Vec::with_capacity(s.len());
+    let mut pos = 0usize;
+    let mut depth = 0usize;
+    let mut seen_root = false;
+    // Whether the innermost open node has had a child: properties must precede children.
+    let mut had_child = false;
+
+    loop {
+        let at = base + pos;
+        let token = match be32(s, pos) {
+            Some(t) => t,
+            None if pos >= s.len() => return Err(FdtError::MissingEnd { offset: end }),
+            None => return Err(FdtError::Truncated { offset: at }),
+        };
+        let body = pos + 4;
+        match token {
+            FDT_NOP => pos = body,
+            FDT_BEGIN_NODE => {
+                if depth == 0 && seen_root {
+                    return Err(FdtError::MultipleRootNodes { offset: at });
+                }
+                if depth >= MAX_DEPTH {
+                    return Err(FdtError::TooDeep { offset: at });
+                }
+                let rest = s.get(body..).unwrap_or_default();
+                let name_len = rest
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(FdtError::UnterminatedName { offset: at })?;
+                let name = rest.get(..name_len).unwrap_or_default();
+                if core::str::from_utf8(name).is_err() {
+                    return Err(FdtError::NameNotUtf8 { offset: at });
+                }
+                if depth == 0 && !name.is_empty() {
+                    return Err(FdtError::RootNameNotEmpty { offset: at });
+                }
+                let padded = align4(name_len + 1).ok_or(FdtError::Truncated { offset: at })?;
+                let next = body.checked_add(padded).filter(|&n| n <= s.len());
+                pos = next.ok_or(FdtError::Truncated { offset: at })?;
+                out.extend_from_slice(&token.to_be_bytes());
+                out.extend_from_slice(name);
+                out.resize(out.len() + (padded - name_len), 0);
+                depth += 1;
+                seen_root = true;
+                had_child = false;
+            }
+            FDT_END_NODE => {
+                if depth == 0 {
+                    return Err(FdtError::EndNodeUnderflow { offset: at });
+                }
+                depth -= 1;
+                had_child = true;
+                out.extend_from_slice(&token.to_be_bytes());
+                pos = body;
+            }
+            FDT_PROP => {
+                if depth == 0 {
+                    return Err(FdtError::PropOutsideNode { offset: at });
+                }
+                if had_child {
+                    return Err(FdtError::PropAfterChild { offset: at });
+                }
+                let (Some(len), Some(nameoff)) = (be32(s, body), be32(s, body + 4)) else {
+                    return Err(FdtError::Truncated { offset: at });
+                };
+                check_prop_name(strings, at, nameoff)?;
+                let value_start = body + 8;
+                let value_oob = FdtError::PropValueOutOfBounds {
+                    offset: at,
+                    len,
+                    struct_end: end,
+                };
+                let value_end = value_start
+                    .checked_add(len as usize)
+                    .ok_or(value_oob.clone())?;
+                let value = s.get(value_start..value_end).ok_or(value_oob.clone())?;
+                let padded = align4(len as usize).ok_or(value_oob.clone())?;
+                let next = value_start.checked_add(padded).filter(|&n| n <= s.len());
+                pos = next.ok_or(value_oob)?;
+                out.extend_from_slice(&token.to_be_bytes());
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&nameoff.to_be_bytes());
+                out.extend_from_slice(value);
+                out.resize(out.len() + (padded - value.len()), 0);
+            }
+            FDT_END => {
+                if depth != 0 {
+                    return Err(FdtError::EndInsideNode { offset: at, depth });
+                }
+                if !seen_root {
+                    return Err(FdtError::NoRootNode { offset: at });
+                }
+                out.extend_from_slice(&token.to_be_bytes());
+                return Ok(out);
+            }
+            _ => return Err(FdtError::UnknownToken { offset: at, token }),
+        }
+    }
+}
+
+fn check_prop_name(strings: &[u8], at: usize, nameoff: u32) -> Result<(), FdtError> {
+    let rest = strings
+        .get(nameoff as usize..)
+        .filter(|r| !r.is_empty())
+        .ok_or(FdtError::PropNameOutOfBounds {
+            offset: at,
+            nameoff,
+            strings_size: u32::try_from(strings.len()).unwrap_or(u32::MAX),
+        })?;
+    let len = rest
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(FdtError::PropNameUnterminated {
+            offset: at,
+            nameoff,
+        })?;
+    core::str::from_utf8(rest.get(..len).unwrap_or_default())
+        .map(|_| ())
+        .map_err(|_| FdtError::PropNameNotUtf8 {
+            offset: at,
+            nameoff,
+        })
+}
+
+/// The `/memreserve/` entries of a sanitized blob (without the terminator).
+///
+/// On a blob that did not come from [`sanitize`] this stops at the first entry it cannot read.
+pub fn mem_reservations(sanitized: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let mut pos = be32(sanitized, 16).map(|o| o as usize);
+    core::iter::from_fn(move || {
+        let p = pos?;
+        let addr = be64(sanitized, p)?;
+        let size = be64(sanitized, p.checked_add(8)?)?;
+        if addr == 0 && size == 0 {
+            pos = None;
+            return None;
+        }
+        pos = p.checked_add(16);
+        Some((addr, size))
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use alloc::vec;
+
+    pub(crate) const VIRT_GICV2: &[u8] = include_bytes!("../../tests/data/qemu-virt-gicv2.dtb");
+    pub(crate) const VIRT_GICV3: &[u8] = include_bytes!("../../tests/data/qemu-virt-gicv3.dtb");
+    pub(crate) const VIRT_EL2: &[u8] = include_bytes!("../../tests/data/qemu-virt-el2.dtb");
+
+    fn set32(b: &mut [u8], off: usize, v: u32) {
+        b[off..off + 4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    fn get32(b: &[u8], off: usize) -> u32 {
+        be32(b, off).unwrap()
+    }
+
+    /// A hand-made blob: header, one reservation, the given structure tokens, and `strings`.
+    pub(crate) fn build(structure: &[u8], strings: &[u8]) -> Vec<u8> {
+        let rsv: [u8; 32] = {
+            let mut r = [0u8; 32];
+            r[..8].copy_from_slice(&0x1000u64.to_be_bytes());
+            r[8..16].copy_from_slice(&0x2000u64.to_be_bytes());
+            r
+        };
+        let off_struct = HEADER_SIZE + rsv.len();
+        let off_strings = off_struct + structure.len();
+        let total = off_strings + strings.len();
+        let mut b = vec![0u8; HEADER_SIZE];
+        for (i, v) in [
+            FDT_MAGIC,
+            total as u32,
+            off_struct as u32,
+            off_strings as u32,
+            40,
+            17,
+            16,
+            0,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            set32(&mut b, i * 4, v);
+        }
+        set32(&mut b, 32, strings.len() as u32);
+        set32(&mut b, 36, structure.len() as u32);
+        b.extend_from_slice(&rsv);
+        b.extend_from_slice(structure);
+        b.extend_from_slice(strings);
+        b
+    }
+
+    pub(crate) fn tok(t: u32) -> Vec<u8> {
+        t.to_be_bytes().to_vec()
+    }
+
+    pub(crate) fn begin(name: &str) -> Vec<u8> {
+        let mut v = tok(FDT_BEGIN_NODE);
+        v.extend_from_slice(name.as_bytes());
+        v.push(0);
+        while !v.len().is_multiple_of(4) {
+            v.push(0);
+        }
+        v
+    }
+
+    pub(crate) fn prop(nameoff: u32, value: &[u8]) -> Vec<u8> {
+        let mut v = tok(FDT_PROP);
+        v.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        v.extend_from_slice(&nameoff.to_be_bytes());
+        v.extend_from_slice(value);
+        while !v.len().is_multiple_of(4) {
+            v.push(0);
+        }
+        v
+    }
+
+    pub(crate) fn end_node() -> Vec<u8> {
+        tok(FDT_END_NODE)
+    }
+
+    pub(crate) fn end() -> Vec<u8> {
+        tok(FDT_END)
+    }
+
+    /// Strings block used with `build`: "compatible" at 0, "model" at 11.
+    pub(crate) const STRINGS: &[u8] = b"compatible\0model\0";
+
+    fn sanitize_tokens(parts: &[Vec<u8>]) -> Result<Vec<u8>, FdtError> {
+        sanitize(&build(&parts.concat(), STRINGS))
+    }
+
+    /// Split a NOP-free struct block into its tokens (test helper; trusts its input).
+    fn split_tokens(s: &[u8]) -> Vec<&[u8]> {
+        let mut out = vec![];
+        let mut pos = 0;
+        while pos < s.len() {
+            let len = match get32(s, pos) {
+                FDT_BEGIN_NODE => {
+                    4 + align4(s[pos + 4..].iter().position(|&b| b == 0).unwrap() + 1).unwrap()
+                }
+                FDT_PROP => 12 + align4(get32(s, pos + 4) as usize).unwrap(),
+                _ => 4,
+            };
+            out.push(&s[pos..pos + len]);
+            pos += len;
+        }
+        out
+    }
+
+    #[test]
+    fn real_blobs_sanitize_to_compact_fdt_readable_copies() {
+        for blob in [VIRT_GICV2, VIRT_GICV3, VIRT_EL2] {
+            let s = sanitize(blob).unwrap();
+            assert!(
+                s.len() < 64 << 10,
+                "1 MiB of QEMU padding must be dropped, got {:#x}",
+                s.len()
+            );
+            assert_eq!(header_totalsize(&s).unwrap(), s.len());
+            assert_eq!(get32(&s, 20), 17);
+            // Idempotent: a sanitized blob is already canonical.
+            assert_eq!(sanitize(&s).unwrap(), s);
+            let fdt = fdt::Fdt::new(&s).unwrap();
+            assert_eq!(
+                fdt.find_node("/").unwrap().property("model").unwrap().value,
+                b"linux,dummy-virt\0"
+            );
+            assert!(fdt.all_nodes().count() > 20);
+        }
+    }
+
+    #[test]
+    fn nops_everywhere_are_removed() {
+        let clean = sanitize(VIRT_GICV3).unwrap();
+        let off_struct = get32(&clean, 8) as usize;
+        let size_struct = get32(&clean, 36) as usize;
+        let strings = &clean[get32(&clean, 12) as usize..];
+        let tokens = split_tokens(&clean[off_struct..off_struct + size_struct]);
+        assert!(tokens.len() > 100);
+        // Re-serialise with 1..3 NOPs before every token and after the last one.
+        let mut structure = vec![];
+        for (i, t) in tokens.iter().enumerate() {
+            for _ in 0..=(i % 3) {
+                structure.extend_from_slice(&tok(FDT_NOP));
+            }
+            structure.extend_from_slice(t);
+        }
+        structure.extend_from_slice(&tok(FDT_NOP));
+        let mut noisy = build(&structure, strings);
+        // QEMU's reservation block is empty; make `build`'s one empty too (terminator first).
+        let rsv_fixture = &clean[40..off_struct];
+        assert_eq!(rsv_fixture, &[0u8; 16]);
+        noisy[40..72].fill(0);
+        assert!(noisy.len() > clean.len() + 4 * tokens.len());
+        let out = sanitize(&noisy).unwrap();
+        assert_ne!(out.len(), noisy.len());
+        assert_eq!(out, clean);
+    }
+
+    #[test]
+    fn truncated_blobs_are_refused() {
+        assert_eq!(
+            sanitize(&VIRT_GICV2[..20]),
+            Err(FdtError::TooShort { len: 20 })
+        );
+        assert_eq!(sanitize(&[]), Err(FdtError::TooShort { len: 0 }));
+        assert_eq!(
+            sanitize(&VIRT_GICV2[..4096]),
+            Err(FdtError::TotalSizePastEnd {
+                totalsize: 0x10_0000,
+                len: 4096
+            })
+        );
+    }
+
+    #[test]
+    fn bad_magic_is_refused() {
+        let mut b = sanitize(VIRT_GICV2).unwrap();
+        b[0] = 0xde;
+        assert_eq!(sanitize(&b), Err(FdtError::BadMagic { magic: 0xde0d_feed }));
+        assert!(header_totalsize(&b).is_err());
+    }
+
+    #[test]
+    fn totalsize_checks() {
+        let mut b = sanitize(VIRT_GICV2).unwrap();
+        let len = b.len();
+        set32(&mut b, 4, len as u32 + 4);
+        assert_eq!(
+            sanitize(&b),
+            Err(FdtError::TotalSizePastEnd {
+                totalsize: len + 4,
+                len
+            })
+        );
+        set32(&mut b, 4, 8);
+        assert_eq!(
+            sanitize(&b),
+            Err(FdtError::TotalSizeTooSmall { totalsize: 8 })
+        );
+        set32(&mut b, 4, 0x8000_0000);
+        assert_eq!(
+            header_totalsize(&b),
+            Err(FdtError::TotalSizeTooLarge {
+                totalsize: 0x8000_0000
+            })
+        );
+    }
+
+    #[test]
+    fn struct_block_out_of_bounds_is_refused() {
+        let mut b = sanitize(VIRT_GICV2).unwrap();
+        let off = get32(&b, 8);
+        let len = b.len() as u32;
+        set32(&mut b, 36, len);
+        let err = sanitize(&b).unwrap_err();
+        assert_eq!(
+            err,
+            FdtError::BlockOutOfBounds {
+                block: Block::Struct,
+                offset: off,
+                size: b.len() as u64,
+                totalsize: b.len()
+            }
+        );
+        let msg = alloc::format!("{err}");
+        assert!(
+            msg.starts_with("device tree: struct block offset 0x"),
+            "{msg}"
+        );
+        assert!(msg.contains("is past totalsize"), "{msg}");
+    }
+
+    #[test]
+    fn unaligned_struct_offset_is_refused() {
+        let mut b = sanitize(VIRT_GICV2).unwrap();
+        let off = get32(&b, 8) + 2;
+        set32(&mut b, 8, off);
+        assert_eq!(
+            sanitize(&b),
+            Err(FdtError::Misaligned {
+                block: Block::Struct,
+                offset: off,
+                align: 4
+            })
+        );
+    }
+
+    #[test]
+    fn strings_offset_overflow_is_refused() {
+        let mut b = sanitize(VIRT_GICV2).unwrap();
+        let size = u64::from(get32(&b, 32));
+        set32(&mut b, 12, 0xffff_fff0);
+        assert_eq!(
+            sanitize(&b),
+            Err(FdtError::BlockOutOfBounds {
+                block: Block::Strings,
+                offset: 0xffff_fff0,
+                size,
+                totalsize: b.len()
+            })
+        );
+        // Both huge offset and huge size: still no overflow.
+        set32(&mut b, 32, u32::MAX);
+        assert!(matches!(
+            sanitize(&b),
+            Err(FdtError::BlockOutOfBounds {
+                block: Block::Strings,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn mem_reserve_block_checks() {
+        let ok = [begin(""), end_node(), end()];
+        let good = build(&ok.concat(), STRINGS);
+        assert_eq!(
+            mem_reservations(&sanitize(&good).unwrap()).collect::<Vec<_>>(),
+            vec![(0x1000, 0x2000)]
+        );
+        let mut b = good.clone();
+        set32(&mut b, 16, 44);
+        assert_eq!(
+            sanitize(&b),
+            Err(FdtError::Misaligned {
+                block: Block::MemReserve,
+                offset: 44,
+                align: 8
+            })
+        );
+        set32(&mut b, 16, 8);
+        assert_eq!(
+            sanitize(&b),
+            Err(FdtError::BlockOverlapsHeader {
+                block: Block::MemReserve,
+                offset: 8
+            })
+        );
+        // Overwrite the terminator: no all-zero entry follows before totalsize.
+        let mut b = good;
+        b[56..72].fill(0xff);
+        assert_eq!(
+            sanitize(&b),
+            Err(FdtError::MemReserveUnterminated { offset: 40 })
+        );
+    }
+
+    #[test]
+    fn unsupported_versions_are_refused() {
+        let mut b = sanitize(VIRT_GICV2).unwrap();
+        set32(&mut b, 20, 15);
+        assert!(matches!(
+            sanitize(&b),
+            Err(FdtError::UnsupportedVersion { version: 15, .. })
+        ));
+        set32(&mut b, 20, 18);
+        set32(&mut b, 24, 18);
+        assert!(matches!(
+            sanitize(&b),
+            Err(FdtError::UnsupportedVersion {
+                last_comp_version: 18,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn version_16_ignores_size_dt_struct() {
+        let clean = sanitize(VIRT_GICV2).unwrap();
+        let mut b = clean.clone();
+        set32(&mut b, 20, 16);
+        set32(&mut b, 36, 0xdead_beef);
+        assert_eq!(sanitize(&b).unwrap(), clean);
+    }
+
+    #[test]
+    fn unterminated_node_name_is_refused() {
+        // The second node's name runs to the end of the struct block without a NUL.
+        let mut structure = [begin(""), tok(FDT_BEGIN_NODE)].concat();
+        structure.extend_from_slice(b"abcdefgh");
+        assert_eq!(
+            sanitize(&build(&structure, STRINGS)),
+            Err(FdtError::UnterminatedName {
+                offset: HEADER_SIZE + 32 + 8
+            })
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert!(matches!(
+            sanitize_tokens(&[begin("x"), end_node(), end()]),
+            Err(FdtError::RootNameNotEmpty { .. })
+        ));
+        let mut bad = begin("ab");
+        bad[4] = 0xff;
+        assert!(matches!(
+            sanitize_tokens(&[begin(""), bad, end_node(), end_node(), end()]),
+            Err(FdtError::NameNotUtf8 { .. })
+        ));
+        assert!(matches!(
+            sanitize(&build(
+                &[begin(""), prop(0, b"x"), end_node(), end()].concat(),
+                b"\xff\xfe\0"
+            )),
+            Err(FdtError::PropNameNotUtf8 { nameoff: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn prop_name_and_value_bounds() {
+        let at = HEADER_SIZE + 32 + 8;
+        assert_eq!(
+            sanitize_tokens(&[begin(""), prop(17, b"x"), end_node(), end()]),
+            Err(FdtError::PropNameOutOfBounds {
+                offset: at,
+                nameoff: 17,
+                strings_size: 17
+            })
+        );
+        assert!(matches!(
+            sanitize(&build(
+                &[begin(""), prop(0, b"x"), end_node(), end()].concat(),
+                b"compat"
+            )),
+            Err(FdtError::PropNameUnterminated { nameoff: 0, .. })
+        ));
+        let mut p = prop(0, b"abcd");
+        set32(&mut p, 4, 0xffff_fff0);
+        assert!(matches!(
+            sanitize_tokens(&[begin(""), p, end_node(), end()]),
+            Err(FdtError::PropValueOutOfBounds {
+                len: 0xffff_fff0,
+                ..
+            })
+        ));
+        // The value may not reach into the strings block either (the struct block is 32 bytes,
+        // the value starts at 20).
+        let mut p = prop(0, b"abcd");
+        set32(&mut p, 4, 13);
+        assert_eq!(
+            sanitize_tokens(&[begin(""), p, end_node(), end()]),
+            Err(FdtError::PropValueOutOfBounds {
+                offset: at,
+                len: 13,
+                struct_end: at + 24
+            })
+        );
+    }
+
+    #[test]
+    fn nesting_errors() {
+        assert!(matches!(
+            sanitize_tokens(&[begin(""), end_node(), end_node(), end()]),
+            Err(FdtError::EndNodeUnderflow { .. })
+        ));
+        assert!(matches!(
+            sanitize_tokens(&[begin(""), begin("a"), end_node()]),
+            Err(FdtError::MissingEnd { .. })
+        ));
+        assert!(matches!(
+            sanitize_tokens(&[begin(""), end()]),
+            Err(FdtError::EndInsideNode { depth: 1, .. })
+        ));
+        assert!(matches!(
+            sanitize_tokens(&[end()]),
+            Err(FdtError::NoRootNode { .. })
+        ));
+        assert!(matches!(
+            sanitize_tokens(&[begin(""), end_node(), begin(""), end_node(), end()]),
+            Err(FdtError::MultipleRootNodes { .. })
+        ));
+        assert!(matches!(
+            sanitize_tokens(&[prop(0, b"a"), begin(""), end_node(), end()]),
+            Err(FdtError::PropOutsideNode { .. })
+        ));
+        assert!(matches!(
+            sanitize_tokens(&[
+                begin(""),
+                begin("a"),
+                end_node(),
+                prop(0, b"x"),
+                end_node(),
+                end()
+            ]),
+            Err(FdtError::PropAfterChild { .. })
+        ));
+        assert!(matches!(
+            sanitize_tokens(&[begin(""), tok(7), end_node(), end()]),
+            Err(FdtError::UnknownToken { token: 7, .. })
+        ));
+        let mut deep = vec![begin("")];
+        deep.extend((1..=MAX_DEPTH).map(|_| begin("n")));
+        assert!(matches!(
+            sanitize_tokens(&deep),
+            Err(FdtError::TooDeep { .. })
+        ));
+        // A child's properties after its parent's earlier child are fine.
+        let ok = [
+            begin(""),
+            prop(0, b"r"),
+            begin("a"),
+            prop(11, b"m"),
+            end_node(),
+            begin("b"),
+            prop(0, b"c"),
+            end_node(),
+            end_node(),
+            end(),
+        ];
+        assert!(sanitize_tokens(&ok).is_ok());
+    }
+
+    #[test]
+    fn errors_display_precisely() {
+        let e = FdtError::PropNameOutOfBounds {
+            offset: 0x48,
+            nameoff: 0x99,
+            strings_size: 0x11,
+        };
+        assert_eq!(
+            alloc::format!("{e}"),
+            "device tree: property at 0x48: name offset 0x99 is outside the 0x11-byte strings block"
+        );
+    }
+
+    #[test]
+    fn blob_from_ptr_reads_exactly_totalsize() {
+        let s = sanitize(VIRT_GICV2).unwrap();
+        // SAFETY: `s` is readable for its whole length, which is the header's totalsize, and is not
+        // modified while the returned slice lives (it is dropped before `s`).
+        let got = unsafe { blob_from_ptr(s.as_ptr()) }.unwrap();
+        assert_eq!(got.as_ptr(), s.as_ptr());
+        assert_eq!(got.len(), s.len());
+        // SAFETY: a null pointer is rejected before any read.
+        let null = unsafe { blob_from_ptr(core::ptr::null()) };
+        assert_eq!(null, Err(FdtError::NullPointer));
+    }
+}
