@@ -15,6 +15,24 @@ extern crate alloc;
 
 pub mod arch;
 pub mod cmdline;
+pub mod drivers;
 pub mod mm;
 pub mod platform;
 
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod kernel;
+#[cfg(target_os = "none")]
+pub mod klog;
+#[cfg(target_os = "none")]
+pub mod panic;
+#[cfg(target_os = "none")]
+pub mod smp;
+#[cfg(target_os = "none")]
+pub mod testing;
+#[cfg(target_os = "none")]
+pub mod workload;
+
+#[cfg(target_os = "none")]
+pub use kernel::BootInfo;

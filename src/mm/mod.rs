@@ -7,14 +7,24 @@
 //! environment of the real machine.
 
 pub mod env;
+pub mod frame;
+pub mod heap;
 pub mod layout;
 pub mod mapping;
 pub mod pgalloc;
 pub mod pgtable;
 pub mod region;
 pub mod sync;
+pub mod vm;
 pub mod vmap_area;
 
 #[cfg(test)]
 pub mod testenv;
 
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod hw;
+
+#[cfg(target_os = "none")]
+pub use hw::{ioremap, ioremap_wc, iounmap, kernel_vm, vfree, vmalloc};

@@ -1,0 +1,55 @@
+# initmm: `just run` boots it, `just test` checks everything. `just --list` shows all recipes.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+target := "aarch64-unknown-none"
+host := `rustc -vV 2>/dev/null | sed -n 's/^host: //p' || echo x86_64-unknown-linux-gnu`
+kernel := "target/" + target + "/release/initmm"
+
+# Boot initmm on QEMU virt (4 CPUs, 1 GiB); ARGS are kernel command-line words.
+run *ARGS: _ensure image
+    platform/qemu/run.sh {{kernel}} {{ARGS}}
+
+# Host unit tests, the loom model check, then every in-QEMU test kernel in tests/.
+test: _ensure test-host test-loom test-qemu
+
+# Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...).
+test-host:
+    cargo test --lib --target {{host}}
+
+# Model-check the table allocators' install protocol in every interleaving (loom).
+test-loom:
+    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib --release --target {{host}} mm::pgalloc::loom_tests
+
+# Each tests/*.rs is a small kernel booted in QEMU (configurations in its `//! initmm-qemu:` lines).
+test-qemu:
+    cargo test --tests --no-fail-fast
+
+# Build the kernel ELF (for gdb).
+build: _ensure
+    cargo build --release
+
+# The flat arm64 Image that boot loaders load: target/aarch64-unknown-none/release/initmm.img
+image: build
+    platform/objcopy.sh {{kernel}} {{kernel}}.img
+    @echo "image: {{kernel}}.img ($(stat -c %s {{kernel}}.img) bytes)"
+
+# QEMU waits for gdb on :1234; attach with the command it prints.
+debug *ARGS: image
+    @echo "attach with: gdb-multiarch {{kernel}} -ex 'target remote :1234'"
+    INITMM_TIMEOUT=100000 INITMM_QEMU_ARGS="-s -S" platform/qemu/run.sh {{kernel}} {{ARGS}}
+
+# Lints, warnings are errors, for the kernel and the host build of the library.
+clippy:
+    cargo clippy --lib --bins --tests -- -D warnings
+    cargo clippy --lib --target {{host}} --profile test -- -D warnings
+
+fmt:
+    cargo fmt
+
+# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools). Needs root or sudo for apt.
+setup:
+    platform/setup.sh
+
+_ensure:
+    @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}}; } || platform/setup.sh

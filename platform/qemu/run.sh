@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Boot an initmm kernel ELF in QEMU and return the kernel's exit status.
+#
+#   platform/qemu/run.sh [options] KERNEL.elf [kernel command-line words...]
+#
+# Used as the cargo runner (`cargo run`, `cargo test`), by `just run` and by the tests. The ELF is
+# turned into a flat arm64 Image next to it (KERNEL.img) and QEMU boots that, so x0 carries the
+# device tree as on real hardware.
+#
+# Options (or environment):
+#   --machine M   (INITMM_MACHINE, default "virt")   QEMU -M value, e.g. virt,gic-version=3
+#   --smp N       (INITMM_SMP, default 4)            --mem SIZE (INITMM_MEM, default 1G)
+#   --timeout S   (INITMM_TIMEOUT, default 120)      kill QEMU after S seconds and fail
+#   --qemu-arg A  (INITMM_QEMU_ARGS)                 extra QEMU argument (repeatable)
+#
+# Test kernels: when KERNEL is the build of tests/NAME.rs, every `//! initmm-qemu: ARGS [-- WORDS]`
+# line in that file is one QEMU configuration to boot it in (ARGS are runner options, WORDS extra
+# kernel command-line words); the test passes only if every configuration passes.
+#
+# A `//! initmm-expect: exit=N output=TEXT` line makes a configuration pass only when the kernel
+# exits with status N and prints TEXT (for kernels that must fail, e.g. a deliberate panic);
+# each `//! initmm-expect-once: TEXT` line must then appear exactly once in the output.
+#
+# Exit status: the kernel's (semihosting SYS_EXIT), 124 when the timeout fired.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+machine=${INITMM_MACHINE:-virt}
+smp=${INITMM_SMP:-4}
+mem=${INITMM_MEM:-1G}
+timeout_s=${INITMM_TIMEOUT:-120}
+read -r -a extra <<<"${INITMM_QEMU_ARGS:-}"
+
+parse_opts() {
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --machine) machine=$2; shift 2 ;;
+            --smp) smp=$2; shift 2 ;;
+            --mem) mem=$2; shift 2 ;;
+            --timeout) timeout_s=$2; shift 2 ;;
+            --qemu-arg) extra+=("$2"); shift 2 ;;
+            *) rest+=("$1"); shift ;;
+        esac
+    done
+}
+
+rest=()
+parse_opts "$@"
+set -- "${rest[@]}"
+[[ $# -ge 1 ]] || { echo "usage: $0 [options] KERNEL.elf [kernel args...]" >&2; exit 2; }
+elf=$1; shift
+kargs=("$@")
+
+img="${elf%.elf}.img"
+"$here/../objcopy.sh" "$elf" "$img" || { echo "runner: objcopy of $elf failed" >&2; exit 2; }
+
+boot() { # boot one configuration; $@ = extra kernel words
+    local base=(qemu-system-aarch64 -M "$machine" -cpu cortex-a72 -smp "$smp" -m "$mem"
+        -nographic -nic none -semihosting-config enable=on,target=native
+        -kernel "$img" "${extra[@]}")
+    local append
+    append=$(printf '%s ' semihosting "${kargs[@]}" "$@" | tr -s ' ' | sed 's/ $//')
+    echo "runner: ${base[*]} -append \"$append\" (timeout ${timeout_s}s)"
+    timeout --foreground -k 5 "$timeout_s" "${base[@]}" -append "$append" </dev/null
+    local rc=$?
+    if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+        echo "runner: FAILED: QEMU was killed after ${timeout_s}s: the kernel hung or ran too long" >&2
+        return 124
+    fi
+    if [[ $rc -ne 0 ]]; then
+        echo "runner: kernel exited with status $rc" >&2
+    fi
+    return $rc
+}
+
+name=$(basename "$elf"); name=${name%-*}
+src="$repo/tests/$name.rs"
+if [[ "$elf" == */deps/* && -f "$src" ]] && grep -q '^//! initmm-qemu:' "$src"; then
+    status=0; n=0
+    expect=$(grep -m1 '^//! initmm-expect:' "$src" | sed 's/^\/\/! initmm-expect: *//' || true)
+    while IFS= read -r line; do
+        n=$((n + 1))
+        cfg=${line#*initmm-qemu:}
+        words=""
+        if [[ "$cfg" == *" -- "* ]]; then words=${cfg#* -- }; cfg=${cfg%% -- *}; fi
+        (
+            read -r -a opts <<<"$cfg"
+            rest=(); parse_opts "${opts[@]}"
+            read -r -a w <<<"$words"
+            echo "runner: tests/$name.rs configuration $n:$cfg"
+            if [[ -n "$expect" ]]; then
+                want_rc=$(sed -n 's/.*exit=\([0-9]*\).*/\1/p' <<<"$expect")
+                want_out=$(sed -n 's/.*output=//p' <<<"$expect")
+                log=$(mktemp)
+                boot "${w[@]}" 2>&1 | tee "$log"
+                rc=${PIPESTATUS[0]}
+                if [[ "$rc" != "$want_rc" ]]; then
+                    echo "runner: FAILED: expected exit status $want_rc, got $rc" >&2; rm -f "$log"; exit 1
+                fi
+                if ! grep -qF -- "$want_out" "$log"; then
+                    echo "runner: FAILED: the output lacks \"$want_out\"" >&2; rm -f "$log"; exit 1
+                fi
+                while IFS= read -r once; do
+                    n_once=$(grep -cF -- "$once" "$log" || true)
+                    if [[ "$n_once" != 1 ]]; then
+                        echo "runner: FAILED: \"$once\" appears $n_once times, not once" >&2; rm -f "$log"; exit 1
+                    fi
+                done < <(grep '^//! initmm-expect-once:' "$src" | sed 's/^\/\/! initmm-expect-once: *//')
+                rm -f "$log"
+                echo "runner: ok: exit status $rc and \"$want_out\", as expected"
+            else
+                boot "${w[@]}"
+            fi
+        ) || status=1
+    done < <(grep '^//! initmm-qemu:' "$src")
+    exit $status
+fi
+boot

@@ -1,0 +1,97 @@
+//! Starting a secondary CPU: one interface, `cpu_boot`, with the two methods a device tree may
+//! name behind it. Both send the CPU to `secondary_entry` (physical address), MMU off.
+
+use core::fmt;
+
+use super::psci::{self, PsciError};
+use crate::mm::layout::{kimage_to_phys, phys_to_virt};
+use crate::platform::devicetree::EnableMethod;
+
+unsafe extern "C" {
+    fn secondary_entry();
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CpuBootError {
+    /// PSCI CPU_ON failed.
+    Psci(PsciError),
+    /// The device tree's method is one this kernel cannot use.
+    Unsupported(alloc::string::String),
+    /// The device tree gives no enable-method for the CPU.
+    NoMethod,
+}
+
+impl fmt::Display for CpuBootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Psci(e) => write!(f, "CPU_ON returned {e}"),
+            Self::Unsupported(m) => write!(
+                f,
+                "enable-method \"{m}\" is not supported (psci, spin-table are)"
+            ),
+            Self::NoMethod => f.write_str("the device tree gives no enable-method"),
+        }
+    }
+}
+
+/// Physical address of the secondary entry point.
+pub fn secondary_entry_phys() -> u64 {
+    kimage_to_phys(secondary_entry as *const () as u64)
+}
+
+/// Start the CPU whose MPIDR affinity is `mpidr` at `secondary_entry`, by `method`.
+pub fn cpu_boot(mpidr: u64, method: &EnableMethod) -> Result<(), CpuBootError> {
+    let entry = secondary_entry_phys();
+    match method {
+        // PSCI takes the target's MPIDR (its `reg`), never a logical index.
+        EnableMethod::Psci => psci::cpu_on(mpidr, entry, 0).map_err(CpuBootError::Psci),
+        EnableMethod::SpinTable { release_addr } => {
+            let va = phys_to_virt(*release_addr) as *mut u64;
+            // SAFETY: the release address is in RAM (the firmware's spin-table page, reserved
+            // from the frame allocator), reached through the linear map; the waiting CPU only
+            // reads it. Aligned per the spin-table binding.
+            unsafe { va.write_volatile(entry) };
+            // The CPU polls with its MMU and caches off: push the write to the point of coherency.
+            // SAFETY: cache maintenance by VA on a mapped address; then wake the waiting CPU.
+            unsafe {
+                core::arch::asm!("dc civac, {}", "dsb sy", "sev", in(reg) va, options(nostack, preserves_flags));
+            }
+            Ok(())
+        }
+        EnableMethod::Other(m) => Err(CpuBootError::Unsupported(m.clone())),
+        EnableMethod::Missing => Err(CpuBootError::NoMethod),
+    }
+}
+
+/// Clean `[va, va + len)` to the point of coherency, so that a CPU with its caches off reads it.
+pub fn clean_to_poc(va: usize, len: usize) {
+    let mut a = va & !63;
+    while a < va + len {
+        // SAFETY: cache maintenance on mapped kernel memory has no effect on program state.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a, options(nostack, preserves_flags)) };
+        a += 64;
+    }
+    // SAFETY: a barrier.
+    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// Mask IRQs on this CPU, returning whether they were unmasked.
+pub fn irqs_disable() -> bool {
+    let daif: u64;
+    // SAFETY: reading DAIF and masking IRQs affect only this CPU's interrupt state.
+    unsafe {
+        core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack, preserves_flags))
+    };
+    daif & (1 << 7) == 0
+}
+
+/// Unmask IRQs on this CPU.
+pub fn irqs_enable() {
+    // SAFETY: unmasking IRQs on this CPU; the IRQ handler is installed before any is enabled.
+    unsafe { core::arch::asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
+}
+
+/// Wait for an interrupt (IRQs may be masked: a pending one still wakes the CPU).
+pub fn wait_for_interrupt() {
+    aarch64_cpu::asm::wfi();
+}

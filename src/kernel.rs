@@ -1,0 +1,282 @@
+//! The boot CPU's path from `kernel_entry` (MMU on, running at the kernel's virtual address) to
+//! the program's `main`: device tree, command line, memory, `init_mm`, console, banner.
+
+use alloc::string::String;
+use core::cell::UnsafeCell;
+
+use crate::arch::aarch64::{cpu, psci, semihosting};
+use crate::cmdline::Cmdline;
+use crate::mm::layout::{self, phys_to_virt};
+use crate::mm::region::Region;
+use crate::platform::devicetree::{self, Machine, UartKind};
+use crate::platform::fdt_front;
+use crate::{console, drivers, klog, mm, smp};
+
+/// What the kernel found at boot; handed to `main`.
+pub struct BootInfo {
+    pub machine: Machine,
+    /// The exception level the loader entered the kernel at (1, 2 or 3).
+    pub entry_el: u64,
+    /// Where the loader put the image.
+    pub image_phys: Region,
+    /// Where the device tree is (physical).
+    pub dtb: Region,
+}
+
+impl BootInfo {
+    pub fn cmdline(&self) -> Cmdline<'_> {
+        Cmdline(&self.machine.bootargs)
+    }
+}
+
+static BOOT: spin::Once<&'static BootInfo> = spin::Once::new();
+
+/// What the kernel found at boot (after `kernel_entry` set it up).
+pub fn boot_info() -> &'static BootInfo {
+    BOOT.get()
+        .expect("boot_info() before the kernel finished booting")
+}
+
+/// The heap's first memory, before frames exist (the device tree is parsed into it).
+const BOOT_HEAP: usize = 2 << 20;
+#[repr(align(4096))]
+struct BootHeap(UnsafeCell<[u8; BOOT_HEAP]>);
+// SAFETY: handed to the heap once, by the boot CPU, before any other CPU runs.
+unsafe impl Sync for BootHeap {}
+static BOOT_HEAP_AREA: BootHeap = BootHeap(UnsafeCell::new([0; BOOT_HEAP]));
+
+#[global_allocator]
+pub static HEAP: mm::heap::KernelHeap = mm::heap::KernelHeap::new();
+
+unsafe extern "Rust" {
+    /// The program's entry, defined with [`crate::entry!`] by `main.rs` or a test kernel.
+    fn __initmm_main(boot: &'static BootInfo) -> !;
+}
+
+/// Define the function the kernel calls once it is up: `initmm::entry!(main);` with
+/// `fn main(boot: &'static initmm::BootInfo) -> !`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[unsafe(no_mangle)]
+        fn __initmm_main(boot: &'static $crate::kernel::BootInfo) -> ! {
+            $main(boot)
+        }
+    };
+}
+
+/// Stop with a message: before the console exists it goes to the early buffer (and semihosting).
+fn fatal(what: core::fmt::Arguments<'_>) -> ! {
+    panic!("boot: {what}")
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
+    cpu::set_percpu(0);
+    layout::set_kimage_phys(image_pa);
+    let img = layout::image_layout();
+    cpu::register_stack_guard(0, false, img.boot_stack_guard);
+    cpu::register_stack_guard(0, true, img.boot_exception_stack_guard);
+    klog::init();
+    // SAFETY: the boot heap area is used for nothing else, and this runs once.
+    unsafe { HEAP.init(BOOT_HEAP_AREA.0.get() as usize, BOOT_HEAP) };
+
+    let image = Region {
+        base: image_pa,
+        size: img.end - img.start,
+    };
+    let (machine, dtb) = match read_device_tree(dtb_pa, image_pa) {
+        Ok(m) => m,
+        Err(e) => {
+            // Without a device tree there is no command line to say how to exit: find out
+            // whether semihosting answers (it faults harmlessly when absent).
+            semihosting::probe_and_enable();
+            fatal(format_args!("{e}"))
+        }
+    };
+    let cmdline = Cmdline(&machine.bootargs);
+    if cmdline.has("semihosting") {
+        semihosting::enable();
+    }
+    if let Some(l) = cmdline.get("loglevel") {
+        match klog::parse_level(l) {
+            Some(level) => log::set_max_level(level),
+            None => log::warn!(
+                "loglevel={l}: unknown level, keeping info (use error|warn|info|debug|trace or 1-5)"
+            ),
+        }
+    }
+    psci::set_conduit(machine.psci.as_ref().map(|p| p.method));
+
+    if let Err(e) = mm::boot::init(&machine, image, dtb) {
+        fatal(format_args!("memory: {e}"));
+    }
+    if let Err(e) = start_console(&machine) {
+        log::warn!("console: {e}; output goes to the early buffer only");
+    }
+    let boot: &'static BootInfo = alloc::boxed::Box::leak(alloc::boxed::Box::new(BootInfo {
+        machine,
+        entry_el,
+        image_phys: image,
+        dtb,
+    }));
+    BOOT.call_once(|| boot);
+    banner(boot);
+    start_cpus(boot);
+    // SAFETY: `__initmm_main` is defined by the `entry!` macro in the binary being linked.
+    unsafe { __initmm_main(boot) }
+}
+
+/// Find, check and parse the device tree the loader passed in x0.
+fn read_device_tree(dtb_pa: u64, image_pa: u64) -> Result<(Machine, Region), String> {
+    use alloc::format;
+    let window = crate::arch::aarch64::early::early_window(image_pa, dtb_pa);
+    let in_window = |pa: u64, len: u64| {
+        window
+            .iter()
+            .any(|&(s, e)| pa >= s && pa.saturating_add(len) <= e)
+    };
+    if dtb_pa == 0 || !dtb_pa.is_multiple_of(8) || !in_window(dtb_pa, 64) {
+        return Err(format!(
+            "no usable device tree: x0 = {dtb_pa:#x} at entry (boot with a flat Image so that the loader passes one)"
+        ));
+    }
+    // SAFETY: the first 64 bytes are inside the early linear window (checked above).
+    let head = unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, 64) };
+    let size =
+        fdt_front::header_totalsize(head).map_err(|e| format!("x0 = {dtb_pa:#x}: {e}"))? as u64;
+    if !in_window(dtb_pa, size) {
+        return Err(format!(
+            "device tree at {dtb_pa:#x} ({size} bytes) crosses the early linear window"
+        ));
+    }
+    // SAFETY: the whole blob is inside the early linear window (checked above) and the loader
+    // handed it to the kernel, which reserves it below.
+    let blob =
+        unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, size as usize) };
+    let clean = fdt_front::sanitize(blob).map_err(|e| format!("{e}"))?;
+    let machine = devicetree::parse(&clean).map_err(|e| format!("{e}"))?;
+    Ok((machine, Region { base: dtb_pa, size }))
+}
+
+/// Map the UART the device tree names and make it the console.
+fn start_console(m: &Machine) -> Result<(), String> {
+    use alloc::format;
+    let c = m
+        .console
+        .as_ref()
+        .ok_or_else(|| String::from("the device tree names no console (/chosen/stdout-path)"))?;
+    match &c.kind {
+        UartKind::Pl011 => {
+            let va = mm::ioremap(c.base, drivers::pl011::MMIO_SIZE)
+                .map_err(|e| format!("ioremap of the PL011 at {:#x}: {e}", c.base))?;
+            // SAFETY: `va` maps the PL011's registers as device memory for the rest of the
+            // kernel's life; only the console drives it.
+            let uart = unsafe { drivers::pl011::Pl011::new(va) };
+            uart.init(c.clock_hz, 115_200);
+            console::set_device(console::Device::Pl011(uart));
+            Ok(())
+        }
+        other => Err(format!(
+            "{} at {:#x}: no driver for {other:?}",
+            c.path, c.base
+        )),
+    }
+}
+
+/// Interrupts on the boot CPU, then every other CPU (`maxcpus=N` limits them, Linux-style).
+fn start_cpus(b: &BootInfo) {
+    if let Err(e) = smp::init_boot_cpu(&b.machine) {
+        fatal(format_args!("{e}"));
+    }
+    let max = match b.cmdline().number("maxcpus") {
+        Ok(n) => n.map_or(usize::MAX, |n| n.max(1) as usize),
+        Err(e) => {
+            log::warn!("{e}; starting every CPU");
+            usize::MAX
+        }
+    };
+    let t0 = cpu::counter();
+    let failures = smp::bring_up(&b.machine, max);
+    for f in &failures {
+        log::error!("CPU with MPIDR {:#x} did not come up: {}", f.mpidr, f.error);
+    }
+    let us = (cpu::counter() - t0) * 1_000_000 / cpu::counter_frequency();
+    log::info!(
+        "{} of {} CPUs online ({} us to start them)",
+        smp::online_cpus(),
+        b.machine.cpus.len(),
+        us
+    );
+}
+
+fn banner(b: &BootInfo) {
+    let m = &b.machine;
+    log::info!(
+        "initmm {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("INITMM_GIT").unwrap_or("built from source")
+    );
+    log::info!("board: {}", m.model);
+    log::info!(
+        "entered at EL{}; image at {:#x} ({} KiB), device tree at {:#x}",
+        b.entry_el,
+        b.image_phys.base,
+        b.image_phys.size / 1024,
+        b.dtb.base
+    );
+    for r in &m.ram {
+        log::info!(
+            "RAM {:#011x}-{:#011x} ({} MiB)",
+            r.base,
+            r.base + r.size,
+            r.size >> 20
+        );
+    }
+    for r in &m.reserved {
+        log::info!("reserved {:#011x}-{:#011x}", r.base, r.base + r.size);
+    }
+    let f = mm::frame::FRAMES.stats();
+    log::info!(
+        "frames: {} free of {} ({} MiB)",
+        f.free,
+        f.total,
+        (f.total * layout::PAGE_SIZE) >> 20
+    );
+    let methods: alloc::vec::Vec<String> = m
+        .cpus
+        .iter()
+        .map(|c| alloc::format!("{:#x}:{}", c.mpidr, method_name(&c.enable_method)))
+        .collect();
+    log::info!("CPUs: {} found [{}]", m.cpus.len(), methods.join(" "));
+    if let Some(c) = &m.console {
+        log::info!("console: {} ({:?}) at {:#x}", c.path, c.kind, c.base);
+    }
+    if let Some(g) = &m.gic {
+        log::info!(
+            "interrupt controller: GIC {:?}, distributor {:#x}",
+            g.version,
+            g.dist.base
+        );
+    }
+    if let Some(t) = &m.timer {
+        log::info!(
+            "timer: virtual PPI {:?}, {} Hz",
+            t.virt_irq,
+            cpu::counter_frequency()
+        );
+    }
+    log::info!("command line: \"{}\"", m.bootargs);
+    for n in &m.notes {
+        log::warn!("device tree: {n}");
+    }
+}
+
+fn method_name(m: &devicetree::EnableMethod) -> &str {
+    match m {
+        devicetree::EnableMethod::Psci => "psci",
+        devicetree::EnableMethod::SpinTable { .. } => "spin-table",
+        devicetree::EnableMethod::Other(s) => s,
+        devicetree::EnableMethod::Missing => "none",
+    }
+}

@@ -1,0 +1,63 @@
+//! The `log` facade's backend: `[seconds.micros cpuN LEVEL] message` on the console.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::arch::aarch64::cpu;
+
+struct KernelLog;
+
+static LOGGER: KernelLog = KernelLog;
+/// Counter value at boot: log times are seconds since then.
+static BOOT_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Seconds and microseconds since boot.
+pub fn uptime() -> (u64, u64) {
+    let ticks = cpu::counter().saturating_sub(BOOT_COUNTER.load(Ordering::Relaxed));
+    let f = cpu::counter_frequency();
+    (ticks / f, (ticks % f) * 1_000_000 / f)
+}
+
+impl Log for KernelLog {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let (s, us) = uptime();
+        let level = match r.level() {
+            Level::Error => "ERROR",
+            Level::Warn => "WARN ",
+            Level::Info => "INFO ",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        };
+        crate::kprintln!("[{s:5}.{us:06} cpu{} {level}] {}", cpu::id(), r.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Start logging at `Info`; the command line's `loglevel=` may change it later.
+pub fn init() {
+    BOOT_COUNTER.store(cpu::counter(), Ordering::Relaxed);
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(LevelFilter::Info);
+}
+
+/// Parse a `loglevel=` value: a name (`error` .. `trace`, `off`) or a number 0..5.
+pub fn parse_level(s: &str) -> Option<LevelFilter> {
+    Some(match s {
+        "off" | "0" => LevelFilter::Off,
+        "error" | "1" => LevelFilter::Error,
+        "warn" | "2" => LevelFilter::Warn,
+        "info" | "3" => LevelFilter::Info,
+        "debug" | "4" => LevelFilter::Debug,
+        "trace" | "5" => LevelFilter::Trace,
+        _ => return None,
+    })
+}

@@ -1,0 +1,135 @@
+//! Building `init_mm` at boot and handing all of RAM to the frame allocator.
+//!
+//! On entry the CPU runs on the early tables (`arch::aarch64::early`): the image at its linked
+//! address and an early linear window of one or two gigabytes. In that state:
+//! 1. the frame allocator gets the free RAM *inside the window* (all it can reach yet);
+//! 2. `init_mm` is created and, through the ordinary table allocators and `map_range` (no
+//!    page-table lock taken here, as for every caller), maps the image with W^X, leaving the
+//!    stack guard pages out, and the linear map of every RAM region with blocks where aligned;
+//! 3. TTBR1 switches to `init_mm`, TTBR0 walks stop (address 0 faults from now on);
+//! 4. the rest of RAM joins the frame allocator, and the vmalloc region opens.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::frame::FRAMES;
+use super::hw::{HwEnv, KERNEL_VM};
+use super::layout::{
+    KIMAGE_VADDR, LINEAR_MAP_LIMIT, PAGE_SIZE, VMALLOC_END, VMALLOC_START, image_layout,
+    kimage_phys, phys_to_virt,
+};
+use super::pgalloc::InitMm;
+use super::pgtable::{MmError, Prot};
+use super::region::{self, Region};
+use super::vm::KernelVm;
+use crate::arch::aarch64::{early, mmu};
+use crate::platform::devicetree::Machine;
+
+#[derive(Debug)]
+pub enum BootMmError {
+    /// The device tree lists no RAM the linear map can hold.
+    NoRam,
+    /// A RAM region is beyond the linear map's reach.
+    RamBeyondLinearMap(Region),
+    /// Mapping the image or the linear map failed.
+    Map(&'static str, MmError),
+}
+
+impl fmt::Display for BootMmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoRam => f.write_str("the device tree lists no usable RAM"),
+            Self::RamBeyondLinearMap(r) => write!(
+                f,
+                "RAM at {:#x} is beyond the linear map's {} bits",
+                r.base,
+                LINEAR_MAP_LIMIT.trailing_zeros()
+            ),
+            Self::Map(what, e) => write!(f, "mapping {what}: {e}"),
+        }
+    }
+}
+
+/// Run once, on the boot CPU, before anything else uses frames, the heap beyond its boot area,
+/// or virtual memory.
+pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> {
+    let ram: Vec<Region> = m.ram.iter().copied().filter(|r| r.size > 0).collect();
+    if ram.is_empty() {
+        return Err(BootMmError::NoRam);
+    }
+    if let Some(r) = ram
+        .iter()
+        .find(|r| r.base.saturating_add(r.size) > LINEAR_MAP_LIMIT)
+    {
+        return Err(BootMmError::RamBeyondLinearMap(*r));
+    }
+    let mut holes = m.reserved.clone();
+    holes.push(image);
+    holes.push(dtb);
+    let free = region::subtract(&ram, &holes);
+
+    // 1. Frames reachable through the early window only.
+    let window = early::early_window(image.base, dtb.base);
+    let window: Vec<Region> = window
+        .iter()
+        .filter(|(s, e)| e > s)
+        .map(|&(s, e)| Region {
+            base: s,
+            size: e - s,
+        })
+        .collect();
+    let outside = region::subtract(&free, &window);
+    for r in region::subtract(&free, &outside) {
+        FRAMES.add_region(r.base, r.base + r.size);
+    }
+
+    // 2. init_mm: the image, then the linear map.
+    let init_mm = InitMm::new(HwEnv).map_err(|e| BootMmError::Map("the pgd", e))?;
+    let img = image_layout();
+    let (start, text_end, rodata_end, end) = (img.start, img.text_end, img.rodata_end, img.end);
+    debug_assert_eq!(start, KIMAGE_VADDR);
+    let guards = [img.boot_stack_guard, img.boot_exception_stack_guard];
+    let pa = |va: u64| va - KIMAGE_VADDR + kimage_phys();
+    let map = |va: u64, end: u64, prot: Prot, what| {
+        init_mm
+            .map_range(va as usize, pa(va), (end - va) as usize, prot, false)
+            .map_err(|e| BootMmError::Map(what, e))
+    };
+    map(start, text_end, Prot::KERNEL_RX, "kernel text")?;
+    map(text_end, rodata_end, Prot::KERNEL_RO, "kernel rodata")?;
+    let mut va = rodata_end;
+    for &g in &guards {
+        map(va, g, Prot::KERNEL_RW, "kernel data")?;
+        va = g + PAGE_SIZE as u64;
+    }
+    map(va, end, Prot::KERNEL_RW, "kernel data")?;
+    for r in &ram {
+        // Page-align inward: a partial page at either end is not usable RAM anyway.
+        let Some(r) = region::align_inward(*r, PAGE_SIZE as u64) else {
+            continue;
+        };
+        init_mm
+            .map_range(
+                phys_to_virt(r.base) as usize,
+                r.base,
+                r.size as usize,
+                Prot::KERNEL_RW,
+                true,
+            )
+            .map_err(|e| BootMmError::Map("the linear map", e))?;
+    }
+
+    // 3. Switch.
+    // SAFETY: init_mm now maps the image (code, data, stacks) at the addresses the early tables
+    // used, and all of RAM in the linear map, which covers the early window.
+    unsafe { mmu::switch_ttbr1(init_mm.pgd_phys().0) };
+    mmu::disable_ttbr0_walks();
+
+    // 4. The rest of RAM, and the vmalloc region.
+    for r in outside {
+        FRAMES.add_region(r.base, r.base + r.size);
+    }
+    KERNEL_VM
+        .call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), ram, mmu::pa_bits()));
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The kernel heap (`#[global_allocator]`): a buddy heap that starts in a static area and grows
+//! from physical frames, through the linear map, when it runs low.
+//!
+//! Lock order. The frame allocator (`buddy_system_allocator::FrameAllocator`) keeps its free
+//! lists in `BTreeSet`s, so it allocates from this heap *while holding the frame lock*. The heap
+//! must therefore never take the frame lock while holding its own: that is the ABBA deadlock
+//! (CPU A: frames → heap, CPU B: heap → frames) the first version of this file had, which
+//! hung ioremap-storm. Growth happens with the heap lock released, and the heap keeps a reserve
+//! (`LOW_WATER`) so that the frame allocator's own small allocations, made while it grows the
+//! heap, always find memory without growing again.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use buddy_system_allocator::Heap;
+use spin::Mutex;
+
+use super::frame::FRAMES;
+use super::layout::{PAGE_SIZE, phys_to_virt};
+
+/// Smallest growth step: 64 frames.
+const GROW_MIN: usize = 64 * PAGE_SIZE;
+/// Grow when less than this is free after an allocation.
+const LOW_WATER: usize = 128 * 1024;
+
+pub struct KernelHeap {
+    heap: Mutex<Heap<32>>,
+    /// One CPU grows the heap at a time; the others retry their allocation meanwhile.
+    growing: AtomicBool,
+    /// Frames taken from the frame allocator to grow the heap.
+    grown_frames: AtomicUsize,
+}
+
+impl KernelHeap {
+    pub const fn new() -> Self {
+        Self {
+            heap: Mutex::new(Heap::empty()),
+            growing: AtomicBool::new(false),
+            grown_frames: AtomicUsize::new(0),
+        }
+    }
+
+    /// Give the heap its first memory.
+    ///
+    /// # Safety
+    /// `[start, start + size)` is mapped, writable, unused by anything else, and stays so.
+    pub unsafe fn init(&self, start: usize, size: usize) {
+        // SAFETY: the caller hands over the range.
+        unsafe { self.heap.lock().add_to_heap(start, start + size) };
+    }
+
+    /// Bytes (in use, total) in the heap.
+    pub fn usage(&self) -> (usize, usize) {
+        let h = self.heap.lock();
+        (h.stats_alloc_actual(), h.stats_total_bytes())
+    }
+
+    pub fn grown_frames(&self) -> usize {
+        self.grown_frames.load(Ordering::Relaxed)
+    }
+
+    /// Add frames enough for `want` bytes (naturally aligned, so any alignment up to their size is
+    /// satisfiable). Called WITHOUT the heap lock (see the module documentation). False when the
+    /// frame allocator is empty too.
+    fn grow(&self, want: usize) -> bool {
+        if self.growing.swap(true, Ordering::Acquire) {
+            // Someone else is adding memory: let the caller retry.
+            core::hint::spin_loop();
+            return true;
+        }
+        let bytes = want.next_power_of_two().max(GROW_MIN);
+        let frames = bytes / PAGE_SIZE;
+        let grown = match FRAMES.alloc(frames) {
+            Some(pa) => {
+                let va = phys_to_virt(pa) as usize;
+                // SAFETY: the frames were just taken from the frame allocator, so nothing else
+                // uses them, and all of RAM is in the linear map once it hands out frames.
+                unsafe { self.heap.lock().add_to_heap(va, va + bytes) };
+                self.grown_frames.fetch_add(frames, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        };
+        self.growing.store(false, Ordering::Release);
+        grown
+    }
+}
+
+impl Default for KernelHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: allocation and deallocation are delegated to the buddy heap under its lock; memory is
+// only added to it from the static area or from frames that nothing else owns.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        loop {
+            let mut heap = self.heap.lock();
+            if let Ok(p) = heap.alloc(layout) {
+                let low = heap.stats_total_bytes() - heap.stats_alloc_actual() < LOW_WATER;
+                drop(heap);
+                if low {
+                    // Best effort: the reserve is refilled before it is needed.
+                    self.grow(GROW_MIN);
+                }
+                return p.as_ptr();
+            }
+            let (used, total) = (heap.stats_alloc_actual(), heap.stats_total_bytes());
+            drop(heap);
+            if !self.grow(layout.size().max(layout.align())) {
+                panic!(
+                    "heap: out of memory allocating {} bytes (align {}): heap {used} of {total} bytes in use, {} frames free",
+                    layout.size(),
+                    layout.align(),
+                    FRAMES.stats().free
+                );
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(p) = NonNull::new(ptr) {
+            // SAFETY: the caller passes a pointer this allocator returned, with its layout.
+            unsafe { self.heap.lock().dealloc(p, layout) };
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `init_mm` on the machine: the page-table environment backed by the frame allocator, the linear
+//! map and the CPU's barrier and TLB instructions, and the kernel's one `KernelVm`.
+
+use spin::Once;
+
+use super::env::PageTableEnv;
+use super::frame::FRAMES;
+use super::layout::phys_to_virt;
+use super::pgtable::{PhysAddr, Table};
+use super::vm::{KernelVm, VmError};
+use crate::arch::aarch64::mmu;
+
+/// The hardware environment: frames from `FRAMES`, tables through the linear map.
+pub struct HwEnv;
+
+impl PageTableEnv for HwEnv {
+    fn alloc_table_frame(&self) -> Option<PhysAddr> {
+        FRAMES.alloc(1).map(PhysAddr)
+    }
+
+    fn free_table_frame(&self, pa: PhysAddr) {
+        FRAMES.free(pa.0, 1);
+    }
+
+    fn table(&self, pa: PhysAddr) -> &Table {
+        // SAFETY: page-table frames come from the frame allocator, so they are RAM, reachable
+        // through the linear map (during boot: the early window, to which boot limits the
+        // frame allocator), 4 KiB aligned, and owned by init_mm for as long as they are tables.
+        // `Table` is 512 AtomicU64s, so shared references may be handed to every CPU.
+        unsafe { &*(phys_to_virt(pa.0) as *const Table) }
+    }
+
+    fn dsb_ishst(&self) {
+        mmu::dsb_ishst();
+    }
+
+    fn isb(&self) {
+        mmu::isb();
+    }
+
+    fn tlbi_page(&self, va: usize) {
+        mmu::tlbi_page(va);
+    }
+
+    fn tlbi_va(&self, va: usize) {
+        mmu::tlbi_va(va);
+    }
+
+    fn tlbi_all(&self) {
+        mmu::tlbi_all();
+    }
+
+    fn dsb_ish(&self) {
+        mmu::dsb_ish();
+    }
+}
+
+/// The kernel's address space. Set once by `mm::boot::init`.
+pub static KERNEL_VM: Once<KernelVm<HwEnv>> = Once::new();
+
+pub fn kernel_vm() -> &'static KernelVm<HwEnv> {
+    KERNEL_VM
+        .get()
+        .expect("mm: the kernel address space is used before mm::boot::init")
+}
+
+/// Map device registers (Device-nGnRE, execute-never); returns the address of `phys` itself.
+pub fn ioremap(phys: u64, size: usize) -> Result<usize, VmError> {
+    kernel_vm().ioremap(phys, size)
+}
+
+/// Map `phys` as Normal non-cacheable memory (write-combining), execute-never.
+pub fn ioremap_wc(phys: u64, size: usize) -> Result<usize, VmError> {
+    kernel_vm().ioremap_wc(phys, size)
+}
+
+pub fn iounmap(addr: usize) -> Result<(), VmError> {
+    kernel_vm().iounmap(addr)
+}
+
+pub fn vmalloc(size: usize) -> Result<usize, VmError> {
+    kernel_vm().vmalloc(size)
+}
+
+pub fn vfree(addr: usize) -> Result<(), VmError> {
+    kernel_vm().vfree(addr)
+}

@@ -1,0 +1,65 @@
+//! Interrupt dispatch and inter-processor interrupts (SGIs).
+//!
+//! - `SGI_WAKE`: work was queued; an idle CPU in `wfi` wakes up and looks for it.
+//! - `SGI_STOP`: a CPU panicked; every other CPU masks interrupts and parks, so the report that
+//!   follows is the only output and nothing else changes the machine's state under it.
+
+use core::sync::atomic::Ordering;
+
+use super::{TICK_US, gic, online_cpus, per_cpu, this_cpu};
+use crate::arch::aarch64::cpu;
+use crate::drivers::timer;
+
+pub const SGI_WAKE: u8 = 0;
+pub const SGI_STOP: u8 = 1;
+
+/// The IRQ handler (installed in the exception vectors by `smp::init_boot_cpu`).
+pub fn handle_irq() {
+    let g = gic();
+    while let Some(intid) = g.ack() {
+        match intid {
+            i if i == u32::from(SGI_WAKE) => {
+                this_cpu().ipis.fetch_add(1, Ordering::Relaxed);
+            }
+            i if i == u32::from(SGI_STOP) => {
+                g.eoi(intid);
+                stop_this_cpu();
+            }
+            i if i == timer::PPI => {
+                this_cpu().ticks.fetch_add(1, Ordering::Relaxed);
+                timer::arm_after(timer::ticks_from_micros(TICK_US));
+            }
+            other => log::warn!("cpu{}: unexpected interrupt {other}", cpu::id()),
+        }
+        g.eoi(intid);
+    }
+}
+
+fn stop_this_cpu() -> ! {
+    super::park_stopped()
+}
+
+/// Wake `cpu` if it waits for work.
+pub fn wake(cpu_id: usize) {
+    if let Some(g) = super::GIC.get() {
+        g.send_sgi(SGI_WAKE, per_cpu(cpu_id).mpidr.load(Ordering::Relaxed));
+    }
+}
+
+/// Stop every other online CPU and wait (briefly) until they say they stopped. Used by the panic
+/// handler before it prints, so that one clean report comes out.
+pub fn stop_other_cpus() {
+    let Some(g) = super::GIC.get() else { return };
+    let me = cpu::id();
+    g.send_sgi_all_but_self(SGI_STOP);
+    let deadline = cpu::counter() + cpu::counter_frequency() / 10;
+    while cpu::counter() < deadline {
+        if (0..online_cpus())
+            .filter(|&i| i != me)
+            .all(|i| per_cpu(i).stopped.load(Ordering::Acquire))
+        {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+}

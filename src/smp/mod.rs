@@ -1,0 +1,236 @@
+//! All cores: per-CPU data, bring-up, inter-processor interrupts, and the run-to-completion
+//! runtime the workloads use.
+
+pub mod ipi;
+pub mod runtime;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use spin::Once;
+
+use crate::arch::aarch64::cpu::{self, MAX_CPUS};
+use crate::arch::aarch64::cpu_boot;
+use crate::arch::aarch64::{early, mmu};
+use crate::drivers::gic::Gic;
+use crate::drivers::timer;
+use crate::mm::layout::PAGE_SIZE;
+use crate::platform::devicetree::Machine;
+
+/// One CPU's data, reached through TPIDR_EL1 (`this_cpu`). `id` must stay the first field: the
+/// arch code reads it through TPIDR_EL1 without knowing this type.
+#[repr(C)]
+pub struct PerCpu {
+    pub id: usize,
+    pub mpidr: AtomicU64,
+    pub online: AtomicBool,
+    /// Timer interrupts taken.
+    pub ticks: AtomicU64,
+    /// Wake-up IPIs taken.
+    pub ipis: AtomicU64,
+    /// Set once the CPU has acknowledged a stop IPI.
+    pub stopped: AtomicBool,
+}
+
+impl PerCpu {
+    const fn new(id: usize) -> Self {
+        Self {
+            id,
+            mpidr: AtomicU64::new(u64::MAX),
+            online: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
+            ipis: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+}
+
+static PERCPU: [PerCpu; MAX_CPUS] = {
+    let mut i = 0;
+    let mut a = [const { PerCpu::new(0) }; MAX_CPUS];
+    while i < MAX_CPUS {
+        a[i] = PerCpu::new(i);
+        i += 1;
+    }
+    a
+};
+
+/// This CPU's data.
+pub fn this_cpu() -> &'static PerCpu {
+    &PERCPU[cpu::id()]
+}
+
+pub fn per_cpu(id: usize) -> &'static PerCpu {
+    &PERCPU[id]
+}
+
+/// How many CPUs are online (their ids are 0..n: bring-up assigns them densely).
+pub fn online_cpus() -> usize {
+    ONLINE.load(Ordering::Acquire)
+}
+
+static ONLINE: AtomicUsize = AtomicUsize::new(1);
+
+/// The machine's interrupt controller, once `init` ran.
+pub static GIC: Once<Gic> = Once::new();
+
+pub fn gic() -> &'static Gic {
+    GIC.get()
+        .expect("smp: interrupt controller used before smp::init")
+}
+
+/// Timer tick period (10 ms).
+pub const TICK_US: u64 = 10_000;
+
+/// What the boot CPU passes a starting CPU, read by `secondary_entry` with the MMU off (so the
+/// boot CPU cleans it to the point of coherency). Field offsets are used by the assembly.
+#[repr(C)]
+struct SecondaryBoot {
+    ttbr0: AtomicU64,
+    ttbr1: AtomicU64,
+    stack_top: AtomicU64,
+    exception_stack_top: AtomicU64,
+    percpu: AtomicU64,
+}
+
+#[unsafe(no_mangle)]
+static SECONDARY_BOOT: SecondaryBoot = SecondaryBoot {
+    ttbr0: AtomicU64::new(0),
+    ttbr1: AtomicU64::new(0),
+    stack_top: AtomicU64::new(0),
+    exception_stack_top: AtomicU64::new(0),
+    percpu: AtomicU64::new(0),
+};
+
+/// Kernel stack per CPU (the boot CPU's is in the image).
+pub const STACK_SIZE: usize = 64 * 1024;
+pub const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
+
+/// A CPU that did not come up.
+#[derive(Debug)]
+pub struct BringUpFailure {
+    pub mpidr: u64,
+    pub error: String,
+}
+
+/// Set up the boot CPU's per-CPU data, the interrupt controller and its timer. Before anything
+/// else uses `this_cpu`.
+pub fn init_boot_cpu(m: &Machine) -> Result<(), String> {
+    let me = &PERCPU[0];
+    me.mpidr.store(cpu::mpidr(), Ordering::Relaxed);
+    cpu::set_percpu(me as *const PerCpu as u64);
+    let desc = m
+        .gic
+        .as_ref()
+        .ok_or_else(|| String::from("the device tree has no interrupt controller"))?;
+    let gic = Gic::init(desc).map_err(|e| alloc::format!("interrupt controller: {e}"))?;
+    GIC.call_once(|| gic);
+    crate::arch::aarch64::exceptions::set_irq_handler(ipi::handle_irq);
+    crate::panic::set_stop_others(ipi::stop_other_cpus);
+    local_init();
+    me.online.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Per-CPU interrupt setup: CPU interface, the timer tick, IRQs on.
+fn local_init() {
+    let g = gic();
+    g.init_cpu();
+    g.enable_ppi(timer::PPI);
+    timer::arm_after(timer::ticks_from_micros(TICK_US));
+    cpu_boot::irqs_enable();
+}
+
+/// Start every CPU the device tree lists (up to `max` in all), one at a time. CPUs that do not
+/// come up within a second are reported and skipped; the others carry on.
+pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
+    let mut failures = Vec::new();
+    let boot_mpidr = cpu::mpidr();
+    let vm = crate::mm::kernel_vm();
+    SECONDARY_BOOT
+        .ttbr0
+        .store(early::idmap_ttbr0(), Ordering::Relaxed);
+    SECONDARY_BOOT
+        .ttbr1
+        .store(vm.init_mm.pgd_phys().0, Ordering::Relaxed);
+    for c in m.cpus.iter().filter(|c| c.mpidr != boot_mpidr) {
+        let id = online_cpus();
+        if id >= max.min(MAX_CPUS) {
+            break;
+        }
+        let fail = |error: String| BringUpFailure {
+            mpidr: c.mpidr,
+            error,
+        };
+        let (stack, exc) = match (
+            vm.vmalloc_stack(STACK_SIZE),
+            vm.vmalloc_stack(EXCEPTION_STACK_SIZE),
+        ) {
+            (Ok(s), Ok(e)) => (s, e),
+            (s, e) => {
+                failures.push(fail(alloc::format!(
+                    "no memory for its stacks: {:?} {:?}",
+                    s.err(),
+                    e.err()
+                )));
+                break;
+            }
+        };
+        cpu::register_stack_guard(id, false, (stack - STACK_SIZE - PAGE_SIZE) as u64);
+        cpu::register_stack_guard(id, true, (exc - EXCEPTION_STACK_SIZE - PAGE_SIZE) as u64);
+        let pc = &PERCPU[id];
+        pc.mpidr.store(c.mpidr, Ordering::Relaxed);
+        SECONDARY_BOOT
+            .stack_top
+            .store(stack as u64, Ordering::Relaxed);
+        SECONDARY_BOOT
+            .exception_stack_top
+            .store(exc as u64, Ordering::Relaxed);
+        SECONDARY_BOOT
+            .percpu
+            .store(pc as *const PerCpu as u64, Ordering::Relaxed);
+        cpu_boot::clean_to_poc(
+            &raw const SECONDARY_BOOT as usize,
+            core::mem::size_of::<SecondaryBoot>(),
+        );
+        if let Err(e) = cpu_boot::cpu_boot(c.mpidr, &c.enable_method) {
+            failures.push(fail(alloc::format!("{e}")));
+            continue;
+        }
+        let deadline = cpu::counter() + cpu::counter_frequency();
+        while !pc.online.load(Ordering::Acquire) && cpu::counter() < deadline {
+            core::hint::spin_loop();
+        }
+        if pc.online.load(Ordering::Acquire) {
+            ONLINE.store(id + 1, Ordering::Release);
+        } else {
+            failures.push(fail(String::from(
+                "started, but did not come online within 1 s",
+            )));
+            // Its stacks stay allocated: the CPU may still be running on them.
+            break;
+        }
+    }
+    failures
+}
+
+/// Mask interrupts, say so, and park this CPU for good (a stop IPI, or a second panicking CPU).
+pub fn park_stopped() -> ! {
+    cpu_boot::irqs_disable();
+    if let Some(pc) = (cpu::id() < MAX_CPUS).then(this_cpu) {
+        pc.stopped.store(true, Ordering::Release);
+    }
+    cpu::halt()
+}
+
+/// Rust entry of a secondary CPU, on its own stacks, MMU on with init_mm's tables.
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(_entry_el: u64) -> ! {
+    mmu::disable_ttbr0_walks();
+    local_init();
+    let me = this_cpu();
+    log::debug!("cpu{} online (MPIDR {:#x})", me.id, cpu::mpidr());
+    me.online.store(true, Ordering::Release);
+    runtime::idle_loop()
+}

@@ -1,0 +1,121 @@
+//! `compute`: a CPU-bound parallel job — counting the primes below a bound by trial division, in
+//! chunks spread with `spawn` and work stealing — timed on one CPU and then on all, to show the
+//! speed-up and each CPU's share of the work.
+
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{Params, Progress, Report, free_frames};
+use crate::arch::aarch64::cpu;
+use crate::mm::pgalloc::PgStatsSnapshot;
+use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
+
+/// Count primes below 1,000,000: there are 78,498.
+const LIMIT: u64 = 1_000_000;
+const PRIMES_BELOW_LIMIT: u64 = 78_498;
+const CHUNK: u64 = 10_000;
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n.is_multiple_of(2) {
+        return n == 2;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+fn count(lo: u64, hi: u64) -> u64 {
+    (lo..hi).filter(|&n| is_prime(n)).count() as u64
+}
+
+/// Count with `cpus` CPUs: chunks spawned from here, stolen by the others.
+fn parallel(cpus: usize, progress: &Progress) -> (u64, u64) {
+    let t0 = cpu::counter();
+    let total: u64 = if cpus == 1 {
+        let mut sum = 0;
+        for lo in (0..LIMIT).step_by(CHUNK as usize) {
+            sum += count(lo, lo + CHUNK);
+            progress.add(0, 1);
+        }
+        sum
+    } else {
+        let handles: Vec<JoinHandle<u64>> = (0..LIMIT)
+            .step_by(CHUNK as usize)
+            .map(|lo| {
+                spawn(move || {
+                    let n = count(lo, lo + CHUNK);
+                    PROGRESS.add(cpu::id(), 1);
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(JoinHandle::join).sum()
+    };
+    (total, cpu::counter() - t0)
+}
+
+/// The progress of the running `compute` (a static: spawned closures must be 'static).
+static PROGRESS: Progress = Progress::new_static("compute");
+
+pub fn run(p: &Params) -> Report {
+    let frames_before = free_frames();
+    let progress = &PROGRESS;
+    progress.restart();
+    let jobs_before: Vec<u64> = (0..p.cpus).map(jobs_run).collect();
+
+    // Make sure the other CPUs are awake and idle-looping before timing.
+    for i in 1..p.cpus {
+        spawn_on(i, || ()).join();
+    }
+    let (one, t1) = parallel(1, progress);
+    let (all, tn) = parallel(p.cpus, progress);
+    let per_cpu_jobs: Vec<u64> = (0..p.cpus).map(|i| jobs_run(i) - jobs_before[i]).collect();
+    let speedup = t1 as f64 / tn.max(1) as f64;
+    log::info!(
+        "compute: primes below {LIMIT}: 1 CPU {:.3} s, {} CPUs {:.3} s, speed-up {speedup:.2}x, chunks per CPU {per_cpu_jobs:?}",
+        t1 as f64 / cpu::counter_frequency() as f64,
+        p.cpus,
+        tn as f64 / cpu::counter_frequency() as f64
+    );
+    let mut failures = vec![];
+    for (what, n) in [("1 CPU", one), ("all CPUs", all)] {
+        if n != PRIMES_BELOW_LIMIT {
+            failures.push(format!(
+                "{what} counted {n} primes below {LIMIT}, not {PRIMES_BELOW_LIMIT}"
+            ));
+        }
+    }
+    Report {
+        name: "compute",
+        cpus: p.cpus,
+        ops: progress.total(),
+        ticks: progress.elapsed(),
+        per_cpu_ops: progress.per_cpu(p.cpus),
+        tables: PgStatsSnapshot::default(),
+        frames_before,
+        frames_after: free_frames(),
+        passed: failures.is_empty(),
+        extra: vec![
+            ("speedup", format!("{speedup:.2}")),
+            (
+                "seconds_1cpu",
+                format!("{:.3}", t1 as f64 / cpu::counter_frequency() as f64),
+            ),
+            (
+                "seconds_all",
+                format!("{:.3}", tn as f64 / cpu::counter_frequency() as f64),
+            ),
+            ("chunks_per_cpu", format!("{per_cpu_jobs:?}")),
+        ],
+        failures,
+    }
+}

@@ -1,0 +1,288 @@
+//! The built-in multi-core workloads, chosen with `workload=NAME` (default: all of them).
+//!
+//! Each runs on `cpus=N` CPUs (default: every online one) for `seconds=S` (or `iterations=N` per
+//! CPU), prints progress at least every second, then one line `result {json}`. `run_from_cmdline`
+//! ends with a summary table.
+
+pub mod compute;
+pub mod storm;
+pub mod vmalloc_stress;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::arch::aarch64::cpu;
+use crate::cmdline::Cmdline;
+use crate::mm::frame::FRAMES;
+use crate::mm::pgalloc::PgStatsSnapshot;
+use crate::smp;
+
+/// How long or how much a workload runs, from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    pub cpus: usize,
+    /// Run for this many counter ticks, unless `iterations` is set.
+    pub duration: u64,
+    pub iterations: Option<u64>,
+}
+
+impl Params {
+    pub fn from_cmdline(c: &Cmdline<'_>) -> Result<Self, String> {
+        let online = smp::online_cpus();
+        let cpus = c
+            .number("cpus")
+            .map_err(|e| format!("{e}"))?
+            .map_or(online, |n| n as usize);
+        if cpus == 0 || cpus > online {
+            return Err(format!("cpus={cpus}: {online} CPUs are online"));
+        }
+        let seconds = c
+            .number("seconds")
+            .map_err(|e| format!("{e}"))?
+            .unwrap_or(2);
+        let iterations = c.number("iterations").map_err(|e| format!("{e}"))?;
+        Ok(Self {
+            cpus,
+            duration: seconds * cpu::counter_frequency(),
+            iterations,
+        })
+    }
+
+    /// Should a loop that started at `start` and did `done` iterations go on?
+    pub fn more(&self, start: u64, done: u64) -> bool {
+        match self.iterations {
+            Some(n) => done < n,
+            None => cpu::counter() - start < self.duration,
+        }
+    }
+}
+
+/// What a workload reports.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub name: &'static str,
+    pub cpus: usize,
+    pub ops: u64,
+    pub ticks: u64,
+    pub per_cpu_ops: Vec<u64>,
+    pub tables: PgStatsSnapshot,
+    pub frames_before: usize,
+    pub frames_after: usize,
+    pub passed: bool,
+    /// Workload-specific `"key": value` pairs for the JSON line.
+    pub extra: Vec<(&'static str, String)>,
+    pub failures: Vec<String>,
+}
+
+impl Report {
+    pub fn seconds(&self) -> f64 {
+        self.ticks as f64 / cpu::counter_frequency() as f64
+    }
+
+    pub fn json(&self) -> String {
+        let t = &self.tables;
+        let mut s = format!(
+            "{{\"name\":\"{}\",\"cpus\":{},\"ops\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.0},\"per_cpu_ops\":{:?},",
+            self.name,
+            self.cpus,
+            self.ops,
+            self.seconds(),
+            self.ops as f64 / self.seconds().max(1e-9),
+            self.per_cpu_ops
+        );
+        let _ = write!(
+            s,
+            "\"pud\":{{\"installed\":{},\"lost\":{}}},\"pmd\":{{\"installed\":{},\"lost\":{}}},\"pte\":{{\"installed\":{},\"lost\":{}}},",
+            t.pud.installed, t.pud.lost, t.pmd.installed, t.pmd.lost, t.pte.installed, t.pte.lost
+        );
+        let _ = write!(
+            s,
+            "\"frames_before\":{},\"frames_after\":{},",
+            self.frames_before, self.frames_after
+        );
+        for (k, v) in &self.extra {
+            let _ = write!(s, "\"{k}\":{v},");
+        }
+        let _ = write!(s, "\"passed\":{}}}", self.passed);
+        s
+    }
+}
+
+/// Counts operations per CPU and prints progress about once a second (from CPU 0).
+pub struct Progress {
+    name: &'static str,
+    start: AtomicU64,
+    last: AtomicU64,
+    ops: [AtomicU64; cpu::MAX_CPUS],
+}
+
+impl Progress {
+    pub fn new(name: &'static str) -> Self {
+        let p = Self::new_static(name);
+        p.restart();
+        p
+    }
+
+    /// For a `static` (start it with `restart`).
+    pub const fn new_static(name: &'static str) -> Self {
+        Self {
+            name,
+            start: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            ops: [const { AtomicU64::new(0) }; cpu::MAX_CPUS],
+        }
+    }
+
+    /// Zero the counts and start the clock.
+    pub fn restart(&self) {
+        let now = cpu::counter();
+        self.start.store(now, Ordering::Relaxed);
+        self.last.store(now, Ordering::Relaxed);
+        self.ops.iter().for_each(|o| o.store(0, Ordering::Relaxed));
+    }
+
+    pub fn add(&self, cpu_id: usize, n: u64) {
+        self.ops[cpu_id].fetch_add(n, Ordering::Relaxed);
+        let now = cpu::counter();
+        let last = self.last.load(Ordering::Relaxed);
+        if now - last >= cpu::counter_frequency()
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let secs =
+                (now - self.start.load(Ordering::Relaxed)) as f64 / cpu::counter_frequency() as f64;
+            log::info!("{}: {:.1} s, {} ops so far", self.name, secs, self.total());
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.ops.iter().map(|o| o.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn per_cpu(&self, cpus: usize) -> Vec<u64> {
+        self.ops[..cpus]
+            .iter()
+            .map(|o| o.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub fn elapsed(&self) -> u64 {
+        cpu::counter() - self.start.load(Ordering::Relaxed)
+    }
+}
+
+pub type Workload = fn(&Params) -> Report;
+
+pub const ALL: [(&str, Workload); 3] = [
+    ("ioremap-storm", storm::run),
+    ("vmalloc-stress", vmalloc_stress::run),
+    ("compute", compute::run),
+];
+
+/// Run the workloads the command line names (`workload=NAME[,NAME]`, `all`, or `none`), print a
+/// summary table, and return whether all passed.
+pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
+    let params = match Params::from_cmdline(c) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}");
+            return false;
+        }
+    };
+    let want = c.get("workload").unwrap_or("all");
+    if want == "none" {
+        log::info!("workload=none: nothing to run");
+        return true;
+    }
+    let mut chosen: Vec<(&str, Workload)> = Vec::new();
+    for name in want.split(',') {
+        match ALL.iter().find(|(n, _)| *n == name) {
+            Some(&w) => chosen.push(w),
+            None if name == "all" => chosen.extend(ALL),
+            None => {
+                let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
+                log::error!(
+                    "workload={name}: unknown; choose from {}, all or none",
+                    names.join(", ")
+                );
+                return false;
+            }
+        }
+    }
+    let mut reports = Vec::new();
+    for (name, w) in chosen {
+        log::info!("{name}: starting on {} CPUs", params.cpus);
+        let r = w(&params);
+        for f in &r.failures {
+            log::error!("{name}: {f}");
+        }
+        crate::kprintln!("result {}", r.json());
+        reports.push(r);
+    }
+    summary(&reports);
+    reports.iter().all(|r| r.passed)
+}
+
+fn summary(reports: &[Report]) {
+    crate::console::with_locked(|w| {
+        let _ = writeln!(
+            w,
+            "\n{:<16} {:>4} {:>10} {:>8} {:>12}  {:>13} {:>13} {:>13}  {:>15}  result",
+            "workload",
+            "cpus",
+            "ops",
+            "seconds",
+            "ops/s",
+            "pud inst/lost",
+            "pmd inst/lost",
+            "pte inst/lost",
+            "frames bef/aft"
+        );
+        for r in reports {
+            let t = &r.tables;
+            let _ = writeln!(
+                w,
+                "{:<16} {:>4} {:>10} {:>8.2} {:>12.0}  {:>13} {:>13} {:>13}  {:>15}  {}",
+                r.name,
+                r.cpus,
+                r.ops,
+                r.seconds(),
+                r.ops as f64 / r.seconds().max(1e-9),
+                format!("{}/{}", t.pud.installed, t.pud.lost),
+                format!("{}/{}", t.pmd.installed, t.pmd.lost),
+                format!("{}/{}", t.pte.installed, t.pte.lost),
+                format!("{}/{}", r.frames_before, r.frames_after),
+                if r.passed { "passed" } else { "FAILED" }
+            );
+        }
+        let failed = reports.iter().filter(|r| !r.passed).count();
+        let _ = writeln!(w, "\n{} passed, {} failed", reports.len() - failed, failed);
+    });
+}
+
+/// Free the page tables of the vmalloc region that map nothing any more.
+///
+/// Only between workloads, from the boot CPU, while the other CPUs are idle: idle CPUs touch
+/// only their own stacks, whose tables are not empty and so are left alone.
+pub fn reclaim_vmalloc_tables() -> usize {
+    use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
+    // SAFETY: called between workloads: no other CPU maps, unmaps or walks an address whose
+    // tables are empty (see above), so no lock-free walker can be inside a table freed here.
+    unsafe {
+        crate::mm::kernel_vm()
+            .init_mm
+            .reclaim_empty_tables(VMALLOC_START, VMALLOC_END)
+    }
+}
+
+/// Frames free right now, counting the frames the kernel heap has taken as free: the heap grows
+/// by whole frames (whenever it runs low, on any CPU) and keeps them, so that is what must
+/// balance when nothing leaked.
+pub fn free_frames() -> usize {
+    FRAMES.stats().free + crate::kernel::HEAP.grown_frames()
+}

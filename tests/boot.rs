@@ -1,0 +1,176 @@
+//! Boot on the three QEMU virt variants and check what the kernel found: the device tree QEMU
+//! generated, the exception level it entered at, frames and heap balance, and that a fault is
+//! reported and decoded rather than fatal when a test expects it.
+//!
+//! initmm-qemu lines: one boot per line (runner options, then `--` and kernel words).
+//! initmm-qemu: --machine virt -- expect_el=1 expect_gic=2 expect_psci=hvc
+//! initmm-qemu: --machine virt,virtualization=on -- expect_el=2 expect_gic=2 expect_psci=smc
+//! initmm-qemu: --machine virt,gic-version=3 -- expect_el=1 expect_gic=3 expect_psci=hvc
+#![no_std]
+#![no_main]
+
+use initmm::BootInfo;
+use initmm::mm::frame::FRAMES;
+use initmm::platform::devicetree::{EnableMethod, GicVersion, PsciMethod, UartKind};
+use initmm::testing::{self, Test};
+use spin::Once;
+
+extern crate alloc;
+
+static BOOT: Once<&'static BootInfo> = Once::new();
+
+fn boot() -> &'static BootInfo {
+    BOOT.get().unwrap()
+}
+
+fn expect(key: &str) -> u64 {
+    let c = boot().cmdline();
+    match c.get(key) {
+        Some("hvc") => 1,
+        Some("smc") => 2,
+        _ => c
+            .number(key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("the runner must pass {key}=")),
+    }
+}
+
+fn entered_at_the_expected_el() {
+    assert_eq!(
+        boot().entry_el,
+        expect("expect_el"),
+        "entry exception level"
+    );
+}
+
+fn device_tree_describes_qemu_virt() {
+    let m = &boot().machine;
+    assert_eq!(m.model, "linux,dummy-virt");
+    assert_eq!(m.ram.len(), 1);
+    assert_eq!(
+        (m.ram[0].base, m.ram[0].size),
+        (0x4000_0000, 1 << 30),
+        "-m 1G at 0x4000_0000"
+    );
+    assert_eq!(m.cpus.len(), 4, "-smp 4");
+    for (i, c) in m.cpus.iter().enumerate() {
+        assert_eq!(c.mpidr, i as u64);
+        assert_eq!(c.enable_method, EnableMethod::Psci);
+    }
+    let psci = m.psci.as_ref().expect("/psci").method;
+    let want = if expect("expect_psci") == 1 {
+        PsciMethod::Hvc
+    } else {
+        PsciMethod::Smc
+    };
+    assert_eq!(psci, want);
+    let gic = m.gic.as_ref().expect("interrupt controller");
+    let want = if expect("expect_gic") == 3 {
+        GicVersion::V3
+    } else {
+        GicVersion::V2
+    };
+    assert_eq!(gic.version, want);
+    assert_eq!(gic.dist.base, 0x0800_0000);
+    let con = m.console.as_ref().expect("console");
+    assert_eq!((con.kind.clone(), con.base), (UartKind::Pl011, 0x0900_0000));
+    assert!(m.timer.is_some(), "/timer");
+    assert!(
+        boot().cmdline().has("semihosting"),
+        "bootargs carry -append"
+    );
+}
+
+fn frames_exclude_image_and_dtb() {
+    let b = boot();
+    let f = FRAMES.stats();
+    let ram_frames = (1usize << 30) / 4096;
+    assert!(
+        f.total < ram_frames && f.total > ram_frames - 2048,
+        "total {} of {ram_frames}",
+        f.total
+    );
+    // The image and the DTB are not handed out: allocate everything, then check none of it
+    // overlaps them, then give it all back.
+    let mut got = alloc::vec::Vec::new();
+    while let Some(pa) = FRAMES.alloc(1) {
+        for r in [b.image_phys, b.dtb] {
+            assert!(
+                pa + 4096 <= r.base || pa >= r.base + r.size,
+                "frame {pa:#x} inside {r:?}"
+            );
+        }
+        got.push(pa);
+        if got.len() == 4096 {
+            break;
+        }
+    }
+    for pa in got {
+        FRAMES.free(pa, 1);
+    }
+}
+
+fn frame_and_heap_allocation_balance() {
+    let round = |r: u8| {
+        let frames: alloc::vec::Vec<u64> =
+            (0..64).map(|_| FRAMES.alloc(1).expect("frame")).collect();
+        let big = alloc::vec![r; 3 << 20]; // more than the 2 MiB boot heap: the heap grows
+        assert!(big.iter().all(|&b| b == r));
+        drop(big);
+        for pa in frames {
+            FRAMES.free(pa, 1);
+        }
+    };
+    round(0); // the heap grows from frames once and keeps them
+    let f0 = FRAMES.stats();
+    let used0 = initmm::kernel::HEAP.usage().0;
+    for r in 1..50 {
+        round(r);
+    }
+    assert_eq!(FRAMES.stats(), f0, "frames after 49 rounds");
+    assert_eq!(
+        initmm::kernel::HEAP.usage().0,
+        used0,
+        "heap bytes in use after 49 rounds"
+    );
+}
+
+fn null_dereference() {
+    initmm::arch::aarch64::cpu::probe_read(0);
+}
+
+fn null_fault_is_a_level0_translation_fault(
+    f: &initmm::arch::aarch64::exceptions::Fault,
+) -> Result<(), &'static str> {
+    use initmm::arch::aarch64::esr::FaultKind;
+    if f.far != 0 {
+        return Err("FAR is not 0");
+    }
+    match f.esr.fault_kind() {
+        FaultKind::Translation(0) => Ok(()),
+        _ => Err("not a level-0 translation fault (TTBR0 walks should be off)"),
+    }
+}
+
+initmm::entry!(main);
+
+fn main(b: &'static BootInfo) -> ! {
+    BOOT.call_once(|| b);
+    testing::run(&[
+        Test::new("entered_at_the_expected_el", entered_at_the_expected_el),
+        Test::new(
+            "device_tree_describes_qemu_virt",
+            device_tree_describes_qemu_virt,
+        ),
+        Test::new("frames_exclude_image_and_dtb", frames_exclude_image_and_dtb),
+        Test::new(
+            "frame_and_heap_allocation_balance",
+            frame_and_heap_allocation_balance,
+        ),
+        Test::faulting_with(
+            "null_dereference_faults",
+            null_dereference,
+            null_fault_is_a_level0_translation_fault,
+        ),
+    ])
+}

@@ -1,0 +1,324 @@
+//! init_mm on the machine: ioremap of real devices, faults on unmapped and protected memory,
+//! remapping without stale translations, block mappings, and balance over many cycles.
+//!
+//! initmm-qemu: --machine virt
+//! initmm-qemu: --machine virt,gic-version=3,virtualization=on
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use initmm::BootInfo;
+use initmm::arch::aarch64::cpu::{probe_read, probe_write};
+use initmm::arch::aarch64::esr::FaultKind;
+use initmm::arch::aarch64::exceptions::{Fault, stack_overflow_of};
+use initmm::mm::frame::FRAMES;
+use initmm::mm::layout::{PAGE_SIZE, phys_to_virt};
+use initmm::mm::pgtable::{Level, MemType, PhysAddr, Prot};
+use initmm::mm::vm::VmError;
+use initmm::mm::{self, kernel_vm};
+use initmm::platform::devicetree::GicVersion;
+use initmm::testing::{self, Test};
+use spin::Once;
+
+static BOOT: Once<&'static BootInfo> = Once::new();
+
+fn boot() -> &'static BootInfo {
+    BOOT.get().unwrap()
+}
+
+fn read32(va: usize) -> u32 {
+    // SAFETY: `va` is a live ioremap of device registers the test owns for the read.
+    unsafe { (va as *const u32).read_volatile() }
+}
+
+fn ioremap_uart_reads_pl011_id() {
+    let base = boot().machine.console.as_ref().unwrap().base;
+    let va = mm::ioremap(base, 0x1000).unwrap();
+    let periph = (0..4)
+        .rev()
+        .fold(0, |acc, i| (acc << 8) | (read32(va + 0xfe0 + 4 * i) & 0xff));
+    let cell = (0..4)
+        .rev()
+        .fold(0, |acc, i| (acc << 8) | (read32(va + 0xff0 + 4 * i) & 0xff));
+    assert_eq!(
+        periph & 0x000f_ffff,
+        0x0004_1011,
+        "PL011 part number and designer (periph id {periph:#x})"
+    );
+    assert_eq!(cell, 0xb105_f00d, "PrimeCell id");
+    let t = kernel_vm().init_mm.translate(va).unwrap();
+    assert_eq!(t.pa.0, base);
+    assert_eq!(t.level, Level::Pte);
+    let prot = t.prot().unwrap();
+    assert_eq!(prot.mem(), MemType::Device);
+    assert!(!prot.executable());
+    mm::iounmap(va).unwrap();
+}
+
+fn ioremap_gic_reads_its_architecture_version() {
+    let gic = boot().machine.gic.as_ref().unwrap();
+    let (pidr2, want) = match gic.version {
+        GicVersion::V2 => (0xfe8, 2),
+        GicVersion::V3 => (0xffe8, 3),
+    };
+    let va = mm::ioremap(gic.dist.base, gic.dist.size as usize).unwrap();
+    let arch_rev = (read32(va + pidr2) >> 4) & 0xf;
+    assert_eq!(arch_rev, want, "GICD_PIDR2.ArchRev");
+    let typer = read32(va + 4);
+    assert!(typer & 0x1f > 0, "GICD_TYPER.ITLinesNumber = {typer:#x}");
+    mm::iounmap(va).unwrap();
+}
+
+fn unaligned_ioremap_keeps_the_offset() {
+    let base = boot().machine.console.as_ref().unwrap().base;
+    let va = mm::ioremap(base + 0xfe0, 0x20).unwrap();
+    assert_eq!(va % PAGE_SIZE, 0xfe0);
+    assert_eq!(
+        read32(va) & 0xff,
+        0x11,
+        "PeriphID0 through the offset mapping"
+    );
+    mm::iounmap(va).unwrap();
+}
+
+fn ioremap_refuses_bad_ranges_and_leaves_nothing() {
+    let vm = kernel_vm();
+    let before = (vm.area_stats(), FRAMES.stats());
+    let ram = boot().machine.ram[0];
+    let pa_bits = initmm::arch::aarch64::mmu::pa_bits();
+    assert_eq!(mm::ioremap(0x0900_0000, 0), Err(VmError::ZeroSize));
+    assert!(matches!(
+        mm::ioremap(u64::MAX - 0xfff, 0x2000),
+        Err(VmError::Wraps { .. })
+    ));
+    assert!(matches!(
+        mm::ioremap(1 << pa_bits, 0x1000),
+        Err(VmError::BeyondPhysLimit { .. })
+    ));
+    assert!(matches!(
+        mm::ioremap(ram.base + 0x1000, 0x1000),
+        Err(VmError::OverlapsRam { .. })
+    ));
+    assert!(matches!(
+        mm::ioremap(ram.base - 0x1000, 0x2000),
+        Err(VmError::OverlapsRam { .. })
+    ));
+    assert!(matches!(
+        mm::iounmap(0xffff_8000_dead_0000),
+        Err(VmError::NotMapped { .. })
+    ));
+    assert_eq!(
+        (vm.area_stats(), FRAMES.stats()),
+        before,
+        "nothing reserved or allocated"
+    );
+}
+
+fn access_after_iounmap() {
+    let base = boot().machine.console.as_ref().unwrap().base;
+    let va = mm::ioremap(base, 0x1000).unwrap();
+    read32(va);
+    mm::iounmap(va).unwrap();
+    probe_read(va);
+}
+
+fn is_translation_fault(f: &Fault) -> Result<(), &'static str> {
+    match f.esr.fault_kind() {
+        FaultKind::Translation(_) => Ok(()),
+        _ => Err("expected a translation fault"),
+    }
+}
+
+fn is_permission_fault(f: &Fault) -> Result<(), &'static str> {
+    match f.esr.fault_kind() {
+        FaultKind::Permission(_) => Ok(()),
+        _ => Err("expected a permission fault"),
+    }
+}
+
+fn remap_same_range_reads_new_contents() {
+    let vm = kernel_vm();
+    let (a, b) = (FRAMES.alloc(1).unwrap(), FRAMES.alloc(1).unwrap());
+    for (pa, pattern) in [(a, 0xaaaa_0000u64), (b, 0xbbbb_0000)] {
+        for i in 0..512 {
+            // SAFETY: the frame was just allocated for this test; the linear map reaches it.
+            unsafe {
+                (phys_to_virt(pa) as *mut u64)
+                    .add(i)
+                    .write_volatile(pattern + i as u64)
+            };
+        }
+    }
+    for round in 0..100 {
+        let va = vm.vmap(&[PhysAddr(a)], Prot::KERNEL_RW).unwrap();
+        assert_eq!(
+            probe_read(va + 8),
+            0xaaaa_0001,
+            "round {round}: first mapping"
+        );
+        vm.vunmap(va).unwrap();
+        let vb = vm.vmap(&[PhysAddr(b)], Prot::KERNEL_RW).unwrap();
+        assert_eq!(vb, va, "the range allocator hands the same range out again");
+        assert_eq!(
+            probe_read(vb + 8),
+            0xbbbb_0001,
+            "round {round}: stale translation after remap"
+        );
+        vm.vunmap(vb).unwrap();
+    }
+    FRAMES.free(a, 1);
+    FRAMES.free(b, 1);
+}
+
+fn write_to_kernel_text() {
+    probe_write(write_to_kernel_text as *const () as usize, 0);
+}
+
+/// `ret`, stored in .data: executable bytes in non-executable memory.
+static RET_IN_DATA: AtomicU32 = AtomicU32::new(0xd65f_03c0);
+
+fn execute_from_data() {
+    let p = RET_IN_DATA.as_ptr() as usize;
+    let _ = RET_IN_DATA.load(Ordering::Relaxed);
+    // SAFETY: not safe to run: it must fault (data is execute-never), which the test expects.
+    let f: extern "C" fn() = unsafe { core::mem::transmute(p) };
+    f();
+}
+
+fn execute_from_vmalloc() {
+    let va = mm::vmalloc(PAGE_SIZE).unwrap();
+    probe_write(va, 0xd65f_03c0);
+    // SAFETY: as above: vmalloc memory is execute-never.
+    let f: extern "C" fn() = unsafe { core::mem::transmute(va) };
+    f();
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let buf = core::hint::black_box([depth; 64]);
+    if depth == u64::MAX {
+        0
+    } else {
+        recurse(depth + 1) + buf[(depth % 64) as usize]
+    }
+}
+
+fn stack_overflow() {
+    core::hint::black_box(recurse(0));
+}
+
+fn is_stack_overflow_of_cpu0(f: &Fault) -> Result<(), &'static str> {
+    match stack_overflow_of(f) {
+        Some(owner) if owner.cpu == 0 && !owner.exception_stack => Ok(()),
+        Some(_) => Err("guard page of the wrong stack"),
+        None => Err("the fault was not classified as a stack overflow"),
+    }
+}
+
+fn ten_thousand_map_unmap_cycles_balance() {
+    let base = boot().machine.console.as_ref().unwrap().base;
+    let vm = kernel_vm();
+    let cycle = |i: usize| {
+        let va = mm::ioremap(base, 0x1000).unwrap();
+        assert_eq!(read32(va + 0xfe0) & 0xff, 0x11);
+        mm::iounmap(va).unwrap();
+        let v = mm::vmalloc((i % 16 + 1) * PAGE_SIZE).unwrap();
+        probe_write(v, i as u64);
+        assert_eq!(probe_read(v), i as u64);
+        mm::vfree(v).unwrap();
+    };
+    cycle(0); // installs the tables this range needs, once
+    let before = (FRAMES.stats(), vm.area_stats(), vm.init_mm.stats());
+    for i in 1..10_000 {
+        cycle(i);
+    }
+    let after = (FRAMES.stats(), vm.area_stats(), vm.init_mm.stats());
+    assert_eq!(after, before, "frames, areas, tables");
+    log::info!(
+        "10,000 ioremap+iounmap and vmalloc+vfree cycles: frames {:?}",
+        after.0
+    );
+}
+
+fn huge_ioremap_uses_blocks() {
+    let vm = kernel_vm();
+    // QEMU virt: the PCIe MMIO window at 0x1000_0000 (2 MiB aligned), high PCIe MMIO at 512 GiB.
+    for (pa, size, level) in [
+        (0x1000_0000u64, 2usize << 20, Level::Pmd),
+        (0x80_0000_0000, 1 << 30, Level::Pud),
+    ] {
+        let frames = FRAMES.stats().free;
+        let va = mm::ioremap(pa, size).unwrap();
+        assert_eq!(va % size, 0, "virtual range aligned like the block");
+        let t = vm.init_mm.translate(va).unwrap();
+        assert_eq!(t.level, level, "one block entry maps {size:#x} at {pa:#x}");
+        assert_eq!(
+            vm.init_mm.translate(va + size - 8).unwrap().pa.0,
+            pa + size as u64 - 8
+        );
+        assert!(
+            FRAMES.stats().free + 2 >= frames,
+            "a block needs at most the tables above it"
+        );
+        mm::iounmap(va).unwrap();
+        assert!(vm.init_mm.translate(va).is_none());
+    }
+}
+
+initmm::entry!(main);
+
+fn main(b: &'static BootInfo) -> ! {
+    BOOT.call_once(|| b);
+    testing::run(&[
+        Test::new("ioremap_uart_reads_pl011_id", ioremap_uart_reads_pl011_id),
+        Test::new(
+            "ioremap_gic_reads_its_architecture_version",
+            ioremap_gic_reads_its_architecture_version,
+        ),
+        Test::new(
+            "unaligned_ioremap_keeps_the_offset",
+            unaligned_ioremap_keeps_the_offset,
+        ),
+        Test::new(
+            "ioremap_refuses_bad_ranges_and_leaves_nothing",
+            ioremap_refuses_bad_ranges_and_leaves_nothing,
+        ),
+        Test::faulting_with(
+            "access_after_iounmap_faults",
+            access_after_iounmap,
+            is_translation_fault,
+        ),
+        Test::new(
+            "remap_same_range_reads_new_contents",
+            remap_same_range_reads_new_contents,
+        ),
+        Test::faulting_with(
+            "write_to_kernel_text_faults",
+            write_to_kernel_text,
+            is_permission_fault,
+        ),
+        Test::faulting_with(
+            "execute_from_data_faults",
+            execute_from_data,
+            is_permission_fault,
+        ),
+        Test::faulting_with(
+            "execute_from_vmalloc_faults",
+            execute_from_vmalloc,
+            is_permission_fault,
+        ),
+        Test::faulting_with(
+            "stack_overflow_hits_the_guard_page",
+            stack_overflow,
+            is_stack_overflow_of_cpu0,
+        ),
+        Test::new(
+            "ten_thousand_map_unmap_cycles_balance",
+            ten_thousand_map_unmap_cycles_balance,
+        ),
+        Test::new("huge_ioremap_uses_blocks", huge_ioremap_uses_blocks),
+    ])
+}

@@ -1,0 +1,71 @@
+//! The built-in workloads at -smp 4, on both GIC versions: each must pass its own checks
+//! (every read verified, frames and areas balanced), and the storm must lose table-install races
+//! (the racing path really ran).
+//!
+//! initmm-qemu: --machine virt --smp 4 -- iterations=300
+//! initmm-qemu: --machine virt,gic-version=3 --smp 4 -- iterations=300
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use initmm::BootInfo;
+use initmm::testing::{self, Test};
+use initmm::workload::{self, Params};
+use spin::Once;
+
+static PARAMS: Once<Params> = Once::new();
+
+fn check(r: &workload::Report) {
+    initmm::kprintln!("result {}", r.json());
+    assert!(r.failures.is_empty(), "{}: {:?}", r.name, r.failures);
+    assert!(r.passed && r.ops > 0, "{} did no work", r.name);
+    assert_eq!(r.cpus, 4);
+    assert!(
+        r.per_cpu_ops.iter().all(|&n| n > 0),
+        "{}: a CPU did nothing: {:?}",
+        r.name,
+        r.per_cpu_ops
+    );
+}
+
+fn ioremap_storm() {
+    let r = workload::storm::run(PARAMS.get().unwrap());
+    check(&r);
+    let t = &r.tables;
+    assert!(
+        t.pud.lost + t.pmd.lost + t.pte.lost > 0,
+        "no lost race at 4 CPUs"
+    );
+    assert!(
+        t.pmd.installed >= 300 && t.pte.installed >= 300,
+        "a fresh pmd and pte table every round: {t:?}"
+    );
+    assert_eq!(r.frames_before, r.frames_after);
+}
+
+fn vmalloc_stress() {
+    let p = Params {
+        iterations: Some(2),
+        ..*PARAMS.get().unwrap()
+    };
+    let r = workload::vmalloc_stress::run(&p);
+    check(&r);
+    assert_eq!(r.frames_before, r.frames_after);
+}
+
+fn compute() {
+    let r = workload::compute::run(PARAMS.get().unwrap());
+    check(&r);
+}
+
+initmm::entry!(main);
+
+fn main(b: &'static BootInfo) -> ! {
+    PARAMS.call_once(|| Params::from_cmdline(&b.cmdline()).unwrap());
+    testing::run(&[
+        Test::new("ioremap_storm", ioremap_storm),
+        Test::new("vmalloc_stress", vmalloc_stress),
+        Test::new("compute", compute),
+    ])
+}
