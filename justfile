@@ -13,9 +13,13 @@ run *ARGS: _ensure image
 # Host unit tests, the loom model check, then every in-QEMU test kernel in tests/.
 test: _ensure test-host test-loom test-qemu
 
-# Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...).
+# Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), and the
+# rule that only the table allocators' module may name init_mm's page-table lock.
 test-host:
     cargo test --lib --target {{host}}
+    @others=$(grep -rln page_table_lock src/ | grep -vx src/mm/pgalloc.rs || true); \
+        if [ -n "$others" ]; then echo "page_table_lock named outside src/mm/pgalloc.rs: $others" >&2; exit 1; fi; \
+        echo "page_table_lock: named only in src/mm/pgalloc.rs"
 
 # Model-check the table allocators' install protocol in every interleaving (loom).
 test-loom:
@@ -34,8 +38,10 @@ image: build
     platform/objcopy.sh {{kernel}} {{kernel}}.img
     @echo "image: {{kernel}}.img ($(stat -c %s {{kernel}}.img) bytes)"
 
-# QEMU waits for gdb on :1234; attach with the command it prints.
+# QEMU waits for gdb on :1234; attach with the command it prints (gdb-multiarch, Debian package
+# of the same name).
 debug *ARGS: image
+    @command -v gdb-multiarch >/dev/null || echo "note: gdb-multiarch is not installed (apt-get install gdb-multiarch)"
     @echo "attach with: gdb-multiarch {{kernel}} -ex 'target remote :1234'"
     INITMM_TIMEOUT=100000 INITMM_QEMU_ARGS="-s -S" platform/qemu/run.sh {{kernel}} {{ARGS}}
 

@@ -18,13 +18,13 @@ _start:
     /* Linux arm64 Image header (Documentation/arch/arm64/booting.rst). */
     b       primary_entry           /* code0: branch past the header */
     .long   0                       /* code1 */
-    .quad   0                       /* text_offset: load at a 2 MiB-aligned base + 0 */
+    .quad   {text_offset}           /* text_offset: load at a 2 MiB-aligned base + 0 */
     .quad   __image_size            /* image_size, including .bss */
-    .quad   0xa                     /* flags: little-endian, 4 KiB pages, anywhere in RAM */
+    .quad   {flags}                 /* flags: little-endian, 4 KiB pages, anywhere in RAM */
     .quad   0                       /* res2 */
     .quad   0                       /* res3 */
     .quad   0                       /* res4 */
-    .ascii  "ARM\x64"               /* magic */
+    .long   {magic}                 /* magic: "ARM\x64" */
     .long   0                       /* res5 (PE header offset) */
 
     .section .text.boot, "ax"
@@ -230,5 +230,8 @@ park:
     .balign 8
 boot_cpu_claimed:
     .quad   0
-"#
+"#,
+    text_offset = const super::image::TEXT_OFFSET,
+    flags = const super::image::FLAGS,
+    magic = const super::image::MAGIC,
 );

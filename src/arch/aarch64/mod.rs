@@ -1,6 +1,7 @@
 //! Everything that names an Arm register or instruction.
 
 pub mod esr;
+pub mod image;
 
 #[cfg(target_os = "none")]
 pub mod cpu_boot;

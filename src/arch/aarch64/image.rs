@@ -1,0 +1,173 @@
+//! The 64-byte header of a Linux arm64 `Image` (Documentation/arch/arm64/booting.rst), which boot
+//! loaders (QEMU `-kernel`, the Raspberry Pi firmware, U-Boot's `booti`) read to place the kernel
+//! and to decide to pass x0 = the device tree. `boot.rs` emits it from these constants; the tests
+//! here decode what it emits.
+
+use core::fmt;
+
+/// Bytes of the header.
+pub const HEADER_SIZE: usize = 64;
+/// "ARM\x64", little-endian, at offset 0x38.
+pub const MAGIC: u32 = 0x644d_5241;
+/// Load at a 2 MiB-aligned base + 0.
+pub const TEXT_OFFSET: u64 = 0;
+/// Bit 0: big-endian (0 = little). Bits 1-2: page size (1 = 4 KiB). Bit 3: the image may be placed
+/// anywhere in physical memory (1), not necessarily near the base of DRAM.
+pub const FLAGS: u64 = (1 << 1) | (1 << 3);
+
+/// A decoded header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub code0: u32,
+    pub text_offset: u64,
+    /// Bytes the loader must reserve from the load address, .bss included.
+    pub image_size: u64,
+    pub flags: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageError {
+    TooShort(usize),
+    BadMagic(u32),
+    /// The file holds more than the header says the image occupies.
+    SizeTooSmall {
+        image_size: u64,
+        file: usize,
+    },
+    /// `image_size` 0 means "old kernel, guess": loaders then ignore text_offset.
+    NoSize,
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort(n) => {
+                write!(f, "{n} bytes: shorter than the 64-byte arm64 Image header")
+            }
+            Self::BadMagic(m) => write!(
+                f,
+                "magic {m:#010x} at 0x38, not \"ARM\\x64\" ({MAGIC:#010x})"
+            ),
+            Self::SizeTooSmall { image_size, file } => {
+                write!(
+                    f,
+                    "header image_size {image_size} is smaller than the file ({file} bytes)"
+                )
+            }
+            Self::NoSize => f.write_str("image_size is 0: loaders would ignore text_offset"),
+        }
+    }
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from(u32_at(b, off)) | (u64::from(u32_at(b, off + 4)) << 32)
+}
+
+impl ImageHeader {
+    /// Decode and check the header at the start of an Image file of `image.len()` bytes.
+    pub fn parse(image: &[u8]) -> Result<Self, ImageError> {
+        if image.len() < HEADER_SIZE {
+            return Err(ImageError::TooShort(image.len()));
+        }
+        let magic = u32_at(image, 0x38);
+        if magic != MAGIC {
+            return Err(ImageError::BadMagic(magic));
+        }
+        let h = Self {
+            code0: u32_at(image, 0),
+            text_offset: u64_at(image, 0x08),
+            image_size: u64_at(image, 0x10),
+            flags: u64_at(image, 0x18),
+        };
+        if h.image_size == 0 {
+            return Err(ImageError::NoSize);
+        }
+        if h.image_size < image.len() as u64 {
+            return Err(ImageError::SizeTooSmall {
+                image_size: h.image_size,
+                file: image.len(),
+            });
+        }
+        Ok(h)
+    }
+
+    pub fn little_endian(&self) -> bool {
+        self.flags & 1 == 0
+    }
+
+    /// Page size the kernel expects, in bytes (0 = unspecified).
+    pub fn page_size(&self) -> u64 {
+        match (self.flags >> 1) & 3 {
+            1 => 4096,
+            2 => 16384,
+            3 => 65536,
+            _ => 0,
+        }
+    }
+
+    pub fn place_anywhere(&self) -> bool {
+        self.flags & (1 << 3) != 0
+    }
+
+    /// `code0` is a `b` instruction: where does it branch to (byte offset)?
+    pub fn branch_target(&self) -> Option<u64> {
+        (self.code0 >> 26 == 0b000101).then(|| u64::from(self.code0 & 0x03ff_ffff) * 4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header as boot.rs lays it out: `b` past the header, then the fields.
+    fn header(image_size: u64, magic: u32) -> [u8; HEADER_SIZE] {
+        let mut h = [0u8; HEADER_SIZE];
+        let b_64 = 0x1400_0000u32 | (HEADER_SIZE as u32 / 4);
+        h[0..4].copy_from_slice(&b_64.to_le_bytes());
+        h[0x08..0x10].copy_from_slice(&TEXT_OFFSET.to_le_bytes());
+        h[0x10..0x18].copy_from_slice(&image_size.to_le_bytes());
+        h[0x18..0x20].copy_from_slice(&FLAGS.to_le_bytes());
+        h[0x38..0x3c].copy_from_slice(&magic.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn flags_say_little_endian_4k_anywhere() {
+        let h = ImageHeader::parse(&header(1 << 20, MAGIC)).unwrap();
+        assert!(h.little_endian());
+        assert_eq!(h.page_size(), 4096);
+        assert!(h.place_anywhere());
+        assert_eq!(h.text_offset, 0);
+        assert_eq!(
+            h.branch_target(),
+            Some(64),
+            "code0 branches past the header"
+        );
+        assert_eq!(&MAGIC.to_le_bytes(), b"ARM\x64");
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        assert_eq!(ImageHeader::parse(&[0; 10]), Err(ImageError::TooShort(10)));
+        assert_eq!(
+            ImageHeader::parse(&header(1 << 20, 0x1234)),
+            Err(ImageError::BadMagic(0x1234))
+        );
+        assert_eq!(
+            ImageHeader::parse(&header(0, MAGIC)),
+            Err(ImageError::NoSize)
+        );
+        assert_eq!(
+            ImageHeader::parse(&header(32, MAGIC)),
+            Err(ImageError::SizeTooSmall {
+                image_size: 32,
+                file: 64
+            })
+        );
+        assert!(ImageError::BadMagic(0).to_string().contains("ARM"));
+    }
+}
