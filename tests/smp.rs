@@ -21,6 +21,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use initmm::BootInfo;
 use initmm::arch::aarch64::cpu;
 use initmm::mm::kernel_vm;
+use initmm::platform::devicetree::EnableMethod;
 use initmm::smp::{self, ipi, online_cpus, per_cpu, runtime};
 use initmm::testing::{self, Test};
 use spin::Once;
@@ -139,6 +140,42 @@ fn barrier_is_reusable() {
     assert_eq!(phase.load(Ordering::Relaxed), 200 * n);
 }
 
+/// A CPU that cannot be started is reported by its MPIDR with PSCI's error, and costs nothing.
+fn a_cpu_that_cannot_start_is_reported() {
+    let b = BOOT.get().unwrap();
+    if b.machine.psci.is_none() || online_cpus() == 1 {
+        return; // -smp 1 has no enable-method to test with
+    }
+    let mut m = b.machine.clone();
+    let boot_cpu = m.cpus[0].clone();
+    let bogus = initmm::platform::devicetree::Cpu {
+        mpidr: 0xff00,
+        enable_method: EnableMethod::Psci,
+    };
+    // Already on, and not there at all.
+    m.cpus = alloc::vec![boot_cpu, m.cpus[1].clone(), bogus];
+    let vm = kernel_vm();
+    let (areas, frames) = (vm.area_stats(), initmm::mm::frame::FRAMES.stats());
+    let online = online_cpus();
+    let failures = smp::bring_up(&m, usize::MAX);
+    assert_eq!(online_cpus(), online, "nothing new came online");
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert_eq!(
+        (failures[0].mpidr, failures[0].error.as_str()),
+        (m.cpus[1].mpidr, "CPU_ON returned PSCI ALREADY_ON (-4)")
+    );
+    assert_eq!(failures[1].mpidr, 0xff00);
+    assert_eq!(
+        failures[1].error,
+        "CPU_ON returned PSCI INVALID_PARAMETERS (-2)"
+    );
+    assert_eq!(
+        (vm.area_stats(), initmm::mm::frame::FRAMES.stats()),
+        (areas, frames),
+        "stacks freed"
+    );
+}
+
 fn secondary_stacks_have_guard_pages() {
     let vm = kernel_vm();
     runtime::on_each_cpu(&|id| {
@@ -194,6 +231,10 @@ fn main(b: &'static BootInfo) -> ! {
         Test::new(
             "secondary_stacks_have_guard_pages",
             secondary_stacks_have_guard_pages,
+        ),
+        Test::new(
+            "a_cpu_that_cannot_start_is_reported",
+            a_cpu_that_cannot_start_is_reported,
         ),
     ])
 }

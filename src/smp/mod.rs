@@ -196,6 +196,12 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
         );
         if let Err(e) = cpu_boot::cpu_boot(c.mpidr, &c.enable_method) {
             failures.push(fail(alloc::format!("{e}")));
+            // It never started: its stacks and guard registrations go back.
+            let _ = vm.vfree(stack - STACK_SIZE - PAGE_SIZE);
+            let _ = vm.vfree(exc - EXCEPTION_STACK_SIZE - PAGE_SIZE);
+            cpu::register_stack_guard(id, false, 0);
+            cpu::register_stack_guard(id, true, 0);
+            pc.mpidr.store(u64::MAX, Ordering::Relaxed);
             continue;
         }
         let deadline = cpu::counter() + cpu::counter_frequency();
