@@ -70,13 +70,15 @@ pub fn run(p: &Params) -> Report {
     let frames_before = free_frames();
     let progress = &PROGRESS;
     progress.restart();
-    let jobs_before: Vec<u64> = (0..p.cpus).map(jobs_run).collect();
 
     // Make sure the other CPUs are awake and idle-looping before timing.
     for i in 1..p.cpus {
         spawn_on(i, || ()).join();
     }
+    let jobs_before: Vec<u64> = (0..p.cpus).map(jobs_run).collect();
     let (one, t1) = parallel(1, progress);
+    // Report the parallel run's work only: per CPU, how many chunks each did.
+    progress.restart();
     let (all, tn) = parallel(p.cpus, progress);
     let per_cpu_jobs: Vec<u64> = (0..p.cpus).map(|i| jobs_run(i) - jobs_before[i]).collect();
     let speedup = t1 as f64 / tn.max(1) as f64;
