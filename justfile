@@ -10,8 +10,9 @@ kernel := "target/" + target + "/release/initmm"
 run *ARGS: _ensure image
     platform/qemu/run.sh {{kernel}} {{ARGS}}
 
-# Host unit tests, the loom model check, then every in-QEMU test kernel in tests/.
-test: _ensure test-host test-loom test-qemu
+# Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
+# on virt and the Pi 4, and the Pi 4's SD card.
+test: _ensure test-host test-loom test-qemu test-image test-rpi4-files
 
 # Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), and the
 # rule that only the table allocators' module may name init_mm's page-table lock.
@@ -28,6 +29,38 @@ test-loom:
 # Each tests/*.rs is a small kernel booted in QEMU (configurations in its `//! initmm-qemu:` lines).
 test-qemu:
     cargo test --tests --no-fail-fast
+
+# The Image `just run` boots (not a test kernel), booted as is on QEMU virt and on raspi4b with
+# the Pi 4 DTB and without one: all 4 CPUs up, a short workload passes, exit status 0.
+test-image: image
+    #!/usr/bin/env bash
+    set -euo pipefail
+    log=$(mktemp); trap 'rm -f "$log"' EXIT
+    for board in "--machine virt" "--board rpi4" "--board rpi4 --dtb none"; do
+        echo "== test-image: {{kernel}}.img on $board"
+        platform/qemu/run.sh $board --timeout 60 {{kernel}} workload=compute 2>&1 | tee "$log"
+        grep -q "4 of 4 CPUs online" "$log" || { echo "test-image: FAILED on $board: not every CPU came up" >&2; exit 1; }
+        grep -qx "1 passed, 0 failed" <(tr -d '\r' <"$log") || { echo "test-image: FAILED on $board" >&2; exit 1; }
+    done
+
+# config.txt, the SD-card image (built here: needs Debian's mirror once) and flash.sh's refusals.
+test-rpi4-files: sdcard
+    platform/rpi4/check.sh {{kernel}}.img
+    platform/rpi4/test-flash.sh
+
+# Boot initmm on QEMU raspi4b (the Raspberry Pi 4: 4 CPUs, 2 GiB, the real Pi DTB when present;
+# `--dtb none` as the first ARG boots the built-in description); ARGS are kernel command-line words.
+run-rpi4 *ARGS: _ensure image
+    platform/qemu/run.sh --board rpi4 {{kernel}} {{ARGS}}
+
+# A bootable Raspberry Pi 4 SD card: target/rpi4/boot/ and target/rpi4/sdcard.img.
+sdcard: image
+    platform/rpi4/sdcard.sh {{kernel}}.img
+
+# Write target/rpi4/sdcard.img to DEVICE (whole disk) after checks and a confirmation
+# (FLAGS: --force, --dry-run).
+flash DEVICE *FLAGS: sdcard
+    platform/rpi4/flash.sh {{DEVICE}} {{FLAGS}}
 
 # Build the kernel ELF (for gdb).
 build: _ensure
@@ -59,3 +92,4 @@ setup:
 
 _ensure:
     @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}}; } || platform/setup.sh
+

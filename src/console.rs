@@ -11,17 +11,21 @@ use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::arch::aarch64::{cpu, semihosting};
+use crate::drivers::mini_uart::MiniUart;
 use crate::drivers::pl011::Pl011;
 
 /// The console device.
 pub enum Device {
     Pl011(Pl011),
+    /// The Raspberry Pi's mini UART (`serial1` on the Pi 4, GPIO 14/15).
+    MiniUart(MiniUart),
 }
 
 impl Device {
     fn putc(&self, b: u8) {
         match self {
             Self::Pl011(u) => u.putc(b),
+            Self::MiniUart(u) => u.putc(b),
         }
     }
 }

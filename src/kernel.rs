@@ -9,7 +9,7 @@ use crate::cmdline::Cmdline;
 use crate::mm::layout::{self, phys_to_virt};
 use crate::mm::region::Region;
 use crate::platform::devicetree::{self, Machine, UartKind};
-use crate::platform::fdt_front;
+use crate::platform::{self, fdt_front};
 use crate::{console, drivers, klog, mm, smp};
 
 /// What the kernel found at boot; handed to `main`.
@@ -19,8 +19,11 @@ pub struct BootInfo {
     pub entry_el: u64,
     /// Where the loader put the image.
     pub image_phys: Region,
-    /// Where the device tree is (physical).
+    /// Where the device tree is (physical); empty when the loader passed none.
     pub dtb: Region,
+    /// The name of the built-in description the kernel fell back to when the loader passed no
+    /// device tree (see [`platform::builtin_machine`]); `None` when the device tree was used.
+    pub builtin: Option<&'static str>,
 }
 
 impl BootInfo {
@@ -85,13 +88,33 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
         base: image_pa,
         size: img.end - img.start,
     };
-    let (machine, dtb) = match read_device_tree(dtb_pa, image_pa) {
-        Ok(m) => m,
+    let (machine, dtb, builtin) = match read_device_tree(dtb_pa, image_pa) {
+        Ok((m, dtb)) => (m, dtb, None),
         Err(e) => {
             // Without a device tree there is no command line to say how to exit: find out
             // whether semihosting answers (it faults harmlessly when absent).
             semihosting::probe_and_enable();
-            fatal(format_args!("{e}"))
+            let why = match e {
+                DtbError::Absent(why) => why,
+                DtbError::Broken(e) => fatal(format_args!("{e}")),
+            };
+            let b = platform::builtin_machine(loader_data(dtb_pa, image_pa));
+            if !b
+                .machine
+                .ram
+                .iter()
+                .any(|r| r.contains(image.base) && r.contains(image.base + image.size - 1))
+            {
+                fatal(format_args!(
+                    "{why}, and the built-in {} description's RAM does not hold the image at {:#x}",
+                    b.name, image.base
+                ));
+            }
+            let dtb = Region {
+                base: dtb_pa,
+                size: 0,
+            };
+            (b.machine, dtb, Some((b.name, b.summary, why)))
         }
     };
     let cmdline = Cmdline(&machine.bootargs);
@@ -114,11 +137,18 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     if let Err(e) = start_console(&machine) {
         log::warn!("console: {e}; output goes to the early buffer only");
     }
+    // Said once the console is up: the early buffer would also copy it to semihosting.
+    if let Some((name, summary, why)) = &builtin {
+        log::warn!("{why}");
+        log::warn!("no device tree from the loader: using the built-in {name} description");
+        log::info!("built-in {name}: {summary}");
+    }
     let boot: &'static BootInfo = alloc::boxed::Box::leak(alloc::boxed::Box::new(BootInfo {
         machine,
         entry_el,
         image_phys: image,
         dtb,
+        builtin: builtin.map(|(name, _, _)| name),
     }));
     BOOT.call_once(|| boot);
     banner(boot);
@@ -127,8 +157,16 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     unsafe { __initmm_main(boot) }
 }
 
+/// Why x0 gave no machine description.
+enum DtbError {
+    /// x0 points at no device tree at all (null, unmapped, or no FDT magic: an ATAG list).
+    Absent(String),
+    /// A device tree that is malformed: booting on a guess would hide the loader's bug.
+    Broken(String),
+}
+
 /// Find, check and parse the device tree the loader passed in x0.
-fn read_device_tree(dtb_pa: u64, image_pa: u64) -> Result<(Machine, Region), String> {
+fn read_device_tree(dtb_pa: u64, image_pa: u64) -> Result<(Machine, Region), DtbError> {
     use alloc::format;
     let window = crate::arch::aarch64::early::early_window(image_pa, dtb_pa);
     let in_window = |pa: u64, len: u64| {
@@ -137,26 +175,44 @@ fn read_device_tree(dtb_pa: u64, image_pa: u64) -> Result<(Machine, Region), Str
             .any(|&(s, e)| pa >= s && pa.saturating_add(len) <= e)
     };
     if dtb_pa == 0 || !dtb_pa.is_multiple_of(8) || !in_window(dtb_pa, 64) {
-        return Err(format!(
+        return Err(DtbError::Absent(format!(
             "no usable device tree: x0 = {dtb_pa:#x} at entry (boot with a flat Image so that the loader passes one)"
-        ));
+        )));
     }
     // SAFETY: the first 64 bytes are inside the early linear window (checked above).
     let head = unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, 64) };
-    let size =
-        fdt_front::header_totalsize(head).map_err(|e| format!("x0 = {dtb_pa:#x}: {e}"))? as u64;
+    let size = match fdt_front::header_totalsize(head) {
+        Ok(size) => size as u64,
+        Err(e @ fdt_front::FdtError::BadMagic { .. }) => {
+            return Err(DtbError::Absent(format!("x0 = {dtb_pa:#x}: {e}")));
+        }
+        Err(e) => return Err(DtbError::Broken(format!("x0 = {dtb_pa:#x}: {e}"))),
+    };
     if !in_window(dtb_pa, size) {
-        return Err(format!(
+        return Err(DtbError::Broken(format!(
             "device tree at {dtb_pa:#x} ({size} bytes) crosses the early linear window"
-        ));
+        )));
     }
     // SAFETY: the whole blob is inside the early linear window (checked above) and the loader
     // handed it to the kernel, which reserves it below.
     let blob =
         unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, size as usize) };
-    let clean = fdt_front::sanitize(blob).map_err(|e| format!("{e}"))?;
-    let machine = devicetree::parse(&clean).map_err(|e| format!("{e}"))?;
+    let clean = fdt_front::sanitize(blob).map_err(|e| DtbError::Broken(format!("{e}")))?;
+    let machine = devicetree::parse(&clean).map_err(|e| DtbError::Broken(format!("{e}")))?;
     Ok((machine, Region { base: dtb_pa, size }))
+}
+
+/// Up to 4 KiB of what x0 points at when it is no device tree (an ATAG list, usually), for a
+/// built-in description to read; empty when it is outside the early linear window.
+fn loader_data(pa: u64, image_pa: u64) -> &'static [u8] {
+    let window = crate::arch::aarch64::early::early_window(image_pa, pa);
+    let Some(&(_, end)) = window.iter().find(|&&(s, e)| pa >= s && pa < e) else {
+        return &[];
+    };
+    let len = (end - pa).min(4096) as usize;
+    // SAFETY: `[pa, pa + len)` is inside the early linear window (RAM or the loader's data,
+    // mapped as normal memory); nothing writes it while the boot CPU reads it.
+    unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, len) }
 }
 
 /// Map the UART the device tree names and make it the console.
@@ -175,6 +231,31 @@ fn start_console(m: &Machine) -> Result<(), String> {
             let uart = unsafe { drivers::pl011::Pl011::new(va) };
             uart.init(c.clock_hz, 115_200);
             console::set_device(console::Device::Pl011(uart));
+            Ok(())
+        }
+        UartKind::Bcm2835Aux => {
+            use drivers::mini_uart::{self, MiniUart};
+            // AUX_ENABLES precedes the UART in the same page: map both when we can, so that the
+            // UART is enabled even when the firmware did not do it (no enable_uart=1).
+            let uart = match mini_uart::aux_base(c.base) {
+                Some(aux) => {
+                    let va = mm::ioremap(aux, mini_uart::AUX_MMIO_SIZE)
+                        .map_err(|e| format!("ioremap of the AUX block at {aux:#x}: {e}"))?;
+                    // SAFETY: `va` maps the AUX block (AUX_ENABLES and the mini UART) as device
+                    // memory for the rest of the kernel's life; only the console drives it, and
+                    // nothing in the kernel drives the AUX SPI controllers.
+                    unsafe { MiniUart::with_aux(va) }
+                }
+                None => {
+                    let va = mm::ioremap(c.base, mini_uart::MMIO_SIZE)
+                        .map_err(|e| format!("ioremap of the mini UART at {:#x}: {e}", c.base))?;
+                    // SAFETY: `va` maps the mini UART's registers as device memory for the rest
+                    // of the kernel's life; only the console drives it.
+                    unsafe { MiniUart::new(va) }
+                }
+            };
+            uart.init(c.clock_hz, 115_200);
+            console::set_device(console::Device::MiniUart(uart));
             Ok(())
         }
         other => Err(format!(
@@ -218,13 +299,22 @@ fn banner(b: &BootInfo) {
         option_env!("INITMM_GIT").unwrap_or("built from source")
     );
     log::info!("board: {}", m.model);
-    log::info!(
-        "entered at EL{}; image at {:#x} ({} KiB), device tree at {:#x}",
-        b.entry_el,
-        b.image_phys.base,
-        b.image_phys.size / 1024,
-        b.dtb.base
-    );
+    match b.builtin {
+        None => log::info!(
+            "entered at EL{}; image at {:#x} ({} KiB), device tree at {:#x}",
+            b.entry_el,
+            b.image_phys.base,
+            b.image_phys.size / 1024,
+            b.dtb.base
+        ),
+        Some(name) => log::info!(
+            "entered at EL{}; image at {:#x} ({} KiB), no device tree (x0 = {:#x}): built-in {name} description",
+            b.entry_el,
+            b.image_phys.base,
+            b.image_phys.size / 1024,
+            b.dtb.base
+        ),
+    }
     for r in &m.ram {
         log::info!(
             "RAM {:#011x}-{:#011x} ({} MiB)",

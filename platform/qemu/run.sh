@@ -12,6 +12,15 @@
 #   --smp N       (INITMM_SMP, default 4)            --mem SIZE (INITMM_MEM, default 1G)
 #   --timeout S   (INITMM_TIMEOUT, default 120)      kill QEMU after S seconds and fail
 #   --qemu-arg A  (INITMM_QEMU_ARGS)                 extra QEMU argument (repeatable)
+#   --board rpi4  (INITMM_BOARD)   the Raspberry Pi 4: -M raspi4b -m 2G -smp 4 and the real Pi DTB
+#                 (tests/data/bcm2711-rpi-4-b.dtb, else target/rpi4/boot/'s) when there is one;
+#                 options after it override it
+#   --dtb FILE    (INITMM_DTB)     pass FILE with -dtb; "none" passes none (the loader then hands
+#                 the kernel an ATAG list, as QEMU raspi4b does without -dtb)
+#
+# On raspi4b the PL011 is QEMU's serial port 0 and the mini UART port 1; the Pi 4's DTB (and the
+# kernel's built-in Pi 4 description) pick the mini UART, so port 1 goes to the terminal
+# (-serial null -serial mon:stdio) unless --qemu-arg gives -serial itself.
 #
 # Test kernels: when KERNEL is the build of tests/NAME.rs, every `//! initmm-qemu: ARGS [-- WORDS]`
 # line in that file is one QEMU configuration to boot it in (ARGS are runner options, WORDS extra
@@ -31,7 +40,23 @@ machine=${INITMM_MACHINE:-virt}
 smp=${INITMM_SMP:-4}
 mem=${INITMM_MEM:-1G}
 timeout_s=${INITMM_TIMEOUT:-120}
+dtb=${INITMM_DTB:-}
 read -r -a extra <<<"${INITMM_QEMU_ARGS:-}"
+
+set_board() {
+    case "$1" in
+        rpi4)
+            machine=raspi4b; mem=2G; smp=4
+            if [[ -z "$dtb" ]]; then
+                dtb=none
+                for f in "$repo/tests/data/bcm2711-rpi-4-b.dtb" "$repo/target/rpi4/boot/bcm2711-rpi-4-b.dtb"; do
+                    if [[ -f "$f" ]]; then dtb=$f; break; fi
+                done
+            fi
+            ;;
+        *) echo "runner: unknown board \"$1\" (known: rpi4)" >&2; exit 2 ;;
+    esac
+}
 
 parse_opts() {
     while [[ $# -gt 0 ]]; do
@@ -41,11 +66,14 @@ parse_opts() {
             --mem) mem=$2; shift 2 ;;
             --timeout) timeout_s=$2; shift 2 ;;
             --qemu-arg) extra+=("$2"); shift 2 ;;
+            --board) set_board "$2"; shift 2 ;;
+            --dtb) dtb=$2; shift 2 ;;
             *) rest+=("$1"); shift ;;
         esac
     done
 }
 
+[[ -z "${INITMM_BOARD:-}" ]] || set_board "$INITMM_BOARD"
 rest=()
 parse_opts "$@"
 set -- "${rest[@]}"
@@ -57,9 +85,17 @@ img="${elf%.elf}.img"
 "$here/../objcopy.sh" "$elf" "$img" || { echo "runner: objcopy of $elf failed" >&2; exit 2; }
 
 boot() { # boot one configuration; $@ = extra kernel words
+    local board=()
+    if [[ -n "$dtb" && "$dtb" != none ]]; then
+        [[ -f "$dtb" ]] || { echo "runner: device tree $dtb not found" >&2; return 2; }
+        board+=(-dtb "$dtb")
+    fi
+    if [[ "$machine" == raspi4b* && " ${extra[*]} " != *" -serial "* ]]; then
+        board+=(-serial null -serial mon:stdio)
+    fi
     local base=(qemu-system-aarch64 -M "$machine" -cpu cortex-a72 -smp "$smp" -m "$mem"
         -nographic -nic none -semihosting-config enable=on,target=native
-        -kernel "$img" "${extra[@]}")
+        -kernel "$img" "${board[@]}" "${extra[@]}")
     local append
     append=$(printf '%s ' semihosting "${kargs[@]}" "$@" | tr -s ' ' | sed 's/ $//')
     echo "runner: ${base[*]} -append \"$append\" (timeout ${timeout_s}s)"

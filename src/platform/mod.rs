@@ -6,3 +6,29 @@
 
 pub mod devicetree;
 pub mod fdt_front;
+pub mod rpi4;
+
+use devicetree::Machine;
+
+/// A machine described in code rather than by a device tree.
+pub struct Builtin {
+    /// The board's name, for the banner.
+    pub name: &'static str,
+    /// One line saying what is assumed (RAM, console, ...), for the boot log.
+    pub summary: &'static str,
+    pub machine: Machine,
+}
+
+/// The description to boot with when the loader passed no device tree. `loader_data` is what
+/// x0 points at (empty if unreadable): a board may find a command line there.
+///
+/// The only board whose loaders do that to an arm64 kernel is the Raspberry Pi 4 (QEMU raspi4b
+/// without `-dtb` passes an ATAG list); the caller checks that the description's RAM holds the
+/// image it is running, so a wrong guess stops the boot instead of poking absent devices.
+pub fn builtin_machine(loader_data: &[u8]) -> Builtin {
+    Builtin {
+        name: rpi4::NAME,
+        summary: rpi4::summary(),
+        machine: rpi4::machine(loader_data),
+    }
+}
