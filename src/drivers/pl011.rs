@@ -58,9 +58,8 @@ impl Pl011 {
     /// the rest of the kernel's life, and nothing else may drive this UART.
     pub unsafe fn new(base: usize) -> Self {
         // SAFETY: the caller guarantees the mapping and exclusive use.
-        Self {
-            regs: unsafe { &*(base as *const Registers) },
-        }
+        let regs = unsafe { &*(base as *const Registers) };
+        Self { regs }
     }
 
     /// Program 8N1 at `baud` from a `clock_hz` reference clock and enable the UART. Without a
