@@ -12,7 +12,7 @@ run *ARGS: _ensure image
 
 # Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
 # on virt and the Pi 4, and the Pi 4's SD card.
-test: _ensure test-host test-loom test-qemu test-image test-rpi4-files
+test: _ensure test-host test-loom test-qemu test-image test-rpi4-files (bench "quick")
 
 # Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), and the
 # rule that only the table allocators' module may name init_mm's page-table lock.
@@ -93,3 +93,10 @@ setup:
 _ensure:
     @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}}; } || platform/setup.sh
 
+# Benchmarks on QEMU virt at -smp 1, 2, 4: the seed design against the caller-locked baseline,
+# where the time goes, the floor of a map+unmap, growth, boot. `just bench quick` (part of
+# `just test`) runs each briefly to check it works. Writes target/bench/results.json and
+# target/bench/throughput.svg.
+bench MODE="full": _ensure image
+    @python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
+    python3 platform/bench/bench.py {{kernel}} {{MODE}}

@@ -20,6 +20,8 @@ pub mod mm;
 pub mod platform;
 
 #[cfg(target_os = "none")]
+pub mod bench;
+#[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod kernel;

@@ -1,5 +1,5 @@
 //! The initmm kernel: boot every CPU, run the workloads the command line names (`workload=`,
-//! default all), print their summary, and exit 0 only if all passed.
+//! default all) or the benchmarks (`bench=`), and exit 0 only if all passed.
 #![no_std]
 #![no_main]
 
@@ -8,6 +8,11 @@ use initmm::kernel::BootInfo;
 initmm::entry!(main);
 
 fn main(boot: &'static BootInfo) -> ! {
-    let ok = initmm::workload::run_from_cmdline(&boot.cmdline());
+    let c = boot.cmdline();
+    let ok = if c.get("bench").is_some() {
+        initmm::bench::run_from_cmdline(&c)
+    } else {
+        initmm::workload::run_from_cmdline(&c)
+    };
     initmm::panic::exit(if ok { 0 } else { 1 })
 }

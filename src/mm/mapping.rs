@@ -21,6 +21,7 @@ use super::pgtable::{
     Descriptor, Entry, KERNEL_VA_START, Level, MmError, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE,
     PHYS_ADDR_BITS, PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, PhysAddr, Prot, Translation, addr_end,
 };
+use super::profile::{self, Section};
 use super::sync::Ordering;
 
 /// Above this many leaves cleared, `unmap_range` invalidates the whole TLB with one
@@ -105,6 +106,7 @@ impl TlbFlush {
         if self.n == 0 {
             return;
         }
+        let t0 = profile::start();
         env.dsb_ishst();
         if self.n < TLBI_MAX_OPS {
             for &p in &self.pages[..self.n] {
@@ -115,6 +117,7 @@ impl TlbFlush {
         }
         env.dsb_ish();
         env.isb();
+        profile::stop(Section::Tlb, t0);
     }
 }
 
@@ -178,8 +181,10 @@ impl<E: PageTableEnv> InitMm<E> {
         };
         match self.map_pgd_range(&ctx, va, end) {
             Ok(()) => {
-                self.env().dsb_ishst();
-                self.env().isb();
+                profile::timed(Section::LeafWrite, || {
+                    self.env().dsb_ishst();
+                    self.env().isb();
+                });
                 Ok(())
             }
             Err(e) => {
@@ -276,7 +281,9 @@ impl<E: PageTableEnv> InitMm<E> {
                 "init_mm: mapping {addr:#x} over a valid leaf {old:#x} (two live areas overlap?)"
             );
         } else {
-            self.env().set_entry(&entry, new.raw());
+            profile::timed(Section::LeafWrite, || {
+                self.env().set_entry(&entry, new.raw())
+            });
         }
         ctx.done.set(addr + level.entry_size());
     }

@@ -13,6 +13,7 @@ pub mod layout;
 pub mod mapping;
 pub mod pgalloc;
 pub mod pgtable;
+pub mod profile;
 pub mod region;
 pub mod sync;
 pub mod vm;

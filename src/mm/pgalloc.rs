@@ -43,6 +43,7 @@
 
 use super::env::PageTableEnv;
 use super::pgtable::{Descriptor, Entry, Level, MmError, PhysAddr};
+use super::profile::{self, Section};
 use super::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// Which locking design the mapping functions use.
@@ -115,7 +116,19 @@ pub(super) enum Walk<'a> {
     /// No caller lock: the allocators take `page_table_lock` to install.
     Seed,
     /// The caller holds `caller_lock` for the whole walk, until this guard is dropped.
-    CallerLocked { _guard: MutexGuard<'a, ()> },
+    CallerLocked {
+        _guard: MutexGuard<'a, ()>,
+        /// When the caller started waiting for the lock (profiling only).
+        since: Option<u64>,
+    },
+}
+
+impl Drop for Walk<'_> {
+    fn drop(&mut self) {
+        if let Walk::CallerLocked { since, .. } = self {
+            profile::stop(Section::PtLock, *since);
+        }
+    }
 }
 
 /// The kernel's one address space: its pgd, the allocators' lock and their counters.
@@ -230,9 +243,13 @@ impl<E: PageTableEnv> InitMm<E> {
     pub(super) fn begin_walk(&self) -> Walk<'_> {
         match self.lock_mode() {
             LockMode::Seed => Walk::Seed,
-            LockMode::CallerLocked => Walk::CallerLocked {
-                _guard: self.caller_lock.lock(),
-            },
+            LockMode::CallerLocked => {
+                let since = profile::start();
+                Walk::CallerLocked {
+                    _guard: self.caller_lock.lock(),
+                    since,
+                }
+            }
         }
     }
 
@@ -298,6 +315,8 @@ impl<E: PageTableEnv> InitMm<E> {
         self.env.zero_table(new);
         self.env.dsb_ishst();
 
+        // In the caller-locked baseline the whole walk is counted (see `Walk`'s drop).
+        let t0 = matches!(walk, Walk::Seed).then(profile::start).flatten();
         let winner = {
             let _ptl = match walk {
                 Walk::Seed => Some(self.page_table_lock.lock()),
@@ -320,6 +339,7 @@ impl<E: PageTableEnv> InitMm<E> {
                 None
             }
         };
+        profile::stop(Section::PtLock, t0);
 
         let counters = self.counters(next);
         match winner {

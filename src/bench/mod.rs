@@ -1,0 +1,475 @@
+//! `bench=GROUP[,GROUP]`: the in-guest half of `just bench` (the host half,
+//! `platform/bench/bench.py`, boots this at several CPU counts and aggregates).
+//!
+//! Every measurement prints one line `bench {json}`, timed with the generic counter, and verifies
+//! its work (every mapping read or translated back); a measurement whose check fails says so in
+//! `"ok":false` and the run exits with a failure.
+//!
+//! Groups:
+//! - `designs`: loads (a) ioremap + read + iounmap of a 4 KiB device page, (b) map-only into
+//!   fresh, never-touched 2 MiB slots (a page table installed per operation), (c) vmalloc + write
+//!   + vfree of 1-16 pages; each with the seed design and the caller-locked baseline.
+//! - `breakdown`: the same loads with profiling on: share of CPU time in the virtual-area lock,
+//!   the page-table lock, TLB maintenance and leaf writes.
+//! - `floor`: the irreducible work of one 4 KiB map + unmap against a real ioremap + iounmap.
+//! - `growth`: virtual-area allocate + free with 10 .. 100,000 live areas; ioremap of 4 KiB,
+//!   64 KiB, 2 MiB and 1 GiB (with blocks) and the table pages each uses. Needs the device
+//!   windows on the command line: `bench_mmio=PA` (2 MiB aligned, >= 2 MiB) and
+//!   `bench_mmio_1g=PA` (1 GiB aligned, >= 1 GiB): board knowledge stays in the host script.
+//!
+//! Options: `reps=N` (default 5), `ms=N` per measurement (default 300).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::arch::aarch64::cpu;
+use crate::cmdline::Cmdline;
+use crate::mm::env::PageTableEnv;
+use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
+use crate::mm::pgalloc::LockMode;
+use crate::mm::pgtable::{Descriptor, Level, PhysAddr, Prot};
+use crate::mm::{self, kernel_vm, profile};
+use crate::platform::devicetree::GicVersion;
+use crate::smp::runtime::{Barrier, on_cpus};
+use crate::smp::{self};
+use crate::workload::vmalloc_stress::Rng;
+
+struct Opts {
+    reps: usize,
+    ticks: u64,
+    mmio: Option<u64>,
+    mmio_1g: Option<u64>,
+}
+
+/// One output line.
+fn emit(fields: &[(&str, String)], ok: bool) {
+    let mut s = String::from("{");
+    for (k, v) in fields {
+        s.push_str(&format!("\"{k}\":{v},"));
+    }
+    s.push_str(&format!("\"ok\":{ok}}}"));
+    crate::kprintln!("bench {s}");
+}
+
+fn q(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+/// A device page every board has: the GIC distributor page holding PIDR2, and the architecture
+/// revision it must read.
+fn id_page() -> (u64, usize, u32) {
+    let gic = crate::kernel::boot_info()
+        .machine
+        .gic
+        .as_ref()
+        .expect("bench needs a GIC");
+    let (off, rev) = match gic.version {
+        GicVersion::V2 => (0xfe8u64, 2),
+        GicVersion::V3 => (0xffe8, 3),
+    };
+    let pa = gic.dist.base + off;
+    (
+        pa & !(PAGE_SIZE as u64 - 1),
+        (pa % PAGE_SIZE as u64) as usize,
+        rev,
+    )
+}
+
+fn read_rev(va: usize, off: usize) -> u32 {
+    // SAFETY: `va` is a live device mapping of the distributor page; PIDR2 is read-only.
+    (unsafe { ((va + off) as *const u32).read_volatile() } >> 4) & 0xf
+}
+
+pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
+    let num = |k: &str, d: u64| c.number(k).ok().flatten().unwrap_or(d);
+    let o = Opts {
+        reps: num("reps", 5) as usize,
+        ticks: num("ms", 300) * cpu::counter_frequency() / 1000,
+        mmio: c.number("bench_mmio").ok().flatten(),
+        mmio_1g: c.number("bench_mmio_1g").ok().flatten(),
+    };
+    profile::set_clock(cpu::counter);
+    let groups = c.get("bench").unwrap_or("all");
+    let mut ok = true;
+    for g in groups.split(',') {
+        let all = g == "all";
+        if all || g == "designs" {
+            ok &= designs(&o, false);
+        }
+        if all || g == "breakdown" {
+            ok &= designs(&o, true);
+        }
+        if all || g == "floor" {
+            ok &= floor(&o);
+        }
+        if all || g == "growth" {
+            ok &= growth(&o);
+        }
+        if !all && !["designs", "breakdown", "floor", "growth"].contains(&g) {
+            log::error!("bench={g}: unknown group (designs, breakdown, floor, growth, all)");
+            ok = false;
+        }
+    }
+    ok
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    IoremapRead,
+    MapFresh,
+    Vmalloc,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Self::IoremapRead => "a_ioremap_read_iounmap",
+            Self::MapFresh => "b_map_fresh",
+            Self::Vmalloc => "c_vmalloc_write_vfree",
+        }
+    }
+}
+
+fn designs(o: &Opts, profiled: bool) -> bool {
+    let mut ok = true;
+    for load in [Load::IoremapRead, Load::MapFresh, Load::Vmalloc] {
+        // Warm up (untimed): the first touch of guest frames costs QEMU host page faults, which
+        // would otherwise land on whichever design runs first.
+        ok &= run_load(load, o.ticks, false).ok;
+        let reps = if profiled { 1 } else { o.reps };
+        // Alternate the designs rep by rep, so that drift in the host's load hits both alike.
+        for rep in 0..reps {
+            for (mode, design) in [(LockMode::Seed, "seed"), (LockMode::CallerLocked, "caller")] {
+                kernel_vm().init_mm.set_lock_mode(mode);
+                let r = run_load(load, o.ticks, profiled);
+                kernel_vm().init_mm.set_lock_mode(LockMode::Seed);
+                ok &= r.ok;
+                let cpus = smp::online_cpus();
+                let secs = r.ticks as f64 / cpu::counter_frequency() as f64;
+                let mut f = alloc::vec![
+                    ("group", q(if profiled { "breakdown" } else { "designs" })),
+                    ("load", q(load.name())),
+                    ("design", q(design)),
+                    ("cpus", format!("{cpus}")),
+                    ("rep", format!("{rep}")),
+                    ("ops", format!("{}", r.ops)),
+                    ("seconds", format!("{secs:.4}")),
+                    ("ops_per_sec", format!("{:.1}", r.ops as f64 / secs)),
+                ];
+                if profiled {
+                    let cpu_ticks = (r.ticks * cpus as u64).max(1) as f64;
+                    for ((_, name), t) in profile::SECTIONS.iter().zip(profile::totals()) {
+                        f.push((name, format!("{:.4}", t as f64 / cpu_ticks)));
+                    }
+                }
+                if !r.ok {
+                    f.push(("error", q(&r.error)));
+                }
+                emit(&f, r.ok);
+            }
+        }
+    }
+    ok
+}
+
+struct LoadResult {
+    ops: u64,
+    ticks: u64,
+    ok: bool,
+    error: String,
+}
+
+/// Run `load` on every online CPU for `ticks`, all starting together; with `profiled`, profile
+/// exactly the timed part.
+fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
+    let vm = kernel_vm();
+    let cpus = smp::online_cpus();
+    let (dev, off, rev) = id_page();
+    const PGDIR: usize = 512 * PUD_SIZE;
+    let window = match load {
+        Load::MapFresh => match vm.reserve_window(PGDIR, PGDIR) {
+            Ok(w) => w,
+            Err(e) => {
+                return LoadResult {
+                    ops: 0,
+                    ticks: 1,
+                    ok: false,
+                    error: format!("window: {e}"),
+                };
+            }
+        },
+        _ => 0,
+    };
+    let slots = PGDIR / PMD_SIZE;
+    let barrier = Barrier::new(cpus);
+    let deadline = AtomicU64::new(0);
+    let ops: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
+    let bad = AtomicBool::new(false);
+    let t_start = AtomicU64::new(0);
+    profile::enable(profiled);
+    on_cpus(cpus, &|id| {
+        if id == 0 {
+            let now = cpu::counter();
+            t_start.store(now, Ordering::Relaxed);
+            deadline.store(now + ticks, Ordering::Relaxed);
+        }
+        barrier.wait();
+        let end = deadline.load(Ordering::Relaxed);
+        let mut rng = Rng::new(id as u64 + 1);
+        let mut n = 0u64;
+        while cpu::counter() < end {
+            let good = match load {
+                Load::IoremapRead => match mm::ioremap(dev, PAGE_SIZE) {
+                    Ok(va) => read_rev(va, off) == rev && mm::iounmap(va).is_ok(),
+                    Err(_) => false,
+                },
+                Load::MapFresh => {
+                    let slot = n as usize * cpus + id;
+                    if slot >= slots {
+                        break;
+                    }
+                    vm.init_mm
+                        .map_range(
+                            window + slot * PMD_SIZE,
+                            dev,
+                            PAGE_SIZE,
+                            Prot::DEVICE,
+                            false,
+                        )
+                        .is_ok()
+                }
+                Load::Vmalloc => {
+                    let pages = rng.range(1, 16) as usize;
+                    match mm::vmalloc(pages * PAGE_SIZE) {
+                        Ok(va) => {
+                            for p in 0..pages {
+                                let w = (va + p * PAGE_SIZE) as *mut u64;
+                                // SAFETY: the page was just vmalloc'd for this CPU alone.
+                                unsafe { w.write_volatile(va as u64 ^ p as u64) };
+                            }
+                            // SAFETY: as above.
+                            let back = (0..pages).all(|p| unsafe {
+                                ((va + p * PAGE_SIZE) as *const u64).read_volatile()
+                                    == va as u64 ^ p as u64
+                            });
+                            back && mm::vfree(va).is_ok()
+                        }
+                        Err(_) => false,
+                    }
+                }
+            };
+            if !good {
+                bad.store(true, Ordering::Relaxed);
+                break;
+            }
+            n += 1;
+        }
+        ops[id].store(n, Ordering::Relaxed);
+    });
+    let elapsed = cpu::counter() - t_start.load(Ordering::Relaxed);
+    profile::enable(false);
+    let total: u64 = ops.iter().map(|o| o.load(Ordering::Relaxed)).sum();
+    let mut error = String::new();
+    if bad.load(Ordering::Relaxed) {
+        error = format!("{} failed its check", load.name());
+    }
+    if let Load::MapFresh = load {
+        // Verify every mapping made, then take them all down (not timed).
+        for (id, done) in ops.iter().enumerate().take(cpus) {
+            for k in 0..done.load(Ordering::Relaxed) as usize {
+                let va = window + (k * cpus + id) * PMD_SIZE;
+                let t = vm.init_mm.translate(va);
+                if t.is_none_or(|t| t.pa.0 != dev || t.level != Level::Pte) {
+                    error = format!("fresh mapping at {va:#x} translates to {t:?}");
+                }
+                vm.init_mm.unmap_range(va, PAGE_SIZE);
+            }
+        }
+        // SAFETY: the load is over; nothing else maps in the window reserved for it.
+        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR) };
+        let _ = vm.release_window(window);
+    }
+    LoadResult {
+        ops: total,
+        ticks: elapsed.max(1),
+        ok: error.is_empty() && total > 0,
+        error,
+    }
+}
+
+/// One 4 KiB map + unmap at its floor, against a real ioremap + iounmap, on this CPU alone.
+fn floor(o: &Opts) -> bool {
+    let vm = kernel_vm();
+    let init_mm = &vm.init_mm;
+    let env = init_mm.env();
+    let (dev, off, rev) = id_page();
+    // A slot whose page table exists: map once, unmap (tables stay).
+    let va = match vm.reserve_window(PAGE_SIZE, PAGE_SIZE) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("bench floor: {e}");
+            return false;
+        }
+    };
+    let entry = init_mm
+        .pud_alloc(init_mm.pgd_offset_k(va), va)
+        .and_then(|pud| init_mm.pmd_alloc(pud, va))
+        .and_then(|pmd| init_mm.pte_alloc_kernel(pmd, va));
+    let Ok(entry) = entry else {
+        log::error!("bench floor: no page table for {va:#x}");
+        return false;
+    };
+    let desc = Descriptor::leaf(Level::Pte, PhysAddr(dev), Prot::DEVICE).raw();
+    let mut ok = true;
+    for rep in 0..o.reps {
+        // The floor: store, publish, clear, invalidate, wait.
+        let mut n = 0u64;
+        let t0 = cpu::counter();
+        let mut good = true;
+        while cpu::counter() - t0 < o.ticks {
+            env.set_entry(&entry, desc);
+            env.dsb_ishst();
+            env.isb();
+            good &= read_rev(va, off) == rev;
+            env.set_entry(&entry, 0);
+            env.dsb_ishst();
+            env.tlbi_page(va);
+            env.dsb_ish();
+            env.isb();
+            n += 1;
+        }
+        let floor_t = cpu::counter() - t0;
+        // The real thing.
+        let mut m = 0u64;
+        let t1 = cpu::counter();
+        while cpu::counter() - t1 < o.ticks {
+            match mm::ioremap(dev, PAGE_SIZE) {
+                Ok(v) => {
+                    good &= read_rev(v, off) == rev;
+                    good &= mm::iounmap(v).is_ok();
+                }
+                Err(_) => good = false,
+            }
+            m += 1;
+        }
+        let real_t = cpu::counter() - t1;
+        let ns =
+            |t: u64, k: u64| t as f64 * 1e9 / cpu::counter_frequency() as f64 / k.max(1) as f64;
+        let (fl, re) = (ns(floor_t, n), ns(real_t, m));
+        ok &= good;
+        emit(
+            &[
+                ("group", q("floor")),
+                ("rep", format!("{rep}")),
+                ("floor_ns", format!("{fl:.1}")),
+                ("real_ns", format!("{re:.1}")),
+                ("ratio", format!("{:.3}", re / fl)),
+            ],
+            good,
+        );
+    }
+    let _ = vm.release_window(va);
+    ok
+}
+
+/// Virtual-area latency against the number of live areas; ioremap cost against its size.
+fn growth(o: &Opts) -> bool {
+    let vm = kernel_vm();
+    let mut ok = true;
+    let lives: &[usize] = if o.reps <= 2 {
+        &[10, 1000]
+    } else {
+        &[10, 1_000, 10_000, 100_000]
+    };
+    for &live in lives {
+        let mut held = Vec::with_capacity(live);
+        for _ in 0..live {
+            match vm.reserve_window(PAGE_SIZE, PAGE_SIZE) {
+                Ok(a) => held.push(a),
+                Err(e) => {
+                    log::error!("bench growth: {live} live areas: {e}");
+                    return false;
+                }
+            }
+        }
+        let (before, _) = vm.area_stats();
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let t0 = cpu::counter();
+            for _ in 0..100 {
+                let a = vm.reserve_window(PAGE_SIZE, PAGE_SIZE);
+                ok &= a.as_ref().is_ok_and(|&a| vm.release_window(a).is_ok());
+            }
+            samples
+                .push((cpu::counter() - t0) as f64 * 1e9 / cpu::counter_frequency() as f64 / 100.0);
+        }
+        ok &= vm.area_stats().0 == before;
+        samples.sort_by(f64::total_cmp);
+        emit(
+            &[
+                ("group", q("areas")),
+                ("live", format!("{live}")),
+                ("median_ns", format!("{:.1}", samples[samples.len() / 2])),
+                ("min_ns", format!("{:.1}", samples[0])),
+                ("max_ns", format!("{:.1}", samples[samples.len() - 1])),
+            ],
+            ok,
+        );
+        for a in held {
+            ok &= vm.release_window(a).is_ok();
+        }
+    }
+    let sizes = [
+        ("4K", PAGE_SIZE, o.mmio),
+        ("64K", 64 << 10, o.mmio),
+        ("2M", PMD_SIZE, o.mmio),
+        ("1G", PUD_SIZE, o.mmio_1g),
+    ];
+    for (name, size, pa) in sizes {
+        let Some(pa) = pa else {
+            log::warn!(
+                "bench growth: no bench_mmio/bench_mmio_1g on the command line: ioremap sizes skipped"
+            );
+            break;
+        };
+        let frames0 = mm::frame::FRAMES.stats().free;
+        let (tables, level) = match mm::ioremap(pa, size) {
+            Ok(va) => {
+                let t = vm.init_mm.count_tables(va, va + size).total();
+                let l = vm.init_mm.translate(va).map(|t| t.level);
+                ok &= mm::iounmap(va).is_ok();
+                (t, l)
+            }
+            Err(e) => {
+                log::error!("bench growth: ioremap({pa:#x}, {name}): {e}");
+                ok = false;
+                continue;
+            }
+        };
+        let new_tables = frames0.saturating_sub(mm::frame::FRAMES.stats().free);
+        let mut samples = Vec::new();
+        for _ in 0..o.reps.max(3) * 4 {
+            let t0 = cpu::counter();
+            let r = mm::ioremap(pa, size).map(mm::iounmap);
+            ok &= matches!(r, Ok(Ok(())));
+            samples.push((cpu::counter() - t0) as f64 * 1e9 / cpu::counter_frequency() as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        emit(
+            &[
+                ("group", q("ioremap_size")),
+                ("size", q(name)),
+                ("leaf_level", q(&format!("{level:?}"))),
+                ("table_pages", format!("{tables}")),
+                ("new_table_pages", format!("{new_tables}")),
+                ("median_ns", format!("{:.1}", samples[samples.len() / 2])),
+                ("min_ns", format!("{:.1}", samples[0])),
+                ("max_ns", format!("{:.1}", samples[samples.len() - 1])),
+            ],
+            ok,
+        );
+    }
+    ok
+}
