@@ -100,3 +100,9 @@ _ensure:
 bench MODE="full": _ensure image
     @python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
     python3 platform/bench/bench.py {{kernel}} {{MODE}}
+
+# The soak: ioremap-storm, vmalloc-stress and compute together on all 4 CPUs with fault
+# injection (default fail=frames:1/50,areas:1/50,seed=7; pass fail=... or fail=none in ARGS),
+# frames and areas checked back at baseline every second. 10 minutes unless SECONDS says.
+soak SECONDS="600" *ARGS: _ensure image
+    platform/qemu/run.sh --timeout $(({{SECONDS}} + 120)) {{kernel}} workload=soak seconds={{SECONDS}} {{ARGS}}

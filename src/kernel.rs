@@ -153,6 +153,10 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     BOOT.call_once(|| boot);
     banner(boot);
     start_cpus(boot);
+    // Fault injection (`fail=`) starts only now: boot's own mappings must not be failed.
+    if let Err(e) = mm::fault_inject::setup_from_cmdline(&boot.cmdline()) {
+        fatal(format_args!("{e}"));
+    }
     // SAFETY: `__initmm_main` is defined by the `entry!` macro in the binary being linked.
     unsafe { __initmm_main(boot) }
 }

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use buddy_system_allocator::FrameAllocator;
 use spin::Mutex;
 
+use super::fault_inject::{self, FaultAttr};
 use super::layout::{PAGE_SHIFT, PAGE_SIZE};
 
 /// The frame allocator with its statistics.
@@ -15,6 +16,9 @@ pub struct Frames {
     buddy: Mutex<FrameAllocator<32>>,
     total: AtomicUsize,
     free: AtomicUsize,
+    /// The fault-injection switch [`Frames::alloc`] consults (the machine's is
+    /// `fault_inject::FAIL_FRAMES`); `None`: never injected.
+    fault: Option<&'static FaultAttr>,
 }
 
 /// Frame counts, for tests and workloads that check nothing leaked.
@@ -30,7 +34,15 @@ impl Frames {
             buddy: Mutex::new(FrameAllocator::new()),
             total: AtomicUsize::new(0),
             free: AtomicUsize::new(0),
+            fault: None,
         }
+    }
+
+    /// A frame allocator whose [`alloc`](Self::alloc) fails when `fault` says so.
+    pub const fn with_fault_injection(fault: &'static FaultAttr) -> Self {
+        let mut f = Self::new();
+        f.fault = Some(fault);
+        f
     }
 
     /// Hand the frames of `[start, end)` (rounded inward to pages) to the allocator.
@@ -47,7 +59,20 @@ impl Frames {
     }
 
     /// `count` physically contiguous frames aligned to `count` rounded up to a power of two.
+    /// `None` when there are not enough, or when fault injection says this call fails.
     pub fn alloc(&self, count: usize) -> Option<u64> {
+        if self.fault.is_some_and(FaultAttr::should_fail) {
+            return None;
+        }
+        self.alloc_uninjected(count)
+    }
+
+    /// [`alloc`](Self::alloc) that fault injection never fails: for the kernel heap's growth
+    /// only. The heap cannot report failure (a `GlobalAlloc` that returns null aborts the
+    /// kernel: heap OOM is fatal by design), so an injected failure there would not exercise an
+    /// error path, it would just kill the machine. Injection is for the callers that can fail
+    /// cleanly: vmalloc pages and page tables.
+    pub fn alloc_uninjected(&self, count: usize) -> Option<u64> {
         let f = self.buddy.lock().alloc(count)?;
         self.free.fetch_sub(count, Ordering::Relaxed);
         Some((f as u64) << PAGE_SHIFT)
@@ -80,8 +105,8 @@ impl Default for Frames {
     }
 }
 
-/// The machine's frames.
-pub static FRAMES: Frames = Frames::new();
+/// The machine's frames; `fail=frames:...` injects failures into them.
+pub static FRAMES: Frames = Frames::with_fault_injection(&fault_inject::FAIL_FRAMES);
 
 #[cfg(test)]
 mod tests {
@@ -105,5 +130,33 @@ mod tests {
         f.free(b, 16);
         assert_eq!(f.stats(), s0);
         assert!(f.alloc(1024).is_none(), "more than there is");
+    }
+
+    #[test]
+    fn injection_fails_alloc_but_never_alloc_uninjected_and_leaks_nothing() {
+        static ATTR: FaultAttr = FaultAttr::new();
+        static F: Frames = Frames::with_fault_injection(&ATTR);
+        F.add_region(0x4000_0000, 0x4010_0000);
+        let s0 = F.stats();
+        ATTR.set(Some(fault_inject::Rule::Nth(2)), 1);
+        let a = F.alloc(1).expect("call 1 succeeds");
+        assert_eq!(F.alloc(1), None, "call 2 is injected");
+        assert_eq!(
+            F.stats().free,
+            s0.free - 1,
+            "the injected call took nothing"
+        );
+        let b = F.alloc(4).expect("call 3 succeeds");
+        ATTR.set(Some(fault_inject::Rule::Probability { num: 1, den: 1 }), 1);
+        assert_eq!(F.alloc(1), None);
+        let c = F
+            .alloc_uninjected(1)
+            .expect("the heap's path is never injected");
+        assert_eq!(ATTR.injected(), 2);
+        ATTR.set(None, 1);
+        for (pa, n) in [(a, 1), (b, 4), (c, 1)] {
+            F.free(pa, n);
+        }
+        assert_eq!(F.stats(), s0);
     }
 }

@@ -71,7 +71,9 @@ impl KernelHeap {
         }
         let bytes = want.next_power_of_two().max(GROW_MIN);
         let frames = bytes / PAGE_SIZE;
-        let grown = match FRAMES.alloc(frames) {
+        // Never injected: an allocation that fails here would panic the kernel (heap OOM is
+        // fatal), which tests no error path. See `Frames::alloc_uninjected`.
+        let grown = match FRAMES.alloc_uninjected(frames) {
             Some(pa) => {
                 let va = phys_to_virt(pa) as usize;
                 // SAFETY: the frames were just taken from the frame allocator, so nothing else

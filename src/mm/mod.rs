@@ -7,6 +7,7 @@
 //! environment of the real machine.
 
 pub mod env;
+pub mod fault_inject;
 pub mod frame;
 pub mod heap;
 pub mod layout;

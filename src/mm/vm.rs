@@ -165,7 +165,17 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Reserve a virtual range (plus its guard page) of `size` bytes at `align`.
+    ///
+    /// `fail=areas:...` (`fault_inject::FAIL_AREAS`) makes this fail as a full region would, so
+    /// that every caller's "no virtual space" path runs; it is decided before the lock is taken
+    /// and reserves nothing.
     fn reserve(&self, size: usize, align: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
+        if super::fault_inject::FAIL_AREAS.should_fail() {
+            return Err(VmError::NoVirtualSpace(VaError::NoSpace {
+                size: size.div_ceil(PAGE_SIZE) * PAGE_SIZE,
+                align,
+            }));
+        }
         profile::timed(Section::VaLock, || {
             let mut a = self.vmap_area_lock.lock();
             let area = a

@@ -250,8 +250,15 @@ impl Barrier {
 
     /// Wait until `n` callers arrived; returns true for exactly one of them (the last).
     pub fn wait(&self) -> bool {
+        self.wait_with(|| ())
+    }
+
+    /// Like [`wait`](Self::wait), but the last to arrive runs `last` before anyone is released:
+    /// what it writes there, every waiter sees once it leaves.
+    pub fn wait_with(&self, last: impl FnOnce()) -> bool {
         let generation = self.generation.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            last();
             self.arrived.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::Release);
             aarch64_cpu::asm::sev();

@@ -5,6 +5,7 @@
 //! ends with a summary table.
 
 pub mod compute;
+pub mod soak;
 pub mod storm;
 pub mod vmalloc_stress;
 
@@ -16,8 +17,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::aarch64::cpu;
 use crate::cmdline::Cmdline;
+use crate::mm::fault_inject;
 use crate::mm::frame::FRAMES;
 use crate::mm::pgalloc::PgStatsSnapshot;
+use crate::mm::pgtable::MmError;
+use crate::mm::vm::VmError;
+use crate::mm::vmap_area::VaError;
 use crate::smp;
 
 /// How long or how much a workload runs, from the command line.
@@ -184,6 +189,9 @@ pub const ALL: [(&str, Workload); 3] = [
     ("compute", compute::run),
 ];
 
+/// Workloads run only when named (not part of `all`): the soak turns fault injection on.
+pub const NAMED_ONLY: [(&str, Workload); 1] = [("soak", soak::run)];
+
 /// Run the workloads the command line names (`workload=NAME[,NAME]`, `all`, or `none`), print a
 /// summary table, and return whether all passed.
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
@@ -201,11 +209,11 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
     }
     let mut chosen: Vec<(&str, Workload)> = Vec::new();
     for name in want.split(',') {
-        match ALL.iter().find(|(n, _)| *n == name) {
+        match ALL.iter().chain(&NAMED_ONLY).find(|(n, _)| *n == name) {
             Some(&w) => chosen.push(w),
             None if name == "all" => chosen.extend(ALL),
             None => {
-                let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
+                let names: Vec<&str> = ALL.iter().chain(&NAMED_ONLY).map(|(n, _)| *n).collect();
                 log::error!(
                     "workload={name}: unknown; choose from {}, all or none",
                     names.join(", ")
@@ -285,4 +293,84 @@ pub fn reclaim_vmalloc_tables() -> usize {
 /// balance when nothing leaked.
 pub fn free_frames() -> usize {
     FRAMES.stats().free + crate::kernel::HEAP.grown_frames()
+}
+
+/// Is `e` an allocation failure: no frame for a page or a table, or no virtual space? These are
+/// the errors fault injection produces; every other error is a bug or a wrong argument.
+pub fn is_alloc_failure(e: &VmError) -> bool {
+    match e {
+        VmError::OutOfMemory { .. } | VmError::NoVirtualSpace(VaError::NoSpace { .. }) => true,
+        VmError::Table(t) => is_table_alloc_failure(t),
+        _ => false,
+    }
+}
+
+/// [`is_alloc_failure`] for the table allocators' errors.
+pub fn is_table_alloc_failure(e: &MmError) -> bool {
+    matches!(e, MmError::OutOfMemory)
+}
+
+/// Allocation failures a workload met, which fault injection must explain.
+///
+/// Under injection an allocation error is expected and counted, not a failure. But every one
+/// must be explained by an injected failure: each injected failure fails exactly one workload
+/// operation, so more allocation errors than injections (since [`AllocFailures::new`]) means a
+/// real shortage (a leak, usually), and that is reported as a failure.
+pub struct AllocFailures {
+    seen: AtomicU64,
+    injected_at_start: u64,
+}
+
+impl AllocFailures {
+    pub fn new() -> Self {
+        Self {
+            seen: AtomicU64::new(0),
+            injected_at_start: fault_inject::injected_total(),
+        }
+    }
+
+    /// Count one allocation failure.
+    pub fn note(&self) {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// Failures injected (in either allocator, by anyone) since `new`.
+    pub fn injected(&self) -> u64 {
+        fault_inject::injected_total() - self.injected_at_start
+    }
+
+    /// Call when the workload's CPUs are done (or quiescent): `Err` when some allocation
+    /// failures were not injected.
+    pub fn check(&self) -> Result<(), String> {
+        let (seen, injected) = (self.seen(), self.injected());
+        if seen > injected {
+            return Err(format!(
+                "{seen} allocations failed but only {injected} failures were injected: the machine ran out for real"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for AllocFailures {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Run a setup allocation (`f`) until it does not fail with an allocation failure, while
+/// fault injection is on: a workload's own setup (its window, its warm-up) is not what is under
+/// test. Gives up after 1000 tries (with injection at 1/50, that never happens by chance).
+pub fn retry_injected<T>(mut f: impl FnMut() -> Result<T, VmError>) -> Result<T, VmError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if is_alloc_failure(&e) && fault_inject::active() && tries < 1000 => tries += 1,
+            r => return r,
+        }
+    }
 }

@@ -12,15 +12,23 @@
 //! Every read through every mapping is checked: the interrupt controller's distributor PIDR2
 //! register, whose architecture revision (2 or 3) the device tree's GIC version predicts. Every
 //! board initmm runs on has a GIC, so the storm needs nothing board-specific.
+//!
+//! Under fault injection (`fail=`) a map that fails for want of a frame or of virtual space is
+//! counted as `injected`, not as a failure, as long as injection explains every one of them
+//! (see [`super::AllocFailures`]).
 
 use alloc::format;
 use alloc::vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::{Params, Progress, Report, free_frames};
+use super::{
+    AllocFailures, Params, Progress, Report, free_frames, is_alloc_failure, retry_injected,
+};
+use crate::arch::aarch64::cpu;
 use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
 use crate::mm::pgalloc::{LevelStats, PgStatsSnapshot};
 use crate::mm::pgtable::Prot;
+use crate::mm::vm::VmError;
 use crate::mm::{self, kernel_vm};
 use crate::platform::devicetree::GicVersion;
 use crate::smp::runtime::{Barrier, on_cpus};
@@ -29,14 +37,14 @@ const PGDIR_SIZE: usize = 512 * PUD_SIZE;
 const ROUNDS_PER_EPOCH: usize = 64;
 /// The register the storm reads: GICD_PIDR2 (its page, its offset in the page, the ArchRev it
 /// must show).
-struct IdRegister {
+pub(super) struct IdRegister {
     page: u64,
     offset: usize,
     arch_rev: u32,
 }
 
 impl IdRegister {
-    fn of_this_machine() -> Option<Self> {
+    pub(super) fn of_this_machine() -> Option<Self> {
         let gic = crate::kernel::boot_info().machine.gic.as_ref()?;
         let (pidr2, arch_rev) = match gic.version {
             GicVersion::V2 => (0xfe8u64, 2),
@@ -51,11 +59,69 @@ impl IdRegister {
     }
 
     /// Does the mapping of `page` at `va` read the expected revision?
-    fn check(&self, va: usize) -> bool {
+    pub(super) fn check(&self, va: usize) -> bool {
         // SAFETY: `va` is a live device mapping of the distributor page holding PIDR2, made by
         // this CPU for this read; PIDR2 is a read-only identification register.
         let v = unsafe { ((va + self.offset) as *const u32).read_volatile() };
         (v >> 4) & 0xf == self.arch_rev
+    }
+}
+
+/// How one map-read-unmap cycle went.
+pub(super) enum Outcome {
+    /// Mapped, read the right value, unmapped.
+    Done,
+    /// The map failed for want of a frame or of virtual space (injected, normally).
+    AllocFailed,
+    /// The read through the fresh mapping returned the wrong value.
+    BadRead,
+    /// Any other error: a bug.
+    Error(VmError),
+}
+
+/// `init_mm.map_range` of the register page at `va` (in a window of the caller's), read, unmap.
+pub(super) fn window_cycle(reg: &IdRegister, va: usize) -> Outcome {
+    let vm = kernel_vm();
+    match vm
+        .init_mm
+        .map_range(va, reg.page, PAGE_SIZE, Prot::DEVICE, false)
+    {
+        Ok(()) => {
+            let good = reg.check(va);
+            vm.init_mm.unmap_range(va, PAGE_SIZE);
+            if good {
+                Outcome::Done
+            } else {
+                Outcome::BadRead
+            }
+        }
+        Err(e) => {
+            let e = VmError::from(e);
+            if is_alloc_failure(&e) {
+                Outcome::AllocFailed
+            } else {
+                Outcome::Error(e)
+            }
+        }
+    }
+}
+
+/// A driver's `ioremap` of the register page, read, `iounmap`.
+pub(super) fn ioremap_cycle(reg: &IdRegister) -> Outcome {
+    match mm::ioremap(reg.page, PAGE_SIZE) {
+        Ok(va) => {
+            let good = reg.check(va);
+            if let Err(e) = mm::iounmap(va) {
+                return Outcome::Error(e);
+            }
+            if good {
+                Outcome::Done
+            } else {
+                Outcome::BadRead
+            }
+        }
+        Err(e) if is_alloc_failure(&e) => Outcome::AllocFailed,
+        Err(e) => Outcome::Error(e),
     }
 }
 
@@ -94,8 +160,7 @@ pub fn run(p: &Params) -> Report {
             .push("the device tree names no interrupt controller to read".into());
         return report;
     };
-    let dev = reg.page;
-    let window = match vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE) {
+    let window = match retry_injected(|| vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE)) {
         Ok(w) => w,
         Err(e) => {
             report
@@ -105,7 +170,7 @@ pub fn run(p: &Params) -> Report {
         }
     };
     // One warm-up cycle, so that the heap and the ioremap range have what they keep.
-    if let Ok(va) = mm::ioremap(dev, PAGE_SIZE) {
+    if let Ok(va) = mm::ioremap(reg.page, PAGE_SIZE) {
         let _ = mm::iounmap(va);
     }
     let frames_before = free_frames();
@@ -113,50 +178,50 @@ pub fn run(p: &Params) -> Report {
 
     let progress = Progress::new("ioremap-storm");
     let barrier = Barrier::new(p.cpus);
-    let stop = AtomicBool::new(false);
+    // The round at which everyone stops (usize::MAX: not yet decided).
+    let stop_at = AtomicUsize::new(usize::MAX);
     let bad_reads = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
+    let alloc_failures = AllocFailures::new();
     let rounds = AtomicU64::new(0);
+    let go = AtomicU64::new(0);
+    let lead = cpu::counter_frequency() / 5_000; // 200 us
     let start = crate::arch::aarch64::cpu::counter();
     on_cpus(p.cpus, &|id| {
         let mut round = 0usize;
         loop {
-            // CPU 0 decides when to stop, before the barrier; everyone reads it after.
+            // CPU 0 decides, before the barrier, that this round is the last; everyone reads it
+            // after. It names the round, not just "stop": a CPU still leaving the previous
+            // round's barrier may read it early, and must not stop a round early (that left
+            // CPU 0 waiting at a barrier the others never came to).
             if id == 0 && !p.more(start, round as u64) {
-                stop.store(true, Ordering::Release);
+                stop_at.store(round, Ordering::Release);
             }
-            barrier.wait();
-            if stop.load(Ordering::Acquire) {
+            // Leave the barrier together: the last to arrive sets a start time a little ahead,
+            // and everyone spins until then. A CPU woken from the barrier's wfe otherwise lags
+            // the last arriver by a scheduling slice, and the last arriver would install every
+            // table alone: no race to lose.
+            barrier.wait_with(|| go.store(cpu::counter() + lead, Ordering::Relaxed));
+            if stop_at.load(Ordering::Acquire) <= round {
                 break;
+            }
+            let t = go.load(Ordering::Relaxed);
+            while cpu::counter() < t {
+                core::hint::spin_loop();
             }
             // Racing round: a gigabyte no one has mapped in this epoch.
             let va = window + (round % ROUNDS_PER_EPOCH) * PUD_SIZE + id * PAGE_SIZE;
-            match vm
-                .init_mm
-                .map_range(va, dev, PAGE_SIZE, Prot::DEVICE, false)
-            {
-                Ok(()) => {
-                    if !reg.check(va) {
+            // Then a driver's ioremap of the same registers.
+            for outcome in [window_cycle(&reg, va), ioremap_cycle(&reg)] {
+                match outcome {
+                    Outcome::Done => {}
+                    Outcome::AllocFailed => alloc_failures.note(),
+                    Outcome::BadRead => {
                         bad_reads.fetch_add(1, Ordering::Relaxed);
                     }
-                    vm.init_mm.unmap_range(va, PAGE_SIZE);
-                }
-                Err(_) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            // A driver's ioremap of the same registers.
-            match mm::ioremap(dev, PAGE_SIZE) {
-                Ok(va) => {
-                    if !reg.check(va) {
-                        bad_reads.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if mm::iounmap(va).is_err() {
+                    Outcome::Error(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
-                }
-                Err(_) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
             progress.add(id, 2);
@@ -194,15 +259,21 @@ pub fn run(p: &Params) -> Report {
         .push(("rounds", format!("{}", rounds.load(Ordering::Relaxed))));
     report.extra.push(("bad_reads", format!("{bad}")));
     report.extra.push(("errors", format!("{err}")));
+    report
+        .extra
+        .push(("injected", format!("{}", alloc_failures.seen())));
+    if let Err(e) = alloc_failures.check() {
+        report.failures.push(e);
+    }
     if bad > 0 {
         report.failures.push(format!(
             "{bad} reads through a fresh mapping returned the wrong value"
         ));
     }
     if err > 0 {
-        report
-            .failures
-            .push(format!("{err} map/unmap calls failed"));
+        report.failures.push(format!(
+            "{err} map/unmap calls failed with an error that is not an allocation failure"
+        ));
     }
     if let Err(e) = released {
         report.failures.push(format!("releasing the window: {e}"));

@@ -11,7 +11,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Params, Progress, Report, free_frames, storm::delta};
+use super::{AllocFailures, Params, Progress, Report, free_frames, storm::delta};
 use crate::arch::aarch64::cpu;
 use crate::mm::kernel_vm;
 use crate::mm::layout::PAGE_SIZE;
@@ -19,10 +19,84 @@ use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::mm::vm::VmError;
 use crate::smp::runtime::on_cpus;
 
-/// A scenario: returns the number of areas it allocated, or what went wrong.
-type Scenario = fn(&mut Rng, usize) -> Result<u64, String>;
+/// Why a scenario stopped early.
+#[derive(Debug)]
+pub enum Failure {
+    /// An allocation failed for want of frames or virtual space (fault injection, normally).
+    /// Everything the scenario held has been checked and freed.
+    Alloc(VmError),
+    /// Wrong data, a misaligned area, or an error that is not an allocation failure.
+    Bad(String),
+}
 
-const SCENARIOS: [(&str, Scenario); 7] = [
+impl Failure {
+    fn vm(what: impl FnOnce() -> String, e: VmError) -> Self {
+        if super::is_alloc_failure(&e) {
+            Failure::Alloc(e)
+        } else {
+            Failure::Bad(format!("{}: {e}", what()))
+        }
+    }
+}
+
+/// The areas a scenario holds. Whatever way the scenario ends, [`Live::release`] checks and
+/// frees what is left, so that a failed allocation in the middle leaks nothing.
+pub struct Live {
+    cpu: usize,
+    areas: Vec<Option<(usize, usize)>>,
+}
+
+impl Live {
+    pub fn new(cpu: usize) -> Self {
+        Self {
+            cpu,
+            areas: Vec::new(),
+        }
+    }
+
+    /// vmalloc `pages` pages at `align`, write the pattern into them, hold them; returns a slot.
+    fn alloc(&mut self, pages: usize, align: usize) -> Result<usize, Failure> {
+        let size = pages * PAGE_SIZE;
+        let va = kernel_vm()
+            .vmalloc_aligned(size, align)
+            .map_err(|e| Failure::vm(|| format!("vmalloc({pages} pages, align {align:#x})"), e))?;
+        self.hold(va, size, align)
+    }
+
+    /// Hold an area the caller allocated: check its alignment, write the pattern.
+    fn hold(&mut self, va: usize, size: usize, align: usize) -> Result<usize, Failure> {
+        self.areas.push(Some((va, size)));
+        fill(va, size, align, self.cpu).map_err(Failure::Bad)?;
+        Ok(self.areas.len() - 1)
+    }
+
+    /// Check and free the area in `slot`.
+    fn free(&mut self, slot: usize) -> Result<(), Failure> {
+        match self.areas[slot].take() {
+            Some(a) => check_and_free(a, self.cpu).map_err(Failure::Bad),
+            None => Ok(()),
+        }
+    }
+
+    /// Check and free everything still held; the first bad area is the error.
+    pub fn release(&mut self) -> Result<(), Failure> {
+        let mut first = Ok(());
+        for slot in 0..self.areas.len() {
+            let r = self.free(slot);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        self.areas.clear();
+        first
+    }
+}
+
+/// A scenario: returns the number of areas it allocated, or why it stopped. Areas stay in
+/// `Live` until freed; the caller releases what an early return left there.
+type Scenario = fn(&mut Rng, &mut Live) -> Result<u64, Failure>;
+
+pub const SCENARIOS: [(&str, Scenario); 7] = [
     ("fix_size_alloc", fix_size_alloc),
     ("full_fit_alloc", full_fit_alloc),
     ("long_busy_list_alloc", long_busy_list_alloc),
@@ -31,6 +105,18 @@ const SCENARIOS: [(&str, Scenario); 7] = [
     ("random_size_align_alloc", random_size_align_alloc),
     ("align_shift_alloc", align_shift_alloc),
 ];
+
+/// Run scenario `i` on this CPU and free whatever it held. A data error found while releasing
+/// wins over an allocation failure.
+pub fn run_scenario(i: usize, rng: &mut Rng, cpu_id: usize) -> Result<u64, Failure> {
+    let mut live = Live::new(cpu_id);
+    let r = (SCENARIOS[i].1)(rng, &mut live);
+    match (r, live.release()) {
+        (Err(Failure::Bad(e)), _) => Err(Failure::Bad(e)),
+        (_, Err(e)) => Err(e),
+        (r, Ok(())) => r,
+    }
+}
 
 /// xorshift64*: a small seeded generator, one per CPU.
 pub struct Rng(u64);
@@ -67,17 +153,8 @@ fn tag(va: usize, cpu_id: usize, w: *mut u64) -> u64 {
     (w as u64) ^ ((cpu_id as u64) << 56) ^ (va as u64).rotate_left(17)
 }
 
-/// vmalloc `pages` pages, write a pattern into them, and keep it.
-fn alloc_filled(pages: usize, align: usize, cpu_id: usize) -> Result<(usize, usize), String> {
-    let size = pages * PAGE_SIZE;
-    let va = kernel_vm()
-        .vmalloc_aligned(size, align)
-        .map_err(|e| format!("vmalloc({pages} pages, align {align:#x}): {e}"))?;
-    fill(va, size, align, cpu_id)
-}
-
 /// Check `va`'s alignment and write the pattern into the area.
-fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(usize, usize), String> {
+fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(), String> {
     if !va.is_multiple_of(align) {
         return Err(format!(
             "vmalloc returned {va:#x}, not aligned to {align:#x}"
@@ -87,13 +164,13 @@ fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(usize, u
         // SAFETY: `w` is inside [va, va + size), which vmalloc just mapped for this CPU alone.
         unsafe { w.write_volatile(tag(va, cpu_id, w)) };
     }
-    Ok((va, size))
+    Ok(())
 }
 
 /// Check the pattern, then vfree.
 fn check_and_free((va, size): (usize, usize), cpu_id: usize) -> Result<(), String> {
     for w in words(va, size) {
-        // SAFETY: as in `alloc_filled`: the area is still ours and mapped.
+        // SAFETY: the area is still held by this CPU's `Live` and mapped (vmalloc mapped it).
         let got = unsafe { w.read_volatile() };
         if got != tag(va, cpu_id, w) {
             return Err(format!(
@@ -107,67 +184,67 @@ fn check_and_free((va, size): (usize, usize), cpu_id: usize) -> Result<(), Strin
         .map_err(|e| format!("vfree({va:#x}): {e}"))
 }
 
-fn fix_size_alloc(_: &mut Rng, c: usize) -> Result<u64, String> {
+fn fix_size_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for _ in 0..100 {
-        check_and_free(alloc_filled(1, PAGE_SIZE, c)?, c)?;
+        let a = l.alloc(1, PAGE_SIZE)?;
+        l.free(a)?;
     }
     Ok(100)
 }
 
 /// Allocate a run of areas, free every other one, and fill the holes again with areas of the
 /// same size: the allocator must find the exact fits.
-fn full_fit_alloc(_: &mut Rng, c: usize) -> Result<u64, String> {
-    let mut areas: Vec<Option<(usize, usize)>> = Vec::new();
-    for _ in 0..40 {
-        areas.push(Some(alloc_filled(1, PAGE_SIZE, c)?));
+fn full_fit_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
+    let slots: Vec<usize> = (0..40)
+        .map(|_| l.alloc(1, PAGE_SIZE))
+        .collect::<Result<_, _>>()?;
+    for &s in slots.iter().step_by(2) {
+        l.free(s)?;
     }
-    for a in areas.iter_mut().step_by(2) {
-        check_and_free(a.take().unwrap(), c)?;
+    for _ in slots.iter().step_by(2) {
+        l.alloc(1, PAGE_SIZE)?;
     }
-    for a in areas.iter_mut().step_by(2) {
-        *a = Some(alloc_filled(1, PAGE_SIZE, c)?);
-    }
-    for a in areas.into_iter().flatten() {
-        check_and_free(a, c)?;
-    }
+    l.release()?;
     Ok(60)
 }
 
 /// Many live areas at once, then allocations and frees on top of that busy list.
-fn long_busy_list_alloc(_: &mut Rng, c: usize) -> Result<u64, String> {
+fn long_busy_list_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     const LIVE: usize = 500;
-    let busy: Vec<(usize, usize)> = (0..LIVE)
-        .map(|_| alloc_filled(1, PAGE_SIZE, c))
-        .collect::<Result<_, _>>()?;
+    for _ in 0..LIVE {
+        l.alloc(1, PAGE_SIZE)?;
+    }
     for _ in 0..100 {
-        check_and_free(alloc_filled(1, PAGE_SIZE, c)?, c)?;
+        let a = l.alloc(1, PAGE_SIZE)?;
+        l.free(a)?;
     }
-    for a in busy {
-        check_and_free(a, c)?;
-    }
+    l.release()?;
     Ok(LIVE as u64 + 100)
 }
 
-fn random_size_alloc(r: &mut Rng, c: usize) -> Result<u64, String> {
+fn random_size_alloc(r: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for _ in 0..20 {
         let pages = r.range(1, 100) as usize;
-        check_and_free(alloc_filled(pages, PAGE_SIZE, c)?, c)?;
+        let a = l.alloc(pages, PAGE_SIZE)?;
+        l.free(a)?;
     }
     Ok(20)
 }
 
-fn fix_align_alloc(_: &mut Rng, c: usize) -> Result<u64, String> {
+fn fix_align_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for _ in 0..20 {
-        check_and_free(alloc_filled(1, 16 * PAGE_SIZE, c)?, c)?;
+        let a = l.alloc(1, 16 * PAGE_SIZE)?;
+        l.free(a)?;
     }
     Ok(20)
 }
 
-fn random_size_align_alloc(r: &mut Rng, c: usize) -> Result<u64, String> {
+fn random_size_align_alloc(r: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for _ in 0..20 {
         let pages = r.range(1, 16) as usize;
         let align = PAGE_SIZE << r.range(0, 9);
-        check_and_free(alloc_filled(pages, align, c)?, c)?;
+        let a = l.alloc(pages, align)?;
+        l.free(a)?;
     }
     Ok(20)
 }
@@ -177,23 +254,29 @@ fn random_size_align_alloc(r: &mut Rng, c: usize) -> Result<u64, String> {
 /// cleanly. From 1 TiB on there are few aligned places (two at 64 TiB, one at 128 TiB, usually
 /// taken by the boot's first areas), and the other CPUs running this at the same moment may hold
 /// them: running out of virtual space is a correct answer there too.
-fn align_shift_alloc(_: &mut Rng, c: usize) -> Result<u64, String> {
+fn align_shift_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     let mut n = 0;
     for shift in 12..63 {
         let align = 1usize << shift;
         match kernel_vm().vmalloc_aligned(PAGE_SIZE, align) {
             Ok(va) if shift >= 48 => {
                 let _ = kernel_vm().vfree(va);
-                return Err(format!(
+                return Err(Failure::Bad(format!(
                     "vmalloc aligned to 2^{shift} succeeded at {va:#x}, beyond the region"
-                ));
+                )));
             }
             Ok(va) => {
-                check_and_free(fill(va, PAGE_SIZE, align, c)?, c)?;
+                let a = l.hold(va, PAGE_SIZE, align)?;
+                l.free(a)?;
                 n += 1;
             }
             Err(VmError::NoVirtualSpace(_)) if shift >= 40 => {}
-            Err(e) => return Err(format!("vmalloc(1 page, align 2^{shift}): {e}")),
+            Err(e) => {
+                return Err(Failure::vm(
+                    || format!("vmalloc(1 page, align 2^{shift})"),
+                    e,
+                ));
+            }
         }
     }
     Ok(n)
@@ -203,6 +286,8 @@ fn align_shift_alloc(_: &mut Rng, c: usize) -> Result<u64, String> {
 struct Stats {
     passed: AtomicU64,
     failed: AtomicU64,
+    /// Stopped by an allocation failure (injected): not a failure, if injection explains it.
+    injected: AtomicU64,
     ticks: AtomicU64,
 }
 
@@ -211,8 +296,8 @@ pub fn run(p: &Params) -> Report {
     // Warm up once so the heap has grown to what it keeps, then free the tables that are empty
     // again: the balance check below then proves every page and table went back.
     let mut rng = Rng::new(1);
-    for (_, f) in SCENARIOS {
-        let _ = f(&mut rng, 0);
+    for i in 0..SCENARIOS.len() {
+        let _ = run_scenario(i, &mut rng, 0);
     }
     super::reclaim_vmalloc_tables();
     let frames_before = free_frames();
@@ -220,20 +305,25 @@ pub fn run(p: &Params) -> Report {
     let tables_before: PgStatsSnapshot = vm.init_mm.stats();
     let stats: [Stats; 7] = Default::default();
     let failures = spin::Mutex::new(Vec::<String>::new());
+    let alloc_failures = AllocFailures::new();
     let progress = Progress::new("vmalloc-stress");
     let start = cpu::counter();
     on_cpus(p.cpus, &|id| {
         let mut rng = Rng::new(id as u64 + 7);
         let mut pass = 0u64;
         while p.more(start, pass) {
-            for (i, (name, f)) in SCENARIOS.iter().enumerate() {
+            for (i, (name, _)) in SCENARIOS.iter().enumerate() {
                 let t0 = cpu::counter();
-                match f(&mut rng, id) {
+                match run_scenario(i, &mut rng, id) {
                     Ok(n) => {
                         stats[i].passed.fetch_add(1, Ordering::Relaxed);
                         progress.add(id, n);
                     }
-                    Err(e) => {
+                    Err(Failure::Alloc(_)) => {
+                        stats[i].injected.fetch_add(1, Ordering::Relaxed);
+                        alloc_failures.note();
+                    }
+                    Err(Failure::Bad(e)) => {
                         stats[i].failed.fetch_add(1, Ordering::Relaxed);
                         failures.lock().push(format!("cpu{id} {name}: {e}"));
                     }
@@ -263,25 +353,32 @@ pub fn run(p: &Params) -> Report {
     let mut per = String::from("{");
     for (i, (name, _)) in SCENARIOS.iter().enumerate() {
         let s = &stats[i];
-        let (ok, bad) = (
+        let (ok, bad, inj) = (
             s.passed.load(Ordering::Relaxed),
             s.failed.load(Ordering::Relaxed),
+            s.injected.load(Ordering::Relaxed),
         );
         let avg_us = s.ticks.load(Ordering::Relaxed) * 1_000_000
             / cpu::counter_frequency()
-            / (ok + bad).max(1);
+            / (ok + bad + inj).max(1);
         log::info!(
-            "vmalloc-stress: {name:<24} passed {ok:>5} failed {bad:>3} avg {avg_us:>7} usec"
+            "vmalloc-stress: {name:<24} passed {ok:>5} failed {bad:>3} injected {inj:>4} avg {avg_us:>7} usec"
         );
         if i > 0 {
             per.push(',');
         }
         per.push_str(&format!(
-            "\"{name}\":{{\"passed\":{ok},\"failed\":{bad},\"avg_usec\":{avg_us}}}"
+            "\"{name}\":{{\"passed\":{ok},\"failed\":{bad},\"injected\":{inj},\"avg_usec\":{avg_us}}}"
         ));
     }
     per.push('}');
     report.extra.push(("scenarios", per));
+    report
+        .extra
+        .push(("injected", format!("{}", alloc_failures.seen())));
+    if let Err(e) = alloc_failures.check() {
+        report.failures.push(e);
+    }
     if vm.area_stats() != areas_before {
         report.failures.push(format!(
             "areas: {:?} before, {:?} after",

@@ -1,0 +1,521 @@
+//! Fault injection for the kernel's two allocators, in the spirit of Linux's `failslab` and
+//! `fail_page_alloc`: make the frame allocator ([`Target::Frames`]) or the virtual-area allocator
+//! ([`Target::Areas`]) fail on purpose, so that every error path of `ioremap`, `vmap`, `vmalloc`
+//! and the table allocators runs, and a test or the soak can prove those paths leak nothing.
+//!
+//! # Command line
+//!
+//! `fail=RULE[,RULE...]`, where a rule is one of
+//!
+//! - `frames:A/B` or `areas:A/B`: fail each allocation with probability A/B (`1/50`: one in fifty),
+//!   decided by a seeded generator;
+//! - `frames:nth=N` or `areas:nth=N`: fail the Nth allocation after the switch is set, once;
+//! - `seed=S`: the generator's seed (decimal or `0x` hex; default 1), shared by both targets;
+//! - `none` (alone): no injection at all (the soak then does not turn on its default).
+//!
+//! e.g. `fail=frames:1/50,seed=7`, `fail=areas:1/20`, `fail=frames:nth=100`. A target that is
+//! not named is not injected. The kernel applies the rules once boot has mapped everything it
+//! needs (an injected failure during boot would only stop the machine, proving nothing).
+//!
+//! # The decision
+//!
+//! The probabilistic decision for the i-th call of a target is a pure function of (seed, i):
+//! `splitmix64(seed, i) mod B < A`. The call index comes from one atomic counter, so the switch
+//! takes no lock on the allocation path and the same seed gives the same sequence of decisions
+//! on one CPU; on several CPUs only which CPU makes call i varies.
+//!
+//! Only the allocation is failed, never a free: the callers' error paths are what is under test.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+/// An allocator that can be told to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The frame allocator (`Frames::alloc`): vmalloc pages and page tables. The heap's growth
+    /// is never injected (see `Frames::alloc_uninjected`).
+    Frames,
+    /// The virtual-area allocator (`KernelVm::reserve`): every vmap/vmalloc/ioremap range.
+    Areas,
+}
+
+impl Target {
+    pub const ALL: [Target; 2] = [Target::Frames, Target::Areas];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Frames => "frames",
+            Target::Areas => "areas",
+        }
+    }
+
+    /// The machine's switch for this target.
+    pub fn attr(self) -> &'static FaultAttr {
+        match self {
+            Target::Frames => &FAIL_FRAMES,
+            Target::Areas => &FAIL_AREAS,
+        }
+    }
+}
+
+/// When a target fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Fail the Nth call (counted from 1, from when the rule was set), once.
+    Nth(u64),
+    /// Fail each call with probability `num / den`.
+    Probability { num: u64, den: u64 },
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Rule::Nth(n) => write!(f, "nth={n}"),
+            Rule::Probability { num, den } => write!(f, "{num}/{den}"),
+        }
+    }
+}
+
+/// A whole `fail=` setting: a rule per target (none: not injected) and the seed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultConfig {
+    pub frames: Option<Rule>,
+    pub areas: Option<Rule>,
+    pub seed: u64,
+}
+
+/// The default seed when `seed=` is not given.
+pub const DEFAULT_SEED: u64 = 1;
+
+impl FaultConfig {
+    /// No injection.
+    pub const NONE: FaultConfig = FaultConfig {
+        frames: None,
+        areas: None,
+        seed: DEFAULT_SEED,
+    };
+
+    pub fn rule(&self, t: Target) -> Option<Rule> {
+        match t {
+            Target::Frames => self.frames,
+            Target::Areas => self.areas,
+        }
+    }
+
+    /// Parse the value of `fail=` (see the module documentation).
+    pub fn parse(s: &str) -> Result<Self, ParseError<'_>> {
+        let mut cfg = FaultConfig::NONE;
+        if s == "none" || s == "off" {
+            return Ok(cfg);
+        }
+        for item in s.split(',') {
+            let bad = |why| ParseError { item, why };
+            if let Some(v) = item.strip_prefix("seed=") {
+                cfg.seed = parse_number(v).ok_or(bad("the seed is not a number"))?;
+                continue;
+            }
+            let (target, spec) = item
+                .split_once(':')
+                .ok_or(bad("expected TARGET:RULE or seed=N"))?;
+            let slot = match target {
+                "frames" => &mut cfg.frames,
+                "areas" => &mut cfg.areas,
+                _ => return Err(bad("unknown target (frames or areas)")),
+            };
+            if slot.is_some() {
+                return Err(bad("this target already has a rule"));
+            }
+            *slot = Some(parse_rule(spec).map_err(bad)?);
+        }
+        if cfg.frames.is_none() && cfg.areas.is_none() {
+            return Err(ParseError {
+                item: s,
+                why: "no target named (use none to turn injection off)",
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+impl fmt::Display for FaultConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for t in Target::ALL {
+            if let Some(r) = self.rule(t) {
+                if !first {
+                    f.write_str(",")?;
+                }
+                write!(f, "{}:{r}", t.name())?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("none")
+        } else {
+            write!(f, ",seed={}", self.seed)
+        }
+    }
+}
+
+fn parse_rule(spec: &str) -> Result<Rule, &'static str> {
+    if let Some(n) = spec.strip_prefix("nth=") {
+        return match parse_number(n) {
+            Some(0) => Err("nth counts from 1"),
+            Some(n) => Ok(Rule::Nth(n)),
+            None => Err("nth= is not a number"),
+        };
+    }
+    let (num, den) = spec
+        .split_once('/')
+        .ok_or("expected A/B (probability) or nth=N")?;
+    let (num, den) = (
+        parse_number(num).ok_or("the probability's numerator is not a number")?,
+        parse_number(den).ok_or("the probability's denominator is not a number")?,
+    );
+    if den == 0 || num > den {
+        return Err("the probability A/B needs 0 <= A <= B and B > 0");
+    }
+    Ok(Rule::Probability { num, den })
+}
+
+fn parse_number(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// What is wrong with a `fail=` value: the offending item and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseError<'a> {
+    pub item: &'a str,
+    pub why: &'static str,
+}
+
+impl fmt::Display for ParseError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fail=: `{}`: {} (syntax: fail=frames:1/50,areas:nth=10,seed=7 or fail=none)",
+            self.item, self.why
+        )
+    }
+}
+
+const MODE_OFF: u8 = 0;
+const MODE_NTH: u8 = 1;
+const MODE_PROBABILITY: u8 = 2;
+
+/// One target's switch and counters. Lock-free: [`FaultAttr::should_fail`] is on the path of
+/// every frame and area allocation, and costs one load when injection is off.
+pub struct FaultAttr {
+    mode: AtomicU8,
+    /// `Nth`: N. `Probability`: the numerator.
+    a: AtomicU64,
+    /// `Probability`: the denominator.
+    b: AtomicU64,
+    seed: AtomicU64,
+    /// Calls decided since the rule was set.
+    calls: AtomicU64,
+    /// Failures injected since boot (never reset: workloads compare deltas).
+    injected: AtomicU64,
+}
+
+impl FaultAttr {
+    pub const fn new() -> Self {
+        Self {
+            mode: AtomicU8::new(MODE_OFF),
+            a: AtomicU64::new(0),
+            b: AtomicU64::new(0),
+            seed: AtomicU64::new(DEFAULT_SEED),
+            calls: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// Set (or with `None` clear) the rule; the call count starts again. Meant for quiescent
+    /// moments: a call deciding concurrently may use the old rule or the new one.
+    pub fn set(&self, rule: Option<Rule>, seed: u64) {
+        self.mode.store(MODE_OFF, Ordering::Release);
+        let Some(rule) = rule else { return };
+        let (mode, a, b) = match rule {
+            Rule::Nth(n) => (MODE_NTH, n, 0),
+            Rule::Probability { num, den } => (MODE_PROBABILITY, num, den),
+        };
+        self.a.store(a, Ordering::Relaxed);
+        self.b.store(b, Ordering::Relaxed);
+        self.seed.store(seed, Ordering::Relaxed);
+        self.calls.store(0, Ordering::Relaxed);
+        // Publishes the fields above to every CPU that sees the new mode.
+        self.mode.store(mode, Ordering::Release);
+    }
+
+    /// The rule in force, if any.
+    pub fn rule(&self) -> Option<Rule> {
+        match self.mode.load(Ordering::Acquire) {
+            MODE_NTH => Some(Rule::Nth(self.a.load(Ordering::Relaxed))),
+            MODE_PROBABILITY => Some(Rule::Probability {
+                num: self.a.load(Ordering::Relaxed),
+                den: self.b.load(Ordering::Relaxed),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed.load(Ordering::Relaxed)
+    }
+
+    /// Should this allocation fail? Counts the call and, when the answer is yes, the failure.
+    pub fn should_fail(&self) -> bool {
+        let fail = match self.mode.load(Ordering::Acquire) {
+            MODE_OFF => return false,
+            MODE_NTH => {
+                self.calls.fetch_add(1, Ordering::Relaxed) + 1 == self.a.load(Ordering::Relaxed)
+            }
+            _ => {
+                let i = self.calls.fetch_add(1, Ordering::Relaxed);
+                let (num, den) = (
+                    self.a.load(Ordering::Relaxed),
+                    self.b.load(Ordering::Relaxed),
+                );
+                den != 0 && splitmix64(self.seed.load(Ordering::Relaxed), i) % den < num
+            }
+        };
+        if fail {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        fail
+    }
+
+    /// Calls decided since the rule was set.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Failures injected since boot.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for FaultAttr {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The i-th output of SplitMix64 seeded with `seed`: a counter-based generator, so that
+/// concurrent callers need only share the counter.
+fn splitmix64(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The frame allocator's switch.
+pub static FAIL_FRAMES: FaultAttr = FaultAttr::new();
+/// The virtual-area allocator's switch.
+pub static FAIL_AREAS: FaultAttr = FaultAttr::new();
+
+/// Set both targets from `cfg` (an unnamed target is switched off).
+pub fn apply(cfg: &FaultConfig) {
+    for t in Target::ALL {
+        t.attr().set(cfg.rule(t), cfg.seed);
+    }
+}
+
+/// The rules in force now.
+pub fn current() -> FaultConfig {
+    FaultConfig {
+        frames: FAIL_FRAMES.rule(),
+        areas: FAIL_AREAS.rule(),
+        seed: FAIL_FRAMES
+            .rule()
+            .map_or(FAIL_AREAS.seed(), |_| FAIL_FRAMES.seed()),
+    }
+}
+
+/// Is any target injected right now?
+pub fn active() -> bool {
+    Target::ALL.iter().any(|t| t.attr().rule().is_some())
+}
+
+/// Failures injected since boot, over both targets.
+pub fn injected_total() -> u64 {
+    Target::ALL.iter().map(|t| t.attr().injected()).sum()
+}
+
+/// Apply the command line's `fail=` (nothing when it has none). Called by the kernel once boot
+/// is done.
+pub fn setup_from_cmdline(c: &crate::cmdline::Cmdline<'_>) -> Result<(), ParseError<'static>> {
+    let Some(v) = c.get("fail") else {
+        return Ok(());
+    };
+    // The command line lives as long as the kernel: `Cmdline` borrows `BootInfo`.
+    let cfg = FaultConfig::parse(v).map_err(|e| ParseError {
+        item: leak_str(e.item),
+        why: e.why,
+    })?;
+    apply(&cfg);
+    Ok(())
+}
+
+fn leak_str(s: &str) -> &'static str {
+    alloc::boxed::Box::leak(alloc::string::String::from(s).into_boxed_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let c = FaultConfig::parse("frames:1/50,seed=7").unwrap();
+        assert_eq!(
+            c,
+            FaultConfig {
+                frames: Some(Rule::Probability { num: 1, den: 50 }),
+                areas: None,
+                seed: 7
+            }
+        );
+        let c = FaultConfig::parse("areas:1/20").unwrap();
+        assert_eq!(c.areas, Some(Rule::Probability { num: 1, den: 20 }));
+        assert_eq!((c.frames, c.seed), (None, DEFAULT_SEED));
+        let c = FaultConfig::parse("frames:nth=100").unwrap();
+        assert_eq!(c.frames, Some(Rule::Nth(100)));
+        let c = FaultConfig::parse("frames:1/50,areas:nth=0x10,seed=0xff").unwrap();
+        assert_eq!(c.areas, Some(Rule::Nth(16)));
+        assert_eq!(c.seed, 255);
+        assert_eq!(FaultConfig::parse("none").unwrap(), FaultConfig::NONE);
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "frames:1/50,seed=7",
+            "areas:nth=3,seed=1",
+            "frames:0/1,areas:2/3,seed=9",
+        ] {
+            let c = FaultConfig::parse(s).unwrap();
+            assert_eq!(c.to_string(), s);
+            assert_eq!(FaultConfig::parse(&c.to_string()).unwrap(), c);
+        }
+        assert_eq!(FaultConfig::NONE.to_string(), "none");
+    }
+
+    #[test]
+    fn refuses_bad_values_naming_the_item() {
+        let cases = [
+            ("frames", "frames", "expected TARGET:RULE"),
+            ("heap:1/2", "heap:1/2", "unknown target"),
+            ("frames:1/0", "frames:1/0", "B > 0"),
+            ("frames:3/2", "frames:3/2", "A <= B"),
+            ("frames:1/x", "frames:1/x", "denominator"),
+            ("frames:nth=0", "frames:nth=0", "from 1"),
+            ("frames:nth=", "frames:nth=", "not a number"),
+            ("frames:7", "frames:7", "expected A/B"),
+            ("frames:1/2,frames:1/3", "frames:1/3", "already has a rule"),
+            ("frames:1/2,seed=x", "seed=x", "seed"),
+            ("seed=3", "seed=3", "no target"),
+            ("", "", "expected TARGET:RULE"),
+        ];
+        for (input, item, why) in cases {
+            let e = FaultConfig::parse(input).unwrap_err();
+            assert_eq!(e.item, item, "{input}");
+            assert!(e.why.contains(why), "{input}: {}", e.why);
+            assert!(e.to_string().contains(item), "{e}");
+        }
+    }
+
+    #[test]
+    fn nth_fails_exactly_the_nth_call_once() {
+        let a = FaultAttr::new();
+        assert!(!(0..100).any(|_| a.should_fail()), "off by default");
+        assert_eq!(a.calls(), 0, "off does not count");
+        a.set(Some(Rule::Nth(5)), 1);
+        let failed: alloc::vec::Vec<u64> = (1..=20).filter(|_| a.should_fail()).collect();
+        assert_eq!(failed, [5]);
+        assert_eq!((a.calls(), a.injected()), (20, 1));
+        // Setting the rule again restarts the count; `injected` keeps growing.
+        a.set(Some(Rule::Nth(1)), 1);
+        assert!(a.should_fail());
+        assert!(!a.should_fail());
+        assert_eq!(a.injected(), 2);
+        a.set(None, 1);
+        assert!(!a.should_fail());
+        assert_eq!(a.rule(), None);
+    }
+
+    #[test]
+    fn probability_is_seeded_reproducible_and_about_right() {
+        let run = |seed| {
+            let a = FaultAttr::new();
+            a.set(Some(Rule::Probability { num: 1, den: 50 }), seed);
+            let v: alloc::vec::Vec<bool> = (0..100_000).map(|_| a.should_fail()).collect();
+            (v, a.injected())
+        };
+        let (v7, n7) = run(7);
+        let (v7b, _) = run(7);
+        let (v8, n8) = run(8);
+        assert_eq!(v7, v7b, "same seed, same decisions");
+        assert_ne!(v7, v8, "another seed, other decisions");
+        for n in [n7, n8] {
+            assert!((1_700..=2_300).contains(&n), "1/50 of 100000 gave {n}");
+        }
+        let never = FaultAttr::new();
+        never.set(Some(Rule::Probability { num: 0, den: 1 }), 3);
+        assert!(!(0..1000).any(|_| never.should_fail()));
+        let always = FaultAttr::new();
+        always.set(Some(Rule::Probability { num: 1, den: 1 }), 3);
+        assert!((0..1000).all(|_| always.should_fail()));
+    }
+
+    #[test]
+    fn concurrent_callers_see_exactly_the_expected_failures() {
+        let a = FaultAttr::new();
+        a.set(Some(Rule::Probability { num: 1, den: 10 }), 42);
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let n = (0..10_000).filter(|_| a.should_fail()).count() as u64;
+                    seen.fetch_add(n, Ordering::Relaxed);
+                });
+            }
+        });
+        // The set of call indices is 0..40000 whatever the interleaving: same count as serial.
+        let serial = FaultAttr::new();
+        serial.set(Some(Rule::Probability { num: 1, den: 10 }), 42);
+        let want = (0..40_000).filter(|_| serial.should_fail()).count() as u64;
+        assert_eq!(seen.load(Ordering::Relaxed), want);
+        assert_eq!(a.injected(), want);
+        assert_eq!(a.calls(), 40_000);
+    }
+
+    #[test]
+    fn cmdline_sets_both_targets_and_none_leaves_them_off() {
+        // A private FaultConfig round trip, without the machine's global switches (other host
+        // tests allocate frames and areas concurrently).
+        let c = crate::cmdline::Cmdline("loglevel=debug fail=frames:1/3,areas:nth=2,seed=5");
+        let cfg = FaultConfig::parse(c.get("fail").unwrap()).unwrap();
+        let attrs = [FaultAttr::new(), FaultAttr::new()];
+        for (t, a) in Target::ALL.iter().zip(&attrs) {
+            a.set(cfg.rule(*t), cfg.seed);
+        }
+        assert_eq!(attrs[0].rule(), Some(Rule::Probability { num: 1, den: 3 }));
+        assert_eq!(attrs[1].rule(), Some(Rule::Nth(2)));
+        assert_eq!(attrs[0].seed(), 5);
+        let none = crate::cmdline::Cmdline("fail=none");
+        assert_eq!(
+            FaultConfig::parse(none.get("fail").unwrap()).unwrap(),
+            FaultConfig::NONE
+        );
+        // No fail= at all: setup does nothing (and so touches no global switch).
+        assert!(setup_from_cmdline(&crate::cmdline::Cmdline("quiet")).is_ok());
+        assert!(!active());
+    }
+}

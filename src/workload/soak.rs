@@ -1,0 +1,412 @@
+//! `soak` (`workload=soak seconds=S`): ioremap-storm, vmalloc-stress and compute together on every
+//! CPU, with fault injection on, and the books balanced every second.
+//!
+//! Time is cut into one-second epochs. In an epoch every CPU runs short slices of the three
+//! workloads in turn, each CPU starting at a different one (CPU i at workload i mod 3), so that at
+//! any moment the CPUs run different workloads against the same allocators: a vmalloc on one CPU
+//! meets an ioremap on another, in the same range allocator and the same table allocators, while
+//! a third CPU computes. (Splitting the CPUs among the workloads would pin each path to one or two
+//! CPUs; alternating puts every path on every CPU and keeps all three running all the time.)
+//!
+//! - storm slice: 8 rounds of `init_mm.map_range` of the GIC distributor page in the soak's own
+//!   512 GiB window (round r of an epoch in gigabyte r, so CPUs racing through the same round
+//!   compete for the same missing tables), plus a driver's `ioremap`/`iounmap`; every read checked;
+//! - vmalloc slice: one `lib/test_vmalloc.c` scenario, every word written verified before vfree;
+//! - compute slice: the primes in one chunk of 10,000 by trial division, checked against a sieve
+//!   of Eratosthenes made before the run.
+//!
+//! At the end of an epoch every CPU waits at a barrier; CPU 0, with the others quiescent, frees
+//! the page tables that map nothing any more (Linux keeps them; the balance needs them gone) and
+//! checks that frames and areas are exactly at their baseline and that fault injection explains
+//! every allocation failure seen; then the next epoch starts. One progress line per epoch, a
+//! `result {json}` line at the end.
+//!
+//! Injection: `fail=` from the command line when given (`fail=none` turns it off), otherwise
+//! [`DEFAULT_FAIL`]. The soak's own setup (its window, the sieve, the warm-up) runs without.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::storm::{IdRegister, Outcome, delta, ioremap_cycle, window_cycle};
+use super::vmalloc_stress::{Failure, Rng, SCENARIOS, run_scenario};
+use super::{AllocFailures, Params, Report, free_frames, reclaim_vmalloc_tables};
+use crate::arch::aarch64::cpu::{self, MAX_CPUS};
+use crate::mm::fault_inject::{self, FaultConfig, Target};
+use crate::mm::kernel_vm;
+use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
+use crate::smp::runtime::{Barrier, on_cpus};
+
+/// The injection the soak turns on when the command line has no `fail=`.
+pub const DEFAULT_FAIL: &str = "frames:1/50,areas:1/50,seed=7";
+
+const PGDIR_SIZE: usize = 512 * PUD_SIZE;
+const STORM_ROUNDS: usize = 8;
+const LIMIT: usize = 1_000_000;
+const CHUNK: usize = 10_000;
+/// Failure messages kept (the count is kept for all).
+const MAX_MESSAGES: usize = 32;
+
+/// What the soak did, beyond its [`Report`].
+#[derive(Clone, Debug, Default)]
+pub struct SoakStats {
+    pub epochs: u64,
+    /// Epochs whose end-of-epoch check found frames and areas at baseline and every allocation
+    /// failure injected.
+    pub balance_checks_passed: u64,
+    pub injected_frames: u64,
+    pub injected_areas: u64,
+    /// Operations per kind: storm map cycles, vmalloc areas, compute chunks.
+    pub storm_ops: u64,
+    pub vmalloc_ops: u64,
+    pub compute_ops: u64,
+    /// Operations that ended in an (injected) allocation failure.
+    pub alloc_failures: u64,
+    pub config: FaultConfig,
+}
+
+/// `primes[i]`: the primes in chunk `i` (`[i * CHUNK, (i + 1) * CHUNK)`), by the sieve.
+fn sieve_counts() -> Vec<u32> {
+    let mut composite = vec![false; LIMIT];
+    let mut counts = vec![0u32; LIMIT / CHUNK];
+    for n in 2..LIMIT {
+        if !composite[n] {
+            counts[n / CHUNK] += 1;
+            let mut m = n * n;
+            while m < LIMIT {
+                composite[m] = true;
+                m += n;
+            }
+        }
+    }
+    counts
+}
+
+/// The primes in `[lo, hi)` by trial division (the other algorithm the sieve is checked by).
+fn trial_division(lo: usize, hi: usize) -> u32 {
+    let is_prime = |n: usize| {
+        if n < 2 || (n > 2 && n.is_multiple_of(2)) {
+            return n == 2;
+        }
+        let mut d = 3;
+        while d * d <= n {
+            if n.is_multiple_of(d) {
+                return false;
+            }
+            d += 2;
+        }
+        true
+    };
+    (lo..hi).filter(|&n| is_prime(n)).count() as u32
+}
+
+/// Everything the CPUs share during the run.
+struct Shared {
+    barrier: Barrier,
+    stop: AtomicBool,
+    epoch_end: AtomicU64,
+    storm: [AtomicU64; MAX_CPUS],
+    vmalloc: [AtomicU64; MAX_CPUS],
+    compute: [AtomicU64; MAX_CPUS],
+    alloc_failures: AllocFailures,
+    bad: AtomicU64,
+    messages: spin::Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn fail(&self, msg: String) {
+        self.bad.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.messages.lock();
+        if m.len() < MAX_MESSAGES {
+            m.push(msg);
+        }
+    }
+
+    fn storm_outcome(&self, id: usize, what: &str, o: Outcome) {
+        match o {
+            Outcome::Done => {
+                self.storm[id].fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::AllocFailed => self.alloc_failures.note(),
+            Outcome::BadRead => self.fail(format!("cpu{id} {what}: wrong value read")),
+            Outcome::Error(e) => self.fail(format!("cpu{id} {what}: {e}")),
+        }
+    }
+
+    fn total(counters: &[AtomicU64; MAX_CPUS]) -> u64 {
+        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Run the soak and return its report (see the module documentation).
+pub fn run(p: &Params) -> Report {
+    run_soak(p).0
+}
+
+/// The soak, with its own statistics for tests.
+pub fn run_soak(p: &Params) -> (Report, SoakStats) {
+    let vm = kernel_vm();
+    let mut report = Report {
+        name: "soak",
+        cpus: p.cpus,
+        ops: 0,
+        ticks: 0,
+        per_cpu_ops: vec![],
+        tables: Default::default(),
+        frames_before: 0,
+        frames_after: 0,
+        passed: false,
+        extra: vec![],
+        failures: vec![],
+    };
+    let mut stats = SoakStats::default();
+    let Some(reg) = IdRegister::of_this_machine() else {
+        report
+            .failures
+            .push("the device tree names no interrupt controller to read".into());
+        return (report, stats);
+    };
+    // Which injection: the command line's `fail=` (already applied at boot), or the default.
+    let previous = fault_inject::current();
+    let cmdline_has_fail = crate::kernel::boot_info().cmdline().get("fail").is_some();
+    let config = if cmdline_has_fail {
+        previous
+    } else {
+        FaultConfig::parse(DEFAULT_FAIL).expect("DEFAULT_FAIL parses")
+    };
+    stats.config = config;
+
+    // Setup, uninjected: the window, the sieve, one warm-up of everything, quiescent reclaim.
+    fault_inject::apply(&FaultConfig::NONE);
+    let areas_without_window = vm.area_stats();
+    let window = match vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE) {
+        Ok(w) => w,
+        Err(e) => {
+            fault_inject::apply(&previous);
+            report
+                .failures
+                .push(format!("no 512 GiB window for the storm slices: {e}"));
+            return (report, stats);
+        }
+    };
+    let primes = sieve_counts();
+    let mut rng = Rng::new(1);
+    for i in 0..SCENARIOS.len() {
+        let _ = run_scenario(i, &mut rng, 0);
+    }
+    let _ = window_cycle(&reg, window);
+    let _ = ioremap_cycle(&reg);
+    reclaim_vmalloc_tables();
+    let frames_before = free_frames();
+    let areas_before = vm.area_stats();
+    let tables_before = vm.init_mm.stats();
+    let injected_before = Target::ALL.map(|t| t.attr().injected());
+    log::info!(
+        "soak: {} CPUs, epochs of 1 s, fail={config}; baseline {frames_before} frames free, areas {areas_before:?}",
+        p.cpus
+    );
+
+    let shared = Shared {
+        barrier: Barrier::new(p.cpus),
+        stop: AtomicBool::new(false),
+        epoch_end: AtomicU64::new(0),
+        storm: [const { AtomicU64::new(0) }; MAX_CPUS],
+        vmalloc: [const { AtomicU64::new(0) }; MAX_CPUS],
+        compute: [const { AtomicU64::new(0) }; MAX_CPUS],
+        alloc_failures: AllocFailures::new(),
+        bad: AtomicU64::new(0),
+        messages: spin::Mutex::new(Vec::new()),
+    };
+    let epochs = AtomicU64::new(0);
+    let balanced = AtomicU64::new(0);
+    let freq = cpu::counter_frequency();
+    fault_inject::apply(&config);
+    let start = cpu::counter();
+    on_cpus(p.cpus, &|id| {
+        let s = &shared;
+        let mut rng = Rng::new(config.seed ^ ((id as u64 + 1) << 32));
+        let (mut slice, mut scenario, mut chunk) = (id, id, id * 25);
+        let mut epoch = 0u64;
+        loop {
+            // CPU 0 decides, before the barrier, whether there is another epoch and when it ends.
+            // Epoch e ends at start + (e + 1) s, whatever the previous one overran by, so
+            // `seconds=S` is S epochs (`iterations=N`: N epochs).
+            if id == 0 {
+                let more = match p.iterations {
+                    Some(n) => epoch < n,
+                    None => epoch * freq < p.duration,
+                };
+                if !more || s.bad.load(Ordering::Relaxed) > 0 {
+                    s.stop.store(true, Ordering::Relaxed);
+                }
+                s.epoch_end
+                    .store(start + (epoch + 1) * freq, Ordering::Relaxed);
+            }
+            s.barrier.wait();
+            if s.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let end = s.epoch_end.load(Ordering::Relaxed);
+            let mut round = 0usize;
+            while cpu::counter() < end {
+                match slice % 3 {
+                    0 => {
+                        for _ in 0..STORM_ROUNDS {
+                            let va = window + (round % 512) * PUD_SIZE + id * PAGE_SIZE;
+                            round += 1;
+                            s.storm_outcome(id, "map_range", window_cycle(&reg, va));
+                            s.storm_outcome(id, "ioremap", ioremap_cycle(&reg));
+                        }
+                    }
+                    1 => {
+                        let i = scenario % SCENARIOS.len();
+                        scenario += 1;
+                        match run_scenario(i, &mut rng, id) {
+                            Ok(n) => {
+                                s.vmalloc[id].fetch_add(n, Ordering::Relaxed);
+                            }
+                            Err(Failure::Alloc(_)) => s.alloc_failures.note(),
+                            Err(Failure::Bad(e)) => {
+                                s.fail(format!("cpu{id} {}: {e}", SCENARIOS[i].0));
+                            }
+                        }
+                    }
+                    _ => {
+                        let c = chunk % primes.len();
+                        chunk += 1;
+                        let got = trial_division(c * CHUNK, (c + 1) * CHUNK);
+                        if got == primes[c] {
+                            s.compute[id].fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            s.fail(format!(
+                                "cpu{id} compute: {got} primes in chunk {c} by trial division, {} by the sieve",
+                                primes[c]
+                            ));
+                        }
+                    }
+                }
+                slice += 1;
+            }
+            // Quiescent: every CPU of the soak is here, none is inside an mm call.
+            s.barrier.wait();
+            if id == 0 {
+                let freed = reclaim_vmalloc_tables();
+                let (frames, areas) = (free_frames(), vm.area_stats());
+                let mut ok = true;
+                if frames != frames_before {
+                    ok = false;
+                    s.fail(format!(
+                        "epoch {epoch}: {frames} frames free, baseline {frames_before}"
+                    ));
+                }
+                if areas != areas_before {
+                    ok = false;
+                    s.fail(format!(
+                        "epoch {epoch}: areas {areas:?}, baseline {areas_before:?}"
+                    ));
+                }
+                if let Err(e) = s.alloc_failures.check() {
+                    ok = false;
+                    s.fail(format!("epoch {epoch}: {e}"));
+                }
+                epochs.store(epoch + 1, Ordering::Relaxed);
+                if ok {
+                    balanced.fetch_add(1, Ordering::Relaxed);
+                }
+                let inj = Target::ALL.map(|t| t.attr().injected());
+                log::info!(
+                    "soak: epoch {} ({:.1} s): ops storm {} vmalloc {} compute {}; injected frames {} areas {}; {} tables freed; frames {frames}/{frames_before} areas {}/{} {}",
+                    epoch + 1,
+                    (cpu::counter() - start) as f64 / freq as f64,
+                    Shared::total(&s.storm),
+                    Shared::total(&s.vmalloc),
+                    Shared::total(&s.compute),
+                    inj[0] - injected_before[0],
+                    inj[1] - injected_before[1],
+                    freed,
+                    areas.0,
+                    areas_before.0,
+                    if ok { "balanced" } else { "NOT BALANCED" }
+                );
+            }
+            s.barrier.wait();
+            epoch += 1;
+        }
+    });
+    let ticks = cpu::counter() - start;
+    fault_inject::apply(&previous);
+    let injected = Target::ALL.map(|t| t.attr().injected());
+    let released = vm.release_window(window);
+
+    stats.epochs = epochs.load(Ordering::Relaxed);
+    stats.balance_checks_passed = balanced.load(Ordering::Relaxed);
+    stats.injected_frames = injected[0] - injected_before[0];
+    stats.injected_areas = injected[1] - injected_before[1];
+    stats.storm_ops = Shared::total(&shared.storm);
+    stats.vmalloc_ops = Shared::total(&shared.vmalloc);
+    stats.compute_ops = Shared::total(&shared.compute);
+    stats.alloc_failures = shared.alloc_failures.seen();
+
+    report.ops = stats.storm_ops + stats.vmalloc_ops + stats.compute_ops;
+    report.ticks = ticks;
+    report.per_cpu_ops = (0..p.cpus)
+        .map(|i| {
+            [&shared.storm, &shared.vmalloc, &shared.compute]
+                .iter()
+                .map(|c| c[i].load(Ordering::Relaxed))
+                .sum()
+        })
+        .collect();
+    report.tables = delta(&tables_before, &vm.init_mm.stats());
+    report.frames_before = frames_before;
+    report.frames_after = free_frames();
+    let n_bad = shared.bad.load(Ordering::Relaxed);
+    report.failures = shared.messages.into_inner();
+    if n_bad as usize > report.failures.len() {
+        report
+            .failures
+            .push(format!("... {} failures in all", n_bad));
+    }
+    if let Err(e) = released {
+        report.failures.push(format!("releasing the window: {e}"));
+    }
+    if vm.area_stats() != areas_without_window {
+        report.failures.push(format!(
+            "after the run: areas {:?}, {areas_without_window:?} before the soak",
+            vm.area_stats()
+        ));
+    }
+    if stats.epochs == 0 || stats.balance_checks_passed != stats.epochs {
+        report.failures.push(format!(
+            "{} of {} epochs balanced",
+            stats.balance_checks_passed, stats.epochs
+        ));
+    }
+    report.extra = vec![
+        ("epochs", format!("{}", stats.epochs)),
+        (
+            "balance_checks_passed",
+            format!("{}", stats.balance_checks_passed),
+        ),
+        ("fail", format!("\"{config}\"")),
+        (
+            "injected",
+            format!(
+                "{{\"frames\":{},\"areas\":{}}}",
+                stats.injected_frames, stats.injected_areas
+            ),
+        ),
+        ("alloc_failures", format!("{}", stats.alloc_failures)),
+        (
+            "ops_by_kind",
+            format!(
+                "{{\"storm\":{},\"vmalloc\":{},\"compute\":{}}}",
+                stats.storm_ops, stats.vmalloc_ops, stats.compute_ops
+            ),
+        ),
+    ];
+    report.passed = report.failures.is_empty() && report.ops > 0;
+    (report, stats)
+}
