@@ -39,31 +39,86 @@ pub fn exit(code: u32) -> ! {
     cpu::halt()
 }
 
-/// Walk the frame-pointer chain from `fp` and print up to 32 return addresses.
+/// The kernel or exception stack that `addr` lies on, as `[bottom, top)`.
+///
+/// Every stack sits right above a registered guard page and has a fixed size (the boot CPU's in
+/// the image, the others vmalloc'ed by SMP bring-up), so the guard registry is also a map of
+/// every stack: the backtrace walker uses it to follow only frame pointers that point into one.
+fn stack_containing(addr: u64) -> Option<(u64, u64)> {
+    use crate::mm::layout::PAGE_SIZE;
+    use crate::smp::{EXCEPTION_STACK_SIZE, STACK_SIZE};
+    (0..cpu::MAX_CPUS)
+        .flat_map(|c| [(c, false), (c, true)])
+        .find_map(|(c, exception)| {
+            let guard = cpu::stack_guard(c, exception);
+            if guard == 0 {
+                return None;
+            }
+            let bottom = guard + PAGE_SIZE as u64;
+            let size = if exception {
+                EXCEPTION_STACK_SIZE
+            } else {
+                STACK_SIZE
+            };
+            let top = bottom + size as u64;
+            (bottom..top).contains(&addr).then_some((bottom, top))
+        })
+}
+
+/// Walk the frame-pointer chain from `fp` and print up to 32 code addresses, one per line as
+/// `  #N  0x...`: the host runner (platform/qemu/symbolize.py) appends `function+0xoff`.
+///
+/// Each frame record must lie on a known kernel stack (so a corrupted chain ends the walk
+/// instead of faulting in the middle of a panic report) and, on the same stack, lie above the
+/// previous one. The walk may change stacks: the exception entry code pushes a record that links
+/// the handler's frames on the exception stack to the interrupted code's on its kernel stack.
 pub fn print_backtrace(w: &mut crate::console::Writer<'_>, mut fp: u64) {
     use core::fmt::Write;
     let _ = writeln!(
         w,
-        "backtrace (return addresses; addr2line -e <kernel ELF> turns them into lines):"
+        "backtrace (call sites, or the interrupted PC for an exception; addr2line -e <kernel ELF> gives lines):"
     );
+    let mut stack = stack_containing(fp);
+    // Runs of one address (deep recursion, as in a stack overflow) print once, then a count.
+    let (mut last, mut repeats) = (0, 0);
     for i in 0..32 {
-        // Frame records are 16-byte aligned and live in kernel memory (upper half).
-        if fp == 0 || fp & 0xf != 0 || fp < crate::mm::layout::PAGE_OFFSET {
+        let Some((_, top)) = stack else {
+            if fp != 0 {
+                let _ = writeln!(w, "  (frame pointer {fp:#x} is on no kernel stack: stop)");
+            }
+            break;
+        };
+        if fp & 0xf != 0 || fp + 16 > top {
             break;
         }
         let rec = fp as *const [u64; 2];
-        // SAFETY: `fp` came from the x29 chain the compiler maintains (force-frame-pointers);
-        // it points at a 16-byte frame record on a mapped kernel stack. A corrupted chain that
-        // points at unmapped memory faults, which the nested-fault path reports and ends.
+        // SAFETY: `fp` is 16-byte aligned and the 16-byte record lies inside a registered kernel
+        // stack (checked above), which stays mapped for the kernel's life; the values read are
+        // plain integers, whatever the chain's state.
         let [next, lr] = unsafe { rec.read_volatile() };
         if lr == 0 {
             break;
         }
-        let _ = writeln!(w, "  #{i:<2} {:#018x}", lr.saturating_sub(4));
-        if next <= fp {
+        // A return address points after the call: the call itself is 4 bytes earlier.
+        let pc = lr.saturating_sub(4);
+        if pc == last {
+            repeats += 1;
+        } else {
+            if repeats > 0 {
+                let _ = writeln!(w, "      ... {repeats} more at {last:#x}");
+            }
+            let _ = writeln!(w, "  #{i:<2} {pc:#018x}");
+            (last, repeats) = (pc, 0);
+        }
+        let next_stack = stack_containing(next);
+        if next_stack == stack && next <= fp {
             break;
         }
         fp = next;
+        stack = next_stack;
+    }
+    if repeats > 0 {
+        let _ = writeln!(w, "      ... {repeats} more at {last:#x}");
     }
 }
 
@@ -77,11 +132,16 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     if PANICKING.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
         crate::console::with_locked_stealing(|w| {
             use core::fmt::Write;
-            let _ = writeln!(
+            let _ = write!(
                 w,
                 "\n*** PANIC WHILE PANICKING on cpu{me}: {}",
                 info.message()
             );
+            if let Some(l) = info.location() {
+                let _ = write!(w, "\n    at {}:{}:{}", l.file(), l.line(), l.column());
+            }
+            let _ = writeln!(w);
+            print_backtrace(w, frame_pointer());
         });
         exit(DOUBLE_FAULT_EXIT);
     }
@@ -98,9 +158,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         let stop = unsafe { core::mem::transmute::<usize, fn()>(stop) };
         stop();
     }
-    let fp: u64;
-    // SAFETY: reading the frame pointer register has no side effects.
-    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack)) };
+    let fp = frame_pointer();
     crate::console::with_locked_stealing(|w| {
         use core::fmt::Write;
         let ctx = CONTEXT.load(Ordering::Acquire);
@@ -120,8 +178,26 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     exit(PANIC_EXIT)
 }
 
-/// A synchronous exception taken while handling an exception: report the essentials and stop.
-pub fn fault_in_fault_path(cpu: usize, esr: u64, far: u64, elr: u64) -> ! {
+/// This function's caller's frame pointer (x29), where a backtrace starts.
+#[inline(always)]
+fn frame_pointer() -> u64 {
+    let fp: u64;
+    // SAFETY: reading the frame pointer register has no side effects.
+    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack)) };
+    fp
+}
+
+/// CPUs inside `fault_in_fault_path`, as a bit mask.
+static IN_FAULT_PATH: AtomicUsize = AtomicUsize::new(0);
+
+/// A synchronous exception taken while handling an exception: report the essentials and a
+/// backtrace from the faulting frame (`fp`, its x29), and stop. A fault while doing that (the
+/// third on this CPU) exits at once: nothing is left that could report it.
+pub fn fault_in_fault_path(cpu: usize, esr: u64, far: u64, elr: u64, fp: u64) -> ! {
+    let bit = 1usize << (cpu % usize::BITS as usize);
+    if IN_FAULT_PATH.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
+        exit(DOUBLE_FAULT_EXIT);
+    }
     crate::console::with_locked_stealing(|w| {
         use core::fmt::Write;
         let _ = writeln!(
@@ -132,6 +208,7 @@ pub fn fault_in_fault_path(cpu: usize, esr: u64, far: u64, elr: u64) -> ! {
                 far
             }
         );
+        print_backtrace(w, fp);
     });
     exit(DOUBLE_FAULT_EXIT)
 }

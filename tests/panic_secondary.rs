@@ -4,6 +4,7 @@
 //! initmm-qemu: --machine virt --smp 4
 //! initmm-expect: exit=101 output=KERNEL PANIC on cpu2: deliberate panic on a secondary CPU
 //! initmm-expect-once: *** KERNEL PANIC
+//! initmm-expect-once: panic_secondary::main::{{closure}}+0x
 #![no_std]
 #![no_main]
 

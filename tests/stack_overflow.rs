@@ -4,6 +4,7 @@
 //!
 //! initmm-qemu: --machine virt --smp 1
 //! initmm-expect: exit=101 output=stack overflow on cpu0: cpu0's kernel stack
+//! initmm-expect-once: exception_common+0x
 #![no_std]
 #![no_main]
 

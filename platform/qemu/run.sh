@@ -30,6 +30,9 @@
 # exits with status N and prints TEXT (for kernels that must fail, e.g. a deliberate panic);
 # each `//! initmm-expect-once: TEXT` line must then appear exactly once in the output.
 #
+# Backtrace lines and "ELR 0x..." in the output get the kernel function's name appended
+# (platform/qemu/symbolize.py, when python3 is there).
+#
 # Exit status: the kernel's (semihosting SYS_EXIT), 124 when the timeout fired.
 set -uo pipefail
 
@@ -84,6 +87,11 @@ kargs=("$@")
 img="${elf%.elf}.img"
 "$here/../objcopy.sh" "$elf" "$img" || { echo "runner: objcopy of $elf failed" >&2; exit 2; }
 
+# QEMU's stdout, with backtrace addresses and ELRs named from the kernel ELF (symbolize.py).
+symbolize() {
+    if command -v python3 >/dev/null; then python3 -u "$here/symbolize.py" "$elf"; else cat; fi
+}
+
 boot() { # boot one configuration; $@ = extra kernel words
     local board=()
     if [[ -n "$dtb" && "$dtb" != none ]]; then
@@ -99,8 +107,8 @@ boot() { # boot one configuration; $@ = extra kernel words
     local append
     append=$(printf '%s ' semihosting "${kargs[@]}" "$@" | tr -s ' ' | sed 's/ $//')
     echo "runner: ${base[*]} -append \"$append\" (timeout ${timeout_s}s)"
-    timeout --foreground -k 5 "$timeout_s" "${base[@]}" -append "$append" </dev/null
-    local rc=$?
+    timeout --foreground -k 5 "$timeout_s" "${base[@]}" -append "$append" </dev/null | symbolize
+    local rc=${PIPESTATUS[0]}
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
         echo "runner: FAILED: QEMU was killed after ${timeout_s}s: the kernel hung or ran too long" >&2
         return 124

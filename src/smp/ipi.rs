@@ -3,6 +3,8 @@
 //! - `SGI_WAKE`: work was queued; an idle CPU in `wfi` wakes up and looks for it.
 //! - `SGI_STOP`: a CPU panicked; every other CPU masks interrupts and parks, so the report that
 //!   follows is the only output and nothing else changes the machine's state under it.
+//!
+//! The timer tick (the PPI) counts, re-arms, and runs the watchdog (`smp::watchdog`).
 
 use core::sync::atomic::Ordering;
 
@@ -16,6 +18,7 @@ pub const SGI_STOP: u8 = 1;
 /// The IRQ handler (installed in the exception vectors by `smp::init_boot_cpu`).
 pub fn handle_irq() {
     let g = gic();
+    let mut tick = None;
     while let Some(intid) = g.ack() {
         match intid {
             i if i == u32::from(SGI_WAKE) => {
@@ -26,12 +29,19 @@ pub fn handle_irq() {
                 stop_this_cpu();
             }
             i if i == timer::PPI => {
-                this_cpu().ticks.fetch_add(1, Ordering::Relaxed);
+                let me = this_cpu();
+                me.ticks.fetch_add(1, Ordering::Relaxed);
+                let now = cpu::counter();
+                tick = Some((me.last_tick.swap(now, Ordering::Relaxed), now));
                 timer::arm_after(timer::ticks_from_micros(TICK_US));
             }
             other => log::warn!("cpu{}: unexpected interrupt {other}", cpu::id()),
         }
         g.eoi(intid);
+    }
+    // After the EOIs: a watchdog report ends the machine from here.
+    if let Some((prev, now)) = tick {
+        super::watchdog::check(cpu::id(), prev, now);
     }
 }
 

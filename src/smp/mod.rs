@@ -3,6 +3,7 @@
 
 pub mod ipi;
 pub mod runtime;
+pub mod watchdog;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -27,6 +28,8 @@ pub struct PerCpu {
     pub online: AtomicBool,
     /// Timer interrupts taken.
     pub ticks: AtomicU64,
+    /// Counter value at the last timer interrupt (or when the tick started): the watchdog's.
+    pub last_tick: AtomicU64,
     /// Wake-up IPIs taken.
     pub ipis: AtomicU64,
     /// Set once the CPU has acknowledged a stop IPI.
@@ -40,6 +43,7 @@ impl PerCpu {
             mpidr: AtomicU64::new(u64::MAX),
             online: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
+            last_tick: AtomicU64::new(0),
             ipis: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         }
@@ -128,6 +132,7 @@ pub fn init_boot_cpu(m: &Machine) -> Result<(), String> {
     GIC.call_once(|| gic);
     crate::arch::aarch64::exceptions::set_irq_handler(ipi::handle_irq);
     crate::panic::set_stop_others(ipi::stop_other_cpus);
+    watchdog::init(crate::cmdline::Cmdline(&m.bootargs));
     local_init();
     me.online.store(true, Ordering::Release);
     Ok(())
@@ -138,6 +143,9 @@ fn local_init() {
     let g = gic();
     g.init_cpu();
     g.enable_ppi(timer::PPI);
+    this_cpu()
+        .last_tick
+        .store(cpu::counter(), Ordering::Relaxed);
     timer::arm_after(timer::ticks_from_micros(TICK_US));
     cpu_boot::irqs_enable();
 }

@@ -108,8 +108,14 @@ exception_common:
     str     x4, [x2, #520]
     mov     x1, x0                  /* kind */
     mov     x0, sp                  /* &mut TrapFrame */
-    /* A frame record so that backtraces from the handler continue into the interrupted code. */
+    /*
+     * A frame record so that backtraces from the handler continue into the interrupted code. Its
+     * "return address" is ELR + 4, because the walker prints return address - 4 (the call): so
+     * it shows the interrupted PC itself, in the right function even at a function's first
+     * instruction (where a stack overflow faults).
+     */
     ldr     x2, [sp, #256]
+    add     x2, x2, #4
     ldr     x3, [sp, #232]
     stp     x3, x2, [sp, #-16]!
     mov     x29, sp
@@ -340,7 +346,7 @@ extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
         4..=7 => {
             // A fault while handling a fault: the exception stack is in use, so keep this short.
             report(frame, kind);
-            crate::panic::fault_in_fault_path(cpu, frame.esr, frame.far, frame.elr);
+            crate::panic::fault_in_fault_path(cpu, frame.esr, frame.far, frame.elr, frame.x[29]);
         }
         _ => {
             report(frame, kind);
