@@ -305,14 +305,14 @@ fn banner(b: &BootInfo) {
     log::info!("board: {}", m.model);
     match b.builtin {
         None => log::info!(
-            "entered at EL{}; image at {:#x} ({} KiB), device tree at {:#x}",
+            "entered at EL{}; image at {:#x} ({} KiB with .bss), device tree at {:#x}",
             b.entry_el,
             b.image_phys.base,
             b.image_phys.size / 1024,
             b.dtb.base
         ),
         Some(name) => log::info!(
-            "entered at EL{}; image at {:#x} ({} KiB), no device tree (x0 = {:#x}): built-in {name} description",
+            "entered at EL{}; image at {:#x} ({} KiB with .bss), no device tree (x0 = {:#x}): built-in {name} description",
             b.entry_el,
             b.image_phys.base,
             b.image_phys.size / 1024,
@@ -355,8 +355,11 @@ fn banner(b: &BootInfo) {
     }
     if let Some(t) = &m.timer {
         log::info!(
-            "timer: virtual PPI {:?}, {} Hz",
-            t.virt_irq,
+            "timer: virtual timer interrupt {}, counter at {} Hz",
+            t.virt_irq
+                .map_or(String::from("not in the device tree"), |i| alloc::format!(
+                    "PPI {i}"
+                )),
             cpu::counter_frequency()
         );
     }
