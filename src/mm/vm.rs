@@ -9,7 +9,6 @@
 //! invalidates the TLB for the range and waits for it (`unmap_range`), and only then gives the
 //! range back: a CPU that gets the range next cannot meet a stale translation (DESIGN invariant 4).
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -25,6 +24,7 @@ use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 /// What an area in the vmalloc region holds: decides what unmapping it must do and which
 /// function may free it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
 pub enum AreaKind {
     /// `vmalloc`: pages from the frame allocator, freed by `vfree`.
     Vmalloc,
@@ -35,6 +35,15 @@ pub enum AreaKind {
     /// A window reserved with `reserve_window`, mapped and unmapped by its owner through
     /// `init_mm` directly; given back with `release_window`.
     Window,
+}
+
+impl AreaKind {
+    const ALL: [AreaKind; 4] = [Self::Vmalloc, Self::Vmap, Self::Ioremap, Self::Window];
+
+    /// The kind stored as the area's tag in the range allocator.
+    fn from_tag(tag: usize) -> Self {
+        Self::ALL[tag]
+    }
 }
 
 /// Why a vmap/vmalloc/ioremap call failed. Nothing is left mapped or reserved by a failed call.
@@ -130,10 +139,10 @@ impl From<MmError> for VmError {
     }
 }
 
-/// Busy areas: the range allocator, and what each area is. Guarded by `vmap_area_lock`.
+/// Busy areas and what each is (its `AreaKind`, kept as the range allocator's tag). Guarded by
+/// `vmap_area_lock`.
 struct Areas {
     alloc: VmapAreaAllocator,
-    kinds: BTreeMap<usize, AreaKind>,
 }
 
 /// `init_mm` plus the vmalloc region's range allocator.
@@ -154,7 +163,6 @@ impl<E: PageTableEnv> KernelVm<E> {
     ) -> Self {
         let areas = Areas {
             alloc: VmapAreaAllocator::new(vmalloc.0, vmalloc.1),
-            kinds: BTreeMap::new(),
         };
         Self {
             init_mm,
@@ -178,21 +186,16 @@ impl<E: PageTableEnv> KernelVm<E> {
         }
         profile::timed(Section::VaLock, || {
             let mut a = self.vmap_area_lock.lock();
-            let area = a
-                .alloc
-                .alloc(size, align)
-                .map_err(VmError::NoVirtualSpace)?;
-            a.kinds.insert(area.start, kind);
-            Ok(area)
+            a.alloc
+                .alloc_tagged(size, align, kind as usize)
+                .map_err(VmError::NoVirtualSpace)
         })
     }
 
     /// Give a range back. Only after its translations are gone (see `unmap_range`).
     fn release(&self, start: usize) {
         profile::timed(Section::VaLock, || {
-            let mut a = self.vmap_area_lock.lock();
-            a.kinds.remove(&start);
-            let freed = a.alloc.free(start);
+            let freed = self.vmap_area_lock.lock().alloc.free(start);
             debug_assert!(freed.is_ok(), "releasing {start:#x}: {freed:?}");
         })
     }
@@ -211,7 +214,7 @@ impl<E: PageTableEnv> KernelVm<E> {
                 start: area.start,
             });
         }
-        let is = a.kinds.get(&addr).copied().unwrap_or(AreaKind::Vmap);
+        let is = AreaKind::from_tag(a.alloc.tag(addr).unwrap_or(AreaKind::Vmap as usize));
         if is != kind {
             return Err(VmError::WrongKind {
                 addr,

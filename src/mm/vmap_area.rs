@@ -28,7 +28,9 @@
 //!   allocation, and released nodes are recycled through a free list threaded through the arena.
 //!   An allocation is one root-to-leaf walk (two when alignment padding splits a range in
 //!   three), a free two or three (find the neighbours, then merge or insert): O(log n).
-//! * **busy areas** in a `BTreeMap<start, size>`: `free(start)` and `find(addr)` are O(log n).
+//! * **busy areas** in a `BTreeMap<start, size | tag>`: `free(start)` and `find(addr)` are O(log n).
+//!   Sizes are page multiples, so the low bits carry a small tag the caller chooses (what kind of
+//!   area it is) without a second map to keep in step.
 //!
 //! Freed ranges are coalesced with both free neighbours, so the free tree never holds two adjacent
 //! ranges, and after every area is freed it holds one range covering the whole window again.
@@ -231,6 +233,20 @@ impl VmapAreaAllocator {
     /// Reserves `size` bytes (rounded up to pages) plus one guard page at the lowest free address
     /// that is a multiple of `align`.
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<VmapArea, VaError> {
+        self.alloc_tagged(size, align, 0)
+    }
+
+    /// Like [`alloc`](Self::alloc), remembering `tag` (below `PAGE_SIZE`) for [`tag`](Self::tag).
+    pub fn alloc_tagged(
+        &mut self,
+        size: usize,
+        align: usize,
+        tag: usize,
+    ) -> Result<VmapArea, VaError> {
+        assert!(
+            tag < PAGE_SIZE,
+            "vmap area tag {tag} does not fit below the page size"
+        );
         if size == 0 {
             return Err(VaError::ZeroSize);
         }
@@ -253,8 +269,13 @@ impl VmapAreaAllocator {
             self.root = self.insert(self.root, node);
         }
         self.free_bytes -= resv;
-        self.busy.insert(addr, size);
+        self.busy.insert(addr, size | tag);
         Ok(VmapArea { start: addr, size })
+    }
+
+    /// The tag of the live area that starts at `start`.
+    pub fn tag(&self, start: usize) -> Option<usize> {
+        self.busy.get(&start).map(|&v| v & (PAGE_SIZE - 1))
     }
 
     /// Releases the area that starts at `start`, guard page included, and returns it.
@@ -262,7 +283,7 @@ impl VmapAreaAllocator {
     /// The caller must already have unmapped the area and invalidated the TLB for it: from here
     /// on the range may be handed to another CPU.
     pub fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
-        let Some(size) = self.busy.remove(&start) else {
+        let Some(size) = self.busy.remove(&start).map(|v| v & !(PAGE_SIZE - 1)) else {
             return Err(match self.find(start) {
                 Some(area) => VaError::InsideArea { addr: start, area },
                 None => VaError::NotAnArea { addr: start },
@@ -274,7 +295,8 @@ impl VmapAreaAllocator {
 
     /// The live area whose reservation `[start, start + size + PAGE_SIZE)` contains `addr`.
     pub fn find(&self, addr: usize) -> Option<VmapArea> {
-        let (&start, &size) = self.busy.range(..=addr).next_back()?;
+        let (&start, &v) = self.busy.range(..=addr).next_back()?;
+        let size = v & !(PAGE_SIZE - 1);
         (addr - start < size + PAGE_SIZE).then_some(VmapArea { start, size })
     }
 
@@ -331,7 +353,7 @@ impl VmapAreaAllocator {
         let mut busy = self
             .busy
             .iter()
-            .map(|(&s, &size)| (s, s + size + PAGE_SIZE))
+            .map(|(&s, &v)| (s, s + (v & !(PAGE_SIZE - 1)) + PAGE_SIZE))
             .peekable();
         let mut free = ranges.iter().map(|&(s, len)| (s, s + len)).peekable();
         let mut cursor = self.start;
