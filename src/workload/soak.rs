@@ -84,24 +84,6 @@ fn sieve_counts() -> Vec<u32> {
     counts
 }
 
-/// The primes in `[lo, hi)` by trial division (the other algorithm the sieve is checked by).
-fn trial_division(lo: usize, hi: usize) -> u32 {
-    let is_prime = |n: usize| {
-        if n < 2 || (n > 2 && n.is_multiple_of(2)) {
-            return n == 2;
-        }
-        let mut d = 3;
-        while d * d <= n {
-            if n.is_multiple_of(d) {
-                return false;
-            }
-            d += 2;
-        }
-        true
-    };
-    (lo..hi).filter(|&n| is_prime(n)).count() as u32
-}
-
 /// Everything the CPUs share during the run.
 struct Shared {
     barrier: Barrier,
@@ -276,7 +258,9 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
                     _ => {
                         let c = chunk % primes.len();
                         chunk += 1;
-                        let got = trial_division(c * CHUNK, (c + 1) * CHUNK);
+                        let got =
+                            super::compute::count((c * CHUNK) as u64, ((c + 1) * CHUNK) as u64)
+                                as u32;
                         if got == primes[c] {
                             s.compute[id].fetch_add(1, Ordering::Relaxed);
                         } else {
