@@ -101,6 +101,18 @@ bench MODE="full": _ensure image
     @python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
     python3 platform/bench/bench.py {{kernel}} {{MODE}}
 
+# Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path)
+# with libFuzzer for SECONDS. Needs the nightly toolchain; installs cargo-fuzz when missing.
+# New inputs go to tests/fuzz/corpus-generated/ (git-ignored), crashes to tests/fuzz/artifacts/;
+# a crash input belongs in tests/fuzz/regressions/ and in a host unit test. No sanitizer: the
+# code under test is safe Rust, and debug assertions (overflow checks) catch more than ASan would.
+fuzz SECONDS="600":
+    @cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
+    mkdir -p tests/fuzz/corpus-generated/dt
+    cargo +nightly fuzz run --fuzz-dir tests/fuzz --sanitizer none --debug-assertions dt \
+        tests/fuzz/corpus-generated/dt tests/fuzz/corpus/dt tests/fuzz/regressions -- \
+        -max_len=65536 -rss_limit_mb=512 -timeout=10 -max_total_time={{SECONDS}} -print_final_stats=1
+
 # The soak: ioremap-storm, vmalloc-stress and compute together on all 4 CPUs with fault
 # injection (default fail=frames:1/50,areas:1/50,seed=7; pass fail=... or fail=none in ARGS),
 # frames and areas checked back at baseline every second. 10 minutes unless SECONDS says.

@@ -23,7 +23,10 @@ pub struct Machine {
     /// `/model`, or the first root `compatible` string, or "unknown".
     pub model: String,
     pub compatible: Vec<String>,
-    /// Every `device_type = "memory"` range: sorted, empty ones dropped, overlaps merged.
+    /// Every `device_type = "memory"` range: sorted, empty ones dropped, overlaps merged. Like
+    /// `reserved`, every region is non-empty and ends at or below `u64::MAX` (`base + size` never
+    /// overflows; a range reaching the top of the address space loses its last byte), so that
+    /// readers may add `base + size` without checks.
     pub ram: Vec<Region>,
     /// `/memreserve/` entries and `/reserved-memory` children with a `reg`, sorted.
     pub reserved: Vec<Region>,
@@ -127,6 +130,13 @@ pub enum DtError {
         address_cells: u32,
         size_cells: u32,
     },
+    /// `path` has a `property` (`reg`, `ranges`) but `parent` declares zero cells for it, so
+    /// not one number can be read out of it.
+    ZeroCells {
+        path: String,
+        property: &'static str,
+        parent: String,
+    },
     BadProperty {
         path: String,
         property: &'static str,
@@ -145,8 +155,14 @@ impl fmt::Display for DtError {
         match self {
             DtError::Fdt(e) => write!(f, "{e}"),
             DtError::Unreadable => write!(f, "device tree: the sanitized blob could not be opened"),
-            DtError::NoMemory => write!(f, "device tree: no memory node with a non-empty reg"),
-            DtError::NoCpus => write!(f, "device tree: no CPU nodes under /cpus"),
+            DtError::NoMemory => write!(
+                f,
+                "device tree: no RAM: no root child with device_type = \"memory\" (/memory@...) has a non-empty reg"
+            ),
+            DtError::NoCpus => write!(
+                f,
+                "device tree: no CPU: /cpus is missing or has no available child with device_type = \"cpu\""
+            ),
             DtError::CpuWithoutReg { path } => write!(f, "device tree: CPU node {path} has no reg"),
             DtError::CellsTooLarge {
                 path,
@@ -155,6 +171,14 @@ impl fmt::Display for DtError {
             } => write!(
                 f,
                 "device tree: {path} has #address-cells = {address_cells}, #size-cells = {size_cells}; at most 2 are supported"
+            ),
+            DtError::ZeroCells {
+                path,
+                property,
+                parent,
+            } => write!(
+                f,
+                "device tree: {path}: property {property} cannot be read: {parent} has #address-cells = 0 and #size-cells = 0"
             ),
             DtError::BadProperty {
                 path,
@@ -189,15 +213,19 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
         .or_else(|| compatible.first().cloned())
         .unwrap_or_else(|| "unknown".to_owned());
     let ram = tree.ram()?;
-    let reserved = tree.reserved(&clean)?;
-    let cpus = tree.cpus()?;
+    let mut reserved = tree.reserved(&clean)?;
+    let mut cpus = tree.cpus()?;
+    tree.check_release_addrs(&ram, &mut reserved, &mut cpus);
     let chosen = tree.resolve_path("/chosen");
     let bootargs = chosen
         .and_then(|c| tree.string(c, "bootargs"))
         .unwrap_or_default();
     let console = match chosen {
         Some(c) => tree.console(c)?,
-        None => None,
+        None => {
+            tree.note("no /chosen node: no console (output stays in the early buffer)".to_owned());
+            None
+        }
     };
     let gic = tree.gic()?;
     let timer = tree.timer();
@@ -355,7 +383,16 @@ impl<'b, 'a> Tree<'b, 'a> {
             return Ok(None);
         };
         let width: usize = cells.iter().sum::<usize>() * 4;
-        if width == 0 || v.len() % width != 0 {
+        if width == 0 {
+            return Err(DtError::ZeroCells {
+                path: self.path(idx),
+                property,
+                parent: self
+                    .parent(idx)
+                    .map_or_else(|| "/".to_owned(), |p| self.path(p)),
+            });
+        }
+        if v.len() % width != 0 {
             return Err(DtError::BadProperty {
                 path: self.path(idx),
                 property,
@@ -453,6 +490,40 @@ impl<'b, 'a> Tree<'b, 'a> {
         Ok(Some(out))
     }
 
+    /// The kernel writes each spin-table CPU's entry point to its `cpu-release-addr` through
+    /// the linear map, so that address must be an aligned word in RAM that the frame allocator
+    /// never hands out. A CPU whose address is not in RAM or misaligned cannot be started
+    /// (`Other("spin-table")`, noted); an address in RAM that firmware forgot to reserve is
+    /// reserved here (noted), rather than overwritten later in some unrelated allocation.
+    fn check_release_addrs(
+        &mut self,
+        ram: &[Region],
+        reserved: &mut Vec<Region>,
+        cpus: &mut [Cpu],
+    ) {
+        for c in cpus.iter_mut() {
+            let EnableMethod::SpinTable { release_addr: a } = c.enable_method else {
+                continue;
+            };
+            let word = Region::new(a, 8);
+            let inside = |r: &Region| r.contains(a) && word.last().is_some_and(|l| r.contains(l));
+            if !a.is_multiple_of(8) || !ram.iter().any(inside) {
+                self.note(format!(
+                    "CPU {:#x}: cpu-release-addr {a:#x} is not an aligned word in RAM, this CPU cannot be started",
+                    c.mpidr
+                ));
+                c.enable_method = EnableMethod::Other("spin-table".to_owned());
+            } else if !reserved.iter().any(inside) {
+                self.note(format!(
+                    "CPU {:#x}: cpu-release-addr {a:#x} is not in a reservation: reserved",
+                    c.mpidr
+                ));
+                reserved.push(word);
+            }
+        }
+        reserved.sort_unstable();
+    }
+
     fn note(&mut self, s: String) {
         self.notes.push(s);
     }
@@ -512,7 +583,8 @@ impl<'b, 'a> Tree<'b, 'a> {
                         "memory {:#x}+{:#x} overlaps {:#x}+{:#x}: merged",
                         r.base, r.size, prev.base, prev.size
                     ));
-                    // new_last >= prev.base; a merge spanning all 2^64 bytes loses its last byte.
+                    // new_last >= prev.base, and new_last < u64::MAX (see `push_region`), so the
+                    // merged region's end is representable too.
                     prev.size = (new_last - prev.base).saturating_add(1);
                 }
                 _ => merged.push(r),
@@ -524,23 +596,25 @@ impl<'b, 'a> Tree<'b, 'a> {
         Ok(merged)
     }
 
-    /// Push `base+size` if non-empty, clamping a range that wraps past 2^64.
+    /// Push `base+size` if non-empty, clamping a range whose end does not fit a `u64` so that
+    /// `base + size` cannot overflow in any reader (the banner prints it, `mm` compares it): such
+    /// a range ends at `u64::MAX`, without the last byte of the address space, where no RAM is.
     fn push_region(&mut self, out: &mut Vec<Region>, idx: usize, base: u64, size: u64) {
-        if size == 0 {
+        let mut r = Region::new(base, size);
+        if r.end().is_none() {
+            r.size = u64::MAX - base;
+            self.note(format!(
+                "{}: range {base:#x}+{size:#x} wraps past 2^64; clamped to end at {:#x}",
+                self.path(idx),
+                u64::MAX
+            ));
+        }
+        if r.size == 0 {
             self.note(format!(
                 "{}: empty range at {base:#x} dropped",
                 self.path(idx)
             ));
             return;
-        }
-        let mut r = Region::new(base, size);
-        if r.last().is_none() {
-            // base > 0 here, so the clamped size fits.
-            r.size = u64::MAX - base + 1;
-            self.note(format!(
-                "{}: range {base:#x}+{size:#x} wraps; clamped",
-                self.path(idx)
-            ));
         }
         out.push(r);
     }
@@ -604,7 +678,13 @@ impl<'b, 'a> Tree<'b, 'a> {
                 }
             };
             let enable_method = match self.string(idx, "enable-method").as_deref() {
-                None => EnableMethod::Missing,
+                None => {
+                    self.note(format!(
+                        "{}: no enable-method, this CPU cannot be started",
+                        self.path(idx)
+                    ));
+                    EnableMethod::Missing
+                }
                 Some("psci") => EnableMethod::Psci,
                 Some("spin-table") => match self.prop(idx, "cpu-release-addr") {
                     Some(v) if v.len() == 4 || v.len() == 8 => EnableMethod::SpinTable {
@@ -618,7 +698,13 @@ impl<'b, 'a> Tree<'b, 'a> {
                         EnableMethod::Other("spin-table".to_owned())
                     }
                 },
-                Some(other) => EnableMethod::Other(other.to_owned()),
+                Some(other) => {
+                    self.note(format!(
+                        "{}: enable-method \"{other}\" is not supported, this CPU cannot be started",
+                        self.path(idx)
+                    ));
+                    EnableMethod::Other(other.to_owned())
+                }
             };
             out.push(Cpu {
                 mpidr,
@@ -636,6 +722,10 @@ impl<'b, 'a> Tree<'b, 'a> {
             .string(chosen, "stdout-path")
             .or_else(|| self.string(chosen, "linux,stdout-path"))
         else {
+            self.note(format!(
+                "{} has no stdout-path: no console (output stays in the early buffer)",
+                self.path(chosen)
+            ));
             return Ok(None);
         };
         let (name, options) = match spec.split_once(':') {
@@ -1064,10 +1154,11 @@ mod tests {
             m.ram,
             vec![
                 Region::new(0, 0x1000),
-                Region::new(0xffff_ffff_ffff_f000, 0x1000)
+                Region::new(0xffff_ffff_ffff_f000, 0xfff)
             ]
         );
         assert!(m.notes.iter().any(|n| n.contains("wraps")));
+        assert!(m.ram.iter().all(|r| r.end().is_some()));
     }
 
     /// Deterministic xorshift, so failures reproduce.
@@ -1125,5 +1216,287 @@ mod tests {
         }
         // Both outcomes must occur, or the test proves nothing.
         assert!(oks > 100 && errs > 100, "ok {oks}, err {errs}");
+    }
+
+    /// Strings for `nonsense`: "#address-cells" 0, "#size-cells" 15, "reg" 27, "device_type" 31,
+    /// "stdout-path" 43, "enable-method" 55.
+    const NONSENSE_STRINGS: &[u8] =
+        b"#address-cells\0#size-cells\0reg\0device_type\0stdout-path\0enable-method\0";
+
+    /// A tree whose root declares `root_cells` (#address-cells, #size-cells) and holds `parts`.
+    fn nonsense(root_cells: (u32, u32), parts: &[Vec<u8>]) -> Vec<u8> {
+        let mut s = vec![
+            begin(""),
+            prop(0, &cells(&[root_cells.0])),
+            prop(15, &cells(&[root_cells.1])),
+        ];
+        s.extend_from_slice(parts);
+        s.push(end_node());
+        s.push(end());
+        build(&s.concat(), NONSENSE_STRINGS)
+    }
+
+    fn cpus_node(cpus: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = vec![begin("cpus"), prop(0, &cells(&[1])), prop(15, &cells(&[0]))];
+        v.extend_from_slice(cpus);
+        v.push(end_node());
+        v.concat()
+    }
+
+    fn psci_cpu(n: u32) -> Vec<u8> {
+        [
+            begin(&format!("cpu@{n}")),
+            prop(31, b"cpu\0"),
+            prop(27, &cells(&[n])),
+            prop(55, b"psci\0"),
+            end_node(),
+        ]
+        .concat()
+    }
+
+    fn chosen(stdout: Option<&str>) -> Vec<u8> {
+        let mut v = vec![begin("chosen")];
+        if let Some(p) = stdout {
+            v.push(prop(43, format!("{p}\0").as_bytes()));
+        }
+        v.push(end_node());
+        v.concat()
+    }
+
+    /// Issue 7: a DTB that makes no sense yields a message naming what is wrong (the node), and
+    /// parse either carries on with what it can use (and a note the banner prints) or refuses.
+    #[test]
+    fn nonsense_trees_are_named_precisely() {
+        let mem = memory(&cells(&[0, 0x4000_0000, 0, 0x1000_0000]));
+        let cpus = cpus_node(&[psci_cpu(0)]);
+        let msg = |b: &[u8]| format!("{}", parse(b).unwrap_err());
+
+        // The baseline is fine and quiet about CPUs and the console.
+        let ok = parse(&nonsense(
+            (2, 2),
+            &[cpus.clone(), mem.clone(), chosen(Some("/memory@0"))],
+        ))
+        .unwrap();
+        assert_eq!(ok.ram, vec![Region::new(0x4000_0000, 0x1000_0000)]);
+        assert!(
+            ok.notes.iter().all(|n| !n.contains("cpu@")),
+            "{:?}",
+            ok.notes
+        );
+
+        // No memory: refused, the message says which nodes were looked for.
+        let no_mem = nonsense((2, 2), &[cpus.clone(), chosen(None)]);
+        assert_eq!(parse(&no_mem), Err(DtError::NoMemory));
+        assert!(msg(&no_mem).contains("device_type = \"memory\" (/memory@...)"));
+
+        // No CPUs: neither a /cpus node nor a cpu child of it.
+        for parts in [vec![mem.clone()], vec![cpus_node(&[]), mem.clone()]] {
+            let b = nonsense((2, 2), &parts);
+            assert_eq!(parse(&b), Err(DtError::NoCpus));
+            assert!(msg(&b).contains("/cpus is missing or has no available child"));
+        }
+
+        // No console: parse succeeds with console None and a note naming /chosen.
+        for (parts, note) in [
+            (
+                vec![cpus.clone(), mem.clone()],
+                "no /chosen node: no console",
+            ),
+            (
+                vec![cpus.clone(), mem.clone(), chosen(None)],
+                "/chosen has no stdout-path: no console",
+            ),
+            (
+                vec![cpus.clone(), mem.clone(), chosen(Some("serial0"))],
+                "stdout-path \"serial0\" does not resolve to a node",
+            ),
+        ] {
+            let m = parse(&nonsense((2, 2), &parts)).unwrap();
+            assert_eq!(m.console, None);
+            assert!(m.notes.iter().any(|n| n.contains(note)), "{:?}", m.notes);
+        }
+
+        // A CPU without enable-method (and one with an unknown one) is kept, noted by path.
+        let odd_cpu = [
+            begin("cpu@1"),
+            prop(31, b"cpu\0"),
+            prop(27, &cells(&[1])),
+            prop(55, b"acme,kick\0"),
+            end_node(),
+        ]
+        .concat();
+        let b = nonsense(
+            (2, 2),
+            &[
+                cpus_node(&[psci_cpu(0), odd_cpu, cpu(Some(&cells(&[2])))]),
+                mem.clone(),
+            ],
+        );
+        let m = parse(&b).unwrap();
+        assert_eq!(
+            m.cpus
+                .iter()
+                .map(|c| c.enable_method.clone())
+                .collect::<Vec<_>>(),
+            vec![
+                EnableMethod::Psci,
+                EnableMethod::Other("acme,kick".into()),
+                EnableMethod::Missing
+            ]
+        );
+        assert!(
+            m.notes
+                .contains(&"/cpus/cpu@0: no enable-method, this CPU cannot be started".into())
+        );
+        assert!(m.notes.contains(
+            &"/cpus/cpu@1: enable-method \"acme,kick\" is not supported, this CPU cannot be started"
+                .into()
+        ));
+
+        // Overlapping RAM banks are merged and the overlap noted (the reservation block of
+        // `build` reserves 0x1000+0x2000, outside RAM: kept, `mm` ignores what is not RAM).
+        let overlapping = memory(&cells(&[
+            0,
+            0x4000_0000,
+            0,
+            0x2000,
+            0,
+            0x4000_1000,
+            0,
+            0x2000,
+        ]));
+        let m = parse(&nonsense((2, 2), &[cpus.clone(), overlapping])).unwrap();
+        assert_eq!(m.ram, vec![Region::new(0x4000_0000, 0x3000)]);
+        assert!(
+            m.notes
+                .contains(&"memory 0x40001000+0x2000 overlaps 0x40000000+0x2000: merged".into()),
+            "{:?}",
+            m.notes
+        );
+
+        // Cells of unusual size: 0 and 0 leave reg unreadable; 3 and 4 do not fit a u64.
+        let b = nonsense((0, 0), &[cpus.clone(), memory(&cells(&[0x4000_0000]))]);
+        let err = parse(&b).unwrap_err();
+        assert_eq!(
+            err,
+            DtError::ZeroCells {
+                path: "/memory@0".into(),
+                property: "reg",
+                parent: "/".into()
+            }
+        );
+        assert_eq!(
+            format!("{err}"),
+            "device tree: /memory@0: property reg cannot be read: / has #address-cells = 0 and #size-cells = 0"
+        );
+        // #address-cells = 0 with a size: the address is 0, what the tree says; usable.
+        let m = parse(&nonsense(
+            (0, 1),
+            &[cpus.clone(), memory(&cells(&[0x1000]))],
+        ))
+        .unwrap();
+        assert_eq!(m.ram, vec![Region::new(0, 0x1000)]);
+        for (ac, sc) in [(3, 2), (2, 3), (4, 4)] {
+            let reg = cells(&vec![0; (ac + sc) as usize]);
+            let b = nonsense((ac, sc), &[cpus.clone(), memory(&reg)]);
+            assert_eq!(
+                parse(&b),
+                Err(DtError::CellsTooLarge {
+                    path: "/".into(),
+                    address_cells: ac,
+                    size_cells: sc
+                })
+            );
+            assert!(msg(&b).starts_with(&format!(
+                "device tree: / has #address-cells = {ac}, #size-cells = {sc}"
+            )));
+        }
+    }
+
+    #[test]
+    fn spin_table_release_addresses_must_be_reserved_ram() {
+        // "cpu-release-addr" is at 69 in this strings block.
+        let strings = b"#address-cells\0#size-cells\0reg\0device_type\0stdout-path\0enable-method\0cpu-release-addr\0";
+        let spin = |n: u32, addr: u64| {
+            [
+                begin(&format!("cpu@{n}")),
+                prop(31, b"cpu\0"),
+                prop(27, &cells(&[n])),
+                prop(55, b"spin-table\0"),
+                prop(69, &addr.to_be_bytes()),
+                end_node(),
+            ]
+            .concat()
+        };
+        let s = [
+            begin(""),
+            prop(0, &cells(&[2])),
+            prop(15, &cells(&[2])),
+            cpus_node(&[
+                spin(0, 0x1008),      // in build()'s /memreserve/ 0x1000+0x2000: fine
+                spin(1, 0x8000),      // RAM, not reserved: reserved now
+                spin(2, 0x8004),      // misaligned
+                spin(3, 0x9000_0000), // not RAM
+            ]),
+            memory(&cells(&[0, 0, 0, 0x1000_0000])),
+            end_node(),
+            end(),
+        ];
+        let m = parse(&build(&s.concat(), strings)).unwrap();
+        let methods: Vec<_> = m.cpus.iter().map(|c| c.enable_method.clone()).collect();
+        let bad = EnableMethod::Other("spin-table".into());
+        assert_eq!(
+            methods,
+            vec![
+                EnableMethod::SpinTable {
+                    release_addr: 0x1008
+                },
+                EnableMethod::SpinTable {
+                    release_addr: 0x8000
+                },
+                bad.clone(),
+                bad
+            ]
+        );
+        assert_eq!(
+            m.reserved,
+            vec![Region::new(0x1000, 0x2000), Region::new(0x8000, 8)]
+        );
+        for n in [
+            "CPU 0x1: cpu-release-addr 0x8000 is not in a reservation: reserved",
+            "CPU 0x2: cpu-release-addr 0x8004 is not an aligned word in RAM, this CPU cannot be started",
+            "CPU 0x3: cpu-release-addr 0x90000000 is not an aligned word in RAM, this CPU cannot be started",
+        ] {
+            assert!(m.notes.contains(&n.into()), "{n} not in {:?}", m.notes);
+        }
+    }
+
+    /// Every input the fuzzer (`just fuzz`) found a bug with, through the kernel's path:
+    /// sanitize, then parse the clean copy.
+    #[test]
+    fn fuzz_regressions() {
+        let boot_path = |blob: &[u8]| parse(&fdt_front::sanitize(blob)?);
+
+        // The seed "overlapping-regions": RAM and /memreserve/ ranges ending past 2^64 were
+        // clamped to end exactly at 2^64, so the banner's `base + size` overflowed.
+        let m = boot_path(include_bytes!(
+            "../../tests/fuzz/regressions/region-end-overflows.dtb"
+        ))
+        .unwrap();
+        let top = Region::new(0xffff_ffff_ffff_f000, 0xfff);
+        assert_eq!(m.ram, vec![Region::new(0x4000_0000, 0x5000_0000), top]);
+        assert_eq!(
+            m.reserved,
+            vec![
+                Region::new(0x4000_0000, 0x1000),
+                Region::new(0x4000_0000, 0x10_0000),
+                Region::new(0x4000_0800, 0x1000),
+                Region::new(0x4008_0000, 0x10_0000),
+                top
+            ]
+        );
+        for r in m.ram.iter().chain(&m.reserved) {
+            assert!(r.end().is_some(), "{r:?}");
+        }
     }
 }
