@@ -76,6 +76,7 @@ fn fatal(what: core::fmt::Arguments<'_>) -> ! {
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     cpu::set_percpu(0);
+    mm::frame::set_cpu_id_fn(cpu::id);
     layout::set_kimage_phys(image_pa);
     let img = layout::image_layout();
     cpu::register_stack_guard(0, false, img.boot_stack_guard);

@@ -19,6 +19,31 @@ pub struct Frames {
     /// The fault-injection switch [`Frames::alloc`] consults (the machine's is
     /// `fault_inject::FAIL_FRAMES`); `None`: never injected.
     fault: Option<&'static FaultAttr>,
+    /// 1 + the CPU holding `buddy` (0: nobody). The buddy allocator keeps its free lists in
+    /// `BTreeSet`s, so it allocates from the kernel heap while locked; the heap must then not
+    /// grow from frames on that CPU (it would take `buddy` again: a self-deadlock), and asks
+    /// [`Frames::held_by_this_cpu`].
+    holder: AtomicUsize,
+}
+
+/// Which CPU runs this code (0 until the machine installs its function): the frame allocator
+/// records its lock holder with it.
+static CPU_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// Install the function that names the current CPU.
+pub fn set_cpu_id_fn(f: fn() -> usize) {
+    CPU_ID.store(f as usize, Ordering::Release);
+}
+
+fn this_cpu() -> usize {
+    match CPU_ID.load(Ordering::Acquire) {
+        0 => 0,
+        f => {
+            // SAFETY: CPU_ID only ever holds a `fn() -> usize` stored by `set_cpu_id_fn`.
+            let id = unsafe { core::mem::transmute::<usize, fn() -> usize>(f) };
+            id()
+        }
+    }
 }
 
 /// Frame counts, for tests and workloads that check nothing leaked.
@@ -35,7 +60,22 @@ impl Frames {
             total: AtomicUsize::new(0),
             free: AtomicUsize::new(0),
             fault: None,
+            holder: AtomicUsize::new(0),
         }
+    }
+
+    /// Run `f` on the buddy allocator, recording this CPU as the holder meanwhile.
+    fn with_buddy<R>(&self, f: impl FnOnce(&mut FrameAllocator<32>) -> R) -> R {
+        let mut b = self.buddy.lock();
+        self.holder.store(this_cpu() + 1, Ordering::Relaxed);
+        let r = f(&mut b);
+        self.holder.store(0, Ordering::Relaxed);
+        r
+    }
+
+    /// Is this CPU inside the frame allocator right now (see `holder`)?
+    pub fn held_by_this_cpu(&self) -> bool {
+        self.holder.load(Ordering::Relaxed) == this_cpu() + 1
     }
 
     /// A frame allocator whose [`alloc`](Self::alloc) fails when `fault` says so.
@@ -53,7 +93,7 @@ impl Frames {
             return;
         }
         let n = (last - first) as usize;
-        self.buddy.lock().add_frame(first as usize, last as usize);
+        self.with_buddy(|b| b.add_frame(first as usize, last as usize));
         self.total.fetch_add(n, Ordering::Relaxed);
         self.free.fetch_add(n, Ordering::Relaxed);
     }
@@ -73,7 +113,7 @@ impl Frames {
     /// error path, it would just kill the machine. Injection is for the callers that can fail
     /// cleanly: vmalloc pages and page tables.
     pub fn alloc_uninjected(&self, count: usize) -> Option<u64> {
-        let f = self.buddy.lock().alloc(count)?;
+        let f = self.with_buddy(|b| b.alloc(count))?;
         self.free.fetch_sub(count, Ordering::Relaxed);
         Some((f as u64) << PAGE_SHIFT)
     }
@@ -85,9 +125,7 @@ impl Frames {
             0,
             "freeing an unaligned frame {pa:#x}"
         );
-        self.buddy
-            .lock()
-            .dealloc((pa >> PAGE_SHIFT) as usize, count);
+        self.with_buddy(|b| b.dealloc((pa >> PAGE_SHIFT) as usize, count));
         self.free.fetch_add(count, Ordering::Relaxed);
     }
 

@@ -64,6 +64,12 @@ impl KernelHeap {
     /// satisfiable). Called WITHOUT the heap lock (see the module documentation). False when the
     /// frame allocator is empty too.
     fn grow(&self, want: usize) -> bool {
+        if FRAMES.held_by_this_cpu() {
+            // This allocation comes from inside the frame allocator (its free lists live on
+            // this heap): growing would take its lock again. The reserve serves it; the next
+            // allocation outside grows the heap.
+            return false;
+        }
         if self.growing.swap(true, Ordering::Acquire) {
             // Someone else is adding memory: let the caller retry.
             core::hint::spin_loop();
@@ -113,8 +119,13 @@ unsafe impl GlobalAlloc for KernelHeap {
             let (used, total) = (heap.stats_alloc_actual(), heap.stats_total_bytes());
             drop(heap);
             if !self.grow(layout.size().max(layout.align())) {
+                let inside = if FRAMES.held_by_this_cpu() {
+                    " (inside the frame allocator, which cannot grow the heap: its reserve ran out)"
+                } else {
+                    ""
+                };
                 panic!(
-                    "heap: out of memory allocating {} bytes (align {}): heap {used} of {total} bytes in use, {} frames free",
+                    "heap: out of memory allocating {} bytes (align {}){inside}: heap {used} of {total} bytes in use, {} frames free",
                     layout.size(),
                     layout.align(),
                     FRAMES.stats().free
