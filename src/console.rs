@@ -36,6 +36,8 @@ struct State {
     device: Option<Device>,
     early: [u8; EARLY_BUF],
     early_len: usize,
+    /// `early[..early_echoed]` has already gone out through semihosting: not replayed.
+    early_echoed: usize,
     early_lost: usize,
 }
 
@@ -49,6 +51,7 @@ static STATE: ConsoleCell = ConsoleCell(UnsafeCell::new(State {
     device: None,
     early: [0; EARLY_BUF],
     early_len: 0,
+    early_echoed: 0,
     early_lost: 0,
 }));
 
@@ -64,13 +67,23 @@ impl Writer<'_> {
         match &st.device {
             Some(d) => d.putc(b),
             None => {
-                if st.early_len < EARLY_BUF {
+                let kept = st.early_len < EARLY_BUF;
+                if kept {
                     st.early[st.early_len] = b;
                     st.early_len += 1;
                 } else {
                     st.early_lost += 1;
                 }
-                semihosting::write_bytes(&[b]);
+                // Under semihosting, show early output at once (the kernel may die before the
+                // UART is up), catching up on what was buffered before semihosting was known
+                // to be on; the replay then skips it, so nothing prints twice.
+                if semihosting::enabled() {
+                    semihosting::write_bytes(&st.early[st.early_echoed..st.early_len]);
+                    st.early_echoed = st.early_len;
+                    if !kept {
+                        semihosting::write_bytes(&[b]);
+                    }
+                }
             }
         }
     }
@@ -130,11 +143,12 @@ pub fn set_device(device: Device) {
         let st = &mut *w.0;
         st.device = Some(device);
         if let Some(d) = &st.device {
-            for &b in &st.early[..st.early_len] {
+            for &b in &st.early[st.early_echoed..st.early_len] {
                 d.putc(b);
             }
         }
         st.early_len = 0;
+        st.early_echoed = 0;
         let lost = core::mem::take(&mut st.early_lost);
         if lost > 0 {
             let _ = fmt::write(
