@@ -41,7 +41,7 @@ pub fn boot_info() -> &'static BootInfo {
 }
 
 /// The heap's first memory, before frames exist (the device tree is parsed into it).
-const BOOT_HEAP: usize = 2 << 20;
+const BOOT_HEAP: usize = 256 << 10;
 #[repr(align(4096))]
 struct BootHeap(UnsafeCell<[u8; BOOT_HEAP]>);
 // SAFETY: handed to the heap once, by the boot CPU, before any other CPU runs.
@@ -132,9 +132,11 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     }
     psci::set_conduit(machine.psci.as_ref().map(|p| p.method));
 
+    log::debug!("boot: device tree read");
     if let Err(e) = mm::boot::init(&machine, image, dtb) {
         fatal(format_args!("memory: {e}"));
     }
+    log::debug!("boot: init_mm built and in use");
     if let Err(e) = start_console(&machine) {
         log::warn!("console: {e}; output goes to the early buffer only");
     }
@@ -202,8 +204,8 @@ fn read_device_tree(dtb_pa: u64, image_pa: u64) -> Result<(Machine, Region), Dtb
     // handed it to the kernel, which reserves it below.
     let blob =
         unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, size as usize) };
-    let clean = fdt_front::sanitize(blob).map_err(|e| DtbError::Broken(format!("{e}")))?;
-    let machine = devicetree::parse(&clean).map_err(|e| DtbError::Broken(format!("{e}")))?;
+    // `parse` runs the front door (validation, FDT_NOP removal) itself.
+    let machine = devicetree::parse(blob).map_err(|e| DtbError::Broken(format!("{e}")))?;
     Ok((machine, Region { base: dtb_pa, size }))
 }
 
