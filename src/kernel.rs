@@ -77,6 +77,7 @@ fn fatal(what: core::fmt::Arguments<'_>) -> ! {
 extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     cpu::set_percpu(0);
     mm::frame::set_cpu_id_fn(cpu::id);
+    mm::frame::set_before_lock_hook(|| HEAP.ensure_headroom());
     layout::set_kimage_phys(image_pa);
     let img = layout::image_layout();
     cpu::register_stack_guard(0, false, img.boot_stack_guard);

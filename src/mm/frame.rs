@@ -35,6 +35,15 @@ pub fn set_cpu_id_fn(f: fn() -> usize) {
     CPU_ID.store(f as usize, Ordering::Release);
 }
 
+/// Run before the buddy lock is taken (0: nothing): the kernel heap makes sure it has room for
+/// the buddy allocator's own allocations, which cannot grow the heap once the lock is held.
+static BEFORE_LOCK: AtomicUsize = AtomicUsize::new(0);
+
+/// Install the hook run before every buddy-allocator operation.
+pub fn set_before_lock_hook(f: fn()) {
+    BEFORE_LOCK.store(f as usize, Ordering::Release);
+}
+
 fn this_cpu() -> usize {
     match CPU_ID.load(Ordering::Acquire) {
         0 => 0,
@@ -66,6 +75,11 @@ impl Frames {
 
     /// Run `f` on the buddy allocator, recording this CPU as the holder meanwhile.
     fn with_buddy<R>(&self, f: impl FnOnce(&mut FrameAllocator<32>) -> R) -> R {
+        if let hook @ 1.. = BEFORE_LOCK.load(Ordering::Acquire) {
+            // SAFETY: BEFORE_LOCK only ever holds a `fn()` stored by `set_before_lock_hook`.
+            let hook = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+            hook();
+        }
         let mut b = self.buddy.lock();
         self.holder.store(this_cpu() + 1, Ordering::Relaxed);
         let r = f(&mut b);

@@ -28,6 +28,9 @@ pub struct KernelHeap {
     heap: Mutex<Heap<32>>,
     /// One CPU grows the heap at a time; the others retry their allocation meanwhile.
     growing: AtomicBool,
+    /// Less than `LOW_WATER` was free after the last allocation: read without the heap lock
+    /// by `ensure_headroom`, which runs before every frame-allocator operation.
+    low: AtomicBool,
     /// Frames taken from the frame allocator to grow the heap.
     grown_frames: AtomicUsize,
 }
@@ -37,6 +40,7 @@ impl KernelHeap {
         Self {
             heap: Mutex::new(Heap::empty()),
             growing: AtomicBool::new(false),
+            low: AtomicBool::new(false),
             grown_frames: AtomicUsize::new(0),
         }
     }
@@ -58,6 +62,19 @@ impl KernelHeap {
 
     pub fn grown_frames(&self) -> usize {
         self.grown_frames.load(Ordering::Relaxed)
+    }
+
+    /// Grow now if less than `LOW_WATER` is free: run before every frame-allocator operation
+    /// (`frame::set_before_lock_hook`), because the frame allocator allocates from this heap
+    /// while holding its lock and cannot let it grow then. Freeing thousands of table frames in
+    /// a row (a reclaim) otherwise ate the whole reserve from inside that lock.
+    pub fn ensure_headroom(&self) {
+        if self.low.load(Ordering::Relaxed)
+            && !self.growing.load(Ordering::Relaxed)
+            && !FRAMES.held_by_this_cpu()
+        {
+            self.grow(GROW_MIN);
+        }
     }
 
     /// Add frames enough for `want` bytes (naturally aligned, so any alignment up to their size is
@@ -85,6 +102,7 @@ impl KernelHeap {
                 // SAFETY: the frames were just taken from the frame allocator, so nothing else
                 // uses them, and all of RAM is in the linear map once it hands out frames.
                 unsafe { self.heap.lock().add_to_heap(va, va + bytes) };
+                self.low.store(false, Ordering::Relaxed);
                 self.grown_frames.fetch_add(frames, Ordering::Relaxed);
                 true
             }
@@ -110,6 +128,7 @@ unsafe impl GlobalAlloc for KernelHeap {
             if let Ok(p) = heap.alloc(layout) {
                 let low = heap.stats_total_bytes() - heap.stats_alloc_actual() < LOW_WATER;
                 drop(heap);
+                self.low.store(low, Ordering::Relaxed);
                 if low {
                     // Best effort: the reserve is refilled before it is needed.
                     self.grow(GROW_MIN);
