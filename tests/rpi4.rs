@@ -74,28 +74,15 @@ fn four_cpus_by_spin_table() {
     assert_eq!(initmm::smp::online_cpus(), 4);
 }
 
-fn check(r: &workload::Report) {
-    initmm::kprintln!("result {}", r.json());
-    assert!(r.failures.is_empty(), "{}: {:?}", r.name, r.failures);
-    assert!(r.passed && r.ops > 0, "{} did no work", r.name);
-    assert_eq!(r.cpus, 4);
-    assert!(
-        r.per_cpu_ops.iter().all(|&n| n > 0),
-        "{}: a CPU did nothing: {:?}",
-        r.name,
-        r.per_cpu_ops
-    );
-    assert_eq!(r.frames_before, r.frames_after, "{} leaked frames", r.name);
-}
-
 fn workloads_pass_on_four_cores() {
     let p = PARAMS.get().unwrap();
-    check(&workload::storm::run(p));
-    check(&workload::vmalloc_stress::run(&Params {
+    workload::storm::run(p).assert_passed(4);
+    workload::vmalloc_stress::run(&Params {
         iterations: Some(1),
         ..*p
-    }));
-    check(&workload::compute::run(p));
+    })
+    .assert_passed(4);
+    workload::compute::run(p).assert_passed(4);
 }
 
 initmm::entry!(main);

@@ -16,22 +16,9 @@ use spin::Once;
 
 static PARAMS: Once<Params> = Once::new();
 
-fn check(r: &workload::Report) {
-    initmm::kprintln!("result {}", r.json());
-    assert!(r.failures.is_empty(), "{}: {:?}", r.name, r.failures);
-    assert!(r.passed && r.ops > 0, "{} did no work", r.name);
-    assert_eq!(r.cpus, 4);
-    assert!(
-        r.per_cpu_ops.iter().all(|&n| n > 0),
-        "{}: a CPU did nothing: {:?}",
-        r.name,
-        r.per_cpu_ops
-    );
-}
-
 fn ioremap_storm() {
     let r = workload::storm::run(PARAMS.get().unwrap());
-    check(&r);
+    r.assert_passed(4);
     let t = &r.tables;
     assert!(
         t.pud.lost + t.pmd.lost + t.pte.lost > 0,
@@ -50,13 +37,13 @@ fn vmalloc_stress() {
         ..*PARAMS.get().unwrap()
     };
     let r = workload::vmalloc_stress::run(&p);
-    check(&r);
+    r.assert_passed(4);
     assert_eq!(r.frames_before, r.frames_after);
 }
 
 fn compute() {
     let r = workload::compute::run(PARAMS.get().unwrap());
-    check(&r);
+    r.assert_passed(4);
 }
 
 initmm::entry!(main);

@@ -83,6 +83,31 @@ pub struct Report {
 }
 
 impl Report {
+    /// For test kernels: print the result line, then panic with the reason unless the run passed,
+    /// every one of its `cpus` CPUs did work, and frames are back where they were.
+    pub fn assert_passed(&self, cpus: usize) {
+        crate::kprintln!("result {}", self.json());
+        assert!(
+            self.failures.is_empty(),
+            "{}: {:?}",
+            self.name,
+            self.failures
+        );
+        assert!(self.passed && self.ops > 0, "{} did no work", self.name);
+        assert_eq!(self.cpus, cpus);
+        assert!(
+            self.per_cpu_ops.iter().all(|&n| n > 0),
+            "{}: a CPU did nothing: {:?}",
+            self.name,
+            self.per_cpu_ops
+        );
+        assert_eq!(
+            self.frames_before, self.frames_after,
+            "{} leaked frames",
+            self.name
+        );
+    }
+
     pub fn seconds(&self) -> f64 {
         self.ticks as f64 / cpu::counter_frequency() as f64
     }
