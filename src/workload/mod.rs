@@ -83,6 +83,23 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report with nothing done yet, not passed: workloads fill it in as they go.
+    pub fn new(name: &'static str, cpus: usize) -> Self {
+        Self {
+            name,
+            cpus,
+            ops: 0,
+            ticks: 0,
+            per_cpu_ops: Vec::new(),
+            tables: PgStatsSnapshot::default(),
+            frames_before: 0,
+            frames_after: 0,
+            passed: false,
+            extra: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
     /// For test kernels: print the result line, then panic with the reason unless the run passed,
     /// every one of its `cpus` CPUs did work, and frames are back where they were.
     pub fn assert_passed(&self, cpus: usize) {

@@ -130,19 +130,7 @@ pub fn run(p: &Params) -> Report {
 /// The soak, with its own statistics for tests.
 pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     let vm = kernel_vm();
-    let mut report = Report {
-        name: "soak",
-        cpus: p.cpus,
-        ops: 0,
-        ticks: 0,
-        per_cpu_ops: vec![],
-        tables: Default::default(),
-        frames_before: 0,
-        frames_after: 0,
-        passed: false,
-        extra: vec![],
-        failures: vec![],
-    };
+    let mut report = Report::new("soak", p.cpus);
     let mut stats = SoakStats::default();
     let Some(reg) = IdRegister::of_this_machine() else {
         report

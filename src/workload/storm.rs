@@ -18,7 +18,6 @@
 //! (see [`super::AllocFailures`]).
 
 use alloc::format;
-use alloc::vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::{
@@ -141,19 +140,7 @@ pub fn delta(a: &PgStatsSnapshot, b: &PgStatsSnapshot) -> PgStatsSnapshot {
 
 pub fn run(p: &Params) -> Report {
     let vm = kernel_vm();
-    let mut report = Report {
-        name: "ioremap-storm",
-        cpus: p.cpus,
-        ops: 0,
-        ticks: 0,
-        per_cpu_ops: vec![],
-        tables: PgStatsSnapshot::default(),
-        frames_before: 0,
-        frames_after: 0,
-        passed: false,
-        extra: vec![],
-        failures: vec![],
-    };
+    let mut report = Report::new("ioremap-storm", p.cpus);
     let Some(reg) = IdRegister::of_this_machine() else {
         report
             .failures
