@@ -5,6 +5,9 @@
 //! QEMU 10's virt puts 8 CPUs in a cluster with GICv2 (which stops at 8 CPUs) and 16 with GICv3,
 //! so 12 CPUs all have Aff1 = 0 and the 20-CPU run is the one with MPIDRs in cluster 1
 //! (Aff1 = 1, CPUs 16-19): the bring-up and the SGIs must use the DT's MPIDR, never the index.
+//! `a_cpu_that_cannot_start_is_reported` makes PSCI CPU_ON fail on purpose, which QEMU logs:
+//! initmm-allow-guest-error: [ARM]arm_set_cpu_on: CPU 1 is already on
+//! initmm-allow-guest-error: [ARM]arm_get_cpu_by_id: Requesting unknown CPU 65280
 //! initmm-qemu: --machine virt --smp 1 -- expect_cpus=1
 //! initmm-qemu: --machine virt --smp 2 -- expect_cpus=2
 //! initmm-qemu: --machine virt,gic-version=3 --smp 4 -- expect_cpus=4

@@ -33,6 +33,14 @@
 # Backtrace lines and "ELR 0x..." in the output get the kernel function's name appended
 # (platform/qemu/symbolize.py, when python3 is there).
 #
+# QEMU logs guest errors (accesses its device models call invalid: a register that does not
+# exist, a write to a read-only one) and notes on unimplemented registers to a file for every run
+# (-d guest_errors,unimp); a run that caused any fails, with the lines shown. The one exception:
+# QEMU's mini UART (bcm2835_aux) models no modem or line control, so its "AUX_MU_*_REG
+# unsupported" notes for the registers our driver sets up are expected. A test kernel that provokes
+# an error on purpose (a PSCI call that must fail) names each line it expects with
+# `//! initmm-allow-guest-error: TEXT` (the whole line, exactly).
+#
 # Exit status: the kernel's (semihosting SYS_EXIT), 124 when the timeout fired.
 set -uo pipefail
 
@@ -101,8 +109,11 @@ boot() { # boot one configuration; $@ = extra kernel words
     if [[ "$machine" == raspi4b* && " ${extra[*]} " != *" -serial "* ]]; then
         board+=(-serial null -serial mon:stdio)
     fi
+    local qlog
+    qlog=$(mktemp -t initmm-qemu-log.XXXXXX)
     local base=(qemu-system-aarch64 -M "$machine" -cpu cortex-a72 -smp "$smp" -m "$mem"
         -nographic -nic none -semihosting-config enable=on,target=native
+        -d guest_errors,unimp -D "$qlog"
         -kernel "$img" "${board[@]}" "${extra[@]}")
     local append
     append=$(printf '%s ' semihosting "${kargs[@]}" "$@" | tr -s ' ' | sed 's/ $//')
@@ -116,11 +127,25 @@ boot() { # boot one configuration; $@ = extra kernel words
     if [[ $rc -ne 0 ]]; then
         echo "runner: kernel exited with status $rc" >&2
     fi
+    local errors
+    errors=$(grep -vE '^bcm2835_aux_(read|write): AUX_MU_[A-Z]+_REG unsupported$' "$qlog" |
+        grep -vxF -f <(printf '%s\n' "${allowed_errors[@]}") || true)
+    rm -f "$qlog"
+    if [[ -n "$errors" ]]; then
+        echo "runner: FAILED: QEMU reported $(wc -l <<<"$errors") guest error(s) (-d guest_errors,unimp):" >&2
+        head -n 20 <<<"$errors" | sed 's/^/runner:   /' >&2
+        [[ $rc -ne 0 ]] || rc=1
+    fi
     return $rc
 }
 
 name=$(basename "$elf"); name=${name%-*}
 src="$repo/tests/$name.rs"
+allowed_errors=("")
+if [[ "$elf" == */deps/* && -f "$src" ]]; then
+    while IFS= read -r line; do allowed_errors+=("$line"); done \
+        < <(sed -n 's/^\/\/! initmm-allow-guest-error: //p' "$src")
+fi
 if [[ "$elf" == */deps/* && -f "$src" ]] && grep -q '^//! initmm-qemu:' "$src"; then
     status=0; n=0
     expect=$(grep -m1 '^//! initmm-expect:' "$src" | sed 's/^\/\/! initmm-expect: *//' || true)

@@ -1,0 +1,37 @@
+//! The runner's guest-error check can fail: this kernel writes a reserved offset of the PL011,
+//! which QEMU's model logs as a guest error, and otherwise passes its one test. The
+//! run must still fail, naming the error (every other test kernel therefore proves it caused
+//! none).
+//!
+//! initmm-qemu: --machine virt --smp 1
+//! initmm-expect: exit=1 output=runner: FAILED: QEMU reported 1 guest error(s)
+//! initmm-expect-once: 1 passed, 0 failed
+#![no_std]
+#![no_main]
+
+use initmm::testing::{self, Test};
+
+/// Between UARTFR (0x18) and UARTILPR (0x20): no register.
+const RESERVED: usize = 0x1c;
+
+fn write_a_reserved_device_register() {
+    let console = initmm::kernel::boot_info()
+        .machine
+        .console
+        .as_ref()
+        .expect("virt names its PL011 as the console");
+    let va = initmm::mm::ioremap(console.base, 0x1000).expect("ioremap of the PL011");
+    // SAFETY: `va` maps the PL011's 4 KiB register page as device memory until the iounmap
+    // below; a 32-bit write to a reserved offset changes no device state (the model ignores it).
+    unsafe { core::ptr::write_volatile((va + RESERVED) as *mut u32, 0) };
+    initmm::mm::iounmap(va).expect("iounmap of the PL011");
+}
+
+initmm::entry!(main);
+
+fn main(_: &'static initmm::BootInfo) -> ! {
+    testing::run(&[Test::new(
+        "write_a_reserved_device_register",
+        write_a_reserved_device_register,
+    )])
+}
