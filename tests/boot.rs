@@ -152,6 +152,67 @@ fn null_fault_is_a_level0_translation_fault(
     }
 }
 
+/// The caught fault below: d8-d15 are zeroed first, as a function that uses them would, and the
+/// fault skips the epilogue that would have restored them. The load that faults is in the same
+/// asm block, so the compiler cannot restore them before it.
+extern "C" fn fault_after_clobbering_d8_to_d15() {
+    let caught = initmm::arch::aarch64::exceptions::catch_fault(|| {
+        // SAFETY: writes only registers, which are declared clobbered, then loads from address 0,
+        // which is unmapped: the fault ends the closure (caught by `catch_fault`).
+        unsafe {
+            core::arch::asm!(
+                "movi d8, #0", "movi d9, #0", "movi d10, #0", "movi d11, #0",
+                "movi d12, #0", "movi d13, #0", "movi d14, #0", "movi d15, #0",
+                "ldr {v}, [{null}]",
+                null = in(reg) 0usize,
+                v = out(reg) _,
+                out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+                out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+                options(nostack, readonly),
+            )
+        };
+    });
+    assert!(caught.is_err(), "reading address 0 must fault");
+}
+
+/// AAPCS64 makes d8-d15 callee-saved: a caught fault must give them back as they were.
+fn caught_fault_keeps_d8_to_d15() {
+    let mut after = [0u64; 8];
+    // SAFETY: sets d8-d15 (declared clobbered), calls an `extern "C"` function, which by the ABI
+    // preserves x20, x21 and d8-d15 and may clobber what `clobber_abi("C")` names, then stores
+    // the eight registers through x20 into `after`, which is 64 bytes long.
+    unsafe {
+        core::arch::asm!(
+            "mov x21, #0x0808", "fmov d8, x21",
+            "mov x21, #0x0909", "fmov d9, x21",
+            "mov x21, #0x1010", "fmov d10, x21",
+            "mov x21, #0x1111", "fmov d11, x21",
+            "mov x21, #0x1212", "fmov d12, x21",
+            "mov x21, #0x1313", "fmov d13, x21",
+            "mov x21, #0x1414", "fmov d14, x21",
+            "mov x21, #0x1515", "fmov d15, x21",
+            "blr {f}",
+            "stp d8, d9, [x20]",
+            "stp d10, d11, [x20, #16]",
+            "stp d12, d13, [x20, #32]",
+            "stp d14, d15, [x20, #48]",
+            f = in(reg) fault_after_clobbering_d8_to_d15 as extern "C" fn(),
+            inout("x20") after.as_mut_ptr() => _,
+            out("x21") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+            out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+            clobber_abi("C"),
+        )
+    };
+    assert_eq!(
+        after,
+        [
+            0x0808, 0x0909, 0x1010, 0x1111, 0x1212, 0x1313, 0x1414, 0x1515
+        ],
+        "d8-d15 after a caught fault"
+    );
+}
+
 initmm::entry!(main);
 
 fn main(b: &'static BootInfo) -> ! {
@@ -167,6 +228,7 @@ fn main(b: &'static BootInfo) -> ! {
             "frame_and_heap_allocation_balance",
             frame_and_heap_allocation_balance,
         ),
+        Test::new("caught_fault_keeps_d8_to_d15", caught_fault_keeps_d8_to_d15),
         Test::faulting_with(
             "null_dereference_faults",
             null_dereference,

@@ -168,7 +168,9 @@ exception_common:
 
 /*
  * catch_fault_call(jmpbuf x0, fn x1, data x2) -> 0, or 1 when a fault was caught.
- * Saves the callee-saved registers and SP in jmpbuf, then calls fn(data).
+ * Saves what AAPCS64 makes callee-saved (x19-x29, the return address, SP and the low halves of
+ * v8-v15, i.e. d8-d15) in jmpbuf, then calls fn(data). A fault abandons fn's frames, so their
+ * epilogues never restore what they saved: catch_fault_resume must restore all of it.
  */
     .section .text
     .global catch_fault_call
@@ -181,6 +183,10 @@ catch_fault_call:
     stp     x29, x30, [x0, #80]
     mov     x9, sp
     str     x9, [x0, #96]
+    stp     d8, d9, [x0, #104]
+    stp     d10, d11, [x0, #120]
+    stp     d12, d13, [x0, #136]
+    stp     d14, d15, [x0, #152]
     stp     x29, x30, [sp, #-16]!
     mov     x29, sp
     mov     x0, x2
@@ -200,6 +206,10 @@ catch_fault_resume:
     ldp     x29, x30, [x0, #80]
     ldr     x9, [x0, #96]
     mov     sp, x9
+    ldp     d8, d9, [x0, #104]
+    ldp     d10, d11, [x0, #120]
+    ldp     d12, d13, [x0, #136]
+    ldp     d14, d15, [x0, #152]
     mov     x0, #1
     ret
 "#,
@@ -212,8 +222,9 @@ unsafe extern "C" {
     fn catch_fault_resume();
 }
 
+/// x19-x30, SP, d8-d15: the layout `catch_fault_call` and `catch_fault_resume` use.
 #[repr(C)]
-struct JmpBuf([u64; 13]);
+struct JmpBuf([u64; 21]);
 
 /// A fault caught by [`catch_fault`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,7 +270,7 @@ pub fn catch_fault<F: FnOnce()>(f: F) -> Result<(), Fault> {
         }
     }
     let cpu = super::cpu::id();
-    let mut jmp = JmpBuf([0; 13]);
+    let mut jmp = JmpBuf([0; 21]);
     let mut f = Some(f);
     CATCH[cpu].store(&raw mut jmp as usize, Ordering::SeqCst);
     // SAFETY: `catch_fault_call` saves the callee-saved state in `jmp` and calls the trampoline.
