@@ -80,6 +80,24 @@ fn timer_interrupts_tick_on_every_cpu() {
     }
 }
 
+/// Every CPU runs the timer's event stream (the backstop for a missed wake-up event), at about
+/// 10 kHz: its period is between 50 and 200 microseconds.
+fn event_stream_runs_on_every_cpu() {
+    let periods: alloc::vec::Vec<AtomicU64> =
+        (0..online_cpus()).map(|_| AtomicU64::new(0)).collect();
+    runtime::on_each_cpu(&|id| {
+        let p = initmm::drivers::timer::event_stream_period().unwrap_or(0);
+        periods[id].store(p, Ordering::Relaxed);
+    });
+    for (id, p) in periods.iter().enumerate() {
+        let p = p.load(Ordering::Relaxed);
+        assert!(
+            (50..=200).contains(&p),
+            "cpu{id}: event stream period {p} us (0: off)"
+        );
+    }
+}
+
 fn on_each_cpu_runs_on_each_cpu_once() {
     let ran = AtomicU64::new(0);
     let calls = AtomicUsize::new(0);
@@ -244,6 +262,10 @@ fn main(b: &'static BootInfo) -> ! {
         Test::new(
             "secondary_stacks_have_guard_pages",
             secondary_stacks_have_guard_pages,
+        ),
+        Test::new(
+            "event_stream_runs_on_every_cpu",
+            event_stream_runs_on_every_cpu,
         ),
         Test::new(
             "a_cpu_that_cannot_start_is_reported",

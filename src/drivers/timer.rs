@@ -16,6 +16,26 @@ pub fn ticks_from_micros_at(freq_hz: u64, us: u64) -> u64 {
     u64::try_from(t).unwrap_or(u64::MAX)
 }
 
+/// How often the event stream should wake a `wfe` (Linux's `ARCH_TIMER_EVT_STREAM_FREQ`).
+pub const EVENT_STREAM_HZ: u64 = 10_000;
+
+/// The `CNTKCTL_EL1.EVNTI` bit whose rising edges come closest to [`EVENT_STREAM_HZ`] at a
+/// counter of `freq_hz`: bit `n` rises every `2^(n+1)` ticks, so `n + 1` is log2 of the period in
+/// ticks, rounded to the nearer power of two (as Linux's `arch_timer_configure_evtstream`
+/// rounds its divider). 62.5 MHz (QEMU) → bit 12, 131 µs; 54 MHz (Pi 4) → bit 11, 76 µs.
+pub fn event_stream_bit(freq_hz: u64) -> u8 {
+    let period = (freq_hz / EVENT_STREAM_HZ).max(2);
+    let log2 = 63 - period.leading_zeros(); // floor
+    // Round up when the period is at least 1.5 times 2^log2 (the next bit down is set).
+    let nearest = log2 + u32::from(log2 > 0 && period & (1 << (log2 - 1)) != 0);
+    nearest.saturating_sub(1).min(15) as u8
+}
+
+/// The period of the event stream with bit `evnti`, in microseconds at `freq_hz`.
+pub fn event_stream_period_us(freq_hz: u64, evnti: u8) -> u64 {
+    (2u64 << evnti) * 1_000_000 / freq_hz.max(1)
+}
+
 #[cfg(target_os = "none")]
 mod hw {
     use crate::arch::aarch64::timer_regs;
@@ -49,6 +69,21 @@ mod hw {
     pub fn expired() -> bool {
         timer_regs::cntv_condition_met()
     }
+
+    /// Start this CPU's event stream at about [`super::EVENT_STREAM_HZ`], as Linux does on every
+    /// CPU: the backstop that ends any `wfe` whose wake-up event was missed (see
+    /// `arch::aarch64::event`). Returns the period in microseconds.
+    pub fn enable_event_stream() -> u64 {
+        let bit = super::event_stream_bit(frequency());
+        timer_regs::cntkctl_event_stream(bit);
+        super::event_stream_period_us(frequency(), bit)
+    }
+
+    /// This CPU's event-stream period in microseconds, or `None` when it is off.
+    pub fn event_stream_period() -> Option<u64> {
+        timer_regs::cntkctl_event_stream_bit()
+            .map(|b| super::event_stream_period_us(frequency(), b))
+    }
 }
 
 #[cfg(target_os = "none")]
@@ -75,6 +110,22 @@ mod tests {
             3_000,
             "1 GHz (Armv8.6 fixed)"
         );
+    }
+
+    #[test]
+    fn event_stream_is_near_ten_kilohertz() {
+        use super::{event_stream_bit, event_stream_period_us};
+        for (freq, bit, us) in [
+            (62_500_000, 12, 131),       // QEMU virt
+            (54_000_000, 11, 75),        // Raspberry Pi 4
+            (19_200_000, 10, 106),       // many older boards
+            (1_000_000_000, 16 - 1, 65), // Armv8.6's fixed 1 GHz: the field tops out at 15
+        ] {
+            assert_eq!(event_stream_bit(freq), bit, "bit at {freq} Hz");
+            assert_eq!(event_stream_period_us(freq, bit), us, "period at {freq} Hz");
+        }
+        // Absurdly slow counters still get a valid bit.
+        assert_eq!(event_stream_bit(1), 0);
     }
 
     #[test]

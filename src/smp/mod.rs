@@ -138,8 +138,15 @@ pub fn init_boot_cpu(m: &Machine) -> Result<(), String> {
     Ok(())
 }
 
-/// Per-CPU interrupt setup: CPU interface, the timer tick, IRQs on.
+/// Per-CPU set-up: the timer's event stream, the interrupt controller's CPU interface, the
+/// timer tick, IRQs on.
 fn local_init() {
+    let period_us = timer::enable_event_stream();
+    if cpu::id() == 0 {
+        log::debug!(
+            "event stream: every {period_us} us on every CPU (wakes a wfe that missed its event)"
+        );
+    }
     let g = gic();
     g.init_cpu();
     g.enable_ppi(timer::PPI);

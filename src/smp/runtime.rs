@@ -16,7 +16,7 @@ use spin::Mutex;
 
 use super::{ipi, online_cpus};
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
-use crate::arch::aarch64::cpu_boot;
+use crate::arch::aarch64::{cpu_boot, event};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -62,13 +62,14 @@ impl<T> JoinHandle<T> {
         self.slot.done.load(Ordering::Acquire)
     }
 
-    /// The task's result. Meanwhile this CPU runs queued work (or waits for an event).
+    /// The task's result. Meanwhile this CPU runs queued work, or sleeps in `wfe` until the task
+    /// sends its event (`dsb ishst; sev` after setting `done`; see `arch::aarch64::event`).
     pub fn join(self) -> T {
         let me = cpu::id();
         while !self.slot.done.load(Ordering::Acquire) {
             match find_work(me) {
                 Some(job) => run(me, job),
-                None => aarch64_cpu::asm::wfe(),
+                None => event::wait_for_event(),
             }
         }
         self.slot
@@ -89,7 +90,8 @@ fn package<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> (Job, J
         let v = f();
         *s.value.lock() = Some(v);
         s.done.store(true, Ordering::Release);
-        aarch64_cpu::asm::sev(); // joiners wait in wfe
+        // Joiners sleep in wfe: `done` must be visible before they wake (dsb ishst; sev).
+        event::send_event();
     });
     (job, JoinHandle { slot })
 }
@@ -255,18 +257,19 @@ impl Barrier {
 
     /// Like [`wait`](Self::wait), but the last to arrive runs `last` before anyone is released:
     /// what it writes there, every waiter sees once it leaves.
+    ///
+    /// Waiters sleep with the exclusive monitor armed on `generation` (`event::wait_until`), so
+    /// the releasing store itself wakes them: no `sev`, and no window in which the event could
+    /// overtake the store.
     pub fn wait_with(&self, last: impl FnOnce()) -> bool {
         let generation = self.generation.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
             last();
             self.arrived.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::Release);
-            aarch64_cpu::asm::sev();
             return true;
         }
-        while self.generation.load(Ordering::Acquire) == generation {
-            aarch64_cpu::asm::wfe();
-        }
+        event::wait_until(&self.generation, |g| g != generation);
         false
     }
 }

@@ -91,7 +91,7 @@ impl core::fmt::Display for StackOwner {
 /// Park this CPU for good.
 pub fn halt() -> ! {
     loop {
-        aarch64_cpu::asm::wfe();
+        super::event::wait_for_event();
     }
 }
 

@@ -13,6 +13,8 @@ pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod early;
 #[cfg(target_os = "none")]
+pub mod event;
+#[cfg(target_os = "none")]
 pub mod exceptions;
 #[cfg(target_os = "none")]
 pub mod gic_sysregs;

@@ -6,7 +6,7 @@
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTFRQ_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVCT_EL0, Readable, Writeable,
+    CNTFRQ_EL0, CNTKCTL_EL1, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVCT_EL0, Readable, Writeable,
 };
 
 /// `CNTFRQ_EL0`: the counter frequency in Hz, as firmware programmed it (0 if it did not).
@@ -39,4 +39,23 @@ pub fn cntv_disable() {
 /// `CNTV_CTL_EL0.ISTATUS`: the timer condition is met (whatever IMASK says).
 pub fn cntv_condition_met() -> bool {
     CNTV_CTL_EL0.is_set(CNTV_CTL_EL0::ISTATUS)
+}
+
+/// Turn on this CPU's event stream: an event (which ends a `wfe`) each time bit `evnti` of the
+/// virtual count goes from 0 to 1, i.e. every `2^(evnti + 1)` ticks. Nothing else in
+/// `CNTKCTL_EL1` is used (there is no EL0), so the rest is written as 0.
+pub fn cntkctl_event_stream(evnti: u8) {
+    CNTKCTL_EL1.write(
+        CNTKCTL_EL1::EVNTEN::Enable
+            + CNTKCTL_EL1::EVNTDIR::ZeroToOne
+            + CNTKCTL_EL1::EVNTI.val(u64::from(evnti & 0xf)),
+    );
+    barrier::isb(barrier::SY);
+}
+
+/// This CPU's event-stream bit (`CNTKCTL_EL1.EVNTI`), or `None` when the stream is off.
+pub fn cntkctl_event_stream_bit() -> Option<u8> {
+    CNTKCTL_EL1
+        .is_set(CNTKCTL_EL1::EVNTEN)
+        .then(|| CNTKCTL_EL1.read(CNTKCTL_EL1::EVNTI) as u8)
 }
