@@ -8,12 +8,12 @@
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use initmm::BootInfo;
 use initmm::arch::aarch64::cpu::{probe_read, probe_write};
 use initmm::arch::aarch64::esr::FaultKind;
-use initmm::arch::aarch64::exceptions::{Fault, stack_overflow_of};
+use initmm::arch::aarch64::exceptions::{self, Fault, TrapFrame, stack_overflow_of};
 use initmm::mm::frame::FRAMES;
 use initmm::mm::layout::{PAGE_SIZE, phys_to_virt};
 use initmm::mm::pgtable::{Level, MemType, PhysAddr, Prot};
@@ -130,6 +130,72 @@ fn is_translation_fault(f: &Fault) -> Result<(), &'static str> {
         FaultKind::Translation(_) => Ok(()),
         _ => Err("expected a translation fault"),
     }
+}
+
+/// A data abort at EL1 as the CPU would report a read that took a level-3 translation fault.
+fn translation_fault_frame(far: u64) -> TrapFrame {
+    TrapFrame {
+        x: [0; 31],
+        sp: 0,
+        elr: 0xffff_ff80_dead_0000,
+        spsr: 0x3c4,
+        esr: (0x25 << 26) | (1 << 25) | 0x07,
+        far,
+    }
+}
+
+/// What an Armv8.0 core can do and QEMU cannot: a translation fault on a page that is mapped by
+/// the time the handler looks (another CPU published it; this CPU's walk was not ordered after
+/// its Acquire load). The handler walks again with `at s1e1r`, finds the page, counts the fault
+/// and returns with ELR unchanged, so the access is retried.
+fn spurious_fault_on_a_mapped_page_is_retried_and_counted() {
+    let vm = kernel_vm();
+    let va = vm.vmalloc(PAGE_SIZE).unwrap();
+    let par = exceptions::at_s1e1r(va as u64);
+    assert_eq!(
+        par & 1,
+        0,
+        "PAR_EL1.F: `at s1e1r` on a mapped page succeeds"
+    );
+    assert_eq!(
+        par & 0x0000_ffff_ffff_f000,
+        vm.init_mm.translate(va).unwrap().pa.0,
+        "PAR_EL1.PA is the page's frame"
+    );
+    let before = exceptions::spurious_faults();
+    let mut frame = translation_fault_frame(va as u64);
+    exceptions::handle_sync(&mut frame);
+    assert_eq!(
+        frame.elr, 0xffff_ff80_dead_0000,
+        "ELR unchanged: the access is retried"
+    );
+    assert_eq!(exceptions::spurious_faults(), before + 1, "counted");
+    vm.vfree(va).unwrap();
+}
+
+static SPURIOUS_BEFORE: AtomicU64 = AtomicU64::new(0);
+
+/// The other way: a translation fault on a page that is really unmapped is reported as usual
+/// (here caught by the harness) and not counted as spurious.
+fn genuine_fault_on_an_unmapped_page() {
+    let vm = kernel_vm();
+    let va = vm.vmalloc(PAGE_SIZE).unwrap();
+    vm.vfree(va).unwrap();
+    assert_eq!(
+        exceptions::at_s1e1r(va as u64) & 1,
+        1,
+        "PAR_EL1.F: not mapped"
+    );
+    SPURIOUS_BEFORE.store(exceptions::spurious_faults(), Ordering::Relaxed);
+    probe_read(va);
+}
+
+fn is_a_genuine_translation_fault(f: &Fault) -> Result<(), &'static str> {
+    is_translation_fault(f)?;
+    if exceptions::spurious_faults() != SPURIOUS_BEFORE.load(Ordering::Relaxed) {
+        return Err("a genuine fault was counted as spurious");
+    }
+    Ok(())
 }
 
 fn is_permission_fault(f: &Fault) -> Result<(), &'static str> {
@@ -290,6 +356,15 @@ fn main(b: &'static BootInfo) -> ! {
             "access_after_iounmap_faults",
             access_after_iounmap,
             is_translation_fault,
+        ),
+        Test::new(
+            "spurious_fault_on_a_mapped_page_is_retried_and_counted",
+            spurious_fault_on_a_mapped_page_is_retried_and_counted,
+        ),
+        Test::faulting_with(
+            "genuine_fault_on_an_unmapped_page_is_reported",
+            genuine_fault_on_an_unmapped_page,
+            is_a_genuine_translation_fault,
         ),
         Test::new(
             "remap_same_range_reads_new_contents",

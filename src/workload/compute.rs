@@ -106,6 +106,7 @@ pub fn run(p: &Params) -> Report {
         tables: PgStatsSnapshot::default(),
         frames_before,
         frames_after: free_frames(),
+        spurious_faults: 0, // filled in by run_from_cmdline
         passed: failures.is_empty(),
         extra: vec![
             ("speedup", format!("{speedup:.2}")),

@@ -16,6 +16,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::aarch64::cpu;
+use crate::arch::aarch64::exceptions::spurious_faults;
 use crate::cmdline::Cmdline;
 use crate::mm::fault_inject;
 use crate::mm::frame::FRAMES;
@@ -76,6 +77,10 @@ pub struct Report {
     pub tables: PgStatsSnapshot,
     pub frames_before: usize,
     pub frames_after: usize,
+    /// EL1 translation faults taken during the run on mappings that existed by the time the
+    /// handler walked again, and retried (`arch::aarch64::exceptions::spurious_faults`). Armv8.0
+    /// cores take them; QEMU never does.
+    pub spurious_faults: u64,
     pub passed: bool,
     /// Workload-specific `"key": value` pairs for the JSON line.
     pub extra: Vec<(&'static str, String)>,
@@ -94,6 +99,7 @@ impl Report {
             tables: PgStatsSnapshot::default(),
             frames_before: 0,
             frames_after: 0,
+            spurious_faults: 0,
             passed: false,
             extra: Vec::new(),
             failures: Vec::new(),
@@ -147,8 +153,8 @@ impl Report {
         );
         let _ = write!(
             s,
-            "\"frames_before\":{},\"frames_after\":{},",
-            self.frames_before, self.frames_after
+            "\"frames_before\":{},\"frames_after\":{},\"spurious_faults\":{},",
+            self.frames_before, self.frames_after, self.spurious_faults
         );
         for (k, v) in &self.extra {
             let _ = write!(s, "\"{k}\":{v},");
@@ -267,7 +273,9 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
     let mut reports = Vec::new();
     for (name, w) in chosen {
         log::info!("{name}: starting on {} CPUs", params.cpus);
-        let r = w(&params);
+        let spurious = spurious_faults();
+        let mut r = w(&params);
+        r.spurious_faults = spurious_faults() - spurious;
         for f in &r.failures {
             log::error!("{name}: {f}");
         }
@@ -282,7 +290,7 @@ fn summary(reports: &[Report]) {
     crate::console::with_locked(|w| {
         let _ = writeln!(
             w,
-            "\n{:<16} {:>4} {:>10} {:>8} {:>12}  {:>13} {:>13} {:>13}  {:>15}  result",
+            "\n{:<16} {:>4} {:>10} {:>8} {:>12}  {:>13} {:>13} {:>13}  {:>15} {:>5}  result",
             "workload",
             "cpus",
             "ops",
@@ -291,13 +299,14 @@ fn summary(reports: &[Report]) {
             "pud inst/lost",
             "pmd inst/lost",
             "pte inst/lost",
-            "frames bef/aft"
+            "frames bef/aft",
+            "spur"
         );
         for r in reports {
             let t = &r.tables;
             let _ = writeln!(
                 w,
-                "{:<16} {:>4} {:>10} {:>8.2} {:>12.0}  {:>13} {:>13} {:>13}  {:>15}  {}",
+                "{:<16} {:>4} {:>10} {:>8.2} {:>12.0}  {:>13} {:>13} {:>13}  {:>15} {:>5}  {}",
                 r.name,
                 r.cpus,
                 r.ops,
@@ -307,9 +316,16 @@ fn summary(reports: &[Report]) {
                 format!("{}/{}", t.pmd.installed, t.pmd.lost),
                 format!("{}/{}", t.pte.installed, t.pte.lost),
                 format!("{}/{}", r.frames_before, r.frames_after),
+                r.spurious_faults,
                 if r.passed { "passed" } else { "FAILED" }
             );
         }
+        let _ = writeln!(
+            w,
+            "spur: spurious EL1 translation faults retried (a mapping another CPU had just \
+             published; {} since boot)",
+            spurious_faults()
+        );
         let failed = reports.iter().filter(|r| !r.passed).count();
         let _ = writeln!(w, "\n{} passed, {} failed", reports.len() - failed, failed);
     });

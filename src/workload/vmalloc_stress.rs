@@ -344,6 +344,7 @@ pub fn run(p: &Params) -> Report {
         tables: delta(&tables_before, &vm.init_mm.stats()),
         frames_before,
         frames_after: free_frames(),
+        spurious_faults: 0, // filled in by run_from_cmdline
         passed: false,
         extra: vec![],
         failures: failures.into_inner(),

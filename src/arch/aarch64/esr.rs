@@ -88,6 +88,44 @@ impl Esr {
     }
 }
 
+/// Is a data abort taken at EL1 a *spurious* translation fault, to be retried rather than
+/// reported? Linux's `is_spurious_el1_translation_fault` (arch/arm64/mm/fault.c), as a pure
+/// decision: `at_s1e1r` runs `at s1e1r` on the faulting address and returns `PAR_EL1`.
+///
+/// On a CPU without FEAT_ETS2 (the Pi 4's Cortex-A72 is Armv8.0) a table walk is not ordered
+/// after an earlier Acquire load. CPU A maps a page and publishes its address; CPU B loads the
+/// address with Acquire and reads the page, but its walk may still see the old, invalid
+/// descriptor and take a translation fault on a mapping that exists. Walking again now answers:
+/// - the walk succeeds (`PAR_EL1.F` = 0): the fault was spurious, retry the access;
+/// - it fails with a translation fault: genuine, report it;
+/// - it fails with another fault (permission, say): what the retry will take, so retry and let
+///   that fault be reported with its own syndrome, as Linux does.
+///
+/// Only data aborts taken at EL1 (EC 0x25) with a valid FAR in the kernel (TTBR1) half
+/// qualify: instruction aborts are excluded as in Linux (kernel text is mapped before any CPU
+/// runs it), and the lower half is never mapped after boot.
+pub fn is_spurious_translation_fault(
+    esr: Esr,
+    far: u64,
+    at_s1e1r: impl FnOnce(u64) -> u64,
+) -> bool {
+    let kernel_half = far >> 48 == 0xffff;
+    if esr.ec() != 0x25
+        || !esr.far_valid()
+        || !kernel_half
+        || !matches!(esr.fault_kind(), FaultKind::Translation(_))
+    {
+        return false;
+    }
+    let par = at_s1e1r(far);
+    if par & 1 == 0 {
+        return true;
+    }
+    // PAR_EL1.FST, bits [6:1], uses the fault status encoding of ESR's DFSC.
+    let fst = Esr(0x25 << 26 | ((par >> 1) & 0x3f));
+    !matches!(fst.fault_kind(), FaultKind::Translation(_))
+}
+
 /// The decoded fault status code of an abort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultKind {
@@ -150,6 +188,77 @@ impl fmt::Display for Summary {
 mod tests {
     use super::*;
     use alloc::format;
+
+    /// A data abort at EL1: read, translation fault at level 3 (DFSC 0x07).
+    const READ_TRANSLATION_L3: Esr = Esr((0x25 << 26) | (1 << 25) | 0x07);
+    const KERNEL_VA: u64 = 0xffff_8000_0000_1000;
+    /// PAR_EL1 after a successful `at`: F = 0, an output address, attributes.
+    const PAR_OK: u64 = 0xff00_0000_4000_1000 | 0x80;
+
+    fn par_fault(fsc: u64) -> u64 {
+        1 | (fsc << 1)
+    }
+
+    #[test]
+    fn spurious_when_the_walk_now_succeeds() {
+        let mut asked = None;
+        assert!(is_spurious_translation_fault(
+            READ_TRANSLATION_L3,
+            KERNEL_VA,
+            |va| {
+                asked = Some(va);
+                PAR_OK
+            }
+        ));
+        assert_eq!(asked, Some(KERNEL_VA), "`at s1e1r` runs on FAR");
+    }
+
+    #[test]
+    fn genuine_when_the_walk_still_fails_to_translate() {
+        for level in 0..4 {
+            assert!(!is_spurious_translation_fault(
+                READ_TRANSLATION_L3,
+                KERNEL_VA,
+                |_| par_fault(0x04 + level)
+            ));
+        }
+    }
+
+    #[test]
+    fn another_fault_now_is_retried_to_be_reported_as_itself() {
+        // The page became read-only meanwhile: the retry takes a permission fault.
+        assert!(is_spurious_translation_fault(
+            READ_TRANSLATION_L3,
+            KERNEL_VA,
+            |_| par_fault(0x0f)
+        ));
+    }
+
+    #[test]
+    fn only_el1_data_translation_faults_in_the_kernel_half_qualify() {
+        let never = |_| -> u64 { panic!("`at` must not run") };
+        // Instruction abort, permission fault, lower-EL abort, FAR not valid, lower half.
+        let ifetch = Esr((0x21 << 26) | (1 << 25) | 0x07);
+        let permission = Esr((0x25 << 26) | (1 << 25) | 0x0f);
+        let lower_el = Esr((0x24 << 26) | (1 << 25) | 0x07);
+        let fnv = Esr(READ_TRANSLATION_L3.0 | (1 << 10));
+        for esr in [ifetch, permission, lower_el, fnv] {
+            assert!(
+                !is_spurious_translation_fault(esr, KERNEL_VA, never),
+                "{esr:?}"
+            );
+        }
+        assert!(!is_spurious_translation_fault(
+            READ_TRANSLATION_L3,
+            0,
+            never
+        ));
+        assert!(!is_spurious_translation_fault(
+            READ_TRANSLATION_L3,
+            0x0000_8000_0000_1000,
+            never
+        ));
+    }
 
     #[test]
     fn data_abort_write_translation_level3() {

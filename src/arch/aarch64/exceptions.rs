@@ -8,7 +8,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::esr::{Esr, Summary};
+use super::esr::{self, Esr, Summary};
 
 /// Registers saved on exception entry, in the order `exception_common` stores them.
 #[repr(C)]
@@ -299,6 +299,46 @@ pub fn stack_overflow_of(f: &Fault) -> Option<super::cpu::StackOwner> {
     }
 }
 
+/// Spurious translation faults retried since boot (see [`esr::is_spurious_translation_fault`]).
+static SPURIOUS_FAULTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many EL1 translation faults were spurious (the mapping existed by the time the handler
+/// walked it again) and were retried instead of reported.
+pub fn spurious_faults() -> u64 {
+    SPURIOUS_FAULTS.load(Ordering::Relaxed)
+}
+
+/// `at s1e1r, va` then `PAR_EL1`: how a stage-1 EL1 read of `va` translates right now.
+/// Runs in the exception handler with IRQs masked, so nothing else on this CPU uses `PAR_EL1`
+/// between the `at` and the read.
+pub fn at_s1e1r(va: u64) -> u64 {
+    let par: u64;
+    // SAFETY: address translation writes only PAR_EL1 (a register nothing else here keeps a
+    // value in); the `isb` makes the result visible to the `mrs`.
+    unsafe {
+        core::arch::asm!(
+            "at s1e1r, {va}",
+            "isb",
+            "mrs {par}, par_el1",
+            va = in(reg) va,
+            par = out(reg) par,
+            options(nostack, preserves_flags),
+        )
+    };
+    par
+}
+
+/// The synchronous-exception path's first question: was this a spurious translation fault? If
+/// so it is counted and `true` returned, and the caller returns from the exception, which
+/// re-executes the access (`ELR` still points at it).
+pub fn retry_if_spurious(frame: &TrapFrame) -> bool {
+    let spurious = esr::is_spurious_translation_fault(Esr(frame.esr), frame.far, at_s1e1r);
+    if spurious {
+        SPURIOUS_FAULTS.fetch_add(1, Ordering::Relaxed);
+    }
+    spurious
+}
+
 /// Interrupt handler installed by the interrupt-controller code (0 = none yet).
 static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
@@ -307,43 +347,55 @@ pub fn set_irq_handler(f: fn()) {
     IRQ_HANDLER.store(f as usize, Ordering::Release);
 }
 
+/// A synchronous exception taken from kernel code (EL1, SP0), in this order: a spurious
+/// translation fault is retried; a fault inside [`catch_fault`] returns there; a stack overflow
+/// or any other exception is reported and panics.
+///
+/// Public so that tests can hand it a made-up frame: the spurious-fault decision cannot be
+/// provoked in an emulator, whose table walks are always ordered.
+pub fn handle_sync(frame: &mut TrapFrame) {
+    if retry_if_spurious(frame) {
+        return;
+    }
+    let cpu = super::cpu::id();
+    let esr = Esr(frame.esr);
+    let jmp = CATCH[cpu].swap(0, Ordering::SeqCst);
+    if jmp != 0 {
+        let [e, f, l] = &CAUGHT[cpu];
+        e.store(frame.esr, Ordering::SeqCst);
+        f.store(frame.far, Ordering::SeqCst);
+        l.store(frame.elr, Ordering::SeqCst);
+        frame.x[0] = jmp as u64;
+        frame.elr = catch_fault_resume as *const () as u64;
+        return;
+    }
+    let fault = Fault {
+        esr,
+        far: frame.far,
+        elr: frame.elr,
+    };
+    if let Some(owner) = stack_overflow_of(&fault) {
+        report(frame, 0);
+        panic!(
+            "stack overflow on cpu{cpu}: {owner} ran into its guard page at {:#x} (SP {:#x})",
+            frame.far, frame.sp
+        );
+    }
+    report(frame, 0);
+    panic!(
+        "unhandled {} on cpu{cpu}",
+        Summary {
+            esr,
+            far: frame.far
+        }
+    );
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
     let cpu = super::cpu::id();
     match kind {
-        0 => {
-            let esr = Esr(frame.esr);
-            let jmp = CATCH[cpu].swap(0, Ordering::SeqCst);
-            if jmp != 0 {
-                let [e, f, l] = &CAUGHT[cpu];
-                e.store(frame.esr, Ordering::SeqCst);
-                f.store(frame.far, Ordering::SeqCst);
-                l.store(frame.elr, Ordering::SeqCst);
-                frame.x[0] = jmp as u64;
-                frame.elr = catch_fault_resume as *const () as u64;
-                return;
-            }
-            let fault = Fault {
-                esr,
-                far: frame.far,
-                elr: frame.elr,
-            };
-            if let Some(owner) = stack_overflow_of(&fault) {
-                report(frame, kind);
-                panic!(
-                    "stack overflow on cpu{cpu}: {owner} ran into its guard page at {:#x} (SP {:#x})",
-                    frame.far, frame.sp
-                );
-            }
-            report(frame, kind);
-            panic!(
-                "unhandled {} on cpu{cpu}",
-                Summary {
-                    esr,
-                    far: frame.far
-                }
-            );
-        }
+        0 => handle_sync(frame),
         1 => {
             let h = IRQ_HANDLER.load(Ordering::Acquire);
             if h == 0 {
