@@ -11,7 +11,8 @@
 //!   (invariant 9, see [`InitMm::map_range`] for why once per call is enough);
 //! - unmap: clear leaves → `dsb ishst` → TLBI → `dsb ish; isb` → return (invariant 4);
 //! - a table taken out of the tree (promotion to a block, reclaim) is cleared, invalidated with
-//!   `tlbi vaae1is` and only then freed (break-before-make, invariant 5).
+//!   `tlbi vaae1is`, the invalidation completed, and only then freed; the tables below it go
+//!   first, while it still points at them (break-before-make, invariant 5; `free_table`).
 
 use core::cell::Cell;
 use core::mem::MaybeUninit;
@@ -297,27 +298,15 @@ impl<E: PageTableEnv> InitMm<E> {
 
     /// Replace the table under `entry` with the block `block`, break-before-make.
     ///
-    /// Nobody else can be using the old table: our range covers the block's whole span, and no
-    /// other live area shares a page with ours. It must hold no valid leaf (we would be mapping
-    /// over a live area), and after the clear we invalidate both the entry's own walk-cache
-    /// entries (`tlbi vaae1is` at the block's address) and those of every table entry inside the
-    /// old subtree, since a walk cache may hold, say, a pmd entry of the replaced pmd table for a
-    /// different 2 MiB of the 1 GiB. Only then is the old subtree freed and the block written.
+    /// Nobody else can be using the old tables: our range covers the block's whole span, and no
+    /// other live area shares a page with ours. They must hold no valid leaf (we would be mapping
+    /// over a live area). They are taken out bottom-up by [`free_table`](Self::free_table), and
+    /// only then is the block written, followed by `dsb ishst; isb` like every valid descriptor.
     fn promote(&self, entry: Entry<'_>, old: Descriptor, block: Descriptor) {
-        let level = entry.level();
-        let sub = level.next().expect("a pte is never a table");
-        let va = entry.span_start();
-        self.assert_no_leaves(old.addr(), sub, va);
-
+        let sub = entry.level().next().expect("a pte is never a table");
+        self.assert_no_leaves(old.addr(), sub, entry.span_start());
+        self.free_table(entry);
         let env = self.env();
-        env.set_entry(&entry, Descriptor::INVALID.raw());
-        env.dsb_ishst();
-        env.tlbi_va(va);
-        self.tlbi_subtables(old.addr(), sub, va);
-        env.dsb_ish();
-        env.isb();
-        self.free_subtree(old.addr(), sub);
-
         env.set_entry(&entry, block.raw());
         env.dsb_ishst();
         env.isb();
@@ -339,28 +328,37 @@ impl<E: PageTableEnv> InitMm<E> {
         }
     }
 
-    fn tlbi_subtables(&self, table: PhysAddr, level: Level, base: usize) {
-        for i in 0..PTRS_PER_TABLE {
-            let va = base + i * level.entry_size();
-            let d = self.entry_in(table, level, va).read();
-            if d.is_table(level) {
-                self.env().tlbi_va(va);
-                self.tlbi_subtables(d.addr(), level.next().expect("tables above ptes"), va);
-            }
-        }
-    }
-
-    /// Free the `level` table at `table` and every table below it. Only after break-before-make.
-    fn free_subtree(&self, table: PhysAddr, level: Level) {
-        if let Some(next) = level.next() {
-            for slot in self.env().table(table) {
-                let d = Descriptor::from_raw(slot.load(Ordering::Acquire));
-                if d.is_table(level) {
-                    self.free_subtree(d.addr(), next);
+    /// Take the table `entry` points at out of the tree and free it, with every table below it,
+    /// bottom-up, as Linux's `pud_free_pmd_page` → `pmd_free_pte_page` do: each lower entry is
+    /// cleared and its invalidation *completed* while the entry above still points at valid
+    /// tables, then the entry above goes the same way. So a walker holding a stale upper entry
+    /// can only reach tables that are still intact, and every table is freed only after the
+    /// invalidation that covers it has completed. One invalidation per table: `dsb ishst;
+    /// tlbi vaae1is; dsb ish; isb` (Linux's `__flush_tlb_kernel_pgtable`), which drops walk-cache
+    /// copies of the cleared entry at every level.
+    ///
+    /// Callers guarantee that no other CPU maps into the subtree meanwhile (promotion: the range
+    /// is the caller's; reclaim: quiescence).
+    fn free_table(&self, entry: Entry<'_>) {
+        let table = entry.read();
+        let level = entry.level();
+        debug_assert!(table.is_table(level), "{entry:?} holds no table");
+        let sub = level.next().expect("a pte is never a table");
+        if sub.next().is_some() {
+            for i in 0..PTRS_PER_TABLE {
+                let e = self.entry_in(table.addr(), sub, entry.span_start() + i * sub.entry_size());
+                if e.read().is_table(sub) {
+                    self.free_table(e);
                 }
             }
         }
-        self.env().free_table_frame(table);
+        let env = self.env();
+        env.set_entry(&entry, Descriptor::INVALID.raw());
+        env.dsb_ishst();
+        env.tlbi_va(entry.span_start());
+        env.dsb_ish();
+        env.isb();
+        env.free_table_frame(table.addr());
     }
 
     /// Unmap every leaf in `[va, va + size)`: pages, and pmd/pud blocks that lie wholly inside the
@@ -538,12 +536,7 @@ impl<E: PageTableEnv> InitMm<E> {
                     .iter()
                     .all(|s| !Descriptor::from_raw(s.load(Ordering::Acquire)).is_valid());
                 if whole && empty {
-                    env.set_entry(&e, Descriptor::INVALID.raw());
-                    env.dsb_ishst();
-                    env.tlbi_va(span);
-                    env.dsb_ish();
-                    env.isb();
-                    env.free_table_frame(d.addr());
+                    self.free_table(e);
                     self.count_reclaimed();
                     freed += 1;
                 }
@@ -956,40 +949,51 @@ mod tests {
         mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true)
             .unwrap();
         let ev = mm.env().take_events();
-        assert_eq!(
-            ev[0],
-            Event::Store {
-                level: Level::Pud,
-                table: pud.table_phys(),
-                index: 1,
-                val: 0
-            }
-        );
-        assert_eq!(ev[1], Event::DsbIshst);
-        assert_eq!(
-            ev[2..5],
+        // Linux's pud_free_pmd_page: each pte table goes first, its pmd entry cleared and the
+        // invalidation completed while the pud still points at the pmd table; then the pud
+        // entry, then the pmd table; every free after the `dsb ish` that completes its TLBI.
+        let clear_and_free = |level, table, index, va, freed| {
             [
-                Event::TlbiVa(V + G),
-                Event::TlbiVa(V + G),
-                Event::TlbiVa(V + G + 9 * M2)
+                Event::Store {
+                    level,
+                    table,
+                    index,
+                    val: 0,
+                },
+                Event::DsbIshst,
+                Event::TlbiVa(va),
+                Event::DsbIsh,
+                Event::Isb,
+                Event::Free(freed),
             ]
-        );
-        assert_eq!(ev[5..7], [Event::DsbIsh, Event::Isb]);
-        let mut freed: Vec<_> = ev[7..10]
-            .iter()
-            .map(|e| match e {
-                Event::Free(p) => *p,
-                e => panic!("{e:?}"),
-            })
-            .collect();
-        freed.sort();
-        let mut expect = [pte_tables[0], pte_tables[1], pmd_table];
-        expect.sort();
-        assert_eq!(freed, expect);
+        };
+        let mut expect = Vec::new();
+        expect.extend(clear_and_free(
+            Level::Pmd,
+            pmd_table,
+            0,
+            V + G,
+            pte_tables[0],
+        ));
+        expect.extend(clear_and_free(
+            Level::Pmd,
+            pmd_table,
+            9,
+            V + G + 9 * M2,
+            pte_tables[1],
+        ));
+        expect.extend(clear_and_free(
+            Level::Pud,
+            pud.table_phys(),
+            1,
+            V + G,
+            pmd_table,
+        ));
+        assert_eq!(ev[..18], expect[..]);
         assert!(
-            matches!(ev[10], Event::Store { level: Level::Pud, index: 1, val, .. } if val & 3 == 1)
+            matches!(ev[18], Event::Store { level: Level::Pud, index: 1, val, .. } if val & 3 == 1)
         );
-        assert_eq!(ev[11..13], [Event::DsbIshst, Event::Isb]);
+        assert_eq!(ev[19..21], [Event::DsbIshst, Event::Isb]);
         assert_eq!(mm.env().live_frames(), 2);
         assert_eq!(mm.stats().promotions, 1);
         assert_maps(
