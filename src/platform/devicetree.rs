@@ -30,6 +30,11 @@ pub struct Machine {
     pub ram: Vec<Region>,
     /// `/memreserve/` entries and `/reserved-memory` children with a `reg`, sorted.
     pub reserved: Vec<Region>,
+    /// The `/reserved-memory` children that also say `no-map`, sorted (a subset of
+    /// `reserved`): RAM the kernel must not map at all, not even in the linear map (a secure
+    /// carve-out, a co-processor's memory), since the CPU may fetch speculatively from anything
+    /// mapped cacheable.
+    pub no_map: Vec<Region>,
     pub console: Option<Console>,
     pub gic: Option<Gic>,
     pub timer: Option<Timer>,
@@ -213,7 +218,7 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
         .or_else(|| compatible.first().cloned())
         .unwrap_or_else(|| "unknown".to_owned());
     let ram = tree.ram()?;
-    let mut reserved = tree.reserved(&clean)?;
+    let (mut reserved, no_map) = tree.reserved(&clean)?;
     let mut cpus = tree.cpus()?;
     tree.check_release_addrs(&ram, &mut reserved, &mut cpus);
     let chosen = tree.resolve_path("/chosen");
@@ -235,6 +240,7 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
         compatible,
         ram,
         reserved,
+        no_map,
         console,
         gic,
         timer,
@@ -619,8 +625,10 @@ impl<'b, 'a> Tree<'b, 'a> {
         out.push(r);
     }
 
-    fn reserved(&mut self, clean: &[u8]) -> Result<Vec<Region>, DtError> {
+    /// The reserved regions, and those of them marked `no-map`.
+    fn reserved(&mut self, clean: &[u8]) -> Result<(Vec<Region>, Vec<Region>), DtError> {
         let mut out = Vec::new();
+        let mut no_map = Vec::new();
         for (base, size) in fdt_front::mem_reservations(clean) {
             self.push_region(&mut out, ROOT, base, size);
         }
@@ -633,8 +641,13 @@ impl<'b, 'a> Tree<'b, 'a> {
                 }
                 match self.reg(idx)? {
                     Some(reg) => {
+                        let unmapped = self.prop(idx, "no-map").is_some();
                         for (base, size) in reg {
+                            let before = out.len();
                             self.push_region(&mut out, idx, base, size);
+                            if unmapped && out.len() > before {
+                                no_map.push(out[before]);
+                            }
                         }
                     }
                     None => self.note(format!(
@@ -645,7 +658,8 @@ impl<'b, 'a> Tree<'b, 'a> {
             }
         }
         out.sort_unstable();
-        Ok(out)
+        no_map.sort_unstable();
+        Ok((out, no_map))
     }
 
     fn cpus(&mut self) -> Result<Vec<Cpu>, DtError> {
@@ -1061,6 +1075,44 @@ mod tests {
 
     fn cells(v: &[u32]) -> Vec<u8> {
         v.iter().flat_map(|c| c.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn no_map_reservations_are_kept_apart() {
+        // Strings: 0 "#address-cells", 15 "#size-cells", 27 "reg", 31 "device_type", 43 "no-map"
+        let strings = b"#address-cells\0#size-cells\0reg\0device_type\0no-map\0";
+        let s = [
+            begin(""),
+            begin("cpus"),
+            prop(0, &1u32.to_be_bytes()),
+            prop(15, &0u32.to_be_bytes()),
+            cpu(Some(&cells(&[0]))),
+            end_node(),
+            memory(&cells(&[0, 0x4000_0000, 0x4000_0000])),
+            begin("reserved-memory"),
+            prop(0, &2u32.to_be_bytes()),
+            prop(15, &1u32.to_be_bytes()),
+            begin("secure@48000000"),
+            prop(27, &cells(&[0, 0x4800_0000, 0x20_0000])),
+            prop(43, &[]),
+            end_node(),
+            begin("pool@50000000"),
+            prop(27, &cells(&[0, 0x5000_0000, 0x10_0000])),
+            end_node(),
+            end_node(),
+            end_node(),
+            end(),
+        ];
+        let m = parse(&build(&s.concat(), strings)).unwrap();
+        assert_eq!(
+            m.reserved,
+            vec![
+                Region::new(0x1000, 0x2000), // the /memreserve/ entry `build` adds
+                Region::new(0x4800_0000, 0x20_0000),
+                Region::new(0x5000_0000, 0x10_0000)
+            ]
+        );
+        assert_eq!(m.no_map, vec![Region::new(0x4800_0000, 0x20_0000)]);
     }
 
     #[test]
