@@ -18,6 +18,7 @@ test: _ensure test-host test-loom test-qemu test-image test-rpi4-files (bench "q
 # rule that only the table allocators' module may name init_mm's page-table lock.
 test-host:
     cargo test --lib --target {{host}}
+    cargo test --doc --target {{host}}
     @others=$(grep -rln page_table_lock src/ | grep -vx src/mm/pgalloc.rs || true); \
         if [ -n "$others" ]; then echo "page_table_lock named outside src/mm/pgalloc.rs: $others" >&2; exit 1; fi; \
         echo "page_table_lock: named only in src/mm/pgalloc.rs"

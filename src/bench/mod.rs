@@ -329,11 +329,15 @@ fn floor(o: &Opts) -> bool {
         let t0 = cpu::counter();
         let mut good = true;
         while cpu::counter() - t0 < o.ticks {
-            env.set_entry(&entry, desc);
+            // SAFETY: `entry` is the pte slot of `va`, in a window this benchmark reserved for
+            // itself; it maps the device page `dev` (not RAM) as Device memory, and is cleared
+            // and invalidated below before the next iteration maps it again.
+            unsafe { env.set_entry(&entry, desc) };
             env.dsb_ishst();
             env.isb();
             good &= read_rev(va, off) == rev;
-            env.set_entry(&entry, 0);
+            // SAFETY: clearing the slot mapped just above.
+            unsafe { env.set_entry(&entry, 0) };
             env.dsb_ishst();
             env.tlbi_page(va);
             env.dsb_ish();

@@ -5,7 +5,8 @@
 //! 1. the frame allocator gets the free RAM *inside the window* (all it can reach yet);
 //! 2. `init_mm` is created and, through the ordinary table allocators and `map_range` (no
 //!    page-table lock taken here, as for every caller), maps the image with W^X, leaving the
-//!    stack guard pages out, and the linear map of every RAM region with blocks where aligned;
+//!    stack guard pages out, and the linear map of the device tree's RAM minus its `no-map`
+//!    reservations, with blocks where aligned and the kernel's text and rodata read-only;
 //! 3. TTBR1 switches to `init_mm`, TTBR0 walks stop (address 0 faults from now on);
 //! 4. the rest of RAM joins the frame allocator, and the vmalloc region opens.
 
@@ -18,6 +19,7 @@ use super::layout::{
     KIMAGE_VADDR, LINEAR_MAP_LIMIT, PAGE_SIZE, VMALLOC_END, VMALLOC_START, image_layout,
     kimage_phys, phys_to_virt,
 };
+use super::mapping::PhysLayout;
 use super::pgalloc::InitMm;
 use super::pgtable::{MmError, Prot};
 use super::region::{self, Region};
@@ -84,12 +86,17 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     }
 
     // 2. init_mm: the image, then the linear map.
-    let init_mm = InitMm::new(HwEnv).map_err(|e| BootMmError::Map("the pgd", e))?;
     let img = image_layout();
+    let pa = |va: u64| va - KIMAGE_VADDR + kimage_phys();
+    let layout = PhysLayout::new(
+        region::subtract(&ram, &m.no_map),
+        Region::new(pa(img.start), img.text_end - img.start),
+        Region::new(pa(img.start), img.rodata_end - img.start),
+    );
+    let init_mm = InitMm::new(HwEnv, layout).map_err(|e| BootMmError::Map("the pgd", e))?;
     let (start, text_end, rodata_end, end) = (img.start, img.text_end, img.rodata_end, img.end);
     debug_assert_eq!(start, KIMAGE_VADDR);
     let guards = [img.boot_stack_guard, img.boot_exception_stack_guard];
-    let pa = |va: u64| va - KIMAGE_VADDR + kimage_phys();
     let map = |va: u64, end: u64, prot: Prot, what| {
         init_mm
             .map_range(va as usize, pa(va), (end - va) as usize, prot, false)
@@ -103,17 +110,13 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
         va = g + PAGE_SIZE as u64;
     }
     map(va, end, Prot::KERNEL_RW, "kernel data")?;
-    for r in &ram {
-        // Page-align inward: a partial page at either end is not usable RAM anyway.
-        let Some(r) = region::align_inward(*r, PAGE_SIZE as u64) else {
-            continue;
-        };
+    for (r, prot) in init_mm.layout().linear_map() {
         init_mm
             .map_range(
                 phys_to_virt(r.base) as usize,
                 r.base,
                 r.size as usize,
-                Prot::KERNEL_RW,
+                prot,
                 true,
             )
             .map_err(|e| BootMmError::Map("the linear map", e))?;
@@ -129,7 +132,6 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     for r in outside {
         FRAMES.add_region(r.base, r.base + r.size);
     }
-    KERNEL_VM
-        .call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), ram, mmu::pa_bits()));
+    KERNEL_VM.call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), mmu::pa_bits()));
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! What the page-table code needs from "the hardware".
 //!
 //! `mm` is generic over this trait so that the same table allocators and walkers run on the
-//! machine (the lead's `arch` implementation: frames from the frame allocator, tables through the
-//! linear map, real `dsb`/`isb`/`tlbi`) and in host tests (`testenv`: heap frames, barriers and
+//! machine (`hw::HwEnv`: frames from the frame allocator, tables through the linear map, real
+//! `dsb`/`isb`/`tlbi`) and in host tests (`testenv`: heap frames, barriers and
 //! TLB invalidations recorded as events so tests can check their ORDER against descriptor stores).
 
 use super::pgtable::{Entry, PhysAddr, Table};
@@ -19,7 +19,12 @@ pub trait PageTableEnv: Sync {
     fn free_table_frame(&self, pa: PhysAddr);
 
     /// The descriptors of the table in frame `pa` (through the linear map on hardware).
-    fn table(&self, pa: PhysAddr) -> &Table;
+    ///
+    /// # Safety
+    /// `pa` must be a frame that this environment handed out as a page table (or the pgd) and
+    /// that stays one, not freed, for as long as the returned reference is used. Any other
+    /// address would be memory that something else owns, seen as descriptors.
+    unsafe fn table(&self, pa: PhysAddr) -> &Table;
 
     /// `dsb ishst`: order earlier stores (table zeroing, descriptor writes) before later ones and
     /// make them visible to the inner-shareable domain, table walkers included.
@@ -42,18 +47,30 @@ pub trait PageTableEnv: Sync {
     /// every CPU of the inner-shareable domain.
     fn dsb_ish(&self);
 
-    /// Fill a freshly allocated table with invalid descriptors. Ordinary (relaxed) stores: the
-    /// caller publishes them with `dsb_ishst` and a Release store of the table descriptor. An
-    /// implementation may use something faster (`dc zva`) as long as it only writes zeroes.
-    fn zero_table(&self, pa: PhysAddr) {
-        for slot in self.table(pa) {
+    /// Fill a freshly allocated frame with zeroes (invalid descriptors, or a zeroed vmalloc
+    /// page). Ordinary (relaxed) stores: the caller publishes them with `dsb_ishst` and a
+    /// Release store of the table descriptor. An implementation may use something faster
+    /// (`dc zva`) as long as it only writes zeroes.
+    ///
+    /// # Safety
+    /// `pa` must be a frame this environment handed out and that its caller owns: no other CPU
+    /// uses it, and it is not (yet, or any more) a table any walker can reach.
+    unsafe fn zero_table(&self, pa: PhysAddr) {
+        // SAFETY: the caller owns the frame, which this environment handed out.
+        for slot in unsafe { self.table(pa) } {
             slot.store(0, Ordering::Relaxed);
         }
     }
 
     /// Write one descriptor: a single-copy-atomic 64-bit Release store, the only way the
     /// page-table code writes a live table. Test environments override it to record the store.
-    fn set_entry(&self, entry: &Entry<'_>, raw: u64) {
+    ///
+    /// # Safety
+    /// `raw` must be allowed at this slot now, by the rules `mapping` and `pgalloc` keep:
+    /// invalid; or a table descriptor of a zeroed table published as `pgalloc` does; or a leaf
+    /// for memory its mapping call owns, with attributes `InitMm::map_range` checked. A valid
+    /// descriptor may replace another only by break-before-make (cleared and invalidated first).
+    unsafe fn set_entry(&self, entry: &Entry<'_>, raw: u64) {
         entry.slot().store(raw, Ordering::Release);
     }
 }

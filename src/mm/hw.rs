@@ -22,11 +22,12 @@ impl PageTableEnv for HwEnv {
         FRAMES.free(pa.0, 1);
     }
 
-    fn table(&self, pa: PhysAddr) -> &Table {
-        // SAFETY: page-table frames come from the frame allocator, so they are RAM, reachable
-        // through the linear map (during boot: the early window, to which boot limits the
-        // frame allocator), 4 KiB aligned, and owned by init_mm for as long as they are tables.
-        // `Table` is 512 AtomicU64s, so shared references may be handed to every CPU.
+    unsafe fn table(&self, pa: PhysAddr) -> &Table {
+        // SAFETY: the caller passes a page-table frame (the contract), and those come from the
+        // frame allocator: RAM, mapped read/write by the linear map (during boot: by the early
+        // window, which maps the frames boot hands out), 4 KiB aligned, and a table for as long
+        // as the caller uses the reference. `Table` is 512 AtomicU64s, so shared references may
+        // be handed to every CPU.
         unsafe { &*(phys_to_virt(pa.0) as *const Table) }
     }
 

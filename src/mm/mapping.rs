@@ -14,6 +14,7 @@
 //!   `tlbi vaae1is`, the invalidation completed, and only then freed; the tables below it go
 //!   first, while it still points at them (break-before-make, invariant 5; `free_table`).
 
+use alloc::vec::Vec;
 use core::cell::Cell;
 use core::mem::MaybeUninit;
 
@@ -24,6 +25,7 @@ use super::pgtable::{
     PHYS_ADDR_BITS, PMD_SIZE, PTRS_PER_TABLE, PUD_SIZE, PhysAddr, Prot, Translation, addr_end,
 };
 use super::profile::{self, Section};
+use super::region::{self, Region};
 use super::sync::Ordering;
 
 /// Above this many leaves cleared, `unmap_range` invalidates the whole TLB with one
@@ -31,6 +33,103 @@ use super::sync::Ordering;
 /// one pte table's worth). Counted in TLBI operations, i.e. leaves: a 2 MiB block is one
 /// operation, not 512 pages, because one `tlbi vaale1is` removes a block's entry.
 pub const TLBI_MAX_OPS: usize = 512;
+
+/// What the physical address space holds, for the checks every `map_range` passes: nothing that
+/// is not RAM is ever mapped cacheable (a speculative fetch into a device or a secure carve-out
+/// can raise an SError or hang a real SoC), RAM is never mapped with a second, uncached alias
+/// (mismatched attributes), kernel text and rodata are never writable through any alias, and
+/// only kernel text is executable.
+#[derive(Clone, Debug)]
+pub struct PhysLayout {
+    /// RAM the kernel may map: the device tree's RAM minus its `no-map` reservations. Sorted and
+    /// non-overlapping (as `region::subtract` returns it).
+    memory: Vec<Region>,
+    /// The kernel image's text.
+    text: Region,
+    /// The kernel image's text and rodata.
+    read_only: Region,
+    /// False only for the host tests of the walkers ([`PhysLayout::unchecked`]).
+    checked: bool,
+}
+
+impl PhysLayout {
+    /// `memory`: mappable RAM (sorted, non-overlapping); `text` and `read_only`: the physical
+    /// ranges of the image's text and of its text plus rodata.
+    pub fn new(memory: Vec<Region>, text: Region, read_only: Region) -> Self {
+        Self {
+            memory,
+            text,
+            read_only,
+            checked: true,
+        }
+    }
+
+    /// No checks at all: for host tests of the table code, whose fake physical addresses are
+    /// no machine's.
+    #[cfg(test)]
+    pub fn unchecked() -> Self {
+        Self {
+            memory: Vec::new(),
+            text: Region::new(0, 0),
+            read_only: Region::new(0, 0),
+            checked: false,
+        }
+    }
+
+    /// Mappable RAM.
+    pub fn memory(&self) -> &[Region] {
+        &self.memory
+    }
+
+    /// What the linear map maps, and how: every page of mappable RAM, read/write, except the
+    /// kernel's text and rodata, which are read-only there too (their linear alias, Linux's
+    /// `mark_linear_text_alias_ro`; done at once here, since init_mm is built before anything
+    /// could write through that alias). All execute-never. Pages only partly RAM are left out.
+    pub fn linear_map(&self) -> Vec<(Region, Prot)> {
+        let mut out = Vec::new();
+        let ro = core::slice::from_ref(&self.read_only);
+        for r in self
+            .memory
+            .iter()
+            .filter_map(|&r| region::align_inward(r, PAGE_SIZE as u64))
+        {
+            let r = [r];
+            let rw = region::subtract(&r, ro);
+            let ro_part = region::subtract(&r, &rw);
+            out.extend(rw.into_iter().map(|x| (x, Prot::KERNEL_RW)));
+            out.extend(
+                ro_part
+                    .into_iter()
+                    .filter_map(|x| region::align_inward(x, PAGE_SIZE as u64))
+                    .map(|x| (x, Prot::KERNEL_RO)),
+            );
+        }
+        out.sort_unstable_by_key(|(r, _)| r.base);
+        out
+    }
+
+    /// May `[pa, pa + size)` be mapped with `prot`?
+    pub fn check(&self, pa: u64, size: usize, prot: Prot) -> Result<(), MmError> {
+        if !self.checked {
+            return Ok(());
+        }
+        let r = Region::new(pa, size as u64);
+        if prot.mem().is_cacheable() {
+            if !region::covers(&self.memory, r) {
+                return Err(MmError::CacheableNonRam { pa, size });
+            }
+        } else if region::overlaps(&self.memory, r) {
+            return Err(MmError::UncachedAliasOfRam { pa, size });
+        }
+        if prot.writable() && region::overlaps(core::slice::from_ref(&self.read_only), r) {
+            return Err(MmError::WritableKernelText { pa, size });
+        }
+        if prot.executable() && !region::covers(core::slice::from_ref(&self.text), r) {
+            return Err(MmError::ExecutableNonText { pa, size });
+        }
+        Ok(())
+    }
+}
 
 /// Tables found by [`InitMm::count_tables`], per level.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -129,6 +228,42 @@ impl TlbFlush {
     }
 }
 
+/// Call `visit(va, level, descriptor)` for every valid leaf of the table tree rooted at `root`
+/// (a pgd whose first entry translates `va_base`: 0 for a TTBR0 tree, `KERNEL_VA_START` for a
+/// TTBR1 one), in address order. For checks over a whole tree, init_mm's or another one's (the
+/// early tables).
+///
+/// # Safety
+/// `root` and every table reachable from it must be page tables `env` can reach with
+/// `PageTableEnv::table`, and stay tables (unchanged, unfreed) while this runs.
+pub unsafe fn for_each_leaf<E: PageTableEnv>(
+    env: &E,
+    root: PhysAddr,
+    va_base: usize,
+    visit: &mut dyn FnMut(usize, Level, Descriptor),
+) {
+    fn level_walk<E: PageTableEnv>(
+        env: &E,
+        table: PhysAddr,
+        level: Level,
+        base: usize,
+        visit: &mut dyn FnMut(usize, Level, Descriptor),
+    ) {
+        // SAFETY: the caller of `for_each_leaf` promises every table of the tree stays one.
+        let slots = unsafe { env.table(table) };
+        for (i, slot) in slots.iter().enumerate() {
+            let va = base.wrapping_add(i * level.entry_size());
+            let d = Descriptor::from_raw(slot.load(Ordering::Acquire));
+            match level.next() {
+                Some(next) if d.is_table(level) => level_walk(env, d.addr(), next, va, visit),
+                _ if d.is_leaf(level) => visit(va, level, d),
+                _ => {}
+            }
+        }
+    }
+    level_walk(env, root, Level::Pgd, va_base, visit);
+}
+
 /// Check the arguments shared by `map_range` and `unmap_range`; the exclusive end on success.
 fn check_virt(va: usize, size: usize) -> Result<usize, MmError> {
     match va.checked_add(size) {
@@ -140,7 +275,9 @@ fn check_virt(va: usize, size: usize) -> Result<usize, MmError> {
 impl<E: PageTableEnv> InitMm<E> {
     /// Map `[va, va + size)` to `[pa, pa + size)` with `prot`.
     ///
-    /// All three must be page aligned and `va` in the kernel (TTBR1) half. With `blocks`, 1 GiB
+    /// All three must be page aligned and `va` in the kernel (TTBR1) half, and `prot` must suit
+    /// what the physical range is ([`PhysLayout::check`]: cacheable only for RAM, never an
+    /// uncached alias of RAM, never a writable alias of kernel text or rodata). With `blocks`, 1 GiB
     /// pud blocks and 2 MiB pmd blocks are used wherever `va` and `pa` are both aligned and the
     /// rest of the range covers the block; an existing, leaf-free table in the way of a block is
     /// replaced by it with break-before-make ("promotion").
@@ -177,6 +314,7 @@ impl<E: PageTableEnv> InitMm<E> {
         if size == 0 {
             return Ok(());
         }
+        self.layout().check(pa, size, prot)?;
 
         let walk = self.begin_walk();
         let ctx = MapCtx {
@@ -290,7 +428,10 @@ impl<E: PageTableEnv> InitMm<E> {
             );
         } else {
             profile::timed(Section::LeafWrite, || {
-                self.env().set_entry(&entry, new.raw())
+                // SAFETY: the slot is invalid and the range is this call's (the range allocator
+                // gave it to the caller alone); `map_range` checked `prot` against what the
+                // physical range is.
+                unsafe { self.env().set_entry(&entry, new.raw()) }
             });
         }
         ctx.done.set(addr + level.entry_size());
@@ -307,7 +448,9 @@ impl<E: PageTableEnv> InitMm<E> {
         self.assert_no_leaves(old.addr(), sub, entry.span_start());
         self.free_table(entry);
         let env = self.env();
-        env.set_entry(&entry, block.raw());
+        // SAFETY: break-before-make done: the slot is invalid and its old translations gone
+        // from every TLB; the block maps memory of this call with the checked `prot`.
+        unsafe { env.set_entry(&entry, block.raw()) };
         env.dsb_ishst();
         env.isb();
         self.count_promotion();
@@ -353,7 +496,8 @@ impl<E: PageTableEnv> InitMm<E> {
             }
         }
         let env = self.env();
-        env.set_entry(&entry, Descriptor::INVALID.raw());
+        // SAFETY: clearing a table entry whose subtree holds nothing live (the callers' ranges).
+        unsafe { env.set_entry(&entry, Descriptor::INVALID.raw()) };
         env.dsb_ishst();
         env.tlbi_va(entry.span_start());
         env.dsb_ish();
@@ -419,7 +563,8 @@ impl<E: PageTableEnv> InitMm<E> {
                     "init_mm: unmapping [{start:#x}, {end:#x}) would split the {} block at {span:#x}",
                     level.name()
                 );
-                self.env().set_entry(&e, Descriptor::INVALID.raw());
+                // SAFETY: clearing a leaf of the caller's range; the TLB flush follows.
+                unsafe { self.env().set_entry(&e, Descriptor::INVALID.raw()) };
                 flush.add(span);
             }
             if next == end {
@@ -531,8 +676,9 @@ impl<E: PageTableEnv> InitMm<E> {
                     && span
                         .checked_add(level.entry_size())
                         .is_some_and(|span_end| span_end <= end);
-                let empty = env
-                    .table(d.addr())
+                // SAFETY: `d` is a table descriptor of this tree, and under the quiescence this
+                // function's caller guarantees nothing frees that table meanwhile.
+                let empty = unsafe { env.table(d.addr()) }
                     .iter()
                     .all(|s| !Descriptor::from_raw(s.load(Ordering::Acquire)).is_valid());
                 if whole && empty {
@@ -565,7 +711,7 @@ mod tests {
     const P: usize = PAGE_SIZE;
 
     fn mm() -> InitMm<TestEnv> {
-        InitMm::new(TestEnv::new()).unwrap()
+        InitMm::new(TestEnv::new(), PhysLayout::unchecked()).unwrap()
     }
 
     /// Every valid leaf under the pgd whose VA lies in `[start, end)`.
@@ -777,6 +923,102 @@ mod tests {
             .unwrap();
         assert_maps(&mm, top + 8, 0x5008, Level::Pte, Prot::KERNEL_RX);
         assert_eq!(top & !(PGDIR_SIZE - 1), KIMAGE_VADDR);
+    }
+
+    /// What every mapping is checked against: 1 GiB of RAM at 1 GiB with a 2 MiB `no-map` hole
+    /// at 0x4800_0000, the image's text at 0x4020_0000 (64 KiB) and its rodata after it (64 KiB).
+    #[test]
+    fn map_range_checks_what_the_physical_range_is() {
+        let memory = region::subtract(
+            &[Region::new(0x4000_0000, 0x4000_0000)],
+            &[Region::new(0x4800_0000, 0x20_0000)],
+        );
+        let layout = PhysLayout::new(
+            memory,
+            Region::new(0x4020_0000, 0x1_0000),
+            Region::new(0x4020_0000, 0x2_0000),
+        );
+        let mm = InitMm::new(TestEnv::new(), layout).unwrap();
+        let refused = [
+            // Cacheable, not RAM: a device, the no-map hole, a range running into it.
+            (0x0900_0000, P, Prot::KERNEL_RW, "CacheableNonRam"),
+            (0x0900_0000, P, Prot::KERNEL_RO, "CacheableNonRam"),
+            (0x4800_0000, P, Prot::KERNEL_RW, "CacheableNonRam"),
+            (0x47ff_f000, 2 * P, Prot::KERNEL_RW, "CacheableNonRam"),
+            (0x7fff_f000, 2 * P, Prot::KERNEL_RW, "CacheableNonRam"),
+            // Uncached aliases of RAM.
+            (0x4100_0000, P, Prot::DEVICE, "UncachedAliasOfRam"),
+            (0x4100_0000, P, Prot::DEVICE_WC, "UncachedAliasOfRam"),
+            (0x4100_0000, P, Prot::DEVICE_NP, "UncachedAliasOfRam"),
+            (0x3fff_f000, 2 * P, Prot::DEVICE, "UncachedAliasOfRam"),
+            // Writable text or rodata.
+            (0x4020_0000, P, Prot::KERNEL_RW, "WritableKernelText"),
+            (0x4021_f000, P, Prot::KERNEL_RW, "WritableKernelText"),
+            (0x401f_f000, 2 * P, Prot::KERNEL_RW, "WritableKernelText"),
+            // Executable, not text.
+            (0x4021_0000, P, Prot::KERNEL_RX, "ExecutableNonText"),
+            (0x4020_f000, 2 * P, Prot::KERNEL_RX, "ExecutableNonText"),
+        ];
+        for (i, &(pa, size, prot, why)) in refused.iter().enumerate() {
+            let va = V + i * 4 * P;
+            let e = mm.map_range(va, pa, size, prot, false).unwrap_err();
+            assert!(
+                format!("{e:?}").starts_with(why),
+                "{prot:?} at {pa:#x}: {e:?}, not {why}"
+            );
+            assert!(mm.translate(va).is_none());
+        }
+        assert_eq!(
+            mm.env().live_frames(),
+            1,
+            "refused before any table was allocated"
+        );
+        let allowed = [
+            (0x4020_0000, 0x1_0000, Prot::KERNEL_RX),
+            (0x4020_0000, 0x2_0000, Prot::KERNEL_RO),
+            (0x4022_0000, P, Prot::KERNEL_RW),
+            (0x4100_0000, 0x700_0000, Prot::KERNEL_RW),
+            (0x4820_0000, P, Prot::KERNEL_RO),
+            // A no-map region is not mapped cacheable, so a device alias is no second alias
+            // (Linux's ioremap allows it too).
+            (0x4800_0000, P, Prot::DEVICE),
+            (0x0900_0000, P, Prot::DEVICE_WC),
+        ];
+        for (i, &(pa, size, prot)) in allowed.iter().enumerate() {
+            let va = V + PUD_SIZE + i * 0x1000_0000;
+            mm.map_range(va, pa, size, prot, false)
+                .unwrap_or_else(|e| panic!("{prot:?} at {pa:#x}: {e}"));
+        }
+    }
+
+    #[test]
+    fn linear_map_leaves_out_no_map_and_keeps_text_and_rodata_read_only() {
+        let memory = region::subtract(
+            &[
+                Region::new(0x4000_0000, 0x4000_0000),
+                Region::new(0x1_0000_0000, 0x1000_0800), // ends mid-page
+            ],
+            &[Region::new(0x4800_0000, 0x20_0000)],
+        );
+        let layout = PhysLayout::new(
+            memory,
+            Region::new(0x4020_0000, 0x1_0000),
+            Region::new(0x4020_0000, 0x2_3000),
+        );
+        assert_eq!(
+            layout.linear_map(),
+            [
+                (Region::new(0x4000_0000, 0x20_0000), Prot::KERNEL_RW),
+                (Region::new(0x4020_0000, 0x2_3000), Prot::KERNEL_RO),
+                (Region::new(0x4022_3000, 0x07dd_d000), Prot::KERNEL_RW),
+                (Region::new(0x4820_0000, 0x37e0_0000), Prot::KERNEL_RW),
+                (Region::new(0x1_0000_0000, 0x1000_0000), Prot::KERNEL_RW),
+            ]
+        );
+        // And every piece passes the checks map_range makes.
+        for (r, prot) in layout.linear_map() {
+            layout.check(r.base, r.size as usize, prot).unwrap();
+        }
     }
 
     /// A range that needs five new tables on the way plus one 2 MiB and one 1 GiB block.

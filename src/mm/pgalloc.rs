@@ -29,7 +29,7 @@
 //! build by changing `pte_alloc_kernel`'s signature. Here the lock is a private field of
 //! [`InitMm`]: code outside this module cannot name it, so a caller that tries fails to build:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0616
 //! # fn f(init_mm: &initmm::mm::pgalloc::InitMm<impl initmm::mm::env::PageTableEnv>) {
 //! let _ptl = init_mm.page_table_lock.lock(); // error[E0616]: field `page_table_lock` is private
 //! # }
@@ -42,6 +42,7 @@
 //! `init_mm.page_table_lock`), and the allocators then take no lock of their own.
 
 use super::env::PageTableEnv;
+use super::mapping::PhysLayout;
 use super::pgtable::{Descriptor, Entry, Level, MmError, PhysAddr};
 use super::profile::{self, Section};
 use super::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -135,6 +136,8 @@ impl Drop for Walk<'_> {
 pub struct InitMm<E: PageTableEnv> {
     env: E,
     pgd: PhysAddr,
+    /// What may be mapped how (checked by `map_range`).
+    layout: PhysLayout,
     /// Serialises table installs, and nothing else. Private: see the module documentation.
     page_table_lock: Mutex<()>,
     /// Only for [`LockMode::CallerLocked`]: the pre-patch caller-held lock.
@@ -145,16 +148,19 @@ pub struct InitMm<E: PageTableEnv> {
 }
 
 impl<E: PageTableEnv> InitMm<E> {
-    /// Allocate and zero the pgd; every other table is installed on demand.
-    pub fn new(env: E) -> Result<Self, MmError> {
+    /// Allocate and zero the pgd; every other table is installed on demand. `layout` says what
+    /// the physical address space holds, for `map_range`'s checks.
+    pub fn new(env: E, layout: PhysLayout) -> Result<Self, MmError> {
         let pgd = env.alloc_table_frame().ok_or(MmError::OutOfMemory)?;
-        env.zero_table(pgd);
+        // SAFETY: a frame just handed out, not yet a table anything can reach.
+        unsafe { env.zero_table(pgd) };
         // The pgd is reached through TTBR1 rather than a descriptor: make the zeroes visible
         // before whoever programs TTBR1 (after its own barrier) can let a walker in.
         env.dsb_ishst();
         Ok(Self {
             env,
             pgd,
+            layout,
             page_table_lock: Mutex::new(()),
             caller_lock: Mutex::new(()),
             lock_mode: AtomicUsize::new(0),
@@ -176,6 +182,11 @@ impl<E: PageTableEnv> InitMm<E> {
     /// The environment the tables live in.
     pub fn env(&self) -> &E {
         &self.env
+    }
+
+    /// What the physical address space holds.
+    pub fn layout(&self) -> &PhysLayout {
+        &self.layout
     }
 
     /// Choose the locking design for later mapping calls.
@@ -254,8 +265,15 @@ impl<E: PageTableEnv> InitMm<E> {
     }
 
     /// The slot for `va` in the `level` table in frame `table`.
+    ///
+    /// Private to `mm`, whose code passes only the pgd or the address of a table read from a
+    /// descriptor of this tree, on a walk of a range it owns (or, for `reclaim_empty_tables`,
+    /// under quiescence).
     pub(super) fn entry_in(&self, table: PhysAddr, level: Level, va: usize) -> Entry<'_> {
-        Entry::new(self.env.table(table), table, level, va)
+        // SAFETY: `table` is the pgd or a table of this tree (see above), and tables leave the
+        // tree only through `free_table`, which runs only where no walker of the range can be:
+        // on the promoting call's own range, or under `reclaim_empty_tables`' quiescence.
+        Entry::new(unsafe { self.env.table(table) }, table, level, va)
     }
 
     /// `pud_alloc`/`pmd_alloc`/`pte_alloc_kernel` for a walk already begun with `begin_walk`.
@@ -312,7 +330,8 @@ impl<E: PageTableEnv> InitMm<E> {
         // visible to every CPU and walker before any descriptor can point at the table (the
         // Release store below orders them for the lock-free readers of the Rust memory model).
         let new = self.env.alloc_table_frame().ok_or(MmError::OutOfMemory)?;
-        self.env.zero_table(new);
+        // SAFETY: a frame just handed out to us, not yet a table anything can reach.
+        unsafe { self.env.zero_table(new) };
         self.env.dsb_ishst();
 
         // In the caller-locked baseline the whole walk is counted (see `Walk`'s drop).
@@ -331,7 +350,9 @@ impl<E: PageTableEnv> InitMm<E> {
             if now.is_valid() {
                 Some(now)
             } else {
-                self.env.set_entry(&entry, Descriptor::table(new).raw());
+                // SAFETY: the slot is empty (re-checked under the lock, which every installer
+                // takes), and `new` is zeroed with the zeroes published by the `dsb ishst` above.
+                unsafe { self.env.set_entry(&entry, Descriptor::table(new).raw()) };
                 // Still under the lock, so a CPU that loses the re-check only proceeds once the
                 // new entry is visible to the walkers too (what `set_pmd` does on arm64).
                 self.env.dsb_ishst();
@@ -370,14 +391,14 @@ mod tests {
     use crate::mm::testenv::{Event, TestEnv};
 
     fn mm() -> InitMm<TestEnv> {
-        InitMm::new(TestEnv::new()).unwrap()
+        InitMm::new(TestEnv::new(), PhysLayout::unchecked()).unwrap()
     }
 
     #[test]
     fn new_allocates_one_zeroed_pgd() {
         let mm = mm();
         assert_eq!(mm.env().live_frames(), 1);
-        let pgd = mm.env().table(mm.pgd_phys());
+        let pgd = mm.env().frame_table(mm.pgd_phys());
         assert!(pgd.iter().all(|s| s.load(Ordering::Relaxed) == 0));
         assert_eq!(mm.stats(), PgStatsSnapshot::default());
     }
@@ -386,7 +407,10 @@ mod tests {
     fn new_fails_cleanly_without_memory() {
         let env = TestEnv::new();
         env.fail_after(0);
-        assert!(matches!(InitMm::new(env), Err(MmError::OutOfMemory)));
+        assert!(matches!(
+            InitMm::new(env, PhysLayout::unchecked()),
+            Err(MmError::OutOfMemory)
+        ));
     }
 
     #[test]
@@ -492,8 +516,10 @@ mod tests {
         let w = winner.clone();
         mm.env().on_next_alloc(move |env| {
             let f = env.alloc_table_frame().unwrap();
-            env.zero_table(f);
-            env.table(pud_table)[idx].store(Descriptor::table(f).raw(), Ordering::Release);
+            for slot in env.frame_table(f) {
+                slot.store(0, Ordering::Relaxed);
+            }
+            env.frame_table(pud_table)[idx].store(Descriptor::table(f).raw(), Ordering::Release);
             *w.lock().unwrap() = Some(f);
         });
         mm.env().start_recording();
@@ -652,7 +678,8 @@ mod loom_tests {
     /// under the lock, which must make this fail.
     fn race<const RECHECK: bool>(parent: Level, threads: usize, slots: Slots) {
         model(move || {
-            let mm = Arc::new(InitMm::new(TestEnv::with_capacity(16)).unwrap());
+            let mm =
+                Arc::new(InitMm::new(TestEnv::with_capacity(16), PhysLayout::unchecked()).unwrap());
             let va_of = move |t: usize| match slots {
                 Slots::Same => VMALLOC_START + t * PAGE_SIZE,
                 Slots::Neighbours => VMALLOC_START + t * parent.entry_size(),
@@ -774,7 +801,8 @@ mod loom_tests {
     #[test]
     fn two_cpus_full_walk() {
         model(|| {
-            let mm = Arc::new(InitMm::new(TestEnv::with_capacity(16)).unwrap());
+            let mm =
+                Arc::new(InitMm::new(TestEnv::with_capacity(16), PhysLayout::unchecked()).unwrap());
             let hs: Vec<_> = (0..2)
                 .map(|t| {
                     let mm = mm.clone();

@@ -65,7 +65,7 @@ pub const MAIR_IDX_NORMAL: u64 = 0;
 pub const MAIR_IDX_DEVICE_NGNRE: u64 = 1;
 /// MAIR_EL1 attribute index of Normal non-cacheable (`ioremap_wc`).
 pub const MAIR_IDX_NORMAL_NC: u64 = 2;
-/// MAIR_EL1 attribute index of Device-nGnRnE (strongly ordered; reserved for the lead's use).
+/// MAIR_EL1 attribute index of Device-nGnRnE (`ioremap_np`).
 pub const MAIR_IDX_DEVICE_NGNRNE: u64 = 3;
 /// The MAIR_EL1 value matching the indices above: Attr0 = 0xff, Attr1 = 0x04, Attr2 = 0x44,
 /// Attr3 = 0x00.
@@ -272,6 +272,8 @@ pub enum MemType {
     Normal,
     /// Device-nGnRE (`ioremap`).
     Device,
+    /// Device-nGnRnE (`ioremap_np`: no early write acknowledgement).
+    DeviceNp,
     /// Normal non-cacheable (`ioremap_wc`).
     NormalNc,
 }
@@ -281,14 +283,20 @@ impl MemType {
         match self {
             MemType::Normal => MAIR_IDX_NORMAL,
             MemType::Device => MAIR_IDX_DEVICE_NGNRE,
+            MemType::DeviceNp => MAIR_IDX_DEVICE_NGNRNE,
             MemType::NormalNc => MAIR_IDX_NORMAL_NC,
         }
+    }
+
+    /// Normal write-back cacheable: the only type that must map RAM and nothing else.
+    pub const fn is_cacheable(self) -> bool {
+        matches!(self, MemType::Normal)
     }
 }
 
 /// The protection of a kernel mapping.
 ///
-/// Only the five constants exist: together they are W^X by construction (nothing is both
+/// Only the constants below exist: together they are W^X by construction (nothing is both
 /// writable and executable, and device memory is never executable), so no caller can ask for a
 /// mapping that breaks invariant 6.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -329,6 +337,22 @@ impl Prot {
         writable: true,
         executable: false,
     };
+    /// `ioremap_np`: Device-nGnRnE, read/write, execute-never.
+    pub const DEVICE_NP: Prot = Prot {
+        mem: MemType::DeviceNp,
+        writable: true,
+        executable: false,
+    };
+
+    /// Every `Prot` there is.
+    pub const ALL: [Prot; 6] = [
+        Prot::KERNEL_RW,
+        Prot::KERNEL_RO,
+        Prot::KERNEL_RX,
+        Prot::DEVICE,
+        Prot::DEVICE_WC,
+        Prot::DEVICE_NP,
+    ];
 
     /// The memory type.
     pub const fn mem(self) -> MemType {
@@ -343,6 +367,30 @@ impl Prot {
     /// Is the mapping executable at EL1?
     pub const fn executable(self) -> bool {
         self.executable
+    }
+}
+
+/// What `ioremap_prot` may map device registers as: device memory, or Normal non-cacheable for
+/// memory that tolerates speculative and merged accesses (a frame buffer). Nothing cacheable or
+/// executable can be asked for: such an MMIO mapping does not build.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IoProt {
+    /// Device-nGnRE (`ioremap`): the default for registers.
+    DeviceNgnre,
+    /// Device-nGnRnE (`ioremap_np`): writes complete at the device, for buses that need it.
+    DeviceNgnrne,
+    /// Normal non-cacheable (`ioremap_wc`).
+    NormalNc,
+}
+
+impl IoProt {
+    /// The page-table protection: read/write, execute-never.
+    pub const fn prot(self) -> Prot {
+        match self {
+            IoProt::DeviceNgnre => Prot::DEVICE,
+            IoProt::DeviceNgnrne => Prot::DEVICE_NP,
+            IoProt::NormalNc => Prot::DEVICE_WC,
+        }
     }
 }
 
@@ -381,6 +429,36 @@ pub enum MmError {
         /// Requested size.
         size: usize,
     },
+    /// A cacheable (Normal) mapping of something that is not mappable RAM (device tree RAM minus
+    /// `no-map` reservations): speculative fetches into it could hang or abort a real SoC.
+    CacheableNonRam {
+        /// Requested physical start.
+        pa: u64,
+        /// Requested size.
+        size: usize,
+    },
+    /// A device or non-cacheable mapping of RAM the linear map holds cacheable: two aliases
+    /// with mismatched attributes.
+    UncachedAliasOfRam {
+        /// Requested physical start.
+        pa: u64,
+        /// Requested size.
+        size: usize,
+    },
+    /// A writable mapping of the kernel image's text or rodata.
+    WritableKernelText {
+        /// Requested physical start.
+        pa: u64,
+        /// Requested size.
+        size: usize,
+    },
+    /// An executable mapping of anything but the kernel's text.
+    ExecutableNonText {
+        /// Requested physical start.
+        pa: u64,
+        /// Requested size.
+        size: usize,
+    },
 }
 
 impl fmt::Display for MmError {
@@ -401,6 +479,23 @@ impl fmt::Display for MmError {
             MmError::BadPhysRange { pa, size } => write!(
                 f,
                 "[{pa:#x} + {size:#x}) exceeds the {PHYS_ADDR_BITS}-bit physical address size"
+            ),
+            MmError::CacheableNonRam { pa, size } => write!(
+                f,
+                "[{pa:#x} + {size:#x}) is not RAM the kernel may map: no cacheable mapping of it"
+            ),
+            MmError::UncachedAliasOfRam { pa, size } => write!(
+                f,
+                "[{pa:#x} + {size:#x}) is RAM, mapped cacheable by the linear map: no device or \
+                 non-cacheable alias of it"
+            ),
+            MmError::WritableKernelText { pa, size } => write!(
+                f,
+                "[{pa:#x} + {size:#x}) holds kernel text or rodata: no writable alias of it"
+            ),
+            MmError::ExecutableNonText { pa, size } => write!(
+                f,
+                "[{pa:#x} + {size:#x}) is not kernel text: only kernel text is executable"
             ),
         }
     }
@@ -520,6 +615,7 @@ impl Descriptor {
         match self.attr_index() {
             MAIR_IDX_NORMAL => Some(MemType::Normal),
             MAIR_IDX_DEVICE_NGNRE => Some(MemType::Device),
+            MAIR_IDX_DEVICE_NGNRNE => Some(MemType::DeviceNp),
             MAIR_IDX_NORMAL_NC => Some(MemType::NormalNc),
             _ => None,
         }
@@ -552,15 +648,7 @@ impl Descriptor {
             writable: self.writable(),
             executable: !self.pxn(),
         };
-        [
-            Prot::KERNEL_RW,
-            Prot::KERNEL_RO,
-            Prot::KERNEL_RX,
-            Prot::DEVICE,
-            Prot::DEVICE_WC,
-        ]
-        .contains(&p)
-        .then_some(p)
+        Prot::ALL.contains(&p).then_some(p)
     }
 }
 
@@ -624,8 +712,9 @@ impl<'a> Entry<'a> {
         self.va & !(self.level.entry_size() - 1)
     }
 
-    /// The 64-bit atomic behind this slot.
-    pub fn slot(&self) -> &'a AtomicU64 {
+    /// The 64-bit atomic behind this slot: a live descriptor, so only `mm` may reach it (and
+    /// writes go through `PageTableEnv::set_entry`, whose contract says what may be stored).
+    pub(in crate::mm) fn slot(&self) -> &'a AtomicU64 {
         &self.table[self.index()]
     }
 

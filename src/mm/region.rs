@@ -130,6 +130,32 @@ pub fn subtract(ram: &[Region], holes: &[Region]) -> Vec<Region> {
     out
 }
 
+/// Does some region of `sorted` (sorted by base, non-overlapping, as [`union`] and
+/// [`subtract`] return them) share an address with `r`? Allocates nothing: for hot paths.
+pub fn overlaps(sorted: &[Region], r: Region) -> bool {
+    let (s, e) = r.interval();
+    sorted.iter().any(|x| {
+        let (xs, xe) = x.interval();
+        xs < e && s < xe
+    })
+}
+
+/// Is every address of `r` in some region of `sorted` (sorted by base, non-overlapping, touching
+/// regions merged or not)? An empty `r` is covered. Allocates nothing: for hot paths.
+pub fn covers(sorted: &[Region], r: Region) -> bool {
+    let (mut s, e) = r.interval();
+    for x in sorted {
+        if s >= e {
+            break;
+        }
+        let (xs, xe) = x.interval();
+        if xs <= s && s < xe {
+            s = xe;
+        }
+    }
+    s >= e
+}
+
 /// The largest sub-region of `r` whose base and end are both multiples of `align` (a power of
 /// two), or `None` when there is none or `align` is not a power of two.
 ///
@@ -284,5 +310,28 @@ mod tests {
             align_inward(r(u64::MAX - 0x1ffe, 0x1fff), 0x1000),
             Some(r(u64::MAX - 0xfff, 0x1000))
         );
+    }
+
+    #[test]
+    fn covers_and_overlaps_without_allocating() {
+        let rs = [
+            Region::new(0x1000, 0x1000),
+            Region::new(0x2000, 0x1000),
+            Region::new(0x5000, 0x1000),
+        ];
+        assert!(
+            covers(&rs, Region::new(0x1000, 0x2000)),
+            "across touching regions"
+        );
+        assert!(covers(&rs, Region::new(0x1800, 0x100)));
+        assert!(covers(&rs, Region::new(0x9000, 0)), "empty");
+        assert!(!covers(&rs, Region::new(0x1000, 0x2001)), "one byte past");
+        assert!(!covers(&rs, Region::new(0x2800, 0x3000)), "across a hole");
+        assert!(!covers(&rs, Region::new(0x0, 0x1001)));
+        assert!(!covers(&[], Region::new(0x0, 1)));
+        assert!(overlaps(&rs, Region::new(0x2fff, 2)));
+        assert!(overlaps(&rs, Region::new(0x0, u64::MAX)));
+        assert!(!overlaps(&rs, Region::new(0x3000, 0x2000)));
+        assert!(!overlaps(&rs, Region::new(0x5000, 0)));
     }
 }

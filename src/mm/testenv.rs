@@ -180,6 +180,22 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// The frame at `pa` seen as a table: what `PageTableEnv::table` returns, but checked, so
+    /// safe. Panics unless `pa` is an allocated frame; frames live as long as the environment
+    /// (they are only ever poisoned and reused, never deallocated), so the reference is valid.
+    pub fn frame_table(&self, pa: PhysAddr) -> &Table {
+        let i = self
+            .frame_index(pa)
+            .unwrap_or_else(|| panic!("TestEnv: {pa:?} is not a frame (garbage descriptor?)"));
+        assert!(
+            self.allocated[i].load(StdOrdering::SeqCst),
+            "TestEnv: walked into free frame {pa:?} (use after free or unzeroed table?)"
+        );
+        self.frame(i)
+    }
+}
+
 impl PageTableEnv for TestEnv {
     fn alloc_table_frame(&self) -> Option<PhysAddr> {
         if self.alloc_yield.load(StdOrdering::SeqCst) {
@@ -239,15 +255,8 @@ impl PageTableEnv for TestEnv {
         }
     }
 
-    fn table(&self, pa: PhysAddr) -> &Table {
-        let i = self
-            .frame_index(pa)
-            .unwrap_or_else(|| panic!("TestEnv: {pa:?} is not a frame (garbage descriptor?)"));
-        assert!(
-            self.allocated[i].load(StdOrdering::SeqCst),
-            "TestEnv: walked into free frame {pa:?} (use after free or unzeroed table?)"
-        );
-        self.frame(i)
+    unsafe fn table(&self, pa: PhysAddr) -> &Table {
+        self.frame_table(pa)
     }
 
     fn dsb_ishst(&self) {
@@ -274,14 +283,14 @@ impl PageTableEnv for TestEnv {
         self.record(Event::DsbIsh);
     }
 
-    fn zero_table(&self, pa: PhysAddr) {
+    unsafe fn zero_table(&self, pa: PhysAddr) {
         self.record(Event::Zero(pa));
-        for slot in self.table(pa) {
+        for slot in self.frame_table(pa) {
             slot.store(0, Ordering::Relaxed);
         }
     }
 
-    fn set_entry(&self, entry: &Entry<'_>, raw: u64) {
+    unsafe fn set_entry(&self, entry: &Entry<'_>, raw: u64) {
         self.record(Event::Store {
             level: entry.level(),
             table: entry.table_phys(),

@@ -14,7 +14,7 @@ use core::fmt;
 
 use super::env::PageTableEnv;
 use super::pgalloc::InitMm;
-use super::pgtable::{MmError, PhysAddr, Prot};
+use super::pgtable::{IoProt, MmError, PhysAddr, Prot};
 use super::profile::{self, Section};
 use super::region::Region;
 use super::sync::Mutex;
@@ -149,25 +149,21 @@ struct Areas {
 pub struct KernelVm<E: PageTableEnv> {
     pub init_mm: InitMm<E>,
     vmap_area_lock: Mutex<Areas>,
-    ram: Vec<Region>,
     pa_bits: u32,
 }
 
 impl<E: PageTableEnv> KernelVm<E> {
-    /// `ram`: the machine's RAM (ioremap refuses it); `pa_bits`: the CPU's physical address size.
-    pub fn new(
-        init_mm: InitMm<E>,
-        vmalloc: (usize, usize),
-        ram: Vec<Region>,
-        pa_bits: u32,
-    ) -> Self {
+    /// `vmalloc`: the virtual window areas come from; `pa_bits`: the CPU's physical address
+    /// size. What is RAM (which ioremap refuses) is `init_mm`'s [`PhysLayout`].
+    ///
+    /// [`PhysLayout`]: super::mapping::PhysLayout
+    pub fn new(init_mm: InitMm<E>, vmalloc: (usize, usize), pa_bits: u32) -> Self {
         let areas = Areas {
             alloc: VmapAreaAllocator::new(vmalloc.0, vmalloc.1),
         };
         Self {
             init_mm,
             vmap_area_lock: Mutex::new(areas),
-            ram,
             pa_bits,
         }
     }
@@ -282,7 +278,8 @@ impl<E: PageTableEnv> KernelVm<E> {
             }
         }
         for &pa in &pages {
-            env.zero_table(pa);
+            // SAFETY: frames just handed out to this call, mapped nowhere yet.
+            unsafe { env.zero_table(pa) };
         }
         self.vmap_kind(&pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align)
             .inspect_err(|_| {
@@ -304,14 +301,16 @@ impl<E: PageTableEnv> KernelVm<E> {
             let va = area.start + (i + 1) * PAGE_SIZE;
             let mapped = match env.alloc_table_frame() {
                 // Zeroed like vmalloc: a stack must not hand out what the frame held before.
-                Some(pa) => self
-                    .init_mm
-                    .map_range(va, pa.0, PAGE_SIZE, Prot::KERNEL_RW, false)
-                    .map(|()| env.zero_table(pa))
-                    .map_err(|e| {
-                        env.free_table_frame(pa);
-                        VmError::from(e)
-                    }),
+                Some(pa) => {
+                    // SAFETY: a frame just handed out to this call, mapped nowhere yet.
+                    unsafe { env.zero_table(pa) };
+                    self.init_mm
+                        .map_range(va, pa.0, PAGE_SIZE, Prot::KERNEL_RW, false)
+                        .map_err(|e| {
+                            env.free_table_frame(pa);
+                            VmError::from(e)
+                        })
+                }
                 None => Err(VmError::OutOfMemory { pages: n }),
             };
             if let Err(e) = mapped {
@@ -369,15 +368,40 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// Map device registers at `phys` (any alignment) as Device-nGnRE, execute-never.
     /// Returns the virtual address of `phys` itself (the sub-page offset is kept).
     pub fn ioremap(&self, phys: u64, size: usize) -> Result<usize, VmError> {
-        self.ioremap_prot(phys, size, Prot::DEVICE)
+        self.ioremap_prot(phys, size, IoProt::DeviceNgnre)
     }
 
     /// Like [`ioremap`](Self::ioremap) but Normal non-cacheable (write-combining).
     pub fn ioremap_wc(&self, phys: u64, size: usize) -> Result<usize, VmError> {
-        self.ioremap_prot(phys, size, Prot::DEVICE_WC)
+        self.ioremap_prot(phys, size, IoProt::NormalNc)
     }
 
-    pub fn ioremap_prot(&self, phys: u64, size: usize, prot: Prot) -> Result<usize, VmError> {
+    /// Like [`ioremap`](Self::ioremap) but Device-nGnRnE (non-posted writes).
+    pub fn ioremap_np(&self, phys: u64, size: usize) -> Result<usize, VmError> {
+        self.ioremap_prot(phys, size, IoProt::DeviceNgnrne)
+    }
+
+    /// Map device memory at `phys` (any alignment) as `prot`, execute-never; returns the virtual
+    /// address of `phys` itself. [`IoProt`] offers device and non-cacheable types only, so a
+    /// cacheable or executable MMIO mapping cannot be asked for:
+    ///
+    /// ```compile_fail,E0308
+    /// # use initmm::mm::{env::PageTableEnv, pgtable::Prot, vm::KernelVm};
+    /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
+    /// let uart = vm.ioremap_prot(0x0900_0000, 0x1000, Prot::KERNEL_RX); // expected `IoProt`
+    /// # }
+    /// ```
+    ///
+    /// while the same call with an `IoProt` builds:
+    ///
+    /// ```
+    /// # use initmm::mm::{env::PageTableEnv, pgtable::IoProt, vm::KernelVm};
+    /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
+    /// let uart = vm.ioremap_prot(0x0900_0000, 0x1000, IoProt::DeviceNgnre);
+    /// # }
+    /// ```
+    pub fn ioremap_prot(&self, phys: u64, size: usize, prot: IoProt) -> Result<usize, VmError> {
+        let prot = prot.prot();
         if size == 0 {
             return Err(VmError::ZeroSize);
         }
@@ -392,7 +416,9 @@ impl<E: PageTableEnv> KernelVm<E> {
             });
         }
         if let Some(&ram) = self
-            .ram
+            .init_mm
+            .layout()
+            .memory()
             .iter()
             .find(|r| phys <= r.base.saturating_add(r.size - 1) && r.base <= last)
         {
@@ -475,7 +501,13 @@ mod tests {
     const PA_BITS: u32 = 40;
 
     fn vm_with(env: TestEnv, window: (usize, usize), pa_bits: u32) -> KernelVm<TestEnv> {
-        KernelVm::new(InitMm::new(env).unwrap(), window, vec![RAM], pa_bits)
+        KernelVm::new(InitMm::new(env, layout()).unwrap(), window, pa_bits)
+    }
+
+    /// [`RAM`] is the machine's memory; no kernel image.
+    fn layout() -> crate::mm::mapping::PhysLayout {
+        let none = Region::new(0, 0);
+        crate::mm::mapping::PhysLayout::new(vec![RAM], none, none)
     }
 
     fn vm() -> KernelVm<TestEnv> {
@@ -507,7 +539,7 @@ mod tests {
         fn count(vm: &KernelVm<TestEnv>, table: PhysAddr, level: Level) -> usize {
             vm.init_mm
                 .env()
-                .table(table)
+                .frame_table(table)
                 .iter()
                 .map(|slot| {
                     let d = Descriptor::from_raw(slot.load(Ordering::Acquire));
@@ -574,7 +606,7 @@ mod tests {
             .translate(va)
             .unwrap_or_else(|| panic!("vmalloc page {va:#x} not mapped"));
         assert_eq!((t.level, t.prot()), (Level::Pte, Some(Prot::KERNEL_RW)));
-        vm.init_mm.env().table(t.pa)
+        vm.init_mm.env().frame_table(t.pa)
     }
 
     fn pattern(tag: u64, page: usize, slot: usize) -> u64 {
@@ -641,42 +673,55 @@ mod tests {
         assert_eq!(&events[n..], &expected[..]);
     }
 
-    /// Break-before-make of the `level` entry for `va` turning a table into `block`: clear,
-    /// `dsb ishst`, `tlbi vaae1is` of the entry (then of the subtables), `dsb ish; isb`, free the
-    /// old tables, write the block, `dsb ishst; isb`. No table is allocated on the way.
+    /// Break-before-make of the `level` entry for `va` turning a table into `block`, the old
+    /// tables taken out bottom-up (Linux's `pud_free_pmd_page`): for every table, lowest first,
+    /// its entry cleared, `dsb ishst; tlbi vaae1is; dsb ish; isb`, then the table freed; the
+    /// `level` entry itself last; then the block written, `dsb ishst; isb`. No table is
+    /// allocated on the way.
     #[track_caller]
     fn assert_promotion(events: &[Event], level: Level, va: usize, freed: &[PhysAddr], block: u64) {
         assert!(
             !events.iter().any(|e| matches!(e, Event::Alloc(_))),
             "{events:?}"
         );
-        let is_store = |e: &Event, v: u64| matches!(*e, Event::Store { level: l, val, .. } if l == level && val == v);
-        let clear = events
+        let first = events
             .iter()
-            .position(|e| is_store(e, 0))
-            .expect("the table entry is never cleared");
-        let rest = &events[clear + 1..];
-        assert_eq!(rest[..2], [Event::DsbIshst, Event::TlbiVa(va)]);
-        let tlbis = rest[1..]
-            .iter()
-            .take_while(|e| matches!(e, Event::TlbiVa(_)))
-            .count();
-        let rest = &rest[1 + tlbis..];
-        assert_eq!(rest[..2], [Event::DsbIsh, Event::Isb]);
-        let mut frees: Vec<PhysAddr> = rest[2..2 + freed.len()]
-            .iter()
-            .map(|e| match *e {
-                Event::Free(pa) => pa,
-                e => panic!("expected the old tables to be freed, got {e:?}"),
-            })
-            .collect();
+            .position(|e| matches!(*e, Event::Store { val: 0, .. }))
+            .expect("no table entry is ever cleared");
+        let groups = &events[first..first + 6 * freed.len()];
+        let mut frees = Vec::new();
+        for (i, g) in groups.chunks(6).enumerate() {
+            let Event::Store {
+                level: l, val: 0, ..
+            } = g[0]
+            else {
+                panic!("group {i} does not start with a clear: {g:?}");
+            };
+            let Event::TlbiVa(at) = g[2] else {
+                panic!("group {i}: no tlbi vaae1is: {g:?}");
+            };
+            assert_eq!(
+                [g[1], g[3], g[4]],
+                [Event::DsbIshst, Event::DsbIsh, Event::Isb],
+                "group {i}: {g:?}"
+            );
+            let Event::Free(pa) = g[5] else {
+                panic!("group {i}: the table is not freed right after its invalidation: {g:?}");
+            };
+            if i + 1 == freed.len() {
+                assert_eq!((l, at), (level, va), "the {level:?} entry goes last");
+            } else {
+                assert!(l > level, "group {i}: a lower table first ({l:?})");
+            }
+            frees.push(pa);
+        }
         let mut want = freed.to_vec();
         frees.sort_unstable_by_key(|pa| pa.0);
         want.sort_unstable_by_key(|pa| pa.0);
         assert_eq!(frees, want);
-        let rest = &rest[2 + freed.len()..];
+        let rest = &events[first + 6 * freed.len()..];
         assert!(
-            is_store(&rest[0], block),
+            matches!(rest[0], Event::Store { level: l, val, .. } if l == level && val == block),
             "expected the block, got {:?}",
             rest[0]
         );
@@ -1091,8 +1136,8 @@ mod tests {
             self.env.free_table_frame(pa);
             self.note(Event::Free(pa));
         }
-        fn table(&self, pa: PhysAddr) -> &Table {
-            self.env.table(pa)
+        unsafe fn table(&self, pa: PhysAddr) -> &Table {
+            self.env.frame_table(pa)
         }
         fn dsb_ishst(&self) {
             self.note(Event::DsbIshst);
@@ -1112,8 +1157,9 @@ mod tests {
         fn dsb_ish(&self) {
             self.note(Event::DsbIsh);
         }
-        fn set_entry(&self, entry: &Entry<'_>, raw: u64) {
-            self.env.set_entry(entry, raw);
+        unsafe fn set_entry(&self, entry: &Entry<'_>, raw: u64) {
+            // SAFETY: forwarded: our caller keeps the contract.
+            unsafe { self.env.set_entry(entry, raw) };
             self.note(Event::Store {
                 level: entry.level(),
                 table: entry.table_phys(),
@@ -1136,9 +1182,8 @@ mod tests {
                 log: StdMutex::new(Vec::new()),
             };
             let vm = Arc::new(KernelVm::new(
-                InitMm::new(spy).unwrap(),
+                InitMm::new(spy, layout()).unwrap(),
                 WINDOW,
-                vec![RAM],
                 PA_BITS,
             ));
             let spy = vm.init_mm.env();
@@ -1415,7 +1460,7 @@ mod tests {
             assert_eq!((t.level, t.prot()), (Level::Pte, Some(Prot::KERNEL_RW)));
             assert!(t.desc.pxn() && t.desc.uxn());
             pas.push(t.pa);
-            vm.init_mm.env().table(t.pa)[511].store(va as u64, Ordering::Relaxed);
+            vm.init_mm.env().frame_table(t.pa)[511].store(va as u64, Ordering::Relaxed);
         }
         pas.sort_unstable_by_key(|pa| pa.0);
         pas.dedup();
@@ -1423,7 +1468,7 @@ mod tests {
         for va in (guard + P..top).step_by(P) {
             let pa = vm.init_mm.translate(va).unwrap().pa;
             assert_eq!(
-                vm.init_mm.env().table(pa)[511].load(Ordering::Relaxed),
+                vm.init_mm.env().frame_table(pa)[511].load(Ordering::Relaxed),
                 va as u64
             );
         }
