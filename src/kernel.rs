@@ -4,7 +4,7 @@
 use alloc::string::String;
 use core::cell::UnsafeCell;
 
-use crate::arch::aarch64::{cpu, psci, semihosting};
+use crate::arch::aarch64::{cpu, early, psci, semihosting};
 use crate::cmdline::Cmdline;
 use crate::mm::layout::{self, phys_to_virt};
 use crate::mm::region::Region;
@@ -85,12 +85,17 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     klog::init();
     // SAFETY: the boot heap area is used for nothing else, and this runs once.
     unsafe { HEAP.init(BOOT_HEAP_AREA.0.get() as usize, BOOT_HEAP) };
+    if early::overflowed() {
+        fatal(format_args!(
+            "the early page tables ran out of tables: part of the image or the device tree is unmapped"
+        ));
+    }
 
     let image = Region {
         base: image_pa,
         size: img.end - img.start,
     };
-    let (machine, dtb, builtin) = match read_device_tree(dtb_pa, image_pa) {
+    let (machine, dtb, builtin) = match read_device_tree(dtb_pa) {
         Ok((m, dtb)) => (m, dtb, None),
         Err(e) => {
             // Without a device tree there is no command line to say how to exit: find out
@@ -100,7 +105,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
                 DtbError::Absent(why) => why,
                 DtbError::Broken(e) => fatal(format_args!("{e}")),
             };
-            let b = platform::builtin_machine(loader_data(dtb_pa, image_pa));
+            let b = platform::builtin_machine(loader_data(dtb_pa));
             if !b
                 .machine
                 .ram
@@ -173,21 +178,18 @@ enum DtbError {
     Broken(String),
 }
 
-/// Find, check and parse the device tree the loader passed in x0.
-fn read_device_tree(dtb_pa: u64, image_pa: u64) -> Result<(Machine, Region), DtbError> {
+/// Find, check and parse the device tree the loader passed in x0, which the early linear window
+/// maps (`early::fdt_window`: as much as its header's `totalsize` says, up to 2 MiB).
+fn read_device_tree(dtb_pa: u64) -> Result<(Machine, Region), DtbError> {
     use alloc::format;
-    let window = crate::arch::aarch64::early::early_window(image_pa, dtb_pa);
-    let in_window = |pa: u64, len: u64| {
-        window
-            .iter()
-            .any(|&(s, e)| pa >= s && pa.saturating_add(len) <= e)
-    };
-    if dtb_pa == 0 || !dtb_pa.is_multiple_of(8) || !in_window(dtb_pa, 64) {
+    let (pa, mapped, _) = early::fdt_window();
+    debug_assert_eq!(pa, dtb_pa);
+    if mapped < 64 {
         return Err(DtbError::Absent(format!(
             "no usable device tree: x0 = {dtb_pa:#x} at entry (boot with a flat Image so that the loader passes one)"
         )));
     }
-    // SAFETY: the first 64 bytes are inside the early linear window (checked above).
+    // SAFETY: the early linear window maps `mapped` (>= 64) bytes from `dtb_pa`, read-only.
     let head = unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, 64) };
     let size = match fdt_front::header_totalsize(head) {
         Ok(size) => size as u64,
@@ -196,13 +198,14 @@ fn read_device_tree(dtb_pa: u64, image_pa: u64) -> Result<(Machine, Region), Dtb
         }
         Err(e) => return Err(DtbError::Broken(format!("x0 = {dtb_pa:#x}: {e}"))),
     };
-    if !in_window(dtb_pa, size) {
+    if size > mapped {
         return Err(DtbError::Broken(format!(
-            "device tree at {dtb_pa:#x} ({size} bytes) crosses the early linear window"
+            "device tree at {dtb_pa:#x} is {size} bytes: more than the {} MiB the kernel maps for it",
+            early::MAX_FDT_SIZE >> 20
         )));
     }
-    // SAFETY: the whole blob is inside the early linear window (checked above) and the loader
-    // handed it to the kernel, which reserves it below.
+    // SAFETY: the whole blob is inside what the early window maps (checked above), and the
+    // loader handed it to the kernel, which reserves it below.
     let blob =
         unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, size as usize) };
     // `parse` runs the front door (validation, FDT_NOP removal) itself.
@@ -211,15 +214,15 @@ fn read_device_tree(dtb_pa: u64, image_pa: u64) -> Result<(Machine, Region), Dtb
 }
 
 /// Up to 4 KiB of what x0 points at when it is no device tree (an ATAG list, usually), for a
-/// built-in description to read; empty when it is outside the early linear window.
-fn loader_data(pa: u64, image_pa: u64) -> &'static [u8] {
-    let window = crate::arch::aarch64::early::early_window(image_pa, pa);
-    let Some(&(_, end)) = window.iter().find(|&&(s, e)| pa >= s && pa < e) else {
+/// built-in description to read; empty when the early window maps nothing there.
+fn loader_data(pa: u64) -> &'static [u8] {
+    let (mapped_pa, mapped, _) = early::fdt_window();
+    if mapped_pa != pa {
         return &[];
-    };
-    let len = (end - pa).min(4096) as usize;
-    // SAFETY: `[pa, pa + len)` is inside the early linear window (RAM or the loader's data,
-    // mapped as normal memory); nothing writes it while the boot CPU reads it.
+    }
+    let len = mapped.min(4096) as usize;
+    // SAFETY: the early linear window maps `mapped` bytes from `pa` (the loader's data: RAM),
+    // read-only; nothing writes it while the boot CPU reads it.
     unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, len) }
 }
 
@@ -332,7 +335,16 @@ fn banner(b: &BootInfo) {
         );
     }
     for r in &m.reserved {
-        log::info!("reserved {:#011x}-{:#011x}", r.base, r.base + r.size);
+        let unmapped = if m.no_map.contains(r) {
+            " (no-map: never mapped)"
+        } else {
+            ""
+        };
+        log::info!(
+            "reserved {:#011x}-{:#011x}{unmapped}",
+            r.base,
+            r.base + r.size
+        );
     }
     let f = mm::frame::FRAMES.stats();
     log::info!(

@@ -6,6 +6,10 @@
 //! initmm-qemu: --machine virt -- expect_el=1 expect_gic=2 expect_psci=hvc
 //! initmm-qemu: --machine virt,virtualization=on -- expect_el=2 expect_gic=2 expect_psci=smc
 //! initmm-qemu: --machine virt,gic-version=3 -- expect_el=1 expect_gic=3 expect_psci=hvc
+//! `-cpu max` has the EL2 extensions whose registers the EL2 set-up writes only when present
+//! (fine-grained traps, HCRX_EL2, LORegions): a wrong encoding would be an undefined
+//! instruction at EL2, with no vectors there, and this boot would hang.
+//! initmm-qemu: --machine virt,virtualization=on,gic-version=3 --cpu max -- expect_el=2 expect_gic=3 expect_psci=smc expect_el2_extensions=1
 #![no_std]
 #![no_main]
 
@@ -41,6 +45,23 @@ fn entered_at_the_expected_el() {
         expect("expect_el"),
         "entry exception level"
     );
+}
+
+/// With `expect_el2_extensions=1`, the CPU has FEAT_FGT, FEAT_HCX and FEAT_LOR, so booting here
+/// ran `init_el2`'s writes of HFG*TR_EL2, HDFG*TR_EL2, HCRX_EL2 and LORC_EL1.
+fn el2_extensions_present_when_expected() {
+    if boot().cmdline().number("expect_el2_extensions").unwrap() != Some(1) {
+        return;
+    }
+    let (mmfr0, mmfr1): (u64, u64);
+    // SAFETY: reading ID registers has no side effects.
+    unsafe {
+        core::arch::asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack));
+        core::arch::asm!("mrs {}, id_aa64mmfr1_el1", out(reg) mmfr1, options(nomem, nostack));
+    }
+    assert_ne!((mmfr0 >> 56) & 0xf, 0, "FEAT_FGT");
+    assert_ne!((mmfr1 >> 40) & 0xf, 0, "FEAT_HCX");
+    assert_ne!((mmfr1 >> 16) & 0xf, 0, "FEAT_LOR");
 }
 
 fn device_tree_describes_qemu_virt() {
@@ -91,16 +112,19 @@ fn frames_exclude_image_and_dtb() {
         f.total
     );
     // The image and the DTB are not handed out: allocate everything, then check none of it
-    // overlaps them, then give it all back.
+    // overlaps them, then give it all back. The one exception is the image's boot frames, which
+    // the frame allocator owns from the start (init_mm's first tables come from them).
+    let (boot_frames, boot_frames_len) = initmm::arch::aarch64::early::boot_frames();
     let mut got = alloc::vec::Vec::new();
     while let Some(pa) = FRAMES.alloc(1) {
+        got.push(pa);
+        let boot_frame = (boot_frames..boot_frames + boot_frames_len).contains(&pa);
         for r in [b.image_phys, b.dtb] {
             assert!(
-                pa + 4096 <= r.base || pa >= r.base + r.size,
+                boot_frame || pa + 4096 <= r.base || pa >= r.base + r.size,
                 "frame {pa:#x} inside {r:?}"
             );
         }
-        got.push(pa);
         if got.len() == 4096 {
             break;
         }
@@ -219,6 +243,10 @@ fn main(b: &'static BootInfo) -> ! {
     BOOT.call_once(|| b);
     testing::run(&[
         Test::new("entered_at_the_expected_el", entered_at_the_expected_el),
+        Test::new(
+            "el2_extensions_present_when_expected",
+            el2_extensions_present_when_expected,
+        ),
         Test::new(
             "device_tree_describes_qemu_virt",
             device_tree_describes_qemu_virt,

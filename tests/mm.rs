@@ -1,8 +1,11 @@
 //! init_mm on the machine: ioremap of real devices, faults on unmapped and protected memory,
 //! remapping without stale translations, block mappings, and balance over many cycles.
 //!
+//! The third boot passes a device tree with a `no-map` reservation (tests/data/qemu-virt-nomap.dts).
+//!
 //! initmm-qemu: --machine virt
 //! initmm-qemu: --machine virt,gic-version=3,virtualization=on
+//! initmm-qemu: --machine virt --dtb tests/data/qemu-virt-nomap.dtb -- expect_no_map=1
 #![no_std]
 #![no_main]
 
@@ -16,7 +19,7 @@ use initmm::arch::aarch64::esr::FaultKind;
 use initmm::arch::aarch64::exceptions::{self, Fault, TrapFrame, stack_overflow_of};
 use initmm::mm::frame::FRAMES;
 use initmm::mm::layout::{PAGE_SIZE, phys_to_virt};
-use initmm::mm::pgtable::{Level, MemType, PhysAddr, Prot};
+use initmm::mm::pgtable::{Descriptor, Level, MemType, PhysAddr, Prot};
 use initmm::mm::vm::VmError;
 use initmm::mm::{self, kernel_vm};
 use initmm::platform::devicetree::GicVersion;
@@ -243,6 +246,136 @@ fn write_to_kernel_text() {
     probe_write(write_to_kernel_text as *const () as usize, 0);
 }
 
+/// The linear-map address of something in the kernel image.
+fn linear_alias(kernel_va: usize) -> usize {
+    phys_to_virt(initmm::mm::layout::kimage_to_phys(kernel_va as u64)) as usize
+}
+
+/// W^X in every view: the linear map's alias of kernel text is read-only too.
+fn write_through_the_linear_alias_of_text() {
+    let alias = linear_alias(write_through_the_linear_alias_of_text as *const () as usize);
+    assert_ne!(probe_read(alias), 0, "the alias reads the code");
+    probe_write(alias, 0);
+}
+
+/// ... and of rodata.
+fn write_through_the_linear_alias_of_rodata() {
+    static CONST: u64 = 0x1234_5678;
+    let alias = linear_alias(&raw const CONST as usize);
+    assert_eq!(probe_read(alias), 0x1234_5678);
+    probe_write(alias, 0);
+}
+
+/// ... and not executable: only the image's own mapping of its text is.
+fn execute_through_the_linear_alias_of_text() {
+    let alias = linear_alias(probe_read as *const () as usize);
+    // SAFETY: not safe to run: it must fault (the linear map is execute-never).
+    let f: extern "C" fn(usize) -> u64 = unsafe { core::mem::transmute(alias) };
+    f(alias);
+}
+
+fn is_permission_fault_on_a_write(f: &Fault) -> Result<(), &'static str> {
+    is_permission_fault(f)?;
+    if !f.esr.is_write() {
+        return Err("expected the write to fault");
+    }
+    Ok(())
+}
+
+/// Every leaf of every live table tree: init_mm's, the early TTBR1 tables (the boot CPU ran on
+/// them), and the identity map every starting CPU runs on.
+fn every_leaf(mut visit: impl FnMut(&'static str, usize, Level, Descriptor)) {
+    use initmm::arch::aarch64::early;
+    use initmm::mm::mapping::for_each_leaf;
+    use initmm::mm::pgtable::KERNEL_VA_START;
+    let vm = kernel_vm();
+    let env = vm.init_mm.env();
+    let trees = [
+        ("init_mm", vm.init_mm.pgd_phys(), KERNEL_VA_START),
+        (
+            "early TTBR1",
+            PhysAddr(early::early_ttbr1()),
+            KERNEL_VA_START,
+        ),
+        ("identity map", PhysAddr(early::idmap_ttbr0()), 0),
+    ];
+    for (name, root, base) in trees {
+        // SAFETY: the three roots are live table trees of frames in RAM (the early ones in the
+        // image), reached through the linear map like init_mm's; nothing maps or unmaps while
+        // this test runs on one CPU (the others idle, touching only their stacks' mappings,
+        // which are not replaced).
+        unsafe { for_each_leaf(env, root, base, &mut |va, l, d| visit(name, va, l, d)) };
+    }
+}
+
+/// Nothing that is not RAM (the device tree's, minus `no-map`) is mapped cacheable by any live
+/// table, not even the early ones; no RAM is mapped as a device; only kernel text is executable.
+fn nothing_but_ram_is_mapped_cacheable() {
+    use initmm::mm::region::{self, Region};
+    let b = boot();
+    let memory = region::subtract(&b.machine.ram, &b.machine.no_map);
+    let img = initmm::mm::layout::image_layout();
+    let text = Region::new(
+        initmm::mm::layout::kimage_to_phys(img.start),
+        img.text_end - img.start,
+    );
+    let mut leaves = [0usize; 3];
+    every_leaf(|tree, va, level, d| {
+        let r = Region::new(d.addr().0, level.entry_size() as u64);
+        match d.mem_type() {
+            Some(MemType::Normal) => assert!(
+                region::covers(&memory, r),
+                "{tree}: {va:#x} maps {r:?} cacheable, which is not RAM the kernel may map"
+            ),
+            Some(_) => assert!(
+                !region::overlaps(&memory, r),
+                "{tree}: {va:#x} maps RAM {r:?} as {:?}",
+                d.mem_type()
+            ),
+            None => panic!("{tree}: {va:#x}: unknown attributes {d:?}"),
+        }
+        if !d.pxn() {
+            assert!(
+                region::covers(core::slice::from_ref(&text), r),
+                "{tree}: {va:#x} maps {r:?}, not kernel text, executable"
+            );
+        }
+        leaves[["init_mm", "early TTBR1", "identity map"]
+            .iter()
+            .position(|&t| t == tree)
+            .unwrap()] += 1;
+    });
+    assert!(leaves.iter().all(|&n| n > 0), "leaves checked: {leaves:?}");
+}
+
+/// With a device tree that reserves memory `no-map`, no table maps any of it, while the pages
+/// around it are in the linear map.
+fn no_map_reservations_are_unmapped() {
+    let b = boot();
+    let expected = b.cmdline().number("expect_no_map").unwrap().unwrap_or(0);
+    assert_eq!(b.machine.no_map.len() as u64, expected, "no-map regions");
+    for r in &b.machine.no_map {
+        let (start, end) = (r.base, r.base + r.size);
+        every_leaf(|tree, va, level, d| {
+            let (pa, size) = (d.addr().0, level.entry_size() as u64);
+            assert!(
+                pa + size <= start || pa >= end,
+                "{tree}: {va:#x} maps [{pa:#x}, +{size:#x}) inside the no-map {r:?}"
+            );
+        });
+        let vm = kernel_vm();
+        for pa in [start, end - PAGE_SIZE as u64] {
+            assert!(vm.init_mm.translate(phys_to_virt(pa) as usize).is_none());
+        }
+        for pa in [start - PAGE_SIZE as u64, end] {
+            assert!(
+                vm.init_mm.translate(phys_to_virt(pa) as usize).is_some(),
+                "the RAM next to the no-map region at {pa:#x} is mapped"
+            );
+        }
+    }
+}
+
 /// `ret`, stored in .data: executable bytes in non-executable memory.
 static RET_IN_DATA: AtomicU32 = AtomicU32::new(0xd65f_03c0);
 
@@ -356,6 +489,29 @@ fn main(b: &'static BootInfo) -> ! {
             "access_after_iounmap_faults",
             access_after_iounmap,
             is_translation_fault,
+        ),
+        Test::faulting_with(
+            "write_through_the_linear_alias_of_text_faults",
+            write_through_the_linear_alias_of_text,
+            is_permission_fault_on_a_write,
+        ),
+        Test::faulting_with(
+            "write_through_the_linear_alias_of_rodata_faults",
+            write_through_the_linear_alias_of_rodata,
+            is_permission_fault_on_a_write,
+        ),
+        Test::faulting_with(
+            "execute_through_the_linear_alias_of_text_faults",
+            execute_through_the_linear_alias_of_text,
+            is_permission_fault,
+        ),
+        Test::new(
+            "nothing_but_ram_is_mapped_cacheable",
+            nothing_but_ram_is_mapped_cacheable,
+        ),
+        Test::new(
+            "no_map_reservations_are_unmapped",
+            no_map_reservations_are_unmapped,
         ),
         Test::new(
             "spurious_fault_on_a_mapped_page_is_retried_and_counted",

@@ -10,6 +10,8 @@
 # Options (or environment):
 #   --machine M   (INITMM_MACHINE, default "virt")   QEMU -M value, e.g. virt,gic-version=3
 #   --smp N       (INITMM_SMP, default 4)            --mem SIZE (INITMM_MEM, default 1G)
+#   --cpu NAME    (INITMM_CPU, default cortex-a72: the Pi 4's core, Armv8.0; "max" has every
+#                 extension QEMU models, e.g. to exercise the EL2 set-up of FGT and HCX)
 #   --timeout S   (INITMM_TIMEOUT, default 120)      kill QEMU after S seconds and fail
 #   --qemu-arg A  (INITMM_QEMU_ARGS)                 extra QEMU argument (repeatable)
 #   --board rpi4  (INITMM_BOARD)   the Raspberry Pi 4: -M raspi4b -m 2G -smp 4 and the real Pi DTB
@@ -48,6 +50,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 machine=${INITMM_MACHINE:-virt}
+cpu=${INITMM_CPU:-cortex-a72}
 smp=${INITMM_SMP:-4}
 mem=${INITMM_MEM:-1G}
 timeout_s=${INITMM_TIMEOUT:-120}
@@ -74,6 +77,7 @@ parse_opts() {
         case "$1" in
             --machine) machine=$2; shift 2 ;;
             --smp) smp=$2; shift 2 ;;
+            --cpu) cpu=$2; shift 2 ;;
             --mem) mem=$2; shift 2 ;;
             --timeout) timeout_s=$2; shift 2 ;;
             --qemu-arg) extra+=("$2"); shift 2 ;;
@@ -111,7 +115,7 @@ boot() { # boot one configuration; $@ = extra kernel words
     fi
     local qlog
     qlog=$(mktemp -t initmm-qemu-log.XXXXXX)
-    local base=(qemu-system-aarch64 -M "$machine" -cpu cortex-a72 -smp "$smp" -m "$mem"
+    local base=(qemu-system-aarch64 -M "$machine" -cpu "$cpu" -smp "$smp" -m "$mem"
         -nographic -nic none -semihosting-config enable=on,target=native
         -d guest_errors,unimp -D "$qlog"
         -kernel "$img" "${board[@]}" "${extra[@]}")

@@ -1,13 +1,15 @@
 //! Building `init_mm` at boot and handing all of RAM to the frame allocator.
 //!
 //! On entry the CPU runs on the early tables (`arch::aarch64::early`): the image at its linked
-//! address and an early linear window of one or two gigabytes. In that state:
-//! 1. the frame allocator gets the free RAM *inside the window* (all it can reach yet);
+//! address, and an early linear window that maps only the boot frames (inside the image) and the
+//! device tree. In that state:
+//! 1. the frame allocator gets the boot frames, all it can reach yet;
 //! 2. `init_mm` is created and, through the ordinary table allocators and `map_range` (no
 //!    page-table lock taken here, as for every caller), maps the image with W^X, leaving the
 //!    stack guard pages out, and the linear map of the device tree's RAM minus its `no-map`
 //!    reservations, with blocks where aligned and the kernel's text and rodata read-only;
-//! 3. TTBR1 switches to `init_mm`, TTBR0 walks stop (address 0 faults from now on);
+//! 3. TTBR1 moves to `init_mm` through the identity map (`mmu::replace_ttbr1`), TTBR0 walks stop
+//!    (address 0 faults from now on);
 //! 4. the rest of RAM joins the frame allocator, and the vmalloc region opens.
 
 use alloc::vec::Vec;
@@ -70,20 +72,9 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     holes.push(dtb);
     let free = region::subtract(&ram, &holes);
 
-    // 1. Frames reachable through the early window only.
-    let window = early::early_window(image.base, dtb.base);
-    let window: Vec<Region> = window
-        .iter()
-        .filter(|(s, e)| e > s)
-        .map(|&(s, e)| Region {
-            base: s,
-            size: e - s,
-        })
-        .collect();
-    let outside = region::subtract(&free, &window);
-    for r in region::subtract(&free, &outside) {
-        FRAMES.add_region(r.base, r.base + r.size);
-    }
+    // 1. The boot frames: inside the image (so not in `free`), mapped by the early window.
+    let (frames, frames_len) = early::boot_frames();
+    FRAMES.add_region(frames, frames + frames_len);
 
     // 2. init_mm: the image, then the linear map.
     let img = image_layout();
@@ -124,12 +115,13 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
 
     // 3. Switch.
     // SAFETY: init_mm now maps the image (code, data, stacks) at the addresses the early tables
-    // used, and all of RAM in the linear map, which covers the early window.
-    unsafe { mmu::switch_ttbr1(init_mm.pgd_phys().0) };
+    // used, and the linear map covers the early window (the boot frames, the device tree: RAM,
+    // not `no-map`); TTBR0 still holds the identity map, walks enabled.
+    unsafe { mmu::replace_ttbr1(init_mm.pgd_phys().0) };
     mmu::disable_ttbr0_walks();
 
     // 4. The rest of RAM, and the vmalloc region.
-    for r in outside {
+    for r in free {
         FRAMES.add_region(r.base, r.base + r.size);
     }
     KERNEL_VM.call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), mmu::pa_bits()));

@@ -6,7 +6,7 @@
 //! [`LockMode::CallerLocked`](super::pgalloc::LockMode) every call below instead holds the
 //! baseline's global lock for its whole walk.)
 //!
-//! Ordering rules kept here (DESIGN.md §2):
+//! Ordering rules kept here (the invariants are numbered in `mm`'s module documentation):
 //! - leaf stores are single 64-bit Release stores; `map_range` ends with one `dsb ishst; isb`
 //!   (invariant 9, see [`InitMm::map_range`] for why once per call is enough);
 //! - unmap: clear leaves → `dsb ishst` → TLBI → `dsb ish; isb` → return (invariant 4);
@@ -508,7 +508,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// Unmap every leaf in `[va, va + size)`: pages, and pmd/pud blocks that lie wholly inside the
     /// range (a block only partly inside is a caller bug: panic).
     ///
-    /// Order (DESIGN invariant 4): clear the leaves → `dsb ishst` → `tlbi vaale1is` per cleared
+    /// Order (invariant 4): clear the leaves → `dsb ishst` → `tlbi vaale1is` per cleared
     /// leaf, or one `tlbi vmalle1is` from [`TLBI_MAX_OPS`] leaves on → `dsb ish; isb` → return.
     /// Only after this returns may the caller give the virtual range back for reuse.
     /// Intermediate tables stay in place.

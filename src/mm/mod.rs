@@ -5,6 +5,57 @@
 //! generic over [`env::PageTableEnv`], so that host unit tests run them over an in-memory
 //! "physical memory" (`testenv`) and the model checker over loom's atomics; `hw` is the
 //! environment of the real machine.
+//!
+//! # The design
+//!
+//! There is one address space, `init_mm`, and it is the kernel's. Its mapping callers (`ioremap`,
+//! `vmap`, `vmalloc`, the boot mapping) take **no** page-table lock, as in Linux since "mm:
+//! init_mm without ptlock" (2.6.15): the table allocators `pud_alloc`, `pmd_alloc` and
+//! `pte_alloc_kernel` read the slot without a lock and, only when it is empty, allocate and zero a
+//! table outside the lock, take `init_mm`'s lock, check the slot again, and publish their table or
+//! free it when a racing CPU got there first (`pgalloc`). Virtual ranges come from their own
+//! allocator under their own lock (`vmap_area`, in `vm`), never the page-table lock, which is a
+//! private field of `InitMm`: no caller can take it.
+//!
+//! # Invariants
+//!
+//! Comments elsewhere cite these by number. Each has host tests that record every descriptor
+//! store, barrier and TLB invalidation (`testenv`) and check their order.
+//!
+//! 1. **Publishing a table.** A table descriptor is stored only once the new table's zeroes are
+//!    visible to every CPU and table walker: zero, `dsb ishst`, one single-copy-atomic 64-bit
+//!    Release store, then `dsb ishst; isb`. Lock-free readers walk pgd → pud → pmd → pte as a
+//!    chain of dependent loads, reading each descriptor once.
+//! 2. **One table per slot.** A racing install neither leaks nor installs twice: one table ends
+//!    up in each empty slot, every loser frees its own, and both outcomes are counted so tests can
+//!    show the race ran.
+//! 3. **Leaves without a lock.** The range allocator never gives two live areas the same page, so
+//!    leaf stores cannot conflict. Storing over a valid leaf is a bug and panics.
+//! 4. **Unmap order.** Clear the leaves, `dsb ishst`, broadcast TLB invalidation (`tlbi vaale1is`
+//!    per leaf, or `vmalle1is` above a threshold), `dsb ish; isb`, and only then let the virtual
+//!    range, and any page it mapped, be used again.
+//! 5. **Break-before-make.** A valid entry is replaced (table by block, or a leaf's output) only
+//!    after it was cleared and its invalidation completed; only permission bits change in place. A
+//!    table leaves the tree bottom-up, each lower entry cleared and invalidated while the entry
+//!    above still points at valid tables, and is freed only after its invalidation completed.
+//!    Otherwise intermediate tables stay (Linux keeps them too).
+//! 6. **Attributes.** Normal memory is write-back, inner shareable; `ioremap` is Device-nGnRE,
+//!    `ioremap_np` Device-nGnRnE, `ioremap_wc` Normal non-cacheable; everything but kernel text is
+//!    execute-never; text is read-only and executable, rodata read-only (W^X).
+//! 7. **ioremap's contract.** An unaligned `phys` keeps its offset and the size is rounded up; size
+//!    0, wrap-around, a range beyond the CPU's physical address size or overlapping RAM, and out of
+//!    memory (tables or virtual space) are errors, never panics, and leave nothing mapped.
+//! 8. **Blocks.** 2 MiB and 1 GiB blocks map large ranges whose virtual and physical addresses are
+//!    both aligned; a table in the way is replaced by break-before-make (5).
+//! 9. **Barriers after valid stores.** Every valid descriptor store is followed by `dsb ishst;
+//!    isb` before the address is relied on: the walker is not an ordinary observer, and a
+//!    speculative walk may have cached the invalid entry (once per `map_range` call suffices).
+//! 10. **Real cores.** Nothing that is not RAM (the device tree's, minus `no-map`) is ever mapped
+//!     cacheable, not even by the early tables; RAM is never also mapped uncached; every alias of
+//!     kernel text and rodata is read-only (`mapping::PhysLayout` checks each mapping). An Armv8.0
+//!     CPU may take a translation fault on a mapping another CPU just published: it is retried,
+//!     not reported. How the MMU, caches and TLB are handled at each step of boot and mapping is
+//!     listed in `arch::aarch64`'s module documentation.
 
 pub mod env;
 pub mod fault_inject;

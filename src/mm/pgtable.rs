@@ -298,7 +298,7 @@ impl MemType {
 ///
 /// Only the constants below exist: together they are W^X by construction (nothing is both
 /// writable and executable, and device memory is never executable), so no caller can ask for a
-/// mapping that breaks invariant 6.
+/// mapping that breaks invariant 6 (see `mm`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Prot {
     mem: MemType,

@@ -7,7 +7,7 @@
 //! So `ioremap` is: reserve a range (vmap_area_lock, O(log n)), walk and fill the tables with no
 //! lock (the range is ours alone, so leaf writes cannot race), done. `iounmap` clears the leaves,
 //! invalidates the TLB for the range and waits for it (`unmap_range`), and only then gives the
-//! range back: a CPU that gets the range next cannot meet a stale translation (DESIGN invariant 4).
+//! range back: a CPU that gets the range next cannot meet a stale translation (invariant 4 in `mm`).
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -1169,7 +1169,7 @@ mod tests {
         }
     }
 
-    /// DESIGN invariant 4 for iounmap, vunmap and vfree: leaves cleared, TLB invalidated for the
+    /// Invariant 4 (see `mm`) for iounmap, vunmap and vfree: leaves cleared, TLB invalidated for the
     /// range, `dsb ish; isb` — all while the area is still reserved — and only then the range is
     /// given back (vfree frees the pages after that), and handed out again.
     #[test]

@@ -13,7 +13,7 @@ use spin::Once;
 
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::arch::aarch64::cpu_boot;
-use crate::arch::aarch64::{early, mmu};
+use crate::arch::aarch64::{boot, early, mmu};
 use crate::drivers::gic::Gic;
 use crate::drivers::timer;
 use crate::mm::layout::PAGE_SIZE;
@@ -87,26 +87,6 @@ pub fn gic() -> &'static Gic {
 /// Timer tick period (10 ms).
 pub const TICK_US: u64 = 10_000;
 
-/// What the boot CPU passes a starting CPU, read by `secondary_entry` with the MMU off (so the
-/// boot CPU cleans it to the point of coherency). Field offsets are used by the assembly.
-#[repr(C)]
-struct SecondaryBoot {
-    ttbr0: AtomicU64,
-    ttbr1: AtomicU64,
-    stack_top: AtomicU64,
-    exception_stack_top: AtomicU64,
-    percpu: AtomicU64,
-}
-
-#[unsafe(no_mangle)]
-static SECONDARY_BOOT: SecondaryBoot = SecondaryBoot {
-    ttbr0: AtomicU64::new(0),
-    ttbr1: AtomicU64::new(0),
-    stack_top: AtomicU64::new(0),
-    exception_stack_top: AtomicU64::new(0),
-    percpu: AtomicU64::new(0),
-};
-
 /// Kernel stack per CPU (the boot CPU's is in the image).
 pub const STACK_SIZE: usize = 64 * 1024;
 pub const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
@@ -163,12 +143,8 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
     let mut failures = Vec::new();
     let boot_mpidr = cpu::mpidr();
     let vm = crate::mm::kernel_vm();
-    SECONDARY_BOOT
-        .ttbr0
-        .store(early::idmap_ttbr0(), Ordering::Relaxed);
-    SECONDARY_BOOT
-        .ttbr1
-        .store(vm.init_mm.pgd_phys().0, Ordering::Relaxed);
+    // Every CPU turns its MMU on with the boot identity map and init_mm's own pgd (no copy).
+    let mmu = early::MmuConfig::new(early::idmap_ttbr0(), vm.init_mm.pgd_phys().0);
     for c in m.cpus.iter().filter(|c| c.mpidr != boot_mpidr) {
         let id = online_cpus();
         if id >= max.min(MAX_CPUS) {
@@ -196,19 +172,7 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
         cpu::register_stack_guard(id, true, (exc - EXCEPTION_STACK_SIZE - PAGE_SIZE) as u64);
         let pc = &PERCPU[id];
         pc.mpidr.store(c.mpidr, Ordering::Relaxed);
-        SECONDARY_BOOT
-            .stack_top
-            .store(stack as u64, Ordering::Relaxed);
-        SECONDARY_BOOT
-            .exception_stack_top
-            .store(exc as u64, Ordering::Relaxed);
-        SECONDARY_BOOT
-            .percpu
-            .store(pc as *const PerCpu as u64, Ordering::Relaxed);
-        cpu_boot::clean_to_poc(
-            &raw const SECONDARY_BOOT as usize,
-            core::mem::size_of::<SecondaryBoot>(),
-        );
+        boot::prepare_secondary(&mmu, stack as u64, exc as u64, pc as *const PerCpu as u64);
         if let Err(e) = cpu_boot::cpu_boot(c.mpidr, &c.enable_method) {
             failures.push(fail(alloc::format!("{e}")));
             // It never started: its stacks and guard registrations go back.

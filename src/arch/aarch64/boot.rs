@@ -1,14 +1,62 @@
-//! Boot entry: the arm64 Image header, the exception-level drop, and the jump into the kernel's
-//! upper-half mapping.
+//! Boot entry: the arm64 Image header, the exception-level drop, turning the MMU on, and the jump
+//! into the kernel's upper-half mapping; the same for every secondary CPU.
 //!
 //! The boot loader (QEMU, the Raspberry Pi firmware, U-Boot) follows the Linux arm64 boot protocol:
 //! it loads the flat Image at a 4 KiB-aligned physical address, enters `_start` with the MMU off,
-//! x0 = physical address of the device tree, at EL3, EL2 or EL1. Until `early::enable_mmu` returns,
-//! everything here runs at that physical address, so it uses only PC-relative addressing
-//! (`adr`/`adrp`); absolute addresses (`ldr xN, =sym`) are used only after the MMU is on.
+//! x0 = physical address of the device tree, at EL3, EL2 or EL1. Until the MMU is on, everything
+//! here runs at that physical address, so it uses only PC-relative addressing (`adr`/`adrp`);
+//! absolute addresses (`ldr xN, =sym`) are used only after the MMU is on.
+//!
+//! The MMU goes on in `__enable_mmu`, in `.idmap.text`: the one page the boot identity map maps,
+//! so the instruction after the `msr sctlr_el1` still fetches; it never returns but branches to
+//! the kernel's virtual address. A secondary CPU does all of this without a stack (see
+//! `secondary_entry`). What each step does to the MMU, the caches and the TLB, and why, is listed
+//! in the `arch::aarch64` module documentation.
 //!
 //! Stacks: kernel code runs on SP_EL0 ("EL1t"); every exception switches to SP_EL1, a per-CPU
 //! exception stack. A kernel stack overflow therefore still has a good stack to report itself on.
+
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::early::MmuConfig;
+
+/// What the boot CPU hands a starting CPU: read by `secondary_entry` with the MMU off, so the
+/// boot CPU cleans it to the point of coherency before starting the CPU (see
+/// [`prepare_secondary`]), and by `secondary_high` with the MMU on. CPUs start one at a time.
+#[repr(C)]
+pub struct SecondaryBoot {
+    /// MAIR, TCR, SCTLR, TTBR0 (the boot identity map) and TTBR1 (init_mm's pgd).
+    mmu: [AtomicU64; 5],
+    stack_top: AtomicU64,
+    exception_stack_top: AtomicU64,
+    percpu: AtomicU64,
+}
+
+#[unsafe(no_mangle)]
+static SECONDARY_BOOT: SecondaryBoot = SecondaryBoot {
+    mmu: [const { AtomicU64::new(0) }; 5],
+    stack_top: AtomicU64::new(0),
+    exception_stack_top: AtomicU64::new(0),
+    percpu: AtomicU64::new(0),
+};
+
+/// Fill in what the next CPU started at `secondary_entry` reads, and clean it to the point of
+/// coherency, where a CPU with its MMU and caches off reads it.
+pub fn prepare_secondary(mmu: &MmuConfig, stack_top: u64, exception_stack_top: u64, percpu: u64) {
+    let b = &SECONDARY_BOOT;
+    for (slot, v) in b.mmu.iter().zip(mmu.words()) {
+        slot.store(v, Ordering::Relaxed);
+    }
+    b.stack_top.store(stack_top, Ordering::Relaxed);
+    b.exception_stack_top
+        .store(exception_stack_top, Ordering::Relaxed);
+    b.percpu.store(percpu, Ordering::Relaxed);
+    super::cache::clean_to_poc(
+        &raw const SECONDARY_BOOT as usize,
+        core::mem::size_of::<SecondaryBoot>(),
+    );
+}
 
 core::arch::global_asm!(
     r#"
@@ -44,9 +92,13 @@ primary_entry:
     str     x2, [x1]
     dsb     sy
 
-    bl      el_drop                 /* x20: the EL we were entered at; now at EL1 */
+    bl      el_drop                 /* x20: the EL we were entered at; now at EL1, MMU off */
 
-    /* Invalidate then clear .bss (MMU and caches are off: the loader may have left stale lines). */
+    /*
+     * Invalidate then clear .bss. The MMU and D-cache are off, so these stores go to memory; the
+     * invalidation first drops any line the loader left for .bss, which would otherwise be what a
+     * cacheable read finds once the MMU is on.
+     */
     adrp    x0, __bss_start
     add     x0, x0, :lo12:__bss_start
     adrp    x1, __bss_end
@@ -59,19 +111,18 @@ primary_entry:
     b.lo    1b
     dsb     sy
 
-    /* Physical boot stack (the boot stack is in .bss) and the image's load address. */
+    /*
+     * Physical boot stack (in .bss) for early_map_kernel, which builds the early tables. Nothing
+     * it writes to the stack is read after the MMU is on: primary_high starts the stack afresh.
+     */
     adrp    x0, __boot_stack_top
     add     x0, x0, :lo12:__boot_stack_top
     mov     sp, x0
     adrp    x21, __image_start      /* x21: physical load address of the image */
-
-    /* Build the early tables and turn on the MMU; returns still at the physical address. */
-    mov     x0, x21
-    mov     x1, x19
-    bl      early_enable_mmu
-
-    ldr     x0, =primary_high
-    br      x0
+    mov     x0, x19
+    bl      early_map_kernel        /* x0: the MmuConfig to turn the MMU on with (physical) */
+    ldr     x1, =primary_high
+    b       __enable_mmu
 
 primary_high:
     /* Now at the kernel's virtual address. Exceptions use SP_EL1 = the boot exception stack. */
@@ -94,35 +145,33 @@ primary_high:
 
 /*
  * Secondary CPUs enter here (PSCI CPU_ON or a spin-table release), MMU off, at the image's
- * physical address. The boot CPU has filled SECONDARY_BOOT (see smp::bringup) and cleaned it to
- * the point of coherency, so it reads correctly with caches off; CPUs are started one at a time.
+ * physical address. The boot CPU has filled SECONDARY_BOOT (see prepare_secondary) and cleaned it
+ * to the point of coherency, so it reads correctly with caches off.
+ *
+ * No stack until the MMU is on: a stack written with the MMU off is written to memory, past the
+ * caches, and read back through them once the MMU is on, where another CPU's stale line for the
+ * same address (the last CPU to start used the same memory) would win.
  */
     .global secondary_entry
 secondary_entry:
     bl      el_drop                 /* x20: entry EL */
-    adrp    x19, SECONDARY_BOOT
-    add     x19, x19, :lo12:SECONDARY_BOOT
-    ldr     x0, [x19, #0]           /* TTBR0: the boot identity map */
-    ldr     x1, [x19, #8]           /* TTBR1: init_mm's pgd, the same tables as every CPU */
-    adrp    x2, __secondary_boot_stack_top  /* for enable_mmu_for_secondary (one CPU at a time) */
-    add     x2, x2, :lo12:__secondary_boot_stack_top
-    mov     sp, x2
-    bl      enable_mmu_for_secondary
-    ldr     x0, =secondary_high
-    br      x0
+    adrp    x0, SECONDARY_BOOT      /* its first field is the MmuConfig */
+    add     x0, x0, :lo12:SECONDARY_BOOT
+    ldr     x1, =secondary_high
+    b       __enable_mmu
 
 secondary_high:
     ldr     x19, =SECONDARY_BOOT
     msr     spsel, #1
-    ldr     x0, [x19, #24]          /* exception stack top */
+    ldr     x0, [x19, #{exception_stack_top}]
     mov     sp, x0
     msr     spsel, #0
-    ldr     x0, [x19, #16]          /* kernel stack top */
+    ldr     x0, [x19, #{stack_top}]
     mov     sp, x0
     ldr     x0, =exception_vectors
     msr     vbar_el1, x0
     isb
-    ldr     x0, [x19, #32]          /* per-CPU data */
+    ldr     x0, [x19, #{percpu}]
     msr     tpidr_el1, x0
     mov     x29, xzr
     mov     x30, xzr
@@ -131,11 +180,16 @@ secondary_high:
     b       park
 
 /*
- * Drop to EL1 from EL3 or EL2, returning in x20 the EL we were entered at.
- * Clobbers x0-x1. On return: EL1, AArch64, FP/SIMD usable, DAIF masked.
+ * Drop to EL1 from EL3 or EL2, returning in x20 the EL we were entered at. No stack, no memory.
+ * Clobbers x0-x3. On return: EL1, AArch64, MMU and caches off (SCTLR_EL1 set to a known value at
+ * every entry EL, as Linux's init_kernel_el does), FP/SIMD usable, DAIF masked.
  */
     .global el_drop
 el_drop:
+    mov     x0, #{sctlr_el1_mmu_off_lo}
+    movk    x0, #{sctlr_el1_mmu_off_hi}, lsl #16
+    msr     sctlr_el1, x0
+    isb
     mrs     x20, CurrentEL
     ubfx    x20, x20, #2, #2
     cmp     x20, #3
@@ -147,18 +201,18 @@ el_drop:
 1:  /* EL3: lower levels are non-secure AArch64, HVC allowed; then set EL2 up as below. */
     mov     x0, #(1 << 10 | 1 << 8 | 1 << 0)    /* SCR_EL3.RW | HCE | NS */
     msr     scr_el3, x0
-    mov     x1, x30
-    bl      el2_setup
-    mov     x30, x1
+    mov     x3, x30
+    bl      init_el2
+    mov     x30, x3
     mov     x0, #0x3c5                          /* EL1h, DAIF masked */
     msr     spsr_el3, x0
     adr     x0, 3f
     msr     elr_el3, x0
     eret
 
-2:  mov     x1, x30
-    bl      el2_setup
-    mov     x30, x1
+2:  mov     x3, x30
+    bl      init_el2
+    mov     x30, x3
     mov     x0, #0x3c5
     msr     spsr_el2, x0
     adr     x0, 3f
@@ -171,32 +225,110 @@ el_drop:
     isb
     ret
 
-/* EL2 (or EL3 preparing EL2) configuration for a non-virtualised EL1. */
-el2_setup:
-    mov     x0, #(1 << 31)                      /* HCR_EL2.RW: EL1 is AArch64 */
+/*
+ * EL2 (or EL3 preparing EL2) set up for a kernel that runs at EL1, with every register Linux's
+ * init_el2_state (arch/arm64/include/asm/el2_setup.h) sets given the same known value, so that
+ * nothing the firmware left there traps or changes what EL1 sees. Registers that exist only with
+ * an extension are written only when the ID registers say the CPU has it. Clobbers x0-x2.
+ */
+init_el2:
+    mov     x0, #(1 << 31)                      /* HCR_EL2.RW: EL1 is AArch64; nothing trapped */
     msr     hcr_el2, x0
-    mrs     x0, cnthctl_el2
-    orr     x0, x0, #3                          /* EL1PCTEN | EL1PCEN: counter and timer at EL1 */
+    isb
+    mov     x0, #{sctlr_el2_mmu_off_lo}         /* SCTLR_EL2: RES1 bits, MMU off, little-endian */
+    movk    x0, #{sctlr_el2_mmu_off_hi}, lsl #16
+    msr     sctlr_el2, x0
+    isb
+
+    /* HCRX_EL2 (FEAT_HCX, ID_AA64MMFR1_EL1.HCX): nothing enabled that EL1 does not use. */
+    mrs     x0, id_aa64mmfr1_el1
+    ubfx    x0, x0, #40, #4
+    cbz     x0, 1f
+    msr     S3_4_C1_C2_2, xzr                   /* HCRX_EL2 */
+1:
+    /* Timers: EL1 may use the physical counter and timer; no virtual offset. */
+    mov     x0, #3                              /* CNTHCTL_EL2.EL1PCTEN | EL1PCEN */
     msr     cnthctl_el2, x0
     msr     cntvoff_el2, xzr
-    mov     x0, #0x33ff                         /* CPTR_EL2: RES1 bits, TFP = 0 (no FP traps) */
-    msr     cptr_el2, x0
-    msr     hstr_el2, xzr
-    mrs     x0, midr_el1                        /* EL1 reads the real IDs */
-    msr     vpidr_el2, x0
-    mrs     x0, mpidr_el1
-    msr     vmpidr_el2, x0
+
+    /*
+     * MDCR_EL2: no debug or PMU traps to EL2, and EL1 owns every PMU counter (HPMN =
+     * PMCR_EL0.N when there is an architected PMU); the statistical profiling buffer and the
+     * trace buffer belong to EL1 when present (E2PB, E2TB = 0b11).
+     */
+    mrs     x1, id_aa64dfr0_el1
+    mov     x0, xzr
+    ubfx    x2, x1, #8, #4                      /* PMUVer: 0 none, 0xf IMPLEMENTATION DEFINED */
+    cbz     x2, 2f
+    cmp     x2, #0xf
+    b.eq    2f
+    mrs     x0, pmcr_el0
+    ubfx    x0, x0, #11, #5                     /* PMCR_EL0.N */
+2:  ubfx    x2, x1, #32, #4                     /* PMSVer: SPE */
+    cbz     x2, 3f
+    orr     x0, x0, #(3 << 12)                  /* E2PB */
+3:  ubfx    x2, x1, #44, #4                     /* TraceBuffer: TRBE */
+    cbz     x2, 4f
+    orr     x0, x0, #(3 << 24)                  /* E2TB */
+4:  msr     mdcr_el2, x0
+
+    /* Branch record buffer (FEAT_BRBE): let EL1 record cycle counts and mispredicts. */
+    ubfx    x2, x1, #52, #4
+    cbz     x2, 5f
+    mov     x0, #(1 << 3 | 1 << 4)              /* BRBCR_EL2.CC | MPRED */
+    msr     S2_4_C9_C0_0, x0                    /* BRBCR_EL2 */
+5:
+    /* LORegions (FEAT_LOR): off. */
+    mrs     x0, id_aa64mmfr1_el1
+    ubfx    x0, x0, #16, #4
+    cbz     x0, 6f
+    msr     S3_0_C10_C4_3, xzr                  /* LORC_EL1 */
+6:
+    /* No stage-2 translation. */
+    msr     vttbr_el2, xzr
+
     /* GICv3 system-register interface: let EL1 use it (ICC_SRE_EL2.SRE | Enable). */
     mrs     x0, id_aa64pfr0_el1
     ubfx    x0, x0, #24, #4
-    cbz     x0, 4f
+    cbz     x0, 7f
     mrs     x0, S3_4_C12_C9_5                   /* ICC_SRE_EL2 */
     orr     x0, x0, #1                          /* SRE */
     orr     x0, x0, #8                          /* Enable: EL1 may use its own ICC_SRE_EL1 */
     msr     S3_4_C12_C9_5, x0
     isb
-4:  ldr     x0, =0x30d00800                     /* SCTLR_EL1: RES1 bits, MMU and caches off */
-    msr     sctlr_el1, x0
+    mrs     x0, S3_4_C12_C9_5                   /* if SRE stuck, the virtual interface is */
+    tbz     x0, #0, 7f                          /* there: reset ICH_HCR_EL2 to defaults */
+    msr     S3_4_C12_C11_0, xzr                 /* ICH_HCR_EL2 */
+7:
+    msr     hstr_el2, xzr                       /* no CP15 traps */
+    mrs     x0, midr_el1                        /* EL1 reads the real IDs */
+    msr     vpidr_el2, x0
+    mrs     x0, mpidr_el1
+    msr     vmpidr_el2, x0
+    mov     x0, #0x33ff                         /* CPTR_EL2: RES1 bits, no FP/SIMD traps */
+    msr     cptr_el2, x0
+
+    /* Fine-grained traps (FEAT_FGT, FEAT_FGT2): none. */
+    mrs     x0, id_aa64mmfr0_el1
+    ubfx    x0, x0, #56, #4
+    cbz     x0, 9f
+    msr     S3_4_C3_C1_4, xzr                   /* HDFGRTR_EL2 */
+    msr     S3_4_C3_C1_5, xzr                   /* HDFGWTR_EL2 */
+    msr     S3_4_C1_C1_4, xzr                   /* HFGRTR_EL2 */
+    msr     S3_4_C1_C1_5, xzr                   /* HFGWTR_EL2 */
+    msr     S3_4_C1_C1_6, xzr                   /* HFGITR_EL2 */
+    mrs     x1, id_aa64pfr0_el1                 /* HAFGRTR_EL2 exists with AMU only */
+    ubfx    x1, x1, #44, #4
+    cbz     x1, 8f
+    msr     S3_4_C3_C1_6, xzr                   /* HAFGRTR_EL2 */
+8:  cmp     x0, #2                              /* FGT2 */
+    b.lt    9f
+    msr     S3_4_C3_C1_0, xzr                   /* HDFGRTR2_EL2 */
+    msr     S3_4_C3_C1_1, xzr                   /* HDFGWTR2_EL2 */
+    msr     S3_4_C3_C1_2, xzr                   /* HFGRTR2_EL2 */
+    msr     S3_4_C3_C1_3, xzr                   /* HFGWTR2_EL2 */
+    msr     S3_4_C3_C1_7, xzr                   /* HFGITR2_EL2 */
+9:  isb
     ret
 
 /* Invalidate data cache lines [x0, x1) to the point of coherency. Clobbers x0, x2, x3. */
@@ -222,6 +354,55 @@ park:
 
     .ltorg
 
+/*
+ * The identity-mapped page: code that runs at its physical address with the MMU on.
+ */
+    .section .idmap.text, "ax"
+
+/*
+ * __enable_mmu(x0 = &MmuConfig, physical; x1 = where to continue, a kernel virtual address).
+ * Linux's __enable_mmu (head.S) with __cpu_setup's TLB invalidation: program the translation
+ * registers, drop whatever the TLB holds from before (firmware, or reset: the architecture does
+ * not promise an empty TLB), then set SCTLR_EL1.M/C/I. The `isb` after it makes the instructions
+ * that follow fetch through the new translation: this page is identity-mapped, so they do. Then
+ * branch to x1. Uses no stack and no memory but the MmuConfig.
+ */
+    .global __enable_mmu
+__enable_mmu:
+    ldp     x2, x3, [x0, #{mair}]
+    msr     mair_el1, x2
+    msr     tcr_el1, x3
+    ldp     x2, x3, [x0, #{ttbr0}]
+    msr     ttbr0_el1, x2
+    msr     ttbr1_el1, x3
+    ldr     x2, [x0, #{sctlr}]
+    isb
+    tlbi    vmalle1
+    dsb     nsh
+    isb
+    msr     sctlr_el1, x2
+    isb
+    br      x1
+
+/*
+ * idmap_cpu_replace_ttbr1(x0 = new TTBR1, x1 = an empty table), as Linux's (proc.S), called
+ * through its physical address with IRQs masked and TTBR0 holding the identity map. While TTBR1
+ * points at the empty table, no kernel address translates and nothing can be cached for one;
+ * the TLB is emptied in between. So no moment exists in which the TLB holds an old and a new
+ * entry of different sizes for one address (a TLB conflict abort on real cores). Returns to the
+ * kernel virtual address in x30, which translates through the new tables.
+ */
+    .global idmap_cpu_replace_ttbr1
+idmap_cpu_replace_ttbr1:
+    msr     ttbr1_el1, x1
+    isb
+    tlbi    vmalle1
+    dsb     nsh
+    isb
+    msr     ttbr1_el1, x0
+    isb
+    ret
+
     /*
      * Set by the first CPU through `_start`; any later one parks. Written with the MMU off, so it
      * is a plain word in .data (which the .bss clearing does not touch), not a Rust atomic.
@@ -234,4 +415,30 @@ boot_cpu_claimed:
     text_offset = const super::image::TEXT_OFFSET,
     flags = const super::image::FLAGS,
     magic = const super::image::MAGIC,
+    sctlr_el1_mmu_off_lo = const super::early::SCTLR_EL1_MMU_OFF & 0xffff,
+    sctlr_el1_mmu_off_hi = const super::early::SCTLR_EL1_MMU_OFF >> 16,
+    sctlr_el2_mmu_off_lo = const SCTLR_EL2_MMU_OFF & 0xffff,
+    sctlr_el2_mmu_off_hi = const SCTLR_EL2_MMU_OFF >> 16,
+    mair = const offset_of!(MmuConfig, mair),
+    sctlr = const offset_of!(MmuConfig, sctlr),
+    ttbr0 = const offset_of!(MmuConfig, ttbr0),
+    stack_top = const offset_of!(SecondaryBoot, stack_top),
+    exception_stack_top = const offset_of!(SecondaryBoot, exception_stack_top),
+    percpu = const offset_of!(SecondaryBoot, percpu),
 );
+
+/// SCTLR_EL2 with the MMU and caches off, little-endian: its RES1 bits 4, 5, 11, 16, 18, 22, 23,
+/// 28, 29 (Linux's `INIT_SCTLR_EL2_MMU_OFF`).
+const SCTLR_EL2_MMU_OFF: u64 = 0x30c5_0830;
+
+// `__enable_mmu` loads MAIR/TCR and TTBR0/TTBR1 in pairs, and reads SecondaryBoot's first five
+// words as an MmuConfig (`MmuConfig::words` gives them in field order).
+const _: () = {
+    assert!(offset_of!(MmuConfig, mair) == 0);
+    assert!(offset_of!(MmuConfig, tcr) == 8);
+    assert!(offset_of!(MmuConfig, sctlr) == 16);
+    assert!(offset_of!(MmuConfig, ttbr0) == 24);
+    assert!(offset_of!(MmuConfig, ttbr1) == 32);
+    assert!(core::mem::size_of::<MmuConfig>() == 40);
+    assert!(offset_of!(SecondaryBoot, mmu) == 0);
+};

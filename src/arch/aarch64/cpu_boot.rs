@@ -63,18 +63,6 @@ pub fn cpu_boot(mpidr: u64, method: &EnableMethod) -> Result<(), CpuBootError> {
     }
 }
 
-/// Clean `[va, va + len)` to the point of coherency, so that a CPU with its caches off reads it.
-pub fn clean_to_poc(va: usize, len: usize) {
-    let mut a = va & !63;
-    while a < va + len {
-        // SAFETY: cache maintenance on mapped kernel memory has no effect on program state.
-        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a, options(nostack, preserves_flags)) };
-        a += 64;
-    }
-    // SAFETY: a barrier.
-    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
-}
-
 /// Mask IRQs on this CPU, returning whether they were unmasked.
 pub fn irqs_disable() -> bool {
     let daif: u64;

@@ -1,35 +1,35 @@
-//! The first translation tables: just enough to run the kernel at its linked (upper-half) address.
+//! The first translation tables: just enough to run the kernel at its linked (upper-half) address
+//! and to build `init_mm`, and nothing that is not known to be RAM.
 //!
-//! `early_enable_mmu` runs with the MMU off, at whatever physical address the loader chose, so it
+//! `early_map_kernel` runs with the MMU off, at whatever physical address the loader chose, so it
 //! must be position-independent: it reaches statics and linker symbols only PC-relatively (which
 //! is how the static relocation model addresses them), never follows a stored pointer, and cannot
 //! panic (a panic's location is an absolute pointer). Every table write is an aligned 64-bit store,
 //! as required while data accesses are Device-nGnRnE.
 //!
-//! It maps, in tables that live in `.bss`:
-//! - TTBR0: an identity map of the (up to two) 1 GiB blocks holding the image, so the instruction
-//!   after `SCTLR_EL1.M` is set still fetches, and secondaries can do the same later;
-//! - TTBR1: the image at `KIMAGE_VADDR` with 4 KiB pages and W^X per section, guard pages left out;
-//! - TTBR1: an *early linear window*: the 1 GiB blocks of the linear map that hold the image and the
-//!   device tree, which is all `mm::init` touches before it switches to `init_mm`.
+//! It maps, page by page, in tables that live in `.bss`:
+//! - TTBR0, the identity map: only `.idmap.text`, the page holding `__enable_mmu` and
+//!   `idmap_cpu_replace_ttbr1` (read-only, executable). Not whole gigabytes: whatever else shares
+//!   them may be a device, or memory a secure world owns, and a cacheable mapping invites the CPU
+//!   to fetch from it speculatively;
+//! - TTBR1: the image at `KIMAGE_VADDR`, W^X per section, the boot stacks' guard pages left out;
+//! - TTBR1, the *early linear window* (linear-map addresses): the boot frames ([`boot_frames`],
+//!   inside the image, from which `mm::boot` builds `init_mm` and the heap grows until then) and
+//!   the device tree the loader passed (or the page of the ATAG list x0 points at). Both are RAM
+//!   by construction: the image is, and the boot protocol puts the device tree in RAM.
 //!
-//! `mm::init` then builds `init_mm` with the real table allocators and switches TTBR1 to it; these
-//! tables stay only as the identity map that CPUs coming up use for their first instructions.
+//! `mm::boot` then builds `init_mm` and moves TTBR1 to it through the identity map
+//! (`mmu::replace_ttbr1`); these tables stay only as the identity map that starting CPUs use.
 
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use aarch64_cpu::{
-    asm::barrier,
-    registers::{
-        ID_AA64MMFR0_EL1, MAIR_EL1, ReadWriteable, Readable, SCTLR_EL1, TCR_EL1, TTBR0_EL1,
-        TTBR1_EL1, Writeable,
-    },
-};
+use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, MAIR_EL1, Readable, SCTLR_EL1, TCR_EL1};
 
-use crate::mm::layout::{GIB, KIMAGE_VADDR, PAGE_OFFSET, PAGE_SIZE, image_layout};
+use crate::mm::layout::{KIMAGE_VADDR, PAGE_OFFSET, PAGE_SIZE, image_layout};
 
 /// Raw descriptor bits used before the typed page-table code may run (it can panic, which this
-/// code must not). They agree with `mm::pgtable`; `tests` checks that.
+/// code must not). They agree with `mm::pgtable`.
 mod bits {
     pub const VALID: u64 = 1 << 0;
     pub const TABLE_OR_PAGE: u64 = 1 << 1;
@@ -39,48 +39,103 @@ mod bits {
     pub const AF: u64 = 1 << 10;
     pub const PXN: u64 = 1 << 53;
     pub const UXN: u64 = 1 << 54;
-    pub const NORMAL_BLOCK: u64 = VALID | ATTR_NORMAL | SH_INNER | AF;
     pub const NORMAL_PAGE: u64 = VALID | TABLE_OR_PAGE | ATTR_NORMAL | SH_INNER | AF;
     pub const TABLE: u64 = VALID | TABLE_OR_PAGE;
+    pub const ADDR: u64 = 0x0000_ffff_ffff_f000;
 }
 
+/// SCTLR_EL1 with the MMU and caches off: the RES1 bits of Armv8.0 (11, 20, 22, 23, 28, 29),
+/// little-endian. `el_drop` writes it at every entry EL.
+pub const SCTLR_EL1_MMU_OFF: u64 = 0x30d0_0800;
+
+/// The largest device tree mapped early (Linux's `MAX_FDT_SIZE`).
+pub const MAX_FDT_SIZE: u64 = 2 << 20;
+/// What is mapped at x0 when it points at no device tree (an ATAG list, say): two pages, so a
+/// 4 KiB read from any offset stays inside.
+const LOADER_DATA_SIZE: u64 = 2 * PAGE_SIZE as u64;
+const FDT_MAGIC: u32 = 0xd00d_feed;
+
 const ENTRIES: usize = 512;
-/// Page tables for the kernel image: 4 KiB pages for up to 8 MiB (the linker script checks it).
-const IMAGE_PTE_TABLES: usize = 4;
+
+/// Tables the early mapping may need beyond the two roots, in the worst case: the identity page
+/// (pud, pmd, pte: 3), the image (pud, pmd and 4 pte tables for its at most 8 MiB, which the
+/// linker script checks: 6), and in the linear window the boot frames and the device tree (each
+/// at most 2 MiB, so each may straddle a 2 MiB, a 1 GiB and a 512 GiB boundary: 2 pte, 2 pmd and
+/// 2 pud tables each: 12).
+const POOL: usize = 3 + 6 + 12;
 
 #[repr(C, align(4096))]
 struct Table([AtomicU64; ENTRIES]);
 
+/// Everything `early_map_kernel` writes with the MMU off, in one place, so that it can be
+/// invalidated from the caches in one go before anything reads it with the MMU on.
 #[repr(C)]
-struct EarlyTables {
+struct Early {
     id_pgd: Table,
-    id_pud: Table,
     pgd: Table,
-    linear_pud: Table,
-    image_pud: Table,
-    image_pmd: Table,
-    image_pte: [Table; IMAGE_PTE_TABLES],
+    pool: [Table; POOL],
+    /// The boot CPU's MMU configuration, read by `__enable_mmu`.
+    mmu: MmuConfig,
+    /// Where the loader's device tree (or data) is mapped: physical start, bytes mapped, and the
+    /// device tree's own `totalsize` (0 when x0 points at no device tree).
+    fdt: [AtomicU64; 3],
+    /// Tables taken from `pool`, and whether a mapping was dropped for want of one.
+    used: AtomicU64,
+    overflow: AtomicU64,
 }
 
 const fn empty() -> Table {
     Table([const { AtomicU64::new(0) }; ENTRIES])
 }
 
-/// In `.bss`: zeroed by the entry code before `early_enable_mmu` runs.
-static EARLY: EarlyTables = EarlyTables {
+/// In `.bss`: zeroed by the entry code before `early_map_kernel` runs.
+static EARLY: Early = Early {
     id_pgd: empty(),
-    id_pud: empty(),
     pgd: empty(),
-    linear_pud: empty(),
-    image_pud: empty(),
-    image_pmd: empty(),
-    image_pte: [empty(), empty(), empty(), empty()],
+    pool: [const { empty() }; POOL],
+    mmu: MmuConfig::zero(),
+    fdt: [const { AtomicU64::new(0) }; 3],
+    used: AtomicU64::new(0),
+    overflow: AtomicU64::new(0),
 };
 
+/// An empty table for TTBR1 while it is being replaced (Linux's `reserved_pg_dir`): in `.bss`,
+/// zero, never written.
+static RESERVED_PG_DIR: Table = empty();
+
+/// Physical address of the empty table (see [`RESERVED_PG_DIR`]).
+pub fn reserved_pg_dir() -> u64 {
+    crate::mm::layout::kimage_to_phys(pa_of(&RESERVED_PG_DIR))
+}
+
+/// Frames for building `init_mm` before the linear map exists (see [`boot_frames`]).
+const BOOT_FRAMES: usize = 64;
+
+#[repr(C, align(4096))]
+struct BootFrames(UnsafeCell<[[u8; PAGE_SIZE]; BOOT_FRAMES]>);
+
+// SAFETY: no Rust code ever reads or writes through this static: only its address is taken
+// (`boot_frames`), and the frames are then owned by the frame allocator.
+unsafe impl Sync for BootFrames {}
+
+/// In `.bss`, so zero and not part of the Image file.
+static BOOT_FRAMES_AREA: BootFrames = BootFrames(UnsafeCell::new([[0; PAGE_SIZE]; BOOT_FRAMES]));
+
+/// The boot frames, `(physical start, bytes)`: 256 KiB inside the image that the early linear
+/// window maps, so that `mm::boot` can allocate `init_mm`'s first tables (and the heap can grow)
+/// before the linear map exists. `mm::boot` gives them to the frame allocator first.
+pub fn boot_frames() -> (u64, u64) {
+    let va = &raw const BOOT_FRAMES_AREA as u64;
+    (
+        crate::mm::layout::kimage_to_phys(va),
+        (BOOT_FRAMES * PAGE_SIZE) as u64,
+    )
+}
+
 fn set(table: &Table, index: usize, desc: u64) {
-    // Indices below are computed from addresses masked to 9 bits, so `& (ENTRIES - 1)` never
-    // changes them; it lets the compiler drop the bounds check (and its panic path).
-    table.0[index & (ENTRIES - 1)].store(desc, Ordering::Relaxed);
+    if let Some(slot) = table.0.get(index) {
+        slot.store(desc, Ordering::Relaxed);
+    }
 }
 
 fn pa_of(table: &Table) -> u64 {
@@ -91,28 +146,78 @@ const fn idx(va: u64, shift: u32) -> usize {
     ((va >> shift) & 0x1ff) as usize
 }
 
-/// The MAIR_EL1 value every CPU uses; indices are `mm::pgtable::MemType`'s.
-pub fn mair_value() -> u64 {
-    (MAIR_EL1::Attr0_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
-        + MAIR_EL1::Attr0_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc
-        + MAIR_EL1::Attr1_Device::nonGathering_nonReordering_EarlyWriteAck
-        + MAIR_EL1::Attr2_Normal_Outer::NonCacheable
-        + MAIR_EL1::Attr2_Normal_Inner::NonCacheable
-        + MAIR_EL1::Attr3_Device::nonGathering_nonReordering_noEarlyWriteAck)
-        .value
+/// The pool table at physical address `pa` (only ever one of ours: the early tables point at
+/// nothing else), found by arithmetic on the pool's own address rather than by following `pa`.
+fn pool_table(pa: u64) -> Option<&'static Table> {
+    let first = pa_of(&EARLY.pool[0]);
+    let i = pa.checked_sub(first)? / PAGE_SIZE as u64;
+    EARLY.pool.get(usize::try_from(i).ok()?)
 }
 
-/// Program MAIR, TCR (48-bit VAs in both halves, 4 KiB granule, write-back inner-shareable walks,
-/// physical address size as the CPU reports), TTBR0/1, then turn on the MMU and caches.
-///
-/// # Safety
-/// `ttbr0`/`ttbr1` must hold tables that map the code executing this function and everything
-/// the caller touches afterwards.
-pub unsafe fn enable_mmu(ttbr0: u64, ttbr1: u64) {
-    MAIR_EL1.set(mair_value());
-    let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5); // 5 = 48 bits
-    TCR_EL1.write(
-        TCR_EL1::TBI0::Used
+/// The pte table that maps `va` under `root`, with the tables on the way taken from the pool.
+fn pte_table(root: &'static Table, va: u64) -> Option<&'static Table> {
+    let mut t = root;
+    for shift in [39, 30, 21] {
+        let i = idx(va, shift);
+        let d = t.0.get(i)?.load(Ordering::Relaxed);
+        t = if d & bits::VALID != 0 {
+            pool_table(d & bits::ADDR)?
+        } else {
+            let n = EARLY.used.load(Ordering::Relaxed);
+            let next = EARLY.pool.get(n as usize)?;
+            EARLY.used.store(n + 1, Ordering::Relaxed);
+            set(t, i, pa_of(next) | bits::TABLE);
+            next
+        };
+    }
+    Some(t)
+}
+
+/// Map the pages `[va, va + len)` to `[pa, ...)` with `attrs` (page descriptor bits).
+fn map_pages(root: &'static Table, va: u64, pa: u64, len: u64, attrs: u64) {
+    let mut off = 0;
+    while off < len {
+        match pte_table(root, va + off) {
+            Some(pte) => set(
+                pte,
+                idx(va + off, 12),
+                (pa + off) | bits::NORMAL_PAGE | attrs,
+            ),
+            None => EARLY.overflow.store(1, Ordering::Relaxed),
+        }
+        off += PAGE_SIZE as u64;
+    }
+}
+
+/// The values `__enable_mmu` programs: MAIR, TCR, SCTLR (MMU on), TTBR0, TTBR1, in this order
+/// (the assembly reads them by offset; `arch::aarch64::boot` checks the layout).
+#[repr(C)]
+pub struct MmuConfig {
+    pub mair: AtomicU64,
+    pub tcr: AtomicU64,
+    pub sctlr: AtomicU64,
+    pub ttbr0: AtomicU64,
+    pub ttbr1: AtomicU64,
+}
+
+impl MmuConfig {
+    const fn zero() -> MmuConfig {
+        MmuConfig {
+            mair: AtomicU64::new(0),
+            tcr: AtomicU64::new(0),
+            sctlr: AtomicU64::new(0),
+            ttbr0: AtomicU64::new(0),
+            ttbr1: AtomicU64::new(0),
+        }
+    }
+
+    /// The configuration every CPU uses, with `ttbr0` and `ttbr1` as the table roots: MAIR with
+    /// `mm::pgtable::MemType`'s indices; TCR with 48-bit VAs in both halves, 4 KiB granule,
+    /// write-back inner-shareable walks, the physical address size the CPU reports; SCTLR with
+    /// the MMU, caches and SP alignment checking on.
+    pub fn new(ttbr0: u64, ttbr1: u64) -> Self {
+        let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5); // 5 = 48 bits
+        let tcr = TCR_EL1::TBI0::Used
             + TCR_EL1::TBI1::Used
             + TCR_EL1::A1::TTBR0
             + TCR_EL1::IPS.val(pa_range)
@@ -127,135 +232,189 @@ pub unsafe fn enable_mmu(ttbr0: u64, ttbr1: u64) {
             + TCR_EL1::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
             + TCR_EL1::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
             + TCR_EL1::EPD0::EnableTTBR0Walks
-            + TCR_EL1::T0SZ.val(16),
-    );
-    TTBR0_EL1.set(ttbr0);
-    TTBR1_EL1.set(ttbr1);
-    barrier::dsb(barrier::ISH);
-    // SAFETY: invalidating the local TLB has no memory-safety effect.
-    unsafe { core::arch::asm!("tlbi vmalle1", options(nostack, preserves_flags)) };
-    barrier::dsb(barrier::NSH);
-    barrier::isb(barrier::SY);
-    SCTLR_EL1.modify(
-        SCTLR_EL1::M::Enable
+            + TCR_EL1::T0SZ.val(16);
+        let sctlr = SCTLR_EL1::M::Enable
             + SCTLR_EL1::C::Cacheable
             + SCTLR_EL1::I::Cacheable
-            + SCTLR_EL1::SA::Enable,
-    );
-    barrier::isb(barrier::SY);
+            + SCTLR_EL1::SA::Enable;
+        MmuConfig {
+            mair: AtomicU64::new(mair_value()),
+            tcr: AtomicU64::new(tcr.value),
+            sctlr: AtomicU64::new(SCTLR_EL1_MMU_OFF | sctlr.value),
+            ttbr0: AtomicU64::new(ttbr0),
+            ttbr1: AtomicU64::new(ttbr1),
+        }
+    }
+
+    /// The five values, in field order.
+    pub fn words(&self) -> [u64; 5] {
+        [&self.mair, &self.tcr, &self.sctlr, &self.ttbr0, &self.ttbr1]
+            .map(|w| w.load(Ordering::Relaxed))
+    }
 }
 
-/// Turn the MMU on for a secondary CPU, with the same MAIR/TCR as the boot CPU. Runs at the
-/// physical address (PC-relative only), like `early_enable_mmu`.
-#[unsafe(no_mangle)]
-extern "C" fn enable_mmu_for_secondary(ttbr0: u64, ttbr1: u64) {
-    // SAFETY: `ttbr0` is the boot identity map (maps this code), `ttbr1` is init_mm, which maps
-    // the whole kernel; both were prepared by the boot CPU (see smp::bringup).
-    unsafe { enable_mmu(ttbr0, ttbr1) };
+/// The MAIR_EL1 value every CPU uses; indices are `mm::pgtable::MemType`'s.
+pub fn mair_value() -> u64 {
+    (MAIR_EL1::Attr0_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+        + MAIR_EL1::Attr0_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc
+        + MAIR_EL1::Attr1_Device::nonGathering_nonReordering_EarlyWriteAck
+        + MAIR_EL1::Attr2_Normal_Outer::NonCacheable
+        + MAIR_EL1::Attr2_Normal_Inner::NonCacheable
+        + MAIR_EL1::Attr3_Device::nonGathering_nonReordering_noEarlyWriteAck)
+        .value
 }
 
-/// Physical address of the identity-map table that CPUs use while turning their MMU on.
+/// Physical address of the identity-map root, TTBR0 of every CPU while it turns its MMU on.
 pub fn idmap_ttbr0() -> u64 {
     crate::mm::layout::kimage_to_phys(pa_of(&EARLY.id_pgd))
 }
 
-/// The 1 GiB physical blocks the early linear window covers, as `[start, end)`.
-pub fn early_window(phys_base: u64, dtb: u64) -> [(u64, u64); 2] {
-    let g = |pa: u64| {
-        let b = pa & !(GIB - 1);
-        if pa < ENTRIES as u64 * GIB {
-            (b, b + GIB)
-        } else {
-            (0, 0)
-        }
-    };
-    [g(phys_base), g(dtb)]
+/// Physical address of the early TTBR1 root (live until `mm::boot` replaces it with init_mm's).
+pub fn early_ttbr1() -> u64 {
+    crate::mm::layout::kimage_to_phys(pa_of(&EARLY.pgd))
 }
 
-/// Build the early tables and enable the MMU. Called from `primary_entry` with the MMU off.
+/// What the early linear window maps of the loader's data at x0: `(physical start, bytes
+/// mapped, device-tree totalsize)`; the size is 0 when x0 was 0 or misaligned, and `totalsize`
+/// is 0 when x0 points at no device tree.
+pub fn fdt_window() -> (u64, u64, u64) {
+    let [pa, len, total] = &EARLY.fdt;
+    (
+        pa.load(Ordering::Relaxed),
+        len.load(Ordering::Relaxed),
+        total.load(Ordering::Relaxed),
+    )
+}
+
+/// Did the early mapping run out of tables (a mapping left out)? Cannot happen with the sizes
+/// the pool was computed for; `kernel_entry` checks it anyway, since it could not say so itself.
+pub fn overflowed() -> bool {
+    EARLY.overflow.load(Ordering::Relaxed) != 0
+}
+
+/// Read the big-endian 32-bit word at physical address `pa` with the MMU off.
+///
+/// # Safety
+/// `pa` must be 4-byte aligned and readable memory.
+unsafe fn read_be32(pa: u64) -> u32 {
+    // SAFETY: the caller's contract; with the MMU off the address is the physical one.
+    u32::from_be(unsafe { (pa as *const u32).read_volatile() })
+}
+
+/// How much to map at x0: the device tree's `totalsize` (at most [`MAX_FDT_SIZE`]) when it holds
+/// the FDT magic, else [`LOADER_DATA_SIZE`] for whatever the loader put there; nothing for 0 or a
+/// misaligned pointer, which the boot protocol rules out. Returns `(bytes, totalsize)`.
+fn loader_data_extent(x0: u64) -> (u64, u64) {
+    if x0 == 0 || !x0.is_multiple_of(8) {
+        return (0, 0);
+    }
+    // SAFETY: the boot protocol makes x0 the 8-byte aligned physical address of the device tree,
+    // in RAM (QEMU raspi4b without -dtb: of its ATAG list, also in RAM).
+    if unsafe { read_be32(x0) } != FDT_MAGIC {
+        return (LOADER_DATA_SIZE, 0);
+    }
+    // SAFETY: as above; `totalsize` is the header's second word.
+    let total = u64::from(unsafe { read_be32(x0 + 4) });
+    (total.clamp(8, MAX_FDT_SIZE), total)
+}
+
+/// Build the early tables, invalidate them from the caches, and return the boot CPU's
+/// `MmuConfig` (its physical address) for `__enable_mmu`. Called from `primary_entry` with the
+/// MMU off.
 #[unsafe(no_mangle)]
-extern "C" fn early_enable_mmu(phys_base: u64, dtb: u64) {
-    let t = &EARLY;
-
-    // TTBR0: identity map of the image's gigabyte and the next one.
-    set(
-        &t.id_pgd,
-        idx(phys_base, 39),
-        pa_of(&t.id_pud) | bits::TABLE,
-    );
-    let gib = phys_base & !(GIB - 1);
-    set(&t.id_pud, idx(gib, 30), gib | bits::NORMAL_BLOCK);
-    if idx(gib + GIB, 30) != 0 {
-        set(
-            &t.id_pud,
-            idx(gib + GIB, 30),
-            (gib + GIB) | bits::NORMAL_BLOCK,
-        );
-    }
-
-    // TTBR1: the early linear window (execute-never).
-    set(
-        &t.pgd,
-        idx(PAGE_OFFSET, 39),
-        pa_of(&t.linear_pud) | bits::TABLE,
-    );
-    for (start, end) in early_window(phys_base, dtb) {
-        if end > start {
-            set(
-                &t.linear_pud,
-                idx(start, 30),
-                start | bits::NORMAL_BLOCK | bits::PXN | bits::UXN,
-            );
-        }
-    }
-
-    // TTBR1: the kernel image at KIMAGE_VADDR, page by page, W^X.
-    set(
-        &t.pgd,
-        idx(KIMAGE_VADDR, 39),
-        pa_of(&t.image_pud) | bits::TABLE,
-    );
-    set(
-        &t.image_pud,
-        idx(KIMAGE_VADDR, 30),
-        pa_of(&t.image_pmd) | bits::TABLE,
-    );
+extern "C" fn early_map_kernel(x0: u64) -> *const MmuConfig {
+    let e = &EARLY;
     let img = image_layout();
-    let (start, text_end, rodata_end, end) = (img.start, img.text_end, img.rodata_end, img.end);
+    // Physical = virtual here; the offsets are the link-time layout's.
+    let kva = |pa: u64| pa - img.start + KIMAGE_VADDR;
+
+    // TTBR0: the identity-mapped text page, read-only and executable.
+    let (id_start, id_end) = idmap_text();
+    map_pages(
+        &e.id_pgd,
+        id_start,
+        id_start,
+        id_end - id_start,
+        bits::AP_RO | bits::UXN,
+    );
+
+    // TTBR1: the kernel image at KIMAGE_VADDR, W^X, guard pages left out.
     let guards = [img.boot_stack_guard, img.boot_exception_stack_guard];
-    let mut i = 0;
-    while i < IMAGE_PTE_TABLES {
-        let pte = &t.image_pte[i & (IMAGE_PTE_TABLES - 1)];
-        set(
-            &t.image_pmd,
-            idx(KIMAGE_VADDR, 21) + i,
-            pa_of(pte) | bits::TABLE,
-        );
-        i += 1;
-    }
-    let mut pa = start;
-    while pa < end {
-        let off = pa - start;
-        let perm = if pa < text_end {
+    let mut pa = img.start;
+    while pa < img.end {
+        let perm = if pa < img.text_end {
             bits::AP_RO | bits::UXN
-        } else if pa < rodata_end {
+        } else if pa < img.rodata_end {
             bits::AP_RO | bits::PXN | bits::UXN
         } else {
             bits::PXN | bits::UXN
         };
         if pa != guards[0] && pa != guards[1] {
-            let pte = &t.image_pte[((off >> 21) as usize) & (IMAGE_PTE_TABLES - 1)];
-            set(
-                pte,
-                idx(KIMAGE_VADDR + off, 12),
-                pa | bits::NORMAL_PAGE | perm,
-            );
+            map_pages(&e.pgd, kva(pa), pa, PAGE_SIZE as u64, perm);
         }
         pa += PAGE_SIZE as u64;
     }
 
-    barrier::dsb(barrier::SY);
-    // SAFETY: the tables just built map this code (identity) and the whole image (TTBR1), which
-    // is all that runs until `mm::init` switches to init_mm.
-    unsafe { enable_mmu(pa_of(&t.id_pgd), pa_of(&t.pgd)) };
+    // TTBR1, early linear window: the boot frames (read/write) and the loader's data at x0
+    // (read-only), execute-never, page by page.
+    let frames = &raw const BOOT_FRAMES_AREA as u64;
+    let frames_len = (BOOT_FRAMES * PAGE_SIZE) as u64;
+    let xn = bits::PXN | bits::UXN;
+    map_pages(&e.pgd, PAGE_OFFSET + frames, frames, frames_len, xn);
+    let (len, total) = loader_data_extent(x0);
+    if len > 0 {
+        let first = x0 & !(PAGE_SIZE as u64 - 1);
+        let end = (x0 + len).next_multiple_of(PAGE_SIZE as u64);
+        map_pages(
+            &e.pgd,
+            PAGE_OFFSET + first,
+            first,
+            end - first,
+            xn | bits::AP_RO,
+        );
+    }
+    let [f_pa, f_len, f_total] = &e.fdt;
+    f_pa.store(x0, Ordering::Relaxed);
+    f_len.store(len, Ordering::Relaxed);
+    f_total.store(total, Ordering::Relaxed);
+
+    let cfg = MmuConfig::new(pa_of(&e.id_pgd), pa_of(&e.pgd));
+    for (slot, v) in [
+        &e.mmu.mair,
+        &e.mmu.tcr,
+        &e.mmu.sctlr,
+        &e.mmu.ttbr0,
+        &e.mmu.ttbr1,
+    ]
+    .into_iter()
+    .zip(cfg.words())
+    {
+        slot.store(v, Ordering::Relaxed);
+    }
+
+    // Written with the MMU off, straight to memory; the walker and this CPU read it through the
+    // caches from the moment the MMU is on. Drop any line a speculative access brought in
+    // meanwhile (Linux invalidates its early page tables the same way in `__primary_switch`).
+    super::cache::invalidate_to_poc(e as *const Early as usize, core::mem::size_of::<Early>());
+    &e.mmu
+}
+
+/// The identity-mapped text, `[start, end)`, page-aligned (the linker script aligns it and checks
+/// it fits one page).
+fn idmap_text() -> (u64, u64) {
+    unsafe extern "C" {
+        static __idmap_text_start: u8;
+        static __idmap_text_end: u8;
+    }
+    let start = &raw const __idmap_text_start as u64;
+    let end = &raw const __idmap_text_end as u64;
+    (start, end.next_multiple_of(PAGE_SIZE as u64))
+}
+
+/// The physical address of `idmap_cpu_replace_ttbr1`, where the identity map has it.
+pub fn idmap_replace_ttbr1() -> u64 {
+    unsafe extern "C" {
+        fn idmap_cpu_replace_ttbr1(ttbr1: u64, empty: u64);
+    }
+    crate::mm::layout::kimage_to_phys(idmap_cpu_replace_ttbr1 as *const () as u64)
 }

@@ -2,7 +2,7 @@
 
 use aarch64_cpu::{
     asm::barrier,
-    registers::{ID_AA64MMFR0_EL1, ReadWriteable, Readable, TCR_EL1, TTBR1_EL1, Writeable},
+    registers::{ID_AA64MMFR0_EL1, ReadWriteable, Readable, TCR_EL1},
 };
 
 /// `dsb ishst`: earlier stores (a zeroed table, a descriptor) are visible to every CPU and table
@@ -60,18 +60,34 @@ pub fn pa_bits() -> u32 {
     }
 }
 
-/// Make `pgd_pa` this CPU's kernel table root and forget every cached translation.
+/// Make `pgd_pa` this CPU's kernel table root, as Linux's `cpu_replace_ttbr1` does: the tables
+/// are made visible to the walker (`dsb ishst`), every exception is masked, and
+/// `idmap_cpu_replace_ttbr1` runs from the identity map, pointing TTBR1 at an empty table and
+/// emptying the TLB before it installs the new root. So the TLB never holds entries of two
+/// different sizes for one address (the early tables map the linear window with pages, init_mm
+/// with blocks), which real cores report as a TLB conflict abort.
 ///
 /// # Safety
-/// The new tables must map everything this CPU uses from now on (its code, stack, data).
-pub unsafe fn switch_ttbr1(pgd_pa: u64) {
+/// The new tables must map everything this CPU uses from now on (its code, stack, data), and
+/// TTBR0 must still hold the boot identity map with its walks enabled.
+pub unsafe fn replace_ttbr1(pgd_pa: u64) {
     dsb_ishst();
-    TTBR1_EL1.set(pgd_pa);
-    isb();
-    // SAFETY: local TLB invalidation has no memory-safety effect.
-    unsafe { core::arch::asm!("tlbi vmalle1", options(nostack, preserves_flags)) };
-    barrier::dsb(barrier::NSH);
-    isb();
+    let daif: u64;
+    // SAFETY: masking every exception on this CPU; restored below.
+    unsafe {
+        core::arch::asm!("mrs {}, daif", "msr daifset, #0xf", out(reg) daif, options(nostack, preserves_flags))
+    };
+    // SAFETY: `idmap_replace_ttbr1` is the physical address of `idmap_cpu_replace_ttbr1`, which
+    // the identity map (TTBR0, the caller's contract) maps there; it is an `extern "C" fn(u64,
+    // u64)` that touches no memory and returns to our (kernel virtual) return address, which the
+    // new tables map (the caller's contract). No exception can be taken meanwhile.
+    unsafe {
+        let replace: extern "C" fn(u64, u64) =
+            core::mem::transmute(super::early::idmap_replace_ttbr1() as usize);
+        replace(pgd_pa, super::early::reserved_pg_dir());
+    }
+    // SAFETY: restoring this CPU's exception masks.
+    unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nostack, preserves_flags)) };
 }
 
 /// Stop walking TTBR0: the lower half (and so virtual address 0) faults from now on.
