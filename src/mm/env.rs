@@ -16,7 +16,12 @@ pub trait PageTableEnv: Sync {
 
     /// Give back a frame that `alloc_table_frame` returned. The page-table code calls this only
     /// once no CPU and no walker can still reach the table (after break-before-make).
-    fn free_table_frame(&self, pa: PhysAddr);
+    ///
+    /// # Safety
+    /// `pa` must have come from `alloc_table_frame` and not been freed since, and nothing may use
+    /// it any more: no table points at it, no TLB holds a translation to it, no reference to it
+    /// is live. The allocator will hand it to someone else.
+    unsafe fn free_table_frame(&self, pa: PhysAddr);
 
     /// The descriptors of the table in frame `pa` (through the linear map on hardware).
     ///

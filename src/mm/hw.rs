@@ -18,7 +18,7 @@ impl PageTableEnv for HwEnv {
         FRAMES.alloc(1).map(PhysAddr)
     }
 
-    fn free_table_frame(&self, pa: PhysAddr) {
+    unsafe fn free_table_frame(&self, pa: PhysAddr) {
         FRAMES.free(pa.0, 1);
     }
 

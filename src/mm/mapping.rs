@@ -502,7 +502,9 @@ impl<E: PageTableEnv> InitMm<E> {
         env.tlbi_va(entry.span_start());
         env.dsb_ish();
         env.isb();
-        env.free_table_frame(table.addr());
+        // SAFETY: the table is out of the tree and its invalidation completed (above); nothing
+        // else referred to it (the callers own the range, or the tree is quiescent).
+        unsafe { env.free_table_frame(table.addr()) };
     }
 
     /// Unmap every leaf in `[va, va + size)`: pages, and pmd/pud blocks that lie wholly inside the

@@ -371,7 +371,8 @@ impl<E: PageTableEnv> InitMm<E> {
             Some(now) => {
                 counters.lost.fetch_add(1, Ordering::Relaxed);
                 // Never published: no CPU or walker can have seen it.
-                self.env.free_table_frame(new);
+                // SAFETY: our own frame, never published: the racer's table is in the slot.
+                unsafe { self.env.free_table_frame(new) };
                 if now.is_table(level) {
                     Ok(self.entry_in(now.addr(), next, va))
                 } else {

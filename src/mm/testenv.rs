@@ -235,7 +235,7 @@ impl PageTableEnv for TestEnv {
         Some(pa)
     }
 
-    fn free_table_frame(&self, pa: PhysAddr) {
+    unsafe fn free_table_frame(&self, pa: PhysAddr) {
         let i = self
             .frame_index(pa)
             .unwrap_or_else(|| panic!("TestEnv: freeing {pa:?}, not a frame"));

@@ -272,7 +272,10 @@ impl<E: PageTableEnv> KernelVm<E> {
             match env.alloc_table_frame() {
                 Some(pa) => pages.push(pa),
                 None => {
-                    pages.iter().for_each(|&pa| env.free_table_frame(pa));
+                    // SAFETY: frames this call was just handed, used for nothing yet.
+                    pages
+                        .iter()
+                        .for_each(|&pa| unsafe { env.free_table_frame(pa) });
                     return Err(VmError::OutOfMemory { pages: n });
                 }
             }
@@ -283,7 +286,10 @@ impl<E: PageTableEnv> KernelVm<E> {
         }
         self.vmap_kind(&pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align)
             .inspect_err(|_| {
-                pages.iter().for_each(|&pa| env.free_table_frame(pa));
+                // SAFETY: vmap_kind failed and left nothing mapped: the frames are ours alone.
+                pages
+                    .iter()
+                    .for_each(|&pa| unsafe { env.free_table_frame(pa) });
             })
     }
 
@@ -307,7 +313,8 @@ impl<E: PageTableEnv> KernelVm<E> {
                     self.init_mm
                         .map_range(va, pa.0, PAGE_SIZE, Prot::KERNEL_RW, false)
                         .map_err(|e| {
-                            env.free_table_frame(pa);
+                            // SAFETY: the mapping failed and left nothing mapped: ours alone.
+                            unsafe { env.free_table_frame(pa) };
                             VmError::from(e)
                         })
                 }
@@ -359,9 +366,12 @@ impl<E: PageTableEnv> KernelVm<E> {
             .collect();
         self.init_mm.unmap_range(area.start, area.size);
         self.release(area.start);
-        // The TLB no longer holds these pages (unmap_range waited for the invalidation).
         let env = self.init_mm.env();
-        pages.into_iter().for_each(|pa| env.free_table_frame(pa));
+        // SAFETY: the area's pages, unmapped, and no TLB holds them any more (unmap_range waited
+        // for the invalidation); the area was ours (looked up as a vmalloc area by its owner).
+        pages
+            .into_iter()
+            .for_each(|pa| unsafe { env.free_table_frame(pa) });
         Ok(())
     }
 
@@ -1132,8 +1142,9 @@ mod tests {
         fn alloc_table_frame(&self) -> Option<PhysAddr> {
             self.env.alloc_table_frame()
         }
-        fn free_table_frame(&self, pa: PhysAddr) {
-            self.env.free_table_frame(pa);
+        unsafe fn free_table_frame(&self, pa: PhysAddr) {
+            // SAFETY: forwarded: our caller keeps the contract.
+            unsafe { self.env.free_table_frame(pa) };
             self.note(Event::Free(pa));
         }
         unsafe fn table(&self, pa: PhysAddr) -> &Table {
@@ -1246,7 +1257,10 @@ mod tests {
             assert_eq!(again, va, "{kind:?}");
             vm.vfree(again).unwrap();
             vm.vfree(neighbour).unwrap();
-            frames.into_iter().for_each(|pa| spy.free_table_frame(pa));
+            // SAFETY: the test's own frames, unmapped by vunmap.
+            frames
+                .into_iter()
+                .for_each(|pa| unsafe { spy.free_table_frame(pa) });
             assert_eq!(
                 spy.env.live_frames(),
                 1 + vm.init_mm.count_tables(V, VMALLOC_END).total()
@@ -1365,7 +1379,8 @@ mod tests {
         vm.vunmap(mapped).unwrap();
         assert_eq!(vm.vunmap(mapped), Err(VmError::NotMapped { addr: mapped }));
         vm.release_window(window).unwrap();
-        vm.init_mm.env().free_table_frame(frame);
+        // SAFETY: the test's own frame, no longer mapped.
+        unsafe { vm.init_mm.env().free_table_frame(frame) };
         assert_balanced(&vm, WINDOW, 1);
     }
 
@@ -1390,7 +1405,10 @@ mod tests {
         assert!(vm.init_mm.translate(va + 3 * P).is_none(), "guard page");
         vm.vunmap(va).unwrap();
         assert!(frames.iter().all(|&pa| env.is_allocated(pa)));
-        frames.into_iter().for_each(|pa| env.free_table_frame(pa));
+        // SAFETY: the test's own frames, unmapped by vunmap.
+        frames
+            .into_iter()
+            .for_each(|pa| unsafe { env.free_table_frame(pa) });
         assert_balanced(&vm, WINDOW, 1);
     }
 
