@@ -2,6 +2,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::arch::aarch64::cpu::frame_pointer;
 use crate::arch::aarch64::{cpu, psci, semihosting};
 
 /// Exit status of a kernel that panicked.
@@ -178,14 +179,6 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     exit(PANIC_EXIT)
 }
 
-/// This function's caller's frame pointer (x29), where a backtrace starts.
-#[inline(always)]
-fn frame_pointer() -> u64 {
-    let fp: u64;
-    // SAFETY: reading the frame pointer register has no side effects.
-    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack)) };
-    fp
-}
 
 /// CPUs inside `fault_in_fault_path`, as a bit mask.
 static IN_FAULT_PATH: AtomicUsize = AtomicUsize::new(0);

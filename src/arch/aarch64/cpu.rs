@@ -118,3 +118,12 @@ pub fn probe_write(addr: usize, value: u64) {
         core::arch::asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
     };
 }
+
+/// The frame pointer (x29) of the function this is inlined into: where a backtrace starts.
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let fp: u64;
+    // SAFETY: reading the frame pointer register has no side effects.
+    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack)) };
+    fp
+}
