@@ -21,8 +21,9 @@ pub const EVENT_STREAM_HZ: u64 = 10_000;
 
 /// The `CNTKCTL_EL1.EVNTI` bit whose rising edges come closest to [`EVENT_STREAM_HZ`] at a
 /// counter of `freq_hz`: bit `n` rises every `2^(n+1)` ticks, so `n + 1` is log2 of the period in
-/// ticks, rounded to the nearer power of two (as Linux's `arch_timer_configure_evtstream`
-/// rounds its divider). 62.5 MHz (QEMU) → bit 12, 131 µs; 54 MHz (Pi 4) → bit 11, 76 µs.
+/// ticks, rounded to the nearer power of two. (Linux's `arch_timer_configure_evtstream` rounds
+/// the divider too but uses it as the bit number, which gives twice the period: 152 µs on a Pi 4
+/// where this gives 76 µs.) 62.5 MHz (QEMU) → bit 12, 131 µs; 54 MHz (Pi 4) → bit 11, 76 µs.
 pub fn event_stream_bit(freq_hz: u64) -> u8 {
     let period = (freq_hz / EVENT_STREAM_HZ).max(2);
     let log2 = 63 - period.leading_zeros(); // floor

@@ -121,6 +121,24 @@ primary_entry:
     adrp    x21, __image_start      /* x21: physical load address of the image */
     mov     x0, x19
     bl      early_map_kernel        /* x0: the MmuConfig to turn the MMU on with (physical) */
+    mov     x22, x0
+
+    /*
+     * Everything in .bss was written with the MMU off: the zeroes, the early tables, the
+     * MmuConfig. Those stores went to memory; a line that a speculative access or the loader
+     * brought into a cache since the first invalidation would be what the walker and the CPU
+     * read once the MMU is on. Invalidate it all again (Linux invalidates its early tables in
+     * create_idmap; it clears .bss with the MMU on). The dmb orders the Device-memory stores
+     * before the cache maintenance, which is not ordered after them otherwise (Linux's
+     * preserve_boot_args: "needed before dc ivac with MMU off").
+     */
+    dmb     sy
+    adrp    x0, __bss_start
+    add     x0, x0, :lo12:__bss_start
+    adrp    x1, __bss_end
+    add     x1, x1, :lo12:__bss_end
+    bl      dcache_inval_range
+    mov     x0, x22
     ldr     x1, =primary_high
     b       __enable_mmu
 
@@ -182,14 +200,11 @@ secondary_high:
 /*
  * Drop to EL1 from EL3 or EL2, returning in x20 the EL we were entered at. No stack, no memory.
  * Clobbers x0-x3. On return: EL1, AArch64, MMU and caches off (SCTLR_EL1 set to a known value at
- * every entry EL, as Linux's init_kernel_el does), FP/SIMD usable, DAIF masked.
+ * EL1, whatever the entry EL, as Linux's init_kernel_el does; at EL1, so that it is SCTLR_EL1
+ * that is written even if firmware left HCR_EL2.E2H set), FP/SIMD usable, DAIF masked.
  */
     .global el_drop
 el_drop:
-    mov     x0, #{sctlr_el1_mmu_off_lo}
-    movk    x0, #{sctlr_el1_mmu_off_hi}, lsl #16
-    msr     sctlr_el1, x0
-    isb
     mrs     x20, CurrentEL
     ubfx    x20, x20, #2, #2
     cmp     x20, #3
@@ -199,7 +214,7 @@ el_drop:
     b       3f
 
 1:  /* EL3: lower levels are non-secure AArch64, HVC allowed; then set EL2 up as below. */
-    mov     x0, #(1 << 10 | 1 << 8 | 1 << 0)    /* SCR_EL3.RW | HCE | NS */
+    mov     x0, #(1 << 10 | 1 << 8 | 3 << 4 | 1 << 0)   /* SCR_EL3.RW | HCE | RES1 | NS */
     msr     scr_el3, x0
     mov     x3, x30
     bl      init_el2
@@ -220,6 +235,9 @@ el_drop:
     eret
 
 3:  /* EL1 */
+    mov     x0, #{sctlr_el1_mmu_off_lo}
+    movk    x0, #{sctlr_el1_mmu_off_hi}, lsl #16
+    msr     sctlr_el1, x0
     mov     x0, #(3 << 20)                      /* CPACR_EL1.FPEN: no FP/SIMD traps */
     msr     cpacr_el1, x0
     isb
@@ -232,7 +250,13 @@ el_drop:
  * an extension are written only when the ID registers say the CPU has it. Clobbers x0-x2.
  */
 init_el2:
-    mov     x0, #(1 << 31)                      /* HCR_EL2.RW: EL1 is AArch64; nothing trapped */
+    /*
+     * HCR_EL2.RW: EL1 is AArch64. HCD: HVC is undefined at EL1, so that a stray hvc (a device
+     * tree naming PSCI's "hvc" method on a machine entered at EL2) is reported as an undefined
+     * instruction instead of jumping into whatever EL2 vectors the firmware left (Linux
+     * installs hyp stub vectors instead; this kernel has no use for EL2 after the drop).
+     */
+    mov     x0, #(1 << 31 | 1 << 29)
     msr     hcr_el2, x0
     isb
     mov     x0, #{sctlr_el2_mmu_off_lo}         /* SCTLR_EL2: RES1 bits, MMU off, little-endian */
@@ -381,6 +405,10 @@ __enable_mmu:
     dsb     nsh
     isb
     msr     sctlr_el1, x2
+    isb
+    /* As Linux's set_sctlr_el1: drop instructions fetched before the MMU went on. */
+    ic      iallu
+    dsb     nsh
     isb
     br      x1
 

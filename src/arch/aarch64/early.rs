@@ -15,8 +15,9 @@
 //! - TTBR1: the image at `KIMAGE_VADDR`, W^X per section, the boot stacks' guard pages left out;
 //! - TTBR1, the *early linear window* (linear-map addresses): the boot frames ([`boot_frames`],
 //!   inside the image, from which `mm::boot` builds `init_mm` and the heap grows until then) and
-//!   the device tree the loader passed (or the page of the ATAG list x0 points at). Both are RAM
-//!   by construction: the image is, and the boot protocol puts the device tree in RAM.
+//!   the device tree the loader passed, as much as its `totalsize` says (only its header when
+//!   that is more than 2 MiB), or two pages of whatever else x0 points at (an ATAG list). Both
+//!   are RAM by construction: the image is, and the boot protocol puts the device tree in RAM.
 //!
 //! `mm::boot` then builds `init_mm` and moves TTBR1 to it through the identity map
 //! (`mmu::replace_ttbr1`); these tables stay only as the identity map that starting CPUs use.
@@ -175,17 +176,16 @@ fn pte_table(root: &'static Table, va: u64) -> Option<&'static Table> {
 
 /// Map the pages `[va, va + len)` to `[pa, ...)` with `attrs` (page descriptor bits).
 fn map_pages(root: &'static Table, va: u64, pa: u64, len: u64, attrs: u64) {
-    let mut off = 0;
+    // Wrapping arithmetic throughout this file: no overflow check, so no panic path, in code
+    // that must not panic.
+    let mut off = 0u64;
     while off < len {
-        match pte_table(root, va + off) {
-            Some(pte) => set(
-                pte,
-                idx(va + off, 12),
-                (pa + off) | bits::NORMAL_PAGE | attrs,
-            ),
+        let (v, p) = (va.wrapping_add(off), pa.wrapping_add(off));
+        match pte_table(root, v) {
+            Some(pte) => set(pte, idx(v, 12), p | bits::NORMAL_PAGE | attrs),
             None => EARLY.overflow.store(1, Ordering::Relaxed),
         }
-        off += PAGE_SIZE as u64;
+        off = off.wrapping_add(PAGE_SIZE as u64);
     }
 }
 
@@ -301,8 +301,8 @@ unsafe fn read_be32(pa: u64) -> u32 {
     u32::from_be(unsafe { (pa as *const u32).read_volatile() })
 }
 
-/// How much to map at x0: the device tree's `totalsize` (at most [`MAX_FDT_SIZE`]) when it holds
-/// the FDT magic, else [`LOADER_DATA_SIZE`] for whatever the loader put there; nothing for 0 or a
+/// How much to map at x0: the device tree's `totalsize` when it holds the FDT magic (only its
+/// 64-byte header when `totalsize` is above [`MAX_FDT_SIZE`]), else [`LOADER_DATA_SIZE`] for whatever the loader put there; nothing for 0 or a
 /// misaligned pointer, which the boot protocol rules out. Returns `(bytes, totalsize)`.
 fn loader_data_extent(x0: u64) -> (u64, u64) {
     if x0 == 0 || !x0.is_multiple_of(8) {
@@ -314,19 +314,23 @@ fn loader_data_extent(x0: u64) -> (u64, u64) {
         return (LOADER_DATA_SIZE, 0);
     }
     // SAFETY: as above; `totalsize` is the header's second word.
-    let total = u64::from(unsafe { read_be32(x0 + 4) });
-    (total.clamp(8, MAX_FDT_SIZE), total)
+    let total = u64::from(unsafe { read_be32(x0.wrapping_add(4)) });
+    if total > MAX_FDT_SIZE {
+        // Too large to trust: map the header alone (what follows may not be RAM), and let
+        // `kernel_entry` refuse it with a message (Linux's `fixmap_remap_fdt` refuses it too).
+        return (64, total);
+    }
+    (total.max(64), total)
 }
 
-/// Build the early tables, invalidate them from the caches, and return the boot CPU's
-/// `MmuConfig` (its physical address) for `__enable_mmu`. Called from `primary_entry` with the
-/// MMU off.
+/// Build the early tables and return the boot CPU's `MmuConfig` (its physical address) for
+/// `__enable_mmu`. Called from `primary_entry` with the MMU off.
 #[unsafe(no_mangle)]
 extern "C" fn early_map_kernel(x0: u64) -> *const MmuConfig {
     let e = &EARLY;
     let img = image_layout();
     // Physical = virtual here; the offsets are the link-time layout's.
-    let kva = |pa: u64| pa - img.start + KIMAGE_VADDR;
+    let kva = |pa: u64| pa.wrapping_sub(img.start).wrapping_add(KIMAGE_VADDR);
 
     // TTBR0: the identity-mapped text page, read-only and executable.
     let (id_start, id_end) = idmap_text();
@@ -352,7 +356,7 @@ extern "C" fn early_map_kernel(x0: u64) -> *const MmuConfig {
         if pa != guards[0] && pa != guards[1] {
             map_pages(&e.pgd, kva(pa), pa, PAGE_SIZE as u64, perm);
         }
-        pa += PAGE_SIZE as u64;
+        pa = pa.wrapping_add(PAGE_SIZE as u64);
     }
 
     // TTBR1, early linear window: the boot frames (read/write) and the loader's data at x0
@@ -360,16 +364,22 @@ extern "C" fn early_map_kernel(x0: u64) -> *const MmuConfig {
     let frames = &raw const BOOT_FRAMES_AREA as u64;
     let frames_len = (BOOT_FRAMES * PAGE_SIZE) as u64;
     let xn = bits::PXN | bits::UXN;
-    map_pages(&e.pgd, PAGE_OFFSET + frames, frames, frames_len, xn);
+    map_pages(
+        &e.pgd,
+        PAGE_OFFSET.wrapping_add(frames),
+        frames,
+        frames_len,
+        xn,
+    );
     let (len, total) = loader_data_extent(x0);
     if len > 0 {
         let first = x0 & !(PAGE_SIZE as u64 - 1);
-        let end = (x0 + len).next_multiple_of(PAGE_SIZE as u64);
+        let end = x0.wrapping_add(len).wrapping_add(PAGE_SIZE as u64 - 1) & !(PAGE_SIZE as u64 - 1);
         map_pages(
             &e.pgd,
-            PAGE_OFFSET + first,
+            PAGE_OFFSET.wrapping_add(first),
             first,
-            end - first,
+            end.wrapping_sub(first),
             xn | bits::AP_RO,
         );
     }
@@ -378,24 +388,18 @@ extern "C" fn early_map_kernel(x0: u64) -> *const MmuConfig {
     f_len.store(len, Ordering::Relaxed);
     f_total.store(total, Ordering::Relaxed);
 
+    // Five stores, not a loop over an array of references: a constant array of addresses could
+    // be emitted as a table of absolute (virtual) addresses, wrong with the MMU off.
     let cfg = MmuConfig::new(pa_of(&e.id_pgd), pa_of(&e.pgd));
-    for (slot, v) in [
-        &e.mmu.mair,
-        &e.mmu.tcr,
-        &e.mmu.sctlr,
-        &e.mmu.ttbr0,
-        &e.mmu.ttbr1,
-    ]
-    .into_iter()
-    .zip(cfg.words())
-    {
-        slot.store(v, Ordering::Relaxed);
-    }
+    let [mair, tcr, sctlr, ttbr0, ttbr1] = cfg.words();
+    e.mmu.mair.store(mair, Ordering::Relaxed);
+    e.mmu.tcr.store(tcr, Ordering::Relaxed);
+    e.mmu.sctlr.store(sctlr, Ordering::Relaxed);
+    e.mmu.ttbr0.store(ttbr0, Ordering::Relaxed);
+    e.mmu.ttbr1.store(ttbr1, Ordering::Relaxed);
 
-    // Written with the MMU off, straight to memory; the walker and this CPU read it through the
-    // caches from the moment the MMU is on. Drop any line a speculative access brought in
-    // meanwhile (Linux invalidates its early page tables the same way in `__primary_switch`).
-    super::cache::invalidate_to_poc(e as *const Early as usize, core::mem::size_of::<Early>());
+    // Written with the MMU off, straight to memory: `primary_entry` invalidates all of .bss,
+    // this included, from the caches before it turns the MMU on.
     &e.mmu
 }
 

@@ -349,7 +349,9 @@ pub fn set_irq_handler(f: fn()) {
 
 /// A synchronous exception taken from kernel code (EL1, SP0), in this order: a spurious
 /// translation fault is retried; a fault inside [`catch_fault`] returns there; a stack overflow
-/// or any other exception is reported and panics.
+/// or any other exception is reported and panics. (Linux fixes up an exception-table entry
+/// before it asks whether the fault was spurious; asking first means a spurious fault inside
+/// `catch_fault` is retried rather than reported as caught.)
 ///
 /// Public so that tests can hand it a made-up frame: the spurious-fault decision cannot be
 /// provoked in an emulator, whose table walks are always ordered.
@@ -407,6 +409,12 @@ extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
             h();
         }
         4..=7 => {
+            // A spurious translation fault can be taken here too (an IRQ handler reading a
+            // mapping just published): retry it like any other (Linux does so in every EL1
+            // context).
+            if kind == 4 && retry_if_spurious(frame) {
+                return;
+            }
             // A fault while handling a fault: the exception stack is in use, so keep this short.
             report(frame, kind);
             crate::panic::fault_in_fault_path(cpu, frame.esr, frame.far, frame.elr, frame.x[29]);

@@ -8,20 +8,22 @@
 //! Comments elsewhere point here.
 //!
 //! 1. **Entry** (`boot::primary_entry`): MMU and D-cache off, as the boot protocol leaves them;
-//!    `el_drop` writes SCTLR_EL1 (MMU off) at every entry EL and, from EL2, gives every register
-//!    Linux's `init_el2_state` sets a known value (`boot::init_el2`), so nothing the firmware left
-//!    traps EL1 or changes what it sees.
+//!    from EL2, every register Linux's `init_el2_state` sets gets a known value (`boot::init_el2`;
+//!    HVC is made undefined at EL1), so nothing the firmware left traps EL1 or changes what it
+//!    sees; then, at EL1, SCTLR_EL1 (MMU off) is written whatever the entry EL.
 //! 2. **`.bss`**: `dc ivac` over it first (a line the loader left would be what a cacheable read
 //!    finds later), then zeroed with the MMU off, which writes memory directly.
 //! 3. **Early tables** (`early::early_map_kernel`, MMU off): the identity map holds one page,
 //!    `.idmap.text`; TTBR1 the image (W^X) and an early linear window of exactly the boot frames
 //!    and the device tree. Nothing that is not RAM is mapped, so no speculative fetch can reach a
-//!    device or a secure carve-out. Written to memory with the MMU off, then `dc ivac` over all
-//!    of it (Linux does so after `__pi_create_init_idmap`): the walker reads through the caches.
+//!    device or a secure carve-out. Then `dmb sy` and `dc ivac` over all of `.bss` once more
+//!    (Linux invalidates its early tables in `create_idmap`): the zeroes, the tables and the
+//!    MmuConfig went to memory, and the walker and the CPU read them through the caches.
 //! 4. **MMU on** (`boot::__enable_mmu`, in `.idmap.text`): MAIR, TCR, TTBR0/1, `tlbi vmalle1;
 //!    dsb nsh; isb` (the TLB is not promised empty out of reset or firmware), then SCTLR_EL1.M/C/I
-//!    and `isb`; the next instruction fetches through the identity map, then branches to the
-//!    kernel's virtual address. No stack is touched while this happens.
+//!    and `isb`, then `ic iallu; dsb nsh; isb` as Linux's `set_sctlr_el1`; the next instruction
+//!    fetches through the identity map, then branches to the kernel's virtual address. No stack
+//!    is touched while this happens.
 //! 5. **TTBR1 to init_mm** (`mmu::replace_ttbr1` → `boot::idmap_cpu_replace_ttbr1`, Linux's
 //!    `cpu_replace_ttbr1`): `dsb ishst` so the walker sees the new tables, every exception
 //!    masked, then from the identity map: TTBR1 = an empty table, `isb; tlbi vmalle1; dsb nsh;
