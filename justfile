@@ -17,7 +17,7 @@ test: _ensure test-host test-loom test-qemu test-image test-rpi4-files (bench "q
 # Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), and the
 # rule that only the table allocators' module may name init_mm's page-table lock.
 test-host:
-    cargo test --lib --target {{host}}
+    cargo test --lib --target {{host}} --features bench
     cargo test --doc --target {{host}}
     @others=$(grep -rln page_table_lock src/ | grep -vx src/mm/pgalloc.rs || true); \
         if [ -n "$others" ]; then echo "page_table_lock named outside src/mm/pgalloc.rs: $others" >&2; exit 1; fi; \
@@ -82,7 +82,8 @@ debug *ARGS: image
 # Lints, warnings are errors, for the kernel and the host build of the library.
 clippy:
     cargo clippy --lib --bins --tests -- -D warnings
-    cargo clippy --lib --target {{host}} --profile test -- -D warnings
+    cargo clippy --lib --bins --features bench --target-dir target/bench-kernel -- -D warnings
+    cargo clippy --lib --target {{host}} --profile test --features bench -- -D warnings
 
 fmt:
     cargo fmt
@@ -100,7 +101,8 @@ _ensure:
 # target/bench/throughput.svg.
 bench MODE="full": _ensure image
     @python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
-    python3 platform/bench/bench.py {{kernel}} {{MODE}}
+    cargo build --release --features bench --target-dir target/bench-kernel
+    python3 platform/bench/bench.py target/bench-kernel/{{target}}/release/initmm {{MODE}} {{kernel}}.img
 
 # Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path)
 # with libFuzzer for SECONDS. Needs the nightly toolchain; installs cargo-fuzz when missing.

@@ -290,6 +290,8 @@ fn start_cpus(b: &BootInfo) {
     };
     let t0 = cpu::counter();
     let failures = smp::bring_up(&b.machine, max);
+    // Linux's lazy_max_pages(): the lazy-purge threshold grows with the CPUs.
+    mm::kernel_vm().set_online_cpus(smp::online_cpus());
     for f in &failures {
         log::error!("CPU with MPIDR {:#x} did not come up: {}", f.mpidr, f.error);
     }

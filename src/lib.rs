@@ -19,7 +19,7 @@ pub mod drivers;
 pub mod mm;
 pub mod platform;
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "bench"))]
 pub mod bench;
 #[cfg(target_os = "none")]
 pub mod console;

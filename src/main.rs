@@ -1,5 +1,6 @@
 //! The initmm kernel: boot every CPU, run the workloads the command line names (`workload=`,
-//! default all) or the benchmarks (`bench=`), and exit 0 only if all passed.
+//! default all), and exit 0 only if all passed. Built with the `bench` feature (as
+//! `initmm-bench`, for `just bench`), `bench=` runs the benchmarks instead.
 #![no_std]
 #![no_main]
 
@@ -9,10 +10,11 @@ initmm::entry!(main);
 
 fn main(boot: &'static BootInfo) -> ! {
     let c = boot.cmdline();
-    let ok = if c.get("bench").is_some() {
-        initmm::bench::run_from_cmdline(&c)
-    } else {
-        initmm::workload::run_from_cmdline(&c)
-    };
+    #[cfg(feature = "bench")]
+    if c.get("bench").is_some() {
+        let ok = initmm::bench::run_from_cmdline(&c);
+        initmm::panic::exit(if ok { 0 } else { 1 })
+    }
+    let ok = initmm::workload::run_from_cmdline(&c);
     initmm::panic::exit(if ok { 0 } else { 1 })
 }

@@ -25,7 +25,7 @@ use initmm::mm::vm::VmError;
 use initmm::platform::devicetree::GicVersion;
 use initmm::smp::runtime::on_cpus;
 use initmm::testing::{self, Test};
-use initmm::workload::{self, free_frames, is_alloc_failure, reclaim_vmalloc_tables};
+use initmm::workload::{self, free_frames, is_alloc_failure, settle};
 use spin::Once;
 
 static BOOT: Once<&'static BootInfo> = Once::new();
@@ -35,7 +35,7 @@ type VmCall<'a> = dyn Fn() -> Result<usize, VmError> + 'a;
 
 /// Frames and areas with every empty table reclaimed: what must balance.
 fn baseline() -> (usize, (usize, usize)) {
-    reclaim_vmalloc_tables();
+    settle();
     (free_frames(), kernel_vm().area_stats())
 }
 

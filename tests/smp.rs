@@ -200,6 +200,8 @@ fn a_cpu_that_cannot_start_is_reported() {
         failures[1].error,
         "CPU_ON returned PSCI INVALID_PARAMETERS (-2)"
     );
+    // The stacks were freed lazily: purge, then count.
+    vm.vm_unmap_aliases();
     assert_eq!(
         (vm.area_stats(), initmm::mm::frame::FRAMES.stats()),
         (areas, frames),

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """`just bench`: boot initmm's benchmarks on QEMU virt at several CPU counts and report.
 
-    platform/bench/bench.py KERNEL_ELF [quick]
+    platform/bench/bench.py BENCH_KERNEL_ELF [quick|full] [IMAGE]
+
+BENCH_KERNEL_ELF is the kernel built with the `bench` feature (both designs and `bench=`); IMAGE
+is the Image `just run` boots, whose size and boot time are measured (default: the bench
+kernel's own).
 
 Writes target/bench/results.json and target/bench/throughput.svg (matplotlib), and prints a
 table of medians with min-max. The in-guest half is src/bench/mod.rs (`bench=` on the kernel
@@ -82,6 +86,7 @@ def stats(xs):
 def main():
     elf = sys.argv[1]
     quick = len(sys.argv) > 2 and sys.argv[2] == "quick"
+    image = sys.argv[3] if len(sys.argv) > 3 else elf + ".img"
     os.makedirs(OUT, exist_ok=True)
     reps, ms = (1, 60) if quick else (5, 400)
     cpu_counts = [1, 2] if quick else [1, 2, 4]
@@ -110,8 +115,7 @@ def main():
                 key = (b["load"], b["design"], b["cpus"])
                 results["designs"].setdefault(key, []).append(b["ops_per_sec"])
             elif g == "breakdown":
-                results["breakdown"][(b["load"], b["design"])] = {
-                    k: b[k] for k in ("va_lock", "pt_lock", "tlb", "leaf_write", "ops_per_sec")}
+                results["breakdown"][(b["load"], b["design"])] = b
             elif g == "floor":
                 results.setdefault("_floor", []).append(b)
             elif g == "areas":
@@ -123,7 +127,7 @@ def main():
     floor_img, _ = floor_kernel()
     boot_reps = 1 if quick else 5
     for smp in [1, 4]:
-        walls, outs = qemu_wall(elf + ".img", smp, boot_reps, "semihosting workload=none")
+        walls, outs = qemu_wall(image, smp, boot_reps, "semihosting workload=none")
         online = []
         for out in outs:
             m = re.search(r"\[\s*([\d.]+) cpu0 INFO \] (\d+) of (\d+) CPUs online", out)
@@ -135,8 +139,7 @@ def main():
         results["boot"][smp] = {"initmm_wall_s": stats(walls), "floor_wall_s": stats(fl),
                                 "ratio": statistics.median(walls) / statistics.median(fl),
                                 "all_online_ms_since_entry": stats(online) if online else None}
-    img = elf + ".img"
-    results["image_bytes"] = os.path.getsize(img)
+    results["image_bytes"] = os.path.getsize(image)
 
     # Aggregate.
     designs = {}
@@ -171,7 +174,7 @@ def report(r, cpu_counts):
     head = f"{'load':<24} {'design':<7}" + "".join(f" {'-smp ' + str(c):>24}" for c in cpu_counts)
     print(head)
     for load, ds in sorted(r["designs"].items()):
-        for design in ("seed", "caller"):
+        for design in ("seed", "prepatch"):
             row = f"{load:<24} {design:<7}"
             for c in cpu_counts:
                 s = ds.get(design, {}).get(c)
@@ -179,14 +182,16 @@ def report(r, cpu_counts):
             print(row)
         ratios = []
         for c in cpu_counts:
-            s, b = ds.get("seed", {}).get(c), ds.get("caller", {}).get(c)
+            s, b = ds.get("seed", {}).get(c), ds.get("prepatch", {}).get(c)
             ratios.append(f"{s['median'] / b['median']:.2f}x" if s and b else "-")
-        print(f"{'':<24} {'seed/caller':<11}" + "".join(f" {x:>20}" for x in ratios))
+        print(f"{'':<24} {'seed/prepatch':<11}" + "".join(f" {x:>20}" for x in ratios))
     if r["breakdown"]:
-        print("\nWhere the time goes at -smp 2 (share of CPU time)")
-        print(f"{'load/design':<34} {'va_lock':>8} {'pt_lock':>8} {'tlb':>8} {'leaf':>8}")
+        print("\nWhere the time goes at -smp 2 (share of CPU time held/waited)")
         for k, v in sorted(r["breakdown"].items()):
-            print(f"{k:<34} {v['va_lock']:>8.1%} {v['pt_lock']:>8.1%} {v['tlb']:>8.1%} {v['leaf_write']:>8.1%}")
+            t = v["cpu_ticks"]
+            locks = " ".join(f"{n}={v[n]['hold'] / t:.1%}/{v[n]['wait'] / t:.1%}"
+                             for n in ("pt_lock", "va_lock", "frame_lock", "purge_lock"))
+            print(f"{k:<34} {locks} tlb={v['tlb'] / t:.1%} leaf={v['leaf'] / t:.1%}")
     if r["floor"]:
         f = r["floor"]
         print(f"\nFloor of a 4 KiB map+unmap: {fmt(f['floor_ns'], ' ns')}; real ioremap+iounmap "
@@ -210,10 +215,10 @@ def report(r, cpu_counts):
 def check_targets(r):
     t = {}
     b = r["designs"].get("b_map_fresh", {})
-    s2, c2, s1 = (b.get("seed", {}).get(2), b.get("caller", {}).get(2), b.get("seed", {}).get(1))
+    s2, c2, s1 = (b.get("seed", {}).get(2), b.get("prepatch", {}).get(2), b.get("seed", {}).get(1))
     if s2 and c2:
         v = s2["median"] / c2["median"]
-        t["load_b_seed_vs_caller_smp2 >= 1.5"] = (round(v, 2), v >= 1.5)
+        t["load_b_seed_vs_prepatch_smp2 >= 1.5"] = (round(v, 2), v >= 1.5)
     if s2 and s1:
         v = s2["median"] / s1["median"]
         t["load_b_seed_smp2_vs_smp1 >= 1.6"] = (round(v, 2), v >= 1.6)
@@ -244,7 +249,7 @@ def chart(r, cpu_counts):
     loads = sorted(r["designs"])
     fig, axes = plt.subplots(1, len(loads), figsize=(5 * len(loads), 4), squeeze=False)
     for ax, load in zip(axes[0], loads):
-        for design, style in (("seed", "o-"), ("caller", "s--")):
+        for design, style in (("seed", "o-"), ("prepatch", "s--")):
             d = r["designs"][load].get(design, {})
             xs = [c for c in cpu_counts if c in d]
             ax.errorbar(xs, [d[c]["median"] for c in xs],

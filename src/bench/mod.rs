@@ -28,7 +28,7 @@ use crate::arch::aarch64::cpu;
 use crate::cmdline::Cmdline;
 use crate::mm::env::PageTableEnv;
 use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
-use crate::mm::pgalloc::LockMode;
+use crate::mm::pgalloc::Design;
 use crate::mm::pgtable::{Descriptor, Level, PhysAddr, Prot};
 use crate::mm::{self, kernel_vm, profile};
 use crate::platform::devicetree::GicVersion;
@@ -141,10 +141,10 @@ fn designs(o: &Opts, profiled: bool) -> bool {
         let reps = if profiled { 1 } else { o.reps };
         // Alternate the designs rep by rep, so that drift in the host's load hits both alike.
         for rep in 0..reps {
-            for (mode, design) in [(LockMode::Seed, "seed"), (LockMode::CallerLocked, "caller")] {
-                kernel_vm().init_mm.set_lock_mode(mode);
+            for (mode, design) in [(Design::Seed, "seed"), (Design::PrePatch, "prepatch")] {
+                kernel_vm().init_mm.set_design(mode);
                 let r = run_load(load, o.ticks, profiled);
-                kernel_vm().init_mm.set_lock_mode(LockMode::Seed);
+                kernel_vm().init_mm.set_design(Design::Seed);
                 ok &= r.ok;
                 let cpus = smp::online_cpus();
                 let secs = r.ticks as f64 / cpu::counter_frequency() as f64;
@@ -159,9 +159,22 @@ fn designs(o: &Opts, profiled: bool) -> bool {
                     ("ops_per_sec", format!("{:.1}", r.ops as f64 / secs)),
                 ];
                 if profiled {
-                    let cpu_ticks = (r.ticks * cpus as u64).max(1) as f64;
-                    for ((_, name), t) in profile::SECTIONS.iter().zip(profile::totals()) {
-                        f.push((name, format!("{:.4}", t as f64 / cpu_ticks)));
+                    let t = profile::totals();
+                    f.push(("cpu_ticks", format!("{}", r.ticks * cpus as u64)));
+                    for (i, (_, name)) in profile::LOCKS.iter().enumerate() {
+                        f.push((
+                            name,
+                            format!(
+                                "{{\"wait\":{},\"hold\":{},\"acquired\":{}}}",
+                                t.wait[i], t.hold[i], t.acquired[i]
+                            ),
+                        ));
+                    }
+                    for (i, (_, name)) in profile::SECTIONS.iter().enumerate() {
+                        f.push((name, format!("{}", t.time[i])));
+                    }
+                    for (i, (_, name)) in profile::EVENTS.iter().enumerate() {
+                        f.push((name, format!("{}", t.count[i])));
                     }
                 }
                 if !r.ok {

@@ -2,6 +2,13 @@
 //! and the reserved regions, managed by a buddy allocator (`buddy_system_allocator`).
 //!
 //! Frames are handed out as physical addresses; the kernel reaches them through the linear map.
+//!
+//! Single frames (page tables, vmalloc pages) go through a small cache per CPU in front of the
+//! buddy allocator, like Linux's per-CPU page lists: refilled and drained [`CACHE_BATCH`] frames
+//! at a time under one buddy lock, so that CPUs mapping and unmapping at once rarely meet on that
+//! lock. Cached frames count as free in [`Frames::stats`]; [`Frames::drain_caches`] returns them
+//! all to the buddy allocator (before a balance check, or when a large allocation fails for want
+//! of contiguous frames).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,10 +17,29 @@ use spin::Mutex;
 
 use super::fault_inject::{self, FaultAttr};
 use super::layout::{PAGE_SHIFT, PAGE_SIZE};
+use super::profile::{self, Lock};
+
+/// CPUs with a frame cache (the kernel's `MAX_CPUS`).
+const CPUS: usize = 32;
+/// Frames a CPU's cache holds at most.
+pub const CACHE_FRAMES: usize = 64;
+/// Frames moved between a cache and the buddy allocator at a time.
+pub const CACHE_BATCH: usize = 32;
+
+/// One CPU's cache of free single frames.
+struct FrameCache {
+    frames: [u64; CACHE_FRAMES],
+    n: usize,
+}
 
 /// The frame allocator with its statistics.
 pub struct Frames {
     buddy: Mutex<FrameAllocator<32>>,
+    /// Per-CPU caches of single frames. A CPU takes only its own lock on the fast path; another
+    /// takes it only to drain. Never used from interrupt handlers (none allocates).
+    caches: [Mutex<FrameCache>; CPUS],
+    /// Frames sitting in the caches.
+    cached: AtomicUsize,
     total: AtomicUsize,
     free: AtomicUsize,
     /// The fault-injection switch [`Frames::alloc`] consults (the machine's is
@@ -66,6 +92,13 @@ impl Frames {
     pub const fn new() -> Self {
         Self {
             buddy: Mutex::new(FrameAllocator::new()),
+            caches: [const {
+                Mutex::new(FrameCache {
+                    frames: [0; CACHE_FRAMES],
+                    n: 0,
+                })
+            }; CPUS],
+            cached: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
             free: AtomicUsize::new(0),
             fault: None,
@@ -80,7 +113,7 @@ impl Frames {
             let hook = unsafe { core::mem::transmute::<usize, fn()>(hook) };
             hook();
         }
-        let mut b = self.buddy.lock();
+        let mut b = profile::acquire(Lock::Frames, || self.buddy.lock());
         self.holder.store(this_cpu() + 1, Ordering::Relaxed);
         let r = f(&mut b);
         self.holder.store(0, Ordering::Relaxed);
@@ -118,7 +151,40 @@ impl Frames {
         if self.fault.is_some_and(FaultAttr::should_fail) {
             return None;
         }
+        if count == 1 {
+            return self.alloc_cached();
+        }
         self.alloc_uninjected(count)
+    }
+
+    /// One frame from this CPU's cache, refilled from the buddy allocator when empty.
+    fn alloc_cached(&self) -> Option<u64> {
+        let mut c = self.caches[this_cpu() % CPUS].lock();
+        if c.n == 0 {
+            let got = self.with_buddy(|b| {
+                let mut got = 0;
+                while got < CACHE_BATCH {
+                    match b.alloc(1) {
+                        Some(f) => c.frames[got] = (f as u64) << PAGE_SHIFT,
+                        None => break,
+                    }
+                    got += 1;
+                }
+                got
+            });
+            c.n = got;
+            self.cached.fetch_add(got, Ordering::Relaxed);
+        }
+        if c.n == 0 {
+            drop(c);
+            // Out of frames here: perhaps other CPUs' caches still hold some.
+            self.drain_caches();
+            return self.alloc_uninjected(1);
+        }
+        c.n -= 1;
+        self.cached.fetch_sub(1, Ordering::Relaxed);
+        self.free.fetch_sub(1, Ordering::Relaxed);
+        Some(c.frames[c.n])
     }
 
     /// [`alloc`](Self::alloc) that fault injection never fails: for the kernel heap's growth
@@ -127,7 +193,15 @@ impl Frames {
     /// error path, it would just kill the machine. Injection is for the callers that can fail
     /// cleanly: vmalloc pages and page tables.
     pub fn alloc_uninjected(&self, count: usize) -> Option<u64> {
-        let f = self.with_buddy(|b| b.alloc(count))?;
+        let f = match self.with_buddy(|b| b.alloc(count)) {
+            Some(f) => f,
+            // Contiguous frames may be missing only because single ones sit in the caches.
+            None if self.cached.load(Ordering::Relaxed) > 0 => {
+                self.drain_caches();
+                self.with_buddy(|b| b.alloc(count))?
+            }
+            None => return None,
+        };
         self.free.fetch_sub(count, Ordering::Relaxed);
         Some((f as u64) << PAGE_SHIFT)
     }
@@ -139,8 +213,49 @@ impl Frames {
             0,
             "freeing an unaligned frame {pa:#x}"
         );
-        self.with_buddy(|b| b.dealloc((pa >> PAGE_SHIFT) as usize, count));
         self.free.fetch_add(count, Ordering::Relaxed);
+        if count == 1 {
+            let mut c = self.caches[this_cpu() % CPUS].lock();
+            if c.n == CACHE_FRAMES {
+                // Full: the oldest batch goes back to the buddy allocator.
+                self.with_buddy(|b| {
+                    for &f in &c.frames[..CACHE_BATCH] {
+                        b.dealloc((f >> PAGE_SHIFT) as usize, 1);
+                    }
+                });
+                c.frames.copy_within(CACHE_BATCH.., 0);
+                c.n -= CACHE_BATCH;
+                self.cached.fetch_sub(CACHE_BATCH, Ordering::Relaxed);
+            }
+            let n = c.n;
+            c.frames[n] = pa;
+            c.n += 1;
+            self.cached.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.with_buddy(|b| b.dealloc((pa >> PAGE_SHIFT) as usize, count));
+    }
+
+    /// Return every cached frame to the buddy allocator (every CPU's cache).
+    pub fn drain_caches(&self) {
+        for cache in &self.caches {
+            let mut c = cache.lock();
+            if c.n == 0 {
+                continue;
+            }
+            self.with_buddy(|b| {
+                for &f in &c.frames[..c.n] {
+                    b.dealloc((f >> PAGE_SHIFT) as usize, 1);
+                }
+            });
+            self.cached.fetch_sub(c.n, Ordering::Relaxed);
+            c.n = 0;
+        }
+    }
+
+    /// Frames sitting in the per-CPU caches (counted as free by [`stats`](Self::stats)).
+    pub fn cached(&self) -> usize {
+        self.cached.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> FrameStats {
@@ -210,5 +325,53 @@ mod tests {
             F.free(pa, n);
         }
         assert_eq!(F.stats(), s0);
+    }
+
+    #[test]
+    fn single_frames_go_through_the_cache_in_batches() {
+        let f = Frames::new();
+        f.add_region(0x4000_0000, 0x4100_0000); // 4096 frames
+        let s0 = f.stats();
+        let a = f.alloc(1).unwrap();
+        assert_eq!(
+            f.cached(),
+            CACHE_BATCH - 1,
+            "one batch refilled, one frame handed out"
+        );
+        assert_eq!(f.stats().free, s0.free - 1, "cached frames count as free");
+        let mut held: Vec<u64> = (0..CACHE_FRAMES + 10)
+            .map(|_| f.alloc(1).unwrap())
+            .collect();
+        held.push(a);
+        let mut sorted = held.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), held.len(), "no frame handed out twice");
+        for pa in held {
+            f.free(pa, 1);
+            assert!(f.cached() <= CACHE_FRAMES, "the cache is bounded");
+        }
+        assert_eq!(f.stats(), s0);
+        assert!(f.cached() > 0);
+        f.drain_caches();
+        assert_eq!(f.cached(), 0);
+        // Everything is back in the buddy allocator: the whole region is one allocation again.
+        let all = f.alloc_uninjected(4096).expect("drained frames coalesce");
+        f.free(all, 4096);
+        assert_eq!(f.stats(), s0);
+    }
+
+    #[test]
+    fn a_large_allocation_drains_the_caches_when_it_must() {
+        let f = Frames::new();
+        f.add_region(0x4000_0000, 0x4004_0000); // 64 frames
+        let one = f.alloc(1).unwrap(); // 31 more sit in the cache
+        f.free(one, 1);
+        assert_eq!(f.cached(), CACHE_BATCH);
+        let all = f
+            .alloc_uninjected(64)
+            .expect("the cache is drained to make room");
+        assert_eq!(f.cached(), 0);
+        f.free(all, 64);
     }
 }

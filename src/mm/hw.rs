@@ -7,6 +7,7 @@ use super::env::PageTableEnv;
 use super::frame::FRAMES;
 use super::layout::phys_to_virt;
 use super::pgtable::{PhysAddr, Table};
+use super::profile::{self, Event};
 use super::vm::{KernelVm, VmError};
 use crate::arch::aarch64::mmu;
 
@@ -32,6 +33,7 @@ impl PageTableEnv for HwEnv {
     }
 
     fn dsb_ishst(&self) {
+        profile::count(Event::Barrier);
         mmu::dsb_ishst();
     }
 
@@ -40,18 +42,22 @@ impl PageTableEnv for HwEnv {
     }
 
     fn tlbi_page(&self, va: usize) {
+        profile::count(Event::Tlbi);
         mmu::tlbi_page(va);
     }
 
     fn tlbi_va(&self, va: usize) {
+        profile::count(Event::Tlbi);
         mmu::tlbi_va(va);
     }
 
     fn tlbi_all(&self) {
+        profile::count(Event::Tlbi);
         mmu::tlbi_all();
     }
 
     fn dsb_ish(&self) {
+        profile::count(Event::Barrier);
         mmu::dsb_ish();
     }
 }

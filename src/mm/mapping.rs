@@ -2,9 +2,9 @@
 //!
 //! Callers take no page-table lock: the virtual-range allocator guarantees that two live areas
 //! never share a page, so leaf writes never conflict, and the only shared objects — intermediate
-//! tables — are installed by `pgalloc`'s allocators, which settle races themselves. (In
-//! [`LockMode::CallerLocked`](super::pgalloc::LockMode) every call below instead holds the
-//! baseline's global lock for its whole walk.)
+//! tables — are installed by `pgalloc`'s allocators, which settle races themselves. (In the
+//! benchmark's pre-patch baseline, `map_range` instead holds the page-table lock for its whole
+//! walk; unmapping takes no page-table lock in either design, as in Linux 2.6.14.)
 //!
 //! Ordering rules kept here (the invariants are numbered in `mm`'s module documentation):
 //! - leaf stores are single 64-bit Release stores; `map_range` ends with one `dsb ishst; isb`
@@ -149,20 +149,32 @@ impl TableCount {
     }
 }
 
-/// One `map_range` call in progress.
-struct MapCtx<'w, 'a> {
+/// What a mapping call maps its range to.
+#[derive(Clone, Copy)]
+enum Source<'p> {
+    /// Physically contiguous memory from this address (`map_range`).
+    Contiguous(u64),
+    /// One page each, in order (`map_pages`).
+    Pages(&'p [PhysAddr]),
+}
+
+/// One `map_range` or `map_pages` call in progress.
+struct MapCtx<'w, 'a, 'p> {
     walk: &'w Walk<'a>,
     va: usize,
-    pa: u64,
+    source: Source<'p>,
     prot: Prot,
     blocks: bool,
     /// Leaves are written in address order; `[va, done)` is what this call has mapped so far.
     done: Cell<usize>,
 }
 
-impl MapCtx<'_, '_> {
+impl MapCtx<'_, '_, '_> {
     fn pa_of(&self, addr: usize) -> u64 {
-        self.pa + (addr - self.va) as u64
+        match self.source {
+            Source::Contiguous(pa) => pa + (addr - self.va) as u64,
+            Source::Pages(pages) => pages[(addr - self.va) >> PAGE_SHIFT].0,
+        }
     }
 
     /// Does `[addr, next)` take one block of `size` (both addresses aligned, range covers it)?
@@ -264,6 +276,19 @@ pub unsafe fn for_each_leaf<E: PageTableEnv>(
     level_walk(env, root, Level::Pgd, va_base, visit);
 }
 
+/// The end of a range to unmap, or a panic naming `what` for a caller bug: a range that is not
+/// page aligned or not in the kernel half.
+fn unmap_end(what: &str, va: usize, size: usize) -> usize {
+    assert!(
+        (va | size) & (PAGE_SIZE - 1) == 0,
+        "init_mm: {what}({va:#x}, {size:#x}) is not page aligned"
+    );
+    let Ok(end) = check_virt(va, size) else {
+        panic!("init_mm: {what}({va:#x}, {size:#x}) is not a kernel range");
+    };
+    end
+}
+
 /// Check the arguments shared by `map_range` and `unmap_range`; the exclusive end on success.
 fn check_virt(va: usize, size: usize) -> Result<usize, MmError> {
     match va.checked_add(size) {
@@ -315,12 +340,56 @@ impl<E: PageTableEnv> InitMm<E> {
             return Ok(());
         }
         self.layout().check(pa, size, prot)?;
+        self.map_walk(va, end, Source::Contiguous(pa), prot, blocks)
+    }
 
+    /// Map `pages` (each a page-aligned frame, in order) at `[va, va + pages.len() pages)` with
+    /// `prot`, in one walk: each table is visited once for the whole range, not once per page
+    /// (Linux's `vmap_pages_range`), and one `dsb ishst; isb` at the end publishes every leaf.
+    /// Pages only (no blocks). Errors, the no-lock rule and the checks of every page against
+    /// [`PhysLayout`] are as for [`map_range`](Self::map_range).
+    pub fn map_pages(&self, va: usize, pages: &[PhysAddr], prot: Prot) -> Result<(), MmError> {
+        let size = pages.len() * PAGE_SIZE;
+        if va & (PAGE_SIZE - 1) != 0 {
+            return Err(MmError::Misaligned { va, pa: 0, size });
+        }
+        let end = check_virt(va, size)?;
+        for &pa in pages {
+            if !pa.is_page_aligned() {
+                return Err(MmError::Misaligned { va, pa: pa.0, size });
+            }
+            if pa
+                .0
+                .checked_add(PAGE_SIZE as u64)
+                .is_none_or(|pe| pe > 1 << PHYS_ADDR_BITS)
+            {
+                return Err(MmError::BadPhysRange {
+                    pa: pa.0,
+                    size: PAGE_SIZE,
+                });
+            }
+            self.layout().check(pa.0, PAGE_SIZE, prot)?;
+        }
+        if pages.is_empty() {
+            return Ok(());
+        }
+        self.map_walk(va, end, Source::Pages(pages), prot, false)
+    }
+
+    /// The walk of `map_range` and `map_pages`, arguments checked.
+    fn map_walk(
+        &self,
+        va: usize,
+        end: usize,
+        source: Source<'_>,
+        prot: Prot,
+        blocks: bool,
+    ) -> Result<(), MmError> {
         let walk = self.begin_walk();
         let ctx = MapCtx {
             walk: &walk,
             va,
-            pa,
+            source,
             prot,
             blocks,
             done: Cell::new(va),
@@ -334,7 +403,7 @@ impl<E: PageTableEnv> InitMm<E> {
                 Ok(())
             }
             Err(e) => {
-                // Still inside our walk (and, in CallerLocked mode, still under its lock).
+                // Still inside our walk (in the pre-patch baseline, still under its lock).
                 self.unmap_walked(va, ctx.done.get());
                 Err(e)
             }
@@ -343,7 +412,7 @@ impl<E: PageTableEnv> InitMm<E> {
 
     fn map_pgd_range(
         &self,
-        ctx: &MapCtx<'_, '_>,
+        ctx: &MapCtx<'_, '_, '_>,
         mut addr: usize,
         end: usize,
     ) -> Result<(), MmError> {
@@ -360,7 +429,7 @@ impl<E: PageTableEnv> InitMm<E> {
 
     fn map_pud_range(
         &self,
-        ctx: &MapCtx<'_, '_>,
+        ctx: &MapCtx<'_, '_, '_>,
         mut pud: Entry<'_>,
         mut addr: usize,
         end: usize,
@@ -383,7 +452,7 @@ impl<E: PageTableEnv> InitMm<E> {
 
     fn map_pmd_range(
         &self,
-        ctx: &MapCtx<'_, '_>,
+        ctx: &MapCtx<'_, '_, '_>,
         mut pmd: Entry<'_>,
         mut addr: usize,
         end: usize,
@@ -404,7 +473,13 @@ impl<E: PageTableEnv> InitMm<E> {
         }
     }
 
-    fn map_pte_range(&self, ctx: &MapCtx<'_, '_>, mut pte: Entry<'_>, mut addr: usize, end: usize) {
+    fn map_pte_range(
+        &self,
+        ctx: &MapCtx<'_, '_, '_>,
+        mut pte: Entry<'_>,
+        mut addr: usize,
+        end: usize,
+    ) {
         loop {
             self.set_leaf(ctx, pte, addr);
             addr += PAGE_SIZE;
@@ -416,7 +491,7 @@ impl<E: PageTableEnv> InitMm<E> {
     }
 
     /// Write the leaf for `addr` into `entry` (a page, or a block at pud/pmd level).
-    fn set_leaf(&self, ctx: &MapCtx<'_, '_>, entry: Entry<'_>, addr: usize) {
+    fn set_leaf(&self, ctx: &MapCtx<'_, '_, '_>, entry: Entry<'_>, addr: usize) {
         let level = entry.level();
         let new = Descriptor::leaf(level, PhysAddr(ctx.pa_of(addr)), ctx.prot);
         let old = entry.read();
@@ -515,37 +590,81 @@ impl<E: PageTableEnv> InitMm<E> {
     /// Only after this returns may the caller give the virtual range back for reuse.
     /// Intermediate tables stay in place.
     pub fn unmap_range(&self, va: usize, size: usize) {
-        assert!(
-            (va | size) & (PAGE_SIZE - 1) == 0,
-            "init_mm: unmap_range({va:#x}, {size:#x}) is not page aligned"
-        );
-        let Ok(end) = check_virt(va, size) else {
-            panic!("init_mm: unmap_range({va:#x}, {size:#x}) is not a kernel range");
-        };
-        if size == 0 {
-            return;
-        }
-        let _walk = self.begin_walk();
+        let end = unmap_end("unmap_range", va, size);
         self.unmap_walked(va, end);
     }
 
-    /// `unmap_range` for a caller that has already begun its walk.
+    /// `unmap_range` without its argument checks.
     fn unmap_walked(&self, start: usize, end: usize) {
         if start == end {
             return;
         }
         let mut flush = TlbFlush::new(start);
-        self.unmap_level(self.pgd_phys(), Level::Pgd, start, end, &mut flush);
+        self.unmap_level(self.pgd_phys(), Level::Pgd, start, end, &mut |span, _| {
+            flush.add(span)
+        });
         flush.finish(self.env());
     }
 
+    /// Clear every leaf in `[va, va + size)` as [`unmap_range`](Self::unmap_range) does, but
+    /// invalidate no TLB entry (Linux's `vunmap_range_noflush`): `on_leaf(output address, leaf
+    /// size)` is called for each leaf cleared. Until a TLB invalidation covering the range has
+    /// completed ([`flush_tlb_kernel_ranges`](Self::flush_tlb_kernel_ranges)), CPUs may still
+    /// translate it to the old pages: the caller must keep the range, and those pages, from
+    /// being used again until then (invariant 4; `vm`'s lazy purge does).
+    ///
+    /// No barrier follows the clears: the CPU that later invalidates observed them (through the
+    /// lock that hands it the range), and its `dsb ishst` is cumulative, so it orders them
+    /// before its TLBI too, as Linux relies on for its lazy purge.
+    pub fn unmap_range_noflush(
+        &self,
+        va: usize,
+        size: usize,
+        on_leaf: &mut dyn FnMut(PhysAddr, usize),
+    ) {
+        let end = unmap_end("unmap_range_noflush", va, size);
+        if va != end {
+            self.unmap_level(self.pgd_phys(), Level::Pgd, va, end, &mut |_, d| {
+                on_leaf(d.0, d.1)
+            });
+        }
+    }
+
+    /// Invalidate every TLB entry for the ranges `[start, end)` on every CPU and wait for it:
+    /// `dsb ishst`, then one `tlbi vaale1is` per page when they hold fewer than
+    /// [`TLBI_MAX_OPS`] pages in all, else one `tlbi vmalle1is`, then `dsb ish; isb` (Linux's
+    /// `flush_tlb_kernel_range`, over each range rather than their whole span).
+    pub fn flush_tlb_kernel_ranges(&self, ranges: &[(usize, usize)]) {
+        let pages: usize = ranges.iter().map(|&(s, e)| (e - s) >> PAGE_SHIFT).sum();
+        if pages == 0 {
+            return;
+        }
+        let env = self.env();
+        let t0 = profile::start();
+        env.dsb_ishst();
+        if pages < TLBI_MAX_OPS {
+            for &(start, end) in ranges {
+                for va in (start..end).step_by(PAGE_SIZE) {
+                    env.tlbi_page(va);
+                }
+            }
+        } else {
+            env.tlbi_all();
+        }
+        env.dsb_ish();
+        env.isb();
+        profile::stop(Section::Tlb, t0);
+    }
+
+    /// Clear the leaves of `[start, end)` under `table`, calling `cleared(span start, (output
+    /// address, leaf size))` for each.
     fn unmap_level(
         &self,
         table: PhysAddr,
         level: Level,
         start: usize,
         end: usize,
-        flush: &mut TlbFlush,
+        cleared: &mut dyn FnMut(usize, (PhysAddr, usize)),
     ) {
         let mut addr = start;
         loop {
@@ -553,7 +672,7 @@ impl<E: PageTableEnv> InitMm<E> {
             let e = self.entry_in(table, level, addr);
             let d = e.read();
             if let (true, Some(sub)) = (d.is_table(level), level.next()) {
-                self.unmap_level(d.addr(), sub, addr, next, flush);
+                self.unmap_level(d.addr(), sub, addr, next, cleared);
             } else if d.is_leaf(level) {
                 let span = e.span_start();
                 let whole = span >= start
@@ -565,9 +684,10 @@ impl<E: PageTableEnv> InitMm<E> {
                     "init_mm: unmapping [{start:#x}, {end:#x}) would split the {} block at {span:#x}",
                     level.name()
                 );
-                // SAFETY: clearing a leaf of the caller's range; the TLB flush follows.
+                // SAFETY: clearing a leaf of the caller's range; the caller invalidates the TLB
+                // before the range is used again.
                 unsafe { self.env().set_entry(&e, Descriptor::INVALID.raw()) };
-                flush.add(span);
+                cleared(span, (d.addr(), level.entry_size()));
             }
             if next == end {
                 return;
@@ -658,7 +778,6 @@ impl<E: PageTableEnv> InitMm<E> {
         if start >= end {
             return 0;
         }
-        let _walk = self.begin_walk();
         self.reclaim_level(self.pgd_phys(), Level::Pgd, start, end)
     }
 
@@ -703,7 +822,6 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::mm::pgalloc::LockMode;
     use crate::mm::pgtable::{KIMAGE_VADDR, MemType, VMALLOC_END, VMALLOC_START};
     use crate::mm::testenv::{Event, TestEnv};
 
@@ -1410,11 +1528,10 @@ mod tests {
     }
 
     /// Threads map their own pages under shared, initially absent tables, with no lock, in both
-    /// locking designs; every page must translate, the tables must be the minimum, and after
-    /// unmap + reclaim every frame is back.
-    fn concurrent_maps(mode: LockMode) {
-        let mm = Arc::new(mm());
-        mm.set_lock_mode(mode);
+    /// designs; every page must translate, the tables must be the minimum, and after unmap +
+    /// reclaim every frame is back.
+    fn concurrent_maps(mm: InitMm<TestEnv>) {
+        let mm = Arc::new(mm);
         mm.env().set_alloc_yield(true);
         let threads = 8;
         let per = 64;
@@ -1460,11 +1577,14 @@ mod tests {
 
     #[test]
     fn concurrent_maps_share_tables_without_a_caller_lock() {
-        concurrent_maps(LockMode::Seed);
+        concurrent_maps(mm());
     }
 
+    #[cfg(feature = "bench")]
     #[test]
-    fn concurrent_maps_caller_locked_baseline() {
-        concurrent_maps(LockMode::CallerLocked);
+    fn concurrent_maps_pre_patch_baseline() {
+        let mm = mm();
+        mm.set_design(crate::mm::pgalloc::Design::PrePatch);
+        concurrent_maps(mm);
     }
 }

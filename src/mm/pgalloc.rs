@@ -37,23 +37,34 @@
 //!
 //! # The baseline
 //!
-//! [`LockMode::CallerLocked`] reproduces the pre-patch design for benchmarking: every mapping
-//! call takes one global `caller_lock` across its whole walk (as `map_vm_area` took
-//! `init_mm.page_table_lock`), and the allocators then take no lock of their own.
+//! The benchmark kernel (cargo feature `bench`) can also run the design this one replaced,
+//! Linux 2.6.14's, to measure the difference: [`Design::PrePatch`]. There each mapping call holds
+//! `page_table_lock` across its whole walk and every leaf it writes (`map_vm_area`), and an
+//! allocator that finds a slot empty drops the lock to allocate and zero its table, takes it again
+//! and re-checks the slot, freeing its table if a racer filled it meanwhile (`pte_alloc_kernel`,
+//! `__pmd_alloc`, `__pud_alloc`): pre-patch kernels lost install races too. Unmapping took no
+//! page-table lock (`unmap_vm_area`). Everything else is the same code in both designs. The
+//! kernel `just run` boots is built without the feature and has the seed design only.
 
 use super::env::PageTableEnv;
 use super::mapping::PhysLayout;
 use super::pgtable::{Descriptor, Entry, Level, MmError, PhysAddr};
-use super::profile::{self, Section};
-use super::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+use super::profile::{self, Event, Lock};
+#[cfg(feature = "bench")]
+use super::sync::AtomicUsize;
+#[cfg(feature = "bench")]
+use super::sync::MutexGuard;
+use super::sync::{AtomicU64, Mutex, Ordering};
 
-/// Which locking design the mapping functions use.
+/// Which design serialises mapping calls: only the benchmark kernel has a choice.
+#[cfg(feature = "bench")]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum LockMode {
-    /// The design of this crate: callers take no lock; the allocators lock only to install.
+pub enum Design {
+    /// This kernel's: callers take no lock; the allocators lock only to install.
     Seed,
-    /// The pre-patch baseline: each mapping call holds one global lock across its whole walk.
-    CallerLocked,
+    /// Linux 2.6.14's: each mapping call holds `page_table_lock` across its walk (see the
+    /// module documentation).
+    PrePatch,
 }
 
 /// Counters of one level's table installs.
@@ -111,24 +122,45 @@ pub struct PgStatsSnapshot {
     pub reclaimed: u64,
 }
 
-/// How the current walk is serialised; proof, for the allocators, of which lock (if any) the
-/// mapping call holds.
-pub(super) enum Walk<'a> {
-    /// No caller lock: the allocators take `page_table_lock` to install.
-    Seed,
-    /// The caller holds `caller_lock` for the whole walk, until this guard is dropped.
-    CallerLocked {
-        _guard: MutexGuard<'a, ()>,
-        /// When the caller started waiting for the lock (profiling only).
-        since: Option<u64>,
-    },
+/// One mapping call in progress, and so which lock it holds: none in the seed design. In the
+/// pre-patch baseline it holds `page_table_lock` from [`InitMm::begin_walk`] until it is dropped,
+/// except while a table is being allocated.
+pub(super) struct Walk<'a> {
+    #[cfg(feature = "bench")]
+    pre_patch: Option<PrePatchWalk<'a>>,
+    _init_mm: core::marker::PhantomData<&'a ()>,
 }
 
-impl Drop for Walk<'_> {
-    fn drop(&mut self) {
-        if let Walk::CallerLocked { since, .. } = self {
-            profile::stop(Section::PtLock, *since);
+/// The page-table lock a pre-patch walk holds (`None` while it is dropped to allocate).
+#[cfg(feature = "bench")]
+struct PrePatchWalk<'a> {
+    lock: &'a Mutex<()>,
+    held: core::cell::RefCell<Option<profile::Held<MutexGuard<'a, ()>>>>,
+}
+
+impl Walk<'_> {
+    /// Allocate (and zero) a table: in the pre-patch design with the lock dropped meanwhile, as
+    /// 2.6.14's allocators did (they must not sleep in the allocator under a spinlock).
+    fn allocate<R>(&self, alloc: impl FnOnce() -> R) -> R {
+        #[cfg(feature = "bench")]
+        if let Some(p) = &self.pre_patch {
+            drop(p.held.borrow_mut().take());
+            let r = alloc();
+            *p.held.borrow_mut() = Some(profile::acquire(Lock::PageTable, || p.lock.lock()));
+            return r;
         }
+        alloc()
+    }
+
+    /// Re-check and install under `page_table_lock`: taken here in the seed design, already held
+    /// by the walk in the pre-patch one.
+    fn install<R>(&self, page_table_lock: &Mutex<()>, install: impl FnOnce() -> R) -> R {
+        #[cfg(feature = "bench")]
+        if self.pre_patch.is_some() {
+            return install();
+        }
+        let _ptl = profile::acquire(Lock::PageTable, || page_table_lock.lock());
+        install()
     }
 }
 
@@ -140,10 +172,9 @@ pub struct InitMm<E: PageTableEnv> {
     layout: PhysLayout,
     /// Serialises table installs, and nothing else. Private: see the module documentation.
     page_table_lock: Mutex<()>,
-    /// Only for [`LockMode::CallerLocked`]: the pre-patch caller-held lock.
-    caller_lock: Mutex<()>,
-    /// A [`LockMode`] as a number (0 = Seed, 1 = CallerLocked).
-    lock_mode: AtomicUsize,
+    /// The [`Design`] as a number (0 = Seed, 1 = PrePatch).
+    #[cfg(feature = "bench")]
+    design: AtomicUsize,
     stats: PgStats,
 }
 
@@ -162,8 +193,8 @@ impl<E: PageTableEnv> InitMm<E> {
             pgd,
             layout,
             page_table_lock: Mutex::new(()),
-            caller_lock: Mutex::new(()),
-            lock_mode: AtomicUsize::new(0),
+            #[cfg(feature = "bench")]
+            design: AtomicUsize::new(0),
             stats: PgStats {
                 pud: LevelCounters::new(),
                 pmd: LevelCounters::new(),
@@ -189,23 +220,24 @@ impl<E: PageTableEnv> InitMm<E> {
         &self.layout
     }
 
-    /// Choose the locking design for later mapping calls.
+    /// Choose the design for later mapping calls.
     ///
-    /// Switch only while no mapping call is in flight (a benchmark switches between runs): a
-    /// `CallerLocked` walk does not take `page_table_lock`, so it must not race a `Seed` walk.
-    pub fn set_lock_mode(&self, mode: LockMode) {
-        let v = match mode {
-            LockMode::Seed => 0,
-            LockMode::CallerLocked => 1,
+    /// Switch only while no mapping call is in flight (the benchmark switches between runs).
+    #[cfg(feature = "bench")]
+    pub fn set_design(&self, design: Design) {
+        let v = match design {
+            Design::Seed => 0,
+            Design::PrePatch => 1,
         };
-        self.lock_mode.store(v, Ordering::Relaxed);
+        self.design.store(v, Ordering::Relaxed);
     }
 
-    /// The current locking design.
-    pub fn lock_mode(&self) -> LockMode {
-        match self.lock_mode.load(Ordering::Relaxed) {
-            0 => LockMode::Seed,
-            _ => LockMode::CallerLocked,
+    /// The current design.
+    #[cfg(feature = "bench")]
+    pub fn design(&self) -> Design {
+        match self.design.load(Ordering::Relaxed) {
+            0 => Design::Seed,
+            _ => Design::PrePatch,
         }
     }
 
@@ -249,18 +281,18 @@ impl<E: PageTableEnv> InitMm<E> {
         self.alloc_next::<true>(&walk, pmd, va)
     }
 
-    /// Start a walk in the current [`LockMode`]: in `CallerLocked` mode this takes the caller lock
-    /// and holds it until the returned value is dropped.
+    /// Start a mapping call: nothing to do in the seed design; in the pre-patch baseline take
+    /// `page_table_lock`, held until the returned [`Walk`] is dropped.
     pub(super) fn begin_walk(&self) -> Walk<'_> {
-        match self.lock_mode() {
-            LockMode::Seed => Walk::Seed,
-            LockMode::CallerLocked => {
-                let since = profile::start();
-                Walk::CallerLocked {
-                    _guard: self.caller_lock.lock(),
-                    since,
-                }
-            }
+        Walk {
+            #[cfg(feature = "bench")]
+            pre_patch: (self.design() == Design::PrePatch).then(|| PrePatchWalk {
+                lock: &self.page_table_lock,
+                held: core::cell::RefCell::new(Some(profile::acquire(Lock::PageTable, || {
+                    self.page_table_lock.lock()
+                }))),
+            }),
+            _init_mm: core::marker::PhantomData,
         }
     }
 
@@ -329,19 +361,16 @@ impl<E: PageTableEnv> InitMm<E> {
         // Slow path. Allocation and zeroing happen outside the lock; the dsb makes the zeroes
         // visible to every CPU and walker before any descriptor can point at the table (the
         // Release store below orders them for the lock-free readers of the Rust memory model).
-        let new = self.env.alloc_table_frame().ok_or(MmError::OutOfMemory)?;
-        // SAFETY: a frame just handed out to us, not yet a table anything can reach.
-        unsafe { self.env.zero_table(new) };
-        self.env.dsb_ishst();
+        let new = walk.allocate(|| {
+            let new = self.env.alloc_table_frame().ok_or(MmError::OutOfMemory)?;
+            profile::count(Event::TableAlloc);
+            // SAFETY: a frame just handed out to us, not yet a table anything can reach.
+            unsafe { self.env.zero_table(new) };
+            self.env.dsb_ishst();
+            Ok(new)
+        })?;
 
-        // In the caller-locked baseline the whole walk is counted (see `Walk`'s drop).
-        let t0 = matches!(walk, Walk::Seed).then(profile::start).flatten();
-        let winner = {
-            let _ptl = match walk {
-                Walk::Seed => Some(self.page_table_lock.lock()),
-                // The caller's lock already serialises every walk.
-                Walk::CallerLocked { .. } => None,
-            };
+        let winner = walk.install(&self.page_table_lock, || {
             let now = if RECHECK {
                 entry.read()
             } else {
@@ -359,8 +388,7 @@ impl<E: PageTableEnv> InitMm<E> {
                 self.env.isb();
                 None
             }
-        };
-        profile::stop(Section::PtLock, t0);
+        });
 
         let counters = self.counters(next);
         match winner {
@@ -555,9 +583,8 @@ mod tests {
     }
 
     /// Threads released together race to fill the same empty slots at every level.
-    fn race(mode: LockMode, threads: usize, rounds: usize) -> (PgStatsSnapshot, usize) {
-        let mm = Arc::new(mm());
-        mm.set_lock_mode(mode);
+    fn race(mm: InitMm<TestEnv>, threads: usize, rounds: usize) -> (PgStatsSnapshot, usize) {
+        let mm = Arc::new(mm);
         mm.env().set_alloc_yield(true); // widen the window between the empty read and the lock
         for round in 0..rounds {
             let va = VMALLOC_START + round * PUD_SIZE;
@@ -591,10 +618,8 @@ mod tests {
         (s, mm.env().live_frames())
     }
 
-    #[test]
-    fn racing_allocators_install_one_table_per_slot_and_free_the_rest() {
-        let rounds = 40;
-        let (s, live) = race(LockMode::Seed, 8, rounds);
+    /// One table per slot whatever the race, every loser's frame freed, and the race path ran.
+    fn assert_raced(s: PgStatsSnapshot, live: usize, rounds: usize) {
         // Every round shares the pud table, gets its own pmd table and pte table.
         assert_eq!(s.pud.installed, 1);
         assert_eq!(s.pmd.installed, rounds as u64);
@@ -607,25 +632,103 @@ mod tests {
     }
 
     #[test]
-    fn caller_locked_baseline_gives_the_same_tables_and_never_races() {
-        let rounds = 40;
-        let (s, live) = race(LockMode::CallerLocked, 8, rounds);
-        assert_eq!(s.pud.installed, 1);
-        assert_eq!(s.pmd.installed, rounds as u64);
-        assert_eq!(s.pte.installed, rounds as u64);
-        assert_eq!(live, 1 + 1 + 2 * rounds);
-        // The caller lock serialises whole walks: nobody ever allocates in vain.
-        assert_eq!(s.pud.lost + s.pmd.lost + s.pte.lost, 0);
+    fn racing_allocators_install_one_table_per_slot_and_free_the_rest() {
+        let (s, live) = race(mm(), 8, 40);
+        assert_raced(s, live, 40);
     }
 
+    /// The seed design takes the page-table lock only to re-check and install: never while it
+    /// allocates, and not for the rest of the walk.
     #[test]
-    fn lock_mode_switches() {
+    fn seed_walk_locks_only_around_the_install() {
         let mm = mm();
-        assert_eq!(mm.lock_mode(), LockMode::Seed);
-        mm.set_lock_mode(LockMode::CallerLocked);
-        assert_eq!(mm.lock_mode(), LockMode::CallerLocked);
-        mm.set_lock_mode(LockMode::Seed);
-        assert_eq!(mm.lock_mode(), LockMode::Seed);
+        let walk = mm.begin_walk();
+        assert!(!mm.page_table_lock.is_locked());
+        walk.allocate(|| assert!(!mm.page_table_lock.is_locked()));
+        walk.install(&mm.page_table_lock, || {
+            assert!(mm.page_table_lock.is_locked())
+        });
+        assert!(!mm.page_table_lock.is_locked());
+    }
+
+    /// Linux 2.6.14, for the benchmark: the walk holds `page_table_lock` from its start to its
+    /// end, except while allocating a table; unmapping takes no page-table lock.
+    #[cfg(feature = "bench")]
+    mod pre_patch {
+        use super::*;
+
+        fn pre_patch_mm() -> InitMm<TestEnv> {
+            let mm = mm();
+            mm.set_design(Design::PrePatch);
+            mm
+        }
+
+        #[test]
+        fn walk_holds_the_lock_except_while_allocating() {
+            let mm = pre_patch_mm();
+            let walk = mm.begin_walk();
+            assert!(mm.page_table_lock.is_locked());
+            walk.allocate(|| assert!(!mm.page_table_lock.is_locked(), "dropped to allocate"));
+            assert!(
+                mm.page_table_lock.is_locked(),
+                "taken again after allocating"
+            );
+            walk.install(&mm.page_table_lock, || {
+                assert!(mm.page_table_lock.is_locked())
+            });
+            assert!(
+                mm.page_table_lock.is_locked(),
+                "still held after the install"
+            );
+            drop(walk);
+            assert!(!mm.page_table_lock.is_locked());
+        }
+
+        #[test]
+        fn allocations_happen_with_the_lock_dropped_and_leaves_under_it() {
+            let mm = Arc::new(pre_patch_mm());
+            let m = mm.clone();
+            // The hook runs inside the first table allocation of the map call below.
+            mm.env().on_next_alloc(move |_| {
+                assert!(!m.page_table_lock.is_locked(), "allocating under the lock")
+            });
+            mm.map_range(VMALLOC_START, 0x4000_0000, 3 * 4096, Prot::KERNEL_RW, false)
+                .unwrap();
+            assert!(
+                !mm.page_table_lock.is_locked(),
+                "released at the end of the call"
+            );
+            assert_eq!(mm.stats().pte.installed, 1);
+        }
+
+        #[test]
+        fn unmap_takes_no_page_table_lock() {
+            let mm = pre_patch_mm();
+            mm.map_range(VMALLOC_START, 0x4000_0000, 4096, Prot::KERNEL_RW, false)
+                .unwrap();
+            // Were unmap to take the lock, this would spin forever.
+            let _held = mm.page_table_lock.lock();
+            mm.unmap_range(VMALLOC_START, 4096);
+            assert!(mm.translate(VMALLOC_START).is_none());
+        }
+
+        /// Pre-patch kernels lost install races too: the allocators dropped the lock to
+        /// allocate, so a racer could fill the slot meanwhile.
+        #[test]
+        fn racing_pre_patch_allocators_also_lose_races_and_free_their_tables() {
+            let (s, live) = race(pre_patch_mm(), 8, 40);
+            assert_raced(s, live, 40);
+        }
+
+        #[test]
+        fn design_switches() {
+            let mm = mm();
+            assert_eq!(mm.design(), Design::Seed);
+            mm.set_design(Design::PrePatch);
+            assert_eq!(mm.design(), Design::PrePatch);
+            mm.set_design(Design::Seed);
+            assert_eq!(mm.design(), Design::Seed);
+        }
     }
 }
 
@@ -688,7 +791,9 @@ mod loom_tests {
             // Install the tables above `parent` first, single-threaded.
             let mut entry = mm.pgd_offset_k(va_of(0));
             while entry.level() < parent {
-                entry = mm.alloc_table_in(&Walk::Seed, entry, va_of(0)).unwrap();
+                entry = mm
+                    .alloc_table_in(&mm.begin_walk(), entry, va_of(0))
+                    .unwrap();
             }
             let parent_table = entry.table_phys();
             let frames_before = mm.env().live_frames();
@@ -706,7 +811,7 @@ mod loom_tests {
                                 _ => mm.pte_alloc_kernel(slot, va),
                             }
                         } else {
-                            mm.alloc_next::<false>(&Walk::Seed, slot, va)
+                            mm.alloc_next::<false>(&mm.begin_walk(), slot, va)
                         }
                         .unwrap();
                         // Whoever installed it, the table we were given reads as zeroed: its

@@ -1,30 +1,73 @@
-//! Where kernel-mapping time goes, for `bench`: time accumulated per section while profiling is
-//! on. Off (the default) it costs one relaxed load per section.
+//! Where kernel-mapping time goes, for `bench`: per global lock the time spent waiting for it,
+//! the time it was held and how often it was taken; the time in TLB maintenance and in leaf
+//! writes; and counts of table allocations, barriers and TLB invalidations. While profiling is
+//! off (the default) each probe costs one relaxed load.
 //!
-//! Sections: waiting for and holding the virtual-area lock; waiting for and holding the page-table
-//! lock (in the caller-locked baseline that is the caller's whole walk, so there it overlaps the
-//! other sections); TLB maintenance (`dsb ishst`, the TLBIs, `dsb ish; isb` of an unmap); leaf
-//! descriptor stores with the barriers that publish them.
+//! The locks are the ones every CPU contends for: `init_mm`'s page-table lock, the virtual-area
+//! lock, the frame allocator's lock and the lazy-purge lock. The time they are *held* is the
+//! serial part of the work (Amdahl's serial fraction); the time spent *waiting* for them is what
+//! that costs when CPUs collide.
 
+use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+/// A lock every CPU contends for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Section {
-    VaLock = 0,
-    PtLock = 1,
-    Tlb = 2,
-    LeafWrite = 3,
+pub enum Lock {
+    /// `init_mm`'s page-table lock (in the pre-patch baseline: held across whole map walks).
+    PageTable = 0,
+    /// The virtual-area allocator's lock (Linux's `vmap_area_lock`).
+    VmapArea = 1,
+    /// The frame allocator's buddy lock.
+    Frames = 2,
+    /// The list of lazily freed areas waiting for their TLB purge.
+    Purge = 3,
 }
 
-pub const SECTIONS: [(Section, &str); 4] = [
-    (Section::VaLock, "va_lock"),
-    (Section::PtLock, "pt_lock"),
-    (Section::Tlb, "tlb"),
-    (Section::LeafWrite, "leaf_write"),
+/// Every [`Lock`], with the names the benchmark prints.
+pub const LOCKS: [(Lock, &str); 4] = [
+    (Lock::PageTable, "pt_lock"),
+    (Lock::VmapArea, "va_lock"),
+    (Lock::Frames, "frame_lock"),
+    (Lock::Purge, "purge_lock"),
+];
+
+/// Work that is not a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// TLB maintenance: `dsb ishst`, the TLBIs, `dsb ish; isb`.
+    Tlb = 0,
+    /// Leaf descriptor stores and the barriers that publish them.
+    LeafWrite = 1,
+}
+
+/// Every [`Section`], with the names the benchmark prints.
+pub const SECTIONS: [(Section, &str); 2] = [(Section::Tlb, "tlb"), (Section::LeafWrite, "leaf")];
+
+/// Things counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A page-table frame allocated (whether it was installed or lost a race).
+    TableAlloc = 0,
+    /// A `dsb` (any domain).
+    Barrier = 1,
+    /// A TLB invalidation instruction.
+    Tlbi = 2,
+}
+
+/// Every [`Event`], with the names the benchmark prints.
+pub const EVENTS: [(Event, &str); 3] = [
+    (Event::TableAlloc, "table_allocs"),
+    (Event::Barrier, "barriers"),
+    (Event::Tlbi, "tlbis"),
 ];
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static TOTALS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static WAIT: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static HOLD: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static ACQUIRED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static TIME: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+static COUNT: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 /// The clock, as a `fn() -> u64` (0 = none): the machine installs its counter.
 static CLOCK: AtomicUsize = AtomicUsize::new(0);
 
@@ -33,17 +76,47 @@ pub fn set_clock(now: fn() -> u64) {
     CLOCK.store(now as usize, Ordering::Release);
 }
 
-/// Turn profiling on or off; turning it on zeroes the totals.
+/// Turn profiling on or off; turning it on zeroes every total.
 pub fn enable(on: bool) {
     if on {
-        TOTALS.iter().for_each(|t| t.store(0, Ordering::Relaxed));
+        for a in WAIT
+            .iter()
+            .chain(&HOLD)
+            .chain(&ACQUIRED)
+            .chain(&TIME)
+            .chain(&COUNT)
+        {
+            a.store(0, Ordering::Relaxed);
+        }
     }
     ENABLED.store(on, Ordering::Release);
 }
 
-/// Ticks accumulated per section, in `SECTIONS` order.
-pub fn totals() -> [u64; 4] {
-    core::array::from_fn(|i| TOTALS[i].load(Ordering::Relaxed))
+/// The totals since profiling was last turned on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    /// Ticks spent waiting for each lock, in [`LOCKS`] order.
+    pub wait: [u64; 4],
+    /// Ticks each lock was held.
+    pub hold: [u64; 4],
+    /// Times each lock was taken.
+    pub acquired: [u64; 4],
+    /// Ticks per [`Section`].
+    pub time: [u64; 2],
+    /// Counts per [`Event`].
+    pub count: [u64; 3],
+}
+
+/// The totals so far.
+pub fn totals() -> Totals {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Totals {
+        wait: WAIT.each_ref().map(get),
+        hold: HOLD.each_ref().map(get),
+        acquired: ACQUIRED.each_ref().map(get),
+        time: TIME.each_ref().map(get),
+        count: COUNT.each_ref().map(get),
+    }
 }
 
 /// The current time if profiling is on.
@@ -65,7 +138,7 @@ pub fn start() -> Option<u64> {
 #[inline]
 pub fn stop(section: Section, t0: Option<u64>) {
     if let (Some(t0), Some(t1)) = (t0, start()) {
-        TOTALS[section as usize].fetch_add(t1.saturating_sub(t0), Ordering::Relaxed);
+        TIME[section as usize].fetch_add(t1.saturating_sub(t0), Ordering::Relaxed);
     }
 }
 
@@ -76,4 +149,56 @@ pub fn timed<R>(section: Section, f: impl FnOnce() -> R) -> R {
     let r = f();
     stop(section, t0);
     r
+}
+
+/// Count one `event`.
+#[inline]
+pub fn count(event: Event) {
+    if ENABLED.load(Ordering::Relaxed) {
+        COUNT[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A lock guard that adds the time it is held to its [`Lock`] when dropped.
+pub struct Held<G> {
+    guard: G,
+    lock: Lock,
+    since: Option<u64>,
+}
+
+/// Take a lock with `take` (which returns its guard), counting the wait, the acquisition and,
+/// until the returned guard is dropped, the hold time to `lock`.
+#[inline]
+pub fn acquire<G>(lock: Lock, take: impl FnOnce() -> G) -> Held<G> {
+    let t0 = start();
+    let guard = take();
+    let since = t0.and_then(|t0| {
+        let t1 = start()?;
+        WAIT[lock as usize].fetch_add(t1.saturating_sub(t0), Ordering::Relaxed);
+        ACQUIRED[lock as usize].fetch_add(1, Ordering::Relaxed);
+        Some(t1)
+    });
+    Held { guard, lock, since }
+}
+
+impl<G> Drop for Held<G> {
+    fn drop(&mut self) {
+        if let (Some(t0), Some(t1)) = (self.since, start()) {
+            HOLD[self.lock as usize].fetch_add(t1.saturating_sub(t0), Ordering::Relaxed);
+        }
+    }
+}
+
+impl<G: Deref> Deref for Held<G> {
+    type Target = G::Target;
+
+    fn deref(&self) -> &G::Target {
+        &self.guard
+    }
+}
+
+impl<G: DerefMut> DerefMut for Held<G> {
+    fn deref_mut(&mut self) -> &mut G::Target {
+        &mut self.guard
+    }
 }

@@ -46,6 +46,12 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Is the lock held right now (by anyone)? For host tests of who holds it when.
+    #[cfg(all(test, not(loom)))]
+    pub fn is_locked(&self) -> bool {
+        self.inner.is_locked()
+    }
+
     /// Spin (or, under loom, yield to the model) until the lock is ours.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         #[cfg(not(loom))]

@@ -5,9 +5,21 @@
 //! - `init_mm`'s page-table lock is private to `pgalloc` and taken there only to install a table.
 //!
 //! So `ioremap` is: reserve a range (vmap_area_lock, O(log n)), walk and fill the tables with no
-//! lock (the range is ours alone, so leaf writes cannot race), done. `iounmap` clears the leaves,
-//! invalidates the TLB for the range and waits for it (`unmap_range`), and only then gives the
-//! range back: a CPU that gets the range next cannot meet a stale translation (invariant 4 in `mm`).
+//! lock (the range is ours alone, so leaf writes cannot race), done.
+//!
+//! # Lazy unmapping
+//!
+//! `iounmap`, `vunmap` and `vfree` clear the area's leaves at once but do not invalidate the TLB:
+//! the area is marked [`AreaKind::Lazy`] and put on a purge list (Linux's `free_vmap_area_noflush`
+//! and `vunmap_range_noflush`). When the lazily freed areas add up to more than
+//! [`lazy_max_pages`] pages, one CPU purges them all: one TLB invalidation for the lot (per page
+//! below `TLBI_MAX_OPS` pages in all, else one `tlbi vmalle1is`), completed, and only then are
+//! their ranges given back to the range allocator and a vmalloc area's pages to the frame
+//! allocator (Linux's `__purge_vmap_area_lazy`; Linux frees the pages earlier, at `vfree`: here
+//! they wait, so that no CPU can still reach a page through a stale TLB entry once someone else
+//! owns it). Until its purge, an area's range is busy: it cannot be handed out again, so nothing
+//! can meet a stale translation (invariant 4 in `mm`). [`KernelVm::vm_unmap_aliases`] purges now;
+//! a range allocation that finds no space purges and tries again.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -15,9 +27,9 @@ use core::fmt;
 use super::env::PageTableEnv;
 use super::pgalloc::InitMm;
 use super::pgtable::{IoProt, MmError, PhysAddr, Prot};
-use super::profile::{self, Section};
+use super::profile::{self, Lock};
 use super::region::Region;
-use super::sync::Mutex;
+use super::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 use super::vmap_area::{VaError, VmapArea, VmapAreaAllocator};
 use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 
@@ -35,15 +47,30 @@ pub enum AreaKind {
     /// A window reserved with `reserve_window`, mapped and unmapped by its owner through
     /// `init_mm` directly; given back with `release_window`.
     Window,
+    /// Freed, its leaves cleared, waiting for the purge that invalidates its TLB entries.
+    Lazy,
 }
 
 impl AreaKind {
-    const ALL: [AreaKind; 4] = [Self::Vmalloc, Self::Vmap, Self::Ioremap, Self::Window];
+    const ALL: [AreaKind; 5] = [
+        Self::Vmalloc,
+        Self::Vmap,
+        Self::Ioremap,
+        Self::Window,
+        Self::Lazy,
+    ];
 
     /// The kind stored as the area's tag in the range allocator.
     fn from_tag(tag: usize) -> Self {
         Self::ALL[tag]
     }
+}
+
+/// Lazily freed pages, in all, above which a free purges: Linux's `lazy_max_pages()`, 32 MiB per
+/// power of two of online CPUs (`fls(cpus) * 32 MiB`).
+pub fn lazy_max_pages(online_cpus: usize) -> usize {
+    let fls = usize::BITS - online_cpus.max(1).leading_zeros();
+    fls as usize * ((32 << 20) / PAGE_SIZE)
 }
 
 /// Why a vmap/vmalloc/ioremap call failed. Nothing is left mapped or reserved by a failed call.
@@ -90,6 +117,10 @@ pub enum VmError {
         is: AreaKind,
         expected: AreaKind,
     },
+    /// The area at `addr` was freed already (its range waits for the lazy purge).
+    AlreadyFreed {
+        addr: usize,
+    },
 }
 
 impl fmt::Display for VmError {
@@ -129,6 +160,7 @@ impl fmt::Display for VmError {
                     "the area at {addr:#x} is a {is:?} area, not a {expected:?} one"
                 )
             }
+            Self::AlreadyFreed { addr } => write!(f, "the area at {addr:#x} was freed already"),
         }
     }
 }
@@ -145,16 +177,44 @@ struct Areas {
     alloc: VmapAreaAllocator,
 }
 
+/// Areas freed lazily: leaves cleared, TLB entries possibly still live. Guarded by its own lock.
+struct LazyList {
+    /// `(start, end)` of each area.
+    areas: Vec<(usize, usize)>,
+    /// The frames of the vmalloc areas among them, freed after the purge.
+    pages: Vec<PhysAddr>,
+}
+
+/// Counts of the lazy purge, for reports and balance checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazyStats {
+    /// Areas waiting for a purge.
+    pub areas: usize,
+    /// Pages those areas span.
+    pub pages: usize,
+    /// Purges so far.
+    pub purges: u64,
+}
+
 /// `init_mm` plus the vmalloc region's range allocator.
 pub struct KernelVm<E: PageTableEnv> {
     pub init_mm: InitMm<E>,
     vmap_area_lock: Mutex<Areas>,
+    lazy: Mutex<LazyList>,
+    /// Pages spanned by the lazily freed areas (the lazy list's total, readable without its lock).
+    lazy_pages: AtomicUsize,
+    /// Above this many lazily freed pages, a free purges ([`lazy_max_pages`]).
+    lazy_max: AtomicUsize,
+    /// One purge at a time: 1 while a CPU purges.
+    purging: AtomicUsize,
+    purges: AtomicU64,
     pa_bits: u32,
 }
 
 impl<E: PageTableEnv> KernelVm<E> {
     /// `vmalloc`: the virtual window areas come from; `pa_bits`: the CPU's physical address
-    /// size. What is RAM (which ioremap refuses) is `init_mm`'s [`PhysLayout`].
+    /// size. What is RAM (which ioremap refuses) is `init_mm`'s [`PhysLayout`]. The lazy-purge
+    /// threshold starts as for one CPU ([`set_online_cpus`](Self::set_online_cpus) raises it).
     ///
     /// [`PhysLayout`]: super::mapping::PhysLayout
     pub fn new(init_mm: InitMm<E>, vmalloc: (usize, usize), pa_bits: u32) -> Self {
@@ -164,11 +224,31 @@ impl<E: PageTableEnv> KernelVm<E> {
         Self {
             init_mm,
             vmap_area_lock: Mutex::new(areas),
+            lazy: Mutex::new(LazyList {
+                areas: Vec::new(),
+                pages: Vec::new(),
+            }),
+            lazy_pages: AtomicUsize::new(0),
+            lazy_max: AtomicUsize::new(lazy_max_pages(1)),
+            purging: AtomicUsize::new(0),
+            purges: AtomicU64::new(0),
             pa_bits,
         }
     }
 
-    /// Reserve a virtual range (plus its guard page) of `size` bytes at `align`.
+    /// Size the lazy-purge threshold for `cpus` online CPUs ([`lazy_max_pages`]).
+    pub fn set_online_cpus(&self, cpus: usize) {
+        self.lazy_max.store(lazy_max_pages(cpus), Ordering::Relaxed);
+    }
+
+    /// Set the lazy-purge threshold directly, in pages (0: purge on every free). For tests.
+    pub fn set_lazy_max_pages(&self, pages: usize) {
+        self.lazy_max.store(pages, Ordering::Relaxed);
+    }
+
+    /// Reserve a virtual range (plus its guard page) of `size` bytes at `align`. When there is
+    /// no room, lazily freed areas are purged and the allocation tried once more (Linux's
+    /// `alloc_vmap_area` does the same).
     ///
     /// `fail=areas:...` (`fault_inject::FAIL_AREAS`) makes this fail as a full region would, so
     /// that every caller's "no virtual space" path runs; it is decided before the lock is taken
@@ -180,29 +260,33 @@ impl<E: PageTableEnv> KernelVm<E> {
                 align,
             }));
         }
-        profile::timed(Section::VaLock, || {
-            let mut a = self.vmap_area_lock.lock();
-            a.alloc
+        let try_alloc = || {
+            profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
+                .alloc
                 .alloc_tagged(size, align, kind as usize)
-                .map_err(VmError::NoVirtualSpace)
-        })
+        };
+        match try_alloc() {
+            Err(VaError::NoSpace { .. }) if self.lazy_pages.load(Ordering::Relaxed) > 0 => {
+                self.purge(true);
+                try_alloc()
+            }
+            r => r,
+        }
+        .map_err(VmError::NoVirtualSpace)
     }
 
-    /// Give a range back. Only after its translations are gone (see `unmap_range`).
+    /// Give a range back, now: only once no TLB can hold a translation of it.
     fn release(&self, start: usize) {
-        profile::timed(Section::VaLock, || {
-            let freed = self.vmap_area_lock.lock().alloc.free(start);
-            debug_assert!(freed.is_ok(), "releasing {start:#x}: {freed:?}");
-        })
+        let freed = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
+            .alloc
+            .free(start);
+        debug_assert!(freed.is_ok(), "releasing {start:#x}: {freed:?}");
     }
 
-    /// The area that starts at `addr` and is of kind `kind`.
-    fn lookup(&self, addr: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
-        profile::timed(Section::VaLock, || self.lookup_locked(addr, kind))
-    }
-
-    fn lookup_locked(&self, addr: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
-        let a = self.vmap_area_lock.lock();
+    /// The area that starts at `addr` and is of kind `kind`; with `claim`, mark it
+    /// [`AreaKind::Lazy`] in the same critical section, so that exactly one caller frees it.
+    fn lookup(&self, addr: usize, kind: AreaKind, claim: bool) -> Result<VmapArea, VmError> {
+        let mut a = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock());
         let area = a.alloc.find(addr).ok_or(VmError::NotMapped { addr })?;
         if area.start != addr {
             return Err(VmError::InsideArea {
@@ -211,6 +295,9 @@ impl<E: PageTableEnv> KernelVm<E> {
             });
         }
         let is = AreaKind::from_tag(a.alloc.tag(addr).unwrap_or(AreaKind::Vmap as usize));
+        if is == AreaKind::Lazy {
+            return Err(VmError::AlreadyFreed { addr });
+        }
         if is != kind {
             return Err(VmError::WrongKind {
                 addr,
@@ -218,50 +305,162 @@ impl<E: PageTableEnv> KernelVm<E> {
                 expected: kind,
             });
         }
+        if claim {
+            a.alloc.set_tag(addr, AreaKind::Lazy as usize);
+        }
         Ok(area)
     }
 
-    /// Map `pages` (physical page addresses, in order) contiguously with `prot`.
-    pub fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<usize, VmError> {
-        self.vmap_kind(pages, prot, AreaKind::Vmap, PAGE_SIZE)
+    /// Free a claimed area lazily: clear its leaves, keep the frames of a vmalloc area
+    /// (`with_pages`) for after the purge, and purge if the lazily freed total passed the
+    /// threshold.
+    fn free_lazily(&self, area: VmapArea, with_pages: bool) {
+        let mut pages = Vec::new();
+        self.init_mm
+            .unmap_range_noflush(area.start, area.size, &mut |pa, size| {
+                if with_pages {
+                    pages.extend(
+                        (0..size / PAGE_SIZE).map(|i| PhysAddr(pa.0 + (i * PAGE_SIZE) as u64)),
+                    );
+                }
+            });
+        {
+            let mut l = profile::acquire(Lock::Purge, || self.lazy.lock());
+            l.areas.push((area.start, area.end()));
+            l.pages.append(&mut pages);
+        }
+        let total = self
+            .lazy_pages
+            .fetch_add(area.size / PAGE_SIZE, Ordering::AcqRel)
+            + area.size / PAGE_SIZE;
+        if total > self.lazy_max.load(Ordering::Relaxed) {
+            self.purge(false);
+        }
     }
 
+    /// Purge every lazily freed area: one TLB invalidation for all of them, completed, then their
+    /// ranges back to the range allocator and their pages to the frame allocator. One CPU purges
+    /// at a time; with `wait` false a CPU that finds another purging leaves it to that one (the
+    /// areas it added are either in that purge or left for the next).
+    fn purge(&self, wait: bool) {
+        loop {
+            if self
+                .purging
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+            if !wait {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        let (areas, pages) = {
+            let mut l = profile::acquire(Lock::Purge, || self.lazy.lock());
+            (core::mem::take(&mut l.areas), core::mem::take(&mut l.pages))
+        };
+        if !areas.is_empty() {
+            self.init_mm.flush_tlb_kernel_ranges(&areas);
+            {
+                let mut a = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock());
+                for &(start, _) in &areas {
+                    let freed = a.alloc.free(start);
+                    debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
+                }
+            }
+            let n: usize = areas
+                .iter()
+                .map(|&(start, end)| (end - start) / PAGE_SIZE)
+                .sum();
+            self.lazy_pages.fetch_sub(n, Ordering::AcqRel);
+            let env = self.init_mm.env();
+            // SAFETY: the pages of vmalloc areas freed with `vfree`, unmapped, and no TLB holds a
+            // translation to them any more (the invalidation above completed).
+            pages
+                .into_iter()
+                .for_each(|pa| unsafe { env.free_table_frame(pa) });
+            self.purges.fetch_add(1, Ordering::Relaxed);
+        }
+        self.purging.store(0, Ordering::Release);
+    }
+
+    /// Purge every lazily freed area now (Linux's `vm_unmap_aliases`): afterwards no CPU holds a
+    /// TLB entry for any freed area, and their ranges and pages are free.
+    pub fn vm_unmap_aliases(&self) {
+        self.purge(true);
+    }
+
+    /// The lazy purge's counts.
+    pub fn lazy_stats(&self) -> LazyStats {
+        let l = self.lazy.lock();
+        LazyStats {
+            areas: l.areas.len(),
+            pages: self.lazy_pages.load(Ordering::Relaxed),
+            purges: self.purges.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Map `pages` (physical page addresses, in order) contiguously with `prot`, in one walk.
+    pub fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<usize, VmError> {
+        self.vmap_kind(pages, prot, AreaKind::Vmap, PAGE_SIZE, 0)
+    }
+
+    /// `vmap` into a fresh area of `kind` at `align`, `lead` unmapped pages first (a stack's
+    /// guard page).
     fn vmap_kind(
         &self,
         pages: &[PhysAddr],
         prot: Prot,
         kind: AreaKind,
         align: usize,
+        lead: usize,
     ) -> Result<usize, VmError> {
         if pages.is_empty() {
             return Err(VmError::ZeroSize);
         }
-        let area = self.reserve(pages.len() * PAGE_SIZE, align, kind)?;
-        for (i, pa) in pages.iter().enumerate() {
-            let va = area.start + i * PAGE_SIZE;
-            if let Err(e) = self.init_mm.map_range(va, pa.0, PAGE_SIZE, prot, false) {
-                self.init_mm.unmap_range(area.start, i * PAGE_SIZE);
-                self.release(area.start);
-                return Err(e.into());
-            }
+        let area = self.reserve((lead + pages.len()) * PAGE_SIZE, align, kind)?;
+        // map_pages leaves nothing mapped when it fails.
+        if let Err(e) = self
+            .init_mm
+            .map_pages(area.start + lead * PAGE_SIZE, pages, prot)
+        {
+            self.release(area.start);
+            return Err(e.into());
         }
         Ok(area.start)
     }
 
-    /// Unmap a `vmap` area. The pages stay the caller's.
+    /// Unmap a `vmap` area (lazily, see the module documentation). The pages stay the caller's,
+    /// but must not be reused for anything else before the purge ([`vm_unmap_aliases`] forces
+    /// one).
+    ///
+    /// [`vm_unmap_aliases`]: Self::vm_unmap_aliases
     pub fn vunmap(&self, addr: usize) -> Result<(), VmError> {
-        let area = self.lookup(addr, AreaKind::Vmap)?;
-        self.init_mm.unmap_range(area.start, area.size);
-        self.release(area.start);
+        let area = self.lookup(addr, AreaKind::Vmap, true)?;
+        self.free_lazily(area, false);
         Ok(())
     }
 
-    /// `size` bytes (rounded up to pages) of fresh, zeroed, virtually contiguous memory.
+    /// `size` bytes (rounded up to pages) of virtually contiguous memory, not zeroed (Linux's
+    /// `vmalloc`; [`vzalloc`](Self::vzalloc) zeroes).
     pub fn vmalloc(&self, size: usize) -> Result<usize, VmError> {
-        self.vmalloc_inner(size, PAGE_SIZE)
+        self.vmalloc_inner(size, PAGE_SIZE, false, 0)
     }
 
-    fn vmalloc_inner(&self, size: usize, align: usize) -> Result<usize, VmError> {
+    /// Like [`vmalloc`](Self::vmalloc), zeroed.
+    pub fn vzalloc(&self, size: usize) -> Result<usize, VmError> {
+        self.vmalloc_inner(size, PAGE_SIZE, true, 0)
+    }
+
+    /// Allocate the pages, zero them if asked, map them after `lead` unmapped pages.
+    fn vmalloc_inner(
+        &self,
+        size: usize,
+        align: usize,
+        zero: bool,
+        lead: usize,
+    ) -> Result<usize, VmError> {
         if size == 0 {
             return Err(VmError::ZeroSize);
         }
@@ -280,11 +479,13 @@ impl<E: PageTableEnv> KernelVm<E> {
                 }
             }
         }
-        for &pa in &pages {
-            // SAFETY: frames just handed out to this call, mapped nowhere yet.
-            unsafe { env.zero_table(pa) };
+        if zero {
+            for &pa in &pages {
+                // SAFETY: frames just handed out to this call, mapped nowhere yet.
+                unsafe { env.zero_table(pa) };
+            }
         }
-        self.vmap_kind(&pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align)
+        self.vmap_kind(&pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align, lead)
             .inspect_err(|_| {
                 // SAFETY: vmap_kind failed and left nothing mapped: the frames are ours alone.
                 pages
@@ -293,40 +494,14 @@ impl<E: PageTableEnv> KernelVm<E> {
             })
     }
 
-    /// A kernel stack of `size` bytes: fresh zeroed pages with an unmapped guard page *below* them (the
-    /// area's own guard page is above), so an overflow faults instead of corrupting memory.
-    /// Returns the stack's top (its highest address + 1). Freed with `vfree(top - size - PAGE_SIZE)`.
+    /// A kernel stack of `size` bytes: fresh zeroed pages with an unmapped guard page *below* them
+    /// (the area's own guard page is above), so an overflow faults instead of corrupting memory.
+    /// Returns the stack's top (its highest address + 1). Freed with `vfree(top - size -
+    /// PAGE_SIZE)`.
     pub fn vmalloc_stack(&self, size: usize) -> Result<usize, VmError> {
         let n = size.div_ceil(PAGE_SIZE);
-        if n == 0 {
-            return Err(VmError::ZeroSize);
-        }
-        let env = self.init_mm.env();
-        let area = self.reserve((n + 1) * PAGE_SIZE, PAGE_SIZE, AreaKind::Vmalloc)?;
-        for i in 0..n {
-            let va = area.start + (i + 1) * PAGE_SIZE;
-            let mapped = match env.alloc_table_frame() {
-                // Zeroed like vmalloc: a stack must not hand out what the frame held before.
-                Some(pa) => {
-                    // SAFETY: a frame just handed out to this call, mapped nowhere yet.
-                    unsafe { env.zero_table(pa) };
-                    self.init_mm
-                        .map_range(va, pa.0, PAGE_SIZE, Prot::KERNEL_RW, false)
-                        .map_err(|e| {
-                            // SAFETY: the mapping failed and left nothing mapped: ours alone.
-                            unsafe { env.free_table_frame(pa) };
-                            VmError::from(e)
-                        })
-                }
-                None => Err(VmError::OutOfMemory { pages: n }),
-            };
-            if let Err(e) = mapped {
-                // vfree frees the pages mapped so far (it finds them by walking the tables).
-                let _ = self.vfree(area.start);
-                return Err(e);
-            }
-        }
-        Ok(area.start + (n + 1) * PAGE_SIZE)
+        let base = self.vmalloc_inner(size, PAGE_SIZE, true, 1)?;
+        Ok(base + (n + 1) * PAGE_SIZE)
     }
 
     /// Reserve a window of virtual space for a caller that maps it itself with
@@ -335,9 +510,10 @@ impl<E: PageTableEnv> KernelVm<E> {
         self.reserve(size, align, AreaKind::Window).map(|a| a.start)
     }
 
-    /// Give back a window; its owner has unmapped everything in it.
+    /// Give back a window at once; its owner has unmapped everything in it with
+    /// `init_mm.unmap_range`, which invalidated the TLB.
     pub fn release_window(&self, start: usize) -> Result<(), VmError> {
-        self.lookup(start, AreaKind::Window)?;
+        self.lookup(start, AreaKind::Window, false)?;
         self.release(start);
         Ok(())
     }
@@ -351,27 +527,13 @@ impl<E: PageTableEnv> KernelVm<E> {
         } else {
             align
         };
-        self.vmalloc_inner(size, align)
+        self.vmalloc_inner(size, align, false, 0)
     }
 
-    /// Free a `vmalloc` area and its pages.
+    /// Free a `vmalloc` area (lazily: its pages go back after the purge).
     pub fn vfree(&self, addr: usize) -> Result<(), VmError> {
-        let area = self.lookup(addr, AreaKind::Vmalloc)?;
-        let pages: Vec<PhysAddr> = (0..area.size / PAGE_SIZE)
-            .filter_map(|i| {
-                self.init_mm
-                    .translate(area.start + i * PAGE_SIZE)
-                    .map(|t| t.pa)
-            })
-            .collect();
-        self.init_mm.unmap_range(area.start, area.size);
-        self.release(area.start);
-        let env = self.init_mm.env();
-        // SAFETY: the area's pages, unmapped, and no TLB holds them any more (unmap_range waited
-        // for the invalidation); the area was ours (looked up as a vmalloc area by its owner).
-        pages
-            .into_iter()
-            .for_each(|pa| unsafe { env.free_table_frame(pa) });
+        let area = self.lookup(addr, AreaKind::Vmalloc, true)?;
+        self.free_lazily(area, true);
         Ok(())
     }
 
@@ -451,22 +613,28 @@ impl<E: PageTableEnv> KernelVm<E> {
         Ok(area.start + offset)
     }
 
-    /// Undo an `ioremap`. `addr` may carry the sub-page offset `ioremap` returned.
+    /// Undo an `ioremap` (lazily, see the module documentation). `addr` may carry the sub-page
+    /// offset `ioremap` returned.
     pub fn iounmap(&self, addr: usize) -> Result<(), VmError> {
         let start = addr & !(PAGE_SIZE - 1);
         // Errors name the caller's address, offset included.
-        let area = self.lookup(start, AreaKind::Ioremap).map_err(|e| match e {
-            VmError::NotMapped { .. } => VmError::NotMapped { addr },
-            VmError::InsideArea { start, .. } => VmError::InsideArea { addr, start },
-            VmError::WrongKind { is, expected, .. } => VmError::WrongKind { addr, is, expected },
-            e => e,
-        })?;
-        self.init_mm.unmap_range(area.start, area.size);
-        self.release(area.start);
+        let area = self
+            .lookup(start, AreaKind::Ioremap, true)
+            .map_err(|e| match e {
+                VmError::NotMapped { .. } => VmError::NotMapped { addr },
+                VmError::InsideArea { start, .. } => VmError::InsideArea { addr, start },
+                VmError::WrongKind { is, expected, .. } => {
+                    VmError::WrongKind { addr, is, expected }
+                }
+                VmError::AlreadyFreed { .. } => VmError::AlreadyFreed { addr },
+                e => e,
+            })?;
+        self.free_lazily(area, false);
         Ok(())
     }
 
-    /// Live areas and free bytes in the vmalloc region (for balance checks).
+    /// Live areas (lazily freed ones included, until their purge) and free bytes in the vmalloc
+    /// region. A balance check calls [`vm_unmap_aliases`](Self::vm_unmap_aliases) first.
     pub fn area_stats(&self) -> (usize, usize) {
         let a = self.vmap_area_lock.lock();
         (a.alloc.live_areas(), a.alloc.free_bytes())
@@ -495,7 +663,7 @@ mod tests {
         MemType, PGDIR_SIZE, Table, VMALLOC_END, VMALLOC_START,
     };
     use crate::mm::sync::Ordering;
-    use crate::mm::testenv::{Event, TestEnv};
+    use crate::mm::testenv::{Event, POISON, TestEnv};
 
     const V: usize = VMALLOC_START;
     const P: usize = PAGE_SIZE;
@@ -510,8 +678,12 @@ mod tests {
     /// A 40-bit CPU (PARange = 2).
     const PA_BITS: u32 = 40;
 
+    /// A vm that purges on every free (threshold 0): what most tests below want, to see a free
+    /// complete. The lazy purge has its own tests, with the threshold raised.
     fn vm_with(env: TestEnv, window: (usize, usize), pa_bits: u32) -> KernelVm<TestEnv> {
-        KernelVm::new(InitMm::new(env, layout()).unwrap(), window, pa_bits)
+        let vm = KernelVm::new(InitMm::new(env, layout()).unwrap(), window, pa_bits);
+        vm.set_lazy_max_pages(0);
+        vm
     }
 
     /// [`RAM`] is the machine's memory; no kernel image.
@@ -623,15 +795,11 @@ mod tests {
         tag.rotate_left(29) ^ ((page as u64) << 9 | slot as u64)
     }
 
-    /// Check that a fresh vmalloc area is zeroed, then write its pattern through the mapping.
+    /// Write an area's pattern through the mapping (vmalloc does not zero: what the frame held
+    /// before is overwritten here).
     fn fill(vm: &KernelVm<TestEnv>, va: usize, pages: usize, tag: u64) {
         for p in 0..pages {
             for (i, slot) in frame_of(vm, va + p * P).iter().enumerate() {
-                assert_eq!(
-                    slot.load(Ordering::Relaxed),
-                    0,
-                    "{va:#x} page {p} not zeroed"
-                );
                 slot.store(pattern(tag, p, i), Ordering::Relaxed);
             }
         }
@@ -1197,6 +1365,7 @@ mod tests {
                 WINDOW,
                 PA_BITS,
             ));
+            vm.set_lazy_max_pages(0); // every free purges at once
             let spy = vm.init_mm.env();
             spy.vm.set(Arc::downgrade(&vm)).unwrap();
             let neighbour = vm.vmalloc(P).unwrap();
@@ -1502,11 +1671,11 @@ mod tests {
         assert_balanced(&vm, WINDOW, 1);
     }
 
-    /// Stack pages and tables alternate (page, its tables, next page, ...): fail each one.
+    /// The stack's pages come first, then the tables of its one walk: fail each allocation.
     #[test]
     fn vmalloc_stack_out_of_memory_at_every_allocation() {
-        // Guard page, then pages at both sides of the pgd boundary: page 0, 3 tables, page 1,
-        // 3 tables, page 2.
+        // Guard page, then pages at both sides of the pgd boundary: 3 pages, then 3 tables on
+        // each side.
         const ALLOCS: usize = 9;
         for n in 0..=ALLOCS {
             let vm = vm_with(TestEnv::new(), ACROSS_PGD, PA_BITS);
@@ -1517,7 +1686,7 @@ mod tests {
             env.unlimited();
             let after = snapshot(&vm);
             match n {
-                0 | 4 | 8 => assert_eq!(got, Err(VmError::OutOfMemory { pages: 3 }), "n = {n}"),
+                0..=2 => assert_eq!(got, Err(VmError::OutOfMemory { pages: 3 }), "n = {n}"),
                 ALLOCS => {
                     assert_eq!(got, Ok(ACROSS_PGD.0 + 4 * P));
                     vm.vfree(ACROSS_PGD.0).unwrap();
@@ -1550,7 +1719,6 @@ mod tests {
             let va = vm.vmalloc(3 * P).unwrap();
             assert_eq!(va, first);
             let slot = &frame_of(&vm, va + 2 * P)[0];
-            assert_eq!(slot.load(Ordering::Relaxed), 0, "not zeroed");
             slot.store(i, Ordering::Relaxed);
             vm.vfree(va).unwrap();
             assert_eq!(env.live_frames(), frames);
@@ -1579,7 +1747,6 @@ mod tests {
             let va = vm.vmalloc(P).unwrap();
             assert_eq!(va, junk[0], "did not fit in the lowest hole");
             let slot = &frame_of(&vm, va)[0];
-            assert_eq!(slot.load(Ordering::Relaxed), 0);
             slot.store(i, Ordering::Relaxed);
             vm.vfree(va).unwrap();
         }
@@ -1603,7 +1770,7 @@ mod tests {
     fn test_vmalloc_long_busy_list_alloc() {
         const BUSY: usize = 15_000;
         let vm = vm_with(TestEnv::with_capacity(BUSY + 400), WINDOW, PA_BITS);
-        let busy: Vec<usize> = (0..BUSY).map(|_| vm.vmalloc(P).unwrap()).collect();
+        let busy: Vec<usize> = (0..BUSY).map(|_| vm.vzalloc(P).unwrap()).collect();
         // Lowest fit, one page plus its guard page each.
         assert!(busy.iter().enumerate().all(|(i, &va)| va == V + 2 * i * P));
         assert_eq!(vm.area_stats().0, BUSY);
@@ -1853,6 +2020,216 @@ mod tests {
             (1, 1),
             "one pud and one pmd table serve every area"
         );
+        assert_balanced(&vm, WINDOW, 1);
+    }
+
+    /// A vm whose lazy threshold is `pages` (the tests above purge on every free).
+    fn lazy_vm(pages: usize) -> KernelVm<TestEnv> {
+        let vm = vm();
+        vm.set_lazy_max_pages(pages);
+        vm
+    }
+
+    #[test]
+    fn lazy_max_pages_is_linux_s() {
+        let per = (32 << 20) / P;
+        for (cpus, fls) in [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3), (8, 4), (128, 8)] {
+            assert_eq!(lazy_max_pages(cpus), fls * per, "{cpus} CPUs");
+        }
+    }
+
+    /// A lazily freed area's leaves are cleared at once, but its range stays busy and its pages
+    /// allocated, and no TLB invalidation happens, until the purge; the purge invalidates,
+    /// completes, and only then gives back the range and the pages.
+    #[test]
+    fn lazy_free_keeps_range_and_pages_until_the_purge_invalidates() {
+        let vm = lazy_vm(1 << 20);
+        let env = vm.init_mm.env();
+        let va = vm.vmalloc(3 * P).unwrap();
+        let pages: Vec<PhysAddr> = (0..3)
+            .map(|i| vm.init_mm.translate(va + i * P).unwrap().pa)
+            .collect();
+        let live = env.live_frames();
+
+        env.start_recording();
+        vm.vfree(va).unwrap();
+        let ev = env.take_events();
+        assert!(
+            ev.iter().all(|e| matches!(e, Event::Store { val: 0, .. })),
+            "vfree only clears leaves: {ev:?}"
+        );
+        assert_eq!(ev.len(), 3);
+        assert!(vm.init_mm.translate(va).is_none());
+        assert_eq!(env.live_frames(), live, "the pages wait for the purge");
+        assert_eq!(vm.area_stats().0, 1, "the range stays busy");
+        assert_eq!(vm.vfree(va), Err(VmError::AlreadyFreed { addr: va }));
+        assert_eq!(
+            vm.lazy_stats(),
+            LazyStats {
+                areas: 1,
+                pages: 3,
+                purges: 0
+            }
+        );
+        // Not handed out again before the purge.
+        let other = vm.vmalloc(3 * P).unwrap();
+        assert_ne!(other, va);
+        vm.vfree(other).unwrap();
+
+        env.start_recording();
+        vm.vm_unmap_aliases();
+        let ev = env.take_events();
+        let mut expect = vec![Event::DsbIshst];
+        expect.extend((0..3).map(|i| Event::TlbiPage(va + i * P)));
+        expect.extend((0..3).map(|i| Event::TlbiPage(other + i * P)));
+        expect.extend([Event::DsbIsh, Event::Isb]);
+        assert_eq!(
+            ev[..expect.len()],
+            expect[..],
+            "one invalidation for both, completed"
+        );
+        let mut freed: Vec<PhysAddr> = ev[expect.len()..]
+            .iter()
+            .map(|e| match *e {
+                Event::Free(pa) => pa,
+                e => panic!("only frees after the invalidation: {e:?}"),
+            })
+            .collect();
+        freed.sort_unstable_by_key(|pa| pa.0);
+        assert_eq!(freed.len(), 6);
+        assert!(pages.iter().all(|pa| freed.contains(pa)));
+        assert_eq!(vm.lazy_stats().purges, 1);
+        // The range is free again: the lowest fit takes it.
+        let again = vm.vmalloc(3 * P).unwrap();
+        assert_eq!(again, va);
+        vm.vfree(again).unwrap();
+        vm.vm_unmap_aliases();
+        assert_balanced(&vm, WINDOW, 1);
+    }
+
+    #[test]
+    fn a_free_past_the_threshold_purges() {
+        let vm = lazy_vm(8);
+        let areas: Vec<usize> = (0..3).map(|_| vm.ioremap(DEV, 3 * P).unwrap()).collect();
+        vm.iounmap(areas[0]).unwrap();
+        vm.iounmap(areas[1]).unwrap();
+        assert_eq!(
+            vm.lazy_stats().pages,
+            6,
+            "below the threshold: nothing purged"
+        );
+        assert_eq!(vm.lazy_stats().purges, 0);
+        vm.iounmap(areas[2]).unwrap();
+        assert_eq!(
+            vm.lazy_stats(),
+            LazyStats {
+                areas: 0,
+                pages: 0,
+                purges: 1
+            },
+            "9 pages > 8: the third free purged all three"
+        );
+        assert_balanced(&vm, WINDOW, 1);
+    }
+
+    #[test]
+    fn many_lazy_pages_flush_the_whole_tlb_once() {
+        let vm = lazy_vm(1 << 20);
+        let env = vm.init_mm.env();
+        let n = TLBI_MAX_OPS / 16 + 1;
+        for _ in 0..n {
+            let va = vm.ioremap(DEV, 16 * P).unwrap();
+            vm.iounmap(va).unwrap();
+        }
+        env.start_recording();
+        vm.vm_unmap_aliases();
+        let ev = env.take_events();
+        assert_eq!(
+            ev,
+            [Event::DsbIshst, Event::TlbiAll, Event::DsbIsh, Event::Isb],
+            "{n} areas of 16 pages: one tlbi vmalle1is"
+        );
+        assert_balanced(&vm, WINDOW, 1);
+    }
+
+    /// When the window is full of lazily freed areas, an allocation purges them and succeeds.
+    #[test]
+    fn no_virtual_space_purges_and_tries_again() {
+        // Room for two one-page areas (each with its guard page).
+        let vm = vm_with(TestEnv::new(), (V, V + 4 * P), PA_BITS);
+        vm.set_lazy_max_pages(1 << 20);
+        let a = vm.ioremap(DEV, P).unwrap();
+        let b = vm.ioremap(DEV, P).unwrap();
+        assert!(matches!(
+            vm.ioremap(DEV, P),
+            Err(VmError::NoVirtualSpace(VaError::NoSpace { .. }))
+        ));
+        vm.iounmap(a).unwrap();
+        assert_eq!(vm.lazy_stats().purges, 0);
+        assert_eq!(
+            vm.ioremap(DEV, P),
+            Ok(a),
+            "purged, then the freed range fits"
+        );
+        assert_eq!(vm.lazy_stats().purges, 1);
+        vm.iounmap(a).unwrap();
+        vm.iounmap(b).unwrap();
+        vm.vm_unmap_aliases();
+        assert_balanced(&vm, (V, V + 4 * P), 1);
+    }
+
+    /// `vmalloc` hands out pages as they are (testenv poisons free frames); `vzalloc` zeroes them.
+    #[test]
+    fn vmalloc_does_not_zero_and_vzalloc_does() {
+        let vm = vm();
+        let poisoned = vm.vmalloc(2 * P).unwrap();
+        assert!(
+            frame_of(&vm, poisoned)
+                .iter()
+                .all(|s| s.load(Ordering::Relaxed) == POISON)
+        );
+        let zeroed = vm.vzalloc(2 * P).unwrap();
+        for p in 0..2 {
+            assert!(
+                frame_of(&vm, zeroed + p * P)
+                    .iter()
+                    .all(|s| s.load(Ordering::Relaxed) == 0)
+            );
+        }
+        vm.vfree(poisoned).unwrap();
+        vm.vfree(zeroed).unwrap();
+        assert_balanced(&vm, WINDOW, 1);
+    }
+
+    /// vmap maps a whole range in one walk: each table once, one barrier pair at the end.
+    #[test]
+    fn vmap_walks_each_table_once_and_publishes_once() {
+        let vm = vm();
+        let env = vm.init_mm.env();
+        let frames: Vec<PhysAddr> = (0..8).map(|_| env.alloc_table_frame().unwrap()).collect();
+        let first = vm.vmap(&frames[..1], Prot::KERNEL_RW).unwrap(); // the tables exist now
+        env.start_recording();
+        let va = vm.vmap(&frames[1..], Prot::KERNEL_RW).unwrap();
+        let ev = env.take_events();
+        let stores = ev
+            .iter()
+            .filter(|e| matches!(e, Event::Store { .. }))
+            .count();
+        assert_eq!(stores, 7, "one leaf per page, no table installed");
+        assert_eq!(
+            ev[7..],
+            [Event::DsbIshst, Event::Isb],
+            "one dsb ishst; isb after all seven leaves"
+        );
+        for (i, pa) in frames[1..].iter().enumerate() {
+            assert_eq!(vm.init_mm.translate(va + i * P).unwrap().pa, *pa);
+        }
+        vm.vunmap(va).unwrap();
+        vm.vunmap(first).unwrap();
+        // SAFETY: the test's own frames, unmapped and purged.
+        frames
+            .into_iter()
+            .for_each(|pa| unsafe { env.free_table_frame(pa) });
         assert_balanced(&vm, WINDOW, 1);
     }
 }

@@ -278,6 +278,19 @@ impl VmapAreaAllocator {
         self.busy.get(&start).map(|&v| v & (PAGE_SIZE - 1))
     }
 
+    /// Give the live area that starts at `start` a new tag (below `PAGE_SIZE`); its old tag, or
+    /// `None` when no live area starts there.
+    pub fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
+        assert!(
+            tag < PAGE_SIZE,
+            "vmap area tag {tag} does not fit below the page size"
+        );
+        let v = self.busy.get_mut(&start)?;
+        let old = *v & (PAGE_SIZE - 1);
+        *v = (*v & !(PAGE_SIZE - 1)) | tag;
+        Some(old)
+    }
+
     /// Releases the area that starts at `start`, guard page included, and returns it.
     ///
     /// The caller must already have unmapped the area and invalidated the TLB for it: from here

@@ -331,19 +331,20 @@ fn summary(reports: &[Report]) {
     });
 }
 
-/// Free the page tables of the vmalloc region that map nothing any more.
+/// Bring memory management to a state that can be counted: purge the lazily freed areas (their
+/// ranges and pages come back), return the per-CPU frame caches to the frame allocator, and free
+/// the page tables of the vmalloc region that map nothing any more. Returns the tables freed.
 ///
 /// Only between workloads, from the boot CPU, while the other CPUs are idle: idle CPUs touch
 /// only their own stacks, whose tables are not empty and so are left alone.
-pub fn reclaim_vmalloc_tables() -> usize {
+pub fn settle() -> usize {
     use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
+    let vm = crate::mm::kernel_vm();
+    vm.vm_unmap_aliases();
+    FRAMES.drain_caches();
     // SAFETY: called between workloads: no other CPU maps, unmaps or walks an address whose
     // tables are empty (see above), so no lock-free walker can be inside a table freed here.
-    unsafe {
-        crate::mm::kernel_vm()
-            .init_mm
-            .reclaim_empty_tables(VMALLOC_START, VMALLOC_END)
-    }
+    unsafe { vm.init_mm.reclaim_empty_tables(VMALLOC_START, VMALLOC_END) }
 }
 
 /// Frames free right now, counting the frames the kernel heap has taken as free: the heap grows

@@ -32,7 +32,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::storm::{IdRegister, Outcome, delta, ioremap_cycle, window_cycle};
 use super::vmalloc_stress::{Failure, Rng, SCENARIOS, run_scenario};
-use super::{AllocFailures, Params, Report, free_frames, reclaim_vmalloc_tables};
+use super::{AllocFailures, Params, Report, free_frames, settle};
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::mm::fault_inject::{self, FaultConfig, Target};
 use crate::mm::kernel_vm;
@@ -150,6 +150,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
 
     // Setup, uninjected: the window, the sieve, one warm-up of everything, quiescent reclaim.
     fault_inject::apply(&FaultConfig::NONE);
+    settle();
     let areas_without_window = vm.area_stats();
     let window = match vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE) {
         Ok(w) => w,
@@ -168,7 +169,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     }
     let _ = window_cycle(&reg, window);
     let _ = ioremap_cycle(&reg);
-    reclaim_vmalloc_tables();
+    settle();
     let frames_before = free_frames();
     let areas_before = vm.area_stats();
     let tables_before = vm.init_mm.stats();
@@ -264,7 +265,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
             // Quiescent: every CPU of the soak is here, none is inside an mm call.
             s.barrier.wait();
             if id == 0 {
-                let freed = reclaim_vmalloc_tables();
+                let freed = settle();
                 let (frames, areas) = (free_frames(), vm.area_stats());
                 let mut ok = true;
                 if frames != frames_before {
@@ -344,6 +345,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     if let Err(e) = released {
         report.failures.push(format!("releasing the window: {e}"));
     }
+    settle();
     if vm.area_stats() != areas_without_window {
         report.failures.push(format!(
             "after the run: areas {:?}, {areas_without_window:?} before the soak",

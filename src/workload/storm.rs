@@ -160,6 +160,7 @@ pub fn run(p: &Params) -> Report {
     if let Ok(va) = mm::ioremap(reg.page, PAGE_SIZE) {
         let _ = mm::iounmap(va);
     }
+    super::settle();
     let frames_before = free_frames();
     let tables_before = vm.init_mm.stats();
 
@@ -236,6 +237,7 @@ pub fn run(p: &Params) -> Report {
     report.per_cpu_ops = progress.per_cpu(p.cpus);
     report.tables = delta(&tables_before, &vm.init_mm.stats());
     report.frames_before = frames_before;
+    super::settle();
     report.frames_after = free_frames();
     let (bad, err) = (
         bad_reads.load(Ordering::Relaxed),

@@ -299,7 +299,7 @@ pub fn run(p: &Params) -> Report {
     for i in 0..SCENARIOS.len() {
         let _ = run_scenario(i, &mut rng, 0);
     }
-    super::reclaim_vmalloc_tables();
+    super::settle();
     let frames_before = free_frames();
     let areas_before = vm.area_stats();
     let tables_before: PgStatsSnapshot = vm.init_mm.stats();
@@ -349,7 +349,7 @@ pub fn run(p: &Params) -> Report {
         extra: vec![],
         failures: failures.into_inner(),
     };
-    super::reclaim_vmalloc_tables();
+    super::settle();
     report.frames_after = free_frames();
     let mut per = String::from("{");
     for (i, (name, _)) in SCENARIOS.iter().enumerate() {
