@@ -19,6 +19,7 @@
 #                 options after it override it
 #   --dtb FILE    (INITMM_DTB)     pass FILE with -dtb; "none" passes none (the loader then hands
 #                 the kernel an ATAG list, as QEMU raspi4b does without -dtb)
+#   --no-symbolize (INITMM_SYMBOLIZE=0)  the console as it comes, without symbolize.py
 #
 # On raspi4b the PL011 is QEMU's serial port 0 and the mini UART port 1; the Pi 4's DTB (and the
 # kernel's built-in Pi 4 description) pick the mini UART, so port 1 goes to the terminal
@@ -32,8 +33,10 @@
 # exits with status N and prints TEXT (for kernels that must fail, e.g. a deliberate panic);
 # each `//! initmm-expect-once: TEXT` line must then appear exactly once in the output.
 #
-# Backtrace lines and "ELR 0x..." in the output get the kernel function's name appended
-# (platform/qemu/symbolize.py, when python3 is there).
+# The kernel names its backtrace frames itself (its symbol table, src/kallsyms.rs); the output
+# also goes through platform/qemu/symbolize.py (when python3 is there), which adds file:line
+# from the ELF's DWARF when llvm-symbolizer or addr2line can read it. --no-symbolize
+# (INITMM_SYMBOLIZE=0) shows the console exactly as a serial line would.
 #
 # QEMU logs guest errors (accesses its device models call invalid: a register that does not
 # exist, a write to a read-only one) and notes on unimplemented registers to a file for every run
@@ -55,6 +58,7 @@ smp=${INITMM_SMP:-4}
 mem=${INITMM_MEM:-1G}
 timeout_s=${INITMM_TIMEOUT:-120}
 dtb=${INITMM_DTB:-}
+symbolize_on=${INITMM_SYMBOLIZE:-1}
 read -r -a extra <<<"${INITMM_QEMU_ARGS:-}"
 
 set_board() {
@@ -83,6 +87,7 @@ parse_opts() {
             --qemu-arg) extra+=("$2"); shift 2 ;;
             --board) set_board "$2"; shift 2 ;;
             --dtb) dtb=$2; shift 2 ;;
+            --no-symbolize) symbolize_on=0; shift ;;
             *) rest+=("$1"); shift ;;
         esac
     done
@@ -101,7 +106,11 @@ img="${elf%.elf}.img"
 
 # QEMU's stdout, with backtrace addresses and ELRs named from the kernel ELF (symbolize.py).
 symbolize() {
-    if command -v python3 >/dev/null; then python3 -u "$here/symbolize.py" "$elf"; else cat; fi
+    if [[ "$symbolize_on" != 0 ]] && command -v python3 >/dev/null; then
+        python3 -u "$here/symbolize.py" "$elf"
+    else
+        cat
+    fi
 }
 
 boot() { # boot one configuration; $@ = extra kernel words
