@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target := "aarch64-unknown-none"
-host := `rustc -vV 2>/dev/null | sed -n 's/^host: //p' || echo x86_64-unknown-linux-gnu`
+host := "host-tuple"
 kernel := "target/" + target + "/release/initmm"
 
 # Boot initmm on QEMU virt (4 CPUs, 1 GiB); ARGS are kernel command-line words.
