@@ -22,7 +22,8 @@ indices. Little-endian, every array 4-byte aligned:
     36  token bytes: offset of the UTF-8 pieces, back to back
     40  total size in bytes
 
-Standard library only. Exits 1 (leaving the Image as objcopy made it) if the table does not fit.
+Standard library only. Exits 1 (leaving the Image as objcopy made it) if the table does not fit;
+an ELF without `__kallsyms_start` (a program with no room for a table) is left alone.
 """
 
 import os
@@ -104,8 +105,10 @@ def main():
     syms = symbolize.Symbols(elf)
     marks = syms.marks
     need = ("__image_start", "__kallsyms_start", "__kallsyms_end")
+    if "__kallsyms_start" not in marks:
+        return  # a program whose linker script leaves no room for a table (the chainloader)
     if not all(m in marks for m in need):
-        sys.exit(f"kallsyms: {elf} has no {'/'.join(need)} (linker.ld leaves the hole for the table)")
+        sys.exit(f"kallsyms: {elf} lacks one of {'/'.join(need)}")
     base, start, end = (marks[m] for m in need)
     table = build(code_symbols(syms), base)
     room = end - start
