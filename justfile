@@ -13,7 +13,7 @@ run *ARGS: _ensure image
 
 # Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
 # on virt and the Pi 4, and the Pi 4's SD card.
-test: _ensure test-host test-loom test-qemu test-image test-rpi4-files test-chainload (bench "quick")
+test: _ensure test-host test-loom test-qemu test-image test-rpi4-files test-chainload test-gdb (bench "quick")
 
 # Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), and the
 # rule that only the table allocators' module may name init_mm's page-table lock.
@@ -54,6 +54,10 @@ test-rpi4-files: sdcard
     platform/rpi4/check.sh {{chainload}}.img --jtag
     {{just_executable()}} sdcard
     platform/rpi4/test-flash.sh
+    @if ! command -v openocd >/dev/null; then echo "check openocd.cfg ... skipped (no openocd)"; \
+    elif out=$(openocd -c "adapter driver dummy" -f platform/rpi4/openocd.cfg -c shutdown 2>&1); then \
+        echo "check openocd.cfg loads Debian's BCM2711 scripts ... ok"; \
+    else echo "$out"; echo "check openocd.cfg ... FAILED"; exit 1; fi
 
 # The serial chainloader end to end on QEMU raspi4b: it refuses an image too big for RAM and a
 # corrupted transfer, then receives initmm from platform/rpi4/chainboot.py over a pty and starts
@@ -113,12 +117,29 @@ image: build
     platform/objcopy.sh {{kernel}} {{kernel}}.img
     @echo "image: {{kernel}}.img ($(stat -c %s {{kernel}}.img) bytes)"
 
-# QEMU waits for gdb on :1234; attach with the command it prints (gdb-multiarch, Debian package
-# of the same name).
+# QEMU stopped at reset waiting for gdb, and gdb-multiarch attached with platform/gdb/initmm.py:
+# symbols at the physical (early boot) and link (MMU on) addresses, every CPU a thread,
+# breakpoints at the entry and at panic; `continue`. ARGS: runner options (--board rpi4, --smp 2)
+# and kernel words. The console goes to target/qemu-console.log.
 debug *ARGS: image
-    @command -v gdb-multiarch >/dev/null || echo "note: gdb-multiarch is not installed (apt-get install gdb-multiarch)"
-    @echo "attach with: gdb-multiarch {{kernel}} -ex 'target remote :1234'"
-    INITMM_TIMEOUT=100000 INITMM_QEMU_ARGS="-s -S" platform/qemu/run.sh {{kernel}} {{ARGS}}
+    platform/qemu/debug.sh {{kernel}} {{ARGS}}
+
+# The gdb script in batch mode on QEMU virt: attach, stop at entry, read x0, see 4 CPUs, stop in
+# the kernel proper, continue to a clean exit (skipped when gdb-multiarch is not installed).
+test-gdb: image
+    platform/qemu/test-gdb.sh {{kernel}}
+
+# OpenOCD for a Raspberry Pi 4 booted from a `just sdcard --jtag` card, through ADAPTER (an
+# OpenOCD interface script); gdb then attaches with `just gdb-jtag`. Wiring: README.
+openocd ADAPTER="interface/ftdi/olimex-arm-usb-tiny-h.cfg":
+    @command -v openocd >/dev/null || { echo "openocd is missing: just setup (or apt-get install openocd)"; exit 1; }
+    openocd -f {{ADAPTER}} -f platform/rpi4/openocd.cfg
+
+# gdb-multiarch on the Pi 4 through OpenOCD (`just openocd` running): the four cores as threads,
+# the current kernel's symbols where the running kernel says it was loaded (or at PHYS: 0x200000
+# as the firmware loads it, 0x400000 after the chainloader, before the kernel has started).
+gdb-jtag PHYS="":
+    gdb-multiarch -nx -x platform/gdb/initmm.py -ex 'target extended-remote 127.0.0.1:3333' -ex 'initmm-symbols {{kernel}} {{PHYS}}'
 
 # Lints, warnings are errors, for the kernel and the host build of the library.
 clippy:
@@ -129,7 +150,8 @@ clippy:
 fmt:
     cargo fmt
 
-# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools). Needs root or sudo for apt.
+# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools, gdb-multiarch, openocd).
+# Needs root or sudo for apt.
 setup:
     platform/setup.sh
 
