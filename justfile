@@ -13,7 +13,7 @@ run *ARGS: _ensure image
 
 # Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
 # on virt and the Pi 4, and the Pi 4's SD card.
-test: _ensure test-host test-loom test-qemu test-image test-rpi4-files test-chainload test-gdb (bench "quick")
+test: _ensure test-host test-loom test-qemu test-image test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
 
 # Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), and the
 # rule that only the table allocators' module may name init_mm's page-table lock.
@@ -45,6 +45,10 @@ test-image: image
         grep -q "4 of 4 CPUs online" "$log" || { echo "test-image: FAILED on $board: not every CPU came up" >&2; exit 1; }
         grep -qx "1 passed, 0 failed" <(tr -d '\r' <"$log") || { echo "test-image: FAILED on $board" >&2; exit 1; }
     done
+
+# The runner's options: --accel's QEMU command, --no-semihosting's exit status, --qemu-log.
+test-runner: image
+    platform/qemu/test-runner.sh {{kernel}}
 
 # config.txt, the SD-card image (built here: needs Debian's mirror once), the chainload + JTAG
 # card, and flash.sh's refusals.

@@ -32,6 +32,9 @@ pub fn set_context_hook(f: fn(&mut crate::console::Writer<'_>)) {
 pub fn exit(code: u32) -> ! {
     semihosting::exit(code);
     if psci::available() {
+        // SYSTEM_OFF carries no status: say it, for whoever reads the console (the runner
+        // without semihosting, under KVM or HVF).
+        crate::kprintln!("[powering off with status {code}]");
         psci::system_off();
     }
     crate::kprintln!(
