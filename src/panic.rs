@@ -35,7 +35,9 @@ pub fn exit(code: u32) -> ! {
         // SYSTEM_OFF carries no status: say it, for whoever reads the console (the runner
         // without semihosting, under KVM or HVF).
         crate::kprintln!("[powering off with status {code}]");
-        psci::system_off();
+        if let Err(e) = psci::system_off() {
+            crate::kprintln!("[SYSTEM_OFF returned {e}]");
+        }
     }
     crate::kprintln!(
         "[machine halted with status {code}: no semihosting and no PSCI to power off]"
