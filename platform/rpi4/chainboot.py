@@ -170,6 +170,7 @@ def main():
     ap.add_argument("--tries", type=int, default=3)
     ap.add_argument("--ready-timeout", type=float, default=600)
     ap.add_argument("--test-refusals", metavar="IMAGE", help="a small Image to corrupt first")
+    ap.add_argument("--refusals-only", action="store_true", help="stop after --test-refusals")
     a = ap.parse_args()
 
     with open(a.image, "rb") as f:
@@ -191,6 +192,8 @@ def main():
         if send(line, small, corrupt=True, ready_timeout=a.ready_timeout):
             sys.exit("chainboot: FAILED: the loader accepted a corrupted transfer")
         print("chainboot: both bad offers were refused", file=sys.stderr)
+        if a.refusals_only:
+            return
     for attempt in range(a.tries):
         if send(line, image, ready_timeout=a.ready_timeout):
             break
