@@ -189,7 +189,6 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     exit(PANIC_EXIT)
 }
 
-
 /// CPUs inside `fault_in_fault_path`, as a bit mask.
 static IN_FAULT_PATH: AtomicUsize = AtomicUsize::new(0);
 
