@@ -3,8 +3,9 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target := "aarch64-unknown-none"
-host := `rustc -vV 2>/dev/null | sed -n 's/^host: //p' || echo x86_64-unknown-linux-gnu`
+host := "host-tuple"
 kernel := "target/" + target + "/release/initmm"
+chainload := "target/" + target + "/release/chainload"
 
 # Boot initmm on QEMU virt (4 CPUs, 1 GiB); ARGS are kernel command-line words.
 run *ARGS: _ensure image
@@ -12,13 +13,14 @@ run *ARGS: _ensure image
 
 # Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
 # on virt and the Pi 4, and the Pi 4's SD card.
-test: _ensure test-host test-loom test-qemu test-image test-rpi4-files (bench "quick")
+test: _ensure test-host test-loom test-qemu test-image test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
 
 # Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), and the
 # rule that only the table allocators' module may name init_mm's page-table lock.
 test-host:
     cargo test --lib --target {{host}} --features bench
     cargo test --doc --target {{host}}
+    cargo test --bin chainload --target {{host}}
     @others=$(grep -rln page_table_lock src/ | grep -vx src/mm/pgalloc.rs || true); \
         if [ -n "$others" ]; then echo "page_table_lock named outside src/mm/pgalloc.rs: $others" >&2; exit 1; fi; \
         echo "page_table_lock: named only in src/mm/pgalloc.rs"
@@ -44,26 +46,73 @@ test-image: image
         grep -qx "1 passed, 0 failed" <(tr -d '\r' <"$log") || { echo "test-image: FAILED on $board" >&2; exit 1; }
     done
 
-# config.txt, the SD-card image (built here: needs Debian's mirror once) and flash.sh's refusals.
+# The runner's options: --accel's QEMU command, --no-semihosting's exit status, --qemu-log.
+test-runner: image
+    platform/qemu/test-runner.sh {{kernel}}
+
+# config.txt, the SD-card image (built here: needs Debian's mirror once), the chainload + JTAG
+# card, and flash.sh's refusals.
 test-rpi4-files: sdcard
     platform/rpi4/check.sh {{kernel}}.img
+    {{just_executable()}} sdcard --chainload --jtag
+    platform/rpi4/check.sh {{chainload}}.img --jtag
+    {{just_executable()}} sdcard
     platform/rpi4/test-flash.sh
+    @if ! command -v openocd >/dev/null; then echo "check openocd.cfg ... skipped (no openocd)"; \
+    elif out=$(openocd -c "adapter driver dummy" -f platform/rpi4/openocd.cfg -c shutdown 2>&1); then \
+        echo "check openocd.cfg loads Debian's BCM2711 scripts ... ok"; \
+    else echo "$out"; echo "check openocd.cfg ... FAILED"; exit 1; fi
+
+# The serial chainloader end to end on QEMU raspi4b: it refuses an image too big for RAM and a
+# corrupted transfer, then receives initmm from platform/rpi4/chainboot.py over a pty and starts
+# it on all 4 CPUs with the firmware's device tree; compute runs and the kernel exits 0.
+test-chainload: image _pyserial
+    platform/rpi4/test-chainload.sh {{chainload}} {{kernel}}
+
+_pyserial:
+    @python3 -c 'import serial' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyserial
 
 # Boot initmm on QEMU raspi4b (the Raspberry Pi 4: 4 CPUs, 2 GiB, the real Pi DTB when present;
 # `--dtb none` as the first ARG boots the built-in description); ARGS are kernel command-line words.
 run-rpi4 *ARGS: _ensure image
     platform/qemu/run.sh --board rpi4 {{kernel}} {{ARGS}}
 
-# A bootable Raspberry Pi 4 SD card: target/rpi4/boot/ and target/rpi4/sdcard.img.
-sdcard: image
-    platform/rpi4/sdcard.sh {{kernel}}.img
+# A bootable Raspberry Pi 4 SD card: target/rpi4/boot/ and target/rpi4/sdcard.img. FLAGS:
+# --chainload (kernel8.img is the serial chainloader: boot kernels with `just chainboot`),
+# --jtag (config.txt routes the cores' JTAG to GPIO 22-27: `just openocd`).
+sdcard *FLAGS: image
+    #!/usr/bin/env bash
+    set -euo pipefail
+    args=()
+    for f in {{FLAGS}}; do
+        case "$f" in
+            --chainload)
+                platform/objcopy.sh {{chainload}} {{chainload}}.img
+                args+=(--chainload {{chainload}}.img) ;;
+            *) args+=("$f") ;;
+        esac
+    done
+    platform/rpi4/sdcard.sh {{kernel}}.img "${args[@]}"
 
-# Write target/rpi4/sdcard.img to DEVICE (whole disk) after checks and a confirmation
-# (FLAGS: --force, --dry-run).
-flash DEVICE *FLAGS: sdcard
-    platform/rpi4/flash.sh {{DEVICE}} {{FLAGS}}
+# Write a fresh SD card image to DEVICE (whole disk) after checks and a confirmation. FLAGS:
+# --force, --dry-run (for flash.sh), --chainload, --jtag (for the card, as `just sdcard`).
+flash DEVICE *FLAGS: image
+    #!/usr/bin/env bash
+    set -euo pipefail
+    card=() rest=()
+    for f in {{FLAGS}}; do
+        case "$f" in --chainload|--jtag) card+=("$f") ;; *) rest+=("$f") ;; esac
+    done
+    {{just_executable()}} sdcard "${card[@]}"
+    platform/rpi4/flash.sh {{DEVICE}} "${rest[@]}"
 
-# Build the kernel ELF (for gdb).
+# Send the current kernel over DEVICE (a USB-serial adapter on the Pi's GPIO 14/15) to a Pi 4
+# that booted `just sdcard --chainload`'s card, then stay on the line as its terminal, backtraces
+# symbolised (Ctrl-] leaves). FLAGS go to platform/rpi4/chainboot.py (e.g. --baud).
+chainboot DEVICE="/dev/ttyUSB0" *FLAGS: image _pyserial
+    python3 platform/rpi4/chainboot.py --device {{DEVICE}} --image {{kernel}}.img --elf {{kernel}} {{FLAGS}}
+
+# Build the kernel ELF (for gdb) and the Pi's serial chainloader.
 build: _ensure
     cargo build --release
 
@@ -72,23 +121,42 @@ image: build
     platform/objcopy.sh {{kernel}} {{kernel}}.img
     @echo "image: {{kernel}}.img ($(stat -c %s {{kernel}}.img) bytes)"
 
-# QEMU waits for gdb on :1234; attach with the command it prints (gdb-multiarch, Debian package
-# of the same name).
+# QEMU stopped at reset waiting for gdb, and gdb-multiarch attached with platform/gdb/initmm.py:
+# symbols at the physical (early boot) and link (MMU on) addresses, every CPU a thread,
+# breakpoints at the entry and at panic; `continue`. ARGS: runner options (--board rpi4, --smp 2)
+# and kernel words. The console goes to target/qemu-console.log.
 debug *ARGS: image
-    @command -v gdb-multiarch >/dev/null || echo "note: gdb-multiarch is not installed (apt-get install gdb-multiarch)"
-    @echo "attach with: gdb-multiarch {{kernel}} -ex 'target remote :1234'"
-    INITMM_TIMEOUT=100000 INITMM_QEMU_ARGS="-s -S" platform/qemu/run.sh {{kernel}} {{ARGS}}
+    platform/qemu/debug.sh {{kernel}} {{ARGS}}
+
+# The gdb script in batch mode on QEMU virt: attach, stop at entry, read x0, see 4 CPUs, stop in
+# the kernel proper, continue to a clean exit (skipped when gdb-multiarch is not installed).
+test-gdb: image
+    platform/qemu/test-gdb.sh {{kernel}}
+
+# OpenOCD for a Raspberry Pi 4 booted from a `just sdcard --jtag` card, through ADAPTER (an
+# OpenOCD interface script); gdb then attaches with `just gdb-jtag`. Wiring: README.
+openocd ADAPTER="interface/ftdi/olimex-arm-usb-tiny-h.cfg":
+    @command -v openocd >/dev/null || { echo "openocd is missing: just setup (or apt-get install openocd)"; exit 1; }
+    openocd -f {{ADAPTER}} -f platform/rpi4/openocd.cfg
+
+# gdb-multiarch on the Pi 4 through OpenOCD (`just openocd` running): the four cores as threads,
+# the current kernel's symbols where the running kernel says it was loaded (or at PHYS: 0x200000
+# as the firmware loads it, 0x400000 after the chainloader, before the kernel has started).
+gdb-jtag PHYS="":
+    gdb-multiarch -nx -x platform/gdb/initmm.py -ex 'target extended-remote 127.0.0.1:3333' -ex 'initmm-symbols {{kernel}} {{PHYS}}'
 
 # Lints, warnings are errors, for the kernel and the host build of the library.
 clippy:
     cargo clippy --lib --bins --tests -- -D warnings
     cargo clippy --lib --bins --features bench --target-dir target/bench-kernel -- -D warnings
     cargo clippy --lib --target {{host}} --profile test --features bench -- -D warnings
+    cargo clippy --bin chainload --target {{host}} --profile test -- -D warnings
 
 fmt:
     cargo fmt
 
-# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools). Needs root or sudo for apt.
+# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools, gdb-multiarch, openocd).
+# Needs root or sudo for apt.
 setup:
     platform/setup.sh
 

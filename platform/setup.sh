@@ -5,6 +5,8 @@
 #   - the Rust toolchain pinned in rust-toolchain.toml, with the aarch64-unknown-none target
 #     (RUSTUP_AUTO_INSTALL=0 machines install nothing on their own).
 #   - device-tree-compiler (dtc, for inspecting DTBs) and mtools (SD-card image checks).
+#   - gdb-multiarch (`just debug`, and its test) and openocd (`just openocd`: JTAG on a Pi 4;
+#     `just test` checks platform/rpi4/openocd.cfg against its BCM2711 scripts).
 # Needs root or sudo for apt-get; says so and stops if neither is available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +61,8 @@ fi
 missing=()
 command -v dtc >/dev/null || missing+=(device-tree-compiler)
 command -v mdir >/dev/null || missing+=(mtools)
+command -v gdb-multiarch >/dev/null || missing+=(gdb-multiarch)
+command -v openocd >/dev/null || missing+=(openocd)
 if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"

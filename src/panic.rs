@@ -32,7 +32,12 @@ pub fn set_context_hook(f: fn(&mut crate::console::Writer<'_>)) {
 pub fn exit(code: u32) -> ! {
     semihosting::exit(code);
     if psci::available() {
-        psci::system_off();
+        // SYSTEM_OFF carries no status: say it, for whoever reads the console (the runner
+        // without semihosting, under KVM or HVF).
+        crate::kprintln!("[powering off with status {code}]");
+        if let Err(e) = psci::system_off() {
+            crate::kprintln!("[SYSTEM_OFF returned {e}]");
+        }
     }
     crate::kprintln!(
         "[machine halted with status {code}: no semihosting and no PSCI to power off]"
@@ -67,7 +72,8 @@ fn stack_containing(addr: u64) -> Option<(u64, u64)> {
 }
 
 /// Walk the frame-pointer chain from `fp` and print up to 32 code addresses, one per line as
-/// `  #N  0x...`: the host runner (platform/qemu/symbolize.py) appends `function+0xoff`.
+/// `  #N  0x... function+0xoff`, named from the image's own symbol table ([`crate::kallsyms`]);
+/// the host runner (platform/qemu/symbolize.py) adds the source file and line when it can.
 ///
 /// Each frame record must lie on a known kernel stack (so a corrupted chain ends the walk
 /// instead of faulting in the middle of a panic report) and, on the same stack, lie above the
@@ -77,7 +83,7 @@ pub fn print_backtrace(w: &mut crate::console::Writer<'_>, mut fp: u64) {
     use core::fmt::Write;
     let _ = writeln!(
         w,
-        "backtrace (call sites, or the interrupted PC for an exception; addr2line -e <kernel ELF> gives lines):"
+        "backtrace (call sites, or the interrupted PC for an exception):"
     );
     let mut stack = stack_containing(fp);
     // Runs of one address (deep recursion, as in a stack overflow) print once, then a count.
@@ -108,7 +114,11 @@ pub fn print_backtrace(w: &mut crate::console::Writer<'_>, mut fp: u64) {
             if repeats > 0 {
                 let _ = writeln!(w, "      ... {repeats} more at {last:#x}");
             }
-            let _ = writeln!(w, "  #{i:<2} {pc:#018x}");
+            let name = crate::kallsyms::Symbolic {
+                addr: pc,
+                angled: false,
+            };
+            let _ = writeln!(w, "  #{i:<2} {pc:#018x}{name}");
             (last, repeats) = (pc, 0);
         }
         let next_stack = stack_containing(next);
@@ -194,10 +204,14 @@ pub fn fault_in_fault_path(cpu: usize, esr: u64, far: u64, elr: u64, fp: u64) ->
         use core::fmt::Write;
         let _ = writeln!(
             w,
-            "*** FAULT IN THE FAULT PATH on cpu{cpu}: {} (ESR {esr:#x}, ELR {elr:#x}); stopping",
+            "*** FAULT IN THE FAULT PATH on cpu{cpu}: {} (ESR {esr:#x}, ELR {elr:#x}{}); stopping",
             crate::arch::aarch64::esr::Summary {
                 esr: crate::arch::aarch64::esr::Esr(esr),
                 far
+            },
+            crate::kallsyms::Symbolic {
+                addr: elr,
+                angled: true
             }
         );
         print_backtrace(w, fp);

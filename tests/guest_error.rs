@@ -1,9 +1,11 @@
 //! The runner's guest-error check can fail: this kernel writes a reserved offset of the PL011,
 //! which QEMU's model logs as a guest error, and otherwise passes its one test. The
 //! run must still fail, naming the error (every other test kernel therefore proves it caused
-//! none).
+//! none). The second configuration adds the runner's --qemu-log (exceptions in the same QEMU
+//! log): the check must still find the error among those lines.
 //!
 //! initmm-qemu: --machine virt --smp 1
+//! initmm-qemu: --machine virt --smp 1 --qemu-log /dev/null
 //! initmm-expect: exit=1 output=runner: FAILED: QEMU reported 1 guest error(s)
 //! initmm-expect-once: 1 passed, 0 failed
 #![no_std]

@@ -19,6 +19,14 @@
 #                 options after it override it
 #   --dtb FILE    (INITMM_DTB)     pass FILE with -dtb; "none" passes none (the loader then hands
 #                 the kernel an ATAG list, as QEMU raspi4b does without -dtb)
+#   --no-symbolize (INITMM_SYMBOLIZE=0)  the console as it comes, without symbolize.py
+#   --qemu-log FILE (INITMM_QEMU_LOG)  also log exceptions and MMU faults (-d int,mmu) and keep
+#                 the log in FILE; the guest-error check below still applies, to its other lines
+#   --accel kvm|hvf (INITMM_ACCEL)  on an Arm host (Linux with KVM, macOS on Apple silicon):
+#                 -accel ACCEL -cpu host, GICv3 on virt, and no semihosting (as below)
+#   --no-semihosting (INITMM_SEMIHOSTING=0)  boot without semihosting, as on a board: the kernel
+#                 powers off by PSCI and prints "[powering off with status N]", which the runner
+#                 returns as the exit status
 #
 # On raspi4b the PL011 is QEMU's serial port 0 and the mini UART port 1; the Pi 4's DTB (and the
 # kernel's built-in Pi 4 description) pick the mini UART, so port 1 goes to the terminal
@@ -32,8 +40,10 @@
 # exits with status N and prints TEXT (for kernels that must fail, e.g. a deliberate panic);
 # each `//! initmm-expect-once: TEXT` line must then appear exactly once in the output.
 #
-# Backtrace lines and "ELR 0x..." in the output get the kernel function's name appended
-# (platform/qemu/symbolize.py, when python3 is there).
+# The kernel names its backtrace frames itself (its symbol table, src/kallsyms.rs); the output
+# also goes through platform/qemu/symbolize.py (when python3 is there), which adds file:line
+# from the ELF's DWARF when llvm-symbolizer or addr2line can read it. --no-symbolize
+# (INITMM_SYMBOLIZE=0) shows the console exactly as a serial line would.
 #
 # QEMU logs guest errors (accesses its device models call invalid: a register that does not
 # exist, a write to a read-only one) and notes on unimplemented registers to a file for every run
@@ -43,7 +53,8 @@
 # an error on purpose (a PSCI call that must fail) names each line it expects with
 # `//! initmm-allow-guest-error: TEXT` (the whole line, exactly).
 #
-# Exit status: the kernel's (semihosting SYS_EXIT), 124 when the timeout fired.
+# Exit status: the kernel's (semihosting SYS_EXIT, or the status it printed), 124 when the timeout
+# fired. INITMM_DRY_RUN=1 prints the QEMU command and runs nothing.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -55,6 +66,10 @@ smp=${INITMM_SMP:-4}
 mem=${INITMM_MEM:-1G}
 timeout_s=${INITMM_TIMEOUT:-120}
 dtb=${INITMM_DTB:-}
+symbolize_on=${INITMM_SYMBOLIZE:-1}
+qemu_log=${INITMM_QEMU_LOG:-}
+accel=${INITMM_ACCEL:-}
+semihosting=${INITMM_SEMIHOSTING:-1}
 read -r -a extra <<<"${INITMM_QEMU_ARGS:-}"
 
 set_board() {
@@ -83,6 +98,10 @@ parse_opts() {
             --qemu-arg) extra+=("$2"); shift 2 ;;
             --board) set_board "$2"; shift 2 ;;
             --dtb) dtb=$2; shift 2 ;;
+            --no-symbolize) symbolize_on=0; shift ;;
+            --qemu-log) qemu_log=$2; shift 2 ;;
+            --accel) accel=$2; semihosting=0; shift 2 ;;
+            --no-semihosting) semihosting=0; shift ;;
             *) rest+=("$1"); shift ;;
         esac
     done
@@ -101,7 +120,11 @@ img="${elf%.elf}.img"
 
 # QEMU's stdout, with backtrace addresses and ELRs named from the kernel ELF (symbolize.py).
 symbolize() {
-    if command -v python3 >/dev/null; then python3 -u "$here/symbolize.py" "$elf"; else cat; fi
+    if [[ "$symbolize_on" != 0 ]] && command -v python3 >/dev/null; then
+        python3 -u "$here/symbolize.py" "$elf"
+    else
+        cat
+    fi
 }
 
 boot() { # boot one configuration; $@ = extra kernel words
@@ -115,15 +138,42 @@ boot() { # boot one configuration; $@ = extra kernel words
     fi
     local qlog
     qlog=$(mktemp -t initmm-qemu-log.XXXXXX)
-    local base=(qemu-system-aarch64 -M "$machine" -cpu "$cpu" -smp "$smp" -m "$mem"
-        -nographic -nic none -semihosting-config enable=on,target=native
-        -d guest_errors,unimp -D "$qlog"
+    # --qemu-log adds exceptions and MMU faults to the same log (QEMU has one -D file), and keeps it.
+    local dflags=guest_errors,unimp
+    [[ -z "$qemu_log" ]] || dflags+=,int,mmu
+    # Under a hardware accelerator: the host's CPU and GICv3 (KVM and HVF hosts have no GICv2
+    # to give). Without semihosting (--accel: its HLT instruction is not trapped there) the kernel
+    # ends with PSCI SYSTEM_OFF and says its status on the console, which stands for the exit
+    # status below.
+    local cpuargs=(-cpu "$cpu") mach=$machine semi=() word=""
+    if [[ -n "$accel" ]]; then
+        cpuargs=(-accel "$accel" -cpu host)
+        [[ "$mach" == virt* && "$mach" != *gic-version* ]] && mach+=,gic-version=3
+    fi
+    if [[ "$semihosting" != 0 ]]; then semi=(-semihosting-config enable=on,target=native); word=semihosting; fi
+    local base=(qemu-system-aarch64 -M "$mach" "${cpuargs[@]}" -smp "$smp" -m "$mem"
+        -nographic -nic none "${semi[@]}"
+        -d "$dflags" -D "$qlog"
         -kernel "$img" "${board[@]}" "${extra[@]}")
     local append
-    append=$(printf '%s ' semihosting "${kargs[@]}" "$@" | tr -s ' ' | sed 's/ $//')
+    append=$(printf '%s ' $word "${kargs[@]}" "$@" | tr -s ' ' | sed 's/^ //; s/ $//')
     echo "runner: ${base[*]} -append \"$append\" (timeout ${timeout_s}s)"
-    timeout --foreground -k 5 "$timeout_s" "${base[@]}" -append "$append" </dev/null | symbolize
+    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog"; return 0; fi
+    local out=/dev/null
+    [[ "$semihosting" != 0 ]] || out=$(mktemp -t initmm-console.XXXXXX)
+    timeout --foreground -k 5 "$timeout_s" "${base[@]}" -append "$append" </dev/null | symbolize | tee -a "$out"
     local rc=${PIPESTATUS[0]}
+    if [[ "$semihosting" == 0 ]]; then
+        # PSCI SYSTEM_OFF ends QEMU with 0 whatever the kernel's status: take the one it printed.
+        local said
+        said=$(tr -d '\r' <"$out" | sed -n 's/^\[powering off with status \([0-9]*\)\]$/\1/p' | tail -1)
+        rm -f "$out"
+        if [[ $rc -eq 0 ]]; then
+            if [[ -n "$said" ]]; then rc=$said; else
+                echo "runner: FAILED: QEMU ended without the kernel's \"[powering off with status N]\"" >&2; rc=1
+            fi
+        fi
+    fi
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
         echo "runner: FAILED: QEMU was killed after ${timeout_s}s: the kernel hung or ran too long" >&2
         return 124
@@ -133,7 +183,12 @@ boot() { # boot one configuration; $@ = extra kernel words
     fi
     local errors
     errors=$(grep -vE '^bcm2835_aux_(read|write): AUX_MU_[A-Z]+_REG unsupported$' "$qlog" |
+        grep -vE "$qemu_log_lines" |
         grep -vxF -f <(printf '%s\n' "${allowed_errors[@]}") || true)
+    if [[ -n "$qemu_log" ]]; then
+        cp "$qlog" "$qemu_log"
+        echo "runner: QEMU's log (-d $dflags): $qemu_log ($(wc -l <"$qlog") lines)" >&2
+    fi
     rm -f "$qlog"
     if [[ -n "$errors" ]]; then
         echo "runner: FAILED: QEMU reported $(wc -l <<<"$errors") guest error(s) (-d guest_errors,unimp):" >&2
@@ -142,6 +197,9 @@ boot() { # boot one configuration; $@ = extra kernel words
     fi
     return $rc
 }
+
+# What -d int,mmu writes (exception entry and return, MMU faults): not guest errors.
+qemu_log_lines='^(Taking exception |\.\.\.|Exception return from |arm_cpu_do_|Page table walk)'
 
 name=$(basename "$elf"); name=${name%-*}
 src="$repo/tests/$name.rs"

@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
-"""Copy QEMU's output from stdin to stdout, naming the kernel functions in panic reports.
+"""Copy QEMU's output from stdin to stdout, adding source lines and names to panic reports.
 
     qemu-system-aarch64 ... | platform/qemu/symbolize.py KERNEL.elf
 
-Backtrace lines (`  #3  0xffffff8000001234`, from src/panic.rs) get `name+0xoff` appended, and
-`ELR 0x...` in exception reports gets `<name+0xoff>` after it. Everything else passes through
-unchanged, as it arrives: a line that stays unfinished for a moment (a prompt, `test x ... `
-before its result) is written at once, so an interactive run does not look stuck.
+The kernel names its backtrace frames itself (`  #3  0xffffff8000001234 initmm::x::f+0x58`, from
+its own symbol table, src/kallsyms.rs). This adds ` at src/x.rs:123` from the ELF's DWARF (release
+builds keep it) when `llvm-symbolizer` or an `addr2line` that reads AArch64 ELF files is installed.
+A frame or an `ELR 0x...` that came without a name (a kernel booted without its table) gets
+`name+0xoff` here, from the ELF's .symtab. Everything else passes through unchanged, as it
+arrives: a line that stays unfinished for a moment (a prompt, `test x ... ` before its result) is
+written at once, so an interactive run does not look stuck.
 
-Standard library only: the symbols come from the ELF's .symtab/.strtab, read with `struct`.
-Rust names are demangled well enough to read (legacy `_ZN...E` without the hash, and the paths
-of v0 `_R...` names). If the ELF cannot be read, the output passes through untouched.
+Names need only the standard library: the symbols come from the ELF's .symtab/.strtab, read with
+`struct`. Rust names are demangled well enough to read (legacy `_ZN...E` without the hash, and the
+paths of v0 `_R...` names). If the ELF cannot be read, the output passes through untouched.
+chainboot.py (the Raspberry Pi serial terminal) uses `Symbolizer` the same way.
 """
 
 import bisect
 import os
 import re
 import select
+import shutil
 import signal
 import struct
+import subprocess
 import sys
 
 SHT_SYMTAB = 2
@@ -39,7 +45,10 @@ class Symbols:
         sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
         # Executable sections: a symbol is only trusted inside one.
         self.text = [(s[3], s[3] + s[5]) for s in sections if s[2] & SHF_EXECINSTR and s[5]]
+        code = {i for i, s in enumerate(sections) if s[2] & SHF_EXECINSTR}
         entries = []
+        # Every named symbol's value, code or not (linker-script marks such as __image_start).
+        self.marks = {}
         for _, kind, _, _, off, size, link, _, _, entsize in sections:
             if kind != SHT_SYMTAB:
                 continue
@@ -51,10 +60,14 @@ class Symbols:
                 end = data.index(b"\0", stroff + name)
                 text = data[stroff + name:end].decode("utf-8", "replace")
                 # `$x`/`$d` are AArch64 mapping symbols, not names.
-                if text and not text.startswith("$"):
+                if not text or text.startswith("$"):
+                    continue
+                self.marks.setdefault(text, value)
+                if shndx in code:
                     entries.append((value, sz, info & 0xF == STT_FUNC, text))
-        # At one address prefer a sized function over an assembly label.
-        entries.sort(key=lambda e: (e[0], e[2], e[1]))
+        # At one address prefer a sized function over an assembly label, and a label over a
+        # linker-script mark (`__image_start` at `_start`): the preferred one sorts last.
+        entries.sort(key=lambda e: (e[0], e[2], e[1], not e[3].startswith("__")))
         self.entries = entries
         self.starts = [e[0] for e in entries]
 
@@ -291,21 +304,102 @@ def demangle(sym):
     return sym
 
 
-BACKTRACE = re.compile(rb"^(\s*#\d+\s+)(0x[0-9a-fA-F]+)(\s*)$")
-ELR = re.compile(rb"\bELR (0x[0-9a-fA-F]+)")
+# `file:line[:column][ (discriminator N)]`, as llvm-symbolizer and addr2line print a location.
+WHERE = re.compile(r"^(.*):(\d+)(?::\d+)?(?: \(discriminator \d+\))?$")
 
 
-def rewrite(line, syms):
+class Lines:
+    """`file:line` of a code address from the ELF's DWARF, through a resident llvm-symbolizer or
+    addr2line (the first that answers for this ELF), started at the first question; None when
+    neither can answer."""
+
+    def __init__(self, elf, syms, root):
+        self.elf, self.syms, self.root = elf, syms, root.rstrip("/") + "/"
+        self.proc, self.started = None, False
+
+    def start(self):
+        self.started = True
+        probe = next((e[0] for e in self.syms.entries if e[1] and e[2]), None)
+        candidates = [["llvm-symbolizer", f"--obj={self.elf}", "--functions=none", "--no-inlines"],
+                      ["aarch64-linux-gnu-addr2line", "-e", self.elf],
+                      ["addr2line", "-e", self.elf]]
+        for cmd in candidates:
+            if probe is None or not shutil.which(cmd[0]):
+                continue
+            try:
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.DEVNULL)
+                self.llvm = cmd[0] == "llvm-symbolizer"
+                if self.ask(probe) is not None:
+                    return
+            except OSError:
+                pass
+            self.close()
+
+    def query(self, addr):
+        if not self.started:
+            self.start()
+        return self.ask(addr) if self.proc else None
+
+    def ask(self, addr):
+        try:
+            self.proc.stdin.write(f"{addr:#x}\n".encode())
+            self.proc.stdin.flush()
+            where = self.proc.stdout.readline().decode("utf-8", "replace").strip()
+            if self.llvm:
+                self.proc.stdout.readline()  # the blank line after each answer
+        except OSError:
+            self.close()
+            return None
+        m = WHERE.match(where)
+        if not m or m.group(1) in ("", "??") or m.group(2) == "0":
+            return None
+        file = m.group(1)
+        if file.startswith(self.root):
+            file = file[len(self.root):]
+        # The standard library's and crates' sources, without the build machine's prefixes.
+        file = re.sub(r"^/rustc/[0-9a-f]+/|^.*/registry/src/[^/]+/", "", file)
+        return f"{file}:{m.group(2)}"
+
+    def close(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc = None
+
+
+class Symbolizer:
+    """Rewrites one output line at a time (see the module's doc)."""
+
+    def __init__(self, elf, lines=True):
+        self.syms = Symbols(elf)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.lines = Lines(elf, self.syms, root) if lines else None
+
+    def rewrite(self, line):
+        return rewrite(line, self.syms, self.lines)
+
+
+BACKTRACE = re.compile(rb"^(\s*#\d+\s+)(0x[0-9a-fA-F]+)( [^ \r\n]+)?(\s*)$")
+ELR = re.compile(rb"\bELR (0x[0-9a-fA-F]+)( <[^>\s]+>)?")
+
+
+def rewrite(line, syms, lines=None):
     body = line.rstrip(b"\r\n")
     end = line[len(body):]
     m = BACKTRACE.match(body)
     if m:
-        name = syms.lookup(int(m.group(2), 16))
-        if name:
-            return m.group(1) + m.group(2) + b" " + name.encode() + end
-        return line
+        addr = int(m.group(2), 16)
+        name = m.group(3)
+        if not name:
+            found = syms.lookup(addr)
+            name = b" " + found.encode() if found else b""
+        where = lines.query(addr) if lines and name else None
+        at = b" at " + where.encode() if where else b""
+        return m.group(1) + m.group(2) + name + at + m.group(4) + end
 
     def elr(m):
+        if m.group(2):
+            return m.group(0)
         name = syms.lookup(int(m.group(1), 16))
         return m.group(0) + (b" <" + name.encode() + b">" if name else b"")
 
@@ -315,10 +409,10 @@ def rewrite(line, syms):
 def main():
     # Ctrl-C reaches QEMU (or the timeout wrapper) too: keep copying until QEMU's output ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    syms = None
+    sym = None
     if len(sys.argv) > 1:
         try:
-            syms = Symbols(sys.argv[1])
+            sym = Symbolizer(sys.argv[1])
         except (OSError, ValueError, struct.error, IndexError) as e:
             sys.stderr.write(f"symbolize: {sys.argv[1]}: {e}; passing output through\n")
     fd, out = sys.stdin.fileno(), sys.stdout.buffer
@@ -341,7 +435,7 @@ def main():
                 if written:
                     out.write(line[written:])
                 else:
-                    out.write(rewrite(line, syms) if syms else line)
+                    out.write(sym.rewrite(line) if sym else line)
                 written = 0
             out.flush()
         out.write(pending[written:])

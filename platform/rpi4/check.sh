@@ -4,13 +4,15 @@
 #     needs are there, and none is repeated;
 #   - target/rpi4/sdcard.img (made by `just sdcard` just before): an MBR with one FAT32 LBA
 #     partition at 1 MiB whose root holds exactly the expected files, with kernel8.img identical
-#     to the Image `just run` boots and config.txt identical to platform/rpi4/config.txt.
-#   platform/rpi4/check.sh KERNEL.img
+#     to KERNEL.img (the Image `just run` boots, or the chainloader's) and config.txt identical to
+#     platform/rpi4/config.txt (plus the JTAG setting with --jtag).
+#   platform/rpi4/check.sh KERNEL.img [--jtag]
 # Prints one line per check and the closing "N passed, N failed"; exits 1 if any failed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-kernel=${1:?usage: $0 KERNEL.img}
+kernel=${1:?usage: $0 KERNEL.img [--jtag]}
+jtag=${2:-}
 config=$here/config.txt
 img=$repo/target/rpi4/sdcard.img
 passed=0 failed=0
@@ -80,7 +82,15 @@ sdcard_files_match_their_sources() {
     tmp=$(mktemp -d)
     mcopy -i "$img@@1M" -n ::kernel8.img ::config.txt ::bcm2711-rpi-4-b.dtb ::start4.elf "$tmp/" || return 1
     cmp -s "$tmp/kernel8.img" "$kernel" || { echo "kernel8.img differs from $kernel"; bad=1; }
-    cmp -s "$tmp/config.txt" "$config" || { echo "config.txt differs from $config"; bad=1; }
+    if [[ "$jtag" == --jtag ]]; then
+        cmp -s <(head -c "$(stat -c %s "$config")" "$tmp/config.txt") "$config" ||
+            { echo "config.txt does not start with $config"; bad=1; }
+        [[ "$(grep -v '^#' "$tmp/config.txt" | grep -c .)" == "$(($(grep -v '^#' "$config" | grep -c .) + 1))" ]] &&
+            grep -qx enable_jtag_gpio=1 "$tmp/config.txt" ||
+            { echo "config.txt lacks enable_jtag_gpio=1, or has more than it"; bad=1; }
+    else
+        cmp -s "$tmp/config.txt" "$config" || { echo "config.txt differs from $config"; bad=1; }
+    fi
     cmp -s "$tmp/bcm2711-rpi-4-b.dtb" "$repo/tests/data/bcm2711-rpi-4-b.dtb" || { echo "the DTB differs"; bad=1; }
     # start4.elf is a VideoCore ELF (machine 0x89, not Arm): a cut or HTML error page is not.
     [[ "$(od -An -c -N4 "$tmp/start4.elf" | tr -d ' ')" == "177ELF" ]] || { echo "start4.elf is not an ELF"; bad=1; }

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Build a bootable Raspberry Pi 4 SD card for initmm.
 #
-#   platform/rpi4/sdcard.sh KERNEL.img      (what `just sdcard` runs)
+#   platform/rpi4/sdcard.sh KERNEL.img [--chainload LOADER.img] [--jtag]      (`just sdcard [FLAGS]`)
+#
+# --chainload LOADER.img: kernel8.img is the serial chainloader instead of KERNEL.img: every boot
+#   then waits for a kernel from `just chainboot` (platform/rpi4/chainload/).
+# --jtag: config.txt also says enable_jtag_gpio=1: the four cores' JTAG on GPIO 22-27
+#   (`just openocd`, README "Working on a real Pi 4").
 #
 # Makes target/rpi4/boot/ with the boot partition's files:
 #   kernel8.img           the flat arm64 Image (the same initmm.img that `just run` boots)
@@ -21,9 +26,19 @@ repo=$(cd "$here/../.." && pwd)
 say() { printf 'sdcard: %s\n' "$*"; }
 die() { printf 'sdcard: error: %s\n' "$*" >&2; exit 1; }
 
-[[ $# -eq 1 ]] || die "usage: $0 KERNEL.img"
-kernel=$1
+usage="usage: $0 KERNEL.img [--chainload LOADER.img] [--jtag]"
+kernel="" loader="" jtag=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --chainload) [[ $# -ge 2 ]] || die "$usage"; loader=$2; shift 2 ;;
+        --jtag) jtag=1; shift ;;
+        -*) die "unknown option $1; $usage" ;;
+        *) [[ -z "$kernel" ]] || die "$usage"; kernel=$1; shift ;;
+    esac
+done
+[[ -n "$kernel" ]] || die "$usage"
 [[ -f "$kernel" ]] || die "$kernel not found (run 'just image')"
+[[ -z "$loader" || -f "$loader" ]] || die "$loader not found"
 out=$repo/target/rpi4
 cache=${INITMM_RPI4_CACHE:-$out/cache}
 dtb=$repo/tests/data/bcm2711-rpi-4-b.dtb
@@ -70,8 +85,22 @@ dpkg-deb -x "$deb" "$fw"
 boot=$out/boot
 rm -rf "$boot"
 mkdir -p "$boot"
-cp "$kernel" "$boot/kernel8.img"
+if [[ -n "$loader" ]]; then
+    cp "$loader" "$boot/kernel8.img"
+    say "kernel8.img: the serial chainloader ($(basename "$loader")); send kernels with: just chainboot"
+else
+    cp "$kernel" "$boot/kernel8.img"
+fi
 cp "$here/config.txt" "$boot/config.txt"
+if [[ $jtag == 1 ]]; then
+    cat >>"$boot/config.txt" <<'JTAG'
+
+# (just sdcard --jtag) Route the ARM cores' JTAG to the 40-pin header: GPIO 22 TRST, 23 RTCK,
+# 24 TDO, 25 TCK, 26 TDI, 27 TMS (ALT4). platform/rpi4/openocd.cfg drives it (just openocd).
+enable_jtag_gpio=1
+JTAG
+    say "config.txt: enable_jtag_gpio=1 (JTAG on GPIO 22-27)"
+fi
 for f in start4.elf fixup4.dat; do
     cp "$fw/usr/lib/raspi-firmware/$f" "$boot/$f" || die "$f is not in $(basename "$deb")"
 done

@@ -176,6 +176,14 @@ impl MiniUart {
         }
         self.regs.io.set(u32::from(b));
     }
+
+    /// The next received byte, if one is waiting (the chainloader reads kernels this way).
+    pub fn try_getc(&self) -> Option<u8> {
+        self.regs
+            .lsr
+            .is_set(LSR::DATA_READY)
+            .then(|| self.regs.io.get() as u8)
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +258,20 @@ mod tests {
         assert_eq!(aux.reg(0x68), 270);
         uart.putc(b'Z');
         assert_eq!(aux.reg(0x40), u32::from(b'Z'));
+    }
+
+    #[test]
+    fn try_getc_reads_io_only_when_data_is_ready() {
+        let mut aux = FakeAux([0; 32]);
+        aux.0[0x40 / 4] = 0x1_41; // IO: 'A' (the bits above the byte are not data)
+        let base = aux.0.as_mut_ptr() as usize;
+        // SAFETY: the UART window starts at +0x40 of `aux`, which outlives `uart`.
+        let uart = unsafe { MiniUart::new(base + UART_OFFSET as usize) };
+        assert_eq!(uart.try_getc(), None, "LSR.DATA_READY clear: nothing");
+        // SAFETY: LSR is a 4-byte-aligned word inside `aux`, written through the same pointer
+        // the driver uses, the way the hardware would set it.
+        unsafe { ((base + 0x54) as *mut u32).write_volatile(0x61) };
+        assert_eq!(uart.try_getc(), Some(b'A'));
     }
 
     #[test]

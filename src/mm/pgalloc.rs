@@ -736,7 +736,7 @@ mod tests {
 /// bound) of two or three CPUs racing to fill the same or neighbouring empty slots.
 ///
 /// Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib --release
-/// --target x86_64-unknown-linux-gnu mm::pgalloc::loom_tests` (`LOOM_MAX_PREEMPTIONS` overrides
+/// --target host-tuple mm::pgalloc::loom_tests` (`LOOM_MAX_PREEMPTIONS` overrides
 /// the default bound of 3).
 #[cfg(all(test, loom))]
 mod loom_tests {

@@ -1341,7 +1341,7 @@ mod tests {
     }
 
     /// Timing in a debug build says nothing about the shipped code, so this is ignored there.
-    /// Run it with `cargo test --release --lib --target x86_64-unknown-linux-gnu
+    /// Run it with `cargo test --release --lib --target host-tuple
     /// alloc_free_scales -- --nocapture`.
     #[test]
     #[cfg_attr(debug_assertions, ignore)]

@@ -238,13 +238,17 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (ESR {:#x}, ELR {:#x})",
+            "{} (ESR {:#x}, ELR {:#x}{})",
             Summary {
                 esr: self.esr,
                 far: self.far
             },
             self.esr.0,
-            self.elr
+            self.elr,
+            crate::kallsyms::Symbolic {
+                addr: self.elr,
+                angled: true
+            }
         )
     }
 }
@@ -470,8 +474,16 @@ fn report(frame: &TrapFrame, kind: u64) {
         }
         let _ = writeln!(
             w,
-            "    ESR {:#018x}  FAR {:#018x}\n    ELR {:#018x}  SPSR {:#010x}  SP {:#018x}",
-            frame.esr, frame.far, frame.elr, frame.spsr, frame.sp
+            "    ESR {:#018x}  FAR {:#018x}\n    ELR {:#018x}{}  SPSR {:#010x}  SP {:#018x}",
+            frame.esr,
+            frame.far,
+            frame.elr,
+            crate::kallsyms::Symbolic {
+                addr: frame.elr,
+                angled: true
+            },
+            frame.spsr,
+            frame.sp
         );
         for (i, pair) in frame.x.chunks(2).enumerate() {
             let _ = write!(w, "    x{:<2} {:#018x}", 2 * i, pair[0]);

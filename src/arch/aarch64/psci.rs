@@ -1,12 +1,19 @@
-//! PSCI (Power State Coordination Interface) calls, over the conduit the device tree names.
+//! PSCI (Power State Coordination Interface) calls, over the conduit the device tree names
+//! (`/psci`'s `method`: HVC to a hypervisor, SMC to the secure monitor).
+//!
+//! The calls themselves are the `smccc` crate's: its `Hvc` and `Smc` conduits follow the SMC
+//! Calling Convention's register rules, and its error type names every PSCI return code. The
+//! conduit is known only at run time, so each call here picks one of the crate's two
+//! monomorphised versions.
 
+use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::platform::devicetree::PsciMethod;
+use smccc::psci;
+use smccc::psci::error::Error;
+use smccc::{Hvc, Smc};
 
-pub const CPU_ON: u32 = 0xc400_0003;
-pub const SYSTEM_OFF: u32 = 0x8400_0008;
-pub const PSCI_VERSION: u32 = 0x8400_0000;
+use crate::platform::devicetree::PsciMethod;
 
 /// 0 = no PSCI known, 1 = HVC, 2 = SMC.
 static CONDUIT: AtomicU8 = AtomicU8::new(0);
@@ -20,59 +27,58 @@ pub fn set_conduit(method: Option<PsciMethod>) {
     CONDUIT.store(v, Ordering::Relaxed);
 }
 
-pub fn available() -> bool {
-    CONDUIT.load(Ordering::Relaxed) != 0
-}
-
-/// A PSCI return code other than SUCCESS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PsciError(pub i32);
-
-impl core::fmt::Display for PsciError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let name = match self.0 {
-            -1 => "NOT_SUPPORTED",
-            -2 => "INVALID_PARAMETERS",
-            -3 => "DENIED",
-            -4 => "ALREADY_ON",
-            -5 => "ON_PENDING",
-            -6 => "INTERNAL_FAILURE",
-            -7 => "NOT_PRESENT",
-            -8 => "DISABLED",
-            -9 => "INVALID_ADDRESS",
-            _ => "unknown error",
-        };
-        write!(f, "PSCI {name} ({})", self.0)
-    }
-}
-
-/// Call PSCI function `func` with up to three arguments. `None` without a conduit.
-pub fn call(func: u32, a1: u64, a2: u64, a3: u64) -> Option<i64> {
-    let mut x0 = func as u64;
+fn conduit() -> Option<PsciMethod> {
     match CONDUIT.load(Ordering::Relaxed) {
-        // SAFETY: an SMCCC call clobbers at most x0-x17 (declared via clobber_abi) and has no
-        // memory effects visible to this CPU's program order.
-        1 => unsafe {
-            core::arch::asm!("hvc #0", inout("x0") x0, in("x1") a1, in("x2") a2, in("x3") a3, clobber_abi("C"), options(nostack))
-        },
-        // SAFETY: as above, through the secure monitor.
-        2 => unsafe {
-            core::arch::asm!("smc #0", inout("x0") x0, in("x1") a1, in("x2") a2, in("x3") a3, clobber_abi("C"), options(nostack))
-        },
-        _ => return None,
+        1 => Some(PsciMethod::Hvc),
+        2 => Some(PsciMethod::Smc),
+        _ => None,
     }
-    Some(x0 as i64)
 }
 
-/// Start the CPU with affinity `mpidr` at physical address `entry` with x0 = `context`.
+pub fn available() -> bool {
+    conduit().is_some()
+}
+
+/// A PSCI return code other than SUCCESS, shown as the specification names it: `PSCI ALREADY_ON
+/// (-4)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PsciError(pub Error);
+
+impl fmt::Display for PsciError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            Error::NotSupported => "NOT_SUPPORTED",
+            Error::InvalidParameters => "INVALID_PARAMETERS",
+            Error::Denied => "DENIED",
+            Error::AlreadyOn => "ALREADY_ON",
+            Error::OnPending => "ON_PENDING",
+            Error::InternalFailure => "INTERNAL_FAILURE",
+            Error::NotPresent => "NOT_PRESENT",
+            Error::Disabled => "DISABLED",
+            Error::InvalidAddress => "INVALID_ADDRESS",
+            Error::Unknown(_) => "unknown error",
+        };
+        write!(f, "PSCI {name} ({})", i64::from(self.0))
+    }
+}
+
+/// Start the CPU with affinity `mpidr` at physical address `entry` with x0 = `context`
+/// (CPU_ON, SMC64). Without a conduit: NOT_SUPPORTED.
 pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> Result<(), PsciError> {
-    match call(CPU_ON, mpidr, entry, context) {
-        Some(0) => Ok(()),
-        Some(e) => Err(PsciError(e as i32)),
-        None => Err(PsciError(-1)),
+    match conduit() {
+        Some(PsciMethod::Hvc) => psci::cpu_on::<Hvc>(mpidr, entry, context),
+        Some(PsciMethod::Smc) => psci::cpu_on::<Smc>(mpidr, entry, context),
+        None => Err(Error::NotSupported),
     }
+    .map_err(PsciError)
 }
 
-pub fn system_off() {
-    call(SYSTEM_OFF, 0, 0, 0);
+/// SYSTEM_OFF: returns only if the firmware refused (or there is no conduit).
+pub fn system_off() -> Result<(), PsciError> {
+    match conduit() {
+        Some(PsciMethod::Hvc) => psci::system_off::<Hvc>(),
+        Some(PsciMethod::Smc) => psci::system_off::<Smc>(),
+        None => Err(Error::NotSupported),
+    }
+    .map_err(PsciError)
 }

@@ -1,0 +1,386 @@
+//! The kernel's own symbol table, so that a backtrace names its frames on any console, with no
+//! host tool: `#3  0xffffff8000012345 initmm::mm::vm::ioremap+0x58`.
+//!
+//! Like Linux's kallsyms, the table is built from the linked ELF at image time
+//! (platform/kallsyms.py, which documents the format) and placed in a hole the linker script
+//! leaves before .bss (`__kallsyms_start`), so the image carries it without a second link. Names
+//! are demangled and compressed into `::`-separated tokens; addresses are 32-bit offsets from the
+//! image start, sorted, for a binary search.
+//!
+//! Every read is bounds-checked against the table's own sizes: a kernel booted from its ELF (no
+//! table), or a damaged table, yields no names rather than a fault in the middle of a panic report.
+
+use core::fmt;
+
+const MAGIC: &[u8; 4] = b"KSYM";
+const VERSION: u32 = 1;
+const HEADER: usize = 44;
+
+/// A table in memory, checked once by [`Table::parse`].
+#[derive(Clone, Copy)]
+pub struct Table<'a> {
+    bytes: &'a [u8],
+    count: usize,
+    tokens: usize,
+    addrs: usize,
+    sizes: usize,
+    names: usize,
+    stream: usize,
+    token_starts: usize,
+    token_bytes: usize,
+}
+
+/// A code address resolved to a symbol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    index: usize,
+    /// The symbol's address as an offset from the image start.
+    pub start: u32,
+    /// How far into the symbol the address is.
+    pub offset: u32,
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let w = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+}
+
+impl<'a> Table<'a> {
+    /// Check the header and that every array it names lies inside `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
+        if bytes.len() < HEADER || &bytes[..4] != MAGIC || u32_at(bytes, 4)? != VERSION {
+            return None;
+        }
+        let field = |i: usize| u32_at(bytes, 8 + 4 * i).map(|v| v as usize);
+        let (count, tokens) = (field(0)?, field(1)?);
+        let t = Self {
+            bytes: bytes.get(..field(8)?)?,
+            count,
+            tokens,
+            addrs: field(2)?,
+            sizes: field(3)?,
+            names: field(4)?,
+            stream: field(5)?,
+            token_starts: field(6)?,
+            token_bytes: field(7)?,
+        };
+        let fits = |off: usize, words: usize| {
+            words
+                .checked_mul(4)
+                .and_then(|n| n.checked_add(off))
+                .is_some_and(|end| end <= t.bytes.len())
+        };
+        let ok = fits(t.addrs, count)
+            && fits(t.sizes, count)
+            && fits(t.names, count.checked_add(1)?)
+            && fits(t.token_starts, tokens.checked_add(1)?)
+            && t.stream <= t.bytes.len()
+            && t.token_bytes <= t.bytes.len();
+        ok.then_some(t)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn addr(&self, i: usize) -> u32 {
+        u32_at(self.bytes, self.addrs + 4 * i).unwrap_or(u32::MAX)
+    }
+
+    fn size(&self, i: usize) -> u32 {
+        u32_at(self.bytes, self.sizes + 4 * i).unwrap_or(0)
+    }
+
+    /// The symbol containing `offset` (from the image start): the nearest one at or below it,
+    /// skipping sized symbols that end before it (a gap, or a label inside an assembly block
+    /// after a sized function) back to an unsized label. The same rule as the host symboliser.
+    pub fn lookup(&self, offset: u32) -> Option<Found> {
+        // The number of symbols that start at or below `offset`.
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.addr(mid) <= offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo.saturating_sub(8)..lo).rev().find_map(|i| {
+            let (start, size) = (self.addr(i), self.size(i));
+            let into = offset.checked_sub(start)?;
+            (size == 0 || into < size).then_some(Found {
+                index: i,
+                start,
+                offset: into,
+            })
+        })
+    }
+
+    /// The name of a symbol [`lookup`](Self::lookup) found; `Display` writes it.
+    pub fn name(&self, found: Found) -> Name<'a> {
+        let at = |i: usize| u32_at(self.bytes, self.names + 4 * i).map(|v| v as usize);
+        let stream = match (at(found.index), at(found.index + 1)) {
+            (Some(s), Some(e)) => self
+                .bytes
+                .get(self.stream.saturating_add(s)..self.stream.saturating_add(e))
+                .unwrap_or(&[]),
+            _ => &[],
+        };
+        Name {
+            table: *self,
+            stream,
+        }
+    }
+
+    fn token(&self, i: usize) -> &'a str {
+        let at = |i: usize| u32_at(self.bytes, self.token_starts + 4 * i).map(|v| v as usize);
+        let (Some(s), Some(e)) = (at(i), at(i + 1)) else {
+            return "?";
+        };
+        self.bytes
+            .get(self.token_bytes.saturating_add(s)..self.token_bytes.saturating_add(e))
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("?")
+    }
+}
+
+/// A symbol's name: its tokens joined with `::`.
+pub struct Name<'a> {
+    table: Table<'a>,
+    stream: &'a [u8],
+}
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (mut value, mut shift, mut first) = (0usize, 0u32, true);
+        for &b in self.stream {
+            if shift < usize::BITS {
+                value |= usize::from(b & 0x7f) << shift;
+            }
+            shift += 7;
+            if b & 0x80 != 0 {
+                continue;
+            }
+            if !first {
+                f.write_str("::")?;
+            }
+            let token = if value < self.table.tokens {
+                self.table.token(value)
+            } else {
+                "?"
+            };
+            f.write_str(token)?;
+            (value, shift, first) = (0, 0, false);
+        }
+        Ok(())
+    }
+}
+
+/// ` name+0xoff` (with its leading space) for a code address, or nothing when no table or no
+/// symbol covers it; `<` and `>` around it when `angled` (after an `ELR 0x...`).
+pub struct Symbolic {
+    pub addr: u64,
+    pub angled: bool,
+}
+
+impl fmt::Display for Symbolic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match resolve(self.addr) {
+            Some((name, off)) if self.angled => write!(f, " <{name}+{off:#x}>"),
+            Some((name, off)) => write!(f, " {name}+{off:#x}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The symbol containing the kernel address `addr`, and the offset into it.
+#[cfg(target_os = "none")]
+pub fn resolve(addr: u64) -> Option<(Name<'static>, u32)> {
+    let t = table()?;
+    let image = crate::mm::layout::image_layout().start;
+    let off = u32::try_from(addr.checked_sub(image)?).ok()?;
+    let found = t.lookup(off)?;
+    Some((t.name(found), found.offset))
+}
+
+#[cfg(not(target_os = "none"))]
+pub fn resolve(_addr: u64) -> Option<(Name<'static>, u32)> {
+    None
+}
+
+/// The table the image carries, if it carries one.
+#[cfg(target_os = "none")]
+pub fn table() -> Option<Table<'static>> {
+    unsafe extern "C" {
+        static __kallsyms_start: u8;
+        static __kallsyms_end: u8;
+    }
+    let start = &raw const __kallsyms_start;
+    let len = &raw const __kallsyms_end as usize - start as usize;
+    // SAFETY: the linker script reserves `[__kallsyms_start, __kallsyms_end)` inside the image,
+    // mapped as kernel data for the kernel's life. Nothing writes it after the loader: it holds
+    // the table, or whatever the loader left there when the image came without one (then the
+    // magic does not match and `parse` refuses it).
+    let bytes = unsafe { core::slice::from_raw_parts(start, len) };
+    Table::parse(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+
+    /// A table as platform/kallsyms.py lays it out, for `(address, size, name)` sorted by address.
+    fn build(syms: &[(u32, u32, &str)]) -> Vec<u8> {
+        let mut tokens: Vec<&str> = Vec::new();
+        let (mut stream, mut starts) = (Vec::new(), Vec::new());
+        for &(_, _, name) in syms {
+            starts.push(stream.len() as u32);
+            for piece in name.split("::") {
+                let i = tokens.iter().position(|t| *t == piece).unwrap_or_else(|| {
+                    tokens.push(piece);
+                    tokens.len() - 1
+                });
+                let mut n = i;
+                loop {
+                    let b = (n & 0x7f) as u8;
+                    n >>= 7;
+                    stream.push(if n != 0 { b | 0x80 } else { b });
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        starts.push(stream.len() as u32);
+        let mut tok_starts = Vec::new();
+        let mut tok_bytes = Vec::new();
+        for t in &tokens {
+            tok_starts.push(tok_bytes.len() as u32);
+            tok_bytes.extend_from_slice(t.as_bytes());
+        }
+        tok_starts.push(tok_bytes.len() as u32);
+        let words = |v: &[u32]| v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
+        let pad = |mut v: Vec<u8>| {
+            v.resize(v.len().div_ceil(4) * 4, 0);
+            v
+        };
+        let parts = [
+            words(&syms.iter().map(|s| s.0).collect::<Vec<_>>()),
+            words(&syms.iter().map(|s| s.1).collect::<Vec<_>>()),
+            words(&starts),
+            pad(stream),
+            words(&tok_starts),
+            pad(tok_bytes),
+        ];
+        let mut offsets = Vec::new();
+        let mut off = HEADER as u32;
+        for p in &parts {
+            offsets.push(off);
+            off += p.len() as u32;
+        }
+        let mut out = MAGIC.to_vec();
+        for w in [VERSION, syms.len() as u32, tokens.len() as u32]
+            .into_iter()
+            .chain(offsets)
+            .chain([off])
+        {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        parts.iter().for_each(|p| out.extend_from_slice(p));
+        out
+    }
+
+    fn name_of(t: &Table<'_>, off: u32) -> Option<(alloc::string::String, u32)> {
+        t.lookup(off).map(|f| (t.name(f).to_string(), f.offset))
+    }
+
+    #[test]
+    fn names_and_offsets_inside_functions() {
+        let bytes = build(&[
+            (0, 0, "_start"),
+            (0x40, 0, "primary_entry"),
+            (0x100, 0x80, "initmm::kernel::kernel_entry"),
+            (0x180, 0x20, "initmm::mm::vm::ioremap"),
+            (
+                0x1a0,
+                0x10,
+                "<initmm::mm::vm::Area as core::fmt::Debug>::fmt",
+            ),
+        ]);
+        let t = Table::parse(&bytes).unwrap();
+        assert_eq!(t.len(), 5);
+        assert_eq!(
+            name_of(&t, 0x198),
+            Some(("initmm::mm::vm::ioremap".into(), 0x18))
+        );
+        assert_eq!(
+            name_of(&t, 0x100),
+            Some(("initmm::kernel::kernel_entry".into(), 0))
+        );
+        assert_eq!(
+            name_of(&t, 0x1a4),
+            Some(("<initmm::mm::vm::Area as core::fmt::Debug>::fmt".into(), 4))
+        );
+        assert_eq!(name_of(&t, 0x44), Some(("primary_entry".into(), 4)));
+        // Past the last sized function, back to the nearest unsized label.
+        assert_eq!(name_of(&t, 0x1b0), Some(("primary_entry".into(), 0x170)));
+    }
+
+    #[test]
+    fn an_address_below_every_symbol_has_no_name() {
+        let bytes = build(&[(0x100, 0x10, "a::b")]);
+        let t = Table::parse(&bytes).unwrap();
+        assert_eq!(name_of(&t, 0xff), None);
+        assert_eq!(
+            name_of(&t, 0x110),
+            None,
+            "past a sized function, no label below"
+        );
+        assert_eq!(name_of(&t, 0x10f), Some(("a::b".into(), 0xf)));
+    }
+
+    #[test]
+    fn many_tokens_need_two_byte_indices() {
+        let names: Vec<alloc::string::String> =
+            (0..300).map(|i| alloc::format!("m{i}::f{i}")).collect();
+        let syms: Vec<(u32, u32, &str)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i as u32 * 16, 16, n.as_str()))
+            .collect();
+        let bytes = build(&syms);
+        let t = Table::parse(&bytes).unwrap();
+        assert_eq!(name_of(&t, 299 * 16 + 4), Some(("m299::f299".into(), 4)));
+        assert_eq!(name_of(&t, 64 * 16), Some(("m64::f64".into(), 0)));
+    }
+
+    #[test]
+    fn damaged_tables_are_refused_or_read_safely() {
+        let good = build(&[(0, 4, "a"), (4, 4, "b::c")]);
+        assert!(Table::parse(&good).is_some());
+        assert!(Table::parse(&good[..HEADER - 1]).is_none(), "short");
+        assert!(
+            Table::parse(&[0u8; 4096]).is_none(),
+            "no magic: an image without a table"
+        );
+        let mut v2 = good.clone();
+        v2[4] = 2;
+        assert!(Table::parse(&v2).is_none(), "another version");
+        let mut huge = good.clone();
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Table::parse(&huge).is_none(), "a count past the end");
+        assert!(Table::parse(&good[..good.len() - 4]).is_none(), "truncated");
+        // A token index past the token table reads as "?", not out of bounds.
+        let mut bad_token = good.clone();
+        let stream = u32_at(&good, 28).unwrap() as usize;
+        bad_token[stream] = 0x7f;
+        let t = Table::parse(&bad_token).unwrap();
+        assert_eq!(name_of(&t, 1), Some(("?".into(), 1)));
+    }
+}
