@@ -190,7 +190,7 @@ def report(r, cpu_counts):
         for k, v in sorted(r["breakdown"].items()):
             t = v["cpu_ticks"]
             locks = " ".join(f"{n}={v[n]['hold'] / t:.1%}/{v[n]['wait'] / t:.1%}"
-                             for n in ("pt_lock", "va_lock", "frame_lock", "purge_lock"))
+                             for n in ("pt_lock", "va_lock", "frame_lock", "node_lock"))
             print(f"{k:<34} {locks} tlb={v['tlb'] / t:.1%} leaf={v['leaf'] / t:.1%}")
     if r["floor"]:
         f = r["floor"]

@@ -161,7 +161,7 @@ fn designs(o: &Opts, profiled: bool) -> bool {
                 if profiled {
                     let t = profile::totals();
                     f.push(("cpu_ticks", format!("{}", r.ticks * cpus as u64)));
-                    for (i, (_, name)) in profile::LOCKS.iter().enumerate() {
+                    for (i, (_, name, _)) in profile::LOCKS.iter().enumerate() {
                         f.push((
                             name,
                             format!(

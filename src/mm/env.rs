@@ -31,6 +31,11 @@ pub trait PageTableEnv: Sync {
     /// address would be memory that something else owns, seen as descriptors.
     unsafe fn table(&self, pa: PhysAddr) -> &Table;
 
+    /// The CPU running this code (0 in environments without CPUs): picks the per-CPU vmap node.
+    fn cpu_id(&self) -> usize {
+        0
+    }
+
     /// `dsb ishst`: order earlier stores (table zeroing, descriptor writes) before later ones and
     /// make them visible to the inner-shareable domain, table walkers included.
     fn dsb_ishst(&self);

@@ -4,11 +4,14 @@
 //! Frames are handed out as physical addresses; the kernel reaches them through the linear map.
 //!
 //! Single frames (page tables, vmalloc pages) go through a small cache per CPU in front of the
-//! buddy allocator, like Linux's per-CPU page lists: refilled and drained [`CACHE_BATCH`] frames
-//! at a time under one buddy lock, so that CPUs mapping and unmapping at once rarely meet on that
-//! lock. Cached frames count as free in [`Frames::stats`]; [`Frames::drain_caches`] returns them
-//! all to the buddy allocator (before a balance check, or when a large allocation fails for want
-//! of contiguous frames).
+//! buddy allocator, like Linux's per-CPU page lists, refilled and drained [`CACHE_BATCH`] frames
+//! at a time, so that CPUs mapping and unmapping at once rarely meet on a lock. Between the caches
+//! and the buddy allocator sits a pool of full batches: a cache that overflows parks a batch
+//! there and one that runs dry takes a batch back, each a copy under one short lock, where the
+//! buddy allocator would pay a search-tree update per frame. A refill from the buddy allocator
+//! takes a whole 32-frame block at once when it can. Cached and pooled frames count as free in
+//! [`Frames::stats`]; [`Frames::drain_caches`] returns them all to the buddy allocator (before a
+//! balance check, or when a large allocation fails for want of contiguous frames).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -26,9 +29,18 @@ pub const CACHE_FRAMES: usize = 64;
 /// Frames moved between a cache and the buddy allocator at a time.
 pub const CACHE_BATCH: usize = 32;
 
+/// Full batches the pool holds at most (32 MiB of frames).
+pub const POOL_BATCHES: usize = 256;
+
 /// One CPU's cache of free single frames.
 struct FrameCache {
     frames: [u64; CACHE_FRAMES],
+    n: usize,
+}
+
+/// Full batches of free single frames, parked between the caches and the buddy allocator.
+struct BatchPool {
+    batches: [[u64; CACHE_BATCH]; POOL_BATCHES],
     n: usize,
 }
 
@@ -38,7 +50,8 @@ pub struct Frames {
     /// Per-CPU caches of single frames. A CPU takes only its own lock on the fast path; another
     /// takes it only to drain. Never used from interrupt handlers (none allocates).
     caches: [Mutex<FrameCache>; CPUS],
-    /// Frames sitting in the caches.
+    pool: Mutex<BatchPool>,
+    /// Frames sitting in the caches and the pool.
     cached: AtomicUsize,
     total: AtomicUsize,
     free: AtomicUsize,
@@ -98,6 +111,10 @@ impl Frames {
                     n: 0,
                 })
             }; CPUS],
+            pool: Mutex::new(BatchPool {
+                batches: [[0; CACHE_BATCH]; POOL_BATCHES],
+                n: 0,
+            }),
             cached: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
             free: AtomicUsize::new(0),
@@ -157,23 +174,41 @@ impl Frames {
         self.alloc_uninjected(count)
     }
 
-    /// One frame from this CPU's cache, refilled from the buddy allocator when empty.
+    /// One frame from this CPU's cache, refilled when empty: a batch from the pool, else a block
+    /// of [`CACHE_BATCH`] frames from the buddy allocator, else single frames from it.
     fn alloc_cached(&self) -> Option<u64> {
         let mut c = self.caches[this_cpu() % CPUS].lock();
         if c.n == 0 {
-            let got = self.with_buddy(|b| {
-                let mut got = 0;
-                while got < CACHE_BATCH {
-                    match b.alloc(1) {
-                        Some(f) => c.frames[got] = (f as u64) << PAGE_SHIFT,
-                        None => break,
-                    }
-                    got += 1;
+            let got = match self.pool_take() {
+                Some(batch) => {
+                    c.frames[..CACHE_BATCH].copy_from_slice(&batch);
+                    CACHE_BATCH
                 }
-                got
-            });
+                None => {
+                    let got = self.with_buddy(|b| match b.alloc(CACHE_BATCH) {
+                        Some(block) => {
+                            for (i, f) in c.frames[..CACHE_BATCH].iter_mut().enumerate() {
+                                *f = ((block + i) as u64) << PAGE_SHIFT;
+                            }
+                            CACHE_BATCH
+                        }
+                        None => {
+                            let mut got = 0;
+                            while got < CACHE_BATCH {
+                                match b.alloc(1) {
+                                    Some(f) => c.frames[got] = (f as u64) << PAGE_SHIFT,
+                                    None => break,
+                                }
+                                got += 1;
+                            }
+                            got
+                        }
+                    });
+                    self.cached.fetch_add(got, Ordering::Relaxed);
+                    got
+                }
+            };
             c.n = got;
-            self.cached.fetch_add(got, Ordering::Relaxed);
         }
         if c.n == 0 {
             drop(c);
@@ -217,15 +252,19 @@ impl Frames {
         if count == 1 {
             let mut c = self.caches[this_cpu() % CPUS].lock();
             if c.n == CACHE_FRAMES {
-                // Full: the oldest batch goes back to the buddy allocator.
-                self.with_buddy(|b| {
-                    for &f in &c.frames[..CACHE_BATCH] {
-                        b.dealloc((f >> PAGE_SHIFT) as usize, 1);
-                    }
-                });
+                // Full: the oldest batch goes to the pool, or back to the buddy allocator.
+                let mut batch = [0; CACHE_BATCH];
+                batch.copy_from_slice(&c.frames[..CACHE_BATCH]);
+                if !self.pool_put(&batch) {
+                    self.with_buddy(|b| {
+                        for &f in &batch {
+                            b.dealloc((f >> PAGE_SHIFT) as usize, 1);
+                        }
+                    });
+                    self.cached.fetch_sub(CACHE_BATCH, Ordering::Relaxed);
+                }
                 c.frames.copy_within(CACHE_BATCH.., 0);
                 c.n -= CACHE_BATCH;
-                self.cached.fetch_sub(CACHE_BATCH, Ordering::Relaxed);
             }
             let n = c.n;
             c.frames[n] = pa;
@@ -236,8 +275,38 @@ impl Frames {
         self.with_buddy(|b| b.dealloc((pa >> PAGE_SHIFT) as usize, count));
     }
 
-    /// Return every cached frame to the buddy allocator (every CPU's cache).
+    /// A full batch from the pool, if it holds one.
+    fn pool_take(&self) -> Option<[u64; CACHE_BATCH]> {
+        let mut p = profile::acquire(Lock::Frames, || self.pool.lock());
+        if p.n == 0 {
+            return None;
+        }
+        p.n -= 1;
+        Some(p.batches[p.n])
+    }
+
+    /// Park a full batch in the pool; false when the pool is full.
+    fn pool_put(&self, batch: &[u64; CACHE_BATCH]) -> bool {
+        let mut p = profile::acquire(Lock::Frames, || self.pool.lock());
+        if p.n == POOL_BATCHES {
+            return false;
+        }
+        let n = p.n;
+        p.batches[n] = *batch;
+        p.n += 1;
+        true
+    }
+
+    /// Return every cached and pooled frame to the buddy allocator (every CPU's cache).
     pub fn drain_caches(&self) {
+        while let Some(batch) = self.pool_take() {
+            self.with_buddy(|b| {
+                for &f in &batch {
+                    b.dealloc((f >> PAGE_SHIFT) as usize, 1);
+                }
+            });
+            self.cached.fetch_sub(CACHE_BATCH, Ordering::Relaxed);
+        }
         for cache in &self.caches {
             let mut c = cache.lock();
             if c.n == 0 {
@@ -253,7 +322,8 @@ impl Frames {
         }
     }
 
-    /// Frames sitting in the per-CPU caches (counted as free by [`stats`](Self::stats)).
+    /// Frames sitting in the per-CPU caches and the pool (counted as free by
+    /// [`stats`](Self::stats)).
     pub fn cached(&self) -> usize {
         self.cached.load(Ordering::Relaxed)
     }
@@ -349,8 +419,13 @@ mod tests {
         assert_eq!(sorted.len(), held.len(), "no frame handed out twice");
         for pa in held {
             f.free(pa, 1);
-            assert!(f.cached() <= CACHE_FRAMES, "the cache is bounded");
+            assert!(f.caches[0].lock().n <= CACHE_FRAMES, "the cache is bounded");
         }
+        assert_eq!(
+            f.pool.lock().n,
+            1,
+            "the overflow went to the pool as one batch"
+        );
         assert_eq!(f.stats(), s0);
         assert!(f.cached() > 0);
         f.drain_caches();
@@ -373,5 +448,30 @@ mod tests {
             .expect("the cache is drained to make room");
         assert_eq!(f.cached(), 0);
         f.free(all, 64);
+    }
+
+    #[test]
+    fn a_dry_cache_takes_a_pooled_batch_and_a_refill_takes_a_block() {
+        let f = Frames::new();
+        f.add_region(0x4000_0000, 0x4100_0000);
+        // The first refill takes one 32-frame block: contiguous frames.
+        let a = f.alloc(1).unwrap();
+        let b = f.alloc(1).unwrap();
+        assert_eq!(a.abs_diff(b), PAGE_SIZE as u64, "one block, split");
+        // Overflow the cache so that a batch is parked, then drain this CPU's cache by hand:
+        // the next refill must come from the pool.
+        let mut held: Vec<u64> = (0..CACHE_FRAMES + CACHE_BATCH)
+            .map(|_| f.alloc(1).unwrap())
+            .collect();
+        held.extend([a, b]);
+        for &pa in &held {
+            f.free(pa, 1);
+        }
+        let pooled = f.pool.lock().n;
+        assert!(pooled >= 1);
+        f.caches[0].lock().n = 0; // as if this CPU had handed them all out
+        let c = f.alloc(1).unwrap();
+        assert_eq!(f.pool.lock().n, pooled - 1, "refilled from the pool");
+        assert!(held.contains(&c), "a frame that was freed before");
     }
 }

@@ -32,6 +32,10 @@ impl PageTableEnv for HwEnv {
         unsafe { &*(phys_to_virt(pa.0) as *const Table) }
     }
 
+    fn cpu_id(&self) -> usize {
+        crate::arch::aarch64::cpu::id()
+    }
+
     fn dsb_ishst(&self) {
         profile::count(Event::Barrier);
         mmu::dsb_ishst();

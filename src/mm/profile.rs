@@ -3,33 +3,36 @@
 //! writes; and counts of table allocations, barriers and TLB invalidations. While profiling is
 //! off (the default) each probe costs one relaxed load.
 //!
-//! The locks are the ones every CPU contends for: `init_mm`'s page-table lock, the virtual-area
-//! lock, the frame allocator's lock and the lazy-purge lock. The time they are *held* is the
-//! serial part of the work (Amdahl's serial fraction); the time spent *waiting* for them is what
-//! that costs when CPUs collide.
+//! The global locks are the ones every CPU contends for: `init_mm`'s page-table lock, the global
+//! virtual-area lock and the frame allocator's locks. The time they are *held* is the serial part
+//! of the work (Amdahl's serial fraction); the time spent *waiting* for them is what that costs
+//! when CPUs collide. The per-CPU vmap nodes' locks are counted apart: a CPU takes another's only
+//! to free an area that CPU allocated, or to purge.
 
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-/// A lock every CPU contends for.
+/// A lock of the mapping paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lock {
     /// `init_mm`'s page-table lock (in the pre-patch baseline: held across whole map walks).
+    /// Global.
     PageTable = 0,
-    /// The virtual-area allocator's lock (Linux's `vmap_area_lock`).
+    /// The global virtual-area allocator's lock (Linux's `free_vmap_area_lock`): large areas and
+    /// blocks for the per-CPU nodes. Global.
     VmapArea = 1,
-    /// The frame allocator's buddy lock.
+    /// The frame allocator's buddy lock and its batch pool's. Global.
     Frames = 2,
-    /// The list of lazily freed areas waiting for their TLB purge.
-    Purge = 3,
+    /// A per-CPU vmap node's locks (its areas, its lazy list).
+    VmapNode = 3,
 }
 
-/// Every [`Lock`], with the names the benchmark prints.
-pub const LOCKS: [(Lock, &str); 4] = [
-    (Lock::PageTable, "pt_lock"),
-    (Lock::VmapArea, "va_lock"),
-    (Lock::Frames, "frame_lock"),
-    (Lock::Purge, "purge_lock"),
+/// Every [`Lock`]: the name the benchmark prints, and whether every CPU contends for it.
+pub const LOCKS: [(Lock, &str, bool); 4] = [
+    (Lock::PageTable, "pt_lock", true),
+    (Lock::VmapArea, "va_lock", true),
+    (Lock::Frames, "frame_lock", true),
+    (Lock::VmapNode, "node_lock", false),
 ];
 
 /// Work that is not a lock.

@@ -75,6 +75,8 @@ pub struct TestEnv {
     /// Allocations still allowed before `alloc_table_frame` returns `None` (`usize::MAX`: no limit).
     budget: AtomicUsize,
     alloc_yield: AtomicBool,
+    /// What `cpu_id` answers: tests play different CPUs with it.
+    cpu: AtomicUsize,
     alloc_hook: StdMutex<Option<AllocHook>>,
     recording: AtomicBool,
     events: StdMutex<Vec<Event>>,
@@ -103,6 +105,7 @@ impl TestEnv {
             allocations: AtomicUsize::new(0),
             budget: AtomicUsize::new(usize::MAX),
             alloc_yield: AtomicBool::new(false),
+            cpu: AtomicUsize::new(0),
             alloc_hook: StdMutex::new(None),
             recording: AtomicBool::new(false),
             events: StdMutex::new(Vec::new()),
@@ -127,6 +130,11 @@ impl TestEnv {
     /// Remove the allocation limit.
     pub fn unlimited(&self) {
         self.budget.store(usize::MAX, StdOrdering::SeqCst);
+    }
+
+    /// From now on, `cpu_id` says `cpu`: the caller plays that CPU.
+    pub fn set_cpu(&self, cpu: usize) {
+        self.cpu.store(cpu, StdOrdering::SeqCst);
     }
 
     /// Yield the CPU inside every allocation (widens race windows in threaded tests).
@@ -257,6 +265,10 @@ impl PageTableEnv for TestEnv {
 
     unsafe fn table(&self, pa: PhysAddr) -> &Table {
         self.frame_table(pa)
+    }
+
+    fn cpu_id(&self) -> usize {
+        self.cpu.load(StdOrdering::SeqCst)
     }
 
     fn dsb_ishst(&self) {

@@ -49,15 +49,18 @@ pub enum AreaKind {
     Window,
     /// Freed, its leaves cleared, waiting for the purge that invalidates its TLB entries.
     Lazy,
+    /// A per-CPU node's block, in the global allocator (see [`NODE_BLOCK`]).
+    Block,
 }
 
 impl AreaKind {
-    const ALL: [AreaKind; 5] = [
+    const ALL: [AreaKind; 6] = [
         Self::Vmalloc,
         Self::Vmap,
         Self::Ioremap,
         Self::Window,
         Self::Lazy,
+        Self::Block,
     ];
 
     /// The kind stored as the area's tag in the range allocator.
@@ -177,7 +180,8 @@ struct Areas {
     alloc: VmapAreaAllocator,
 }
 
-/// Areas freed lazily: leaves cleared, TLB entries possibly still live. Guarded by its own lock.
+/// Areas freed lazily: leaves cleared, TLB entries possibly still live.
+#[derive(Default)]
 struct LazyList {
     /// `(start, end)` of each area.
     areas: Vec<(usize, usize)>,
@@ -196,12 +200,50 @@ pub struct LazyStats {
     pub purges: u64,
 }
 
-/// `init_mm` plus the vmalloc region's range allocator.
+/// Per-CPU vmap nodes (Linux 6.9's `vmap_node`, in a simpler shape). Each CPU allocates its
+/// small areas from its own *blocks*, [`NODE_BLOCK`]-sized pieces of the window that it takes
+/// from the global allocator once, under its own lock, and keeps its lazily freed areas on its
+/// own list: CPUs mapping and unmapping at once meet on no virtual-area lock. A block's owner is
+/// found from an address alone ([`KernelVm::block_owner`]), so a free on another CPU, or the
+/// purge, takes the owner's lock. Large areas (over [`NODE_MAX`]) and windows come from the
+/// global allocator, as every area does when the window cannot hold a block.
+pub const NODES: usize = 32;
+/// The virtual space a node takes from the global allocator at a time (one guard page of it is
+/// the global allocator's).
+pub const NODE_BLOCK: usize = 64 << 30;
+/// The largest area (guard page included) a node hands out; larger ones are global.
+pub const NODE_MAX: usize = 16 << 20;
+
+/// One CPU's node: its blocks (each an allocator over its part of the window) and its lazy list.
+struct VmapNode {
+    blocks: Mutex<Vec<VmapAreaAllocator>>,
+    lazy: Mutex<LazyList>,
+}
+
+/// Where an area's bookkeeping lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Home {
+    Global,
+    Node(usize),
+}
+
+/// `init_mm` plus the vmalloc region's range allocators.
 pub struct KernelVm<E: PageTableEnv> {
     pub init_mm: InitMm<E>,
+    /// The global allocator: large areas, windows, and the nodes' blocks.
     vmap_area_lock: Mutex<Areas>,
-    lazy: Mutex<LazyList>,
-    /// Pages spanned by the lazily freed areas (the lazy list's total, readable without its lock).
+    nodes: Vec<VmapNode>,
+    /// Per [`NODE_BLOCK`] of address space from `block_base`: 1 + the node that owns the block
+    /// there, or 0.
+    block_owner: Vec<core::sync::atomic::AtomicU8>,
+    /// The window's start rounded down to a block.
+    block_base: usize,
+    /// Blocks the nodes hold in all (each takes one guard page from the global allocator).
+    blocks: AtomicUsize,
+    /// Whether small areas come from the nodes (off only in host tests that need every area at a
+    /// predictable place).
+    use_nodes: bool,
+    /// Pages spanned by the lazily freed areas, on every node's list.
     lazy_pages: AtomicUsize,
     /// Above this many lazily freed pages, a free purges ([`lazy_max_pages`]).
     lazy_max: AtomicUsize,
@@ -221,19 +263,37 @@ impl<E: PageTableEnv> KernelVm<E> {
         let areas = Areas {
             alloc: VmapAreaAllocator::new(vmalloc.0, vmalloc.1),
         };
+        let block_base = vmalloc.0 / NODE_BLOCK * NODE_BLOCK;
+        let nr_blocks = vmalloc.1.div_ceil(NODE_BLOCK) - block_base / NODE_BLOCK;
         Self {
             init_mm,
             vmap_area_lock: Mutex::new(areas),
-            lazy: Mutex::new(LazyList {
-                areas: Vec::new(),
-                pages: Vec::new(),
-            }),
+            nodes: (0..NODES)
+                .map(|_| VmapNode {
+                    blocks: Mutex::new(Vec::new()),
+                    lazy: Mutex::new(LazyList::default()),
+                })
+                .collect(),
+            block_owner: (0..nr_blocks)
+                .map(|_| core::sync::atomic::AtomicU8::new(0))
+                .collect(),
+            block_base,
+            blocks: AtomicUsize::new(0),
+            use_nodes: true,
             lazy_pages: AtomicUsize::new(0),
             lazy_max: AtomicUsize::new(lazy_max_pages(1)),
             purging: AtomicUsize::new(0),
             purges: AtomicU64::new(0),
             pa_bits,
         }
+    }
+
+    /// Allocate every area from the global allocator, as if there were no nodes: for host tests
+    /// that need an area at a predictable place in a small window.
+    #[cfg(test)]
+    fn without_nodes(mut self) -> Self {
+        self.use_nodes = false;
+        self
     }
 
     /// Size the lazy-purge threshold for `cpus` online CPUs ([`lazy_max_pages`]).
@@ -246,12 +306,13 @@ impl<E: PageTableEnv> KernelVm<E> {
         self.lazy_max.store(pages, Ordering::Relaxed);
     }
 
-    /// Reserve a virtual range (plus its guard page) of `size` bytes at `align`. When there is
-    /// no room, lazily freed areas are purged and the allocation tried once more (Linux's
-    /// `alloc_vmap_area` does the same).
+    /// Reserve a virtual range (plus its guard page) of `size` bytes at `align`: from this CPU's
+    /// node when it is small, else from the global allocator. When there is no room, lazily freed
+    /// areas are purged and the allocation tried once more (Linux's `alloc_vmap_area` does the
+    /// same).
     ///
     /// `fail=areas:...` (`fault_inject::FAIL_AREAS`) makes this fail as a full region would, so
-    /// that every caller's "no virtual space" path runs; it is decided before the lock is taken
+    /// that every caller's "no virtual space" path runs; it is decided before any lock is taken
     /// and reserves nothing.
     fn reserve(&self, size: usize, align: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
         if super::fault_inject::FAIL_AREAS.should_fail() {
@@ -260,7 +321,14 @@ impl<E: PageTableEnv> KernelVm<E> {
                 align,
             }));
         }
+        let small = self.use_nodes
+            && kind != AreaKind::Window
+            && size.saturating_add(PAGE_SIZE) <= NODE_MAX
+            && align <= NODE_MAX;
         let try_alloc = || {
+            if small && let Some(area) = self.node_alloc(size, align, kind)? {
+                return Ok(area);
+            }
             profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
                 .alloc
                 .alloc_tagged(size, align, kind as usize)
@@ -275,73 +343,146 @@ impl<E: PageTableEnv> KernelVm<E> {
         .map_err(VmError::NoVirtualSpace)
     }
 
+    /// An area from this CPU's node: from one of its blocks, or from a new block it takes from
+    /// the global allocator. `Ok(None)` when the window has no room for a new block (the caller
+    /// then allocates globally).
+    fn node_alloc(
+        &self,
+        size: usize,
+        align: usize,
+        kind: AreaKind,
+    ) -> Result<Option<VmapArea>, VaError> {
+        let node = self.init_mm.env().cpu_id() % NODES;
+        let mut blocks = profile::acquire(Lock::VmapNode, || self.nodes[node].blocks.lock());
+        for b in blocks.iter_mut().rev() {
+            match b.alloc_tagged(size, align, kind as usize) {
+                Err(VaError::NoSpace { .. }) => continue,
+                r => return r.map(Some),
+            }
+        }
+        // Every block is full (or there is none yet): take one more. Its last page is the
+        // global allocator's guard page, so the node allocates below it.
+        let block = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
+            .alloc
+            .alloc_tagged(NODE_BLOCK - PAGE_SIZE, NODE_BLOCK, AreaKind::Block as usize);
+        let Ok(block) = block else {
+            return Ok(None);
+        };
+        self.block_owner[(block.start - self.block_base) / NODE_BLOCK]
+            .store(node as u8 + 1, Ordering::Release);
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        blocks.push(VmapAreaAllocator::new(block.start, block.end()));
+        let area =
+            blocks
+                .last_mut()
+                .expect("just pushed")
+                .alloc_tagged(size, align, kind as usize)?;
+        Ok(Some(area))
+    }
+
+    /// Where the bookkeeping of the area holding `addr` lives: the node whose block holds it, or
+    /// the global allocator.
+    fn home(&self, addr: usize) -> Home {
+        let owner = addr
+            .checked_sub(self.block_base)
+            .and_then(|off| self.block_owner.get(off / NODE_BLOCK))
+            .map_or(0, |o| o.load(Ordering::Acquire));
+        match owner {
+            0 => Home::Global,
+            n => Home::Node(usize::from(n) - 1),
+        }
+    }
+
+    /// Run `f` on the allocator that keeps the area holding `addr`, under its lock: `None` when
+    /// `addr` is the guard page at the end of a node's block, which no allocator hands out.
+    fn with_allocator<R>(
+        &self,
+        addr: usize,
+        f: impl FnOnce(&mut VmapAreaAllocator) -> R,
+    ) -> Option<R> {
+        match self.home(addr) {
+            Home::Global => Some(f(&mut profile::acquire(Lock::VmapArea, || {
+                self.vmap_area_lock.lock()
+            })
+            .alloc)),
+            Home::Node(n) => {
+                let mut blocks = profile::acquire(Lock::VmapNode, || self.nodes[n].blocks.lock());
+                blocks.iter_mut().find(|b| b.contains(addr)).map(f)
+            }
+        }
+    }
+
     /// Give a range back, now: only once no TLB can hold a translation of it.
     fn release(&self, start: usize) {
-        let freed = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
-            .alloc
-            .free(start);
-        debug_assert!(freed.is_ok(), "releasing {start:#x}: {freed:?}");
+        let freed = self.with_allocator(start, |a| a.free(start));
+        debug_assert!(
+            matches!(freed, Some(Ok(_))),
+            "releasing {start:#x}: {freed:?}"
+        );
     }
 
     /// The area that starts at `addr` and is of kind `kind`; with `claim`, mark it
     /// [`AreaKind::Lazy`] in the same critical section, so that exactly one caller frees it.
     fn lookup(&self, addr: usize, kind: AreaKind, claim: bool) -> Result<VmapArea, VmError> {
-        let mut a = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock());
-        let area = a.alloc.find(addr).ok_or(VmError::NotMapped { addr })?;
-        if area.start != addr {
-            return Err(VmError::InsideArea {
-                addr,
-                start: area.start,
-            });
-        }
-        let is = AreaKind::from_tag(a.alloc.tag(addr).unwrap_or(AreaKind::Vmap as usize));
-        if is == AreaKind::Lazy {
-            return Err(VmError::AlreadyFreed { addr });
-        }
-        if is != kind {
-            return Err(VmError::WrongKind {
-                addr,
-                is,
-                expected: kind,
-            });
-        }
-        if claim {
-            a.alloc.set_tag(addr, AreaKind::Lazy as usize);
-        }
-        Ok(area)
+        self.with_allocator(addr, |a| {
+            let area = a.find(addr).ok_or(VmError::NotMapped { addr })?;
+            if area.start != addr {
+                return Err(VmError::InsideArea {
+                    addr,
+                    start: area.start,
+                });
+            }
+            let is = AreaKind::from_tag(a.tag(addr).unwrap_or(AreaKind::Vmap as usize));
+            match is {
+                AreaKind::Lazy => return Err(VmError::AlreadyFreed { addr }),
+                // A node's block, seen from the global allocator: no area starts there.
+                AreaKind::Block => return Err(VmError::NotMapped { addr }),
+                _ if is != kind => {
+                    return Err(VmError::WrongKind {
+                        addr,
+                        is,
+                        expected: kind,
+                    });
+                }
+                _ => {}
+            }
+            if claim {
+                a.set_tag(addr, AreaKind::Lazy as usize);
+            }
+            Ok(area)
+        })
+        .unwrap_or(Err(VmError::NotMapped { addr }))
     }
 
-    /// Free a claimed area lazily: clear its leaves, keep the frames of a vmalloc area
-    /// (`with_pages`) for after the purge, and purge if the lazily freed total passed the
-    /// threshold.
+    /// Free a claimed area lazily: clear its leaves, put it (and, for a vmalloc area,
+    /// `with_pages`, its frames) on this CPU's lazy list, and purge if the lazily freed total
+    /// passed the threshold.
     fn free_lazily(&self, area: VmapArea, with_pages: bool) {
-        let mut pages = Vec::new();
-        self.init_mm
-            .unmap_range_noflush(area.start, area.size, &mut |pa, size| {
-                if with_pages {
-                    pages.extend(
-                        (0..size / PAGE_SIZE).map(|i| PhysAddr(pa.0 + (i * PAGE_SIZE) as u64)),
-                    );
-                }
-            });
+        let node = self.init_mm.env().cpu_id() % NODES;
         {
-            let mut l = profile::acquire(Lock::Purge, || self.lazy.lock());
+            let mut l = profile::acquire(Lock::VmapNode, || self.nodes[node].lazy.lock());
+            let l = &mut *l;
+            self.init_mm
+                .unmap_range_noflush(area.start, area.size, &mut |pa, size| {
+                    if with_pages {
+                        l.pages.extend(
+                            (0..size / PAGE_SIZE).map(|i| PhysAddr(pa.0 + (i * PAGE_SIZE) as u64)),
+                        );
+                    }
+                });
             l.areas.push((area.start, area.end()));
-            l.pages.append(&mut pages);
         }
-        let total = self
-            .lazy_pages
-            .fetch_add(area.size / PAGE_SIZE, Ordering::AcqRel)
-            + area.size / PAGE_SIZE;
+        let pages = area.size / PAGE_SIZE;
+        let total = self.lazy_pages.fetch_add(pages, Ordering::AcqRel) + pages;
         if total > self.lazy_max.load(Ordering::Relaxed) {
             self.purge(false);
         }
     }
 
-    /// Purge every lazily freed area: one TLB invalidation for all of them, completed, then their
-    /// ranges back to the range allocator and their pages to the frame allocator. One CPU purges
-    /// at a time; with `wait` false a CPU that finds another purging leaves it to that one (the
-    /// areas it added are either in that purge or left for the next).
+    /// Purge every lazily freed area, every node's: one TLB invalidation for all of them,
+    /// completed, then their ranges back to their allocators and their pages to the frame
+    /// allocator. One CPU purges at a time; with `wait` false a CPU that finds another purging
+    /// leaves it to that one (the areas it added are either in that purge or left for the next).
     fn purge(&self, wait: bool) {
         loop {
             if self
@@ -356,20 +497,28 @@ impl<E: PageTableEnv> KernelVm<E> {
             }
             core::hint::spin_loop();
         }
-        let (areas, pages) = {
-            let mut l = profile::acquire(Lock::Purge, || self.lazy.lock());
-            (core::mem::take(&mut l.areas), core::mem::take(&mut l.pages))
-        };
-        if !areas.is_empty() {
-            self.init_mm.flush_tlb_kernel_ranges(&areas);
-            {
-                let mut a = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock());
-                for &(start, _) in &areas {
-                    let freed = a.alloc.free(start);
-                    debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
-                }
+        let mut all = LazyList::default();
+        for node in &self.nodes {
+            let mut l = profile::acquire(Lock::VmapNode, || node.lazy.lock());
+            all.areas.append(&mut l.areas);
+            all.pages.append(&mut l.pages);
+        }
+        if !all.areas.is_empty() {
+            self.init_mm.flush_tlb_kernel_ranges(&all.areas);
+            // Back to their allocators, one lock hold per allocator.
+            all.areas
+                .sort_unstable_by_key(|&(start, _)| (self.home(start) != Home::Global, start));
+            for group in all.areas.chunk_by(|a, b| self.home(a.0) == self.home(b.0)) {
+                let done = self.with_allocator(group[0].0, |a| {
+                    for &(start, _) in group {
+                        let freed = a.free(start);
+                        debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
+                    }
+                });
+                debug_assert!(done.is_some(), "purging areas at {:#x}", group[0].0);
             }
-            let n: usize = areas
+            let n: usize = all
+                .areas
                 .iter()
                 .map(|&(start, end)| (end - start) / PAGE_SIZE)
                 .sum();
@@ -377,7 +526,7 @@ impl<E: PageTableEnv> KernelVm<E> {
             let env = self.init_mm.env();
             // SAFETY: the pages of vmalloc areas freed with `vfree`, unmapped, and no TLB holds a
             // translation to them any more (the invalidation above completed).
-            pages
+            all.pages
                 .into_iter()
                 .for_each(|pa| unsafe { env.free_table_frame(pa) });
             self.purges.fetch_add(1, Ordering::Relaxed);
@@ -393,9 +542,8 @@ impl<E: PageTableEnv> KernelVm<E> {
 
     /// The lazy purge's counts.
     pub fn lazy_stats(&self) -> LazyStats {
-        let l = self.lazy.lock();
         LazyStats {
-            areas: l.areas.len(),
+            areas: self.nodes.iter().map(|n| n.lazy.lock().areas.len()).sum(),
             pages: self.lazy_pages.load(Ordering::Relaxed),
             purges: self.purges.load(Ordering::Relaxed),
         }
@@ -634,10 +782,24 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Live areas (lazily freed ones included, until their purge) and free bytes in the vmalloc
-    /// region. A balance check calls [`vm_unmap_aliases`](Self::vm_unmap_aliases) first.
+    /// region, the nodes' blocks counted as the space they hand out. A balance check calls
+    /// [`vm_unmap_aliases`](Self::vm_unmap_aliases) first.
     pub fn area_stats(&self) -> (usize, usize) {
-        let a = self.vmap_area_lock.lock();
-        (a.alloc.live_areas(), a.alloc.free_bytes())
+        let (mut live, mut free) = {
+            let a = self.vmap_area_lock.lock();
+            (a.alloc.live_areas(), a.alloc.free_bytes())
+        };
+        let blocks = self.blocks.load(Ordering::Relaxed);
+        // Each block is one global area whose guard page the node does not hand out.
+        live -= blocks;
+        free += blocks * PAGE_SIZE;
+        for node in &self.nodes {
+            for b in node.blocks.lock().iter() {
+                live += b.live_areas();
+                free += b.free_bytes();
+            }
+        }
+        (live, free)
     }
 }
 
@@ -680,8 +842,13 @@ mod tests {
 
     /// A vm that purges on every free (threshold 0): what most tests below want, to see a free
     /// complete. The lazy purge has its own tests, with the threshold raised.
+    /// A window other than the whole vmalloc region is for tests that need an area at a precise
+    /// place: there every area comes from the global allocator (no per-CPU nodes).
     fn vm_with(env: TestEnv, window: (usize, usize), pa_bits: u32) -> KernelVm<TestEnv> {
-        let vm = KernelVm::new(InitMm::new(env, layout()).unwrap(), window, pa_bits);
+        let mut vm = KernelVm::new(InitMm::new(env, layout()).unwrap(), window, pa_bits);
+        if window != WINDOW {
+            vm = vm.without_nodes();
+        }
         vm.set_lazy_max_pages(0);
         vm
     }
@@ -1186,7 +1353,8 @@ mod tests {
 
     #[test]
     fn huge_ioremap_uses_one_pud_block_at_a_1g_aligned_va() {
-        let vm = vm();
+        // The small pin and the huge area must meet in one pud table: both global.
+        let vm = vm().without_nodes();
         let pin = vm.ioremap(DEV, P).unwrap();
         let phys = 0x80_0000_0000;
         let va = vm.ioremap(phys, PUD_SIZE).unwrap();
@@ -1242,7 +1410,8 @@ mod tests {
     /// Same one level up: the pud slot held a pmd table (with a pte table under it); both go.
     #[test]
     fn huge_ioremap_promotes_a_pmd_table_slot_to_a_1g_block() {
-        let vm = vm();
+        // The small area and the huge one share a pud slot: both global.
+        let vm = vm().without_nodes();
         let env = vm.init_mm.env();
         let small = vm.ioremap(DEV, P).unwrap();
         let pmd_table = table_under(&vm, small, Level::Pud);
@@ -1866,7 +2035,8 @@ mod tests {
     /// no aligned address exists in the window, and each refusal gives its pages back.
     #[test]
     fn test_vmalloc_align_shift_alloc_fails_for_huge_alignment() {
-        let vm = vm();
+        // Every alignment up to the window's own, from the global allocator.
+        let vm = vm().without_nodes();
         let fits = V.trailing_zeros();
         assert_eq!(fits, 47);
         let mut first_failure = None;
@@ -2230,6 +2400,55 @@ mod tests {
         frames
             .into_iter()
             .for_each(|pa| unsafe { env.free_table_frame(pa) });
+        assert_balanced(&vm, WINDOW, 1);
+    }
+
+    /// Small areas come from the allocating CPU's node, in blocks it takes from the global
+    /// allocator once; large ones from the global allocator; a free on another CPU, and the
+    /// purge, find the area's node from its address alone.
+    #[test]
+    fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
+        let vm = lazy_vm(1 << 20);
+        let env = vm.init_mm.env();
+        let empty = vm.area_stats();
+        env.set_cpu(0);
+        let a = vm.vmalloc(3 * P).unwrap();
+        env.set_cpu(1);
+        let b = vm.vmalloc(3 * P).unwrap();
+        let big = vm.ioremap(DEV, NODE_MAX).unwrap();
+        assert_eq!(vm.blocks.load(StdOrdering::SeqCst), 2, "one block per CPU");
+        assert_eq!(vm.home(a), Home::Node(0));
+        assert_eq!(vm.home(b), Home::Node(1));
+        assert_eq!(vm.home(big), Home::Global, "larger than a node hands out");
+        assert_ne!(a / NODE_BLOCK, b / NODE_BLOCK, "each CPU its own block");
+        assert_eq!(vm.area_stats().0, 3);
+        // CPU 1 frees CPU 0's area: it goes on CPU 1's lazy list, and the purge gives it back
+        // to CPU 0's block.
+        vm.vfree(a).unwrap();
+        assert_eq!(vm.nodes[1].lazy.lock().areas.len(), 1);
+        assert_eq!(vm.vfree(a), Err(VmError::AlreadyFreed { addr: a }));
+        vm.vfree(b).unwrap();
+        vm.iounmap(big).unwrap();
+        vm.vm_unmap_aliases();
+        assert_eq!(
+            vm.area_stats(),
+            empty,
+            "blocks stay with their nodes, counted as free space"
+        );
+        env.set_cpu(0);
+        assert_eq!(vm.vmalloc(3 * P), Ok(a), "the range is CPU 0's again");
+        vm.vfree(a).unwrap();
+        // Addresses no area starts at, in a block or at its guard page, are refused.
+        assert_eq!(
+            vm.vfree(a + P),
+            Err(VmError::InsideArea {
+                addr: a + P,
+                start: a
+            })
+        );
+        let guard = a / NODE_BLOCK * NODE_BLOCK + NODE_BLOCK - P;
+        assert_eq!(vm.vfree(guard), Err(VmError::NotMapped { addr: guard }));
+        vm.vm_unmap_aliases();
         assert_balanced(&vm, WINDOW, 1);
     }
 }

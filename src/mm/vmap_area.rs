@@ -313,6 +313,11 @@ impl VmapAreaAllocator {
         (addr - start < size + PAGE_SIZE).then_some(VmapArea { start, size })
     }
 
+    /// Is `addr` inside this allocator's window?
+    pub fn contains(&self, addr: usize) -> bool {
+        (self.start..self.end).contains(&addr)
+    }
+
     /// Number of live areas.
     pub fn live_areas(&self) -> usize {
         self.busy.len()
