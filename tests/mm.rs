@@ -213,8 +213,8 @@ fn is_permission_fault(f: &Fault) -> Result<(), &'static str> {
     }
 }
 
-/// A range freed lazily is not handed out again before its purge; once purged, the same range
-/// maps a new page and reads it, never the old one through a stale TLB entry (QEMU's TLB keeps
+/// A range freed lazily is not handed out again before its purge; once purged, the same ranges
+/// map a new page and read it, never the old one through a stale TLB entry (QEMU's TLB keeps
 /// translations until a TLBI removes them, so a missing invalidation shows here).
 fn remap_same_range_reads_new_contents() {
     let vm = kernel_vm();
@@ -231,6 +231,7 @@ fn remap_same_range_reads_new_contents() {
         }
     }
     for round in 0..100 {
+        // Two ranges that map `a`, read through (so the TLB holds them), then freed lazily.
         let va = vm.vmap(&[PhysAddr(a)], Prot::KERNEL_RW).unwrap();
         assert_eq!(
             probe_read(va + 8),
@@ -238,24 +239,34 @@ fn remap_same_range_reads_new_contents() {
             "round {round}: first mapping"
         );
         vm.vunmap(va).unwrap();
-        let early = vm.vmap(&[PhysAddr(b)], Prot::KERNEL_RW).unwrap();
+        let early = vm.vmap(&[PhysAddr(a)], Prot::KERNEL_RW).unwrap();
         assert_ne!(
             early, va,
             "a lazily freed range is not reused before its purge"
         );
+        assert_eq!(probe_read(early + 8), 0xaaaa_0001, "round {round}");
         vm.vunmap(early).unwrap();
         vm.vm_unmap_aliases();
-        let vb = vm.vmap(&[PhysAddr(b)], Prot::KERNEL_RW).unwrap();
-        assert_eq!(
-            vb, va,
-            "after the purge the range allocator hands the range out again"
+        // The allocator hands both back (in an order that is its business), now mapping `b`.
+        let (v1, v2) = (
+            vm.vmap(&[PhysAddr(b)], Prot::KERNEL_RW).unwrap(),
+            vm.vmap(&[PhysAddr(b)], Prot::KERNEL_RW).unwrap(),
         );
+        let (mut got, mut want) = ([v1, v2], [va, early]);
+        got.sort_unstable();
+        want.sort_unstable();
         assert_eq!(
-            probe_read(vb + 8),
-            0xbbbb_0001,
-            "round {round}: stale translation after remap"
+            got, want,
+            "round {round}: after the purge the range allocator hands the ranges out again"
         );
-        vm.vunmap(vb).unwrap();
+        for v in [v1, v2] {
+            assert_eq!(
+                probe_read(v + 8),
+                0xbbbb_0001,
+                "round {round}: stale translation at {v:#x} after remap"
+            );
+            vm.vunmap(v).unwrap();
+        }
         vm.vm_unmap_aliases();
     }
     FRAMES.free(a, 1);

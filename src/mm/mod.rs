@@ -70,6 +70,7 @@ pub mod region;
 pub mod sync;
 pub mod vm;
 pub mod vmap_area;
+pub mod vmap_node;
 
 #[cfg(test)]
 pub mod testenv;

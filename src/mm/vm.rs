@@ -1,11 +1,15 @@
 //! The kernel's virtual memory outside the linear map: `vmap`, `vmalloc`, `ioremap`.
 //!
-//! Two locks exist, and neither is held while page tables are written:
-//! - `vmap_area_lock` (Linux's `vmlist_lock`) serialises the *virtual range* allocator only;
+//! Its locks, none of them held while page tables are written:
+//! - each CPU's vmap node (see [`NODES`]) keeps the small areas that CPU allocates, in slots of
+//!   regions it took from the global allocator, and its lazily freed areas, each under a lock
+//!   that other CPUs take only to free an area of that node or to purge;
+//! - `vmap_area_lock` (Linux's `free_vmap_area_lock`) serialises the global *virtual range*
+//!   allocator: large areas, windows, and the nodes' regions;
 //! - `init_mm`'s page-table lock is private to `pgalloc` and taken there only to install a table.
 //!
-//! So `ioremap` is: reserve a range (vmap_area_lock, O(log n)), walk and fill the tables with no
-//! lock (the range is ours alone, so leaf writes cannot race), done.
+//! So `ioremap` of a few pages is: pop a slot off this CPU's node (its own lock, O(1)), walk and
+//! fill the tables with no lock (the range is ours alone, so leaf writes cannot race), done.
 //!
 //! # Lazy unmapping
 //!
@@ -31,6 +35,7 @@ use super::profile::{self, Lock};
 use super::region::Region;
 use super::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 use super::vmap_area::{VaError, VmapArea, VmapAreaAllocator};
+use super::vmap_node::{REGION, SLOT, SLOT_MAX_PAGES, SlotArena};
 use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 
 /// What an area in the vmalloc region holds: decides what unmapping it must do and which
@@ -49,8 +54,8 @@ pub enum AreaKind {
     Window,
     /// Freed, its leaves cleared, waiting for the purge that invalidates its TLB entries.
     Lazy,
-    /// A per-CPU node's block, in the global allocator (see [`NODE_BLOCK`]).
-    Block,
+    /// A per-CPU node's region, in the global allocator (see [`REGION`]).
+    Region,
 }
 
 impl AreaKind {
@@ -60,7 +65,7 @@ impl AreaKind {
         Self::Ioremap,
         Self::Window,
         Self::Lazy,
-        Self::Block,
+        Self::Region,
     ];
 
     /// The kind stored as the area's tag in the range allocator.
@@ -201,23 +206,52 @@ pub struct LazyStats {
 }
 
 /// Per-CPU vmap nodes (Linux 6.9's `vmap_node`, in a simpler shape). Each CPU allocates its
-/// small areas from its own *blocks*, [`NODE_BLOCK`]-sized pieces of the window that it takes
-/// from the global allocator once, under its own lock, and keeps its lazily freed areas on its
-/// own list: CPUs mapping and unmapping at once meet on no virtual-area lock. A block's owner is
-/// found from an address alone ([`KernelVm::block_owner`]), so a free on another CPU, or the
-/// purge, takes the owner's lock. Large areas (over [`NODE_MAX`]) and windows come from the
-/// global allocator, as every area does when the window cannot hold a block.
+/// small areas (up to [`SLOT_MAX_PAGES`] pages) from its own regions of the window, fixed-size
+/// slots in [`REGION`]-sized pieces that it takes from the global allocator once
+/// (`vmap_node::SlotArena`), under its own lock, and keeps its lazily freed areas on its own list:
+/// CPUs mapping and unmapping at once meet on no virtual-area lock, and a small area costs no
+/// search-tree work. A region's owner is found from an address alone (`KernelVm::home`), so a
+/// free on another CPU, or the purge, takes the owner's lock. Larger areas and windows come from
+/// the global allocator, as every area does when the window cannot hold a region.
 pub const NODES: usize = 32;
-/// The virtual space a node takes from the global allocator at a time (one guard page of it is
-/// the global allocator's).
-pub const NODE_BLOCK: usize = 64 << 30;
-/// The largest area (guard page included) a node hands out; larger ones are global.
-pub const NODE_MAX: usize = 16 << 20;
 
-/// One CPU's node: its blocks (each an allocator over its part of the window) and its lazy list.
+/// One CPU's node: its slots and its lazy list.
 struct VmapNode {
-    blocks: Mutex<Vec<VmapAreaAllocator>>,
+    slots: Mutex<SlotArena>,
     lazy: Mutex<LazyList>,
+}
+
+/// The bookkeeping of some areas, global or a node's: what `lookup`, `release` and the purge use.
+trait Book {
+    /// The live area whose reservation holds `addr`, with its tag.
+    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)>;
+    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize>;
+    fn free(&mut self, start: usize) -> Result<VmapArea, VaError>;
+}
+
+impl Book for VmapAreaAllocator {
+    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
+        let area = VmapAreaAllocator::find(self, addr)?;
+        Some((area, VmapAreaAllocator::tag(self, area.start)?))
+    }
+    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
+        VmapAreaAllocator::set_tag(self, start, tag)
+    }
+    fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
+        VmapAreaAllocator::free(self, start)
+    }
+}
+
+impl Book for SlotArena {
+    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
+        SlotArena::find_tagged(self, addr)
+    }
+    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
+        SlotArena::set_tag(self, start, tag)
+    }
+    fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
+        SlotArena::free(self, start)
+    }
 }
 
 /// Where an area's bookkeeping lives.
@@ -230,16 +264,16 @@ enum Home {
 /// `init_mm` plus the vmalloc region's range allocators.
 pub struct KernelVm<E: PageTableEnv> {
     pub init_mm: InitMm<E>,
-    /// The global allocator: large areas, windows, and the nodes' blocks.
+    /// The global allocator: large areas, windows, and the nodes' regions.
     vmap_area_lock: Mutex<Areas>,
     nodes: Vec<VmapNode>,
-    /// Per [`NODE_BLOCK`] of address space from `block_base`: 1 + the node that owns the block
+    /// Per [`REGION`] of address space from `region_base`: 1 + the node that owns the region
     /// there, or 0.
-    block_owner: Vec<core::sync::atomic::AtomicU8>,
-    /// The window's start rounded down to a block.
-    block_base: usize,
-    /// Blocks the nodes hold in all (each takes one guard page from the global allocator).
-    blocks: AtomicUsize,
+    region_owner: Vec<core::sync::atomic::AtomicU8>,
+    /// The window's start rounded down to a region.
+    region_base: usize,
+    /// Regions the nodes hold in all (each takes one guard page from the global allocator).
+    regions: AtomicUsize,
     /// Whether small areas come from the nodes (off only in host tests that need every area at a
     /// predictable place).
     use_nodes: bool,
@@ -263,22 +297,22 @@ impl<E: PageTableEnv> KernelVm<E> {
         let areas = Areas {
             alloc: VmapAreaAllocator::new(vmalloc.0, vmalloc.1),
         };
-        let block_base = vmalloc.0 / NODE_BLOCK * NODE_BLOCK;
-        let nr_blocks = vmalloc.1.div_ceil(NODE_BLOCK) - block_base / NODE_BLOCK;
+        let region_base = vmalloc.0 / REGION * REGION;
+        let nr_regions = vmalloc.1.div_ceil(REGION) - region_base / REGION;
         Self {
             init_mm,
             vmap_area_lock: Mutex::new(areas),
             nodes: (0..NODES)
                 .map(|_| VmapNode {
-                    blocks: Mutex::new(Vec::new()),
+                    slots: Mutex::new(SlotArena::new()),
                     lazy: Mutex::new(LazyList::default()),
                 })
                 .collect(),
-            block_owner: (0..nr_blocks)
+            region_owner: (0..nr_regions)
                 .map(|_| core::sync::atomic::AtomicU8::new(0))
                 .collect(),
-            block_base,
-            blocks: AtomicUsize::new(0),
+            region_base,
+            regions: AtomicUsize::new(0),
             use_nodes: true,
             lazy_pages: AtomicUsize::new(0),
             lazy_max: AtomicUsize::new(lazy_max_pages(1)),
@@ -323,10 +357,10 @@ impl<E: PageTableEnv> KernelVm<E> {
         }
         let small = self.use_nodes
             && kind != AreaKind::Window
-            && size.saturating_add(PAGE_SIZE) <= NODE_MAX
-            && align <= NODE_MAX;
+            && (1..=SLOT_MAX_PAGES * PAGE_SIZE).contains(&size)
+            && align <= SLOT;
         let try_alloc = || {
-            if small && let Some(area) = self.node_alloc(size, align, kind)? {
+            if small && let Some(area) = self.node_alloc(size, align, kind) {
                 return Ok(area);
             }
             profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
@@ -343,49 +377,34 @@ impl<E: PageTableEnv> KernelVm<E> {
         .map_err(VmError::NoVirtualSpace)
     }
 
-    /// An area from this CPU's node: from one of its blocks, or from a new block it takes from
-    /// the global allocator. `Ok(None)` when the window has no room for a new block (the caller
-    /// then allocates globally).
-    fn node_alloc(
-        &self,
-        size: usize,
-        align: usize,
-        kind: AreaKind,
-    ) -> Result<Option<VmapArea>, VaError> {
+    /// A slot from this CPU's node, in a new region it takes from the global allocator when its
+    /// regions are full; `None` when the window has no room for a region (the caller then
+    /// allocates globally).
+    fn node_alloc(&self, size: usize, align: usize, kind: AreaKind) -> Option<VmapArea> {
         let node = self.init_mm.env().cpu_id() % NODES;
-        let mut blocks = profile::acquire(Lock::VmapNode, || self.nodes[node].blocks.lock());
-        for b in blocks.iter_mut().rev() {
-            match b.alloc_tagged(size, align, kind as usize) {
-                Err(VaError::NoSpace { .. }) => continue,
-                r => return r.map(Some),
-            }
+        let mut slots = profile::acquire(Lock::VmapNode, || self.nodes[node].slots.lock());
+        if let Some(area) = slots.alloc(size, align, kind as usize) {
+            return Some(area);
         }
-        // Every block is full (or there is none yet): take one more. Its last page is the
-        // global allocator's guard page, so the node allocates below it.
-        let block = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
+        // Its last page is the global allocator's guard page, which falls on the guard page of
+        // the region's last slot.
+        let region = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
             .alloc
-            .alloc_tagged(NODE_BLOCK - PAGE_SIZE, NODE_BLOCK, AreaKind::Block as usize);
-        let Ok(block) = block else {
-            return Ok(None);
-        };
-        self.block_owner[(block.start - self.block_base) / NODE_BLOCK]
+            .alloc_tagged(REGION - PAGE_SIZE, REGION, AreaKind::Region as usize)
+            .ok()?;
+        self.region_owner[(region.start - self.region_base) / REGION]
             .store(node as u8 + 1, Ordering::Release);
-        self.blocks.fetch_add(1, Ordering::Relaxed);
-        blocks.push(VmapAreaAllocator::new(block.start, block.end()));
-        let area =
-            blocks
-                .last_mut()
-                .expect("just pushed")
-                .alloc_tagged(size, align, kind as usize)?;
-        Ok(Some(area))
+        self.regions.fetch_add(1, Ordering::Relaxed);
+        slots.add_region(region.start);
+        slots.alloc(size, align, kind as usize)
     }
 
     /// Where the bookkeeping of the area holding `addr` lives: the node whose block holds it, or
     /// the global allocator.
     fn home(&self, addr: usize) -> Home {
         let owner = addr
-            .checked_sub(self.block_base)
-            .and_then(|off| self.block_owner.get(off / NODE_BLOCK))
+            .checked_sub(self.region_base)
+            .and_then(|off| self.region_owner.get(off / REGION))
             .map_or(0, |o| o.load(Ordering::Acquire));
         match owner {
             0 => Home::Global,
@@ -393,50 +412,40 @@ impl<E: PageTableEnv> KernelVm<E> {
         }
     }
 
-    /// Run `f` on the allocator that keeps the area holding `addr`, under its lock: `None` when
-    /// `addr` is the guard page at the end of a node's block, which no allocator hands out.
-    fn with_allocator<R>(
-        &self,
-        addr: usize,
-        f: impl FnOnce(&mut VmapAreaAllocator) -> R,
-    ) -> Option<R> {
+    /// Run `f` on the bookkeeping that keeps the area holding `addr`, under its lock.
+    fn with_allocator<R>(&self, addr: usize, f: impl FnOnce(&mut dyn Book) -> R) -> R {
         match self.home(addr) {
-            Home::Global => Some(f(&mut profile::acquire(Lock::VmapArea, || {
-                self.vmap_area_lock.lock()
-            })
-            .alloc)),
-            Home::Node(n) => {
-                let mut blocks = profile::acquire(Lock::VmapNode, || self.nodes[n].blocks.lock());
-                blocks.iter_mut().find(|b| b.contains(addr)).map(f)
+            Home::Global => {
+                f(&mut profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock()).alloc)
             }
+            Home::Node(n) => f(&mut *profile::acquire(Lock::VmapNode, || {
+                self.nodes[n].slots.lock()
+            })),
         }
     }
 
     /// Give a range back, now: only once no TLB can hold a translation of it.
     fn release(&self, start: usize) {
         let freed = self.with_allocator(start, |a| a.free(start));
-        debug_assert!(
-            matches!(freed, Some(Ok(_))),
-            "releasing {start:#x}: {freed:?}"
-        );
+        debug_assert!(freed.is_ok(), "releasing {start:#x}: {freed:?}");
     }
 
     /// The area that starts at `addr` and is of kind `kind`; with `claim`, mark it
     /// [`AreaKind::Lazy`] in the same critical section, so that exactly one caller frees it.
     fn lookup(&self, addr: usize, kind: AreaKind, claim: bool) -> Result<VmapArea, VmError> {
         self.with_allocator(addr, |a| {
-            let area = a.find(addr).ok_or(VmError::NotMapped { addr })?;
+            let (area, tag) = a.find_tagged(addr).ok_or(VmError::NotMapped { addr })?;
             if area.start != addr {
                 return Err(VmError::InsideArea {
                     addr,
                     start: area.start,
                 });
             }
-            let is = AreaKind::from_tag(a.tag(addr).unwrap_or(AreaKind::Vmap as usize));
+            let is = AreaKind::from_tag(tag);
             match is {
                 AreaKind::Lazy => return Err(VmError::AlreadyFreed { addr }),
-                // A node's block, seen from the global allocator: no area starts there.
-                AreaKind::Block => return Err(VmError::NotMapped { addr }),
+                // A node's region, seen from the global allocator: no area starts there.
+                AreaKind::Region => return Err(VmError::NotMapped { addr }),
                 _ if is != kind => {
                     return Err(VmError::WrongKind {
                         addr,
@@ -451,7 +460,6 @@ impl<E: PageTableEnv> KernelVm<E> {
             }
             Ok(area)
         })
-        .unwrap_or(Err(VmError::NotMapped { addr }))
     }
 
     /// Free a claimed area lazily: clear its leaves, put it (and, for a vmalloc area,
@@ -505,17 +513,24 @@ impl<E: PageTableEnv> KernelVm<E> {
         }
         if !all.areas.is_empty() {
             self.init_mm.flush_tlb_kernel_ranges(&all.areas);
-            // Back to their allocators, one lock hold per allocator.
-            all.areas
-                .sort_unstable_by_key(|&(start, _)| (self.home(start) != Home::Global, start));
-            for group in all.areas.chunk_by(|a, b| self.home(a.0) == self.home(b.0)) {
-                let done = self.with_allocator(group[0].0, |a| {
-                    for &(start, _) in group {
+            // Back to their allocators, one lock hold per run of areas with the same home. A
+            // node's list holds mostly areas of its own regions, in the order they were freed,
+            // so the runs are long without sorting.
+            let homes: Vec<Home> = all
+                .areas
+                .iter()
+                .map(|&(start, _)| self.home(start))
+                .collect();
+            let mut i = 0;
+            while i < homes.len() {
+                let run = homes[i..].iter().take_while(|&&h| h == homes[i]).count();
+                self.with_allocator(all.areas[i].0, |a| {
+                    for &(start, _) in &all.areas[i..i + run] {
                         let freed = a.free(start);
                         debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
                     }
                 });
-                debug_assert!(done.is_some(), "purging areas at {:#x}", group[0].0);
+                i += run;
             }
             let n: usize = all
                 .areas
@@ -782,22 +797,21 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Live areas (lazily freed ones included, until their purge) and free bytes in the vmalloc
-    /// region, the nodes' blocks counted as the space they hand out. A balance check calls
+    /// region, the nodes' regions counted as the space they hand out. A balance check calls
     /// [`vm_unmap_aliases`](Self::vm_unmap_aliases) first.
     pub fn area_stats(&self) -> (usize, usize) {
         let (mut live, mut free) = {
             let a = self.vmap_area_lock.lock();
             (a.alloc.live_areas(), a.alloc.free_bytes())
         };
-        let blocks = self.blocks.load(Ordering::Relaxed);
-        // Each block is one global area whose guard page the node does not hand out.
-        live -= blocks;
-        free += blocks * PAGE_SIZE;
+        let regions = self.regions.load(Ordering::Relaxed);
+        // Each region is one global area, whose guard page the node does not hand out.
+        live -= regions;
+        free += regions * PAGE_SIZE;
         for node in &self.nodes {
-            for b in node.blocks.lock().iter() {
-                live += b.live_areas();
-                free += b.free_bytes();
-            }
+            let slots = node.slots.lock();
+            live += slots.live_areas();
+            free += slots.free_bytes();
         }
         (live, free)
     }
@@ -842,13 +856,23 @@ mod tests {
 
     /// A vm that purges on every free (threshold 0): what most tests below want, to see a free
     /// complete. The lazy purge has its own tests, with the threshold raised.
-    /// A window other than the whole vmalloc region is for tests that need an area at a precise
-    /// place: there every area comes from the global allocator (no per-CPU nodes).
+    /// Most tests here check where areas go (lowest fit, holes, alignment: Linux's test_vmalloc
+    /// scenarios), which is the global allocator's business: their vm has no per-CPU nodes.
+    /// [`vm_with_nodes`] makes one with them, as the kernel runs.
     fn vm_with(env: TestEnv, window: (usize, usize), pa_bits: u32) -> KernelVm<TestEnv> {
-        let mut vm = KernelVm::new(InitMm::new(env, layout()).unwrap(), window, pa_bits);
-        if window != WINDOW {
-            vm = vm.without_nodes();
-        }
+        let vm =
+            KernelVm::new(InitMm::new(env, layout()).unwrap(), window, pa_bits).without_nodes();
+        vm.set_lazy_max_pages(0);
+        vm
+    }
+
+    /// A vm as the kernel has it: small areas from per-CPU nodes; purging on every free.
+    fn vm_with_nodes() -> KernelVm<TestEnv> {
+        let vm = KernelVm::new(
+            InitMm::new(TestEnv::new(), layout()).unwrap(),
+            WINDOW,
+            PA_BITS,
+        );
         vm.set_lazy_max_pages(0);
         vm
     }
@@ -1529,11 +1553,9 @@ mod tests {
                 armed: AtomicBool::new(false),
                 log: StdMutex::new(Vec::new()),
             };
-            let vm = Arc::new(KernelVm::new(
-                InitMm::new(spy, layout()).unwrap(),
-                WINDOW,
-                PA_BITS,
-            ));
+            let vm = Arc::new(
+                KernelVm::new(InitMm::new(spy, layout()).unwrap(), WINDOW, PA_BITS).without_nodes(),
+            );
             vm.set_lazy_max_pages(0); // every free purges at once
             let spy = vm.init_mm.env();
             spy.vm.set(Arc::downgrade(&vm)).unwrap();
@@ -2170,7 +2192,12 @@ mod tests {
     /// the frames balance.
     #[test]
     fn concurrent_ioremap_and_vmalloc_on_one_kernel_vm() {
-        let vm = vm();
+        for vm in [vm(), vm_with_nodes()] {
+            concurrent_ioremap_and_vmalloc(vm);
+        }
+    }
+
+    fn concurrent_ioremap_and_vmalloc(vm: KernelVm<TestEnv>) {
         vm.init_mm.env().set_alloc_yield(true);
         let live = StdMutex::new(BTreeMap::new());
         let start = Barrier::new(4);
@@ -2403,27 +2430,32 @@ mod tests {
         assert_balanced(&vm, WINDOW, 1);
     }
 
-    /// Small areas come from the allocating CPU's node, in blocks it takes from the global
+    /// Small areas come from the allocating CPU's node, in regions it takes from the global
     /// allocator once; large ones from the global allocator; a free on another CPU, and the
     /// purge, find the area's node from its address alone.
     #[test]
     fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
-        let vm = lazy_vm(1 << 20);
+        let vm = vm_with_nodes();
+        vm.set_lazy_max_pages(1 << 20);
         let env = vm.init_mm.env();
         let empty = vm.area_stats();
         env.set_cpu(0);
         let a = vm.vmalloc(3 * P).unwrap();
         env.set_cpu(1);
         let b = vm.vmalloc(3 * P).unwrap();
-        let big = vm.ioremap(DEV, NODE_MAX).unwrap();
-        assert_eq!(vm.blocks.load(StdOrdering::SeqCst), 2, "one block per CPU");
+        let big = vm.ioremap(DEV, SLOT).unwrap();
+        assert_eq!(
+            vm.regions.load(StdOrdering::SeqCst),
+            2,
+            "one region per CPU"
+        );
         assert_eq!(vm.home(a), Home::Node(0));
         assert_eq!(vm.home(b), Home::Node(1));
-        assert_eq!(vm.home(big), Home::Global, "larger than a node hands out");
-        assert_ne!(a / NODE_BLOCK, b / NODE_BLOCK, "each CPU its own block");
+        assert_eq!(vm.home(big), Home::Global, "larger than a slot holds");
+        assert_ne!(a / REGION, b / REGION, "each CPU its own region");
         assert_eq!(vm.area_stats().0, 3);
         // CPU 1 frees CPU 0's area: it goes on CPU 1's lazy list, and the purge gives it back
-        // to CPU 0's block.
+        // to CPU 0's region.
         vm.vfree(a).unwrap();
         assert_eq!(vm.nodes[1].lazy.lock().areas.len(), 1);
         assert_eq!(vm.vfree(a), Err(VmError::AlreadyFreed { addr: a }));
@@ -2433,12 +2465,12 @@ mod tests {
         assert_eq!(
             vm.area_stats(),
             empty,
-            "blocks stay with their nodes, counted as free space"
+            "regions stay with their nodes, counted as free space"
         );
         env.set_cpu(0);
         assert_eq!(vm.vmalloc(3 * P), Ok(a), "the range is CPU 0's again");
         vm.vfree(a).unwrap();
-        // Addresses no area starts at, in a block or at its guard page, are refused.
+        // Addresses no area starts at, in a slot or at a region's end, are refused.
         assert_eq!(
             vm.vfree(a + P),
             Err(VmError::InsideArea {
@@ -2446,7 +2478,7 @@ mod tests {
                 start: a
             })
         );
-        let guard = a / NODE_BLOCK * NODE_BLOCK + NODE_BLOCK - P;
+        let guard = a / REGION * REGION + REGION - P;
         assert_eq!(vm.vfree(guard), Err(VmError::NotMapped { addr: guard }));
         vm.vm_unmap_aliases();
         assert_balanced(&vm, WINDOW, 1);

@@ -1,0 +1,404 @@
+//! One CPU's small virtual areas: fixed-size slots in regions of the vmalloc window that the CPU
+//! took from the global allocator (see `vm`'s per-CPU nodes).
+//!
+//! An area of up to [`SLOT_MAX_PAGES`] pages takes one slot of the smallest of five size classes
+//! (2, 4, 8, 16 or 32 pages) that holds its pages and its guard page, so allocating, finding and
+//! freeing one is an index computation and a push or pop on a free stack: no search tree, no
+//! heap allocation. Linux keeps per-CPU blocks of small ranges in a similar way for `vm_map_ram`
+//! (`vmap_block`).
+//!
+//! A region ([`REGION`] bytes, aligned to itself) is carved, from its start, into sub-blocks of
+//! [`SUB`] bytes (one page table's span, so areas of a class stay as dense as the global
+//! allocator would pack them) as slots of some class are needed; each sub-block serves one class,
+//! with a byte of bookkeeping per slot and a stack of its free slots. Sub-blocks with a free slot
+//! are kept on a stack per class, so an allocation never searches.
+
+use alloc::vec::Vec;
+
+use super::layout::PAGE_SIZE;
+use super::vmap_area::{VaError, VmapArea};
+
+/// Slot sizes in pages, one per class: an area takes the smallest that holds it and its guard page.
+const CLASS_PAGES: [usize; 5] = [2, 4, 8, 16, 32];
+/// The largest slot, in bytes: areas larger than it (with the guard page) are not the nodes'.
+pub const SLOT: usize = 32 * PAGE_SIZE;
+/// The largest area a slot holds, in pages.
+pub const SLOT_MAX_PAGES: usize = SLOT / PAGE_SIZE - 1;
+/// What a node takes from the global allocator at a time.
+pub const REGION: usize = 64 << 30;
+/// A region is carved into sub-blocks of this size (a pte table's span) as slots are needed.
+pub const SUB: usize = 2 << 20;
+/// Slots in a sub-block of the smallest class.
+const MAX_SUB_SLOTS: usize = SUB / (2 * PAGE_SIZE);
+const SUBS_PER_REGION: usize = REGION / SUB;
+/// A slot's bookkeeping byte: 0 when free, else the area's tag (3 bits) and its pages (5 bits).
+const PAGES_MASK: u8 = 0x1f;
+/// Tags fit in the 3 bits above the pages.
+pub const MAX_TAG: usize = 7;
+
+/// One sub-block: its class, its slots' bookkeeping and a stack of its free slots.
+struct Sub {
+    class: usize,
+    meta: [u8; MAX_SUB_SLOTS],
+    free: [u8; MAX_SUB_SLOTS],
+    nfree: usize,
+}
+
+impl Sub {
+    fn new(class: usize) -> Self {
+        let slots = SUB / (CLASS_PAGES[class] * PAGE_SIZE);
+        let mut s = Self {
+            class,
+            meta: [0; MAX_SUB_SLOTS],
+            free: [0; MAX_SUB_SLOTS],
+            nfree: slots,
+        };
+        // Popped from the top: the lowest slot first.
+        for i in 0..slots {
+            s.free[i] = (slots - 1 - i) as u8;
+        }
+        s
+    }
+
+    fn slot_size(&self) -> usize {
+        CLASS_PAGES[self.class] * PAGE_SIZE
+    }
+}
+
+/// A region taken from the global allocator, carved into sub-blocks from its start.
+struct Region {
+    start: usize,
+    subs: Vec<Sub>,
+}
+
+/// Where a slot is: region, sub-block, slot.
+#[derive(Clone, Copy)]
+struct SlotIndex {
+    region: usize,
+    sub: usize,
+    slot: usize,
+}
+
+/// One CPU's small areas. Pure bookkeeping with no locking: the node's lock wraps it.
+pub struct SlotArena {
+    regions: Vec<Region>,
+    /// Per class, the sub-blocks with a free slot, `(region, sub)`, the one to use on top.
+    partial: [Vec<(u32, u32)>; CLASS_PAGES.len()],
+    live: usize,
+    /// Bytes the live areas' slots take.
+    used: usize,
+}
+
+impl Default for SlotArena {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SlotArena {
+    /// An empty arena: [`alloc`](Self::alloc) asks for a region first.
+    pub const fn new() -> Self {
+        Self {
+            regions: Vec::new(),
+            partial: [const { Vec::new() }; CLASS_PAGES.len()],
+            live: 0,
+            used: 0,
+        }
+    }
+
+    /// Take the region `[start, start + REGION)`, `REGION`-aligned, from which the global
+    /// allocator reserved `REGION - PAGE_SIZE` bytes and keeps the last page as its guard page
+    /// (the last slot's guard page falls on it).
+    pub fn add_region(&mut self, start: usize) {
+        debug_assert!(start.is_multiple_of(REGION), "{start:#x}");
+        self.regions.push(Region {
+            start,
+            subs: Vec::new(),
+        });
+    }
+
+    /// A slot for an area of `size` bytes (rounded up to pages, at most [`SLOT_MAX_PAGES`]
+    /// pages) tagged `tag` (at most [`MAX_TAG`]), aligned to at least `align` (at most
+    /// [`SLOT`]): the smallest slot that holds the area and its guard page and is at least
+    /// `align` large, since a slot is aligned to its size. `None` when every region is full: the
+    /// caller adds one and tries again.
+    pub fn alloc(&mut self, size: usize, align: usize, tag: usize) -> Option<VmapArea> {
+        let pages = size.div_ceil(PAGE_SIZE);
+        assert!(
+            (1..=SLOT_MAX_PAGES).contains(&pages) && align <= SLOT && tag <= MAX_TAG,
+            "slot arena: {size:#x} bytes at {align:#x}, tag {tag}"
+        );
+        let class = CLASS_PAGES
+            .iter()
+            .position(|&c| c > pages && c * PAGE_SIZE >= align)
+            .expect("a slot of 32 pages holds 31 and the guard page, at any alignment to SLOT");
+        let (r, s) = match self.partial[class].last() {
+            Some(&(r, s)) => (r as usize, s as usize),
+            None => {
+                // A new sub-block in the last region, if it has room.
+                let r = self.regions.len().checked_sub(1)?;
+                let region = &mut self.regions[r];
+                if region.subs.len() == SUBS_PER_REGION {
+                    return None;
+                }
+                region.subs.push(Sub::new(class));
+                let s = region.subs.len() - 1;
+                self.partial[class].push((r as u32, s as u32));
+                (r, s)
+            }
+        };
+        let region = &mut self.regions[r];
+        let sub = &mut region.subs[s];
+        sub.nfree -= 1;
+        let slot = usize::from(sub.free[sub.nfree]);
+        sub.meta[slot] = (tag as u8) << 5 | pages as u8;
+        let slot_size = sub.slot_size();
+        if sub.nfree == 0 {
+            self.partial[class].pop();
+        }
+        self.live += 1;
+        self.used += slot_size;
+        Some(VmapArea {
+            start: region.start + s * SUB + slot * slot_size,
+            size: pages * PAGE_SIZE,
+        })
+    }
+
+    /// Is `addr` in one of this arena's regions?
+    pub fn contains(&self, addr: usize) -> bool {
+        self.regions
+            .iter()
+            .any(|r| (r.start..r.start + REGION).contains(&addr))
+    }
+
+    /// The slot holding `addr`, if its sub-block exists.
+    fn index(&self, addr: usize) -> Option<SlotIndex> {
+        let region = self
+            .regions
+            .iter()
+            .position(|r| (r.start..r.start + REGION).contains(&addr))?;
+        let off = addr - self.regions[region].start;
+        let sub = self.regions[region].subs.get(off / SUB)?;
+        Some(SlotIndex {
+            region,
+            sub: off / SUB,
+            slot: off % SUB / sub.slot_size(),
+        })
+    }
+
+    fn sub(&self, i: SlotIndex) -> &Sub {
+        &self.regions[i.region].subs[i.sub]
+    }
+
+    fn slot_start(&self, i: SlotIndex) -> usize {
+        self.regions[i.region].start + i.sub * SUB + i.slot * self.sub(i).slot_size()
+    }
+
+    /// The live area whose reservation (its pages and its guard page) contains `addr`.
+    pub fn find(&self, addr: usize) -> Option<VmapArea> {
+        self.find_tagged(addr).map(|(area, _)| area)
+    }
+
+    /// [`find`](Self::find), with the area's tag: one index computation.
+    pub fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
+        self.area_at(self.index(addr)?, addr)
+    }
+
+    /// The live area in slot `i`, if its reservation holds `addr`, with its tag.
+    fn area_at(&self, i: SlotIndex, addr: usize) -> Option<(VmapArea, usize)> {
+        let m = self.sub(i).meta[i.slot];
+        let pages = usize::from(m & PAGES_MASK);
+        let start = self.slot_start(i);
+        (m != 0 && addr < start + (pages + 1) * PAGE_SIZE).then_some((
+            VmapArea {
+                start,
+                size: pages * PAGE_SIZE,
+            },
+            usize::from(m >> 5),
+        ))
+    }
+
+    /// The tag of the live area that starts at `start`.
+    pub fn tag(&self, start: usize) -> Option<usize> {
+        self.find_tagged(start)
+            .and_then(|(area, tag)| (area.start == start).then_some(tag))
+    }
+
+    /// Give the live area that starts at `start` a new tag; its old tag.
+    pub fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
+        assert!(tag <= MAX_TAG, "slot arena: tag {tag}");
+        let i = self.index(start)?;
+        if self.slot_start(i) != start {
+            return None;
+        }
+        let m = &mut self.regions[i.region].subs[i.sub].meta[i.slot];
+        if *m == 0 {
+            return None;
+        }
+        let old = usize::from(*m >> 5);
+        *m = (tag as u8) << 5 | (*m & PAGES_MASK);
+        Some(old)
+    }
+
+    /// Free the area that starts at `start`: its slot can be handed out again.
+    pub fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
+        let i = self
+            .index(start)
+            .ok_or(VaError::NotAnArea { addr: start })?;
+        let area = match self.area_at(i, start) {
+            Some((area, _)) if area.start == start => area,
+            Some((area, _)) => return Err(VaError::InsideArea { addr: start, area }),
+            None => return Err(VaError::NotAnArea { addr: start }),
+        };
+        let sub = &mut self.regions[i.region].subs[i.sub];
+        sub.meta[i.slot] = 0;
+        sub.free[sub.nfree] = i.slot as u8;
+        sub.nfree += 1;
+        let (class, slot_size) = (sub.class, sub.slot_size());
+        if sub.nfree == 1 {
+            self.partial[class].push((i.region as u32, i.sub as u32));
+        }
+        self.live -= 1;
+        self.used -= slot_size;
+        Ok(area)
+    }
+
+    /// Live areas.
+    pub fn live_areas(&self) -> usize {
+        self.live
+    }
+
+    /// Bytes of the regions not taken by a live area's slot (each region counted without the
+    /// global allocator's guard page at its end).
+    pub fn free_bytes(&self) -> usize {
+        self.regions.len() * (REGION - PAGE_SIZE) - self.used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: usize = 0xffff_8000_0000_0000;
+    const P: usize = PAGE_SIZE;
+
+    #[test]
+    fn an_alignment_picks_a_slot_at_least_that_large() {
+        let mut a = SlotArena::new();
+        a.add_region(R);
+        a.alloc(P, P, 0).unwrap();
+        for align in [2 * P, 4 * P, 16 * P, SLOT] {
+            let x = a.alloc(P, align, 0).unwrap();
+            assert!(
+                x.start.is_multiple_of(align),
+                "{:#x} at {align:#x}",
+                x.start
+            );
+            assert_eq!(x.size, P, "the area is what was asked for, not its slot");
+        }
+    }
+
+    #[test]
+    fn slots_from_the_lowest_up_with_their_size_and_tag() {
+        let mut a = SlotArena::new();
+        assert_eq!(a.alloc(P, P, 1), None, "no region yet");
+        a.add_region(R);
+        let x = a.alloc(3 * P, P, 1).unwrap();
+        let y = a.alloc(SLOT_MAX_PAGES * P, P, 2).unwrap();
+        let z = a.alloc(3 * P, P, 0).unwrap();
+        assert_eq!(
+            (x.start, x.size),
+            (R, 3 * P),
+            "3 pages and a guard: a 4-page slot"
+        );
+        assert_eq!(
+            (y.start, y.size),
+            (R + SUB, SLOT_MAX_PAGES * P),
+            "another class, another sub-block"
+        );
+        assert_eq!(z.start, R + 4 * P, "the next 4-page slot");
+        a.free(z.start).unwrap();
+        assert_eq!(a.tag(x.start), Some(1));
+        assert_eq!(a.tag(y.start), Some(2));
+        assert_eq!(a.find(x.start + 2 * P), Some(x));
+        assert_eq!(
+            a.find(x.start + 3 * P),
+            Some(x),
+            "the guard page is the area's"
+        );
+        assert_eq!(
+            a.find(x.start + 4 * P),
+            None,
+            "past the guard page: nobody's"
+        );
+        assert_eq!(
+            a.find(y.start + SLOT - 1),
+            Some(y),
+            "a full slot ends with its guard page"
+        );
+        assert_eq!(a.tag(x.start + P), None, "no area starts there");
+        assert_eq!(a.set_tag(x.start, 4), Some(1));
+        assert_eq!(a.tag(x.start), Some(4));
+        assert_eq!(a.find(x.start), Some(x), "retagging keeps the size");
+        assert_eq!(a.live_areas(), 2);
+        assert_eq!(a.free_bytes(), REGION - P - 4 * P - SLOT);
+    }
+
+    #[test]
+    fn freed_slots_are_reused_and_mistakes_refused() {
+        let mut a = SlotArena::new();
+        a.add_region(R);
+        let x = a.alloc(P, P, 1).unwrap();
+        assert_eq!(
+            a.free(x.start + P),
+            Err(VaError::InsideArea {
+                addr: x.start + P,
+                area: x
+            })
+        );
+        assert_eq!(a.free(x.start), Ok(x));
+        assert_eq!(a.free(x.start), Err(VaError::NotAnArea { addr: x.start }));
+        assert_eq!(
+            a.alloc(P, P, 3).unwrap().start,
+            x.start,
+            "the freed slot first"
+        );
+        assert_eq!(
+            a.free(R + 7 * SUB),
+            Err(VaError::NotAnArea { addr: R + 7 * SUB })
+        );
+    }
+
+    #[test]
+    fn sub_blocks_fill_in_turn_and_a_full_region_asks_for_another() {
+        let mut a = SlotArena::new();
+        a.add_region(R);
+        let n = 2 * MAX_SUB_SLOTS + 1;
+        let areas: Vec<_> = (0..n).map(|_| a.alloc(P, P, 0).unwrap()).collect();
+        for (i, x) in areas.iter().enumerate() {
+            assert_eq!(
+                x.start,
+                R + i * 2 * P,
+                "a page and its guard page each, in order"
+            );
+        }
+        assert_eq!(a.regions[0].subs.len(), 3);
+        // Free one slot in the first (full) sub-block: it is used before the third's.
+        a.free(areas[5].start).unwrap();
+        assert_eq!(a.alloc(P, P, 0).unwrap().start, areas[5].start);
+        assert!(a.contains(R + REGION - 1) && !a.contains(R + REGION));
+        // A full region: the arena says so.
+        let mut b = SlotArena::new();
+        b.add_region(R);
+        for _ in 0..SUBS_PER_REGION * (SUB / SLOT) {
+            b.alloc(SLOT_MAX_PAGES * P, P, 0).unwrap();
+        }
+        assert_eq!(
+            b.alloc(P, P, 0),
+            None,
+            "no room for a sub-block of another class either"
+        );
+        b.add_region(R + REGION);
+        assert_eq!(b.alloc(P, P, 0).unwrap().start, R + REGION);
+    }
+}
