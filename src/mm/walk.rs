@@ -1,0 +1,113 @@
+//! The one walk over a range of a translation table tree: every operation on a range of
+//! `init_mm` (map, unmap, count, reclaim, free a subtree, check for leaves, translate, list the
+//! leaves of another tree) is a [`Visitor`] of it.
+//!
+//! [`walk`] visits, in address order, every entry of a table that the range meets, handing the
+//! visitor the entry and the part of the range it translates (a [`Span`]). The visitor decides
+//! what to do with the entry and whether to go down into the table it points at
+//! ([`Step::Descend`]); after the walk below an entry it is called again ([`Visitor::after`]), so
+//! bottom-up work (freeing tables once the tables below them are gone) is a visitor too.
+//!
+//! The walker reads each entry it descends through once (Acquire, see invariant 1 in `mm`'s
+//! module documentation) and follows only table descriptors it read itself: a visitor cannot make
+//! it walk a frame that is not a table of the tree.
+
+use super::env::PageTableEnv;
+use super::pgtable::{Entry, Level, PhysAddr};
+
+/// What to do after visiting an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Go on with the next entry of the same table.
+    Next,
+    /// Walk the table this entry points at, if it holds a table descriptor (the walker reads it
+    /// again after [`Visitor::visit`], so a visitor may install the table first), then call
+    /// [`Visitor::after`] for this entry.
+    Descend,
+}
+
+/// The part of the walked range that one entry translates: `[start, last]`, both inclusive, so
+/// that a range may end at the very top of the address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The first address.
+    pub start: usize,
+    /// The last address (inclusive).
+    pub last: usize,
+}
+
+impl Span {
+    /// The address after the span (0 when it ends at the top of the address space).
+    pub const fn end(self) -> usize {
+        self.last.wrapping_add(1)
+    }
+
+    /// Does the span hold every address `entry` translates? (A leaf may be cleared, or a block
+    /// written, or a table freed, only for a range that covers the entry's whole span.)
+    pub const fn covers(self, entry: &Entry<'_>) -> bool {
+        let base = entry.span_start();
+        self.start == base && self.last == base + (entry.level().entry_size() - 1)
+    }
+}
+
+/// One operation over a range: what it does at each entry the range meets.
+pub trait Visitor {
+    /// What stops the walk ([`core::convert::Infallible`] for operations that cannot fail).
+    type Error;
+
+    /// Called for each entry that `span` (part of the walked range) goes through, top level
+    /// first, in address order.
+    fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Result<Step, Self::Error>;
+
+    /// Called after the walk below `entry`, for the entries [`visit`](Self::visit) descended
+    /// into: bottom-up work goes here.
+    fn after(&mut self, _entry: &Entry<'_>, _span: Span) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Walk `[start, last]` (inclusive; every address in the part of the address space that `table`
+/// translates) through the `level` table in frame `table`, calling `visitor` for each entry.
+/// Stops at the first error a visitor returns.
+///
+/// # Safety
+///
+/// `table` is a `level` page table that `env` can reach with [`PageTableEnv::table`], and so is
+/// every table that a table descriptor in the walked range points at; each stays a table (is not
+/// freed or reused) while the walk is in it. A visitor may free a table only once the walk will
+/// not enter it again: the table an entry points at, from `visit` returning [`Step::Next`] or
+/// from `after`.
+pub unsafe fn walk<E: PageTableEnv, V: Visitor>(
+    env: &E,
+    table: PhysAddr,
+    level: Level,
+    start: usize,
+    last: usize,
+    visitor: &mut V,
+) -> Result<(), V::Error> {
+    // SAFETY: `table` is a live `level` table (this function's contract).
+    let slots = unsafe { env.table(table) };
+    let mut addr = start;
+    loop {
+        let span = Span {
+            start: addr,
+            last: (addr | (level.entry_size() - 1)).min(last),
+        };
+        let entry = Entry::new(slots, table, level, addr);
+        if visitor.visit(&entry, span)? == Step::Descend {
+            let d = entry.read();
+            if let Some(sub) = level.next()
+                && d.is_table(level)
+            {
+                // SAFETY: a table descriptor of the tree, read just now: the contract covers
+                // the table it points at.
+                unsafe { walk(env, d.addr(), sub, span.start, span.last, visitor)? };
+                visitor.after(&entry, span)?;
+            }
+        }
+        if span.last == last {
+            return Ok(());
+        }
+        addr = span.last + 1;
+    }
+}
