@@ -21,9 +21,9 @@ use super::layout::{
     KIMAGE_VADDR, LINEAR_MAP_LIMIT, PAGE_SIZE, VMALLOC_END, VMALLOC_START, image_layout,
     kimage_phys, phys_to_virt,
 };
-use super::mapping::PhysLayout;
 use super::pgalloc::InitMm;
 use super::pgtable::{MmError, Prot};
+use super::phys_layout::PhysLayout;
 use super::region::{self, Region};
 use super::vm::KernelVm;
 use crate::arch::aarch64::{early, mmu};

@@ -52,7 +52,7 @@
 //!    speculative walk may have cached the invalid entry (once per `map_range` call suffices).
 //! 10. **Real cores.** Nothing that is not RAM (the device tree's, minus `no-map`) is ever mapped
 //!     cacheable, not even by the early tables; RAM is never also mapped uncached; every alias of
-//!     kernel text and rodata is read-only (`mapping::PhysLayout` checks each mapping). An Armv8.0
+//!     kernel text and rodata is read-only (`phys_layout::PhysLayout` checks each mapping). An Armv8.0
 //!     CPU may take a translation fault on a mapping another CPU just published: it is retried,
 //!     not reported. How the MMU, caches and TLB are handled at each step of boot and mapping is
 //!     listed in `arch::aarch64`'s module documentation.
@@ -65,12 +65,15 @@ pub mod layout;
 pub mod mapping;
 pub mod pgalloc;
 pub mod pgtable;
+pub mod phys_layout;
 pub mod profile;
 pub mod region;
 pub mod sync;
+pub mod tlb;
 pub mod vm;
 pub mod vmap_area;
 pub mod vmap_node;
+pub mod walk;
 
 #[cfg(test)]
 pub mod testenv;

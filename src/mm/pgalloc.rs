@@ -47,8 +47,8 @@
 //! kernel `just run` boots is built without the feature and has the seed design only.
 
 use super::env::PageTableEnv;
-use super::mapping::PhysLayout;
 use super::pgtable::{Descriptor, Entry, Level, MmError, PhysAddr};
+use super::phys_layout::PhysLayout;
 use super::profile::{self, Event, Lock};
 #[cfg(feature = "bench")]
 use super::sync::AtomicUsize;

@@ -292,7 +292,7 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// size. What is RAM (which ioremap refuses) is `init_mm`'s [`PhysLayout`]. The lazy-purge
     /// threshold starts as for one CPU ([`set_online_cpus`](Self::set_online_cpus) raises it).
     ///
-    /// [`PhysLayout`]: super::mapping::PhysLayout
+    /// [`PhysLayout`]: super::phys_layout::PhysLayout
     pub fn new(init_mm: InitMm<E>, vmalloc: (usize, usize), pa_bits: u32) -> Self {
         let areas = Areas {
             alloc: VmapAreaAllocator::new(vmalloc.0, vmalloc.1),

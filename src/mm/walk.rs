@@ -24,6 +24,8 @@ pub enum Step {
     /// again after [`Visitor::visit`], so a visitor may install the table first), then call
     /// [`Visitor::after`] for this entry.
     Descend,
+    /// End the walk here (the visitor keeps why: an error, or what it was looking for).
+    Stop,
 }
 
 /// The part of the walked range that one entry translates: `[start, last]`, both inclusive, so
@@ -52,23 +54,18 @@ impl Span {
 
 /// One operation over a range: what it does at each entry the range meets.
 pub trait Visitor {
-    /// What stops the walk ([`core::convert::Infallible`] for operations that cannot fail).
-    type Error;
-
     /// Called for each entry that `span` (part of the walked range) goes through, top level
     /// first, in address order.
-    fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Result<Step, Self::Error>;
+    fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Step;
 
     /// Called after the walk below `entry`, for the entries [`visit`](Self::visit) descended
-    /// into: bottom-up work goes here.
-    fn after(&mut self, _entry: &Entry<'_>, _span: Span) -> Result<(), Self::Error> {
-        Ok(())
-    }
+    /// into, unless the walk below stopped: bottom-up work goes here.
+    fn after(&mut self, _entry: &Entry<'_>, _span: Span) {}
 }
 
 /// Walk `[start, last]` (inclusive; every address in the part of the address space that `table`
 /// translates) through the `level` table in frame `table`, calling `visitor` for each entry.
-/// Stops at the first error a visitor returns.
+/// Returns false if a visitor stopped the walk ([`Step::Stop`]).
 ///
 /// # Safety
 ///
@@ -84,7 +81,7 @@ pub unsafe fn walk<E: PageTableEnv, V: Visitor>(
     start: usize,
     last: usize,
     visitor: &mut V,
-) -> Result<(), V::Error> {
+) -> bool {
     // SAFETY: `table` is a live `level` table (this function's contract).
     let slots = unsafe { env.table(table) };
     let mut addr = start;
@@ -94,20 +91,29 @@ pub unsafe fn walk<E: PageTableEnv, V: Visitor>(
             last: (addr | (level.entry_size() - 1)).min(last),
         };
         let entry = Entry::new(slots, table, level, addr);
-        if visitor.visit(&entry, span)? == Step::Descend {
-            let d = entry.read();
-            if let Some(sub) = level.next()
-                && d.is_table(level)
-            {
-                // SAFETY: a table descriptor of the tree, read just now: the contract covers
-                // the table it points at.
-                unsafe { walk(env, d.addr(), sub, span.start, span.last, visitor)? };
-                visitor.after(&entry, span)?;
+        match visitor.visit(&entry, span) {
+            Step::Next => {}
+            Step::Stop => return false,
+            Step::Descend => {
+                let d = entry.read();
+                if let Some(sub) = level.next()
+                    && d.is_table(level)
+                {
+                    // SAFETY: a table descriptor of the tree, read just now: the contract
+                    // covers the table it points at.
+                    if !unsafe { walk(env, d.addr(), sub, span.start, span.last, visitor) } {
+                        return false;
+                    }
+                    visitor.after(&entry, span);
+                }
             }
         }
         if span.last == last {
-            return Ok(());
+            return true;
         }
         addr = span.last + 1;
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;

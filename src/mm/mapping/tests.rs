@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::*;
-use crate::mm::pgtable::{KIMAGE_VADDR, MemType, VMALLOC_END, VMALLOC_START};
+use crate::mm::pgtable::{KIMAGE_VADDR, MemType, PMD_SIZE, PUD_SIZE, VMALLOC_END, VMALLOC_START};
+use crate::mm::phys_layout::PhysLayout;
+use crate::mm::region::{self, Region};
 use crate::mm::testenv::{Event, TestEnv};
 
 const V: usize = VMALLOC_START;
@@ -14,7 +16,8 @@ fn mm() -> InitMm<TestEnv> {
     InitMm::new(TestEnv::new(), PhysLayout::unchecked()).unwrap()
 }
 
-/// Every valid leaf under the pgd whose VA lies in `[start, end)`.
+/// Every valid leaf under the pgd whose VA lies in `[start, end)`. Walked by hand, not with
+/// `mm::walk`, so that the walker is not checked against itself.
 fn leaves(mm: &InitMm<TestEnv>, start: usize, end: usize) -> Vec<(usize, Level)> {
     fn walk(
         mm: &InitMm<TestEnv>,

@@ -12,13 +12,14 @@ use std::time::Duration;
 use std::vec::Vec;
 
 use super::*;
-use crate::mm::mapping::{TLBI_MAX_OPS, TableCount};
+use crate::mm::mapping::TableCount;
 use crate::mm::pgtable::{
     Descriptor, Entry, Level, MAIR_IDX_DEVICE_NGNRE, MAIR_IDX_NORMAL, MAIR_IDX_NORMAL_NC, MemType,
     PGDIR_SIZE, Table, VMALLOC_END, VMALLOC_START,
 };
 use crate::mm::sync::Ordering;
 use crate::mm::testenv::{Event, POISON, TestEnv};
+use crate::mm::tlb::TLBI_MAX_OPS;
 
 const V: usize = VMALLOC_START;
 const P: usize = PAGE_SIZE;
@@ -56,9 +57,9 @@ fn vm_with_nodes() -> KernelVm<TestEnv> {
 }
 
 /// [`RAM`] is the machine's memory; no kernel image.
-fn layout() -> crate::mm::mapping::PhysLayout {
+fn layout() -> crate::mm::phys_layout::PhysLayout {
     let none = Region::new(0, 0);
-    crate::mm::mapping::PhysLayout::new(vec![RAM], none, none)
+    crate::mm::phys_layout::PhysLayout::new(vec![RAM], none, none)
 }
 
 fn vm() -> KernelVm<TestEnv> {

@@ -1,0 +1,105 @@
+//! What the physical address space holds, and so what may be mapped how: the checks every
+//! mapping of `init_mm` passes (invariant 10 in `mm`'s module documentation), and the linear
+//! map's shape.
+
+use alloc::vec::Vec;
+
+use super::pgtable::{MmError, PAGE_SIZE, Prot};
+use super::region::{self, Region};
+
+/// What the physical address space holds, for the checks every `map_range` passes: nothing that
+/// is not RAM is ever mapped cacheable (a speculative fetch into a device or a secure carve-out
+/// can raise an SError or hang a real SoC), RAM is never mapped with a second, uncached alias
+/// (mismatched attributes), kernel text and rodata are never writable through any alias, and
+/// only kernel text is executable.
+#[derive(Clone, Debug)]
+pub struct PhysLayout {
+    /// RAM the kernel may map: the device tree's RAM minus its `no-map` reservations. Sorted and
+    /// non-overlapping (as `region::subtract` returns it).
+    memory: Vec<Region>,
+    /// The kernel image's text.
+    text: Region,
+    /// The kernel image's text and rodata.
+    read_only: Region,
+    /// False only for the host tests of the walkers ([`PhysLayout::unchecked`]).
+    checked: bool,
+}
+
+impl PhysLayout {
+    /// `memory`: mappable RAM (sorted, non-overlapping); `text` and `read_only`: the physical
+    /// ranges of the image's text and of its text plus rodata.
+    pub fn new(memory: Vec<Region>, text: Region, read_only: Region) -> Self {
+        Self {
+            memory,
+            text,
+            read_only,
+            checked: true,
+        }
+    }
+
+    /// No checks at all: for host tests of the table code, whose fake physical addresses are
+    /// no machine's.
+    #[cfg(test)]
+    pub fn unchecked() -> Self {
+        Self {
+            memory: Vec::new(),
+            text: Region::new(0, 0),
+            read_only: Region::new(0, 0),
+            checked: false,
+        }
+    }
+
+    /// Mappable RAM.
+    pub fn memory(&self) -> &[Region] {
+        &self.memory
+    }
+
+    /// What the linear map maps, and how: every page of mappable RAM, read/write, except the
+    /// kernel's text and rodata, which are read-only there too (their linear alias, Linux's
+    /// `mark_linear_text_alias_ro`; done at once here, since init_mm is built before anything
+    /// could write through that alias). All execute-never. Pages only partly RAM are left out.
+    pub fn linear_map(&self) -> Vec<(Region, Prot)> {
+        let mut out = Vec::new();
+        let ro = core::slice::from_ref(&self.read_only);
+        for r in self
+            .memory
+            .iter()
+            .filter_map(|&r| region::align_inward(r, PAGE_SIZE as u64))
+        {
+            let r = [r];
+            let rw = region::subtract(&r, ro);
+            let ro_part = region::subtract(&r, &rw);
+            out.extend(rw.into_iter().map(|x| (x, Prot::KERNEL_RW)));
+            out.extend(
+                ro_part
+                    .into_iter()
+                    .filter_map(|x| region::align_inward(x, PAGE_SIZE as u64))
+                    .map(|x| (x, Prot::KERNEL_RO)),
+            );
+        }
+        out.sort_unstable_by_key(|(r, _)| r.base);
+        out
+    }
+
+    /// May `[pa, pa + size)` be mapped with `prot`?
+    pub fn check(&self, pa: u64, size: usize, prot: Prot) -> Result<(), MmError> {
+        if !self.checked {
+            return Ok(());
+        }
+        let r = Region::new(pa, size as u64);
+        if prot.mem().is_cacheable() {
+            if !region::covers(&self.memory, r) {
+                return Err(MmError::CacheableNonRam { pa, size });
+            }
+        } else if region::overlaps(&self.memory, r) {
+            return Err(MmError::UncachedAliasOfRam { pa, size });
+        }
+        if prot.writable() && region::overlaps(core::slice::from_ref(&self.read_only), r) {
+            return Err(MmError::WritableKernelText { pa, size });
+        }
+        if prot.executable() && !region::covers(core::slice::from_ref(&self.text), r) {
+            return Err(MmError::ExecutableNonText { pa, size });
+        }
+        Ok(())
+    }
+}
