@@ -129,39 +129,6 @@ impl<E: PageTableEnv> Visitor for Map<'_, '_, '_, '_, E> {
     }
 }
 
-/// Unmapping: clear every leaf of the range (each must lie wholly inside it), and report each.
-struct Unmap<'e, E: PageTableEnv, F: FnMut(usize, PhysAddr, usize)> {
-    env: &'e E,
-    /// The range, for the message when a block would be split.
-    range: (usize, usize),
-    /// `cleared(virtual address, output address, leaf size)`.
-    cleared: F,
-}
-
-impl<E: PageTableEnv, F: FnMut(usize, PhysAddr, usize)> Visitor for Unmap<'_, E, F> {
-    fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Step {
-        let level = entry.level();
-        let d = entry.read();
-        if d.is_table(level) {
-            return Step::Descend;
-        }
-        if d.is_leaf(level) {
-            let (start, end) = self.range;
-            assert!(
-                span.covers(entry),
-                "init_mm: unmapping [{start:#x}, {end:#x}) would split the {} block at {:#x}",
-                level.name(),
-                entry.span_start()
-            );
-            // SAFETY: clearing a leaf of the caller's range; the caller invalidates the TLB
-            // before the range is used again.
-            unsafe { self.env.set_entry(entry, Descriptor::INVALID.raw()) };
-            (self.cleared)(span.start, d.addr(), level.entry_size());
-        }
-        Step::Next
-    }
-}
-
 /// Count the tables under a range, per level. Never enters a pte table: only its entry counts.
 impl Visitor for TableCount {
     fn visit(&mut self, entry: &Entry<'_>, _span: Span) -> Step {
@@ -247,10 +214,11 @@ impl<E: PageTableEnv> Visitor for FreeTables<'_, E> {
     }
 }
 
-/// [`for_each_leaf`] and [`InitMm::translate`]: report each valid leaf.
-struct Leaves<F: FnMut(usize, Level, Descriptor)>(F);
+/// Unmapping, [`for_each_leaf`] and [`InitMm::translate`]: call the closure with each valid
+/// leaf (its entry, its part of the range, its descriptor).
+struct Leaves<F: FnMut(&Entry<'_>, Span, Descriptor)>(F);
 
-impl<F: FnMut(usize, Level, Descriptor)> Visitor for Leaves<F> {
+impl<F: FnMut(&Entry<'_>, Span, Descriptor)> Visitor for Leaves<F> {
     fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Step {
         let level = entry.level();
         let d = entry.read();
@@ -258,7 +226,7 @@ impl<F: FnMut(usize, Level, Descriptor)> Visitor for Leaves<F> {
             return Step::Descend;
         }
         if d.is_leaf(level) {
-            (self.0)(span.start, level, d);
+            (self.0)(entry, span, d);
         }
         Step::Next
     }
@@ -279,8 +247,9 @@ pub unsafe fn for_each_leaf<E: PageTableEnv>(
     visit: &mut dyn FnMut(usize, Level, Descriptor),
 ) {
     let last = va_base + (PTRS_PER_TABLE * PGDIR_SIZE - 1);
+    let mut leaves = Leaves(|e: &Entry<'_>, span: Span, d| visit(span.start, e.level(), d));
     // SAFETY: the caller promises every table of the tree stays one.
-    unsafe { walk(env, root, Level::Pgd, va_base, last, &mut Leaves(visit)) };
+    unsafe { walk(env, root, Level::Pgd, va_base, last, &mut leaves) };
 }
 
 /// The end of a range to unmap, or a panic naming `what` for a caller bug: a range that is not
@@ -570,12 +539,32 @@ impl<E: PageTableEnv> InitMm<E> {
         }
         // Invalidates when dropped, at the end of this function.
         let mut flush = TlbFlush::new(self.env(), start);
-        let mut unmap = Unmap {
-            env: self.env(),
-            range: (start, end),
-            cleared: |va, _, _| flush.add(va),
-        };
-        self.walk_range(start, end - 1, &mut unmap);
+        self.clear_leaves(start, end, |va, _, _| flush.add(va));
+    }
+
+    /// Clear every leaf of `[start, end)` (non-empty), each of which must lie wholly inside it,
+    /// and call `cleared(virtual address, output address, leaf size)` for each.
+    fn clear_leaves(
+        &self,
+        start: usize,
+        end: usize,
+        mut cleared: impl FnMut(usize, PhysAddr, usize),
+    ) {
+        let env = self.env();
+        let mut leaves = Leaves(|entry: &Entry<'_>, span: Span, d: Descriptor| {
+            let level = entry.level();
+            assert!(
+                span.covers(entry),
+                "init_mm: unmapping [{start:#x}, {end:#x}) would split the {} block at {:#x}",
+                level.name(),
+                entry.span_start()
+            );
+            // SAFETY: clearing a leaf of the caller's range; the caller invalidates the TLB
+            // before the range is used again.
+            unsafe { env.set_entry(entry, Descriptor::INVALID.raw()) };
+            cleared(span.start, d.addr(), level.entry_size());
+        });
+        self.walk_range(start, end - 1, &mut leaves);
     }
 
     /// Clear every leaf in `[va, va + size)` as [`unmap_range`](Self::unmap_range) does, but
@@ -600,12 +589,7 @@ impl<E: PageTableEnv> InitMm<E> {
     ) {
         let end = unmap_end("unmap_range_noflush", va, size);
         if va != end {
-            let mut unmap = Unmap {
-                env: self.env(),
-                range: (va, end),
-                cleared: |_, pa, size| on_leaf(pa, size),
-            };
-            self.walk_range(va, end - 1, &mut unmap);
+            self.clear_leaves(va, end, |_, pa, size| on_leaf(pa, size));
         }
     }
 
@@ -627,8 +611,9 @@ impl<E: PageTableEnv> InitMm<E> {
         self.walk_range(
             va,
             va,
-            &mut Leaves(|start, level, desc: Descriptor| {
-                let off = (start & (level.entry_size() - 1)) as u64;
+            &mut Leaves(|entry: &Entry<'_>, _, desc: Descriptor| {
+                let level = entry.level();
+                let off = (va & (level.entry_size() - 1)) as u64;
                 found = Some(Translation {
                     pa: PhysAddr(desc.addr().0 + off),
                     level,
