@@ -181,7 +181,9 @@ fn every_area_reservation_fails_cleanly() {
     let base = baseline();
     let calls: [(&str, &VmCall); 5] = [
         ("vmalloc", &|| vm.vmalloc(PAGE_SIZE)),
-        ("vmalloc_stack", &|| vm.vmalloc_stack(4 * PAGE_SIZE)),
+        ("vmalloc_stack", &|| {
+            vm.vmalloc_stack(4 * PAGE_SIZE).map(|s| s.guard_page())
+        }),
         ("ioremap", &|| vm.ioremap(gic_page(), PAGE_SIZE)),
         ("vmap", &|| vm.vmap(&[frame], Prot::KERNEL_RW)),
         ("reserve_window", &|| vm.reserve_window(PUD_SIZE, PUD_SIZE)),

@@ -38,6 +38,14 @@ use super::vmap_area::{VaError, VmapArea, VmapAreaAllocator};
 use super::vmap_node::{REGION, SLOT, SLOT_MAX_PAGES, SlotArena};
 use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 
+mod areas;
+mod lazy;
+
+pub use areas::NODES;
+use areas::{Home, VmapNode};
+use lazy::LazyList;
+pub use lazy::{LazyStats, lazy_max_pages};
+
 /// What an area in the vmalloc region holds: decides what unmapping it must do and which
 /// function may free it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,13 +80,6 @@ impl AreaKind {
     fn from_tag(tag: usize) -> Self {
         Self::ALL[tag]
     }
-}
-
-/// Lazily freed pages, in all, above which a free purges: Linux's `lazy_max_pages()`, 32 MiB per
-/// power of two of online CPUs (`fls(cpus) * 32 MiB`).
-pub fn lazy_max_pages(online_cpus: usize) -> usize {
-    let fls = usize::BITS - online_cpus.max(1).leading_zeros();
-    fls as usize * ((32 << 20) / PAGE_SIZE)
 }
 
 /// Why a vmap/vmalloc/ioremap call failed. Nothing is left mapped or reserved by a failed call.
@@ -185,80 +186,33 @@ struct Areas {
     alloc: VmapAreaAllocator,
 }
 
-/// Areas freed lazily: leaves cleared, TLB entries possibly still live.
-#[derive(Default)]
-struct LazyList {
-    /// `(start, end)` of each area.
-    areas: Vec<(usize, usize)>,
-    /// The frames of the vmalloc areas among them, freed after the purge.
-    pages: Vec<PhysAddr>,
+/// A kernel stack from [`KernelVm::vmalloc_stack`]: the handle of its vmalloc area, which it
+/// owns until given to [`KernelVm::vfree_stack`]. Dropping the handle frees nothing: a stack a
+/// CPU runs on must stay mapped for as long as the CPU lives, whoever holds the handle.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a stack that is neither used nor freed leaks its area"]
+pub struct KernelStack {
+    /// The area's start: the unmapped guard page below the stack.
+    area: usize,
+    /// One past the stack's highest byte: the initial stack pointer.
+    top: usize,
 }
 
-/// Counts of the lazy purge, for reports and balance checks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LazyStats {
-    /// Areas waiting for a purge.
-    pub areas: usize,
-    /// Pages those areas span.
-    pub pages: usize,
-    /// Purges so far.
-    pub purges: u64,
-}
-
-/// Per-CPU vmap nodes (Linux 6.9's `vmap_node`, in a simpler shape). Each CPU allocates its
-/// small areas (up to [`SLOT_MAX_PAGES`] pages) from its own regions of the window, fixed-size
-/// slots in [`REGION`]-sized pieces that it takes from the global allocator once
-/// (`vmap_node::SlotArena`), under its own lock, and keeps its lazily freed areas on its own list:
-/// CPUs mapping and unmapping at once meet on no virtual-area lock, and a small area costs no
-/// search-tree work. A region's owner is found from an address alone (`KernelVm::home`), so a
-/// free on another CPU, or the purge, takes the owner's lock. Larger areas and windows come from
-/// the global allocator, as every area does when the window cannot hold a region.
-pub const NODES: usize = 32;
-
-/// One CPU's node: its slots and its lazy list.
-struct VmapNode {
-    slots: Mutex<SlotArena>,
-    lazy: Mutex<LazyList>,
-}
-
-/// The bookkeeping of some areas, global or a node's: what `lookup`, `release` and the purge use.
-trait Book {
-    /// The live area whose reservation holds `addr`, with its tag.
-    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)>;
-    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize>;
-    fn free(&mut self, start: usize) -> Result<VmapArea, VaError>;
-}
-
-impl Book for VmapAreaAllocator {
-    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
-        let area = VmapAreaAllocator::find(self, addr)?;
-        Some((area, VmapAreaAllocator::tag(self, area.start)?))
+impl KernelStack {
+    /// The initial stack pointer: one past the stack's highest byte (16-byte aligned).
+    pub const fn top(&self) -> usize {
+        self.top
     }
-    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
-        VmapAreaAllocator::set_tag(self, start, tag)
-    }
-    fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
-        VmapAreaAllocator::free(self, start)
-    }
-}
 
-impl Book for SlotArena {
-    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
-        SlotArena::find_tagged(self, addr)
+    /// The unmapped page below the stack, into which an overflow runs.
+    pub const fn guard_page(&self) -> usize {
+        self.area
     }
-    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
-        SlotArena::set_tag(self, start, tag)
-    }
-    fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
-        SlotArena::free(self, start)
-    }
-}
 
-/// Where an area's bookkeeping lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Home {
-    Global,
-    Node(usize),
+    /// The stack's usable bytes.
+    pub const fn size(&self) -> usize {
+        self.top - self.area - PAGE_SIZE
+    }
 }
 
 /// `init_mm` plus the vmalloc region's range allocators.
@@ -338,230 +292,6 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// Set the lazy-purge threshold directly, in pages (0: purge on every free). For tests.
     pub fn set_lazy_max_pages(&self, pages: usize) {
         self.lazy_max.store(pages, Ordering::Relaxed);
-    }
-
-    /// Reserve a virtual range (plus its guard page) of `size` bytes at `align`: from this CPU's
-    /// node when it is small, else from the global allocator. When there is no room, lazily freed
-    /// areas are purged and the allocation tried once more (Linux's `alloc_vmap_area` does the
-    /// same).
-    ///
-    /// `fail=areas:...` (`fault_inject::FAIL_AREAS`) makes this fail as a full region would, so
-    /// that every caller's "no virtual space" path runs; it is decided before any lock is taken
-    /// and reserves nothing.
-    fn reserve(&self, size: usize, align: usize, kind: AreaKind) -> Result<VmapArea, VmError> {
-        if super::fault_inject::FAIL_AREAS.should_fail() {
-            return Err(VmError::NoVirtualSpace(VaError::NoSpace {
-                size: size.div_ceil(PAGE_SIZE) * PAGE_SIZE,
-                align,
-            }));
-        }
-        let small = self.use_nodes
-            && kind != AreaKind::Window
-            && (1..=SLOT_MAX_PAGES * PAGE_SIZE).contains(&size)
-            && align <= SLOT;
-        let try_alloc = || {
-            if small && let Some(area) = self.node_alloc(size, align, kind) {
-                return Ok(area);
-            }
-            profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
-                .alloc
-                .alloc_tagged(size, align, kind as usize)
-        };
-        match try_alloc() {
-            Err(VaError::NoSpace { .. }) if self.lazy_pages.load(Ordering::Relaxed) > 0 => {
-                self.purge(true);
-                try_alloc()
-            }
-            r => r,
-        }
-        .map_err(VmError::NoVirtualSpace)
-    }
-
-    /// A slot from this CPU's node, in a new region it takes from the global allocator when its
-    /// regions are full; `None` when the window has no room for a region (the caller then
-    /// allocates globally).
-    fn node_alloc(&self, size: usize, align: usize, kind: AreaKind) -> Option<VmapArea> {
-        let node = self.init_mm.env().cpu_id() % NODES;
-        let mut slots = profile::acquire(Lock::VmapNode, || self.nodes[node].slots.lock());
-        if let Some(area) = slots.alloc(size, align, kind as usize) {
-            return Some(area);
-        }
-        // Its last page is the global allocator's guard page, which falls on the guard page of
-        // the region's last slot.
-        let region = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
-            .alloc
-            .alloc_tagged(REGION - PAGE_SIZE, REGION, AreaKind::Region as usize)
-            .ok()?;
-        self.region_owner[(region.start - self.region_base) / REGION]
-            .store(node as u8 + 1, Ordering::Release);
-        self.regions.fetch_add(1, Ordering::Relaxed);
-        slots.add_region(region.start);
-        slots.alloc(size, align, kind as usize)
-    }
-
-    /// Where the bookkeeping of the area holding `addr` lives: the node whose block holds it, or
-    /// the global allocator.
-    fn home(&self, addr: usize) -> Home {
-        let owner = addr
-            .checked_sub(self.region_base)
-            .and_then(|off| self.region_owner.get(off / REGION))
-            .map_or(0, |o| o.load(Ordering::Acquire));
-        match owner {
-            0 => Home::Global,
-            n => Home::Node(usize::from(n) - 1),
-        }
-    }
-
-    /// Run `f` on the bookkeeping that keeps the area holding `addr`, under its lock.
-    fn with_allocator<R>(&self, addr: usize, f: impl FnOnce(&mut dyn Book) -> R) -> R {
-        match self.home(addr) {
-            Home::Global => {
-                f(&mut profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock()).alloc)
-            }
-            Home::Node(n) => f(&mut *profile::acquire(Lock::VmapNode, || {
-                self.nodes[n].slots.lock()
-            })),
-        }
-    }
-
-    /// Give a range back, now: only once no TLB can hold a translation of it.
-    fn release(&self, start: usize) {
-        let freed = self.with_allocator(start, |a| a.free(start));
-        debug_assert!(freed.is_ok(), "releasing {start:#x}: {freed:?}");
-    }
-
-    /// The area that starts at `addr` and is of kind `kind`; with `claim`, mark it
-    /// [`AreaKind::Lazy`] in the same critical section, so that exactly one caller frees it.
-    fn lookup(&self, addr: usize, kind: AreaKind, claim: bool) -> Result<VmapArea, VmError> {
-        self.with_allocator(addr, |a| {
-            let (area, tag) = a.find_tagged(addr).ok_or(VmError::NotMapped { addr })?;
-            if area.start != addr {
-                return Err(VmError::InsideArea {
-                    addr,
-                    start: area.start,
-                });
-            }
-            let is = AreaKind::from_tag(tag);
-            match is {
-                AreaKind::Lazy => return Err(VmError::AlreadyFreed { addr }),
-                // A node's region, seen from the global allocator: no area starts there.
-                AreaKind::Region => return Err(VmError::NotMapped { addr }),
-                _ if is != kind => {
-                    return Err(VmError::WrongKind {
-                        addr,
-                        is,
-                        expected: kind,
-                    });
-                }
-                _ => {}
-            }
-            if claim {
-                a.set_tag(addr, AreaKind::Lazy as usize);
-            }
-            Ok(area)
-        })
-    }
-
-    /// Free a claimed area lazily: clear its leaves, put it (and, for a vmalloc area,
-    /// `with_pages`, its frames) on this CPU's lazy list, and purge if the lazily freed total
-    /// passed the threshold.
-    fn free_lazily(&self, area: VmapArea, with_pages: bool) {
-        let node = self.init_mm.env().cpu_id() % NODES;
-        {
-            let mut l = profile::acquire(Lock::VmapNode, || self.nodes[node].lazy.lock());
-            let l = &mut *l;
-            self.init_mm
-                .unmap_range_noflush(area.start, area.size, &mut |pa, size| {
-                    if with_pages {
-                        l.pages.extend(
-                            (0..size / PAGE_SIZE).map(|i| PhysAddr(pa.0 + (i * PAGE_SIZE) as u64)),
-                        );
-                    }
-                });
-            l.areas.push((area.start, area.end()));
-        }
-        let pages = area.size / PAGE_SIZE;
-        let total = self.lazy_pages.fetch_add(pages, Ordering::AcqRel) + pages;
-        if total > self.lazy_max.load(Ordering::Relaxed) {
-            self.purge(false);
-        }
-    }
-
-    /// Purge every lazily freed area, every node's: one TLB invalidation for all of them,
-    /// completed, then their ranges back to their allocators and their pages to the frame
-    /// allocator. One CPU purges at a time; with `wait` false a CPU that finds another purging
-    /// leaves it to that one (the areas it added are either in that purge or left for the next).
-    fn purge(&self, wait: bool) {
-        loop {
-            if self
-                .purging
-                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                break;
-            }
-            if !wait {
-                return;
-            }
-            core::hint::spin_loop();
-        }
-        let mut all = LazyList::default();
-        for node in &self.nodes {
-            let mut l = profile::acquire(Lock::VmapNode, || node.lazy.lock());
-            all.areas.append(&mut l.areas);
-            all.pages.append(&mut l.pages);
-        }
-        if !all.areas.is_empty() {
-            self.init_mm.flush_tlb_kernel_ranges(&all.areas);
-            // Back to their allocators, one lock hold per run of areas with the same home. A
-            // node's list holds mostly areas of its own regions, in the order they were freed,
-            // so the runs are long without sorting.
-            let homes: Vec<Home> = all
-                .areas
-                .iter()
-                .map(|&(start, _)| self.home(start))
-                .collect();
-            let mut i = 0;
-            while i < homes.len() {
-                let run = homes[i..].iter().take_while(|&&h| h == homes[i]).count();
-                self.with_allocator(all.areas[i].0, |a| {
-                    for &(start, _) in &all.areas[i..i + run] {
-                        let freed = a.free(start);
-                        debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
-                    }
-                });
-                i += run;
-            }
-            let n: usize = all
-                .areas
-                .iter()
-                .map(|&(start, end)| (end - start) / PAGE_SIZE)
-                .sum();
-            self.lazy_pages.fetch_sub(n, Ordering::AcqRel);
-            let env = self.init_mm.env();
-            // SAFETY: the pages of vmalloc areas freed with `vfree`, unmapped, and no TLB holds a
-            // translation to them any more (the invalidation above completed).
-            all.pages
-                .into_iter()
-                .for_each(|pa| unsafe { env.free_table_frame(pa) });
-            self.purges.fetch_add(1, Ordering::Relaxed);
-        }
-        self.purging.store(0, Ordering::Release);
-    }
-
-    /// Purge every lazily freed area now (Linux's `vm_unmap_aliases`): afterwards no CPU holds a
-    /// TLB entry for any freed area, and their ranges and pages are free.
-    pub fn vm_unmap_aliases(&self) {
-        self.purge(true);
-    }
-
-    /// The lazy purge's counts.
-    pub fn lazy_stats(&self) -> LazyStats {
-        LazyStats {
-            areas: self.nodes.iter().map(|n| n.lazy.lock().areas.len()).sum(),
-            pages: self.lazy_pages.load(Ordering::Relaxed),
-            purges: self.purges.load(Ordering::Relaxed),
-        }
     }
 
     /// Map `pages` (physical page addresses, in order) contiguously with `prot`, in one walk.
@@ -657,14 +387,30 @@ impl<E: PageTableEnv> KernelVm<E> {
             })
     }
 
-    /// A kernel stack of `size` bytes: fresh zeroed pages with an unmapped guard page *below* them
-    /// (the area's own guard page is above), so an overflow faults instead of corrupting memory.
-    /// Returns the stack's top (its highest address + 1). Freed with `vfree(top - size -
-    /// PAGE_SIZE)`.
-    pub fn vmalloc_stack(&self, size: usize) -> Result<usize, VmError> {
-        let n = size.div_ceil(PAGE_SIZE);
-        let base = self.vmalloc_inner(size, PAGE_SIZE, true, 1)?;
-        Ok(base + (n + 1) * PAGE_SIZE)
+    /// A kernel stack of `size` bytes (rounded up to pages): fresh zeroed pages with an unmapped
+    /// guard page *below* them (the area's own guard page is above), so an overflow faults
+    /// instead of corrupting memory.
+    ///
+    /// # Errors
+    ///
+    /// As for [`vmalloc`](Self::vmalloc).
+    pub fn vmalloc_stack(&self, size: usize) -> Result<KernelStack, VmError> {
+        let pages = size.div_ceil(PAGE_SIZE);
+        let area = self.vmalloc_inner(size, PAGE_SIZE, true, 1)?;
+        Ok(KernelStack {
+            area,
+            top: area + (pages + 1) * PAGE_SIZE,
+        })
+    }
+
+    /// Free a stack from [`vmalloc_stack`](Self::vmalloc_stack) that nothing runs on (lazily,
+    /// as [`vfree`](Self::vfree)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`vfree`](Self::vfree); none for a stack this `KernelVm` handed out.
+    pub fn vfree_stack(&self, stack: KernelStack) -> Result<(), VmError> {
+        self.vfree(stack.area)
     }
 
     /// Reserve a window of virtual space for a caller that maps it itself with
@@ -794,26 +540,6 @@ impl<E: PageTableEnv> KernelVm<E> {
             })?;
         self.free_lazily(area, false);
         Ok(())
-    }
-
-    /// Live areas (lazily freed ones included, until their purge) and free bytes in the vmalloc
-    /// region, the nodes' regions counted as the space they hand out. A balance check calls
-    /// [`vm_unmap_aliases`](Self::vm_unmap_aliases) first.
-    pub fn area_stats(&self) -> (usize, usize) {
-        let (mut live, mut free) = {
-            let a = self.vmap_area_lock.lock();
-            (a.alloc.live_areas(), a.alloc.free_bytes())
-        };
-        let regions = self.regions.load(Ordering::Relaxed);
-        // Each region is one global area, whose guard page the node does not hand out.
-        live -= regions;
-        free += regions * PAGE_SIZE;
-        for node in &self.nodes {
-            let slots = node.slots.lock();
-            live += slots.live_areas();
-            free += slots.free_bytes();
-        }
-        (live, free)
     }
 }
 

@@ -16,7 +16,6 @@ use crate::arch::aarch64::cpu_boot;
 use crate::arch::aarch64::{boot, early, mmu};
 use crate::drivers::gic::Gic;
 use crate::drivers::timer;
-use crate::mm::layout::PAGE_SIZE;
 use crate::platform::devicetree::Machine;
 
 /// One CPU's data, reached through TPIDR_EL1 (`this_cpu`). `id` must stay the first field: the
@@ -162,22 +161,31 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
             (s, e) => {
                 failures.push(fail(alloc::format!(
                     "no memory for its stacks: {:?} {:?}",
-                    s.err(),
-                    e.err()
+                    s.as_ref().err(),
+                    e.as_ref().err()
                 )));
+                // The one that was allocated goes back.
+                for stack in [s, e].into_iter().flatten() {
+                    let _ = vm.vfree_stack(stack);
+                }
                 break;
             }
         };
-        cpu::register_stack_guard(id, false, (stack - STACK_SIZE - PAGE_SIZE) as u64);
-        cpu::register_stack_guard(id, true, (exc - EXCEPTION_STACK_SIZE - PAGE_SIZE) as u64);
+        cpu::register_stack_guard(id, false, stack.guard_page() as u64);
+        cpu::register_stack_guard(id, true, exc.guard_page() as u64);
         let pc = &PERCPU[id];
         pc.mpidr.store(c.mpidr, Ordering::Relaxed);
-        boot::prepare_secondary(&mmu, stack as u64, exc as u64, pc as *const PerCpu as u64);
+        boot::prepare_secondary(
+            &mmu,
+            stack.top() as u64,
+            exc.top() as u64,
+            pc as *const PerCpu as u64,
+        );
         if let Err(e) = cpu_boot::cpu_boot(c.mpidr, &c.enable_method) {
             failures.push(fail(alloc::format!("{e}")));
             // It never started: its stacks and guard registrations go back.
-            let _ = vm.vfree(stack - STACK_SIZE - PAGE_SIZE);
-            let _ = vm.vfree(exc - EXCEPTION_STACK_SIZE - PAGE_SIZE);
+            let _ = vm.vfree_stack(stack);
+            let _ = vm.vfree_stack(exc);
             cpu::register_stack_guard(id, false, 0);
             cpu::register_stack_guard(id, true, 0);
             pc.mpidr.store(u64::MAX, Ordering::Relaxed);

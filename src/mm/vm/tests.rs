@@ -992,11 +992,14 @@ fn vmalloc_out_of_memory_at_every_allocation() {
 #[test]
 fn vmalloc_stack_has_an_unmapped_guard_page_below() {
     let vm = vm();
-    assert_refused(&vm, VmError::ZeroSize, || vm.vmalloc_stack(0));
+    assert_refused(&vm, VmError::ZeroSize, || {
+        vm.vmalloc_stack(0).map(|s| s.top())
+    });
     let neighbour = vm.vmalloc(P).unwrap();
     let size = 4 * P;
-    let top = vm.vmalloc_stack(size).unwrap();
-    let guard = top - size - P;
+    let stack = vm.vmalloc_stack(size).unwrap();
+    let (top, guard) = (stack.top(), stack.guard_page());
+    assert_eq!((stack.size(), guard), (size, top - size - P));
     assert_eq!(
         guard,
         neighbour + 2 * P,
@@ -1036,7 +1039,7 @@ fn vmalloc_stack_has_an_unmapped_guard_page_below() {
             start: guard
         })
     );
-    vm.vfree(guard).unwrap();
+    vm.vfree_stack(stack).unwrap();
     vm.vfree(neighbour).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
@@ -1052,7 +1055,7 @@ fn vmalloc_stack_out_of_memory_at_every_allocation() {
         let env = vm.init_mm.env();
         let before = snapshot(&vm);
         env.fail_after(n);
-        let got = vm.vmalloc_stack(3 * P);
+        let got = vm.vmalloc_stack(3 * P).map(|s| s.top());
         env.unlimited();
         let after = snapshot(&vm);
         match n {

@@ -1,0 +1,215 @@
+//! Where areas come from and where their bookkeeping lives: this CPU's vmap node for small
+//! areas, the global allocator for the rest (see [`NODES`]); reserving, finding, claiming and
+//! releasing an area.
+
+use super::*;
+
+/// Per-CPU vmap nodes (Linux 6.9's `vmap_node`, in a simpler shape). Each CPU allocates its
+/// small areas (up to [`SLOT_MAX_PAGES`] pages) from its own regions of the window, fixed-size
+/// slots in [`REGION`]-sized pieces that it takes from the global allocator once
+/// (`vmap_node::SlotArena`), under its own lock, and keeps its lazily freed areas on its own list:
+/// CPUs mapping and unmapping at once meet on no virtual-area lock, and a small area costs no
+/// search-tree work. A region's owner is found from an address alone (`KernelVm::home`), so a
+/// free on another CPU, or the purge, takes the owner's lock. Larger areas and windows come from
+/// the global allocator, as every area does when the window cannot hold a region.
+pub const NODES: usize = 32;
+
+/// One CPU's node: its slots and its lazy list.
+pub(super) struct VmapNode {
+    pub(super) slots: Mutex<SlotArena>,
+    pub(super) lazy: Mutex<LazyList>,
+}
+
+/// The bookkeeping of some areas, global or a node's: what `lookup`, `release` and the purge use.
+pub(super) trait Book {
+    /// The live area whose reservation holds `addr`, with its tag.
+    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)>;
+    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize>;
+    fn free(&mut self, start: usize) -> Result<VmapArea, VaError>;
+}
+
+impl Book for VmapAreaAllocator {
+    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
+        let area = VmapAreaAllocator::find(self, addr)?;
+        Some((area, VmapAreaAllocator::tag(self, area.start)?))
+    }
+    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
+        VmapAreaAllocator::set_tag(self, start, tag)
+    }
+    fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
+        VmapAreaAllocator::free(self, start)
+    }
+}
+
+impl Book for SlotArena {
+    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
+        SlotArena::find_tagged(self, addr)
+    }
+    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
+        SlotArena::set_tag(self, start, tag)
+    }
+    fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
+        SlotArena::free(self, start)
+    }
+}
+
+/// Where an area's bookkeeping lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Home {
+    Global,
+    Node(usize),
+}
+
+impl<E: PageTableEnv> KernelVm<E> {
+    /// Reserve a virtual range (plus its guard page) of `size` bytes at `align`: from this CPU's
+    /// node when it is small, else from the global allocator. When there is no room, lazily freed
+    /// areas are purged and the allocation tried once more (Linux's `alloc_vmap_area` does the
+    /// same).
+    ///
+    /// `fail=areas:...` (`fault_inject::FAIL_AREAS`) makes this fail as a full region would, so
+    /// that every caller's "no virtual space" path runs; it is decided before any lock is taken
+    /// and reserves nothing.
+    pub(super) fn reserve(
+        &self,
+        size: usize,
+        align: usize,
+        kind: AreaKind,
+    ) -> Result<VmapArea, VmError> {
+        if crate::mm::fault_inject::FAIL_AREAS.should_fail() {
+            return Err(VmError::NoVirtualSpace(VaError::NoSpace {
+                size: size.div_ceil(PAGE_SIZE) * PAGE_SIZE,
+                align,
+            }));
+        }
+        let small = self.use_nodes
+            && kind != AreaKind::Window
+            && (1..=SLOT_MAX_PAGES * PAGE_SIZE).contains(&size)
+            && align <= SLOT;
+        let try_alloc = || {
+            if small && let Some(area) = self.node_alloc(size, align, kind) {
+                return Ok(area);
+            }
+            profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
+                .alloc
+                .alloc_tagged(size, align, kind as usize)
+        };
+        match try_alloc() {
+            Err(VaError::NoSpace { .. }) if self.lazy_pages.load(Ordering::Relaxed) > 0 => {
+                self.purge(true);
+                try_alloc()
+            }
+            r => r,
+        }
+        .map_err(VmError::NoVirtualSpace)
+    }
+
+    /// A slot from this CPU's node, in a new region it takes from the global allocator when its
+    /// regions are full; `None` when the window has no room for a region (the caller then
+    /// allocates globally).
+    pub(super) fn node_alloc(&self, size: usize, align: usize, kind: AreaKind) -> Option<VmapArea> {
+        let node = self.init_mm.env().cpu_id() % NODES;
+        let mut slots = profile::acquire(Lock::VmapNode, || self.nodes[node].slots.lock());
+        if let Some(area) = slots.alloc(size, align, kind as usize) {
+            return Some(area);
+        }
+        // Its last page is the global allocator's guard page, which falls on the guard page of
+        // the region's last slot.
+        let region = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
+            .alloc
+            .alloc_tagged(REGION - PAGE_SIZE, REGION, AreaKind::Region as usize)
+            .ok()?;
+        self.region_owner[(region.start - self.region_base) / REGION]
+            .store(node as u8 + 1, Ordering::Release);
+        self.regions.fetch_add(1, Ordering::Relaxed);
+        slots.add_region(region.start);
+        slots.alloc(size, align, kind as usize)
+    }
+
+    /// Where the bookkeeping of the area holding `addr` lives: the node whose block holds it, or
+    /// the global allocator.
+    pub(super) fn home(&self, addr: usize) -> Home {
+        let owner = addr
+            .checked_sub(self.region_base)
+            .and_then(|off| self.region_owner.get(off / REGION))
+            .map_or(0, |o| o.load(Ordering::Acquire));
+        match owner {
+            0 => Home::Global,
+            n => Home::Node(usize::from(n) - 1),
+        }
+    }
+
+    /// Run `f` on the bookkeeping that keeps the area holding `addr`, under its lock.
+    pub(super) fn with_allocator<R>(&self, addr: usize, f: impl FnOnce(&mut dyn Book) -> R) -> R {
+        match self.home(addr) {
+            Home::Global => {
+                f(&mut profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock()).alloc)
+            }
+            Home::Node(n) => f(&mut *profile::acquire(Lock::VmapNode, || {
+                self.nodes[n].slots.lock()
+            })),
+        }
+    }
+
+    /// Give a range back, now: only once no TLB can hold a translation of it.
+    pub(super) fn release(&self, start: usize) {
+        let freed = self.with_allocator(start, |a| a.free(start));
+        debug_assert!(freed.is_ok(), "releasing {start:#x}: {freed:?}");
+    }
+
+    /// The area that starts at `addr` and is of kind `kind`; with `claim`, mark it
+    /// [`AreaKind::Lazy`] in the same critical section, so that exactly one caller frees it.
+    pub(super) fn lookup(
+        &self,
+        addr: usize,
+        kind: AreaKind,
+        claim: bool,
+    ) -> Result<VmapArea, VmError> {
+        self.with_allocator(addr, |a| {
+            let (area, tag) = a.find_tagged(addr).ok_or(VmError::NotMapped { addr })?;
+            if area.start != addr {
+                return Err(VmError::InsideArea {
+                    addr,
+                    start: area.start,
+                });
+            }
+            let is = AreaKind::from_tag(tag);
+            match is {
+                AreaKind::Lazy => return Err(VmError::AlreadyFreed { addr }),
+                // A node's region, seen from the global allocator: no area starts there.
+                AreaKind::Region => return Err(VmError::NotMapped { addr }),
+                _ if is != kind => {
+                    return Err(VmError::WrongKind {
+                        addr,
+                        is,
+                        expected: kind,
+                    });
+                }
+                _ => {}
+            }
+            if claim {
+                a.set_tag(addr, AreaKind::Lazy as usize);
+            }
+            Ok(area)
+        })
+    }
+
+    /// Live areas (lazily freed ones included, until their purge) and free bytes in the vmalloc
+    /// region, the nodes' regions counted as the space they hand out. A balance check calls
+    /// [`vm_unmap_aliases`](Self::vm_unmap_aliases) first.
+    pub fn area_stats(&self) -> (usize, usize) {
+        let (mut live, mut free) = {
+            let a = self.vmap_area_lock.lock();
+            (a.alloc.live_areas(), a.alloc.free_bytes())
+        };
+        let regions = self.regions.load(Ordering::Relaxed);
+        // Each region is one global area, whose guard page the node does not hand out.
+        live -= regions;
+        free += regions * PAGE_SIZE;
+        for node in &self.nodes {
+            let slots = node.slots.lock();
+            live += slots.live_areas();
+            free += slots.free_bytes();
+        }
+        (live, free)
+    }
+}
