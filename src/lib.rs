@@ -16,6 +16,7 @@ extern crate alloc;
 pub mod arch;
 pub mod cmdline;
 pub mod drivers;
+pub mod hook;
 pub mod kallsyms;
 pub mod mm;
 pub mod platform;
