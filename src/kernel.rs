@@ -75,6 +75,7 @@ fn fatal(what: core::fmt::Arguments<'_>) -> ! {
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     cpu::set_percpu(0);
+    crate::panic::init();
     layout::set_kimage_phys(image_pa);
     let img = layout::image_layout();
     cpu::register_stack_guard(0, false, img.boot_stack_guard);

@@ -3,6 +3,7 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::arch::aarch64::cpu::frame_pointer;
+use crate::arch::aarch64::exceptions::{self, Unhandled};
 use crate::arch::aarch64::{cpu, psci, semihosting};
 use crate::console::{self, Writer};
 use crate::hook::Hook;
@@ -22,6 +23,25 @@ static REPORTER: AtomicUsize = AtomicUsize::new(0);
 /// Install the function that writes context before a panic report.
 pub fn set_context_hook(f: fn(&mut Writer<'_>)) {
     CONTEXT.set(f);
+}
+
+/// Report through this module what the exception handler cannot handle (the architecture code
+/// cannot name it: see the layering in the crate documentation). First thing at boot.
+pub fn init() {
+    exceptions::set_reporter(report_exception);
+}
+
+/// Print the decoded exception and its registers, as one block; for a fault in the fault path,
+/// go on to report that and stop (the architecture code panics after the others).
+fn report_exception(u: &Unhandled<'_>) {
+    console::with_locked(|w| {
+        use core::fmt::Write;
+        let _ = write!(w, "{u}");
+    });
+    if u.nested() {
+        let f = u.frame;
+        fault_in_fault_path(u.cpu, f.esr, f.far, f.elr, f.x[29]);
+    }
 }
 
 /// End the machine with `code` as the QEMU exit status (semihosting), else power off via PSCI,
@@ -183,7 +203,7 @@ static IN_FAULT_PATH: AtomicUsize = AtomicUsize::new(0);
 /// A synchronous exception taken while handling an exception: report the essentials and a
 /// backtrace from the faulting frame (`fp`, its x29), and stop. A fault while doing that (the
 /// third on this CPU) exits at once: nothing is left that could report it.
-pub fn fault_in_fault_path(cpu: usize, esr: u64, far: u64, elr: u64, fp: u64) -> ! {
+fn fault_in_fault_path(cpu: usize, esr: u64, far: u64, elr: u64, fp: u64) -> ! {
     let bit = 1usize << (cpu % usize::BITS as usize);
     if IN_FAULT_PATH.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
         exit(DOUBLE_FAULT_EXIT);
