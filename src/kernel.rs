@@ -48,8 +48,7 @@ struct BootHeap(UnsafeCell<[u8; BOOT_HEAP]>);
 unsafe impl Sync for BootHeap {}
 static BOOT_HEAP_AREA: BootHeap = BootHeap(UnsafeCell::new([0; BOOT_HEAP]));
 
-#[global_allocator]
-pub static HEAP: mm::heap::KernelHeap = mm::heap::KernelHeap::new();
+pub use crate::mm::heap::HEAP;
 
 unsafe extern "Rust" {
     /// The program's entry, defined with [`crate::entry!`] by `main.rs` or a test kernel.
@@ -76,8 +75,7 @@ fn fatal(what: core::fmt::Arguments<'_>) -> ! {
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     cpu::set_percpu(0);
-    mm::frame::set_cpu_id_fn(cpu::id);
-    mm::frame::set_before_lock_hook(|| HEAP.ensure_headroom());
+    crate::panic::init();
     layout::set_kimage_phys(image_pa);
     let img = layout::image_layout();
     cpu::register_stack_guard(0, false, img.boot_stack_guard);

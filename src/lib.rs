@@ -8,6 +8,25 @@
 //! "physical memory", the virtual-area allocator, fault decoding, the command line) also build for
 //! the host so that their unit tests run there; everything that touches hardware is gated on
 //! `target_os = "none"`.
+//!
+//! # Layers
+//!
+//! Each layer uses only the layers below it: nothing names a module above its own, so there is no
+//! import cycle. Where a lower layer must call up (an interrupt, an exception it cannot handle,
+//! context for a panic report), the layer above installs a function in a [`hook::Hook`] at boot.
+//!
+//! 1. Pure logic, no hardware: `hook`, `cmdline`, `kallsyms`, `platform` (the machine
+//!    description and its device-tree parser), and mm's `layout` and `region`.
+//! 2. `arch`: everything that names an Arm register or instruction. It hands every IRQ to the
+//!    function installed with `exceptions::set_irq_handler`, and an exception it cannot handle, as
+//!    a decoded `exceptions::Unhandled`, to the one installed with `exceptions::set_reporter`
+//!    (`panic::init`'s); it never names the console, the panic handler, the log backend or `smp`.
+//!    It may log through the `log` facade and `panic!` (the language's way up to `panic`).
+//! 3. `mm` (whose hardware environment, frame allocator and profiler use `arch`'s barriers, TLB
+//!    maintenance, CPU id and counter), then `drivers` (which map their registers with `mm`).
+//! 4. `smp`, and `console` with its `log` backend `klog`.
+//! 5. `panic`: stops the other CPUs (`smp`) and reports on the console.
+//! 6. `kernel`, `testing`, `workload`, `bench`: the top, which installs the hooks.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
@@ -16,6 +35,7 @@ extern crate alloc;
 pub mod arch;
 pub mod cmdline;
 pub mod drivers;
+pub mod hook;
 pub mod kallsyms;
 pub mod mm;
 pub mod platform;

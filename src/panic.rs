@@ -3,28 +3,45 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::arch::aarch64::cpu::frame_pointer;
+use crate::arch::aarch64::exceptions::{self, Unhandled};
 use crate::arch::aarch64::{cpu, psci, semihosting};
+use crate::console::{self, Writer};
+use crate::hook::Hook;
 
 /// Exit status of a kernel that panicked.
 pub const PANIC_EXIT: u32 = 101;
 /// Exit status when the fault path itself faulted.
 pub const DOUBLE_FAULT_EXIT: u32 = 102;
 
-/// Hook run at the start of a panic to stop the other CPUs (installed by SMP bring-up).
-static STOP_OTHERS: AtomicUsize = AtomicUsize::new(0);
-/// Hook that adds context to a panic report (the test harness names the running test).
-static CONTEXT: AtomicUsize = AtomicUsize::new(0);
+/// Adds context to a panic report, before it (the test harness names the running test).
+static CONTEXT: Hook<fn(&mut Writer<'_>)> = Hook::new();
 /// CPUs panicking now, as a bit mask: a second panic on the same CPU is a panic in the panic path.
 static PANICKING: AtomicUsize = AtomicUsize::new(0);
 /// 1 + the CPU that reports the panic: the first to panic; any other panicking CPU parks.
 static REPORTER: AtomicUsize = AtomicUsize::new(0);
 
-pub fn set_stop_others(f: fn()) {
-    STOP_OTHERS.store(f as usize, Ordering::Release);
+/// Install the function that writes context before a panic report.
+pub fn set_context_hook(f: fn(&mut Writer<'_>)) {
+    CONTEXT.set(f);
 }
 
-pub fn set_context_hook(f: fn(&mut crate::console::Writer<'_>)) {
-    CONTEXT.store(f as usize, Ordering::Release);
+/// Report through this module what the exception handler cannot handle (the architecture code
+/// cannot name it: see the layering in the crate documentation). First thing at boot.
+pub fn init() {
+    exceptions::set_reporter(report_exception);
+}
+
+/// Print the decoded exception and its registers, as one block; for a fault in the fault path,
+/// go on to report that and stop (the architecture code panics after the others).
+fn report_exception(u: &Unhandled<'_>) {
+    console::with_locked(|w| {
+        use core::fmt::Write;
+        let _ = write!(w, "{u}");
+    });
+    if u.nested() {
+        let f = u.frame;
+        fault_in_fault_path(u.cpu, f.esr, f.far, f.elr, f.x[29]);
+    }
 }
 
 /// End the machine with `code` as the QEMU exit status (semihosting), else power off via PSCI,
@@ -79,7 +96,7 @@ fn stack_containing(addr: u64) -> Option<(u64, u64)> {
 /// instead of faulting in the middle of a panic report) and, on the same stack, lie above the
 /// previous one. The walk may change stacks: the exception entry code pushes a record that links
 /// the handler's frames on the exception stack to the interrupted code's on its kernel stack.
-pub fn print_backtrace(w: &mut crate::console::Writer<'_>, mut fp: u64) {
+pub fn print_backtrace(w: &mut Writer<'_>, mut fp: u64) {
     use core::fmt::Write;
     let _ = writeln!(
         w,
@@ -141,7 +158,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let me = cpu::id();
     let bit = 1usize << me;
     if PANICKING.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
-        crate::console::with_locked_stealing(|w| {
+        console::with_locked_stealing(|w| {
             use core::fmt::Write;
             let _ = write!(
                 w,
@@ -163,20 +180,11 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         // Another CPU panicked first and reports; it is stopping this one anyway.
         crate::smp::park_stopped();
     }
-    let stop = STOP_OTHERS.load(Ordering::Acquire);
-    if stop != 0 {
-        // SAFETY: STOP_OTHERS only holds a `fn()` stored by `set_stop_others`.
-        let stop = unsafe { core::mem::transmute::<usize, fn()>(stop) };
-        stop();
-    }
+    crate::smp::ipi::stop_other_cpus();
     let fp = frame_pointer();
-    crate::console::with_locked_stealing(|w| {
+    console::with_locked_stealing(|w| {
         use core::fmt::Write;
-        let ctx = CONTEXT.load(Ordering::Acquire);
-        if ctx != 0 {
-            // SAFETY: CONTEXT only holds a function stored by `set_context_hook`.
-            let ctx =
-                unsafe { core::mem::transmute::<usize, fn(&mut crate::console::Writer<'_>)>(ctx) };
+        if let Some(ctx) = CONTEXT.get() {
             ctx(w);
         }
         let _ = write!(w, "\n*** KERNEL PANIC on cpu{me}: {}", info.message());
@@ -195,12 +203,12 @@ static IN_FAULT_PATH: AtomicUsize = AtomicUsize::new(0);
 /// A synchronous exception taken while handling an exception: report the essentials and a
 /// backtrace from the faulting frame (`fp`, its x29), and stop. A fault while doing that (the
 /// third on this CPU) exits at once: nothing is left that could report it.
-pub fn fault_in_fault_path(cpu: usize, esr: u64, far: u64, elr: u64, fp: u64) -> ! {
+fn fault_in_fault_path(cpu: usize, esr: u64, far: u64, elr: u64, fp: u64) -> ! {
     let bit = 1usize << (cpu % usize::BITS as usize);
     if IN_FAULT_PATH.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
         exit(DOUBLE_FAULT_EXIT);
     }
-    crate::console::with_locked_stealing(|w| {
+    console::with_locked_stealing(|w| {
         use core::fmt::Write;
         let _ = writeln!(
             w,

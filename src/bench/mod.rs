@@ -90,7 +90,6 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
         mmio: c.number("bench_mmio").ok().flatten(),
         mmio_1g: c.number("bench_mmio_1g").ok().flatten(),
     };
-    profile::set_clock(cpu::counter);
     let groups = c.get("bench").unwrap_or("all");
     let mut ok = true;
     for g in groups.split(',') {

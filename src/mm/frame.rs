@@ -65,33 +65,14 @@ pub struct Frames {
     holder: AtomicUsize,
 }
 
-/// Which CPU runs this code (0 until the machine installs its function): the frame allocator
-/// records its lock holder with it.
-static CPU_ID: AtomicUsize = AtomicUsize::new(0);
-
-/// Install the function that names the current CPU.
-pub fn set_cpu_id_fn(f: fn() -> usize) {
-    CPU_ID.store(f as usize, Ordering::Release);
-}
-
-/// Run before the buddy lock is taken (0: nothing): the kernel heap makes sure it has room for
-/// the buddy allocator's own allocations, which cannot grow the heap once the lock is held.
-static BEFORE_LOCK: AtomicUsize = AtomicUsize::new(0);
-
-/// Install the hook run before every buddy-allocator operation.
-pub fn set_before_lock_hook(f: fn()) {
-    BEFORE_LOCK.store(f as usize, Ordering::Release);
-}
-
+/// Which CPU runs this code: the frame allocator records its lock holder with it. The host's
+/// unit tests are all "CPU 0".
+#[inline]
 fn this_cpu() -> usize {
-    match CPU_ID.load(Ordering::Acquire) {
-        0 => 0,
-        f => {
-            // SAFETY: CPU_ID only ever holds a `fn() -> usize` stored by `set_cpu_id_fn`.
-            let id = unsafe { core::mem::transmute::<usize, fn() -> usize>(f) };
-            id()
-        }
-    }
+    #[cfg(target_os = "none")]
+    return crate::arch::aarch64::cpu::id();
+    #[cfg(not(target_os = "none"))]
+    0
 }
 
 /// Frame counts, for tests and workloads that check nothing leaked.
@@ -125,11 +106,10 @@ impl Frames {
 
     /// Run `f` on the buddy allocator, recording this CPU as the holder meanwhile.
     fn with_buddy<R>(&self, f: impl FnOnce(&mut FrameAllocator<32>) -> R) -> R {
-        if let hook @ 1.. = BEFORE_LOCK.load(Ordering::Acquire) {
-            // SAFETY: BEFORE_LOCK only ever holds a `fn()` stored by `set_before_lock_hook`.
-            let hook = unsafe { core::mem::transmute::<usize, fn()>(hook) };
-            hook();
-        }
+        // The buddy allocator keeps its free lists on the kernel heap, which cannot grow from
+        // frames once `buddy` is held on this CPU: let it grow now if it runs low.
+        #[cfg(target_os = "none")]
+        super::heap::HEAP.ensure_headroom();
         let mut b = profile::acquire(Lock::Frames, || self.buddy.lock());
         self.holder.store(this_cpu() + 1, Ordering::Relaxed);
         let r = f(&mut b);

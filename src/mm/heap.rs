@@ -65,7 +65,7 @@ impl KernelHeap {
     }
 
     /// Grow now if less than `LOW_WATER` is free: run before every frame-allocator operation
-    /// (`frame::set_before_lock_hook`), because the frame allocator allocates from this heap
+    /// (`Frames`' `with_buddy`), because the frame allocator allocates from this heap
     /// while holding its lock and cannot let it grow then. Freeing thousands of table frames in
     /// a row (a reclaim) otherwise ate the whole reserve from inside that lock.
     pub fn ensure_headroom(&self) {
@@ -112,6 +112,13 @@ impl KernelHeap {
         grown
     }
 }
+
+/// The kernel heap. It is defined here, beside the frame allocator that grows it, because that
+/// allocator keeps its reserve before every operation (`Frames`' `with_buddy`) and so must name it:
+/// `mm` cannot name the kernel above it.
+#[cfg(target_os = "none")]
+#[global_allocator]
+pub static HEAP: KernelHeap = KernelHeap::new();
 
 impl Default for KernelHeap {
     fn default() -> Self {

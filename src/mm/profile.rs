@@ -10,7 +10,7 @@
 //! to free an area that CPU allocated, or to purge.
 
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A lock of the mapping paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,12 +71,15 @@ static HOLD: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 static ACQUIRED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 static TIME: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static COUNT: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
-/// The clock, as a `fn() -> u64` (0 = none): the machine installs its counter.
-static CLOCK: AtomicUsize = AtomicUsize::new(0);
 
-/// Install the clock profiling reads (ticks of any fixed frequency).
-pub fn set_clock(now: fn() -> u64) {
-    CLOCK.store(now as usize, Ordering::Release);
+/// The clock profiling reads: the CPU's counter. The host's unit tests have none, so there
+/// profiling measures no time.
+#[inline]
+fn now() -> Option<u64> {
+    #[cfg(target_os = "none")]
+    return Some(crate::arch::aarch64::cpu::counter());
+    #[cfg(not(target_os = "none"))]
+    None
 }
 
 /// Turn profiling on or off; turning it on zeroes every total.
@@ -128,13 +131,7 @@ pub fn start() -> Option<u64> {
     if !ENABLED.load(Ordering::Relaxed) {
         return None;
     }
-    let c = CLOCK.load(Ordering::Acquire);
-    if c == 0 {
-        return None;
-    }
-    // SAFETY: CLOCK only ever holds a `fn() -> u64` stored by `set_clock`.
-    let now = unsafe { core::mem::transmute::<usize, fn() -> u64>(c) };
-    Some(now())
+    now()
 }
 
 /// Add the time since `t0` (from `start`) to `section`.

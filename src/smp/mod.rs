@@ -110,7 +110,6 @@ pub fn init_boot_cpu(m: &Machine) -> Result<(), String> {
     let gic = Gic::init(desc).map_err(|e| alloc::format!("interrupt controller: {e}"))?;
     GIC.call_once(|| gic);
     crate::arch::aarch64::exceptions::set_irq_handler(ipi::handle_irq);
-    crate::panic::set_stop_others(ipi::stop_other_cpus);
     watchdog::init(crate::cmdline::Cmdline(&m.bootargs));
     local_init();
     me.online.store(true, Ordering::Release);

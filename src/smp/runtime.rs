@@ -125,11 +125,6 @@ pub fn spawn_on<T: Send + 'static>(
     handle
 }
 
-/// A pointer to the caller's closure, sent to the other CPUs by `on_each_cpu`.
-struct SendPtr(*const (dyn Fn(usize) + Sync));
-// SAFETY: the pointee is `Sync`, and `on_each_cpu` keeps it alive until every user finished.
-unsafe impl Send for SendPtr {}
-
 /// Run `f(cpu_id)` on every online CPU (this one included) and wait until all returned.
 pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
     on_cpus(online_cpus(), f)
@@ -138,17 +133,19 @@ pub fn on_each_cpu(f: &(dyn Fn(usize) + Sync)) {
 /// Run `f(cpu_id)` on CPUs `0..n` (this one, the boot CPU 0, must be among them).
 pub fn on_cpus(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let me = cpu::id();
-    // SAFETY: erases the borrow's lifetime only; every handle is joined below, before `f`'s
-    // borrow ends, so no CPU uses the pointer afterwards.
-    let ptr: *const (dyn Fn(usize) + Sync + 'static) = unsafe { core::mem::transmute(f) };
+    // A job must be `'static`, and `f` is borrowed: the jobs get the address of `f` (the
+    // reference itself, which lives in this frame) as a plain number.
+    let f_addr = (&raw const f).expose_provenance();
     let handles: alloc::vec::Vec<_> = (0..n.min(online_cpus()))
         .filter(|&i| i != me)
         .map(|i| {
-            let p = SendPtr(ptr);
             spawn_on(i, move || {
-                let p = p;
-                // SAFETY: see above: `on_cpus` has not returned, so the closure is alive.
-                unsafe { (*p.0)(i) }
+                let f = core::ptr::with_exposed_provenance::<&(dyn Fn(usize) + Sync)>(f_addr);
+                // SAFETY: `f_addr` is the address of `on_cpus`' argument `f`, a reference that
+                // may be sent to another CPU (its closure is `Sync`). This job is joined below
+                // before `on_cpus` returns (there is no unwinding: a panic ends the machine),
+                // so `f` and the closure it borrows are alive whenever this runs.
+                unsafe { (*f)(i) }
             })
         })
         .collect();

@@ -4,11 +4,16 @@
 //! vectors and are handled on SP_EL1, the CPU's exception stack. An exception taken while already
 //! handling one (SP_EL1 in use) arrives at the *current EL with SPx* vectors: that is a fault in
 //! the fault path, reported as such, and the machine stops.
+//!
+//! What this module cannot handle it reports through one function the kernel installs
+//! ([`set_reporter`]), handing it a decoded [`Unhandled`]: the architecture code does not name
+//! the console or the panic handler (see the layering in the crate documentation).
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::esr::{self, Esr, Summary};
+use crate::hook::Hook;
 
 /// Registers saved on exception entry, in the order `exception_common` stores them.
 #[repr(C)]
@@ -343,12 +348,44 @@ pub fn retry_if_spurious(frame: &TrapFrame) -> bool {
     spurious
 }
 
-/// Interrupt handler installed by the interrupt-controller code (0 = none yet).
-static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// The function every IRQ is handed to (the interrupt-controller code's; a test kernel may
+/// replace it).
+static IRQ_HANDLER: Hook<fn()> = Hook::new();
 
 /// Install the function every IRQ is handed to.
 pub fn set_irq_handler(f: fn()) {
-    IRQ_HANDLER.store(f as usize, Ordering::Release);
+    IRQ_HANDLER.set(f);
+}
+
+/// An exception this module cannot handle: what it hands the kernel's reporter ([`set_reporter`]).
+/// Its `Display` is the report: the decoded exception and every register, as one block.
+pub struct Unhandled<'a> {
+    pub frame: &'a TrapFrame,
+    /// Which of the 16 vectors took it: bits 0-1 the type (synchronous, IRQ, FIQ, SError), bits
+    /// 2-3 where from (kernel on SP0, the exception handler on SPx, a lower EL).
+    pub kind: u64,
+    pub cpu: usize,
+}
+
+impl Unhandled<'_> {
+    /// Taken while handling an exception (the exception stack, SP_EL1, is in use): a fault in the
+    /// fault path.
+    pub fn nested(&self) -> bool {
+        (4..=7).contains(&self.kind)
+    }
+}
+
+/// The kernel's reporter: the one way this module reports what it cannot handle, so that it
+/// needs neither the console nor the panic handler (see the layering in the crate documentation).
+static REPORTER: Hook<fn(&Unhandled<'_>)> = Hook::new();
+
+/// Install the function that reports an exception this module cannot handle: it prints the
+/// [`Unhandled`] and returns, and this module panics with a one-line summary. A
+/// [nested](Unhandled::nested) exception leaves the exception stack in use, so for one the
+/// reporter should stop the machine itself; if it returns (or before one is installed), this
+/// module panics then too.
+pub fn set_reporter(f: fn(&Unhandled<'_>)) {
+    REPORTER.set(f);
 }
 
 /// A synchronous exception taken from kernel code (EL1, SP0), in this order: a spurious
@@ -403,13 +440,10 @@ extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
     match kind {
         0 => handle_sync(frame),
         1 => {
-            let h = IRQ_HANDLER.load(Ordering::Acquire);
-            if h == 0 {
+            let Some(h) = IRQ_HANDLER.get() else {
                 report(frame, kind);
                 panic!("unexpected IRQ on cpu{cpu}: no interrupt controller driver installed");
-            }
-            // SAFETY: IRQ_HANDLER only ever holds a `fn()` stored by `set_irq_handler`.
-            let h: fn() = unsafe { core::mem::transmute::<usize, fn()>(h) };
+            };
             h();
         }
         4..=7 => {
@@ -420,8 +454,12 @@ extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
                 return;
             }
             // A fault while handling a fault: the exception stack is in use, so keep this short.
+            // The reporter stops the machine; only without one does this go on to panic.
             report(frame, kind);
-            crate::panic::fault_in_fault_path(cpu, frame.esr, frame.far, frame.elr, frame.x[29]);
+            panic!(
+                "{} exception on cpu{cpu} in the exception handler",
+                kind_name(kind)
+            );
         }
         _ => {
             report(frame, kind);
@@ -439,40 +477,51 @@ fn kind_name(kind: u64) -> &'static str {
     }
 }
 
-/// Print the decoded exception and the registers, as one block.
+/// Hand the exception to the kernel's reporter, if one is installed yet.
 fn report(frame: &TrapFrame, kind: u64) {
-    let cpu = super::cpu::id();
-    let esr = Esr(frame.esr);
-    let origin = match kind >> 2 {
-        0 => "kernel (EL1, SP0)",
-        1 => "exception handler (EL1, SPx)",
-        _ => "a lower EL",
+    let u = Unhandled {
+        frame,
+        kind,
+        cpu: super::cpu::id(),
     };
-    crate::console::with_locked(|w| {
-        use core::fmt::Write;
-        let _ = writeln!(
+    if let Some(r) = REPORTER.get() {
+        r(&u);
+    }
+}
+
+/// The decoded exception and the registers, as one block (it starts with an empty line).
+impl fmt::Display for Unhandled<'_> {
+    fn fmt(&self, w: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (frame, kind, cpu) = (self.frame, self.kind, self.cpu);
+        let esr = Esr(frame.esr);
+        let origin = match kind >> 2 {
+            0 => "kernel (EL1, SP0)",
+            1 => "exception handler (EL1, SPx)",
+            _ => "a lower EL",
+        };
+        writeln!(
             w,
             "\n*** {} exception on cpu{cpu} in {origin}",
             kind_name(kind)
-        );
+        )?;
         if kind & 3 == 0 {
-            let _ = writeln!(
+            writeln!(
                 w,
                 "    {}",
                 Summary {
                     esr,
                     far: frame.far
                 }
-            );
-            let _ = writeln!(
+            )?;
+            writeln!(
                 w,
                 "    EC {:#04x} ({}), ISS {:#09x}",
                 esr.ec(),
                 esr.class_name(),
                 esr.iss()
-            );
+            )?;
         }
-        let _ = writeln!(
+        writeln!(
             w,
             "    ESR {:#018x}  FAR {:#018x}\n    ELR {:#018x}{}  SPSR {:#010x}  SP {:#018x}",
             frame.esr,
@@ -484,13 +533,14 @@ fn report(frame: &TrapFrame, kind: u64) {
             },
             frame.spsr,
             frame.sp
-        );
+        )?;
         for (i, pair) in frame.x.chunks(2).enumerate() {
-            let _ = write!(w, "    x{:<2} {:#018x}", 2 * i, pair[0]);
+            write!(w, "    x{:<2} {:#018x}", 2 * i, pair[0])?;
             if let Some(v) = pair.get(1) {
-                let _ = write!(w, "  x{:<2} {:#018x}", 2 * i + 1, v);
+                write!(w, "  x{:<2} {:#018x}", 2 * i + 1, v)?;
             }
-            let _ = writeln!(w);
+            writeln!(w)?;
         }
-    });
+        Ok(())
+    }
 }

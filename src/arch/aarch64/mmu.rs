@@ -77,13 +77,20 @@ pub unsafe fn replace_ttbr1(pgd_pa: u64) {
     unsafe {
         core::arch::asm!("mrs {}, daif", "msr daifset, #0xf", out(reg) daif, options(nostack, preserves_flags))
     };
-    // SAFETY: `idmap_replace_ttbr1` is the physical address of `idmap_cpu_replace_ttbr1`, which
-    // the identity map (TTBR0, the caller's contract) maps there; it is an `extern "C" fn(u64,
-    // u64)` that touches no memory and returns to our (kernel virtual) return address, which the
-    // new tables map (the caller's contract). No exception can be taken meanwhile.
+    // SAFETY: the one place a function is called at an address that is not its link address
+    // (point 5 in `arch::aarch64`'s module documentation). `idmap_replace_ttbr1()` is the physical
+    // address of `boot::idmap_cpu_replace_ttbr1`, whose code follows the C calling convention
+    // for (new TTBR1, empty table), uses only x0, x1 and system registers (no memory, no stack)
+    // and returns through x30. At that address TTBR0's identity map (the caller's contract)
+    // holds exactly that code, so the address, as a pointer-sized integer, is a valid
+    // `extern "C" fn(u64, u64)` for as long as TTBR0 is not changed, which nothing does before
+    // the call. The return address is our kernel virtual one, which the new tables map (the
+    // caller's contract), and every exception is masked, so nothing runs while TTBR1 points at
+    // the empty table.
     unsafe {
-        let replace: extern "C" fn(u64, u64) =
-            core::mem::transmute(super::early::idmap_replace_ttbr1() as usize);
+        let replace = core::mem::transmute::<usize, extern "C" fn(u64, u64)>(
+            super::early::idmap_replace_ttbr1() as usize,
+        );
         replace(pgd_pa, super::early::reserved_pg_dir());
     }
     // SAFETY: restoring this CPU's exception masks.
