@@ -192,13 +192,22 @@ fn a_cpu_that_cannot_start_is_reported() {
     assert_eq!(online_cpus(), online, "nothing new came online");
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert_eq!(
-        (failures[0].mpidr, failures[0].error.as_str()),
+        (
+            failures[0].mpidr,
+            alloc::format!("{}", failures[0].error).as_str()
+        ),
         (m.cpus[1].mpidr, "CPU_ON returned PSCI ALREADY_ON (-4)")
     );
     assert_eq!(failures[1].mpidr, 0xff00);
     assert_eq!(
-        failures[1].error,
+        alloc::format!("{}", failures[1].error),
         "CPU_ON returned PSCI INVALID_PARAMETERS (-2)"
+    );
+    assert!(
+        failures
+            .iter()
+            .all(|f| matches!(f.error, smp::BringUpError::Start(_))),
+        "{failures:?}"
     );
     // The stacks were freed lazily: purge, then count.
     vm.vm_unmap_aliases();

@@ -5,17 +5,18 @@ pub mod ipi;
 pub mod runtime;
 pub mod watchdog;
 
-use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Once;
 
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
-use crate::arch::aarch64::cpu_boot;
+use crate::arch::aarch64::cpu_boot::{self, CpuBootError};
 use crate::arch::aarch64::{boot, early, mmu};
-use crate::drivers::gic::Gic;
+use crate::drivers::gic::{Gic, GicError};
 use crate::drivers::timer;
+use crate::mm::vm::VmError;
 use crate::platform::devicetree::Machine;
 
 /// One CPU's data, reached through TPIDR_EL1 (`this_cpu`). `id` must stay the first field: the
@@ -93,21 +94,76 @@ pub const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
 /// A CPU that did not come up.
 #[derive(Debug)]
 pub struct BringUpFailure {
+    /// Its MPIDR affinity, as the device tree gives it.
     pub mpidr: u64,
-    pub error: String,
+    /// Why.
+    pub error: BringUpError,
+}
+
+/// Why a CPU did not come up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BringUpError {
+    /// Its kernel or exception stack could not be allocated (each `Some` failed).
+    NoStacks {
+        stack: Option<VmError>,
+        exception_stack: Option<VmError>,
+    },
+    /// The enable method refused to start it.
+    Start(CpuBootError),
+    /// It was started but did not come online within a second (its stacks stay allocated: it
+    /// may still be running on them).
+    NotOnline,
+}
+
+impl fmt::Display for BringUpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoStacks {
+                stack,
+                exception_stack,
+            } => write!(
+                f,
+                "no memory for its stacks (kernel stack: {stack:?}, exception stack: \
+                 {exception_stack:?})"
+            ),
+            Self::Start(e) => e.fmt(f),
+            Self::NotOnline => f.write_str("started, but did not come online within 1 s"),
+        }
+    }
+}
+
+/// Why the boot CPU's interrupt set-up failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootCpuError {
+    /// The device tree describes no interrupt controller.
+    NoInterruptController,
+    /// The interrupt controller could not be set up.
+    Gic(GicError),
+}
+
+impl fmt::Display for BootCpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoInterruptController => {
+                f.write_str("the device tree has no interrupt controller")
+            }
+            Self::Gic(e) => write!(f, "interrupt controller: {e}"),
+        }
+    }
 }
 
 /// Set up the boot CPU's per-CPU data, the interrupt controller and its timer. Before anything
 /// else uses `this_cpu`.
-pub fn init_boot_cpu(m: &Machine) -> Result<(), String> {
+///
+/// # Errors
+///
+/// [`BootCpuError`]: no interrupt controller, or one that cannot be mapped.
+pub fn init_boot_cpu(m: &Machine) -> Result<(), BootCpuError> {
     let me = &PERCPU[0];
     me.mpidr.store(cpu::mpidr(), Ordering::Relaxed);
     cpu::set_percpu(me as *const PerCpu as u64);
-    let desc = m
-        .gic
-        .as_ref()
-        .ok_or_else(|| String::from("the device tree has no interrupt controller"))?;
-    let gic = Gic::init(desc).map_err(|e| alloc::format!("interrupt controller: {e}"))?;
+    let desc = m.gic.as_ref().ok_or(BootCpuError::NoInterruptController)?;
+    let gic = Gic::init(desc).map_err(BootCpuError::Gic)?;
     GIC.call_once(|| gic);
     crate::arch::aarch64::exceptions::set_irq_handler(ipi::handle_irq);
     watchdog::init(crate::cmdline::Cmdline(&m.bootargs));
@@ -148,7 +204,7 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
         if id >= max.min(MAX_CPUS) {
             break;
         }
-        let fail = |error: String| BringUpFailure {
+        let fail = |error: BringUpError| BringUpFailure {
             mpidr: c.mpidr,
             error,
         };
@@ -158,11 +214,10 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
         ) {
             (Ok(s), Ok(e)) => (s, e),
             (s, e) => {
-                failures.push(fail(alloc::format!(
-                    "no memory for its stacks: {:?} {:?}",
-                    s.as_ref().err(),
-                    e.as_ref().err()
-                )));
+                failures.push(fail(BringUpError::NoStacks {
+                    stack: s.as_ref().err().copied(),
+                    exception_stack: e.as_ref().err().copied(),
+                }));
                 // The one that was allocated goes back.
                 for stack in [s, e].into_iter().flatten() {
                     let _ = vm.vfree_stack(stack);
@@ -181,7 +236,7 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
             pc as *const PerCpu as u64,
         );
         if let Err(e) = cpu_boot::cpu_boot(c.mpidr, &c.enable_method) {
-            failures.push(fail(alloc::format!("{e}")));
+            failures.push(fail(BringUpError::Start(e)));
             // It never started: its stacks and guard registrations go back.
             let _ = vm.vfree_stack(stack);
             let _ = vm.vfree_stack(exc);
@@ -197,9 +252,7 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
         if pc.online.load(Ordering::Acquire) {
             ONLINE.store(id + 1, Ordering::Release);
         } else {
-            failures.push(fail(String::from(
-                "started, but did not come online within 1 s",
-            )));
+            failures.push(fail(BringUpError::NotOnline));
             // Its stacks stay allocated: the CPU may still be running on them.
             break;
         }
