@@ -206,7 +206,7 @@ fn read_device_tree(dtb_pa: u64) -> Result<(Machine, Region), DtbError> {
     // loader handed it to the kernel, which reserves it below.
     let blob =
         unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, size as usize) };
-    // `parse` runs the front door (validation, FDT_NOP removal) itself.
+    // `parse` reads the blob in one walk through the front door, which checks every token.
     let machine = devicetree::parse(blob).map_err(|e| DtbError::Broken(format!("{e}")))?;
     Ok((machine, Region { base: dtb_pa, size }))
 }

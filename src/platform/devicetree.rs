@@ -1,10 +1,10 @@
 //! The machine as the device tree describes it: RAM, reservations, console, GIC, timer, PSCI and
 //! CPUs, with bus addresses already translated to CPU physical addresses.
 //!
-//! [`parse`] runs the blob through the front door ([`fdt_front::sanitize`]) first, so it accepts
-//! any bytes without panicking. It uses `fdt` 0.1.5 only to navigate (the root, children,
-//! properties by name): that crate's typed accessors (`reg()`, `cell_sizes()`, `chosen()`,
-//! `cpus()`, ...) `expect` on odd property lengths or missing nodes, so cells are decoded here,
+//! [`parse`] reads the blob in one pass of the front door ([`fdt_front::walk`]), which checks
+//! every token before handing it on, so it accepts any bytes without panicking. From that pass
+//! it keeps a flat index of the tree (each node's name, parent and properties, pointing into the
+//! blob): every lookup after it reads the index, never the blob again. Cells are decoded here,
 //! with the parent's `#address-cells`/`#size-cells` and checked lengths.
 
 use alloc::borrow::ToOwned;
@@ -13,9 +13,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use fdt::node::FdtNode;
+use core::ops::Range;
 
-use super::fdt_front::{self, FdtError};
+use super::fdt_front::{self, FdtError, Token};
 use crate::mm::region::Region;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,8 +123,6 @@ pub enum EnableMethod {
 pub enum DtError {
     /// The front door refused the blob.
     Fdt(FdtError),
-    /// The `fdt` crate refused a blob the front door accepted (a bug in one of them).
-    Unreadable,
     NoMemory,
     NoCpus,
     CpuWithoutReg {
@@ -159,7 +157,6 @@ impl fmt::Display for DtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DtError::Fdt(e) => write!(f, "{e}"),
-            DtError::Unreadable => write!(f, "device tree: the sanitized blob could not be opened"),
             DtError::NoMemory => write!(
                 f,
                 "device tree: no RAM: no root child with device_type = \"memory\" (/memory@...) has a non-empty reg"
@@ -199,18 +196,16 @@ impl fmt::Display for DtError {
     }
 }
 
-/// Parse `blob` (any bytes; it is sanitized first) into a [`Machine`].
+/// Parse `blob` (any bytes: the front door checks it as it goes) into a [`Machine`].
 pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
-    let clean = fdt_front::sanitize(blob)?;
-    let fdt = fdt::Fdt::new(&clean).map_err(|_| DtError::Unreadable)?;
-    let root = fdt
-        .find_node("/")
-        .ok_or(DtError::Fdt(FdtError::NoRootNode { offset: 0 }))?;
     let mut tree = Tree {
         nodes: Vec::new(),
+        props: Vec::new(),
         notes: Vec::new(),
     };
-    tree.collect(root, None);
+    // The node the walk is in: tokens come depth-first, so FDT_END_NODE returns to its parent.
+    let mut open: Option<usize> = None;
+    let checked = fdt_front::walk(blob, |t| tree.add(t, &mut open))?;
 
     let compatible = tree.strlist(ROOT, "compatible");
     let model = tree
@@ -218,7 +213,7 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
         .or_else(|| compatible.first().cloned())
         .unwrap_or_else(|| "unknown".to_owned());
     let ram = tree.ram()?;
-    let (mut reserved, no_map) = tree.reserved(&clean)?;
+    let (mut reserved, no_map) = tree.reserved(checked.reservations())?;
     let mut cpus = tree.cpus()?;
     tree.check_release_addrs(&ram, &mut reserved, &mut cpus);
     let chosen = tree.resolve_path("/chosen");
@@ -255,14 +250,20 @@ const ROOT: usize = 0;
 const GICV2_COMPATIBLE: [&str; 3] = ["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic"];
 const GICV3_COMPATIBLE: &str = "arm,gic-v3";
 
-struct Entry<'b, 'a> {
-    node: FdtNode<'b, 'a>,
+struct Node<'b> {
+    /// "" for the root.
+    name: &'b str,
     parent: Option<usize>,
+    /// Its properties, in blob order: a range of `Tree::props` (the front door lets no property
+    /// follow a child node, so a node's properties are contiguous).
+    props: Range<usize>,
 }
 
-/// The tree flattened in DT order, with parent links `fdt` does not give us. Index 0 is the root.
-struct Tree<'b, 'a> {
-    nodes: Vec<Entry<'b, 'a>>,
+/// The tree flattened in DT order (depth-first), with parent links. Index 0 is the root.
+struct Tree<'b> {
+    nodes: Vec<Node<'b>>,
+    /// Every property as (name, value), node after node.
+    props: Vec<(&'b str, &'b [u8])>,
     notes: Vec<String>,
 }
 
@@ -274,13 +275,27 @@ fn u32_of(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
 
-impl<'b, 'a> Tree<'b, 'a> {
-    /// Depth-first, recursion bounded by the front door's `MAX_DEPTH`.
-    fn collect(&mut self, node: FdtNode<'b, 'a>, parent: Option<usize>) {
-        let idx = self.nodes.len();
-        self.nodes.push(Entry { node, parent });
-        for child in node.children() {
-            self.collect(child, Some(idx));
+impl<'b> Tree<'b> {
+    /// Index one checked token of the walk; `open` is the node the walk is in.
+    fn add(&mut self, t: Token<'b>, open: &mut Option<usize>) {
+        match t {
+            Token::BeginNode(name) => {
+                let at = self.props.len();
+                self.nodes.push(Node {
+                    name,
+                    parent: *open,
+                    props: at..at,
+                });
+                *open = Some(self.nodes.len() - 1);
+            }
+            Token::Prop { name, value, .. } => {
+                self.props.push((name, value));
+                let end = self.props.len();
+                if let Some(n) = open.and_then(|i| self.nodes.get_mut(i)) {
+                    n.props.end = end;
+                }
+            }
+            Token::EndNode => *open = open.and_then(|i| self.parent(i)),
         }
     }
 
@@ -288,16 +303,20 @@ impl<'b, 'a> Tree<'b, 'a> {
         self.nodes.get(idx)?.parent
     }
 
-    fn name(&self, idx: usize) -> &'a str {
-        self.nodes.get(idx).map_or("", |e| e.node.name)
+    fn name(&self, idx: usize) -> &'b str {
+        self.nodes.get(idx).map_or("", |n| n.name)
     }
 
+    /// Children come after their parent in depth-first order.
     fn children(&self, idx: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(move |&i| self.parent(i) == Some(idx))
+        (idx + 1..self.nodes.len()).filter(move |&i| self.parent(i) == Some(idx))
     }
 
-    fn prop(&self, idx: usize, name: &str) -> Option<&'a [u8]> {
-        Some(self.nodes.get(idx)?.node.property(name)?.value)
+    /// The value of `idx`'s first property called `name`.
+    fn prop(&self, idx: usize, name: &str) -> Option<&'b [u8]> {
+        let range = self.nodes.get(idx)?.props.clone();
+        let props = self.props.get(range)?;
+        props.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
     }
 
     fn path(&self, idx: usize) -> String {
@@ -626,10 +645,13 @@ impl<'b, 'a> Tree<'b, 'a> {
     }
 
     /// The reserved regions, and those of them marked `no-map`.
-    fn reserved(&mut self, clean: &[u8]) -> Result<(Vec<Region>, Vec<Region>), DtError> {
+    fn reserved(
+        &mut self,
+        memreserve: impl Iterator<Item = (u64, u64)>,
+    ) -> Result<(Vec<Region>, Vec<Region>), DtError> {
         let mut out = Vec::new();
         let mut no_map = Vec::new();
-        for (base, size) in fdt_front::mem_reservations(clean) {
+        for (base, size) in memreserve {
             self.push_region(&mut out, ROOT, base, size);
         }
         if let Some(rm) = self.resolve_path("/reserved-memory") {
@@ -1224,13 +1246,32 @@ mod tests {
         }
     }
 
+    /// What `parse` made of the blob before it read the blob in one walk: the front door's
+    /// compact copy, read again.
+    fn parse_via_sanitized_copy(blob: &[u8]) -> Result<Machine, DtError> {
+        parse(&fdt_front::sanitize(blob)?)
+    }
+
+    /// One walk of the blob itself reads exactly what a walk of its sanitized copy reads: the
+    /// same machine, or the same refusal. (The copy has no NOPs, no padding, another layout.)
+    #[test]
+    fn parse_reads_a_blob_as_it_reads_its_sanitized_copy() {
+        for blob in [VIRT_GICV2, VIRT_GICV3, VIRT_EL2, QEMU_RPI4_DTB, RPI4_DTB] {
+            assert_eq!(parse(blob), parse_via_sanitized_copy(blob));
+        }
+    }
+
     #[test]
     fn corrupted_blobs_never_panic() {
         let mut rng = Rng(0x1234_5678_9abc_def1);
         let virt = fdt_front::sanitize(VIRT_GICV3).unwrap();
         let mut oks = 0;
         let mut errs = 0;
-        let mut tally = |r: Result<Machine, DtError>| match r {
+        // Each blob is also read through its sanitized copy: the one walk must agree.
+        let mut tally = |b: &[u8]| match parse(b) {
+            r if r != parse_via_sanitized_copy(b) => {
+                panic!("{r:?} for a blob whose copy reads differently")
+            }
             Ok(_) => oks += 1,
             Err(_) => errs += 1,
         };
@@ -1251,11 +1292,11 @@ mod tests {
                         _ => rng.next() as u8,
                     };
                 }
-                tally(parse(&b));
+                tally(&b);
             }
             for _ in 0..100 {
                 let len = (rng.next() as usize) % (base.len() + 1);
-                tally(parse(&base[..len]));
+                tally(&base[..len]);
             }
         }
         // Cut the structure block itself short (header kept consistent) at many lengths.
@@ -1264,7 +1305,7 @@ mod tests {
         let structure = &virt[off..strings_off];
         for _ in 0..200 {
             let cut = (rng.next() as usize) % structure.len();
-            tally(parse(&build(&structure[..cut], &virt[strings_off..])));
+            tally(&build(&structure[..cut], &virt[strings_off..]));
         }
         // Both outcomes must occur, or the test proves nothing.
         assert!(oks > 100 && errs > 100, "ok {oks}, err {errs}");
@@ -1523,11 +1564,15 @@ mod tests {
         }
     }
 
-    /// Every input the fuzzer (`just fuzz`) found a bug with, through the kernel's path:
-    /// sanitize, then parse the clean copy.
+    /// Every input the fuzzer (`just fuzz`) found a bug with, through the kernel's path (one
+    /// walk of the blob as the loader left it), which must read it as its sanitized copy reads.
     #[test]
     fn fuzz_regressions() {
-        let boot_path = |blob: &[u8]| parse(&fdt_front::sanitize(blob)?);
+        let boot_path = |blob: &[u8]| {
+            let m = parse(blob);
+            assert_eq!(m, parse_via_sanitized_copy(blob));
+            m
+        };
 
         // The seed "overlapping-regions": RAM and /memreserve/ ranges ending past 2^64 were
         // clamped to end exactly at 2^64, so the banner's `base + size` overflowed.
