@@ -353,12 +353,7 @@ fn banner(b: &BootInfo) {
         f.total,
         (f.total * layout::PAGE_SIZE) >> 20
     );
-    let methods: alloc::vec::Vec<String> = m
-        .cpus
-        .iter()
-        .map(|c| alloc::format!("{:#x}:{}", c.mpidr, method_name(&c.enable_method)))
-        .collect();
-    log::info!("CPUs: {} found [{}]", m.cpus.len(), methods.join(" "));
+    log::info!("CPUs: {} found [{}]", m.cpus.len(), CpuList(&m.cpus));
     if let Some(c) = &m.console {
         log::info!("console: {} ({:?}) at {:#x}", c.path, c.kind, c.base);
     }
@@ -382,6 +377,19 @@ fn banner(b: &BootInfo) {
     log::info!("command line: \"{}\"", m.bootargs);
     for n in &m.notes {
         log::warn!("device tree: {n}");
+    }
+}
+
+/// "MPIDR:enable-method" of each CPU, space-separated, written straight into the log line.
+struct CpuList<'a>(&'a [devicetree::Cpu]);
+
+impl core::fmt::Display for CpuList<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, c) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{:#x}:{}", c.mpidr, method_name(&c.enable_method))?;
+        }
+        Ok(())
     }
 }
 

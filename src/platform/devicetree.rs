@@ -271,6 +271,15 @@ fn be_cells(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
 }
 
+/// `bytes` as a `String`, each invalid UTF-8 sequence replaced by U+FFFD (firmware strings are
+/// not trusted to be UTF-8; the usual valid string is copied without the replacement machinery).
+fn lossy(bytes: &[u8]) -> String {
+    match core::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 fn u32_of(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
@@ -337,8 +346,14 @@ impl<'b> Tree<'b> {
     /// The first string of a string property (lossy: firmware strings are not trusted to be UTF-8).
     fn string(&self, idx: usize, name: &str) -> Option<String> {
         let v = self.prop(idx, name)?;
-        let s = v.split(|&b| b == 0).next().unwrap_or_default();
-        Some(String::from_utf8_lossy(s).into_owned())
+        Some(lossy(v.split(|&b| b == 0).next().unwrap_or_default()))
+    }
+
+    /// Whether the first string of a string property is `want` (what `string` would return,
+    /// compared without making it).
+    fn first_string_is(&self, idx: usize, name: &str, want: &str) -> bool {
+        self.prop(idx, name)
+            .is_some_and(|v| v.split(|&b| b == 0).next() == Some(want.as_bytes()))
     }
 
     fn strlist(&self, idx: usize, name: &str) -> Vec<String> {
@@ -346,7 +361,7 @@ impl<'b> Tree<'b> {
             .map(|v| {
                 v.split(|&b| b == 0)
                     .filter(|s| !s.is_empty())
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .map(lossy)
                     .collect()
             })
             .unwrap_or_default()
@@ -397,13 +412,14 @@ impl<'b> Tree<'b> {
         Ok((ac as usize, sc as usize))
     }
 
-    /// Split `property` of `idx` into tuples of `cells.len()` numbers of the given cell counts.
+    /// Split `property` of `idx` into tuples of three numbers of `cells[0]`, `cells[1]` and
+    /// `cells[2]` cells (a count of 0 reads as 0: `reg` is a (address, size, 0) tuple).
     fn tuples(
         &self,
         idx: usize,
         property: &'static str,
-        cells: &[usize],
-    ) -> Result<Option<Vec<Vec<u64>>>, DtError> {
+        cells: [usize; 3],
+    ) -> Result<Option<Vec<[u64; 3]>>, DtError> {
         let Some(v) = self.prop(idx, property) else {
             return Ok(None);
         };
@@ -424,20 +440,12 @@ impl<'b> Tree<'b> {
                 len: v.len(),
             });
         }
-        let out = v
-            .chunks_exact(width)
-            .map(|t| {
-                let mut rest = t;
-                cells
-                    .iter()
-                    .map(|&n| {
-                        let (head, tail) = rest.split_at(n * 4);
-                        rest = tail;
-                        be_cells(head)
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut out = Vec::with_capacity(v.len() / width);
+        for t in v.chunks_exact(width) {
+            let (a, rest) = t.split_at(cells[0] * 4);
+            let (b, c) = rest.split_at(cells[1] * 4);
+            out.push([be_cells(a), be_cells(b), be_cells(c)]);
+        }
         Ok(Some(out))
     }
 
@@ -447,16 +455,8 @@ impl<'b> Tree<'b> {
             Some(p) => self.child_cells(p)?,
             None => (2, 1),
         };
-        Ok(self.tuples(idx, "reg", &[ac, sc])?.map(|t| {
-            t.iter()
-                .map(|e| {
-                    (
-                        e.first().copied().unwrap_or(0),
-                        e.get(1).copied().unwrap_or(0),
-                    )
-                })
-                .collect()
-        }))
+        let reg = self.tuples(idx, "reg", [ac, sc, 0])?;
+        Ok(reg.map(|t| t.into_iter().map(|[addr, size, _]| (addr, size)).collect()))
     }
 
     /// Translate `addr`, from the address space `idx`'s `reg` is in, to a CPU physical address
@@ -474,11 +474,10 @@ impl<'b> Tree<'b> {
             if !ranges.is_empty() {
                 let (cac, csc) = self.child_cells(bus)?;
                 let (pac, _) = self.child_cells(grand)?;
-                let Some(triples) = self.tuples(bus, "ranges", &[cac, pac, csc])? else {
+                let Some(triples) = self.tuples(bus, "ranges", [cac, pac, csc])? else {
                     return Ok(None);
                 };
-                let hit = triples.iter().find_map(|t| {
-                    let (c, p, size) = (*t.first()?, *t.get(1)?, *t.get(2)?);
+                let hit = triples.iter().find_map(|&[c, p, size]| {
                     let off = addr.checked_sub(c).filter(|&o| o < size)?;
                     p.checked_add(off)
                 });
@@ -584,7 +583,7 @@ impl<'b> Tree<'b> {
         let mut ram = Vec::new();
         let memory_nodes: Vec<usize> = self
             .children(ROOT)
-            .filter(|&c| self.string(c, "device_type").as_deref() == Some("memory"))
+            .filter(|&c| self.first_string_is(c, "device_type", "memory"))
             .collect();
         for idx in memory_nodes {
             if !self.available(idx) {
@@ -688,7 +687,7 @@ impl<'b> Tree<'b> {
         let cpus_node = self.resolve_path("/cpus").ok_or(DtError::NoCpus)?;
         let kids: Vec<usize> = self
             .children(cpus_node)
-            .filter(|&c| self.string(c, "device_type").as_deref() == Some("cpu"))
+            .filter(|&c| self.first_string_is(c, "device_type", "cpu"))
             .collect();
         let mut out = Vec::new();
         for idx in kids {
