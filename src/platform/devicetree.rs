@@ -322,12 +322,14 @@ impl<'b> Tree<'b> {
     }
 
     /// The value of `idx`'s first property called `name`.
+    #[inline(never)]
     fn prop(&self, idx: usize, name: &str) -> Option<&'b [u8]> {
         let range = self.nodes.get(idx)?.props.clone();
         let props = self.props.get(range)?;
         props.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
     }
 
+    #[inline(never)]
     fn path(&self, idx: usize) -> String {
         let mut parts = Vec::new();
         let mut cur = Some(idx);
@@ -344,6 +346,7 @@ impl<'b> Tree<'b> {
     }
 
     /// The first string of a string property (lossy: firmware strings are not trusted to be UTF-8).
+    #[inline(never)]
     fn string(&self, idx: usize, name: &str) -> Option<String> {
         let v = self.prop(idx, name)?;
         Some(lossy(v.split(|&b| b == 0).next().unwrap_or_default()))
@@ -351,11 +354,13 @@ impl<'b> Tree<'b> {
 
     /// Whether the first string of a string property is `want` (what `string` would return,
     /// compared without making it).
+    #[inline(never)]
     fn first_string_is(&self, idx: usize, name: &str, want: &str) -> bool {
         self.prop(idx, name)
             .is_some_and(|v| v.split(|&b| b == 0).next() == Some(want.as_bytes()))
     }
 
+    #[inline(never)]
     fn strlist(&self, idx: usize, name: &str) -> Vec<String> {
         self.prop(idx, name)
             .map(|v| {
@@ -367,6 +372,7 @@ impl<'b> Tree<'b> {
             .unwrap_or_default()
     }
 
+    #[inline(never)]
     fn is_compatible(&self, idx: usize, with: &[&str]) -> bool {
         self.prop(idx, "compatible").is_some_and(|v| {
             v.split(|&b| b == 0)
@@ -374,6 +380,7 @@ impl<'b> Tree<'b> {
         })
     }
 
+    #[inline(never)]
     fn available(&self, idx: usize) -> bool {
         match self.prop(idx, "status") {
             None => true,
@@ -381,11 +388,13 @@ impl<'b> Tree<'b> {
         }
     }
 
+    #[inline(never)]
     fn u32_prop(&self, idx: usize, name: &str) -> Option<u32> {
         u32_of(self.prop(idx, name)?)
     }
 
     /// A `#...-cells` value of `idx`, `default` when absent.
+    #[inline(never)]
     fn cell_count(&self, idx: usize, name: &'static str, default: u32) -> Result<u32, DtError> {
         match self.prop(idx, name) {
             None => Ok(default),
@@ -399,6 +408,7 @@ impl<'b> Tree<'b> {
 
     /// `(#address-cells, #size-cells)` that `idx` declares for its children (defaults 2 and 1),
     /// refused when either does not fit a `u64`.
+    #[inline(never)]
     fn child_cells(&self, idx: usize) -> Result<(usize, usize), DtError> {
         let ac = self.cell_count(idx, "#address-cells", 2)?;
         let sc = self.cell_count(idx, "#size-cells", 1)?;
@@ -414,6 +424,7 @@ impl<'b> Tree<'b> {
 
     /// Split `property` of `idx` into tuples of three numbers of `cells[0]`, `cells[1]` and
     /// `cells[2]` cells (a count of 0 reads as 0: `reg` is a (address, size, 0) tuple).
+    #[inline(never)]
     fn tuples(
         &self,
         idx: usize,
@@ -450,6 +461,7 @@ impl<'b> Tree<'b> {
     }
 
     /// The `reg` of `idx` as (address, size) in its parent's address space.
+    #[inline(never)]
     fn reg(&self, idx: usize) -> Result<Option<Vec<(u64, u64)>>, DtError> {
         let (ac, sc) = match self.parent(idx) {
             Some(p) => self.child_cells(p)?,
@@ -462,6 +474,7 @@ impl<'b> Tree<'b> {
     /// Translate `addr`, from the address space `idx`'s `reg` is in, to a CPU physical address
     /// through each ancestor bus's `ranges`. `None`: a bus without `ranges` (not memory-mapped) or
     /// an address no range covers.
+    #[inline(never)]
     fn translate(&self, idx: usize, mut addr: u64) -> Result<Option<u64>, DtError> {
         let mut child = idx;
         while let Some(bus) = self.parent(child) {
@@ -493,6 +506,7 @@ impl<'b> Tree<'b> {
 
     /// The translated `reg` ranges of a device, or `None` (with a note) when it has none or they
     /// are not CPU-addressable.
+    #[inline(never)]
     fn mmio(&mut self, idx: usize) -> Result<Option<Vec<Region>>, DtError> {
         let Some(reg) = self.reg(idx)? else {
             self.note(format!("{}: no reg", self.path(idx)));
@@ -548,11 +562,13 @@ impl<'b> Tree<'b> {
         reserved.sort_unstable();
     }
 
+    #[inline(never)]
     fn note(&mut self, s: String) {
         self.notes.push(s);
     }
 
     /// `path` with unit addresses optional ("/soc/serial" matches the first "/soc/serial@...").
+    #[inline(never)]
     fn resolve_path(&self, path: &str) -> Option<usize> {
         let rest = path.strip_prefix('/')?;
         let mut cur = ROOT;
@@ -571,6 +587,7 @@ impl<'b> Tree<'b> {
         Some(cur)
     }
 
+    #[inline(never)]
     fn by_phandle(&self, phandle: u32) -> Option<usize> {
         (0..self.nodes.len()).find(|&i| {
             self.u32_prop(i, "phandle") == Some(phandle)
@@ -623,6 +640,7 @@ impl<'b> Tree<'b> {
     /// Push `base+size` if non-empty, clamping a range whose end does not fit a `u64` so that
     /// `base + size` cannot overflow in any reader (the banner prints it, `mm` compares it): such
     /// a range ends at `u64::MAX`, without the last byte of the address space, where no RAM is.
+    #[inline(never)]
     fn push_region(&mut self, out: &mut Vec<Region>, idx: usize, base: u64, size: u64) {
         let mut r = Region::new(base, size);
         if r.end().is_none() {
