@@ -81,6 +81,11 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     cpu::register_stack_guard(0, false, img.boot_stack_guard);
     cpu::register_stack_guard(0, true, img.boot_exception_stack_guard);
     klog::init();
+    // Where each boot phase ended on the counter, for the `loglevel=debug` account at the end.
+    let mut ends = BootPhases {
+        start: cpu::counter(),
+        ..BootPhases::default()
+    };
     // SAFETY: the boot heap area is used for nothing else, and this runs once.
     unsafe { HEAP.init(BOOT_HEAP_AREA.0.get() as usize, BOOT_HEAP) };
     if early::overflowed() {
@@ -136,14 +141,17 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     }
     psci::set_conduit(machine.psci.as_ref().map(|p| p.method));
 
+    ends.device_tree = cpu::counter();
     log::debug!("boot: device tree read");
     if let Err(e) = mm::boot::init(&machine, image, dtb) {
         fatal(format_args!("memory: {e}"));
     }
+    ends.memory = cpu::counter();
     log::debug!("boot: init_mm built and in use");
     if let Err(e) = start_console(&machine) {
         log::warn!("console: {e}; output goes to the early buffer only");
     }
+    ends.console = cpu::counter();
     // Said once the console is up: the early buffer would also copy it to semihosting.
     if let Some((name, summary, why)) = &builtin {
         log::warn!("{why}");
@@ -159,13 +167,50 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     }));
     BOOT.call_once(|| boot);
     banner(boot);
+    ends.banner = cpu::counter();
     start_cpus(boot);
+    ends.cpus = cpu::counter();
+    ends.log();
     // Fault injection (`fail=`) starts only now: boot's own mappings must not be failed.
     if let Err(e) = mm::fault_inject::setup_from_cmdline(&boot.cmdline()) {
         fatal(format_args!("{e}"));
     }
     // SAFETY: `__initmm_main` is defined by the `entry!` macro in the binary being linked.
     unsafe { __initmm_main(boot) }
+}
+
+/// Counter values at the start of `kernel_entry` (the log's time 0) and at the end of each boot
+/// phase.
+#[derive(Default)]
+struct BootPhases {
+    start: u64,
+    device_tree: u64,
+    memory: u64,
+    console: u64,
+    banner: u64,
+    cpus: u64,
+}
+
+impl BootPhases {
+    /// Say, at `loglevel=debug`, where boot's time went. What precedes `kernel_entry` (the entry
+    /// code, `.bss`, the early tables) shows as the counter's value at the start: on QEMU the
+    /// counter starts at 0 when the machine does.
+    fn log(&self) {
+        let us =
+            |from: u64, to: u64| to.saturating_sub(from) * 1_000_000 / cpu::counter_frequency();
+        log::debug!(
+            "boot: every CPU online {} us after the first timestamp (counter at it: {} us): \
+             device tree and command line {} us, memory {} us, console {} us, banner {} us, \
+             interrupts and CPUs {} us",
+            us(self.start, self.cpus),
+            us(0, self.start),
+            us(self.start, self.device_tree),
+            us(self.device_tree, self.memory),
+            us(self.memory, self.console),
+            us(self.console, self.banner),
+            us(self.banner, self.cpus),
+        );
+    }
 }
 
 /// Why x0 gave no machine description.
@@ -206,7 +251,7 @@ fn read_device_tree(dtb_pa: u64) -> Result<(Machine, Region), DtbError> {
     // loader handed it to the kernel, which reserves it below.
     let blob =
         unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, size as usize) };
-    // `parse` runs the front door (validation, FDT_NOP removal) itself.
+    // `parse` reads the blob in one walk through the front door, which checks every token.
     let machine = devicetree::parse(blob).map_err(|e| DtbError::Broken(format!("{e}")))?;
     Ok((machine, Region { base: dtb_pa, size }))
 }
@@ -353,12 +398,7 @@ fn banner(b: &BootInfo) {
         f.total,
         (f.total * layout::PAGE_SIZE) >> 20
     );
-    let methods: alloc::vec::Vec<String> = m
-        .cpus
-        .iter()
-        .map(|c| alloc::format!("{:#x}:{}", c.mpidr, method_name(&c.enable_method)))
-        .collect();
-    log::info!("CPUs: {} found [{}]", m.cpus.len(), methods.join(" "));
+    log::info!("CPUs: {} found [{}]", m.cpus.len(), CpuList(&m.cpus));
     if let Some(c) = &m.console {
         log::info!("console: {} ({:?}) at {:#x}", c.path, c.kind, c.base);
     }
@@ -382,6 +422,19 @@ fn banner(b: &BootInfo) {
     log::info!("command line: \"{}\"", m.bootargs);
     for n in &m.notes {
         log::warn!("device tree: {n}");
+    }
+}
+
+/// "MPIDR:enable-method" of each CPU, space-separated, written straight into the log line.
+struct CpuList<'a>(&'a [devicetree::Cpu]);
+
+impl core::fmt::Display for CpuList<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, c) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{:#x}:{}", c.mpidr, method_name(&c.enable_method))?;
+        }
+        Ok(())
     }
 }
 

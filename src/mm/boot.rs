@@ -89,9 +89,7 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     debug_assert_eq!(start, KIMAGE_VADDR);
     let guards = [img.boot_stack_guard, img.boot_exception_stack_guard];
     let map = |va: u64, end: u64, prot: Prot, what| {
-        init_mm
-            .map_range(va as usize, pa(va), (end - va) as usize, prot, false)
-            .map_err(|e| BootMmError::Map(what, e))
+        map_range(&init_mm, va, pa(va), end - va, prot, false, what)
     };
     map(start, text_end, Prot::KERNEL_RX, "kernel text")?;
     map(text_end, rodata_end, Prot::KERNEL_RO, "kernel rodata")?;
@@ -102,15 +100,8 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     }
     map(va, end, Prot::KERNEL_RW, "kernel data")?;
     for (r, prot) in init_mm.layout().linear_map() {
-        init_mm
-            .map_range(
-                phys_to_virt(r.base) as usize,
-                r.base,
-                r.size as usize,
-                prot,
-                true,
-            )
-            .map_err(|e| BootMmError::Map("the linear map", e))?;
+        let va = phys_to_virt(r.base);
+        map_range(&init_mm, va, r.base, r.size, prot, true, "the linear map")?;
     }
 
     // 3. Switch.
@@ -126,4 +117,22 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     }
     KERNEL_VM.call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), mmu::pa_bits()));
     Ok(())
+}
+
+/// `init_mm.map_range`, kept out of line: boot maps five or more ranges, and under QEMU's TCG
+/// each inlined copy of the mapper's entry (its checks, the walk, the barriers) would be
+/// translated on its own, at every boot.
+#[inline(never)]
+fn map_range(
+    init_mm: &InitMm<HwEnv>,
+    va: u64,
+    pa: u64,
+    size: u64,
+    prot: Prot,
+    blocks: bool,
+    what: &'static str,
+) -> Result<(), BootMmError> {
+    init_mm
+        .map_range(va as usize, pa, size as usize, prot, blocks)
+        .map_err(|e| BootMmError::Map(what, e))
 }

@@ -1,16 +1,18 @@
 //! The front door for the flattened device tree (FDT) that firmware or QEMU hands us in `x0`.
 //!
-//! Nothing in the blob is trusted. [`sanitize`] checks the header and every token of the
-//! structure block with checked arithmetic, and writes a new, compact copy (header, memory
-//! reservation block, structure block, strings block) that has:
+//! Nothing in the blob is trusted. [`walk`] checks the header and every token of the structure
+//! block with checked arithmetic, in one pass, and hands each token on only once it is checked:
 //!
-//! - no `FDT_NOP` tokens: QEMU's raspi4b loader NOPs out the nodes it cannot emulate, and
-//!   `fdt` 0.1.5 panics on a NOP between a node's properties and its `FDT_END_NODE`;
-//! - no padding (QEMU pads its blobs to 1 MiB), and zeroed name/value padding;
-//! - only properties before child nodes, valid UTF-8 names, depth at most [`MAX_DEPTH`]
-//!   and a root named "": the other preconditions under which `fdt` 0.1.5 would panic.
+//! - `FDT_NOP`s are dropped (QEMU's raspi4b loader NOPs out the nodes it cannot emulate);
+//! - padding is never looked at (QEMU pads its blobs to 1 MiB: the walk stops at `FDT_END`);
+//! - properties come before child nodes, names are valid UTF-8, the depth is at most
+//!   [`MAX_DEPTH`], and there is one root, named "".
 //!
-//! Everything after the front door (`devicetree::parse`) reads only such a copy.
+//! `devicetree::parse` builds its whole index of the tree from that one walk. [`sanitize`] writes
+//! the same walk out as a new, compact, NOP-free copy (header, memory reservation block,
+//! structure block, strings block), for a reader that needs a clean blob rather than tokens:
+//! `fdt` 0.1.5, for one, panics on a NOP between a node's properties and its `FDT_END_NODE`, and
+//! on each of the other conditions above.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -317,7 +319,7 @@ pub fn header_totalsize(first_40_bytes: &[u8]) -> Result<usize, FdtError> {
 /// `ptr` must be readable for [`HEADER_SIZE`] bytes, and - once the header is valid - for the
 /// `totalsize` bytes it announces (call [`header_totalsize`] first and check that this range is
 /// in RAM). That memory must not be written or reused while the returned slice is in use: pass it
-/// to [`sanitize`] straight away and keep only the copy.
+/// to `devicetree::parse` (or [`sanitize`]) straight away and keep only what that returns.
 pub unsafe fn blob_from_ptr(ptr: *const u8) -> Result<&'static [u8], FdtError> {
     if ptr.is_null() {
         return Err(FdtError::NullPointer);
@@ -395,11 +397,50 @@ fn check_block(
     Ok(offset as usize..end as usize)
 }
 
-/// Validate `blob` completely and return a compact, NOP-free copy of it (see the module docs).
+/// One token of the structure block, checked, as [`walk`] hands it on. `FDT_NOP`s are dropped
+/// and `FDT_END` ends the walk, so only these three remain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token<'b> {
+    /// `FDT_BEGIN_NODE` with the node's name ("" for the root, UTF-8).
+    BeginNode(&'b str),
+    /// `FDT_PROP`: its name (UTF-8, found at `nameoff` in the strings block) and its value.
+    Prop {
+        name: &'b str,
+        nameoff: u32,
+        value: &'b [u8],
+    },
+    /// `FDT_END_NODE`.
+    EndNode,
+}
+
+/// What [`walk`] found besides the structure block's tokens, all of it checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Checked<'b> {
+    /// The memory reservation block, its (0, 0) terminator included.
+    pub rsvmap: &'b [u8],
+    pub strings: &'b [u8],
+    pub boot_cpuid_phys: u32,
+}
+
+impl<'b> Checked<'b> {
+    /// The `/memreserve/` entries (without the terminator).
+    pub fn reservations(&self) -> impl Iterator<Item = (u64, u64)> + 'b {
+        self.rsvmap
+            .chunks_exact(16)
+            .map(|e| (be64(e, 0).unwrap_or(0), be64(e, 8).unwrap_or(0)))
+            .take_while(|&(addr, size)| addr != 0 || size != 0)
+    }
+}
+
+/// Check `blob` completely in one pass - the header, the three blocks, and every token of the
+/// structure block with checked arithmetic - and hand each token to `visit` as it is checked,
+/// in blob order.
 ///
-/// The copy is a version 17 blob laid out as header, memory reservation block, structure block,
-/// strings block; `boot_cpuid_phys` is kept. Sanitizing a sanitized blob returns it unchanged.
-pub fn sanitize(blob: &[u8]) -> Result<Vec<u8>, FdtError> {
+/// A token reaches `visit` only once it passed its own checks, so a reader never sees a
+/// property outside a node or after a child, a name that is not UTF-8, a depth beyond
+/// [`MAX_DEPTH`] or a second root. A blob can still fail *after* some of its tokens were handed
+/// on (a later token is bad, or `FDT_END` is missing): on `Err`, discard what `visit` built.
+pub fn walk<'b>(blob: &'b [u8], mut visit: impl FnMut(Token<'b>)) -> Result<Checked<'b>, FdtError> {
     let h = Header::read(blob)?;
     if h.totalsize > blob.len() {
         return Err(FdtError::TotalSizePastEnd {
@@ -451,7 +492,40 @@ pub fn sanitize(blob: &[u8]) -> Result<Vec<u8>, FdtError> {
 
     let rsvmap = mem_reserve_block(blob, rsv_range.start, h.off_mem_rsvmap)?;
     let strings = blob.get(strings_range).unwrap_or_default();
-    let structure = walk_struct(blob, struct_range, strings)?;
+    walk_struct(blob, struct_range, strings, &mut visit)?;
+    Ok(Checked {
+        rsvmap,
+        strings,
+        boot_cpuid_phys: h.boot_cpuid_phys,
+    })
+}
+
+/// Validate `blob` completely ([`walk`]) and return a compact, NOP-free copy of it (see the
+/// module docs).
+///
+/// The copy is a version 17 blob laid out as header, memory reservation block, structure block,
+/// strings block; `boot_cpuid_phys` is kept. Sanitizing a sanitized blob returns it unchanged.
+pub fn sanitize(blob: &[u8]) -> Result<Vec<u8>, FdtError> {
+    let mut structure = Vec::new();
+    let checked = walk(blob, |t| match t {
+        Token::BeginNode(name) => {
+            structure.extend_from_slice(&FDT_BEGIN_NODE.to_be_bytes());
+            structure.extend_from_slice(name.as_bytes());
+            // A NUL, then zeroes to the next 4-byte boundary.
+            structure.resize((structure.len() + 1).next_multiple_of(4), 0);
+        }
+        Token::Prop { nameoff, value, .. } => {
+            structure.extend_from_slice(&FDT_PROP.to_be_bytes());
+            // `walk` checked that the value fits the struct block, so its length fits a u32.
+            structure.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            structure.extend_from_slice(&nameoff.to_be_bytes());
+            structure.extend_from_slice(value);
+            structure.resize(structure.len().next_multiple_of(4), 0);
+        }
+        Token::EndNode => structure.extend_from_slice(&FDT_END_NODE.to_be_bytes()),
+    })?;
+    structure.extend_from_slice(&FDT_END.to_be_bytes());
+    let (rsvmap, strings) = (checked.rsvmap, checked.strings);
 
     let off_dt_struct = HEADER_SIZE + rsvmap.len();
     let off_dt_strings = off_dt_struct + structure.len();
@@ -466,7 +540,7 @@ pub fn sanitize(blob: &[u8]) -> Result<Vec<u8>, FdtError> {
         u(HEADER_SIZE)?,
         17,
         16,
-        h.boot_cpuid_phys,
+        checked.boot_cpuid_phys,
         u(strings.len())?,
         u(structure.len())?,
     ] {
@@ -497,16 +571,17 @@ fn mem_reserve_block(blob: &[u8], start: usize, offset: u32) -> Result<&[u8], Fd
     }
 }
 
-/// Walk the structure block in `blob[range]` and return a copy without NOPs, with zeroed padding.
-fn walk_struct(
-    blob: &[u8],
+/// Walk the structure block in `blob[range]` up to `FDT_END`, checking each token before it is
+/// handed to `visit` (NOPs are skipped).
+fn walk_struct<'b>(
+    blob: &'b [u8],
     range: core::ops::Range<usize>,
-    strings: &[u8],
-) -> Result<Vec<u8>, FdtError> {
+    strings: &'b [u8],
+    visit: &mut impl FnMut(Token<'b>),
+) -> Result<(), FdtError> {
     let base = range.start;
     let s = blob.get(range).unwrap_or_default();
     let end = base + s.len();
-    let mut out = Vec::with_capacity(s.len());
     let mut pos = 0usize;
     let mut depth = 0usize;
     let mut seen_root = false;
@@ -535,19 +610,15 @@ fn walk_struct(
                     .iter()
                     .position(|&b| b == 0)
                     .ok_or(FdtError::UnterminatedName { offset: at })?;
-                let name = rest.get(..name_len).unwrap_or_default();
-                if core::str::from_utf8(name).is_err() {
-                    return Err(FdtError::NameNotUtf8 { offset: at });
-                }
+                let name = core::str::from_utf8(rest.get(..name_len).unwrap_or_default())
+                    .map_err(|_| FdtError::NameNotUtf8 { offset: at })?;
                 if depth == 0 && !name.is_empty() {
                     return Err(FdtError::RootNameNotEmpty { offset: at });
                 }
                 let padded = align4(name_len + 1).ok_or(FdtError::Truncated { offset: at })?;
                 let next = body.checked_add(padded).filter(|&n| n <= s.len());
                 pos = next.ok_or(FdtError::Truncated { offset: at })?;
-                out.extend_from_slice(&token.to_be_bytes());
-                out.extend_from_slice(name);
-                out.resize(out.len() + (padded - name_len), 0);
+                visit(Token::BeginNode(name));
                 depth += 1;
                 seen_root = true;
                 had_child = false;
@@ -558,7 +629,7 @@ fn walk_struct(
                 }
                 depth -= 1;
                 had_child = true;
-                out.extend_from_slice(&token.to_be_bytes());
+                visit(Token::EndNode);
                 pos = body;
             }
             FDT_PROP => {
@@ -571,7 +642,7 @@ fn walk_struct(
                 let (Some(len), Some(nameoff)) = (be32(s, body), be32(s, body + 4)) else {
                     return Err(FdtError::Truncated { offset: at });
                 };
-                check_prop_name(strings, at, nameoff)?;
+                let name = prop_name(strings, at, nameoff)?;
                 let value_start = body + 8;
                 let value_oob = FdtError::PropValueOutOfBounds {
                     offset: at,
@@ -585,11 +656,11 @@ fn walk_struct(
                 let padded = align4(len as usize).ok_or(value_oob.clone())?;
                 let next = value_start.checked_add(padded).filter(|&n| n <= s.len());
                 pos = next.ok_or(value_oob)?;
-                out.extend_from_slice(&token.to_be_bytes());
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(&nameoff.to_be_bytes());
-                out.extend_from_slice(value);
-                out.resize(out.len() + (padded - value.len()), 0);
+                visit(Token::Prop {
+                    name,
+                    nameoff,
+                    value,
+                });
             }
             FDT_END => {
                 if depth != 0 {
@@ -598,15 +669,15 @@ fn walk_struct(
                 if !seen_root {
                     return Err(FdtError::NoRootNode { offset: at });
                 }
-                out.extend_from_slice(&token.to_be_bytes());
-                return Ok(out);
+                return Ok(());
             }
             _ => return Err(FdtError::UnknownToken { offset: at, token }),
         }
     }
 }
 
-fn check_prop_name(strings: &[u8], at: usize, nameoff: u32) -> Result<(), FdtError> {
+/// The NUL-terminated, UTF-8 name at `nameoff` in the strings block.
+fn prop_name(strings: &[u8], at: usize, nameoff: u32) -> Result<&str, FdtError> {
     let rest = strings
         .get(nameoff as usize..)
         .filter(|r| !r.is_empty())
@@ -622,29 +693,11 @@ fn check_prop_name(strings: &[u8], at: usize, nameoff: u32) -> Result<(), FdtErr
             offset: at,
             nameoff,
         })?;
-    core::str::from_utf8(rest.get(..len).unwrap_or_default())
-        .map(|_| ())
-        .map_err(|_| FdtError::PropNameNotUtf8 {
+    core::str::from_utf8(rest.get(..len).unwrap_or_default()).map_err(|_| {
+        FdtError::PropNameNotUtf8 {
             offset: at,
             nameoff,
-        })
-}
-
-/// The `/memreserve/` entries of a sanitized blob (without the terminator).
-///
-/// On a blob that did not come from [`sanitize`] this stops at the first entry it cannot read.
-pub fn mem_reservations(sanitized: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
-    let mut pos = be32(sanitized, 16).map(|o| o as usize);
-    core::iter::from_fn(move || {
-        let p = pos?;
-        let addr = be64(sanitized, p)?;
-        let size = be64(sanitized, p.checked_add(8)?)?;
-        if addr == 0 && size == 0 {
-            pos = None;
-            return None;
         }
-        pos = p.checked_add(16);
-        Some((addr, size))
     })
 }
 
@@ -780,6 +833,88 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every token the walk hands on, in order.
+    fn walked(blob: &[u8]) -> Result<Vec<Token<'_>>, FdtError> {
+        let mut out = vec![];
+        walk(blob, |t| out.push(t))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn walk_hands_on_checked_tokens_in_blob_order() {
+        let blob = build(
+            &[
+                begin(""),
+                prop(11, b"m\0"),
+                begin("a@1"),
+                prop(0, b"x\0y\0"),
+                end_node(),
+                tok(FDT_NOP),
+                end_node(),
+                end(),
+            ]
+            .concat(),
+            STRINGS,
+        );
+        assert_eq!(
+            walked(&blob).unwrap(),
+            vec![
+                Token::BeginNode(""),
+                Token::Prop {
+                    name: "model",
+                    nameoff: 11,
+                    value: b"m\0"
+                },
+                Token::BeginNode("a@1"),
+                Token::Prop {
+                    name: "compatible",
+                    nameoff: 0,
+                    value: b"x\0y\0"
+                },
+                Token::EndNode,
+                Token::EndNode,
+            ]
+        );
+        let checked = walk(&blob, |_| {}).unwrap();
+        assert_eq!(checked.strings, STRINGS);
+        assert_eq!(
+            checked.reservations().collect::<Vec<_>>(),
+            vec![(0x1000, 0x2000)]
+        );
+        // What fails is refused whatever was handed on before it; nothing after it is.
+        let bad = build(
+            &[
+                begin(""),
+                begin("a"),
+                end_node(),
+                prop(0, b"x"),
+                end_node(),
+                end(),
+            ]
+            .concat(),
+            STRINGS,
+        );
+        let mut seen = vec![];
+        assert!(matches!(
+            walk(&bad, |t| seen.push(t)),
+            Err(FdtError::PropAfterChild { .. })
+        ));
+        assert_eq!(
+            seen,
+            vec![Token::BeginNode(""), Token::BeginNode("a"), Token::EndNode]
+        );
+    }
+
+    #[test]
+    fn real_blobs_walk_as_their_sanitized_copies() {
+        for blob in [VIRT_GICV2, VIRT_GICV3, VIRT_EL2] {
+            let clean = sanitize(blob).unwrap();
+            let (a, b) = (walked(blob).unwrap(), walked(&clean).unwrap());
+            assert!(a.len() > 100);
+            assert_eq!(a, b);
+        }
+    }
+
     #[test]
     fn nops_everywhere_are_removed() {
         let clean = sanitize(VIRT_GICV3).unwrap();
@@ -806,6 +941,8 @@ pub(crate) mod tests {
         let out = sanitize(&noisy).unwrap();
         assert_ne!(out.len(), noisy.len());
         assert_eq!(out, clean);
+        // The walk drops the NOPs itself: a reader of its tokens never sees them.
+        assert_eq!(walked(&noisy).unwrap(), walked(&clean).unwrap());
     }
 
     #[test]
@@ -927,7 +1064,10 @@ pub(crate) mod tests {
         let ok = [begin(""), end_node(), end()];
         let good = build(&ok.concat(), STRINGS);
         assert_eq!(
-            mem_reservations(&sanitize(&good).unwrap()).collect::<Vec<_>>(),
+            walk(&good, |_| {})
+                .unwrap()
+                .reservations()
+                .collect::<Vec<_>>(),
             vec![(0x1000, 0x2000)]
         );
         let mut b = good.clone();

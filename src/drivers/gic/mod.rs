@@ -39,6 +39,26 @@ const DEFAULT_PRIORITY: u8 = 0xa0;
 #[cfg(target_os = "none")]
 const PRIORITY_MASK_OPEN: u8 = 0xff;
 
+/// Store `value` in each register of `regs`, in order, from one store instruction in a loop.
+///
+/// Not `for r in regs { r.set(value) }` inline: with a trip count it can bound (the register
+/// arrays have fixed sizes), the compiler unrolls that into a run of separate stores, and under
+/// QEMU's TCG every distinct instruction that reaches a device register ends a translation block
+/// and is translated on its own the first time it runs: hundreds of block translations (about
+/// 10 us each on a shared host) at every boot, for what one loop does. Not inlined, the trip count
+/// is the slice's, unknown here.
+#[cfg(target_os = "none")]
+#[inline(never)]
+fn write_each<T: tock_registers::UIntLike>(
+    regs: &[tock_registers::registers::ReadWrite<T>],
+    value: T,
+) {
+    use tock_registers::interfaces::Writeable;
+    for r in regs {
+        r.set(value);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GicError {
     /// `ioremap` of one of the GIC's register ranges failed.

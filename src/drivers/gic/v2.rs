@@ -15,7 +15,7 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 
 use super::{
     DEFAULT_PRIORITY, FIRST_SPECIAL_INTID, GicError, GicVersion, PRIORITY_MASK_OPEN, PerCpuTable,
-    SGI_COUNT, SgirTarget,
+    SGI_COUNT, SgirTarget, write_each,
 };
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::platform::devicetree;
@@ -113,18 +113,15 @@ impl GicV2 {
         }
 
         gicd.ctlr.set(0);
-        let lines = super::lines_from_typer(gicd.typer.get());
-        for i in 1..lines.div_ceil(32) as usize {
-            gicd.icenabler[i].set(u32::MAX);
-            gicd.icpendr[i].set(u32::MAX);
-            gicd.icactiver[i].set(u32::MAX);
-        }
-        for intid in 32..lines as usize {
-            gicd.ipriorityr[intid].set(DEFAULT_PRIORITY);
-        }
-        for i in 2..lines.div_ceil(16) as usize {
-            gicd.icfgr[i].set(0); // every SPI level-triggered
-        }
+        let lines = super::lines_from_typer(gicd.typer.get()) as usize;
+        // The SPIs' registers (the first word, or the first two of ICFGR, are the banked
+        // SGIs/PPIs: `init_cpu`'s).
+        let spi_words = 1..lines.div_ceil(32);
+        write_each(&gicd.icenabler[spi_words.clone()], u32::MAX);
+        write_each(&gicd.icpendr[spi_words.clone()], u32::MAX);
+        write_each(&gicd.icactiver[spi_words], u32::MAX);
+        write_each(&gicd.ipriorityr[32..lines], DEFAULT_PRIORITY);
+        write_each(&gicd.icfgr[2..lines.div_ceil(16)], 0); // every SPI level-triggered
         gicd.ctlr.set(ENABLE);
         Ok(Self {
             gicd,
@@ -145,9 +142,7 @@ impl GicV2 {
         // The banked SGI/PPI registers of this CPU: PPIs off until asked for, SGIs on.
         d.icenabler[0].set(0xffff_0000);
         d.icpendr[0].set(0xffff_0000);
-        for intid in 0..32 {
-            d.ipriorityr[intid].set(DEFAULT_PRIORITY);
-        }
+        write_each(&d.ipriorityr[..32], DEFAULT_PRIORITY);
         d.isenabler[0].set(0x0000_ffff);
 
         let c = self.gicc;

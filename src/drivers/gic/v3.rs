@@ -12,6 +12,7 @@ use tock_registers::registers::{ReadOnly, ReadWrite};
 
 use super::{
     DEFAULT_PRIORITY, FIRST_SPECIAL_INTID, GicError, GicVersion, PRIORITY_MASK_OPEN, PerCpuTable,
+    write_each,
 };
 use crate::arch::aarch64::cpu::MAX_CPUS;
 use crate::arch::aarch64::{gic_sysregs, mmu};
@@ -154,19 +155,16 @@ impl GicV3 {
         wait_for("GICD_CTLR disable", rwp);
         gicd.ctlr.set(GICD_CTLR_ARE);
         wait_for("GICD_CTLR affinity routing", rwp);
-        let lines = super::lines_from_typer(gicd.typer.get());
-        for i in 1..lines.div_ceil(32) as usize {
-            gicd.igroupr[i].set(u32::MAX);
-            gicd.icenabler[i].set(u32::MAX);
-            gicd.icpendr[i].set(u32::MAX);
-            gicd.icactiver[i].set(u32::MAX);
-        }
-        for intid in 32..lines as usize {
-            gicd.ipriorityr[intid].set(DEFAULT_PRIORITY);
-        }
-        for i in 2..lines.div_ceil(16) as usize {
-            gicd.icfgr[i].set(0); // every SPI level-triggered
-        }
+        let lines = super::lines_from_typer(gicd.typer.get()) as usize;
+        // The SPIs' registers (the first word, or the first two of ICFGR, are the SGIs/PPIs,
+        // which live in each CPU's redistributor).
+        let spi_words = 1..lines.div_ceil(32);
+        write_each(&gicd.igroupr[spi_words.clone()], u32::MAX);
+        write_each(&gicd.icenabler[spi_words.clone()], u32::MAX);
+        write_each(&gicd.icpendr[spi_words.clone()], u32::MAX);
+        write_each(&gicd.icactiver[spi_words], u32::MAX);
+        write_each(&gicd.ipriorityr[32..lines], DEFAULT_PRIORITY);
+        write_each(&gicd.icfgr[2..lines.div_ceil(16)], 0); // every SPI level-triggered
         wait_for("GICD SPI disable", rwp);
         gicd.ctlr.set(GICD_CTLR_ARE | GICD_CTLR_ENABLE_G1);
         wait_for("GICD_CTLR enable", rwp);
@@ -215,9 +213,7 @@ impl GicV3 {
         r.icenabler0.set(0xffff_0000);
         r.icpendr0.set(0xffff_0000);
         wait_for("GICR PPI disable", || r.ctlr.get() & GICR_CTLR_RWP == 0);
-        for p in &r.ipriorityr {
-            p.set(DEFAULT_PRIORITY);
-        }
+        write_each(&r.ipriorityr, DEFAULT_PRIORITY);
         r.isenabler0.set(0x0000_ffff);
 
         gic_sysregs::set_priority_mask(PRIORITY_MASK_OPEN);

@@ -1,11 +1,12 @@
 //! The device-tree front door and everything the kernel reads out of the `Machine` it yields.
 //!
-//! Mirrors `kernel::read_device_tree` (sanitize, then parse the clean copy) and what boot does
-//! with the result (banner formatting, `mm::boot`'s region arithmetic, the command line, the GIC
-//! and UART helpers fed from DT values), plus the no-DT fallback that reads the same bytes as an
-//! ATAG list. Properties checked besides "no panic": sanitizing is idempotent, the front door's
-//! and the parser's verdicts agree, every RAM/reserved region has a representable end, and one
-//! input never allocates more than [`ALLOC_CAP`] bytes at once.
+//! Mirrors `kernel::read_device_tree` (parse: one walk of the blob as the loader left it) and
+//! what boot does with the result (banner formatting, `mm::boot`'s region arithmetic, the command
+//! line, the GIC and UART helpers fed from DT values), plus the no-DT fallback that reads the same
+//! bytes as an ATAG list. Properties checked besides "no panic": sanitizing is idempotent, the
+//! front door's and the parser's verdicts agree, parsing the blob reads what parsing its
+//! sanitized copy reads, every RAM/reserved region has a representable end, and one input never
+//! allocates more than [`ALLOC_CAP`] bytes at once.
 #![no_main]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -53,6 +54,8 @@ fuzz_target!(|data: &[u8]| {
     PEAK.store(base, Ordering::Relaxed);
 
     let _ = fdt_front::header_totalsize(data);
+    // The kernel's path: one walk of the blob as it is.
+    let parsed = devicetree::parse(data);
     match fdt_front::sanitize(data) {
         Ok(clean) => {
             assert_eq!(fdt_front::header_totalsize(&clean), Ok(clean.len()));
@@ -61,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
                 Ok(&clean),
                 "not idempotent"
             );
-            let parsed = devicetree::parse(&clean);
+            assert_eq!(
+                devicetree::parse(&clean),
+                parsed,
+                "the blob and its sanitized copy read differently"
+            );
             match &parsed {
                 Ok(m) => boot_reads(m, false),
                 Err(e) => {
@@ -75,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(format!("{e}").starts_with("device tree: "));
-            assert_eq!(devicetree::parse(data), Err(DtError::Fdt(e)));
+            assert_eq!(parsed, Err(DtError::Fdt(e)));
         }
     }
 
