@@ -30,8 +30,10 @@
 //!   windows on the command line: `bench_mmio=PA` (2 MiB aligned, >= 2 MiB) and
 //!   `bench_mmio_1g=PA` (1 GiB aligned, >= 1 GiB): board knowledge stays in the host script.
 //!
+//! Before anything is timed, every free page is written once (see [`touch_free_memory`]).
+//!
 //! Options: `reps=N` pairs per load for `designs` (default 5), `preps=N` for `breakdown`
-//! (default 1), `ms=N` per measurement (default 300).
+//! (default 1), `ms=N` per measurement (default 300), `loads=a,b,c` (default all three).
 
 use alloc::format;
 use alloc::string::String;
@@ -52,6 +54,7 @@ use crate::workload::storm::delta;
 use crate::workload::vmalloc_stress::Rng;
 
 struct Opts {
+    loads: Vec<Load>,
     reps: usize,
     profiled_reps: usize,
     ms: u64,
@@ -111,7 +114,22 @@ fn read_rev(va: usize, off: usize) -> u32 {
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
     let num = |k: &str, d: u64| c.number(k).ok().flatten().unwrap_or(d);
     let ms = num("ms", 300);
+    let loads: Vec<Load> = match c.get("loads") {
+        None => Load::ALL.to_vec(),
+        Some(names) => {
+            let picked: Vec<Load> = Load::ALL
+                .into_iter()
+                .filter(|l| names.split(',').any(|n| l.name().starts_with(n)))
+                .collect();
+            if picked.is_empty() {
+                log::error!("loads={names}: none of a, b, c");
+                return false;
+            }
+            picked
+        }
+    };
     let o = Opts {
+        loads,
         reps: num("reps", 5) as usize,
         profiled_reps: num("preps", 1) as usize,
         ms,
@@ -131,6 +149,7 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
         true,
     );
     let groups = c.get("bench").unwrap_or("all");
+    touch_free_memory();
     let mut ok = true;
     for g in groups.split(',') {
         let all = g == "all";
@@ -162,6 +181,8 @@ enum Load {
 }
 
 impl Load {
+    const ALL: [Load; 3] = [Self::IoremapRead, Self::MapFresh, Self::Vmalloc];
+
     fn name(self) -> &'static str {
         match self {
             Self::IoremapRead => "a_ioremap_read_iounmap",
@@ -169,6 +190,33 @@ impl Load {
             Self::Vmalloc => "c_vmalloc_write_vfree",
         }
     }
+}
+
+/// Write every free page once, through `vmalloc`, and give it all back.
+///
+/// QEMU backs guest RAM with host memory on first touch, and that first touch costs a host page
+/// fault. Untouched, it falls on whichever measurement first reaches a page: load (b) installs a
+/// fresh table page per operation and ran slower rep after rep until it had touched them all.
+/// A few MiB stay untouched, for the kernel heap to grow into meanwhile.
+fn touch_free_memory() {
+    const MARGIN_PAGES: usize = 1024;
+    let mut areas = Vec::with_capacity(1024);
+    for chunk in [16 << 20, 1 << 20, 64 << 10] {
+        while areas.len() < areas.capacity()
+            && mm::frame::FRAMES.stats().free > MARGIN_PAGES + chunk / PAGE_SIZE
+        {
+            let Ok(va) = mm::vmalloc(chunk) else { break };
+            for p in (0..chunk).step_by(PAGE_SIZE) {
+                // SAFETY: the page was just vmalloc'd here, and nothing else refers to it.
+                unsafe { ((va + p) as *mut u64).write_volatile(0) };
+            }
+            areas.push(va);
+        }
+    }
+    for va in areas {
+        let _ = mm::vfree(va);
+    }
+    crate::workload::settle();
 }
 
 /// Per lock of `mm::profile::LOCKS`: the ticks waited and held, the acquisitions, and whether
@@ -202,7 +250,7 @@ fn designs(o: &Opts, profiled: bool) -> bool {
     let vm = kernel_vm();
     let mut ok = true;
     let reps = if profiled { o.profiled_reps } else { o.reps };
-    for load in [Load::IoremapRead, Load::MapFresh, Load::Vmalloc] {
+    for &load in &o.loads {
         // Warm up (untimed): the first touch of guest frames costs QEMU host page faults, which
         // would otherwise land on whichever design runs first.
         crate::workload::settle();
