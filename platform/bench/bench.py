@@ -38,9 +38,11 @@ mean nothing. `baseline` runs only the throughput loads at -smp 1 and 2 with `fu
 they go: `caller` for `prepatch`, no alternation).
 
 --write-baseline FILE writes this run's throughput samples; --baseline FILE reads such a file
-(or any bench.py's results.json) and checks load c against it. For the figures of commit OLD:
+(or any bench.py's results.json) and checks load c against it. For the figures of commit OLD
+(build its bench kernel as its justfile's `bench` recipe does: before the `bench` feature
+existed, the release kernel was it):
 
-    git worktree add /tmp/old OLD
+    mkdir /tmp/old && git archive OLD | tar -x -C /tmp/old
     (cd /tmp/old && cargo build --release --features bench --target-dir target/bench-kernel)
     platform/bench/bench.py /tmp/old/target/bench-kernel/aarch64-unknown-none/release/initmm \\
         baseline --write-baseline target/bench/baseline-OLD.json
@@ -121,9 +123,12 @@ VERDICT_CPUS = (1, 2)
 OVERSUBSCRIBED = 4
 PROJECT_TO = (4, 8, 16, 64, 128)
 # `full`: pairs (seed + prepatch back to back) per load at -smp 1 and 2, pairs at -smp 4, ms per
-# measurement, profiled pairs per load at -smp 1 and 2 (see the README's Performance section for
-# why these).
-FULL_REPS, FULL_REPS_OVERSUBSCRIBED, FULL_MS, FULL_PROFILED_REPS = 15, 5, 300, 5
+# measurement, profiled pairs per load at -smp 1 and 2. A pair takes 0.4 s, so host drift slower
+# than that cancels in its ratio; 200 ms is thousands of operations even for load c and makes
+# the counter's resolution and a run's set-up and final purge negligible. 21 pairs put the
+# median's interval at the 6th and 16th of them (97% coverage): a burst of host load that spoils
+# up to 5 pairs cannot move it past a clean pair. The whole run takes about 3 minutes.
+FULL_REPS, FULL_REPS_OVERSUBSCRIBED, FULL_MS, FULL_PROFILED_REPS = 21, 5, 200, 5
 QUICK_REPS, QUICK_MS, QUICK_PROFILED_REPS = 2, 40, 1
 CI_LEVEL = 0.95
 
