@@ -17,9 +17,10 @@ projection.svg):
   median, and seed/prepatch as the median (with its CI) of the per-rep ratios: the guest runs
   the two designs back to back in every rep, alternating which goes first;
 - where the time goes, per operation, in guest counter ticks, at -smp 1 and 2 (the profiled
-  `breakdown` runs, separate from the throughput reps): per global lock the time held and waited
-  and the acquisitions, TLB and leaf-write time, table allocations, barriers, TLB invalidations,
-  and the serial fraction (time holding a lock every CPU contends for / CPU time);
+  `breakdown` runs, separate from the throughput reps): per lock the time held and waited (with
+  profiling's own cost, which the guest measures, taken out) and the acquisitions, TLB and
+  leaf-write time, table allocations, barriers, TLB invalidations, lost table installs, and the
+  serial fraction (time holding a lock every CPU contends for / unprofiled CPU time);
 - a projection to 4-128 CPUs from the -smp 1 serial fraction s: Amdahl, and the Universal
   Scalability Law with sigma = s and kappa fitted to the measured -smp 2 throughput, with how far
   Amdahl's -smp 2 prediction is from the measurement;
@@ -428,7 +429,7 @@ def projection(designs, bd):
                 k = (2 * x1 / per[2]["median"] - 1 - s) / 2
                 p["kappa"], p["kappa_clamped"] = max(k, 0.0), k < 0
                 p["usl"] = {n: usl(x1, s, p["kappa"], n) for n in (1, 2) + PROJECT_TO}
-                if p["kappa"] > 0:
+                if p["kappa"] > 0 and s < 1:
                     p["usl_peak_cpus"] = math.sqrt((1 - s) / p["kappa"])
             out.setdefault(load, {})[design] = p
     return out
@@ -634,13 +635,18 @@ def report_projection(r):
                 continue
             m2, m4 = p["measured"].get(2), p["measured"].get(OVERSUBSCRIBED)
             k = "-" if p["kappa"] is None else f"{p['kappa']:.4f}" + ("c" if p["kappa_clamped"] else "")
-            print(f"{load:<24} {design:<9} {p['s']:>7.2%} {k:>8} {num(p['x1']):>8} "
+            sv = f"{p['s']:.2%}" + ("!" if p["s"] >= 1 else "")
+            print(f"{load:<24} {design:<9} {sv:>7} {k:>8} {num(p['x1']):>8} "
                   f"{num(p['amdahl'][2]):>12} "
                   + (f"{num(m2['median']):>9} {m2['off']:>+7.1%}" if m2 else f"{'-':>9} {'-':>7}")
                   + f"   {num(p['amdahl'][4]):>12} "
                   + (f"{num(m4['median']):>9} {m4['off']:>+7.1%}" if m4 else f"{'-':>9} {'-':>7}"))
     print("off: measured / Amdahl - 1 (at -smp 1 it is 0 by construction). *: -smp 4 is "
           "oversubscribed, shown, not a check. kc: the measured -smp 2 beats Amdahl, k clamped to 0")
+    if any(p["s"] >= 1 for ds in r["projection"].values() for p in ds.values()):
+        print("!: a serial fraction of 100% or more: the profiled runs took longer than the "
+              "throughput reps by more than profiling explains (the host was busier then); the "
+              "projection from it is not worth reading")
     print(f"\n{'projected ops/s':<24} {'design':<9} {'model':<7}"
           + "".join(f" {'X(' + str(n) + ')':>9}" for n in PROJECT_TO) + "  USL peak")
     for load, ds in r["projection"].items():
