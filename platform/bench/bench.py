@@ -128,7 +128,7 @@ PROJECT_TO = (4, 8, 16, 64, 128)
 # than that cancels in its ratio; 200 ms is thousands of operations even for load c and makes
 # the counter's resolution and a run's set-up and final purge negligible. 21 pairs put the
 # median's interval at the 6th and 16th of them (97% coverage): a burst of host load that spoils
-# up to 5 pairs cannot move it past a clean pair. The whole run takes about 3 minutes.
+# up to 5 pairs cannot move it past a clean pair. The whole run takes 3-4 minutes.
 FULL_REPS, FULL_REPS_OVERSUBSCRIBED, FULL_MS, FULL_PROFILED_REPS = 21, 5, 200, 5
 QUICK_REPS, QUICK_MS, QUICK_PROFILED_REPS = 2, 40, 1
 CI_LEVEL = 0.95
