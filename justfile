@@ -163,14 +163,16 @@ setup:
 _ensure:
     @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}}; } || platform/setup.sh
 
-# Benchmarks on QEMU virt at -smp 1, 2, 4: the seed design against the caller-locked baseline,
-# where the time goes, the floor of a map+unmap, growth, boot. `just bench quick` (part of
-# `just test`) runs each briefly to check it works. Writes target/bench/results.json and
-# target/bench/throughput.svg.
-bench MODE="full": _ensure image
+# Benchmarks on QEMU virt at -smp 1 and 2 (and 4, oversubscribed, reported apart): the seed
+# design against the pre-patch baseline with confidence intervals, where the time goes per
+# operation, a projection to 128 CPUs, the floor of a map+unmap, growth, boot, the targets.
+# `just bench quick` (part of `just test`) runs each briefly to check it works. ARGS:
+# `--baseline FILE` (another commit's figures, for the load-c target), `--write-baseline FILE`.
+# Writes target/bench/results.json, throughput.svg and projection.svg.
+bench MODE="full" *ARGS: _ensure image
     @python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
     cargo build --release --features bench --target-dir target/bench-kernel
-    python3 platform/bench/bench.py target/bench-kernel/{{target}}/release/initmm {{MODE}} {{kernel}}.img
+    python3 platform/bench/bench.py target/bench-kernel/{{target}}/release/initmm {{MODE}} {{kernel}}.img {{ARGS}}
 
 # Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path)
 # with libFuzzer for SECONDS. Needs the nightly toolchain; installs cargo-fuzz when missing.

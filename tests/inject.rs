@@ -371,6 +371,7 @@ fn storm_and_vmalloc_stress_count_injected_failures_and_pass() {
         cpus: 4,
         duration: 0,
         iterations: Some(64),
+        lost_races: workload::LostRaces::Demand,
     };
     fault_inject::apply(&cfg);
     let storm = workload::storm::run(&params);

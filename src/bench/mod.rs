@@ -5,19 +5,35 @@
 //! its work (every mapping read or translated back); a measurement whose check fails says so in
 //! `"ok":false` and the run exits with a failure.
 //!
+//! The first line, `"group":"info"`, gives the counter's frequency (every `ticks` field counts
+//! its ticks), the CPUs and the options.
+//!
 //! Groups:
 //! - `designs`: loads (a) ioremap + read + iounmap of a 4 KiB device page, (b) map-only into
-//!   fresh, never-touched 2 MiB slots (a page table installed per operation), (c) vmalloc + write
-//!   + vfree of 1-16 pages; each with the seed design and the caller-locked baseline.
-//! - `breakdown`: the same loads with profiling on: share of CPU time in the virtual-area lock,
-//!   the page-table lock, TLB maintenance and leaf writes.
+//!   fresh, never-touched 2 MiB slots (a page table installed per operation), (c) vmalloc +
+//!   write + vfree of 1-16 pages; each with the seed design and the pre-patch baseline. Each rep
+//!   runs both designs back to back, seed first in even reps and pre-patch first in odd ones
+//!   (`first` says which), so that the host can pair them and drift and order effects fall on
+//!   both alike.
+//!   Memory management is settled (lazy areas purged, frame caches drained, empty tables freed)
+//!   before every measurement, so that each starts from the same state, and each ends, timed,
+//!   with the purge of what its unmaps deferred: it pays for exactly its own invalidations.
+//! - `breakdown`: the same loads and pairs with profiling on: per lock every CPU contends for
+//!   (`mm::profile::LOCKS`) the ticks spent waiting for it and holding it and the times it was
+//!   taken; ticks per profiled section (TLB maintenance, leaf writes); counts per event (table
+//!   allocations, barriers, TLB invalidations); the table installs won and lost; and the CPU
+//!   time (`cpu_ticks`: elapsed ticks times CPUs) they are shares of. Before each load's
+//!   profiled runs, a `probe` line says what profiling itself costs (see [`probe_costs`]).
 //! - `floor`: the irreducible work of one 4 KiB map + unmap against a real ioremap + iounmap.
 //! - `growth`: virtual-area allocate + free with 10 .. 100,000 live areas; ioremap of 4 KiB,
 //!   64 KiB, 2 MiB and 1 GiB (with blocks) and the table pages each uses. Needs the device
 //!   windows on the command line: `bench_mmio=PA` (2 MiB aligned, >= 2 MiB) and
 //!   `bench_mmio_1g=PA` (1 GiB aligned, >= 1 GiB): board knowledge stays in the host script.
 //!
-//! Options: `reps=N` (default 5), `ms=N` per measurement (default 300).
+//! Before anything is timed, every free page is written once (see [`touch_free_memory`]).
+//!
+//! Options: `reps=N` pairs per load for `designs` (default 5), `preps=N` for `breakdown`
+//! (default 1), `ms=N` per measurement (default 300), `loads=a,b,c` (default all three).
 
 use alloc::format;
 use alloc::string::String;
@@ -34,10 +50,14 @@ use crate::mm::{self, kernel_vm, profile};
 use crate::platform::devicetree::GicVersion;
 use crate::smp::runtime::{Barrier, on_cpus};
 use crate::smp::{self};
+use crate::workload::storm::delta;
 use crate::workload::vmalloc_stress::Rng;
 
 struct Opts {
+    loads: Vec<Load>,
     reps: usize,
+    profiled_reps: usize,
+    ms: u64,
     ticks: u64,
     mmio: Option<u64>,
     mmio_1g: Option<u64>,
@@ -55,6 +75,15 @@ fn emit(fields: &[(&str, String)], ok: bool) {
 
 fn q(s: &str) -> String {
     format!("\"{s}\"")
+}
+
+/// A JSON object of numbers.
+fn obj<'a>(fields: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let inner: Vec<String> = fields
+        .into_iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
+    format!("{{{}}}", inner.join(","))
 }
 
 /// A device page every board has: the GIC distributor page holding PIDR2, and the architecture
@@ -84,13 +113,43 @@ fn read_rev(va: usize, off: usize) -> u32 {
 
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
     let num = |k: &str, d: u64| c.number(k).ok().flatten().unwrap_or(d);
+    let ms = num("ms", 300);
+    let loads: Vec<Load> = match c.get("loads") {
+        None => Load::ALL.to_vec(),
+        Some(names) => {
+            let picked: Vec<Load> = Load::ALL
+                .into_iter()
+                .filter(|l| names.split(',').any(|n| l.name().starts_with(n)))
+                .collect();
+            if picked.is_empty() {
+                log::error!("loads={names}: none of a, b, c");
+                return false;
+            }
+            picked
+        }
+    };
     let o = Opts {
+        loads,
         reps: num("reps", 5) as usize,
-        ticks: num("ms", 300) * cpu::counter_frequency() / 1000,
+        profiled_reps: num("preps", 1) as usize,
+        ms,
+        ticks: ms * cpu::counter_frequency() / 1000,
         mmio: c.number("bench_mmio").ok().flatten(),
         mmio_1g: c.number("bench_mmio_1g").ok().flatten(),
     };
+    emit(
+        &[
+            ("group", q("info")),
+            ("counter_hz", format!("{}", cpu::counter_frequency())),
+            ("cpus", format!("{}", smp::online_cpus())),
+            ("reps", format!("{}", o.reps)),
+            ("profiled_reps", format!("{}", o.profiled_reps)),
+            ("ms", format!("{}", o.ms)),
+        ],
+        true,
+    );
     let groups = c.get("bench").unwrap_or("all");
+    touch_free_memory();
     let mut ok = true;
     for g in groups.split(',') {
         let all = g == "all";
@@ -122,6 +181,8 @@ enum Load {
 }
 
 impl Load {
+    const ALL: [Load; 3] = [Self::IoremapRead, Self::MapFresh, Self::Vmalloc];
+
     fn name(self) -> &'static str {
         match self {
             Self::IoremapRead => "a_ioremap_read_iounmap",
@@ -131,19 +192,81 @@ impl Load {
     }
 }
 
+/// Write every free page once, through `vmalloc`, and give it all back.
+///
+/// QEMU backs guest RAM with host memory on first touch, and that first touch costs a host page
+/// fault. Untouched, it falls on whichever measurement first reaches a page: load (b) installs a
+/// fresh table page per operation and ran slower rep after rep until it had touched them all.
+/// A few MiB stay untouched, for the kernel heap to grow into meanwhile.
+fn touch_free_memory() {
+    const MARGIN_PAGES: usize = 1024;
+    let mut areas = Vec::with_capacity(1024);
+    for chunk in [16 << 20, 1 << 20, 64 << 10] {
+        while areas.len() < areas.capacity()
+            && mm::frame::FRAMES.stats().free > MARGIN_PAGES + chunk / PAGE_SIZE
+        {
+            let Ok(va) = mm::vmalloc(chunk) else { break };
+            for p in (0..chunk).step_by(PAGE_SIZE) {
+                // SAFETY: the page was just vmalloc'd here, and nothing else refers to it.
+                unsafe { ((va + p) as *mut u64).write_volatile(0) };
+            }
+            areas.push(va);
+        }
+    }
+    for va in areas {
+        let _ = mm::vfree(va);
+    }
+    crate::workload::settle();
+}
+
+/// Per lock of `mm::profile::LOCKS`: the ticks waited and held, the acquisitions, and whether
+/// every CPU contends for it (only those make up the serial fraction).
+fn locks_json(t: &profile::Totals) -> String {
+    let locks: Vec<String> = profile::LOCKS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, name, global))| {
+            format!(
+                "\"{name}\":{{\"wait\":{},\"hold\":{},\"acquired\":{},\"global\":{global}}}",
+                t.wait[i], t.hold[i], t.acquired[i]
+            )
+        })
+        .collect();
+    format!("{{{}}}", locks.join(","))
+}
+
+/// The two designs in the order rep `rep` runs them: seed first in even reps, pre-patch first in
+/// odd ones, so that whatever the first run of a pair pays or gains falls on both alike.
+fn pair_order(rep: usize) -> [(Design, &'static str); 2] {
+    let [seed, prepatch] = [(Design::Seed, "seed"), (Design::PrePatch, "prepatch")];
+    if rep.is_multiple_of(2) {
+        [seed, prepatch]
+    } else {
+        [prepatch, seed]
+    }
+}
+
 fn designs(o: &Opts, profiled: bool) -> bool {
+    let vm = kernel_vm();
     let mut ok = true;
-    for load in [Load::IoremapRead, Load::MapFresh, Load::Vmalloc] {
+    let reps = if profiled { o.profiled_reps } else { o.reps };
+    for &load in &o.loads {
         // Warm up (untimed): the first touch of guest frames costs QEMU host page faults, which
         // would otherwise land on whichever design runs first.
+        crate::workload::settle();
         ok &= run_load(load, o.ticks, false).ok;
-        let reps = if profiled { 1 } else { o.reps };
-        // Alternate the designs rep by rep, so that drift in the host's load hits both alike.
+        if profiled {
+            probe_costs();
+        }
         for rep in 0..reps {
-            for (mode, design) in [(Design::Seed, "seed"), (Design::PrePatch, "prepatch")] {
-                kernel_vm().init_mm.set_design(mode);
+            let order = pair_order(rep);
+            for (mode, design) in order {
+                crate::workload::settle();
+                vm.init_mm.set_design(mode);
+                let tables0 = vm.init_mm.stats();
                 let r = run_load(load, o.ticks, profiled);
-                kernel_vm().init_mm.set_design(Design::Seed);
+                let tables = delta(&tables0, &vm.init_mm.stats());
+                vm.init_mm.set_design(Design::Seed);
                 ok &= r.ok;
                 let cpus = smp::online_cpus();
                 let secs = r.ticks as f64 / cpu::counter_frequency() as f64;
@@ -151,30 +274,40 @@ fn designs(o: &Opts, profiled: bool) -> bool {
                     ("group", q(if profiled { "breakdown" } else { "designs" })),
                     ("load", q(load.name())),
                     ("design", q(design)),
+                    ("first", q(order[0].1)),
                     ("cpus", format!("{cpus}")),
                     ("rep", format!("{rep}")),
                     ("ops", format!("{}", r.ops)),
+                    ("ticks", format!("{}", r.ticks)),
                     ("seconds", format!("{secs:.4}")),
                     ("ops_per_sec", format!("{:.1}", r.ops as f64 / secs)),
                 ];
                 if profiled {
                     let t = profile::totals();
                     f.push(("cpu_ticks", format!("{}", r.ticks * cpus as u64)));
-                    for (i, (_, name, _)) in profile::LOCKS.iter().enumerate() {
-                        f.push((
-                            name,
-                            format!(
-                                "{{\"wait\":{},\"hold\":{},\"acquired\":{}}}",
-                                t.wait[i], t.hold[i], t.acquired[i]
-                            ),
-                        ));
-                    }
-                    for (i, (_, name)) in profile::SECTIONS.iter().enumerate() {
-                        f.push((name, format!("{}", t.time[i])));
-                    }
-                    for (i, (_, name)) in profile::EVENTS.iter().enumerate() {
-                        f.push((name, format!("{}", t.count[i])));
-                    }
+                    f.push(("locks", locks_json(&t)));
+                    f.push((
+                        "sections",
+                        obj(profile::SECTIONS
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, name))| (*name, t.time[i]))),
+                    ));
+                    f.push((
+                        "events",
+                        obj(profile::EVENTS
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, name))| (*name, t.count[i]))),
+                    ));
+                    let levels = [tables.pud, tables.pmd, tables.pte];
+                    f.push((
+                        "tables",
+                        obj([
+                            ("installed", levels.iter().map(|l| l.installed).sum()),
+                            ("lost", levels.iter().map(|l| l.lost).sum()),
+                        ]),
+                    ));
                 }
                 if !r.ok {
                     f.push(("error", q(&r.error)));
@@ -280,6 +413,10 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
         }
         ops[id].store(n, Ordering::Relaxed);
     });
+    // The invalidations this run's unmaps deferred are its work too: purge them inside the timed
+    // (and profiled) part. The caller settled memory management before the run, so every run pays
+    // for exactly its own unmaps, however far the lazily freed total was from the threshold.
+    vm.vm_unmap_aliases();
     let elapsed = cpu::counter() - t_start.load(Ordering::Relaxed);
     profile::enable(false);
     let total: u64 = ops.iter().map(|o| o.load(Ordering::Relaxed)).sum();
@@ -309,6 +446,71 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
         ok: error.is_empty() && total > 0,
         error,
     }
+}
+
+/// What profiling itself costs, so that the host can take it out of the breakdown: on this CPU
+/// alone, an uncontended lock around an empty critical section and an empty timed section, in
+/// batches of `N` with profiling off and on. Per acquisition the hold and wait profiling reports
+/// for the empty section are its own overhead inside and before the hold; the ticks per
+/// acquisition and per section, on against off, what a probe adds to the CPU time. Each figure
+/// is the least over `BATCHES` batches: a batch takes well under a millisecond, and one in which
+/// the host preempted QEMU only comes out longer.
+fn probe_costs() {
+    const N: u64 = 1_000;
+    const BATCHES: usize = 20;
+    let lock = spin::Mutex::new(());
+    let (kind, _, _) = profile::LOCKS[0];
+    let (section, _) = profile::SECTIONS[0];
+    let run = |on: bool| {
+        profile::enable(on);
+        let t0 = cpu::counter();
+        for _ in 0..N {
+            drop(core::hint::black_box(profile::acquire(kind, || {
+                lock.lock()
+            })));
+        }
+        let t1 = cpu::counter();
+        for _ in 0..N {
+            profile::timed(section, || core::hint::black_box(0));
+        }
+        let t2 = cpu::counter();
+        let t = profile::totals();
+        profile::enable(false);
+        [
+            t.hold[kind as usize],
+            t.wait[kind as usize],
+            t.time[section as usize],
+            t1 - t0,
+            t2 - t1,
+        ]
+    };
+    // hold, wait, section, lock_on, section_on, lock_off, section_off
+    let mut least = [u64::MAX; 7];
+    for _ in 0..BATCHES {
+        let [hold, wait, sec, lock_on, section_on] = run(true);
+        let [_, _, _, lock_off, section_off] = run(false);
+        let batch = [hold, wait, sec, lock_on, section_on, lock_off, section_off];
+        for (l, b) in least.iter_mut().zip(batch) {
+            *l = (*l).min(b);
+        }
+    }
+    let names = [
+        "hold",
+        "wait",
+        "section",
+        "lock_on",
+        "section_on",
+        "lock_off",
+        "section_off",
+    ];
+    let mut f = alloc::vec![
+        ("group", q("probe")),
+        ("cpus", format!("{}", smp::online_cpus())),
+    ];
+    for (name, l) in names.into_iter().zip(least) {
+        f.push((name, format!("{:.2}", l as f64 / N as f64)));
+    }
+    emit(&f, true);
 }
 
 /// One 4 KiB map + unmap at its floor, against a real ioremap + iounmap, on this CPU alone.

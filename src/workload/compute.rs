@@ -121,5 +121,6 @@ pub fn run(p: &Params) -> Report {
             ("chunks_per_cpu", format!("{per_cpu_jobs:?}")),
         ],
         failures,
+        notes: Vec::new(),
     }
 }

@@ -33,6 +33,23 @@ pub struct Params {
     /// Run for this many counter ticks, unless `iterations` is set.
     pub duration: u64,
     pub iterations: Option<u64>,
+    /// What the storm makes of a run in which its CPUs lost no table-install race.
+    pub lost_races: LostRaces,
+}
+
+/// Whether `ioremap-storm` must lose a table-install race when it runs on several CPUs.
+///
+/// A race is lost only when two CPUs are inside the same table allocation at the same moment.
+/// QEMU runs each vCPU on a host thread; when the host's cores are busy with other work, it runs
+/// them in turns and the CPUs never meet there. A test kernel wants the race path proved, so it
+/// demands a lost race; `just run` is a demonstration, which a busy host must not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostRaces {
+    /// No lost race is a failure: the race path never ran. What [`Params::from_cmdline`] gives,
+    /// and so what every test kernel gets.
+    Demand,
+    /// No lost race is a note in the report, with the evidence of why.
+    Note,
 }
 
 impl Params {
@@ -54,6 +71,7 @@ impl Params {
             cpus,
             duration: seconds * cpu::counter_frequency(),
             iterations,
+            lost_races: LostRaces::Demand,
         })
     }
 
@@ -85,6 +103,8 @@ pub struct Report {
     /// Workload-specific `"key": value` pairs for the JSON line.
     pub extra: Vec<(&'static str, String)>,
     pub failures: Vec<String>,
+    /// Things worth knowing about a run that passed (printed, not failed).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -103,6 +123,7 @@ impl Report {
             passed: false,
             extra: Vec::new(),
             failures: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -242,9 +263,15 @@ pub const NAMED_ONLY: [(&str, Workload); 1] = [("soak", soak::run)];
 
 /// Run the workloads the command line names (`workload=NAME[,NAME]`, `all`, or `none`), print a
 /// summary table, and return whether all passed.
+///
+/// This is what `just run` boots into, on whatever host it has: the storm notes, rather than
+/// fails, a run in which no table-install race was lost (see [`LostRaces`]).
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
     let params = match Params::from_cmdline(c) {
-        Ok(p) => p,
+        Ok(p) => Params {
+            lost_races: LostRaces::Note,
+            ..p
+        },
         Err(e) => {
             log::error!("{e}");
             return false;
@@ -278,6 +305,9 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
         r.spurious_faults = spurious_faults() - spurious;
         for f in &r.failures {
             log::error!("{name}: {f}");
+        }
+        for n in &r.notes {
+            log::warn!("{name}: note: {n}");
         }
         crate::kprintln!("result {}", r.json());
         reports.push(r);

@@ -348,6 +348,7 @@ pub fn run(p: &Params) -> Report {
         passed: false,
         extra: vec![],
         failures: failures.into_inner(),
+        notes: Vec::new(),
     };
     super::settle();
     report.frames_after = free_frames();
