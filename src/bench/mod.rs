@@ -219,16 +219,18 @@ fn touch_free_memory() {
     crate::workload::settle();
 }
 
-/// Per lock of `mm::profile::LOCKS`: the ticks waited and held, the acquisitions, and whether
-/// every CPU contends for it (only those make up the serial fraction).
+/// Per lock of `mm::profile::LOCKS`: the ticks waited and held, the acquisitions, the clock
+/// reads probes made inside its holds, and whether every CPU contends for it (only those make up
+/// the serial fraction).
 fn locks_json(t: &profile::Totals) -> String {
     let locks: Vec<String> = profile::LOCKS
         .iter()
         .enumerate()
         .map(|(i, (_, name, global))| {
             format!(
-                "\"{name}\":{{\"wait\":{},\"hold\":{},\"acquired\":{},\"global\":{global}}}",
-                t.wait[i], t.hold[i], t.acquired[i]
+                "\"{name}\":{{\"wait\":{},\"hold\":{},\"acquired\":{},\"inner_reads\":{},\
+                 \"global\":{global}}}",
+                t.wait[i], t.hold[i], t.acquired[i], t.inner_reads[i]
             )
         })
         .collect();

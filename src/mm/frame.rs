@@ -9,7 +9,7 @@
 //! and the buddy allocator sits a pool of full batches: a cache that overflows parks a batch
 //! there and one that runs dry takes a batch back, each a copy under one short lock, where the
 //! buddy allocator would pay a search-tree update per frame. A refill from the buddy allocator
-//! takes a whole 32-frame block at once when it can. Cached and pooled frames count as free in
+//! takes [`REFILL_BATCHES`] batches in one block when it can, and parks all but one in the pool. Cached and pooled frames count as free in
 //! [`Frames::stats`]; [`Frames::drain_caches`] returns them all to the buddy allocator (before a
 //! balance check, or when a large allocation fails for want of contiguous frames).
 
@@ -28,6 +28,11 @@ const CPUS: usize = 32;
 pub const CACHE_FRAMES: usize = 64;
 /// Frames moved between a cache and the buddy allocator at a time.
 pub const CACHE_BATCH: usize = 32;
+
+/// Batches a refill from the buddy allocator takes at once, when it has a block that large (the
+/// first fills the cache, the rest go to the pool): a CPU mapping fresh tables, whose frames come
+/// back only later, then meets the buddy lock once per 256 frames rather than per 32.
+pub const REFILL_BATCHES: usize = 8;
 
 /// Full batches the pool holds at most (32 MiB of frames).
 pub const POOL_BATCHES: usize = 256;
@@ -154,41 +159,11 @@ impl Frames {
         self.alloc_uninjected(count)
     }
 
-    /// One frame from this CPU's cache, refilled when empty: a batch from the pool, else a block
-    /// of [`CACHE_BATCH`] frames from the buddy allocator, else single frames from it.
+    /// One frame from this CPU's cache, refilled when empty ([`refill`](Self::refill)).
     fn alloc_cached(&self) -> Option<u64> {
         let mut c = self.caches[this_cpu() % CPUS].lock();
         if c.n == 0 {
-            let got = match self.pool_take() {
-                Some(batch) => {
-                    c.frames[..CACHE_BATCH].copy_from_slice(&batch);
-                    CACHE_BATCH
-                }
-                None => {
-                    let got = self.with_buddy(|b| match b.alloc(CACHE_BATCH) {
-                        Some(block) => {
-                            for (i, f) in c.frames[..CACHE_BATCH].iter_mut().enumerate() {
-                                *f = ((block + i) as u64) << PAGE_SHIFT;
-                            }
-                            CACHE_BATCH
-                        }
-                        None => {
-                            let mut got = 0;
-                            while got < CACHE_BATCH {
-                                match b.alloc(1) {
-                                    Some(f) => c.frames[got] = (f as u64) << PAGE_SHIFT,
-                                    None => break,
-                                }
-                                got += 1;
-                            }
-                            got
-                        }
-                    });
-                    self.cached.fetch_add(got, Ordering::Relaxed);
-                    got
-                }
-            };
-            c.n = got;
+            self.refill(&mut c);
         }
         if c.n == 0 {
             drop(c);
@@ -200,6 +175,56 @@ impl Frames {
         self.cached.fetch_sub(1, Ordering::Relaxed);
         self.free.fetch_sub(1, Ordering::Relaxed);
         Some(c.frames[c.n])
+    }
+
+    /// Fill an empty cache: a batch from the pool; else [`REFILL_BATCHES`] batches in one block
+    /// from the buddy allocator (one search-tree update; the first batch fills the cache, the rest
+    /// go to the pool, and only the update runs under the buddy lock); else one batch's block;
+    /// else single frames. Leaves the cache empty only when the buddy allocator is.
+    fn refill(&self, c: &mut FrameCache) {
+        if let Some(batch) = self.pool_take() {
+            c.frames[..CACHE_BATCH].copy_from_slice(&batch);
+            c.n = CACHE_BATCH;
+            return;
+        }
+        if let Some(first) = self.with_buddy(|b| b.alloc(CACHE_BATCH * REFILL_BATCHES)) {
+            self.cached
+                .fetch_add(CACHE_BATCH * REFILL_BATCHES, Ordering::Relaxed);
+            let frame = |i: usize| ((first + i) as u64) << PAGE_SHIFT;
+            for (i, f) in c.frames[..CACHE_BATCH].iter_mut().enumerate() {
+                *f = frame(i);
+            }
+            c.n = CACHE_BATCH;
+            for k in 1..REFILL_BATCHES {
+                let batch: [u64; CACHE_BATCH] =
+                    core::array::from_fn(|i| frame(k * CACHE_BATCH + i));
+                if !self.pool_put(&batch) {
+                    self.return_batch(&batch);
+                }
+            }
+            return;
+        }
+        let got = self.with_buddy(|b| match b.alloc(CACHE_BATCH) {
+            Some(block) => {
+                for (i, f) in c.frames[..CACHE_BATCH].iter_mut().enumerate() {
+                    *f = ((block + i) as u64) << PAGE_SHIFT;
+                }
+                CACHE_BATCH
+            }
+            None => {
+                let mut got = 0;
+                while got < CACHE_BATCH {
+                    match b.alloc(1) {
+                        Some(f) => c.frames[got] = (f as u64) << PAGE_SHIFT,
+                        None => break,
+                    }
+                    got += 1;
+                }
+                got
+            }
+        });
+        self.cached.fetch_add(got, Ordering::Relaxed);
+        c.n = got;
     }
 
     /// [`alloc`](Self::alloc) that fault injection never fails: for the kernel heap's growth
@@ -236,12 +261,7 @@ impl Frames {
                 let mut batch = [0; CACHE_BATCH];
                 batch.copy_from_slice(&c.frames[..CACHE_BATCH]);
                 if !self.pool_put(&batch) {
-                    self.with_buddy(|b| {
-                        for &f in &batch {
-                            b.dealloc((f >> PAGE_SHIFT) as usize, 1);
-                        }
-                    });
-                    self.cached.fetch_sub(CACHE_BATCH, Ordering::Relaxed);
+                    self.return_batch(&batch);
                 }
                 c.frames.copy_within(CACHE_BATCH.., 0);
                 c.n -= CACHE_BATCH;
@@ -253,6 +273,16 @@ impl Frames {
             return;
         }
         self.with_buddy(|b| b.dealloc((pa >> PAGE_SHIFT) as usize, count));
+    }
+
+    /// Give a batch of cached frames back to the buddy allocator.
+    fn return_batch(&self, batch: &[u64; CACHE_BATCH]) {
+        self.with_buddy(|b| {
+            for &f in batch {
+                b.dealloc((f >> PAGE_SHIFT) as usize, 1);
+            }
+        });
+        self.cached.fetch_sub(CACHE_BATCH, Ordering::Relaxed);
     }
 
     /// A full batch from the pool, if it holds one.
@@ -280,12 +310,7 @@ impl Frames {
     /// Return every cached and pooled frame to the buddy allocator (every CPU's cache).
     pub fn drain_caches(&self) {
         while let Some(batch) = self.pool_take() {
-            self.with_buddy(|b| {
-                for &f in &batch {
-                    b.dealloc((f >> PAGE_SHIFT) as usize, 1);
-                }
-            });
-            self.cached.fetch_sub(CACHE_BATCH, Ordering::Relaxed);
+            self.return_batch(&batch);
         }
         for cache in &self.caches {
             let mut c = cache.lock();
@@ -385,8 +410,13 @@ mod tests {
         let a = f.alloc(1).unwrap();
         assert_eq!(
             f.cached(),
-            CACHE_BATCH - 1,
-            "one batch refilled, one frame handed out"
+            CACHE_BATCH * REFILL_BATCHES - 1,
+            "one block of batches refilled, one frame handed out"
+        );
+        assert_eq!(
+            f.pool.lock().n,
+            REFILL_BATCHES - 1,
+            "all but the first batch went to the pool"
         );
         assert_eq!(f.stats().free, s0.free - 1, "cached frames count as free");
         let mut held: Vec<u64> = (0..CACHE_FRAMES + 10)
@@ -397,13 +427,14 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), held.len(), "no frame handed out twice");
+        let pooled = f.pool.lock().n;
         for pa in held {
             f.free(pa, 1);
             assert!(f.caches[0].lock().n <= CACHE_FRAMES, "the cache is bounded");
         }
         assert_eq!(
             f.pool.lock().n,
-            1,
+            pooled + 1,
             "the overflow went to the pool as one batch"
         );
         assert_eq!(f.stats(), s0);

@@ -71,11 +71,31 @@ static HOLD: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 static ACQUIRED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 static TIME: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static COUNT: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+/// Per lock: clock reads made by probes while the lock was held (see [`Totals::inner_reads`]).
+static INNER: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// Per CPU: clock reads so far. A hold runs on one CPU, so the difference across it counts the
+/// probes inside it.
+#[cfg(target_os = "none")]
+static READS: [AtomicU64; crate::arch::aarch64::cpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::arch::aarch64::cpu::MAX_CPUS];
+/// The host's unit tests: one counter for every thread (they measure no time anyway).
+#[cfg(not(target_os = "none"))]
+static READS: [AtomicU64; 1] = [const { AtomicU64::new(0) }; 1];
+
+/// This CPU's slot in [`READS`].
+#[inline]
+fn reads() -> &'static AtomicU64 {
+    #[cfg(target_os = "none")]
+    return &READS[crate::arch::aarch64::cpu::id()];
+    #[cfg(not(target_os = "none"))]
+    &READS[0]
+}
 
 /// The clock profiling reads: the CPU's counter. The host's unit tests have none, so there
-/// profiling measures no time.
+/// profiling measures no time. Each read is counted on its CPU.
 #[inline]
 fn now() -> Option<u64> {
+    reads().fetch_add(1, Ordering::Relaxed);
     #[cfg(target_os = "none")]
     return Some(crate::arch::aarch64::cpu::counter());
     #[cfg(not(target_os = "none"))]
@@ -91,6 +111,7 @@ pub fn enable(on: bool) {
             .chain(&ACQUIRED)
             .chain(&TIME)
             .chain(&COUNT)
+            .chain(&INNER)
         {
             a.store(0, Ordering::Relaxed);
         }
@@ -111,6 +132,10 @@ pub struct Totals {
     pub time: [u64; 2],
     /// Counts per [`Event`].
     pub count: [u64; 3],
+    /// Per lock, the clock reads that probes made while it was held (a lock taken inside the
+    /// hold, a timed section in it): their cost is in [`hold`](Self::hold) although the work
+    /// measured does not include it, so the benchmark takes it out.
+    pub inner_reads: [u64; 4],
 }
 
 /// The totals so far.
@@ -122,6 +147,7 @@ pub fn totals() -> Totals {
         acquired: ACQUIRED.each_ref().map(get),
         time: TIME.each_ref().map(get),
         count: COUNT.each_ref().map(get),
+        inner_reads: INNER.each_ref().map(get),
     }
 }
 
@@ -163,7 +189,8 @@ pub fn count(event: Event) {
 pub struct Held<G> {
     guard: G,
     lock: Lock,
-    since: Option<u64>,
+    /// When the hold began, and this CPU's clock reads by then.
+    since: Option<(u64, u64)>,
 }
 
 /// Take a lock with `take` (which returns its guard), counting the wait, the acquisition and,
@@ -176,15 +203,18 @@ pub fn acquire<G>(lock: Lock, take: impl FnOnce() -> G) -> Held<G> {
         let t1 = start()?;
         WAIT[lock as usize].fetch_add(t1.saturating_sub(t0), Ordering::Relaxed);
         ACQUIRED[lock as usize].fetch_add(1, Ordering::Relaxed);
-        Some(t1)
+        Some((t1, reads().load(Ordering::Relaxed)))
     });
     Held { guard, lock, since }
 }
 
 impl<G> Drop for Held<G> {
     fn drop(&mut self) {
-        if let (Some(t0), Some(t1)) = (self.since, start()) {
+        let Some((t0, r0)) = self.since else { return };
+        let inner = reads().load(Ordering::Relaxed) - r0;
+        if let Some(t1) = start() {
             HOLD[self.lock as usize].fetch_add(t1.saturating_sub(t0), Ordering::Relaxed);
+            INNER[self.lock as usize].fetch_add(inner, Ordering::Relaxed);
         }
     }
 }
