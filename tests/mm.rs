@@ -317,8 +317,8 @@ fn is_permission_fault_on_a_write(f: &Fault) -> Result<(), &'static str> {
 /// them), and the identity map every starting CPU runs on.
 fn every_leaf(mut visit: impl FnMut(&'static str, usize, Level, Descriptor)) {
     use initmm::arch::aarch64::early;
+    use initmm::mm::layout::KERNEL_VA_START;
     use initmm::mm::mapping::for_each_leaf;
-    use initmm::mm::pgtable::KERNEL_VA_START;
     let vm = kernel_vm();
     let env = vm.init_mm.env();
     let trees = [

@@ -18,7 +18,7 @@ use core::fmt;
 use super::frame::FRAMES;
 use super::hw::{HwEnv, KERNEL_VM};
 use super::layout::{
-    KIMAGE_VADDR, LINEAR_MAP_LIMIT, PAGE_SIZE, VMALLOC_END, VMALLOC_START, image_layout,
+    KIMAGE_VADDR, LINEAR_MAP_SIZE, PAGE_SIZE, VMALLOC_END, VMALLOC_START, image_layout,
     kimage_phys, phys_to_virt,
 };
 use super::pgalloc::InitMm;
@@ -47,7 +47,7 @@ impl fmt::Display for BootMmError {
                 f,
                 "RAM at {:#x} is beyond the linear map's {} bits",
                 r.base,
-                LINEAR_MAP_LIMIT.trailing_zeros()
+                LINEAR_MAP_SIZE.trailing_zeros()
             ),
             Self::Map(what, e) => write!(f, "mapping {what}: {e}"),
         }
@@ -63,7 +63,7 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     }
     if let Some(r) = ram
         .iter()
-        .find(|r| r.base.saturating_add(r.size) > LINEAR_MAP_LIMIT)
+        .find(|r| r.base.saturating_add(r.size) > LINEAR_MAP_SIZE as u64)
     {
         return Err(BootMmError::RamBeyondLinearMap(*r));
     }
@@ -78,7 +78,7 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
 
     // 2. init_mm: the image, then the linear map.
     let img = image_layout();
-    let pa = |va: u64| va - KIMAGE_VADDR + kimage_phys();
+    let pa = |va: u64| va - KIMAGE_VADDR as u64 + kimage_phys();
     let layout = PhysLayout::new(
         region::subtract(&ram, &m.no_map),
         Region::new(pa(img.start), img.text_end - img.start),
@@ -86,7 +86,7 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     );
     let init_mm = InitMm::new(HwEnv, layout).map_err(|e| BootMmError::Map("the pgd", e))?;
     let (start, text_end, rodata_end, end) = (img.start, img.text_end, img.rodata_end, img.end);
-    debug_assert_eq!(start, KIMAGE_VADDR);
+    debug_assert_eq!(start, KIMAGE_VADDR as u64);
     let guards = [img.boot_stack_guard, img.boot_exception_stack_guard];
     let map = |va: u64, end: u64, prot: Prot, what| {
         map_range(&init_mm, va, pa(va), end - va, prot, false, what)

@@ -1,4 +1,5 @@
-//! The kernel's virtual address layout (48-bit VAs, all in the upper, TTBR1 half).
+//! The translation granule, the table sizes and the kernel's virtual address layout (48-bit VAs,
+//! all in the upper, TTBR1 half): the one definition every other module uses.
 //!
 //! ```text
 //! 0xFFFF_0000_0000_0000  PAGE_OFFSET    linear map: VA = PA + PAGE_OFFSET (PAs below 2^46)
@@ -12,18 +13,44 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+/// log2 of the translation granule.
 pub const PAGE_SHIFT: u32 = 12;
+/// The translation granule and the smallest mapping: 4 KiB.
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
-pub const PMD_SIZE: usize = 2 << 20;
+/// A pmd block: 2 MiB.
+pub const PMD_SIZE: usize = 1 << 21;
+/// A pud block: 1 GiB.
 pub const PUD_SIZE: usize = 1 << 30;
-pub const GIB: u64 = 1 << 30;
+/// The span of one pgd entry: 512 GiB.
+pub const PGDIR_SIZE: usize = 1 << 39;
 
-pub const PAGE_OFFSET: u64 = 0xFFFF_0000_0000_0000;
-/// Physical addresses the linear map can hold (46 bits).
-pub const LINEAR_MAP_LIMIT: u64 = 1 << 46;
+/// Descriptors per table.
+///
+/// 512 on hardware. Under the loom model a table is 4 slots wide: the install protocol touches one
+/// slot per table, so the width does not change any interleaving, while zeroing 512 loom atomics
+/// would add 512 scheduling points per allocation (beyond loom's branch limit, and an explosion of
+/// the preemption search). Only the index mask changes, so the same code runs in both builds.
+#[cfg(not(loom))]
+pub const PTRS_PER_TABLE: usize = 512;
+/// Descriptors per table (reduced under loom, see the non-loom definition).
+#[cfg(loom)]
+pub const PTRS_PER_TABLE: usize = 4;
+
+/// Bottom of the TTBR1 half: every kernel VA is at or above this.
+pub const KERNEL_VA_START: usize = 0xFFFF_0000_0000_0000;
+/// The linear map: `VA = PA + PAGE_OFFSET` for `PA < LINEAR_MAP_SIZE`.
+pub const PAGE_OFFSET: usize = 0xFFFF_0000_0000_0000;
+/// Physical addresses the linear map can reach: 2^46 bytes (half of the VA space below vmalloc).
+pub const LINEAR_MAP_SIZE: usize = 1 << 46;
+/// Start of the vmalloc/ioremap window.
 pub const VMALLOC_START: usize = 0xFFFF_8000_0000_0000;
+/// End (exclusive) of the vmalloc/ioremap window.
 pub const VMALLOC_END: usize = 0xFFFF_FE00_0000_0000;
-pub const KIMAGE_VADDR: u64 = 0xFFFF_FF80_0000_0000;
+/// Where the kernel image is linked: the last pgd slot.
+pub const KIMAGE_VADDR: usize = 0xFFFF_FF80_0000_0000;
+
+/// Output addresses are 48 bits wide in this descriptor format (no FEAT_LPA).
+pub const PHYS_ADDR_BITS: u32 = 48;
 
 /// Where the loader put the image: set once by the boot CPU before anything converts addresses.
 static KIMAGE_PHYS: AtomicU64 = AtomicU64::new(0);
@@ -38,28 +65,12 @@ pub fn kimage_phys() -> u64 {
 
 /// The physical address of something inside the kernel image (a static, a function).
 pub fn kimage_to_phys(va: u64) -> u64 {
-    va - KIMAGE_VADDR + kimage_phys()
+    va - KIMAGE_VADDR as u64 + kimage_phys()
 }
 
 /// The linear-map address of a physical address.
 pub const fn phys_to_virt(pa: u64) -> u64 {
-    pa + PAGE_OFFSET
-}
-
-/// The physical address behind a linear-map address.
-pub const fn virt_to_phys(va: u64) -> u64 {
-    va - PAGE_OFFSET
-}
-
-pub const fn page_align_down(x: u64) -> u64 {
-    x & !(PAGE_SIZE as u64 - 1)
-}
-
-pub const fn page_align_up(x: u64) -> Option<u64> {
-    match x.checked_add(PAGE_SIZE as u64 - 1) {
-        Some(v) => Some(page_align_down(v)),
-        None => None,
-    }
+    pa + PAGE_OFFSET as u64
 }
 
 /// The kernel image's sections, as the linker script lays them out.

@@ -15,11 +15,11 @@
 //!   first, while it still points at them (break-before-make, invariant 5; `free_table`).
 
 use super::env::PageTableEnv;
-use super::pgalloc::{InitMm, Walk};
-use super::pgtable::{
-    Descriptor, Entry, KERNEL_VA_START, Level, MmError, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE,
-    PHYS_ADDR_BITS, PTRS_PER_TABLE, PhysAddr, Prot, Translation,
+use super::layout::{
+    KERNEL_VA_START, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE, PHYS_ADDR_BITS, PTRS_PER_TABLE,
 };
+use super::pgalloc::{InitMm, Walk};
+use super::pgtable::{Descriptor, Entry, Level, MmError, PhysAddr, Prot, Translation};
 use super::profile::{self, Section};
 use super::sync::Ordering;
 use super::tlb::{self, TlbFlush};

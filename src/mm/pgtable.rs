@@ -1,6 +1,6 @@
-//! init_mm's page-table vocabulary: the kernel address-space layout, addresses, levels, the
-//! stage-1 descriptor formats, memory types and protections, and [`Entry`], a reference to one
-//! descriptor slot.
+//! init_mm's page-table vocabulary: addresses, levels, the stage-1 descriptor formats, memory
+//! types and protections, and [`Entry`], a reference to one descriptor slot. The sizes and the
+//! address-space layout they use are `layout`'s.
 //!
 //! Translation regime: EL1&0 upper half (TTBR1_EL1), 4 KiB granule, 48-bit VA, four levels:
 //! pgd (level 0, 512 GiB per entry) → pud (level 1, 1 GiB) → pmd (level 2, 2 MiB) → pte
@@ -15,49 +15,14 @@ use core::fmt;
 use tock_registers::fields::FieldValue;
 use tock_registers::register_bitfields;
 
+use super::layout::{
+    KERNEL_VA_START, LINEAR_MAP_SIZE, PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE, PHYS_ADDR_BITS,
+    PTRS_PER_TABLE,
+};
 use super::sync::{AtomicU64, Ordering};
-
-/// log2 of the translation granule.
-pub const PAGE_SHIFT: u32 = 12;
-/// The translation granule and the smallest mapping: 4 KiB.
-pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
-/// A pmd block: 2 MiB.
-pub const PMD_SIZE: usize = 1 << 21;
-/// A pud block: 1 GiB.
-pub const PUD_SIZE: usize = 1 << 30;
-/// The span of one pgd entry: 512 GiB.
-pub const PGDIR_SIZE: usize = 1 << 39;
-
-/// Descriptors per table.
-///
-/// 512 on hardware. Under the loom model a table is 4 slots wide: the install protocol touches one
-/// slot per table, so the width does not change any interleaving, while zeroing 512 loom atomics
-/// would add 512 scheduling points per allocation (beyond loom's branch limit, and an explosion of
-/// the preemption search). Only the index mask changes, so the same code runs in both builds.
-#[cfg(not(loom))]
-pub const PTRS_PER_TABLE: usize = 512;
-/// Descriptors per table (reduced under loom, see the non-loom definition).
-#[cfg(loom)]
-pub const PTRS_PER_TABLE: usize = 4;
 
 /// One translation table: what [`super::env::PageTableEnv::table`] hands out for a frame.
 pub type Table = [AtomicU64; PTRS_PER_TABLE];
-
-/// Bottom of the TTBR1 half: every kernel VA is at or above this.
-pub const KERNEL_VA_START: usize = 0xFFFF_0000_0000_0000;
-/// The linear map: `VA = PA + PAGE_OFFSET` for `PA < LINEAR_MAP_SIZE`.
-pub const PAGE_OFFSET: usize = 0xFFFF_0000_0000_0000;
-/// Physical addresses the linear map can reach: 2^46 bytes (half of the VA space below vmalloc).
-pub const LINEAR_MAP_SIZE: usize = 1 << 46;
-/// Start of the vmalloc/ioremap window.
-pub const VMALLOC_START: usize = 0xFFFF_8000_0000_0000;
-/// End (exclusive) of the vmalloc/ioremap window.
-pub const VMALLOC_END: usize = 0xFFFF_FE00_0000_0000;
-/// Where the kernel image is linked: the last pgd slot.
-pub const KIMAGE_VADDR: usize = 0xFFFF_FF80_0000_0000;
-
-/// Output addresses are 48 bits wide in this descriptor format (no FEAT_LPA).
-pub const PHYS_ADDR_BITS: u32 = 48;
 
 /// MAIR_EL1 attribute index of Normal memory, write-back read/write-allocate, inner and outer.
 pub const MAIR_IDX_NORMAL: u64 = 0;

@@ -4,7 +4,8 @@
 
 use alloc::vec::Vec;
 
-use super::pgtable::{MmError, PAGE_SIZE, Prot};
+use super::layout::PAGE_SIZE;
+use super::pgtable::{MmError, Prot};
 use super::region::{self, Region};
 
 /// What the physical address space holds, for the checks every `map_range` passes: nothing that

@@ -18,7 +18,8 @@ use std::sync::{Mutex as StdMutex, OnceLock};
 use std::vec::Vec;
 
 use super::env::PageTableEnv;
-use super::pgtable::{Entry, Level, PAGE_SIZE, PhysAddr, Table};
+use super::layout::PAGE_SIZE;
+use super::pgtable::{Entry, Level, PhysAddr, Table};
 use super::sync::{AtomicU64, Ordering};
 
 /// Physical address of frame 0.

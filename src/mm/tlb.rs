@@ -7,7 +7,7 @@
 use core::mem::MaybeUninit;
 
 use super::env::PageTableEnv;
-use super::pgtable::{PAGE_SHIFT, PAGE_SIZE};
+use super::layout::{PAGE_SHIFT, PAGE_SIZE};
 use super::profile::{self, Section};
 
 /// From this many leaves on, one `tlbi vmalle1is` replaces the per-leaf `tlbi vaale1is` (Linux's

@@ -330,7 +330,7 @@ extern "C" fn early_map_kernel(x0: u64) -> *const MmuConfig {
     let e = &EARLY;
     let img = image_layout();
     // Physical = virtual here; the offsets are the link-time layout's.
-    let kva = |pa: u64| pa.wrapping_sub(img.start).wrapping_add(KIMAGE_VADDR);
+    let kva = |pa: u64| pa.wrapping_sub(img.start).wrapping_add(KIMAGE_VADDR as u64);
 
     // TTBR0: the identity-mapped text page, read-only and executable.
     let (id_start, id_end) = idmap_text();
@@ -366,7 +366,7 @@ extern "C" fn early_map_kernel(x0: u64) -> *const MmuConfig {
     let xn = bits::PXN | bits::UXN;
     map_pages(
         &e.pgd,
-        PAGE_OFFSET.wrapping_add(frames),
+        (PAGE_OFFSET as u64).wrapping_add(frames),
         frames,
         frames_len,
         xn,
@@ -377,7 +377,7 @@ extern "C" fn early_map_kernel(x0: u64) -> *const MmuConfig {
         let end = x0.wrapping_add(len).wrapping_add(PAGE_SIZE as u64 - 1) & !(PAGE_SIZE as u64 - 1);
         map_pages(
             &e.pgd,
-            PAGE_OFFSET.wrapping_add(first),
+            (PAGE_OFFSET as u64).wrapping_add(first),
             first,
             end.wrapping_sub(first),
             xn | bits::AP_RO,

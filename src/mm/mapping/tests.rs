@@ -2,7 +2,8 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::*;
-use crate::mm::pgtable::{KIMAGE_VADDR, MemType, PMD_SIZE, PUD_SIZE, VMALLOC_END, VMALLOC_START};
+use crate::mm::layout::{KIMAGE_VADDR, PMD_SIZE, PUD_SIZE, VMALLOC_END, VMALLOC_START};
+use crate::mm::pgtable::MemType;
 use crate::mm::phys_layout::PhysLayout;
 use crate::mm::region::{self, Region};
 use crate::mm::testenv::{Event, TestEnv};

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::*;
-use crate::mm::pgtable::{PAGE_SIZE, VMALLOC_START};
+use crate::mm::layout::{PAGE_SIZE, VMALLOC_START};
 use crate::mm::testenv::{POISON, TestEnv};
 
 /// How the racing CPUs' addresses relate.

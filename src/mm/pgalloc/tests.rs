@@ -1,7 +1,8 @@
 use std::sync::{Arc, Barrier};
 
 use super::*;
-use crate::mm::pgtable::{PMD_SIZE, PUD_SIZE, Prot, VMALLOC_START};
+use crate::mm::layout::{PMD_SIZE, PUD_SIZE, VMALLOC_START};
+use crate::mm::pgtable::Prot;
 use crate::mm::testenv::{Event, TestEnv};
 
 fn mm() -> InitMm<TestEnv> {

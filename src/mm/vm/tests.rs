@@ -12,10 +12,11 @@ use std::time::Duration;
 use std::vec::Vec;
 
 use super::*;
+use crate::mm::layout::{PGDIR_SIZE, VMALLOC_END, VMALLOC_START};
 use crate::mm::mapping::TableCount;
 use crate::mm::pgtable::{
     Descriptor, Entry, Level, MAIR_IDX_DEVICE_NGNRE, MAIR_IDX_NORMAL, MAIR_IDX_NORMAL_NC, MemType,
-    PGDIR_SIZE, Table, VMALLOC_END, VMALLOC_START,
+    Table,
 };
 use crate::mm::sync::Ordering;
 use crate::mm::testenv::{Event, POISON, TestEnv};

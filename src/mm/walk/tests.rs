@@ -1,8 +1,9 @@
 use std::vec::Vec;
 
 use super::*;
+use crate::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE, VMALLOC_START};
 use crate::mm::pgalloc::InitMm;
-use crate::mm::pgtable::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE, Prot, VMALLOC_START};
+use crate::mm::pgtable::Prot;
 use crate::mm::phys_layout::PhysLayout;
 use crate::mm::testenv::TestEnv;
 
