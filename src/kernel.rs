@@ -1,6 +1,7 @@
 //! The boot CPU's path from `kernel_entry` (MMU on, running at the kernel's virtual address) to
 //! the program's `main`: device tree, command line, memory, `init_mm`, console, banner.
 
+use crate::mm::addr::PhysAddr;
 use alloc::string::String;
 use core::cell::UnsafeCell;
 
@@ -233,7 +234,8 @@ fn read_device_tree(dtb_pa: u64) -> Result<(Machine, Region), DtbError> {
         )));
     }
     // SAFETY: the early linear window maps `mapped` (>= 64) bytes from `dtb_pa`, read-only.
-    let head = unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, 64) };
+    let head =
+        unsafe { core::slice::from_raw_parts(phys_to_virt(PhysAddr(dtb_pa)).as_ptr::<u8>(), 64) };
     let size = match fdt_front::header_totalsize(head) {
         Ok(size) => size as u64,
         Err(e @ fdt_front::FdtError::BadMagic { .. }) => {
@@ -249,8 +251,9 @@ fn read_device_tree(dtb_pa: u64) -> Result<(Machine, Region), DtbError> {
     }
     // SAFETY: the whole blob is inside what the early window maps (checked above), and the
     // loader handed it to the kernel, which reserves it below.
-    let blob =
-        unsafe { core::slice::from_raw_parts(phys_to_virt(dtb_pa) as *const u8, size as usize) };
+    let blob = unsafe {
+        core::slice::from_raw_parts(phys_to_virt(PhysAddr(dtb_pa)).as_ptr::<u8>(), size as usize)
+    };
     // `parse` reads the blob in one walk through the front door, which checks every token.
     let machine = devicetree::parse(blob).map_err(|e| DtbError::Broken(format!("{e}")))?;
     Ok((machine, Region { base: dtb_pa, size }))
@@ -266,7 +269,7 @@ fn loader_data(pa: u64) -> &'static [u8] {
     let len = mapped.min(4096) as usize;
     // SAFETY: the early linear window maps `mapped` bytes from `pa` (the loader's data: RAM),
     // read-only; nothing writes it while the boot CPU reads it.
-    unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, len) }
+    unsafe { core::slice::from_raw_parts(phys_to_virt(PhysAddr(pa)).as_ptr::<u8>(), len) }
 }
 
 /// Map the UART the device tree names and make it the console.
@@ -278,11 +281,11 @@ fn start_console(m: &Machine) -> Result<(), String> {
         .ok_or_else(|| String::from("the device tree names no console (/chosen/stdout-path)"))?;
     match &c.kind {
         UartKind::Pl011 => {
-            let va = mm::ioremap(c.base, drivers::pl011::MMIO_SIZE)
+            let va = mm::ioremap(PhysAddr(c.base), drivers::pl011::MMIO_SIZE)
                 .map_err(|e| format!("ioremap of the PL011 at {:#x}: {e}", c.base))?;
             // SAFETY: `va` maps the PL011's registers as device memory for the rest of the
             // kernel's life; only the console drives it.
-            let uart = unsafe { drivers::pl011::Pl011::new(va) };
+            let uart = unsafe { drivers::pl011::Pl011::new(va.as_usize()) };
             uart.init(c.clock_hz, 115_200);
             console::set_device(console::Device::Pl011(uart));
             Ok(())
@@ -293,19 +296,19 @@ fn start_console(m: &Machine) -> Result<(), String> {
             // UART is enabled even when the firmware did not do it (no enable_uart=1).
             let uart = match mini_uart::aux_base(c.base) {
                 Some(aux) => {
-                    let va = mm::ioremap(aux, mini_uart::AUX_MMIO_SIZE)
+                    let va = mm::ioremap(PhysAddr(aux), mini_uart::AUX_MMIO_SIZE)
                         .map_err(|e| format!("ioremap of the AUX block at {aux:#x}: {e}"))?;
                     // SAFETY: `va` maps the AUX block (AUX_ENABLES and the mini UART) as device
                     // memory for the rest of the kernel's life; only the console drives it, and
                     // nothing in the kernel drives the AUX SPI controllers.
-                    unsafe { MiniUart::with_aux(va) }
+                    unsafe { MiniUart::with_aux(va.as_usize()) }
                 }
                 None => {
-                    let va = mm::ioremap(c.base, mini_uart::MMIO_SIZE)
+                    let va = mm::ioremap(PhysAddr(c.base), mini_uart::MMIO_SIZE)
                         .map_err(|e| format!("ioremap of the mini UART at {:#x}: {e}", c.base))?;
                     // SAFETY: `va` maps the mini UART's registers as device memory for the rest
                     // of the kernel's life; only the console drives it.
-                    unsafe { MiniUart::new(va) }
+                    unsafe { MiniUart::new(va.as_usize()) }
                 }
             };
             uart.init(c.clock_hz, 115_200);

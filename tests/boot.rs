@@ -116,8 +116,9 @@ fn frames_exclude_image_and_dtb() {
     // the frame allocator owns from the start (init_mm's first tables come from them).
     let (boot_frames, boot_frames_len) = initmm::arch::aarch64::early::boot_frames();
     let mut got = alloc::vec::Vec::new();
-    while let Some(pa) = FRAMES.alloc(1) {
-        got.push(pa);
+    while let Some(frame) = FRAMES.alloc(1) {
+        got.push(frame);
+        let pa = frame.0;
         let boot_frame = (boot_frames..boot_frames + boot_frames_len).contains(&pa);
         for r in [b.image_phys, b.dtb] {
             assert!(
@@ -129,14 +130,14 @@ fn frames_exclude_image_and_dtb() {
             break;
         }
     }
-    for pa in got {
-        FRAMES.free(pa, 1);
+    for frame in got {
+        FRAMES.free(frame, 1);
     }
 }
 
 fn frame_and_heap_allocation_balance() {
     let round = |r: u8| {
-        let frames: alloc::vec::Vec<u64> =
+        let frames: alloc::vec::Vec<initmm::mm::addr::PhysAddr> =
             (0..64).map(|_| FRAMES.alloc(1).expect("frame")).collect();
         let big = alloc::vec![r; 3 << 20]; // more than the 2 MiB boot heap: the heap grows
         assert!(big.iter().all(|&b| b == r));

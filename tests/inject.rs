@@ -16,11 +16,12 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use initmm::BootInfo;
+use initmm::mm::addr::{PhysAddr, VirtAddr};
 use initmm::mm::fault_inject::{self, FAIL_AREAS, FAIL_FRAMES, FaultConfig, Rule};
 use initmm::mm::frame::FRAMES;
 use initmm::mm::kernel_vm;
 use initmm::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE, phys_to_virt};
-use initmm::mm::pgtable::{Level, MmError, PhysAddr, Prot};
+use initmm::mm::pgtable::{Level, MmError, Prot};
 use initmm::mm::vm::VmError;
 use initmm::platform::devicetree::GicVersion;
 use initmm::smp::runtime::on_cpus;
@@ -31,7 +32,7 @@ use spin::Once;
 static BOOT: Once<&'static BootInfo> = Once::new();
 
 /// An mm call that returns an address.
-type VmCall<'a> = dyn Fn() -> Result<usize, VmError> + 'a;
+type VmCall<'a> = dyn Fn() -> Result<VirtAddr, VmError> + 'a;
 
 /// Frames and areas with every empty table reclaimed: what must balance.
 fn baseline() -> (usize, (usize, usize)) {
@@ -44,18 +45,18 @@ fn off() {
 }
 
 /// Nothing is mapped in `[va, va + size)`.
-fn assert_unmapped(va: usize, size: usize, what: &str) {
-    for p in (va..va + size).step_by(PAGE_SIZE) {
+fn assert_unmapped(va: VirtAddr, size: usize, what: &str) {
+    for p in (va.0..va.0 + size).step_by(PAGE_SIZE) {
         assert!(
-            kernel_vm().init_mm.translate(p).is_none(),
+            kernel_vm().init_mm.translate(VirtAddr(p)).is_none(),
             "{what}: {p:#x} is still mapped after the failed call"
         );
     }
 }
 
 /// The GIC distributor's first page (device memory every board has).
-fn gic_page() -> u64 {
-    BOOT.get().unwrap().machine.gic.as_ref().unwrap().dist.base
+fn gic_page() -> PhysAddr {
+    PhysAddr(BOOT.get().unwrap().machine.gic.as_ref().unwrap().dist.base)
 }
 
 fn cmdline_fail_is_applied_once_boot_is_done() {
@@ -79,7 +80,7 @@ fn fail_every_frame_allocation(
     what: &str,
     size: usize,
     call: &VmCall,
-    undo: &dyn Fn(usize),
+    undo: &dyn Fn(VirtAddr),
 ) -> Vec<VmError> {
     let va = call().unwrap();
     undo(va);
@@ -105,7 +106,7 @@ fn fail_every_frame_allocation(
                     base.1,
                     "{what}: k={k}: an area leaked"
                 );
-                assert_unmapped(va & !(PAGE_SIZE - 1), size, what);
+                assert_unmapped(va.page_start(), size, what);
                 assert_eq!(baseline(), base, "{what}: k={k}: frames or areas leaked");
                 errors.push(e);
             }
@@ -160,9 +161,7 @@ fn ioremap_fails_cleanly_at_every_table_allocation() {
 }
 
 fn vmap_fails_cleanly_at_every_table_allocation_and_keeps_the_callers_pages() {
-    let pages: Vec<PhysAddr> = (0..1024)
-        .map(|_| PhysAddr(FRAMES.alloc(1).unwrap()))
-        .collect();
+    let pages: Vec<PhysAddr> = (0..1024).map(|_| FRAMES.alloc(1).unwrap()).collect();
     let errors = fail_every_frame_allocation(
         "vmap",
         pages.len() * PAGE_SIZE,
@@ -170,14 +169,14 @@ fn vmap_fails_cleanly_at_every_table_allocation_and_keeps_the_callers_pages() {
         &|va| kernel_vm().vunmap(va).unwrap(),
     );
     assert!(errors.len() >= 2, "{errors:?}");
-    pages.iter().for_each(|p| FRAMES.free(p.0, 1));
+    pages.iter().for_each(|&p| FRAMES.free(p, 1));
 }
 
 fn every_area_reservation_fails_cleanly() {
     let vm = kernel_vm();
     let page = vm.vmalloc(PAGE_SIZE).unwrap();
     vm.vfree(page).unwrap();
-    let frame = PhysAddr(FRAMES.alloc(1).unwrap());
+    let frame = FRAMES.alloc(1).unwrap();
     let base = baseline();
     let calls: [(&str, &VmCall); 5] = [
         ("vmalloc", &|| vm.vmalloc(PAGE_SIZE)),
@@ -201,7 +200,7 @@ fn every_area_reservation_fails_cleanly() {
         assert_unmapped(page, PAGE_SIZE, what);
         assert_eq!(baseline(), base, "{what}: frames or areas leaked");
     }
-    FRAMES.free(frame.0, 1);
+    FRAMES.free(frame, 1);
 }
 
 fn table_allocators_return_out_of_memory_and_install_nothing() {
@@ -297,13 +296,17 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
                     for w in (0..pages * PAGE_SIZE).step_by(512) {
                         // SAFETY: vmalloc mapped [va, va + pages) for this CPU alone.
                         unsafe {
-                            ((va + w) as *mut u64).write_volatile(pattern(va as u64, w, cpu))
+                            (va + w).as_mut_ptr::<u64>().write_volatile(pattern(
+                                va.0 as u64,
+                                w,
+                                cpu,
+                            ))
                         };
                     }
                     for w in (0..pages * PAGE_SIZE).step_by(512) {
                         // SAFETY: as above; still mapped.
-                        let got = unsafe { ((va + w) as *const u64).read_volatile() };
-                        assert_eq!(got, pattern(va as u64, w, cpu), "cpu{cpu}: vmalloc data");
+                        let got = unsafe { (va + w).as_ptr::<u64>().read_volatile() };
+                        assert_eq!(got, pattern(va.0 as u64, w, cpu), "cpu{cpu}: vmalloc data");
                     }
                     vm.vfree(va).unwrap();
                 }),
@@ -313,7 +316,7 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
                 1,
                 vm.ioremap(gic_page() + pidr2, 4).map(|va| {
                     // SAFETY: a live device mapping of the distributor's ID register.
-                    let v = unsafe { (va as *const u32).read_volatile() };
+                    let v = unsafe { va.as_ptr::<u32>().read_volatile() };
                     assert_eq!(
                         (v >> 4) & 0xf,
                         arch_rev,
@@ -326,13 +329,13 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
             let r = match FRAMES.alloc(1) {
                 None => Err(VmError::OutOfMemory { pages: 1 }),
                 Some(pa) => {
-                    let lin = phys_to_virt(pa) as *mut u64;
+                    let lin = phys_to_virt(pa).as_mut_ptr::<u64>();
                     // SAFETY: a frame this CPU just took, reached through the linear map.
-                    unsafe { lin.write_volatile(pattern(pa, i, cpu)) };
-                    let r = vm.vmap(&[PhysAddr(pa)], Prot::KERNEL_RW).map(|va| {
+                    unsafe { lin.write_volatile(pattern(pa.0, i, cpu)) };
+                    let r = vm.vmap(&[pa], Prot::KERNEL_RW).map(|va| {
                         // SAFETY: the vmap of that frame, live until the vunmap below.
-                        let got = unsafe { (va as *const u64).read_volatile() };
-                        assert_eq!(got, pattern(pa, i, cpu), "cpu{cpu}: vmap data");
+                        let got = unsafe { va.as_ptr::<u64>().read_volatile() };
+                        assert_eq!(got, pattern(pa.0, i, cpu), "cpu{cpu}: vmap data");
                         vm.vunmap(va).unwrap();
                     });
                     FRAMES.free(pa, 1);

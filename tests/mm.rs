@@ -17,9 +17,10 @@ use initmm::BootInfo;
 use initmm::arch::aarch64::cpu::{probe_read, probe_write};
 use initmm::arch::aarch64::esr::FaultKind;
 use initmm::arch::aarch64::exceptions::{self, Fault, TrapFrame, stack_overflow_of};
+use initmm::mm::addr::{PhysAddr, VirtAddr};
 use initmm::mm::frame::FRAMES;
 use initmm::mm::layout::{PAGE_SIZE, VMALLOC_END, VMALLOC_START, phys_to_virt};
-use initmm::mm::pgtable::{Descriptor, Level, MemType, PhysAddr, Prot};
+use initmm::mm::pgtable::{Descriptor, Level, MemType, Prot};
 use initmm::mm::vm::VmError;
 use initmm::mm::{self, kernel_vm};
 use initmm::platform::devicetree::GicVersion;
@@ -32,14 +33,14 @@ fn boot() -> &'static BootInfo {
     BOOT.get().unwrap()
 }
 
-fn read32(va: usize) -> u32 {
+fn read32(va: VirtAddr) -> u32 {
     // SAFETY: `va` is a live ioremap of device registers the test owns for the read.
-    unsafe { (va as *const u32).read_volatile() }
+    unsafe { va.as_ptr::<u32>().read_volatile() }
 }
 
 fn ioremap_uart_reads_pl011_id() {
     let base = boot().machine.console.as_ref().unwrap().base;
-    let va = mm::ioremap(base, 0x1000).unwrap();
+    let va = mm::ioremap(PhysAddr(base), 0x1000).unwrap();
     let periph = (0..4)
         .rev()
         .fold(0, |acc, i| (acc << 8) | (read32(va + 0xfe0 + 4 * i) & 0xff));
@@ -67,7 +68,7 @@ fn ioremap_gic_reads_its_architecture_version() {
         GicVersion::V2 => (0xfe8, 2),
         GicVersion::V3 => (0xffe8, 3),
     };
-    let va = mm::ioremap(gic.dist.base, gic.dist.size as usize).unwrap();
+    let va = mm::ioremap(PhysAddr(gic.dist.base), gic.dist.size as usize).unwrap();
     let arch_rev = (read32(va + pidr2) >> 4) & 0xf;
     assert_eq!(arch_rev, want, "GICD_PIDR2.ArchRev");
     let typer = read32(va + 4);
@@ -77,8 +78,8 @@ fn ioremap_gic_reads_its_architecture_version() {
 
 fn unaligned_ioremap_keeps_the_offset() {
     let base = boot().machine.console.as_ref().unwrap().base;
-    let va = mm::ioremap(base + 0xfe0, 0x20).unwrap();
-    assert_eq!(va % PAGE_SIZE, 0xfe0);
+    let va = mm::ioremap(PhysAddr(base + 0xfe0), 0x20).unwrap();
+    assert_eq!(va.0 % PAGE_SIZE, 0xfe0);
     assert_eq!(
         read32(va) & 0xff,
         0x11,
@@ -92,25 +93,28 @@ fn ioremap_refuses_bad_ranges_and_leaves_nothing() {
     let before = (vm.area_stats(), FRAMES.stats());
     let ram = boot().machine.ram[0];
     let pa_bits = initmm::arch::aarch64::mmu::pa_bits();
-    assert_eq!(mm::ioremap(0x0900_0000, 0), Err(VmError::ZeroSize));
+    assert_eq!(
+        mm::ioremap(PhysAddr(0x0900_0000), 0),
+        Err(VmError::ZeroSize)
+    );
     assert!(matches!(
-        mm::ioremap(u64::MAX - 0xfff, 0x2000),
+        mm::ioremap(PhysAddr(u64::MAX - 0xfff), 0x2000),
         Err(VmError::Wraps { .. })
     ));
     assert!(matches!(
-        mm::ioremap(1 << pa_bits, 0x1000),
+        mm::ioremap(PhysAddr(1 << pa_bits), 0x1000),
         Err(VmError::BeyondPhysLimit { .. })
     ));
     assert!(matches!(
-        mm::ioremap(ram.base + 0x1000, 0x1000),
+        mm::ioremap(PhysAddr(ram.base + 0x1000), 0x1000),
         Err(VmError::OverlapsRam { .. })
     ));
     assert!(matches!(
-        mm::ioremap(ram.base - 0x1000, 0x2000),
+        mm::ioremap(PhysAddr(ram.base - 0x1000), 0x2000),
         Err(VmError::OverlapsRam { .. })
     ));
     assert!(matches!(
-        mm::iounmap(0xffff_8000_dead_0000),
+        mm::iounmap(VirtAddr(0xffff_8000_dead_0000)),
         Err(VmError::NotMapped { .. })
     ));
     assert_eq!(
@@ -125,11 +129,11 @@ fn ioremap_refuses_bad_ranges_and_leaves_nothing() {
 /// iounmap is a bug either way.)
 fn access_after_iounmap() {
     let base = boot().machine.console.as_ref().unwrap().base;
-    let va = mm::ioremap(base, 0x1000).unwrap();
+    let va = mm::ioremap(PhysAddr(base), 0x1000).unwrap();
     read32(va);
     mm::iounmap(va).unwrap();
     kernel_vm().vm_unmap_aliases();
-    probe_read(va);
+    probe_read(va.0);
 }
 
 fn is_translation_fault(f: &Fault) -> Result<(), &'static str> {
@@ -158,7 +162,7 @@ fn translation_fault_frame(far: u64) -> TrapFrame {
 fn spurious_fault_on_a_mapped_page_is_retried_and_counted() {
     let vm = kernel_vm();
     let va = vm.vmalloc(PAGE_SIZE).unwrap();
-    let par = exceptions::at_s1e1r(va as u64);
+    let par = exceptions::at_s1e1r(va.0 as u64);
     assert_eq!(
         par & 1,
         0,
@@ -170,7 +174,7 @@ fn spurious_fault_on_a_mapped_page_is_retried_and_counted() {
         "PAR_EL1.PA is the page's frame"
     );
     let before = exceptions::spurious_faults();
-    let mut frame = translation_fault_frame(va as u64);
+    let mut frame = translation_fault_frame(va.0 as u64);
     exceptions::handle_sync(&mut frame);
     assert_eq!(
         frame.elr, 0xffff_ff80_dead_0000,
@@ -190,12 +194,12 @@ fn genuine_fault_on_an_unmapped_page() {
     vm.vfree(va).unwrap();
     vm.vm_unmap_aliases();
     assert_eq!(
-        exceptions::at_s1e1r(va as u64) & 1,
+        exceptions::at_s1e1r(va.0 as u64) & 1,
         1,
         "PAR_EL1.F: not mapped"
     );
     SPURIOUS_BEFORE.store(exceptions::spurious_faults(), Ordering::Relaxed);
-    probe_read(va);
+    probe_read(va.0);
 }
 
 fn is_a_genuine_translation_fault(f: &Fault) -> Result<(), &'static str> {
@@ -224,7 +228,8 @@ fn remap_same_range_reads_new_contents() {
         for i in 0..512 {
             // SAFETY: the frame was just allocated for this test; the linear map reaches it.
             unsafe {
-                (phys_to_virt(pa) as *mut u64)
+                phys_to_virt(pa)
+                    .as_mut_ptr::<u64>()
                     .add(i)
                     .write_volatile(pattern + i as u64)
             };
@@ -232,25 +237,25 @@ fn remap_same_range_reads_new_contents() {
     }
     for round in 0..100 {
         // Two ranges that map `a`, read through (so the TLB holds them), then freed lazily.
-        let va = vm.vmap(&[PhysAddr(a)], Prot::KERNEL_RW).unwrap();
+        let va = vm.vmap(&[a], Prot::KERNEL_RW).unwrap();
         assert_eq!(
-            probe_read(va + 8),
+            probe_read(va.0 + 8),
             0xaaaa_0001,
             "round {round}: first mapping"
         );
         vm.vunmap(va).unwrap();
-        let early = vm.vmap(&[PhysAddr(a)], Prot::KERNEL_RW).unwrap();
+        let early = vm.vmap(&[a], Prot::KERNEL_RW).unwrap();
         assert_ne!(
             early, va,
             "a lazily freed range is not reused before its purge"
         );
-        assert_eq!(probe_read(early + 8), 0xaaaa_0001, "round {round}");
+        assert_eq!(probe_read(early.0 + 8), 0xaaaa_0001, "round {round}");
         vm.vunmap(early).unwrap();
         vm.vm_unmap_aliases();
         // The allocator hands both back (in an order that is its business), now mapping `b`.
         let (v1, v2) = (
-            vm.vmap(&[PhysAddr(b)], Prot::KERNEL_RW).unwrap(),
-            vm.vmap(&[PhysAddr(b)], Prot::KERNEL_RW).unwrap(),
+            vm.vmap(&[b], Prot::KERNEL_RW).unwrap(),
+            vm.vmap(&[b], Prot::KERNEL_RW).unwrap(),
         );
         let (mut got, mut want) = ([v1, v2], [va, early]);
         got.sort_unstable();
@@ -261,7 +266,7 @@ fn remap_same_range_reads_new_contents() {
         );
         for v in [v1, v2] {
             assert_eq!(
-                probe_read(v + 8),
+                probe_read(v.0 + 8),
                 0xbbbb_0001,
                 "round {round}: stale translation at {v:#x} after remap"
             );
@@ -279,7 +284,7 @@ fn write_to_kernel_text() {
 
 /// The linear-map address of something in the kernel image.
 fn linear_alias(kernel_va: usize) -> usize {
-    phys_to_virt(initmm::mm::layout::kimage_to_phys(kernel_va as u64)) as usize
+    phys_to_virt(initmm::mm::layout::kimage_to_phys(VirtAddr(kernel_va))).0
 }
 
 /// W^X in every view: the linear map's alias of kernel text is read-only too.
@@ -347,7 +352,7 @@ fn nothing_but_ram_is_mapped_cacheable() {
     let memory = region::subtract(&b.machine.ram, &b.machine.no_map);
     let img = initmm::mm::layout::image_layout();
     let text = Region::new(
-        initmm::mm::layout::kimage_to_phys(img.start),
+        initmm::mm::layout::kimage_to_phys(VirtAddr(img.start as usize)).0,
         img.text_end - img.start,
     );
     let mut leaves = [0usize; 3];
@@ -396,11 +401,11 @@ fn no_map_reservations_are_unmapped() {
         });
         let vm = kernel_vm();
         for pa in [start, end - PAGE_SIZE as u64] {
-            assert!(vm.init_mm.translate(phys_to_virt(pa) as usize).is_none());
+            assert!(vm.init_mm.translate(phys_to_virt(PhysAddr(pa))).is_none());
         }
         for pa in [start - PAGE_SIZE as u64, end] {
             assert!(
-                vm.init_mm.translate(phys_to_virt(pa) as usize).is_some(),
+                vm.init_mm.translate(phys_to_virt(PhysAddr(pa))).is_some(),
                 "the RAM next to the no-map region at {pa:#x} is mapped"
             );
         }
@@ -420,9 +425,9 @@ fn execute_from_data() {
 
 fn execute_from_vmalloc() {
     let va = mm::vmalloc(PAGE_SIZE).unwrap();
-    probe_write(va, 0xd65f_03c0);
+    probe_write(va.0, 0xd65f_03c0);
     // SAFETY: as above: vmalloc memory is execute-never.
-    let f: extern "C" fn() = unsafe { core::mem::transmute(va) };
+    let f: extern "C" fn() = unsafe { core::mem::transmute(va.0) };
     f();
 }
 
@@ -452,12 +457,12 @@ fn ten_thousand_map_unmap_cycles_balance() {
     let base = boot().machine.console.as_ref().unwrap().base;
     let vm = kernel_vm();
     let cycle = |i: usize| {
-        let va = mm::ioremap(base, 0x1000).unwrap();
+        let va = mm::ioremap(PhysAddr(base), 0x1000).unwrap();
         assert_eq!(read32(va + 0xfe0) & 0xff, 0x11);
         mm::iounmap(va).unwrap();
         let v = mm::vmalloc((i % 16 + 1) * PAGE_SIZE).unwrap();
-        probe_write(v, i as u64);
-        assert_eq!(probe_read(v), i as u64);
+        probe_write(v.0, i as u64);
+        assert_eq!(probe_read(v.0), i as u64);
         mm::vfree(v).unwrap();
     };
     // Freed areas wait for the lazy purge, so the counts are compared once settled: purged,
@@ -466,7 +471,9 @@ fn ten_thousand_map_unmap_cycles_balance() {
     // vectors live there).
     let settled = || {
         initmm::workload::settle();
-        let tables = vm.init_mm.count_tables(VMALLOC_START, VMALLOC_END);
+        let tables = vm
+            .init_mm
+            .count_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END));
         (initmm::workload::free_frames(), vm.area_stats(), tables)
     };
     cycle(0);
@@ -495,8 +502,8 @@ fn huge_ioremap_uses_blocks() {
         (0x80_0000_0000, 1 << 30, Level::Pud),
     ] {
         let frames = FRAMES.stats().free;
-        let va = mm::ioremap(pa, size).unwrap();
-        assert_eq!(va % size, 0, "virtual range aligned like the block");
+        let va = mm::ioremap(PhysAddr(pa), size).unwrap();
+        assert_eq!(va.0 % size, 0, "virtual range aligned like the block");
         let t = vm.init_mm.translate(va).unwrap();
         assert_eq!(t.level, level, "one block entry maps {size:#x} at {pa:#x}");
         assert_eq!(

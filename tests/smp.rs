@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use initmm::BootInfo;
 use initmm::arch::aarch64::cpu;
+use initmm::mm::addr::VirtAddr;
 use initmm::mm::kernel_vm;
 use initmm::platform::devicetree::EnableMethod;
 use initmm::smp::{self, ipi, online_cpus, per_cpu, runtime};
@@ -235,16 +236,16 @@ fn secondary_stacks_have_guard_pages() {
             "cpu{id}: SP {sp:#x} is not on its stack above {guard:#x}"
         );
         assert!(
-            vm.init_mm.translate(guard).is_none(),
+            vm.init_mm.translate(VirtAddr(guard)).is_none(),
             "cpu{id}: guard page {guard:#x} is mapped"
         );
         assert!(
-            vm.init_mm.translate(bottom).is_some(),
+            vm.init_mm.translate(VirtAddr(bottom)).is_some(),
             "cpu{id}: stack bottom unmapped"
         );
         let exc = cpu::stack_guard(id, true) as usize;
         assert!(
-            exc != 0 && vm.init_mm.translate(exc).is_none(),
+            exc != 0 && vm.init_mm.translate(VirtAddr(exc)).is_none(),
             "cpu{id}: exception stack guard {exc:#x}"
         );
     });

@@ -42,10 +42,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::arch::aarch64::cpu;
 use crate::cmdline::Cmdline;
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::env::PageTableEnv;
 use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 use crate::mm::pgalloc::Design;
-use crate::mm::pgtable::{Descriptor, Level, PhysAddr, Prot};
+use crate::mm::pgtable::{Descriptor, Level, Prot};
 use crate::mm::{self, kernel_vm, profile};
 use crate::platform::devicetree::GicVersion;
 use crate::smp::runtime::{Barrier, on_cpus};
@@ -88,7 +89,7 @@ fn obj<'a>(fields: impl IntoIterator<Item = (&'a str, u64)>) -> String {
 
 /// A device page every board has: the GIC distributor page holding PIDR2, and the architecture
 /// revision it must read.
-fn id_page() -> (u64, usize, u32) {
+fn id_page() -> (PhysAddr, usize, u32) {
     let gic = crate::kernel::boot_info()
         .machine
         .gic
@@ -100,15 +101,15 @@ fn id_page() -> (u64, usize, u32) {
     };
     let pa = gic.dist.base + off;
     (
-        pa & !(PAGE_SIZE as u64 - 1),
+        PhysAddr(pa & !(PAGE_SIZE as u64 - 1)),
         (pa % PAGE_SIZE as u64) as usize,
         rev,
     )
 }
 
-fn read_rev(va: usize, off: usize) -> u32 {
+fn read_rev(va: VirtAddr, off: usize) -> u32 {
     // SAFETY: `va` is a live device mapping of the distributor page; PIDR2 is read-only.
-    (unsafe { ((va + off) as *const u32).read_volatile() } >> 4) & 0xf
+    (unsafe { (va + off).as_ptr::<u32>().read_volatile() } >> 4) & 0xf
 }
 
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
@@ -208,7 +209,7 @@ fn touch_free_memory() {
             let Ok(va) = mm::vmalloc(chunk) else { break };
             for p in (0..chunk).step_by(PAGE_SIZE) {
                 // SAFETY: the page was just vmalloc'd here, and nothing else refers to it.
-                unsafe { ((va + p) as *mut u64).write_volatile(0) };
+                unsafe { (va + p).as_mut_ptr::<u64>().write_volatile(0) };
             }
             areas.push(va);
         }
@@ -347,7 +348,7 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
                 };
             }
         },
-        _ => 0,
+        _ => VirtAddr(0),
     };
     let slots = PGDIR / PMD_SIZE;
     let barrier = Barrier::new(cpus);
@@ -392,14 +393,14 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
                     match mm::vmalloc(pages * PAGE_SIZE) {
                         Ok(va) => {
                             for p in 0..pages {
-                                let w = (va + p * PAGE_SIZE) as *mut u64;
+                                let w = (va + p * PAGE_SIZE).as_mut_ptr::<u64>();
                                 // SAFETY: the page was just vmalloc'd for this CPU alone.
-                                unsafe { w.write_volatile(va as u64 ^ p as u64) };
+                                unsafe { w.write_volatile(va.0 as u64 ^ p as u64) };
                             }
                             // SAFETY: as above.
                             let back = (0..pages).all(|p| unsafe {
-                                ((va + p * PAGE_SIZE) as *const u64).read_volatile()
-                                    == va as u64 ^ p as u64
+                                (va + p * PAGE_SIZE).as_ptr::<u64>().read_volatile()
+                                    == va.0 as u64 ^ p as u64
                             });
                             back && mm::vfree(va).is_ok()
                         }
@@ -432,7 +433,7 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
             for k in 0..done.load(Ordering::Relaxed) as usize {
                 let va = window + (k * cpus + id) * PMD_SIZE;
                 let t = vm.init_mm.translate(va);
-                if t.is_none_or(|t| t.pa.0 != dev || t.level != Level::Pte) {
+                if t.is_none_or(|t| t.pa != dev || t.level != Level::Pte) {
                     error = format!("fresh mapping at {va:#x} translates to {t:?}");
                 }
                 vm.init_mm.unmap_range(va, PAGE_SIZE);
@@ -537,7 +538,7 @@ fn floor(o: &Opts) -> bool {
         log::error!("bench floor: no page table for {va:#x}");
         return false;
     };
-    let desc = Descriptor::leaf(Level::Pte, PhysAddr(dev), Prot::DEVICE).raw();
+    let desc = Descriptor::leaf(Level::Pte, dev, Prot::DEVICE).raw();
     let mut ok = true;
     for rep in 0..o.reps {
         // The floor: store, publish, clear, invalidate, wait.
@@ -555,7 +556,7 @@ fn floor(o: &Opts) -> bool {
             // SAFETY: clearing the slot mapped just above.
             unsafe { env.set_entry(&entry, 0) };
             env.dsb_ishst();
-            env.tlbi_page(va);
+            env.tlbi_page(va.0);
             env.dsb_ish();
             env.isb();
             n += 1;
@@ -655,7 +656,7 @@ fn growth(o: &Opts) -> bool {
             break;
         };
         let frames0 = mm::frame::FRAMES.stats().free;
-        let (tables, level) = match mm::ioremap(pa, size) {
+        let (tables, level) = match mm::ioremap(PhysAddr(pa), size) {
             Ok(va) => {
                 let t = vm.init_mm.count_tables(va, va + size).total();
                 let l = vm.init_mm.translate(va).map(|t| t.level);
@@ -672,7 +673,7 @@ fn growth(o: &Opts) -> bool {
         let mut samples = Vec::new();
         for _ in 0..o.reps.max(3) * 4 {
             let t0 = cpu::counter();
-            let r = mm::ioremap(pa, size).map(mm::iounmap);
+            let r = mm::ioremap(PhysAddr(pa), size).map(mm::iounmap);
             ok &= matches!(r, Ok(Ok(())));
             samples.push((cpu::counter() - t0) as f64 * 1e9 / cpu::counter_frequency() as f64);
         }

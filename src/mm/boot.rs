@@ -15,6 +15,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::addr::{PhysAddr, VirtAddr};
 use super::frame::FRAMES;
 use super::hw::{HwEnv, KERNEL_VM};
 use super::layout::{
@@ -74,7 +75,7 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
 
     // 1. The boot frames: inside the image (so not in `free`), mapped by the early window.
     let (frames, frames_len) = early::boot_frames();
-    FRAMES.add_region(frames, frames + frames_len);
+    FRAMES.add_region(PhysAddr(frames), PhysAddr(frames + frames_len));
 
     // 2. init_mm: the image, then the linear map.
     let img = image_layout();
@@ -100,7 +101,7 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     }
     map(va, end, Prot::KERNEL_RW, "kernel data")?;
     for (r, prot) in init_mm.layout().linear_map() {
-        let va = phys_to_virt(r.base);
+        let va = phys_to_virt(PhysAddr(r.base)).0 as u64;
         map_range(&init_mm, va, r.base, r.size, prot, true, "the linear map")?;
     }
 
@@ -113,7 +114,7 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
 
     // 4. The rest of RAM, and the vmalloc region.
     for r in free {
-        FRAMES.add_region(r.base, r.base + r.size);
+        FRAMES.add_region(PhysAddr(r.base), PhysAddr(r.base + r.size));
     }
     KERNEL_VM.call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), mmu::pa_bits()));
     Ok(())
@@ -133,6 +134,12 @@ fn map_range(
     what: &'static str,
 ) -> Result<(), BootMmError> {
     init_mm
-        .map_range(va as usize, pa, size as usize, prot, blocks)
+        .map_range(
+            VirtAddr(va as usize),
+            PhysAddr(pa),
+            size as usize,
+            prot,
+            blocks,
+        )
         .map_err(|e| BootMmError::Map(what, e))
 }

@@ -5,7 +5,8 @@
 //! `dsb`/`isb`/`tlbi`) and in host tests (`testenv`: heap frames, barriers and
 //! TLB invalidations recorded as events so tests can check their ORDER against descriptor stores).
 
-use super::pgtable::{Entry, PhysAddr, Table};
+use super::addr::PhysAddr;
+use super::pgtable::{Entry, Table};
 use super::sync::Ordering;
 
 /// The hooks the page-table code calls. Barrier and TLBI hooks are exactly one instruction each on

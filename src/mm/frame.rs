@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use buddy_system_allocator::FrameAllocator;
 use spin::Mutex;
 
+use super::addr::PhysAddr;
 use super::fault_inject::{self, FaultAttr};
 use super::layout::{PAGE_SHIFT, PAGE_SIZE};
 use super::profile::{self, Lock};
@@ -135,7 +136,8 @@ impl Frames {
     }
 
     /// Hand the frames of `[start, end)` (rounded inward to pages) to the allocator.
-    pub fn add_region(&self, start: u64, end: u64) {
+    pub fn add_region(&self, start: PhysAddr, end: PhysAddr) {
+        let (start, end) = (start.0, end.0);
         let first = start.div_ceil(PAGE_SIZE as u64);
         let last = end >> PAGE_SHIFT;
         if last <= first {
@@ -149,12 +151,12 @@ impl Frames {
 
     /// `count` physically contiguous frames aligned to `count` rounded up to a power of two.
     /// `None` when there are not enough, or when fault injection says this call fails.
-    pub fn alloc(&self, count: usize) -> Option<u64> {
+    pub fn alloc(&self, count: usize) -> Option<PhysAddr> {
         if self.fault.is_some_and(FaultAttr::should_fail) {
             return None;
         }
         if count == 1 {
-            return self.alloc_cached();
+            return self.alloc_cached().map(PhysAddr);
         }
         self.alloc_uninjected(count)
     }
@@ -169,7 +171,7 @@ impl Frames {
             drop(c);
             // Out of frames here: perhaps other CPUs' caches still hold some.
             self.drain_caches();
-            return self.alloc_uninjected(1);
+            return self.alloc_uninjected(1).map(|pa| pa.0);
         }
         c.n -= 1;
         self.cached.fetch_sub(1, Ordering::Relaxed);
@@ -232,7 +234,7 @@ impl Frames {
     /// kernel: heap OOM is fatal by design), so an injected failure there would not exercise an
     /// error path, it would just kill the machine. Injection is for the callers that can fail
     /// cleanly: vmalloc pages and page tables.
-    pub fn alloc_uninjected(&self, count: usize) -> Option<u64> {
+    pub fn alloc_uninjected(&self, count: usize) -> Option<PhysAddr> {
         let f = match self.with_buddy(|b| b.alloc(count)) {
             Some(f) => f,
             // Contiguous frames may be missing only because single ones sit in the caches.
@@ -243,11 +245,12 @@ impl Frames {
             None => return None,
         };
         self.free.fetch_sub(count, Ordering::Relaxed);
-        Some((f as u64) << PAGE_SHIFT)
+        Some(PhysAddr((f as u64) << PAGE_SHIFT))
     }
 
     /// Return frames obtained from [`Frames::alloc`] with the same `count`.
-    pub fn free(&self, pa: u64, count: usize) {
+    pub fn free(&self, pa: PhysAddr, count: usize) {
+        let pa = pa.0;
         debug_assert_eq!(
             pa % PAGE_SIZE as u64,
             0,
@@ -357,13 +360,13 @@ mod tests {
     #[test]
     fn alloc_free_balance_and_alignment() {
         let f = Frames::new();
-        f.add_region(0x4000_0800, 0x4010_0000); // first partial page dropped
+        f.add_region(PhysAddr(0x4000_0800), PhysAddr(0x4010_0000)); // first partial page dropped
         let s0 = f.stats();
         assert_eq!(s0.total, 0xff);
         let a = f.alloc(1).unwrap();
         let b = f.alloc(16).unwrap();
         assert_eq!(
-            b % (16 * PAGE_SIZE as u64),
+            b.0 % (16 * PAGE_SIZE as u64),
             0,
             "buddy blocks are naturally aligned"
         );
@@ -378,7 +381,7 @@ mod tests {
     fn injection_fails_alloc_but_never_alloc_uninjected_and_leaks_nothing() {
         static ATTR: FaultAttr = FaultAttr::new();
         static F: Frames = Frames::with_fault_injection(&ATTR);
-        F.add_region(0x4000_0000, 0x4010_0000);
+        F.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4010_0000));
         let s0 = F.stats();
         ATTR.set(Some(fault_inject::Rule::Nth(2)), 1);
         let a = F.alloc(1).expect("call 1 succeeds");
@@ -405,7 +408,7 @@ mod tests {
     #[test]
     fn single_frames_go_through_the_cache_in_batches() {
         let f = Frames::new();
-        f.add_region(0x4000_0000, 0x4100_0000); // 4096 frames
+        f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4100_0000)); // 4096 frames
         let s0 = f.stats();
         let a = f.alloc(1).unwrap();
         assert_eq!(
@@ -419,7 +422,7 @@ mod tests {
             "all but the first batch went to the pool"
         );
         assert_eq!(f.stats().free, s0.free - 1, "cached frames count as free");
-        let mut held: Vec<u64> = (0..CACHE_FRAMES + 10)
+        let mut held: Vec<PhysAddr> = (0..CACHE_FRAMES + 10)
             .map(|_| f.alloc(1).unwrap())
             .collect();
         held.push(a);
@@ -450,7 +453,7 @@ mod tests {
     #[test]
     fn a_large_allocation_drains_the_caches_when_it_must() {
         let f = Frames::new();
-        f.add_region(0x4000_0000, 0x4004_0000); // 64 frames
+        f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4004_0000)); // 64 frames
         let one = f.alloc(1).unwrap(); // 31 more sit in the cache
         f.free(one, 1);
         assert_eq!(f.cached(), CACHE_BATCH);
@@ -464,14 +467,14 @@ mod tests {
     #[test]
     fn a_dry_cache_takes_a_pooled_batch_and_a_refill_takes_a_block() {
         let f = Frames::new();
-        f.add_region(0x4000_0000, 0x4100_0000);
-        // The first refill takes one 32-frame block: contiguous frames.
+        f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4100_0000));
+        // The first refill takes one block of batches: contiguous frames.
         let a = f.alloc(1).unwrap();
         let b = f.alloc(1).unwrap();
-        assert_eq!(a.abs_diff(b), PAGE_SIZE as u64, "one block, split");
+        assert_eq!(a.0.abs_diff(b.0), PAGE_SIZE as u64, "one block, split");
         // Overflow the cache so that a batch is parked, then drain this CPU's cache by hand:
         // the next refill must come from the pool.
-        let mut held: Vec<u64> = (0..CACHE_FRAMES + CACHE_BATCH)
+        let mut held: Vec<PhysAddr> = (0..CACHE_FRAMES + CACHE_BATCH)
             .map(|_| f.alloc(1).unwrap())
             .collect();
         held.extend([a, b]);

@@ -98,7 +98,7 @@ impl KernelHeap {
         // fatal), which tests no error path. See `Frames::alloc_uninjected`.
         let grown = match FRAMES.alloc_uninjected(frames) {
             Some(pa) => {
-                let va = phys_to_virt(pa) as usize;
+                let va = phys_to_virt(pa).0;
                 // SAFETY: the frames were just taken from the frame allocator, so nothing else
                 // uses them, and all of RAM is in the linear map once it hands out frames.
                 unsafe { self.heap.lock().add_to_heap(va, va + bytes) };

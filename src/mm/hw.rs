@@ -3,10 +3,11 @@
 
 use spin::Once;
 
+use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
 use super::frame::FRAMES;
 use super::layout::phys_to_virt;
-use super::pgtable::{PhysAddr, Table};
+use super::pgtable::Table;
 use super::profile::{self, Event};
 use super::vm::{KernelVm, VmError};
 use crate::arch::aarch64::mmu;
@@ -16,11 +17,11 @@ pub struct HwEnv;
 
 impl PageTableEnv for HwEnv {
     fn alloc_table_frame(&self) -> Option<PhysAddr> {
-        FRAMES.alloc(1).map(PhysAddr)
+        FRAMES.alloc(1)
     }
 
     unsafe fn free_table_frame(&self, pa: PhysAddr) {
-        FRAMES.free(pa.0, 1);
+        FRAMES.free(pa, 1);
     }
 
     unsafe fn table(&self, pa: PhysAddr) -> &Table {
@@ -29,7 +30,7 @@ impl PageTableEnv for HwEnv {
         // window, which maps the frames boot hands out), 4 KiB aligned, and a table for as long
         // as the caller uses the reference. `Table` is 512 AtomicU64s, so shared references may
         // be handed to every CPU.
-        unsafe { &*(phys_to_virt(pa.0) as *const Table) }
+        unsafe { &*phys_to_virt(pa).as_ptr::<Table>() }
     }
 
     fn cpu_id(&self) -> usize {
@@ -76,23 +77,46 @@ pub fn kernel_vm() -> &'static KernelVm<HwEnv> {
 }
 
 /// Map device registers (Device-nGnRE, execute-never); returns the address of `phys` itself.
-pub fn ioremap(phys: u64, size: usize) -> Result<usize, VmError> {
+///
+/// # Errors
+///
+/// As for [`KernelVm::ioremap_prot`].
+pub fn ioremap(phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
     kernel_vm().ioremap(phys, size)
 }
 
 /// Map `phys` as Normal non-cacheable memory (write-combining), execute-never.
-pub fn ioremap_wc(phys: u64, size: usize) -> Result<usize, VmError> {
+///
+/// # Errors
+///
+/// As for [`KernelVm::ioremap_prot`].
+pub fn ioremap_wc(phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
     kernel_vm().ioremap_wc(phys, size)
 }
 
-pub fn iounmap(addr: usize) -> Result<(), VmError> {
+/// Undo an [`ioremap`] (lazily).
+///
+/// # Errors
+///
+/// As for [`KernelVm::iounmap`].
+pub fn iounmap(addr: VirtAddr) -> Result<(), VmError> {
     kernel_vm().iounmap(addr)
 }
 
-pub fn vmalloc(size: usize) -> Result<usize, VmError> {
+/// `size` bytes of virtually contiguous memory, not zeroed.
+///
+/// # Errors
+///
+/// As for [`KernelVm::vmalloc`].
+pub fn vmalloc(size: usize) -> Result<VirtAddr, VmError> {
     kernel_vm().vmalloc(size)
 }
 
-pub fn vfree(addr: usize) -> Result<(), VmError> {
+/// Free a [`vmalloc`] area (lazily).
+///
+/// # Errors
+///
+/// As for [`KernelVm::vfree`].
+pub fn vfree(addr: VirtAddr) -> Result<(), VmError> {
     kernel_vm().vfree(addr)
 }

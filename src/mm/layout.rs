@@ -13,6 +13,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use super::addr::{PhysAddr, VirtAddr};
+
 /// log2 of the translation granule.
 pub const PAGE_SHIFT: u32 = 12;
 /// The translation granule and the smallest mapping: 4 KiB.
@@ -64,13 +66,13 @@ pub fn kimage_phys() -> u64 {
 }
 
 /// The physical address of something inside the kernel image (a static, a function).
-pub fn kimage_to_phys(va: u64) -> u64 {
-    va - KIMAGE_VADDR as u64 + kimage_phys()
+pub fn kimage_to_phys(va: VirtAddr) -> PhysAddr {
+    PhysAddr((va.0 - KIMAGE_VADDR) as u64 + kimage_phys())
 }
 
-/// The linear-map address of a physical address.
-pub const fn phys_to_virt(pa: u64) -> u64 {
-    pa + PAGE_OFFSET as u64
+/// The linear-map address of a physical address (which the linear map reaches: RAM).
+pub const fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
+    VirtAddr(pa.0 as usize + PAGE_OFFSET)
 }
 
 /// The kernel image's sections, as the linker script lays them out.

@@ -14,12 +14,13 @@
 //!   `tlbi vaae1is`, the invalidation completed, and only then freed; the tables below it go
 //!   first, while it still points at them (break-before-make, invariant 5; `free_table`).
 
+use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
 use super::layout::{
     KERNEL_VA_START, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE, PHYS_ADDR_BITS, PTRS_PER_TABLE,
 };
 use super::pgalloc::{InitMm, Walk};
-use super::pgtable::{Descriptor, Entry, Level, MmError, PhysAddr, Prot, Translation};
+use super::pgtable::{Descriptor, Entry, Level, MmError, Prot, Translation};
 use super::profile::{self, Section};
 use super::sync::Ordering;
 use super::tlb::{self, TlbFlush};
@@ -352,12 +353,13 @@ impl<E: PageTableEnv> InitMm<E> {
     /// allocator), or a block would replace a table that still maps something.
     pub fn map_range(
         &self,
-        va: usize,
-        pa: u64,
+        va: VirtAddr,
+        pa: PhysAddr,
         size: usize,
         prot: Prot,
         blocks: bool,
     ) -> Result<(), MmError> {
+        let (va, pa) = (va.0, pa.0);
         let page_mask = PAGE_SIZE - 1;
         if (va | size) & page_mask != 0 || pa & page_mask as u64 != 0 {
             return Err(MmError::Misaligned { va, pa, size });
@@ -388,7 +390,8 @@ impl<E: PageTableEnv> InitMm<E> {
     /// # Panics
     ///
     /// As for [`map_range`](Self::map_range).
-    pub fn map_pages(&self, va: usize, pages: &[PhysAddr], prot: Prot) -> Result<(), MmError> {
+    pub fn map_pages(&self, va: VirtAddr, pages: &[PhysAddr], prot: Prot) -> Result<(), MmError> {
+        let va = va.0;
         let size = pages.len() * PAGE_SIZE;
         if va & (PAGE_SIZE - 1) != 0 {
             return Err(MmError::Misaligned { va, pa: 0, size });
@@ -527,7 +530,8 @@ impl<E: PageTableEnv> InitMm<E> {
     ///
     /// If the range is not page aligned or not in the kernel half, or a block lies only partly
     /// inside it (callers unmap what they mapped: each of these is a caller bug).
-    pub fn unmap_range(&self, va: usize, size: usize) {
+    pub fn unmap_range(&self, va: VirtAddr, size: usize) {
+        let va = va.0;
         let end = unmap_end("unmap_range", va, size);
         self.unmap_walked(va, end);
     }
@@ -583,10 +587,11 @@ impl<E: PageTableEnv> InitMm<E> {
     /// As for [`unmap_range`](Self::unmap_range).
     pub fn unmap_range_noflush(
         &self,
-        va: usize,
+        va: VirtAddr,
         size: usize,
         on_leaf: &mut dyn FnMut(PhysAddr, usize),
     ) {
+        let va = va.0;
         let end = unmap_end("unmap_range_noflush", va, size);
         if va != end {
             self.clear_leaves(va, end, |_, pa, size| on_leaf(pa, size));
@@ -603,7 +608,8 @@ impl<E: PageTableEnv> InitMm<E> {
 
     /// Walk the tables for `va` without any lock: one Acquire load per level, each following the
     /// address read at the level above (the dependent-load chain of invariant 1).
-    pub fn translate(&self, va: usize) -> Option<Translation> {
+    pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
+        let va = va.0;
         if va < KERNEL_VA_START {
             return None;
         }
@@ -625,9 +631,9 @@ impl<E: PageTableEnv> InitMm<E> {
     }
 
     /// The table pages (below the pgd) whose span meets `[start, end)`.
-    pub fn count_tables(&self, start: usize, end: usize) -> TableCount {
+    pub fn count_tables(&self, start: VirtAddr, end: VirtAddr) -> TableCount {
         let mut count = TableCount::default();
-        let start = start.max(KERNEL_VA_START);
+        let (start, end) = (start.0.max(KERNEL_VA_START), end.0);
         if start < end {
             self.walk_range(start, end - 1, &mut count);
         }
@@ -648,8 +654,8 @@ impl<E: PageTableEnv> InitMm<E> {
     /// The fast path of the table allocators reads a table entry without a lock and then writes
     /// into the table it points at; if that raced with this function, the write would land in a
     /// freed frame.
-    pub unsafe fn reclaim_empty_tables(&self, start: usize, end: usize) -> usize {
-        let start = start.max(KERNEL_VA_START);
+    pub unsafe fn reclaim_empty_tables(&self, start: VirtAddr, end: VirtAddr) -> usize {
+        let (start, end) = (start.0.max(KERNEL_VA_START), end.0);
         if start >= end {
             return 0;
         }

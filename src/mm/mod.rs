@@ -57,6 +57,7 @@
 //!     not reported. How the MMU, caches and TLB are handled at each step of boot and mapping is
 //!     listed in `arch::aarch64`'s module documentation.
 
+pub mod addr;
 pub mod env;
 pub mod fault_inject;
 pub mod frame;

@@ -46,8 +46,9 @@
 //! page-table lock (`unmap_vm_area`). Everything else is the same code in both designs. The
 //! kernel `just run` boots is built without the feature and has the seed design only.
 
+use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
-use super::pgtable::{Descriptor, Entry, Level, MmError, PhysAddr};
+use super::pgtable::{Descriptor, Entry, Level, MmError};
 use super::phys_layout::PhysLayout;
 use super::profile::{self, Event, Lock};
 #[cfg(feature = "bench")]
@@ -253,32 +254,32 @@ impl<E: PageTableEnv> InitMm<E> {
     }
 
     /// The pgd slot for `va` (Linux's `pgd_offset_k`).
-    pub fn pgd_offset_k(&self, va: usize) -> Entry<'_> {
-        self.entry_in(self.pgd, Level::Pgd, va)
+    pub fn pgd_offset_k(&self, va: VirtAddr) -> Entry<'_> {
+        self.entry_in(self.pgd, Level::Pgd, va.0)
     }
 
     /// The pud slot for `va`, installing the pud table under `pgd` if there is none.
-    pub fn pud_alloc(&self, pgd: Entry<'_>, va: usize) -> Result<Entry<'_>, MmError> {
+    pub fn pud_alloc(&self, pgd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pgd.level(), Level::Pgd);
         let walk = self.begin_walk();
-        self.alloc_next::<true>(&walk, pgd, va)
+        self.alloc_next::<true>(&walk, pgd, va.0)
     }
 
     /// The pmd slot for `va`, installing the pmd table under `pud` if there is none.
     /// `Err(BlockInTheWay)` if `pud` holds a 1 GiB block.
-    pub fn pmd_alloc(&self, pud: Entry<'_>, va: usize) -> Result<Entry<'_>, MmError> {
+    pub fn pmd_alloc(&self, pud: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pud.level(), Level::Pud);
         let walk = self.begin_walk();
-        self.alloc_next::<true>(&walk, pud, va)
+        self.alloc_next::<true>(&walk, pud, va.0)
     }
 
     /// The pte slot for `va`, installing the pte table under `pmd` if there is none.
     /// `Err(BlockInTheWay)` if `pmd` holds a 2 MiB block. No `mm` argument: there is one kernel
     /// address space, and the lock it needs is its own business.
-    pub fn pte_alloc_kernel(&self, pmd: Entry<'_>, va: usize) -> Result<Entry<'_>, MmError> {
+    pub fn pte_alloc_kernel(&self, pmd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pmd.level(), Level::Pmd);
         let walk = self.begin_walk();
-        self.alloc_next::<true>(&walk, pmd, va)
+        self.alloc_next::<true>(&walk, pmd, va.0)
     }
 
     /// Start a mapping call: nothing to do in the seed design; in the pre-patch baseline take

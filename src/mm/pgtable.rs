@@ -15,10 +15,8 @@ use core::fmt;
 use tock_registers::fields::FieldValue;
 use tock_registers::register_bitfields;
 
-use super::layout::{
-    KERNEL_VA_START, LINEAR_MAP_SIZE, PAGE_OFFSET, PAGE_SHIFT, PAGE_SIZE, PHYS_ADDR_BITS,
-    PTRS_PER_TABLE,
-};
+use super::addr::PhysAddr;
+use super::layout::{PAGE_SHIFT, PAGE_SIZE, PHYS_ADDR_BITS, PTRS_PER_TABLE};
 use super::sync::{AtomicU64, Ordering};
 
 /// One translation table: what [`super::env::PageTableEnv::table`] hands out for a frame.
@@ -91,86 +89,6 @@ register_bitfields! {u64,
 
 /// Bits 47:12 of a descriptor: the output (or next-table) address.
 const ADDR_MASK: u64 = ((1 << PHYS_ADDR_BITS) - 1) & !((PAGE_SIZE as u64) - 1);
-
-/// A physical address.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PhysAddr(pub u64);
-
-impl PhysAddr {
-    /// The address as a plain integer.
-    pub const fn as_u64(self) -> u64 {
-        self.0
-    }
-
-    /// Is the address a multiple of `align` (a power of two)?
-    pub const fn is_aligned(self, align: u64) -> bool {
-        self.0 & (align - 1) == 0
-    }
-
-    /// Is the address 4 KiB aligned?
-    pub const fn is_page_aligned(self) -> bool {
-        self.is_aligned(PAGE_SIZE as u64)
-    }
-
-    /// `self + off`, or `None` past the 64-bit end.
-    pub const fn checked_add(self, off: u64) -> Option<Self> {
-        match self.0.checked_add(off) {
-            Some(v) => Some(Self(v)),
-            None => None,
-        }
-    }
-
-    /// Its virtual address in the linear map (`PA + PAGE_OFFSET`), if the linear map reaches it.
-    pub const fn to_linear_virt(self) -> Option<VirtAddr> {
-        if (self.0 as usize) < LINEAR_MAP_SIZE {
-            Some(VirtAddr(self.0 as usize + PAGE_OFFSET))
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Debug for PhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PA({:#x})", self.0)
-    }
-}
-
-/// A kernel virtual address.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct VirtAddr(pub usize);
-
-impl VirtAddr {
-    /// The address as a plain integer.
-    pub const fn as_usize(self) -> usize {
-        self.0
-    }
-
-    /// Is the address a multiple of `align` (a power of two)?
-    pub const fn is_aligned(self, align: usize) -> bool {
-        self.0 & (align - 1) == 0
-    }
-
-    /// Does it lie in the TTBR1 (kernel) half?
-    pub const fn is_kernel(self) -> bool {
-        self.0 >= KERNEL_VA_START
-    }
-
-    /// Its physical address if it lies in the linear map.
-    pub const fn linear_to_phys(self) -> Option<PhysAddr> {
-        if self.0 >= PAGE_OFFSET && self.0 - PAGE_OFFSET < LINEAR_MAP_SIZE {
-            Some(PhysAddr((self.0 - PAGE_OFFSET) as u64))
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Debug for VirtAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VA({:#x})", self.0)
-    }
-}
 
 /// A translation level, named as Linux names the tables it indexes.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]

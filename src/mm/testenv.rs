@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as StdOrdering};
 use std::sync::{Mutex as StdMutex, OnceLock};
 use std::vec::Vec;
 
+use super::addr::PhysAddr;
 use super::env::PageTableEnv;
 use super::layout::PAGE_SIZE;
-use super::pgtable::{Entry, Level, PhysAddr, Table};
+use super::pgtable::{Entry, Level, Table};
 use super::sync::{AtomicU64, Ordering};
 
 /// Physical address of frame 0.

@@ -28,9 +28,10 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
 use super::pgalloc::InitMm;
-use super::pgtable::{IoProt, MmError, PhysAddr, Prot};
+use super::pgtable::{IoProt, MmError, Prot};
 use super::profile::{self, Lock};
 use super::region::Region;
 use super::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -88,18 +89,18 @@ pub enum VmError {
     ZeroSize,
     /// `phys + size` wraps around the physical address space.
     Wraps {
-        phys: u64,
+        phys: PhysAddr,
         size: usize,
     },
     /// The range goes beyond what this CPU can address (ID_AA64MMFR0_EL1.PARange).
     BeyondPhysLimit {
-        phys: u64,
+        phys: PhysAddr,
         size: usize,
         pa_bits: u32,
     },
     /// The range overlaps RAM, which is mapped (cacheable) in the linear map already.
     OverlapsRam {
-        phys: u64,
+        phys: PhysAddr,
         size: usize,
         ram: Region,
     },
@@ -113,22 +114,22 @@ pub enum VmError {
     },
     /// `addr` is not the start of any area.
     NotMapped {
-        addr: usize,
+        addr: VirtAddr,
     },
     /// `addr` points inside an area instead of at its start.
     InsideArea {
-        addr: usize,
-        start: usize,
+        addr: VirtAddr,
+        start: VirtAddr,
     },
     /// The area at `addr` was made by another function (e.g. `vfree` of an ioremap).
     WrongKind {
-        addr: usize,
+        addr: VirtAddr,
         is: AreaKind,
         expected: AreaKind,
     },
     /// The area at `addr` was freed already (its range waits for the lazy purge).
     AlreadyFreed {
-        addr: usize,
+        addr: VirtAddr,
     },
 }
 
@@ -200,13 +201,13 @@ pub struct KernelStack {
 
 impl KernelStack {
     /// The initial stack pointer: one past the stack's highest byte (16-byte aligned).
-    pub const fn top(&self) -> usize {
-        self.top
+    pub const fn top(&self) -> VirtAddr {
+        VirtAddr(self.top)
     }
 
     /// The unmapped page below the stack, into which an overflow runs.
-    pub const fn guard_page(&self) -> usize {
-        self.area
+    pub const fn guard_page(&self) -> VirtAddr {
+        VirtAddr(self.area)
     }
 
     /// The stack's usable bytes.
@@ -295,8 +296,14 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Map `pages` (physical page addresses, in order) contiguously with `prot`, in one walk.
-    pub fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<usize, VmError> {
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::ZeroSize`] for no pages, [`VmError::NoVirtualSpace`], and the table errors
+    /// of [`InitMm::map_pages`] as [`VmError::Table`].
+    pub fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<VirtAddr, VmError> {
         self.vmap_kind(pages, prot, AreaKind::Vmap, PAGE_SIZE, 0)
+            .map(VirtAddr)
     }
 
     /// `vmap` into a fresh area of `kind` at `align`, `lead` unmapped pages first (a stack's
@@ -316,7 +323,7 @@ impl<E: PageTableEnv> KernelVm<E> {
         // map_pages leaves nothing mapped when it fails.
         if let Err(e) = self
             .init_mm
-            .map_pages(area.start + lead * PAGE_SIZE, pages, prot)
+            .map_pages(VirtAddr(area.start + lead * PAGE_SIZE), pages, prot)
         {
             self.release(area.start);
             return Err(e.into());
@@ -329,21 +336,36 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// one).
     ///
     /// [`vm_unmap_aliases`]: Self::vm_unmap_aliases
-    pub fn vunmap(&self, addr: usize) -> Result<(), VmError> {
-        let area = self.lookup(addr, AreaKind::Vmap, true)?;
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::NotMapped`], [`VmError::InsideArea`], [`VmError::WrongKind`] (not a `vmap`
+    /// area) or [`VmError::AlreadyFreed`]; nothing changes then.
+    pub fn vunmap(&self, addr: VirtAddr) -> Result<(), VmError> {
+        let area = self.lookup(addr.0, AreaKind::Vmap, true)?;
         self.free_lazily(area, false);
         Ok(())
     }
 
     /// `size` bytes (rounded up to pages) of virtually contiguous memory, not zeroed (Linux's
     /// `vmalloc`; [`vzalloc`](Self::vzalloc) zeroes).
-    pub fn vmalloc(&self, size: usize) -> Result<usize, VmError> {
-        self.vmalloc_inner(size, PAGE_SIZE, false, 0)
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::ZeroSize`], [`VmError::OutOfMemory`] (no frame for a page),
+    /// [`VmError::NoVirtualSpace`], and [`VmError::Table`] (no frame for a table); nothing is
+    /// left allocated or mapped then.
+    pub fn vmalloc(&self, size: usize) -> Result<VirtAddr, VmError> {
+        self.vmalloc_inner(size, PAGE_SIZE, false, 0).map(VirtAddr)
     }
 
     /// Like [`vmalloc`](Self::vmalloc), zeroed.
-    pub fn vzalloc(&self, size: usize) -> Result<usize, VmError> {
-        self.vmalloc_inner(size, PAGE_SIZE, true, 0)
+    ///
+    /// # Errors
+    ///
+    /// As for [`vmalloc`](Self::vmalloc).
+    pub fn vzalloc(&self, size: usize) -> Result<VirtAddr, VmError> {
+        self.vmalloc_inner(size, PAGE_SIZE, true, 0).map(VirtAddr)
     }
 
     /// Allocate the pages, zero them if asked, map them after `lead` unmapped pages.
@@ -410,25 +432,39 @@ impl<E: PageTableEnv> KernelVm<E> {
     ///
     /// As for [`vfree`](Self::vfree); none for a stack this `KernelVm` handed out.
     pub fn vfree_stack(&self, stack: KernelStack) -> Result<(), VmError> {
-        self.vfree(stack.area)
+        self.vfree(VirtAddr(stack.area))
     }
 
     /// Reserve a window of virtual space for a caller that maps it itself with
     /// `init_mm.map_range`/`unmap_range` (workloads that aim at particular table slots).
-    pub fn reserve_window(&self, size: usize, align: usize) -> Result<usize, VmError> {
-        self.reserve(size, align, AreaKind::Window).map(|a| a.start)
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::NoVirtualSpace`].
+    pub fn reserve_window(&self, size: usize, align: usize) -> Result<VirtAddr, VmError> {
+        self.reserve(size, align, AreaKind::Window)
+            .map(|a| VirtAddr(a.start))
     }
 
     /// Give back a window at once; its owner has unmapped everything in it with
     /// `init_mm.unmap_range`, which invalidated the TLB.
-    pub fn release_window(&self, start: usize) -> Result<(), VmError> {
-        self.lookup(start, AreaKind::Window, false)?;
-        self.release(start);
+    ///
+    /// # Errors
+    ///
+    /// As for [`vunmap`](Self::vunmap), for a window.
+    pub fn release_window(&self, start: VirtAddr) -> Result<(), VmError> {
+        self.lookup(start.0, AreaKind::Window, false)?;
+        self.release(start.0);
         Ok(())
     }
 
     /// Like [`vmalloc`](Self::vmalloc), at a virtual address aligned to `align` (a power of two).
-    pub fn vmalloc_aligned(&self, size: usize, align: usize) -> Result<usize, VmError> {
+    ///
+    /// # Errors
+    ///
+    /// As for [`vmalloc`](Self::vmalloc); [`VmError::NoVirtualSpace`] for an alignment that is
+    /// not a power of two.
+    pub fn vmalloc_aligned(&self, size: usize, align: usize) -> Result<VirtAddr, VmError> {
         // Every page address meets an alignment below a page (Linux's `__vmalloc_node` takes
         // them too); the range allocator only knows page-sized and larger ones.
         let align = if align.is_power_of_two() {
@@ -436,29 +472,45 @@ impl<E: PageTableEnv> KernelVm<E> {
         } else {
             align
         };
-        self.vmalloc_inner(size, align, false, 0)
+        self.vmalloc_inner(size, align, false, 0).map(VirtAddr)
     }
 
     /// Free a `vmalloc` area (lazily: its pages go back after the purge).
-    pub fn vfree(&self, addr: usize) -> Result<(), VmError> {
-        let area = self.lookup(addr, AreaKind::Vmalloc, true)?;
+    ///
+    /// # Errors
+    ///
+    /// As for [`vunmap`](Self::vunmap), for a `vmalloc` area.
+    pub fn vfree(&self, addr: VirtAddr) -> Result<(), VmError> {
+        let area = self.lookup(addr.0, AreaKind::Vmalloc, true)?;
         self.free_lazily(area, true);
         Ok(())
     }
 
     /// Map device registers at `phys` (any alignment) as Device-nGnRE, execute-never.
     /// Returns the virtual address of `phys` itself (the sub-page offset is kept).
-    pub fn ioremap(&self, phys: u64, size: usize) -> Result<usize, VmError> {
+    ///
+    /// # Errors
+    ///
+    /// As for [`ioremap_prot`](Self::ioremap_prot).
+    pub fn ioremap(&self, phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
         self.ioremap_prot(phys, size, IoProt::DeviceNgnre)
     }
 
     /// Like [`ioremap`](Self::ioremap) but Normal non-cacheable (write-combining).
-    pub fn ioremap_wc(&self, phys: u64, size: usize) -> Result<usize, VmError> {
+    ///
+    /// # Errors
+    ///
+    /// As for [`ioremap_prot`](Self::ioremap_prot).
+    pub fn ioremap_wc(&self, phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
         self.ioremap_prot(phys, size, IoProt::NormalNc)
     }
 
     /// Like [`ioremap`](Self::ioremap) but Device-nGnRnE (non-posted writes).
-    pub fn ioremap_np(&self, phys: u64, size: usize) -> Result<usize, VmError> {
+    ///
+    /// # Errors
+    ///
+    /// As for [`ioremap_prot`](Self::ioremap_prot).
+    pub fn ioremap_np(&self, phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
         self.ioremap_prot(phys, size, IoProt::DeviceNgnrne)
     }
 
@@ -467,31 +519,44 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// cacheable or executable MMIO mapping cannot be asked for:
     ///
     /// ```compile_fail,E0308
-    /// # use initmm::mm::{env::PageTableEnv, pgtable::Prot, vm::KernelVm};
+    /// # use initmm::mm::{addr::PhysAddr, env::PageTableEnv, pgtable::Prot, vm::KernelVm};
     /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
-    /// let uart = vm.ioremap_prot(0x0900_0000, 0x1000, Prot::KERNEL_RX); // expected `IoProt`
+    /// let uart = vm.ioremap_prot(PhysAddr(0x0900_0000), 0x1000, Prot::KERNEL_RX); // expected `IoProt`
     /// # }
     /// ```
     ///
     /// while the same call with an `IoProt` builds:
     ///
     /// ```
-    /// # use initmm::mm::{env::PageTableEnv, pgtable::IoProt, vm::KernelVm};
+    /// # use initmm::mm::{addr::PhysAddr, env::PageTableEnv, pgtable::IoProt, vm::KernelVm};
     /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
-    /// let uart = vm.ioremap_prot(0x0900_0000, 0x1000, IoProt::DeviceNgnre);
+    /// let uart = vm.ioremap_prot(PhysAddr(0x0900_0000), 0x1000, IoProt::DeviceNgnre);
     /// # }
     /// ```
-    pub fn ioremap_prot(&self, phys: u64, size: usize, prot: IoProt) -> Result<usize, VmError> {
+    ///
+    /// # Errors
+    ///
+    /// [`VmError::ZeroSize`], [`VmError::Wraps`], [`VmError::BeyondPhysLimit`] (past the CPU's
+    /// physical address size), [`VmError::OverlapsRam`], [`VmError::NoVirtualSpace`] and
+    /// [`VmError::Table`] (no frame for a table); nothing is left mapped then (invariant 7 in
+    /// `mm`'s module documentation).
+    pub fn ioremap_prot(
+        &self,
+        phys: PhysAddr,
+        size: usize,
+        prot: IoProt,
+    ) -> Result<VirtAddr, VmError> {
+        let (typed, phys) = (phys, phys.0);
         let prot = prot.prot();
         if size == 0 {
             return Err(VmError::ZeroSize);
         }
         let last = phys
             .checked_add(size as u64 - 1)
-            .ok_or(VmError::Wraps { phys, size })?;
+            .ok_or(VmError::Wraps { phys: typed, size })?;
         if self.pa_bits < 64 && last >> self.pa_bits != 0 {
             return Err(VmError::BeyondPhysLimit {
-                phys,
+                phys: typed,
                 size,
                 pa_bits: self.pa_bits,
             });
@@ -503,7 +568,11 @@ impl<E: PageTableEnv> KernelVm<E> {
             .iter()
             .find(|r| phys <= r.base.saturating_add(r.size - 1) && r.base <= last)
         {
-            return Err(VmError::OverlapsRam { phys, size, ram });
+            return Err(VmError::OverlapsRam {
+                phys: typed,
+                size,
+                ram,
+            });
         }
         let offset = (phys % PAGE_SIZE as u64) as usize;
         let base = phys - offset as u64;
@@ -514,18 +583,25 @@ impl<E: PageTableEnv> KernelVm<E> {
             .find(|&b| len >= b && base.is_multiple_of(b as u64))
             .unwrap_or(PAGE_SIZE);
         let area = self.reserve(len, align, AreaKind::Ioremap)?;
-        if let Err(e) = self.init_mm.map_range(area.start, base, len, prot, true) {
+        if let Err(e) =
+            self.init_mm
+                .map_range(VirtAddr(area.start), PhysAddr(base), len, prot, true)
+        {
             // map_range has already cleared what it mapped.
             self.release(area.start);
             return Err(e.into());
         }
-        Ok(area.start + offset)
+        Ok(VirtAddr(area.start + offset))
     }
 
     /// Undo an `ioremap` (lazily, see the module documentation). `addr` may carry the sub-page
     /// offset `ioremap` returned.
-    pub fn iounmap(&self, addr: usize) -> Result<(), VmError> {
-        let start = addr & !(PAGE_SIZE - 1);
+    ///
+    /// # Errors
+    ///
+    /// As for [`vunmap`](Self::vunmap), for an `ioremap` area.
+    pub fn iounmap(&self, addr: VirtAddr) -> Result<(), VmError> {
+        let start = addr.page_start().0;
         // Errors name the caller's address, offset included.
         let area = self
             .lookup(start, AreaKind::Ioremap, true)

@@ -12,8 +12,9 @@
 //! module documentation) and follows only table descriptors it read itself: a visitor cannot make
 //! it walk a frame that is not a table of the tree.
 
+use super::addr::PhysAddr;
 use super::env::PageTableEnv;
-use super::pgtable::{Entry, Level, PhysAddr};
+use super::pgtable::{Entry, Level};
 
 /// What to do after visiting an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -225,14 +225,14 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
                 break;
             }
         };
-        cpu::register_stack_guard(id, false, stack.guard_page() as u64);
-        cpu::register_stack_guard(id, true, exc.guard_page() as u64);
+        cpu::register_stack_guard(id, false, stack.guard_page().0 as u64);
+        cpu::register_stack_guard(id, true, exc.guard_page().0 as u64);
         let pc = &PERCPU[id];
         pc.mpidr.store(c.mpidr, Ordering::Relaxed);
         boot::prepare_secondary(
             &mmu,
-            stack.top() as u64,
-            exc.top() as u64,
+            stack.top().0 as u64,
+            exc.top().0 as u64,
             pc as *const PerCpu as u64,
         );
         if let Err(e) = cpu_boot::cpu_boot(c.mpidr, &c.enable_method) {

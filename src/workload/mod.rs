@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::arch::aarch64::cpu;
 use crate::arch::aarch64::exceptions::spurious_faults;
 use crate::cmdline::Cmdline;
+use crate::mm::addr::VirtAddr;
 use crate::mm::fault_inject;
 use crate::mm::frame::FRAMES;
 use crate::mm::pgalloc::PgStatsSnapshot;
@@ -374,7 +375,10 @@ pub fn settle() -> usize {
     FRAMES.drain_caches();
     // SAFETY: called between workloads: no other CPU maps, unmaps or walks an address whose
     // tables are empty (see above), so no lock-free walker can be inside a table freed here.
-    unsafe { vm.init_mm.reclaim_empty_tables(VMALLOC_START, VMALLOC_END) }
+    unsafe {
+        vm.init_mm
+            .reclaim_empty_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END))
+    }
 }
 
 /// Frames free right now, counting the frames the kernel heap has taken as free: the heap grows

@@ -29,6 +29,7 @@ use super::{
     retry_injected,
 };
 use crate::arch::aarch64::cpu;
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
 use crate::mm::pgalloc::{LevelStats, PgStatsSnapshot};
 use crate::mm::pgtable::Prot;
@@ -42,7 +43,7 @@ const ROUNDS_PER_EPOCH: usize = 64;
 /// The register the storm reads: GICD_PIDR2 (its page, its offset in the page, the ArchRev it
 /// must show).
 pub(super) struct IdRegister {
-    page: u64,
+    page: PhysAddr,
     offset: usize,
     arch_rev: u32,
 }
@@ -56,17 +57,17 @@ impl IdRegister {
         };
         let pa = gic.dist.base + pidr2;
         Some(Self {
-            page: pa & !(PAGE_SIZE as u64 - 1),
+            page: PhysAddr(pa & !(PAGE_SIZE as u64 - 1)),
             offset: (pa % PAGE_SIZE as u64) as usize,
             arch_rev,
         })
     }
 
     /// Does the mapping of `page` at `va` read the expected revision?
-    pub(super) fn check(&self, va: usize) -> bool {
+    pub(super) fn check(&self, va: VirtAddr) -> bool {
         // SAFETY: `va` is a live device mapping of the distributor page holding PIDR2, made by
         // this CPU for this read; PIDR2 is a read-only identification register.
-        let v = unsafe { ((va + self.offset) as *const u32).read_volatile() };
+        let v = unsafe { (va + self.offset).as_ptr::<u32>().read_volatile() };
         (v >> 4) & 0xf == self.arch_rev
     }
 }
@@ -84,7 +85,7 @@ pub(super) enum Outcome {
 }
 
 /// `init_mm.map_range` of the register page at `va` (in a window of the caller's), read, unmap.
-pub(super) fn window_cycle(reg: &IdRegister, va: usize) -> Outcome {
+pub(super) fn window_cycle(reg: &IdRegister, va: VirtAddr) -> Outcome {
     let vm = kernel_vm();
     match vm
         .init_mm

@@ -13,6 +13,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{AllocFailures, Params, Progress, Report, free_frames, storm::delta};
 use crate::arch::aarch64::cpu;
+use crate::mm::addr::VirtAddr;
 use crate::mm::kernel_vm;
 use crate::mm::layout::PAGE_SIZE;
 use crate::mm::pgalloc::PgStatsSnapshot;
@@ -60,7 +61,7 @@ impl Live {
         let va = kernel_vm()
             .vmalloc_aligned(size, align)
             .map_err(|e| Failure::vm(|| format!("vmalloc({pages} pages, align {align:#x})"), e))?;
-        self.hold(va, size, align)
+        self.hold(va.0, size, align)
     }
 
     /// Hold an area the caller allocated: check its alignment, write the pattern.
@@ -180,7 +181,7 @@ fn check_and_free((va, size): (usize, usize), cpu_id: usize) -> Result<(), Strin
         }
     }
     kernel_vm()
-        .vfree(va)
+        .vfree(VirtAddr(va))
         .map_err(|e| format!("vfree({va:#x}): {e}"))
 }
 
@@ -266,7 +267,7 @@ fn align_shift_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
                 )));
             }
             Ok(va) => {
-                let a = l.hold(va, PAGE_SIZE, align)?;
+                let a = l.hold(va.0, PAGE_SIZE, align)?;
                 l.free(a)?;
                 n += 1;
             }

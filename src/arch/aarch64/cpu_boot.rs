@@ -4,6 +4,7 @@
 use core::fmt;
 
 use super::psci::{self, PsciError};
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::layout::{kimage_to_phys, phys_to_virt};
 use crate::platform::devicetree::EnableMethod;
 
@@ -36,7 +37,7 @@ impl fmt::Display for CpuBootError {
 
 /// Physical address of the secondary entry point.
 pub fn secondary_entry_phys() -> u64 {
-    kimage_to_phys(secondary_entry as *const () as u64)
+    kimage_to_phys(VirtAddr::from_ptr(secondary_entry as *const ())).0
 }
 
 /// Start the CPU whose MPIDR affinity is `mpidr` at `secondary_entry`, by `method`.
@@ -46,7 +47,7 @@ pub fn cpu_boot(mpidr: u64, method: &EnableMethod) -> Result<(), CpuBootError> {
         // PSCI takes the target's MPIDR (its `reg`), never a logical index.
         EnableMethod::Psci => psci::cpu_on(mpidr, entry, 0).map_err(CpuBootError::Psci),
         EnableMethod::SpinTable { release_addr } => {
-            let va = phys_to_virt(*release_addr) as *mut u64;
+            let va = phys_to_virt(PhysAddr(*release_addr)).as_mut_ptr::<u64>();
             // SAFETY: the release address is in RAM (the firmware's spin-table page, reserved
             // from the frame allocator), reached through the linear map; the waiting CPU only
             // reads it. Aligned per the spin-table binding.

@@ -106,7 +106,7 @@ static RESERVED_PG_DIR: Table = empty();
 
 /// Physical address of the empty table (see [`RESERVED_PG_DIR`]).
 pub fn reserved_pg_dir() -> u64 {
-    crate::mm::layout::kimage_to_phys(pa_of(&RESERVED_PG_DIR))
+    crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&RESERVED_PG_DIR) as usize)).0
 }
 
 /// Frames for building `init_mm` before the linear map exists (see [`boot_frames`]).
@@ -128,7 +128,7 @@ static BOOT_FRAMES_AREA: BootFrames = BootFrames(UnsafeCell::new([[0; PAGE_SIZE]
 pub fn boot_frames() -> (u64, u64) {
     let va = &raw const BOOT_FRAMES_AREA as u64;
     (
-        crate::mm::layout::kimage_to_phys(va),
+        crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(va as usize)).0,
         (BOOT_FRAMES * PAGE_SIZE) as u64,
     )
 }
@@ -266,12 +266,12 @@ pub fn mair_value() -> u64 {
 
 /// Physical address of the identity-map root, TTBR0 of every CPU while it turns its MMU on.
 pub fn idmap_ttbr0() -> u64 {
-    crate::mm::layout::kimage_to_phys(pa_of(&EARLY.id_pgd))
+    crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&EARLY.id_pgd) as usize)).0
 }
 
 /// Physical address of the early TTBR1 root (live until `mm::boot` replaces it with init_mm's).
 pub fn early_ttbr1() -> u64 {
-    crate::mm::layout::kimage_to_phys(pa_of(&EARLY.pgd))
+    crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&EARLY.pgd) as usize)).0
 }
 
 /// What the early linear window maps of the loader's data at x0: `(physical start, bytes
@@ -420,5 +420,8 @@ pub fn idmap_replace_ttbr1() -> u64 {
     unsafe extern "C" {
         fn idmap_cpu_replace_ttbr1(ttbr1: u64, empty: u64);
     }
-    crate::mm::layout::kimage_to_phys(idmap_cpu_replace_ttbr1 as *const () as u64)
+    crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr::from_ptr(
+        idmap_cpu_replace_ttbr1 as *const (),
+    ))
+    .0
 }

@@ -18,6 +18,7 @@ use super::{
     SGI_COUNT, SgirTarget, write_each,
 };
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::platform::devicetree;
 
 register_structs! {
@@ -88,7 +89,9 @@ fn map(what: &'static str, r: crate::mm::region::Region, need: u64) -> Result<us
             need,
         });
     }
-    crate::mm::ioremap(r.base, need as usize).map_err(|err| GicError::Map { what, err })
+    crate::mm::ioremap(PhysAddr(r.base), need as usize)
+        .map(VirtAddr::as_usize)
+        .map_err(|err| GicError::Map { what, err })
 }
 
 impl GicV2 {

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::arch::aarch64::cpu::MAX_CPUS;
 use crate::arch::aarch64::{gic_sysregs, mmu};
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::platform::devicetree;
 
 register_structs! {
@@ -117,18 +118,22 @@ impl GicV3 {
                 need: super::GICR_FRAME_V3 as u64,
             });
         }
-        let d = crate::mm::ioremap(desc.dist.base, need as usize).map_err(|err| GicError::Map {
-            what: "GICv3 distributor",
-            err,
+        let d = crate::mm::ioremap(PhysAddr(desc.dist.base), need as usize).map_err(|err| {
+            GicError::Map {
+                what: "GICv3 distributor",
+                err,
+            }
         })?;
         let gicr_size = r.size as usize;
-        let gicr_base = crate::mm::ioremap(r.base, gicr_size).map_err(|err| GicError::Map {
-            what: "GICv3 redistributors",
-            err,
-        })?;
+        let gicr_base = crate::mm::ioremap(PhysAddr(r.base), gicr_size)
+            .map(VirtAddr::as_usize)
+            .map_err(|err| GicError::Map {
+                what: "GICv3 redistributors",
+                err,
+            })?;
         // SAFETY: `d` is a fresh Device-nGnRE mapping of the distributor, as large as its
         // register block, never unmapped; the registers are accessed only through volatile cells.
-        let gicd = unsafe { &*(d as *const Gicd) };
+        let gicd = unsafe { &*d.as_ptr::<Gicd>() };
         let rev = super::arch_rev_from_pidr2(gicd.pidr2.get());
         if !super::arch_rev_matches(GicVersion::V3, rev) {
             return Err(GicError::WrongArchitecture {

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::*;
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::layout::{KIMAGE_VADDR, PMD_SIZE, PUD_SIZE, VMALLOC_END, VMALLOC_START};
 use crate::mm::pgtable::MemType;
 use crate::mm::phys_layout::PhysLayout;
@@ -51,7 +52,7 @@ fn leaves(mm: &InitMm<TestEnv>, start: usize, end: usize) -> Vec<(usize, Level)>
 
 fn assert_maps(mm: &InitMm<TestEnv>, va: usize, pa: u64, level: Level, prot: Prot) {
     let t = mm
-        .translate(va)
+        .translate(VirtAddr(va))
         .unwrap_or_else(|| panic!("{va:#x} not mapped"));
     assert_eq!(t.pa, PhysAddr(pa), "pa of {va:#x}");
     assert_eq!(t.level, level, "level of {va:#x}");
@@ -62,12 +63,30 @@ fn assert_maps(mm: &InitMm<TestEnv>, va: usize, pa: u64, level: Level, prot: Pro
 fn round_trip_at_every_leaf_size() {
     let mm = mm();
     // 4 KiB pages (blocks not allowed), 2 MiB blocks, 1 GiB blocks.
-    mm.map_range(V + 5 * P, 0x1234_5000, 3 * P, Prot::KERNEL_RW, false)
-        .unwrap();
-    mm.map_range(V + 3 * M2, 0x8040_0000, 2 * M2, Prot::DEVICE_WC, true)
-        .unwrap();
-    mm.map_range(V + 4 * G, 0x1_0000_0000, G, Prot::KERNEL_RO, true)
-        .unwrap();
+    mm.map_range(
+        VirtAddr(V + 5 * P),
+        PhysAddr(0x1234_5000),
+        3 * P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
+    mm.map_range(
+        VirtAddr(V + 3 * M2),
+        PhysAddr(0x8040_0000),
+        2 * M2,
+        Prot::DEVICE_WC,
+        true,
+    )
+    .unwrap();
+    mm.map_range(
+        VirtAddr(V + 4 * G),
+        PhysAddr(0x1_0000_0000),
+        G,
+        Prot::KERNEL_RO,
+        true,
+    )
+    .unwrap();
     for i in 0..3 {
         assert_maps(
             &mm,
@@ -77,8 +96,8 @@ fn round_trip_at_every_leaf_size() {
             Prot::KERNEL_RW,
         );
     }
-    assert!(mm.translate(V + 4 * P).is_none());
-    assert!(mm.translate(V + 8 * P).is_none());
+    assert!(mm.translate(VirtAddr(V + 4 * P)).is_none());
+    assert!(mm.translate(VirtAddr(V + 8 * P)).is_none());
     assert_maps(&mm, V + 3 * M2, 0x8040_0000, Level::Pmd, Prot::DEVICE_WC);
     assert_maps(
         &mm,
@@ -87,7 +106,7 @@ fn round_trip_at_every_leaf_size() {
         Level::Pmd,
         Prot::DEVICE_WC,
     );
-    assert!(mm.translate(V + 5 * M2).is_none());
+    assert!(mm.translate(VirtAddr(V + 5 * M2)).is_none());
     assert_maps(
         &mm,
         V + 4 * G + 0x1234_5678,
@@ -95,25 +114,46 @@ fn round_trip_at_every_leaf_size() {
         Level::Pud,
         Prot::KERNEL_RO,
     );
-    assert!(mm.translate(V + 5 * G).is_none());
+    assert!(mm.translate(VirtAddr(V + 5 * G)).is_none());
     // Outside the kernel half nothing translates, even where the pgd index would alias.
-    assert!(mm.translate(V - 0xFFFF_0000_0000_0000 + 5 * P).is_none());
+    assert!(
+        mm.translate(VirtAddr(V - 0xFFFF_0000_0000_0000 + 5 * P))
+            .is_none()
+    );
 }
 
 #[test]
 fn blocks_used_only_when_both_addresses_are_aligned() {
     let mm = mm();
     // VA 2 MiB aligned, PA only 4 KiB aligned: pages.
-    mm.map_range(V, 0x8000_1000, M2, Prot::KERNEL_RW, true)
-        .unwrap();
-    assert_eq!(mm.translate(V).unwrap().level, Level::Pte);
+    mm.map_range(
+        VirtAddr(V),
+        PhysAddr(0x8000_1000),
+        M2,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
+    assert_eq!(mm.translate(VirtAddr(V)).unwrap().level, Level::Pte);
     // Both aligned but blocks not requested: pages.
-    mm.map_range(V + M2, 0x8020_0000, M2, Prot::KERNEL_RW, false)
-        .unwrap();
-    assert_eq!(mm.translate(V + M2).unwrap().level, Level::Pte);
+    mm.map_range(
+        VirtAddr(V + M2),
+        PhysAddr(0x8020_0000),
+        M2,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
+    assert_eq!(mm.translate(VirtAddr(V + M2)).unwrap().level, Level::Pte);
     // 1 GiB + 2 MiB + 4 KiB starting 1 GiB aligned: one of each.
-    mm.map_range(V + G, 0x4000_0000, G + M2 + P, Prot::KERNEL_RW, true)
-        .unwrap();
+    mm.map_range(
+        VirtAddr(V + G),
+        PhysAddr(0x4000_0000),
+        G + M2 + P,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
     let l: Vec<_> = leaves(&mm, V + G, V + 3 * G)
         .into_iter()
         .map(|(_, l)| l)
@@ -137,10 +177,16 @@ fn attribute_bits_per_prot() {
             (Level::Pmd, V + (i + 1) * M2, M2),
             (Level::Pud, V + (i + 1) * G, G),
         ] {
-            mm.map_range(va, (1 << 32) + (i as u64) * (1 << 30), size, prot, true)
-                .unwrap();
-            let d = mm.translate(va).unwrap().desc;
-            assert_eq!(mm.translate(va).unwrap().level, level);
+            mm.map_range(
+                VirtAddr(va),
+                PhysAddr((1 << 32) + (i as u64) * (1 << 30)),
+                size,
+                prot,
+                true,
+            )
+            .unwrap();
+            let d = mm.translate(VirtAddr(va)).unwrap().desc;
+            assert_eq!(mm.translate(VirtAddr(va)).unwrap().level, level);
             let r = d.raw();
             assert_eq!(d.attr_index(), attr, "{prot:?} AttrIndx");
             assert_eq!((r >> 2) & 7, attr);
@@ -174,7 +220,7 @@ fn attribute_bits_per_prot() {
     assert!(all.iter().all(|p| !(p.writable() && p.executable())));
     assert_eq!(all.iter().filter(|p| p.executable()).count(), 1);
     // Table descriptors: valid table, UXNTable set, PXNTable clear (text below can execute).
-    let pgd = mm.pgd_offset_k(V).read().raw();
+    let pgd = mm.pgd_offset_k(VirtAddr(V)).read().raw();
     assert_eq!(pgd & 3, 3);
     assert_eq!((pgd >> 60) & 1, 1);
     assert_eq!((pgd >> 59) & 1, 0);
@@ -187,7 +233,7 @@ fn bad_arguments_are_errors_and_change_nothing() {
     let mm = mm();
     let e = |r: Result<(), MmError>| r.unwrap_err();
     assert_eq!(
-        e(mm.map_range(V + 1, 0, P, Prot::KERNEL_RW, false)),
+        e(mm.map_range(VirtAddr(V + 1), PhysAddr(0), P, Prot::KERNEL_RW, false)),
         MmError::Misaligned {
             va: V + 1,
             pa: 0,
@@ -195,35 +241,62 @@ fn bad_arguments_are_errors_and_change_nothing() {
         }
     );
     assert!(matches!(
-        e(mm.map_range(V, 0x800, P, Prot::KERNEL_RW, false)),
+        e(mm.map_range(VirtAddr(V), PhysAddr(0x800), P, Prot::KERNEL_RW, false)),
         MmError::Misaligned { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(V, 0, P + 8, Prot::KERNEL_RW, false)),
+        e(mm.map_range(VirtAddr(V), PhysAddr(0), P + 8, Prot::KERNEL_RW, false)),
         MmError::Misaligned { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(0x4000_0000, 0, P, Prot::KERNEL_RW, false)),
+        e(mm.map_range(
+            VirtAddr(0x4000_0000),
+            PhysAddr(0),
+            P,
+            Prot::KERNEL_RW,
+            false
+        )),
         MmError::BadVirtRange { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(usize::MAX - P + 1, 0, P, Prot::KERNEL_RW, false)),
+        e(mm.map_range(
+            VirtAddr(usize::MAX - P + 1),
+            PhysAddr(0),
+            P,
+            Prot::KERNEL_RW,
+            false
+        )),
         MmError::BadVirtRange { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(V, (1 << 48) - P as u64, 2 * P, Prot::KERNEL_RW, false)),
+        e(mm.map_range(
+            VirtAddr(V),
+            PhysAddr((1 << 48) - P as u64),
+            2 * P,
+            Prot::KERNEL_RW,
+            false
+        )),
         MmError::BadPhysRange { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(V, u64::MAX - 0xfff, P, Prot::KERNEL_RW, false)),
+        e(mm.map_range(
+            VirtAddr(V),
+            PhysAddr(u64::MAX - 0xfff),
+            P,
+            Prot::KERNEL_RW,
+            false
+        )),
         MmError::BadPhysRange { .. }
     ));
     assert_eq!(mm.env().live_frames(), 1);
-    assert_eq!(mm.map_range(V, 0, 0, Prot::KERNEL_RW, true), Ok(()));
+    assert_eq!(
+        mm.map_range(VirtAddr(V), PhysAddr(0), 0, Prot::KERNEL_RW, true),
+        Ok(())
+    );
     assert_eq!(mm.env().live_frames(), 1);
     // The last page below the top of the address space can be mapped.
     let top = usize::MAX - 2 * P + 1;
-    mm.map_range(top, 0x5000, P, Prot::KERNEL_RX, false)
+    mm.map_range(VirtAddr(top), PhysAddr(0x5000), P, Prot::KERNEL_RX, false)
         .unwrap();
     assert_maps(&mm, top + 8, 0x5008, Level::Pte, Prot::KERNEL_RX);
     assert_eq!(top & !(PGDIR_SIZE - 1), KIMAGE_VADDR);
@@ -265,12 +338,14 @@ fn map_range_checks_what_the_physical_range_is() {
     ];
     for (i, &(pa, size, prot, why)) in refused.iter().enumerate() {
         let va = V + i * 4 * P;
-        let e = mm.map_range(va, pa, size, prot, false).unwrap_err();
+        let e = mm
+            .map_range(VirtAddr(va), PhysAddr(pa), size, prot, false)
+            .unwrap_err();
         assert!(
             format!("{e:?}").starts_with(why),
             "{prot:?} at {pa:#x}: {e:?}, not {why}"
         );
-        assert!(mm.translate(va).is_none());
+        assert!(mm.translate(VirtAddr(va)).is_none());
     }
     assert_eq!(
         mm.env().live_frames(),
@@ -290,7 +365,7 @@ fn map_range_checks_what_the_physical_range_is() {
     ];
     for (i, &(pa, size, prot)) in allowed.iter().enumerate() {
         let va = V + PUD_SIZE + i * 0x1000_0000;
-        mm.map_range(va, pa, size, prot, false)
+        mm.map_range(VirtAddr(va), PhysAddr(pa), size, prot, false)
             .unwrap_or_else(|e| panic!("{prot:?} at {pa:#x}: {e}"));
     }
 }
@@ -337,7 +412,7 @@ fn out_of_memory_at_every_allocation_leaves_nothing_mapped() {
     for n in 0..=tables_needed {
         let mm = mm();
         mm.env().fail_after(n);
-        let r = mm.map_range(va, pa, size, Prot::KERNEL_RW, true);
+        let r = mm.map_range(VirtAddr(va), PhysAddr(pa), size, Prot::KERNEL_RW, true);
         if n < tables_needed {
             assert_eq!(r, Err(MmError::OutOfMemory), "n = {n}");
             assert_eq!(
@@ -346,9 +421,12 @@ fn out_of_memory_at_every_allocation_leaves_nothing_mapped() {
                 "n = {n}: leaves left mapped"
             );
             assert_eq!(mm.env().live_frames(), 1 + n, "n = {n}");
-            assert_eq!(mm.count_tables(va, va + size).total(), n);
+            assert_eq!(
+                mm.count_tables(VirtAddr(va), VirtAddr(va + size)).total(),
+                n
+            );
             // SAFETY: no other thread uses this InitMm.
-            let freed = unsafe { mm.reclaim_empty_tables(V, VMALLOC_END) };
+            let freed = unsafe { mm.reclaim_empty_tables(VirtAddr(V), VirtAddr(VMALLOC_END)) };
             assert_eq!(freed, n);
             assert_eq!(mm.env().live_frames(), 1, "n = {n}: back to the bare pgd");
         } else {
@@ -372,7 +450,13 @@ fn error_part_way_unmaps_leaves_with_tlb_invalidation() {
     // Pages then a pte table that cannot be had.
     mm.env().fail_after(3);
     mm.env().start_recording();
-    let r = mm.map_range(V + M2 - 2 * P, 0x9000_0000, 4 * P, Prot::KERNEL_RW, false);
+    let r = mm.map_range(
+        VirtAddr(V + M2 - 2 * P),
+        PhysAddr(0x9000_0000),
+        4 * P,
+        Prot::KERNEL_RW,
+        false,
+    );
     assert_eq!(r, Err(MmError::OutOfMemory));
     let ev = mm.env().take_events();
     let tail: Vec<_> = ev.iter().rev().take(7).rev().copied().collect();
@@ -397,9 +481,21 @@ fn error_part_way_unmaps_leaves_with_tlb_invalidation() {
 #[test]
 fn live_block_in_the_way_is_an_error_and_rolls_back() {
     let mm = mm();
-    mm.map_range(V + M2, 0x8020_0000, M2, Prot::KERNEL_RW, true)
-        .unwrap();
-    let r = mm.map_range(V + M2 - 2 * P, 0x7000_0000, 4 * P, Prot::KERNEL_RW, false);
+    mm.map_range(
+        VirtAddr(V + M2),
+        PhysAddr(0x8020_0000),
+        M2,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
+    let r = mm.map_range(
+        VirtAddr(V + M2 - 2 * P),
+        PhysAddr(0x7000_0000),
+        4 * P,
+        Prot::KERNEL_RW,
+        false,
+    );
     assert_eq!(r, Err(MmError::BlockInTheWay { va: V + M2 }));
     assert_eq!(leaves(&mm, V, V + G), [(V + M2, Level::Pmd)]);
 }
@@ -408,31 +504,50 @@ fn live_block_in_the_way_is_an_error_and_rolls_back() {
 #[should_panic(expected = "over a valid leaf")]
 fn mapping_a_page_twice_panics() {
     let mm = mm();
-    mm.map_range(V, 0x1000, 2 * P, Prot::KERNEL_RW, false)
+    mm.map_range(VirtAddr(V), PhysAddr(0x1000), 2 * P, Prot::KERNEL_RW, false)
         .unwrap();
-    let _ = mm.map_range(V + P, 0x9000, P, Prot::KERNEL_RW, false);
+    let _ = mm.map_range(VirtAddr(V + P), PhysAddr(0x9000), P, Prot::KERNEL_RW, false);
 }
 
 #[test]
 #[should_panic(expected = "init_mm: mapping 0xffff800040000000 over a valid leaf")]
 fn mapping_a_block_twice_panics() {
     let mm = mm();
-    mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true)
-        .unwrap();
-    let _ = mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true);
+    mm.map_range(
+        VirtAddr(V + G),
+        PhysAddr(0x4000_0000),
+        G,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
+    let _ = mm.map_range(
+        VirtAddr(V + G),
+        PhysAddr(0x4000_0000),
+        G,
+        Prot::KERNEL_RW,
+        true,
+    );
 }
 
 #[test]
 fn promotion_to_2m_block_follows_break_before_make() {
     let mm = mm();
     // A pte table left over from an earlier, now unmapped, area.
-    mm.map_range(V + M2 + 7 * P, 0x1000, P, Prot::KERNEL_RW, false)
-        .unwrap();
-    mm.unmap_range(V + M2 + 7 * P, P);
+    mm.map_range(
+        VirtAddr(V + M2 + 7 * P),
+        PhysAddr(0x1000),
+        P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
+    mm.unmap_range(VirtAddr(V + M2 + 7 * P), P);
     let pmd = mm
         .pmd_alloc(
-            mm.pud_alloc(mm.pgd_offset_k(V + M2), V + M2).unwrap(),
-            V + M2,
+            mm.pud_alloc(mm.pgd_offset_k(VirtAddr(V + M2)), VirtAddr(V + M2))
+                .unwrap(),
+            VirtAddr(V + M2),
         )
         .unwrap();
     let old = pmd.read();
@@ -440,8 +555,14 @@ fn promotion_to_2m_block_follows_break_before_make() {
     let live = mm.env().live_frames();
 
     mm.env().start_recording();
-    mm.map_range(V + M2, 0x4020_0000, M2, Prot::KERNEL_RW, true)
-        .unwrap();
+    mm.map_range(
+        VirtAddr(V + M2),
+        PhysAddr(0x4020_0000),
+        M2,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
     let ev = mm.env().take_events();
     let store = |val| Event::Store {
         level: Level::Pmd,
@@ -476,10 +597,13 @@ fn promotion_to_1g_block_frees_the_whole_subtree() {
     let mm = mm();
     // Leftover pmd table under pud[1] with two pte tables (pmd[0] and pmd[9]).
     for va in [V + G, V + G + 9 * M2 + 3 * P] {
-        mm.map_range(va, 0x1000, P, Prot::KERNEL_RW, false).unwrap();
-        mm.unmap_range(va, P);
+        mm.map_range(VirtAddr(va), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
+            .unwrap();
+        mm.unmap_range(VirtAddr(va), P);
     }
-    let pud = mm.pud_alloc(mm.pgd_offset_k(V + G), V + G).unwrap();
+    let pud = mm
+        .pud_alloc(mm.pgd_offset_k(VirtAddr(V + G)), VirtAddr(V + G))
+        .unwrap();
     let pmd_table = pud.read().addr();
     let pte_tables: Vec<_> = [0, 9]
         .iter()
@@ -492,8 +616,14 @@ fn promotion_to_1g_block_frees_the_whole_subtree() {
     assert_eq!(mm.env().live_frames(), 1 + 1 + 1 + 2);
 
     mm.env().start_recording();
-    mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true)
-        .unwrap();
+    mm.map_range(
+        VirtAddr(V + G),
+        PhysAddr(0x4000_0000),
+        G,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
     let ev = mm.env().take_events();
     // Linux's pud_free_pmd_page: each pte table goes first, its pmd entry cleared and the
     // invalidation completed while the pud still points at the pmd table; then the pud
@@ -555,18 +685,37 @@ fn promotion_to_1g_block_frees_the_whole_subtree() {
 #[should_panic(expected = "would replace a valid leaf")]
 fn promotion_over_a_live_page_panics() {
     let mm = mm();
-    mm.map_range(V + G + 9 * M2, 0x1000, P, Prot::KERNEL_RW, false)
-        .unwrap();
-    let _ = mm.map_range(V + G, 0x4000_0000, G, Prot::KERNEL_RW, true);
+    mm.map_range(
+        VirtAddr(V + G + 9 * M2),
+        PhysAddr(0x1000),
+        P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
+    let _ = mm.map_range(
+        VirtAddr(V + G),
+        PhysAddr(0x4000_0000),
+        G,
+        Prot::KERNEL_RW,
+        true,
+    );
 }
 
 #[test]
 fn map_ends_with_one_barrier_pair_after_all_leaf_stores() {
     let mm = mm();
-    mm.map_range(V, 0x1000, P, Prot::KERNEL_RW, false).unwrap(); // tables exist now
+    mm.map_range(VirtAddr(V), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
+        .unwrap(); // tables exist now
     mm.env().start_recording();
-    mm.map_range(V + P, 0x2000, 3 * P, Prot::KERNEL_RW, false)
-        .unwrap();
+    mm.map_range(
+        VirtAddr(V + P),
+        PhysAddr(0x2000),
+        3 * P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
     let ev = mm.env().take_events();
     assert_eq!(ev.len(), 5);
     assert!(ev[..3].iter().all(|e| matches!(
@@ -582,13 +731,19 @@ fn map_ends_with_one_barrier_pair_after_all_leaf_stores() {
 #[test]
 fn unmap_clears_leaves_then_invalidates_then_waits() {
     let mm = mm();
-    mm.map_range(V, 0x1000, 3 * P, Prot::KERNEL_RW, false)
+    mm.map_range(VirtAddr(V), PhysAddr(0x1000), 3 * P, Prot::KERNEL_RW, false)
         .unwrap();
-    mm.map_range(V + M2, 0x4020_0000, M2, Prot::KERNEL_RW, true)
-        .unwrap();
-    let tables = mm.count_tables(V, V + G);
+    mm.map_range(
+        VirtAddr(V + M2),
+        PhysAddr(0x4020_0000),
+        M2,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
+    let tables = mm.count_tables(VirtAddr(V), VirtAddr(V + G));
     mm.env().start_recording();
-    mm.unmap_range(V, 2 * M2);
+    mm.unmap_range(VirtAddr(V), 2 * M2);
     let ev = mm.env().take_events();
     assert_eq!(ev.len(), 4 + 1 + 4 + 2);
     assert!(
@@ -611,30 +766,42 @@ fn unmap_clears_leaves_then_invalidates_then_waits() {
     );
     assert!(leaves(&mm, V, V + G).is_empty());
     // Intermediate tables stay; nothing freed.
-    assert_eq!(mm.count_tables(V, V + G), tables);
+    assert_eq!(mm.count_tables(VirtAddr(V), VirtAddr(V + G)), tables);
     // Unmapping nothing issues nothing.
     mm.env().start_recording();
-    mm.unmap_range(V, 2 * M2);
+    mm.unmap_range(VirtAddr(V), 2 * M2);
     assert_eq!(mm.env().take_events(), []);
 }
 
 #[test]
 fn unmap_of_many_leaves_flushes_everything_once() {
     let mm = mm();
-    mm.map_range(V, 0x10_0000, 600 * P, Prot::KERNEL_RW, false)
-        .unwrap();
+    mm.map_range(
+        VirtAddr(V),
+        PhysAddr(0x10_0000),
+        600 * P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
     mm.env().start_recording();
-    mm.unmap_range(V, 600 * P);
+    mm.unmap_range(VirtAddr(V), 600 * P);
     let ev = mm.env().take_events();
     assert_eq!(
         ev[600..],
         [Event::DsbIshst, Event::TlbiAll, Event::DsbIsh, Event::Isb]
     );
     // 511 leaves is still below the threshold.
-    mm.map_range(V, 0x10_0000, 511 * P, Prot::KERNEL_RW, false)
-        .unwrap();
+    mm.map_range(
+        VirtAddr(V),
+        PhysAddr(0x10_0000),
+        511 * P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
     mm.env().start_recording();
-    mm.unmap_range(V, 600 * P);
+    mm.unmap_range(VirtAddr(V), 600 * P);
     let ev = mm.env().take_events();
     assert_eq!(
         ev.iter()
@@ -649,39 +816,64 @@ fn unmap_of_many_leaves_flushes_everything_once() {
 #[should_panic(expected = "would split the pmd block")]
 fn unmapping_part_of_a_block_panics() {
     let mm = mm();
-    mm.map_range(V, 0x4000_0000, M2, Prot::KERNEL_RW, true)
-        .unwrap();
-    mm.unmap_range(V + P, P);
+    mm.map_range(
+        VirtAddr(V),
+        PhysAddr(0x4000_0000),
+        M2,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
+    mm.unmap_range(VirtAddr(V + P), P);
 }
 
 #[test]
 #[should_panic(expected = "not page aligned")]
 fn unmap_unaligned_panics() {
-    mm().unmap_range(V + 1, P);
+    mm().unmap_range(VirtAddr(V + 1), P);
 }
 
 #[test]
 fn reclaim_frees_only_empty_tables_wholly_inside_with_bbm() {
     let mm = mm();
-    mm.map_range(V, 0x1000, P, Prot::KERNEL_RW, false).unwrap(); // pud, pmd, pte tables
-    mm.map_range(V + M2, 0x1000, P, Prot::KERNEL_RW, false)
-        .unwrap(); // pte table 2
+    mm.map_range(VirtAddr(V), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
+        .unwrap(); // pud, pmd, pte tables
+    mm.map_range(
+        VirtAddr(V + M2),
+        PhysAddr(0x1000),
+        P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap(); // pte table 2
     assert_eq!(mm.env().live_frames(), 5);
-    mm.unmap_range(V, P);
+    mm.unmap_range(VirtAddr(V), P);
     // Range covers pte table 1 only partly: nothing freed.
     // SAFETY: single-threaded test.
-    assert_eq!(unsafe { mm.reclaim_empty_tables(V, V + M2 - P) }, 0);
-    let pte1 = mm.translate(V).is_none().then(|| {
-        mm.pmd_alloc(mm.pud_alloc(mm.pgd_offset_k(V), V).unwrap(), V)
-            .unwrap()
-            .read()
+    assert_eq!(
+        // SAFETY: single-threaded test.
+        unsafe { mm.reclaim_empty_tables(VirtAddr(V), VirtAddr(V + M2 - P)) },
+        0
+    );
+    let pte1 = mm.translate(VirtAddr(V)).is_none().then(|| {
+        mm.pmd_alloc(
+            mm.pud_alloc(mm.pgd_offset_k(VirtAddr(V)), VirtAddr(V))
+                .unwrap(),
+            VirtAddr(V),
+        )
+        .unwrap()
+        .read()
     });
     let pte1 = pte1.unwrap().addr();
     mm.env().start_recording();
     // Whole VMALLOC: pte table 1 (empty) goes; pte table 2 still maps a page so it, the pmd
     // and the pud table stay.
     // SAFETY: single-threaded test.
-    assert_eq!(unsafe { mm.reclaim_empty_tables(V, VMALLOC_END) }, 1);
+    assert_eq!(
+        // SAFETY: single-threaded test.
+        unsafe { mm.reclaim_empty_tables(VirtAddr(V), VirtAddr(VMALLOC_END)) },
+        1
+    );
     let ev = mm.env().take_events();
     assert!(matches!(
         ev[0],
@@ -703,12 +895,19 @@ fn reclaim_frees_only_empty_tables_wholly_inside_with_bbm() {
         ]
     );
     assert_maps(&mm, V + M2, 0x1000, Level::Pte, Prot::KERNEL_RW);
-    mm.unmap_range(V + M2, P);
+    mm.unmap_range(VirtAddr(V + M2), P);
     // SAFETY: single-threaded test.
-    assert_eq!(unsafe { mm.reclaim_empty_tables(V, VMALLOC_END) }, 3);
+    assert_eq!(
+        // SAFETY: single-threaded test.
+        unsafe { mm.reclaim_empty_tables(VirtAddr(V), VirtAddr(VMALLOC_END)) },
+        3
+    );
     assert_eq!(mm.env().live_frames(), 1);
     assert_eq!(mm.stats().reclaimed, 4);
-    assert_eq!(mm.count_tables(0, usize::MAX), TableCount::default());
+    assert_eq!(
+        mm.count_tables(VirtAddr(0), VirtAddr(usize::MAX)),
+        TableCount::default()
+    );
 }
 
 /// Threads map their own pages under shared, initially absent tables, with no lock, in both
@@ -729,8 +928,14 @@ fn concurrent_maps(mm: InitMm<TestEnv>) {
                 for k in 0..per {
                     let page = k * threads + t;
                     let va = V + page * P;
-                    mm.map_range(va, (page * P) as u64, P, Prot::KERNEL_RW, false)
-                        .unwrap();
+                    mm.map_range(
+                        VirtAddr(va),
+                        PhysAddr((page * P) as u64),
+                        P,
+                        Prot::KERNEL_RW,
+                        false,
+                    )
+                    .unwrap();
                 }
             })
         })
@@ -746,16 +951,16 @@ fn concurrent_maps(mm: InitMm<TestEnv>) {
         );
     }
     assert_eq!(
-        mm.count_tables(V, VMALLOC_END),
+        mm.count_tables(VirtAddr(V), VirtAddr(VMALLOC_END)),
         TableCount {
             pud: 1,
             pmd: 1,
             pte: 1
         }
     );
-    mm.unmap_range(V, threads * per * P);
+    mm.unmap_range(VirtAddr(V), threads * per * P);
     // SAFETY: all threads joined.
-    unsafe { mm.reclaim_empty_tables(V, VMALLOC_END) };
+    unsafe { mm.reclaim_empty_tables(VirtAddr(V), VirtAddr(VMALLOC_END)) };
     assert_eq!(mm.env().live_frames(), 1);
 }
 

@@ -47,7 +47,7 @@ fn race<const RECHECK: bool>(parent: Level, threads: usize, slots: Slots) {
             Slots::Neighbours => VMALLOC_START + t * parent.entry_size(),
         };
         // Install the tables above `parent` first, single-threaded.
-        let mut entry = mm.pgd_offset_k(va_of(0));
+        let mut entry = mm.pgd_offset_k(VirtAddr(va_of(0)));
         while entry.level() < parent {
             entry = mm
                 .alloc_table_in(&mm.begin_walk(), entry, va_of(0))
@@ -64,9 +64,9 @@ fn race<const RECHECK: bool>(parent: Level, threads: usize, slots: Slots) {
                     let slot = mm.entry_in(parent_table, parent, va);
                     let got = if RECHECK {
                         match parent {
-                            Level::Pgd => mm.pud_alloc(slot, va),
-                            Level::Pud => mm.pmd_alloc(slot, va),
-                            _ => mm.pte_alloc_kernel(slot, va),
+                            Level::Pgd => mm.pud_alloc(slot, VirtAddr(va)),
+                            Level::Pud => mm.pmd_alloc(slot, VirtAddr(va)),
+                            _ => mm.pte_alloc_kernel(slot, VirtAddr(va)),
                         }
                     } else {
                         mm.alloc_next::<false>(&mm.begin_walk(), slot, va)
@@ -171,7 +171,7 @@ fn two_cpus_full_walk() {
             .map(|t| {
                 let mm = mm.clone();
                 loom::thread::spawn(move || {
-                    let va = VMALLOC_START + t * PAGE_SIZE;
+                    let va = VirtAddr(VMALLOC_START + t * PAGE_SIZE);
                     let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
                     let pmd = mm.pmd_alloc(pud, va).unwrap();
                     let pte = mm.pte_alloc_kernel(pmd, va).unwrap();

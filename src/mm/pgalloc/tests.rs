@@ -1,6 +1,7 @@
 use std::sync::{Arc, Barrier};
 
 use super::*;
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::layout::{PMD_SIZE, PUD_SIZE, VMALLOC_START};
 use crate::mm::pgtable::Prot;
 use crate::mm::testenv::{Event, TestEnv};
@@ -32,9 +33,11 @@ fn new_fails_cleanly_without_memory() {
 fn walk_down_installs_each_level_once_then_takes_the_fast_path() {
     let mm = mm();
     let va = VMALLOC_START + 3 * PUD_SIZE + 5 * PMD_SIZE + 7 * 4096;
-    let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
-    let pmd = mm.pmd_alloc(pud, va).unwrap();
-    let pte = mm.pte_alloc_kernel(pmd, va).unwrap();
+    let pud = mm
+        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .unwrap();
+    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
+    let pte = mm.pte_alloc_kernel(pmd, VirtAddr(va)).unwrap();
     assert_eq!(pte.level(), Level::Pte);
     assert_eq!(pte.index(), 7);
     assert_eq!(pmd.index(), 5);
@@ -44,9 +47,11 @@ fn walk_down_installs_each_level_once_then_takes_the_fast_path() {
     // Second walk, neighbouring page: same tables, no allocation.
     let allocs = mm.env().allocations();
     let va2 = va + 4096;
-    let pud2 = mm.pud_alloc(mm.pgd_offset_k(va2), va2).unwrap();
-    let pmd2 = mm.pmd_alloc(pud2, va2).unwrap();
-    let pte2 = mm.pte_alloc_kernel(pmd2, va2).unwrap();
+    let pud2 = mm
+        .pud_alloc(mm.pgd_offset_k(VirtAddr(va2)), VirtAddr(va2))
+        .unwrap();
+    let pmd2 = mm.pmd_alloc(pud2, VirtAddr(va2)).unwrap();
+    let pte2 = mm.pte_alloc_kernel(pmd2, VirtAddr(va2)).unwrap();
     assert_eq!(pte2.table_phys(), pte.table_phys());
     assert_eq!(pte2.index(), 8);
     assert_eq!(mm.env().allocations(), allocs);
@@ -63,10 +68,12 @@ fn walk_down_installs_each_level_once_then_takes_the_fast_path() {
 fn install_publishes_zeroed_table_then_barriers() {
     let mm = mm();
     let va = VMALLOC_START;
-    let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
-    let pmd = mm.pmd_alloc(pud, va).unwrap();
+    let pud = mm
+        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .unwrap();
+    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
     mm.env().start_recording();
-    let pte = mm.pte_alloc_kernel(pmd, va).unwrap();
+    let pte = mm.pte_alloc_kernel(pmd, VirtAddr(va)).unwrap();
     let t = pte.table_phys();
     assert_eq!(
         mm.env().take_events(),
@@ -86,7 +93,7 @@ fn install_publishes_zeroed_table_then_barriers() {
     );
     // The fast path touches nothing.
     mm.env().start_recording();
-    mm.pte_alloc_kernel(pmd, va).unwrap();
+    mm.pte_alloc_kernel(pmd, VirtAddr(va)).unwrap();
     assert_eq!(mm.env().take_events(), []);
 }
 
@@ -94,9 +101,14 @@ fn install_publishes_zeroed_table_then_barriers() {
 fn out_of_memory_leaves_the_slot_empty() {
     let mm = mm();
     let va = VMALLOC_START;
-    let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+    let pud = mm
+        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .unwrap();
     mm.env().fail_after(0);
-    assert_eq!(mm.pmd_alloc(pud, va).unwrap_err(), MmError::OutOfMemory);
+    assert_eq!(
+        mm.pmd_alloc(pud, VirtAddr(va)).unwrap_err(),
+        MmError::OutOfMemory
+    );
     assert_eq!(pud.read(), Descriptor::INVALID);
     assert_eq!(mm.env().live_frames(), 2);
     assert_eq!(mm.stats().pmd, LevelStats::default());
@@ -106,13 +118,21 @@ fn out_of_memory_leaves_the_slot_empty() {
 fn block_in_the_way_allocates_nothing() {
     let mm = mm();
     let va = VMALLOC_START;
-    mm.map_range(va, 0x8000_0000, PMD_SIZE, Prot::KERNEL_RW, true)
+    mm.map_range(
+        VirtAddr(va),
+        PhysAddr(0x8000_0000),
+        PMD_SIZE,
+        Prot::KERNEL_RW,
+        true,
+    )
+    .unwrap();
+    let pud = mm
+        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
         .unwrap();
-    let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
-    let pmd = mm.pmd_alloc(pud, va).unwrap();
+    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
     let (live, allocs) = (mm.env().live_frames(), mm.env().allocations());
     assert_eq!(
-        mm.pte_alloc_kernel(pmd, va + 4096).unwrap_err(),
+        mm.pte_alloc_kernel(pmd, VirtAddr(va + 4096)).unwrap_err(),
         MmError::BlockInTheWay { va: va + 4096 }
     );
     assert_eq!(mm.env().live_frames(), live);
@@ -125,7 +145,9 @@ fn block_in_the_way_allocates_nothing() {
 fn losing_the_race_frees_our_table_and_uses_the_winners() {
     let mm = mm();
     let va = VMALLOC_START + 2 * PUD_SIZE;
-    let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
+    let pud = mm
+        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .unwrap();
     let (pud_table, idx) = (pud.table_phys(), pud.index());
     let winner = Arc::new(std::sync::Mutex::new(None));
     let w = winner.clone();
@@ -138,7 +160,7 @@ fn losing_the_race_frees_our_table_and_uses_the_winners() {
         *w.lock().unwrap() = Some(f);
     });
     mm.env().start_recording();
-    let pmd = mm.pmd_alloc(pud, va).unwrap();
+    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
     let winner = winner.lock().unwrap().unwrap();
     assert_eq!(pmd.table_phys(), winner);
     let ev = mm.env().take_events();
@@ -182,9 +204,11 @@ fn race(mm: InitMm<TestEnv>, threads: usize, rounds: usize) -> (PgStatsSnapshot,
                     // Each thread wants a different page, all under the same tables.
                     let va = va + t * 4096;
                     barrier.wait();
-                    let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
-                    let pmd = mm.pmd_alloc(pud, va).unwrap();
-                    let pte = mm.pte_alloc_kernel(pmd, va).unwrap();
+                    let pud = mm
+                        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+                        .unwrap();
+                    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
+                    let pte = mm.pte_alloc_kernel(pmd, VirtAddr(va)).unwrap();
                     (pud.table_phys(), pmd.table_phys(), pte.table_phys())
                 })
             })
@@ -278,8 +302,14 @@ mod pre_patch {
         mm.env().on_next_alloc(move |_| {
             assert!(!m.page_table_lock.is_locked(), "allocating under the lock")
         });
-        mm.map_range(VMALLOC_START, 0x4000_0000, 3 * 4096, Prot::KERNEL_RW, false)
-            .unwrap();
+        mm.map_range(
+            VirtAddr(VMALLOC_START),
+            PhysAddr(0x4000_0000),
+            3 * 4096,
+            Prot::KERNEL_RW,
+            false,
+        )
+        .unwrap();
         assert!(
             !mm.page_table_lock.is_locked(),
             "released at the end of the call"
@@ -290,12 +320,18 @@ mod pre_patch {
     #[test]
     fn unmap_takes_no_page_table_lock() {
         let mm = pre_patch_mm();
-        mm.map_range(VMALLOC_START, 0x4000_0000, 4096, Prot::KERNEL_RW, false)
-            .unwrap();
+        mm.map_range(
+            VirtAddr(VMALLOC_START),
+            PhysAddr(0x4000_0000),
+            4096,
+            Prot::KERNEL_RW,
+            false,
+        )
+        .unwrap();
         // Were unmap to take the lock, this would spin forever.
         let _held = mm.page_table_lock.lock();
-        mm.unmap_range(VMALLOC_START, 4096);
-        assert!(mm.translate(VMALLOC_START).is_none());
+        mm.unmap_range(VirtAddr(VMALLOC_START), 4096);
+        assert!(mm.translate(VirtAddr(VMALLOC_START)).is_none());
     }
 
     /// Pre-patch kernels lost install races too: the allocators dropped the lock to

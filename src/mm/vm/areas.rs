@@ -168,21 +168,31 @@ impl<E: PageTableEnv> KernelVm<E> {
         claim: bool,
     ) -> Result<VmapArea, VmError> {
         self.with_allocator(addr, |a| {
-            let (area, tag) = a.find_tagged(addr).ok_or(VmError::NotMapped { addr })?;
+            let (area, tag) = a.find_tagged(addr).ok_or(VmError::NotMapped {
+                addr: VirtAddr(addr),
+            })?;
             if area.start != addr {
                 return Err(VmError::InsideArea {
-                    addr,
-                    start: area.start,
+                    addr: VirtAddr(addr),
+                    start: VirtAddr(area.start),
                 });
             }
             let is = AreaKind::from_tag(tag);
             match is {
-                AreaKind::Lazy => return Err(VmError::AlreadyFreed { addr }),
+                AreaKind::Lazy => {
+                    return Err(VmError::AlreadyFreed {
+                        addr: VirtAddr(addr),
+                    });
+                }
                 // A node's region, seen from the global allocator: no area starts there.
-                AreaKind::Region => return Err(VmError::NotMapped { addr }),
+                AreaKind::Region => {
+                    return Err(VmError::NotMapped {
+                        addr: VirtAddr(addr),
+                    });
+                }
                 _ if is != kind => {
                     return Err(VmError::WrongKind {
-                        addr,
+                        addr: VirtAddr(addr),
                         is,
                         expected: kind,
                     });

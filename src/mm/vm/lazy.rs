@@ -40,7 +40,7 @@ impl<E: PageTableEnv> KernelVm<E> {
             let mut l = profile::acquire(Lock::VmapNode, || self.nodes[node].lazy.lock());
             let l = &mut *l;
             self.init_mm
-                .unmap_range_noflush(area.start, area.size, &mut |pa, size| {
+                .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |pa, size| {
                     if with_pages {
                         l.pages.extend(
                             (0..size / PAGE_SIZE).map(|i| PhysAddr(pa.0 + (i * PAGE_SIZE) as u64)),

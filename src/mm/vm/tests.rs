@@ -12,6 +12,7 @@ use std::time::Duration;
 use std::vec::Vec;
 
 use super::*;
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::layout::{PGDIR_SIZE, VMALLOC_END, VMALLOC_START};
 use crate::mm::mapping::TableCount;
 use crate::mm::pgtable::{
@@ -21,6 +22,24 @@ use crate::mm::pgtable::{
 use crate::mm::sync::Ordering;
 use crate::mm::testenv::{Event, POISON, TestEnv};
 use crate::mm::tlb::TLBI_MAX_OPS;
+
+/// The helpers below take an address either as a plain integer (the constants, arithmetic on
+/// them) or as what the vm returned.
+trait AsVa: Copy {
+    fn va(self) -> usize;
+}
+
+impl AsVa for usize {
+    fn va(self) -> usize {
+        self
+    }
+}
+
+impl AsVa for VirtAddr {
+    fn va(self) -> usize {
+        self.0
+    }
+}
 
 const V: usize = VMALLOC_START;
 const P: usize = PAGE_SIZE;
@@ -81,7 +100,7 @@ fn snapshot(vm: &KernelVm<TestEnv>) -> Snapshot {
     Snapshot {
         areas: vm.area_stats(),
         leaves: leaves(vm),
-        tables: vm.init_mm.count_tables(V, VMALLOC_END),
+        tables: vm.init_mm.count_tables(VirtAddr(V), VirtAddr(VMALLOC_END)),
         live_frames: vm.init_mm.env().live_frames(),
         allocations: vm.init_mm.env().allocations(),
     }
@@ -108,10 +127,10 @@ fn leaves(vm: &KernelVm<TestEnv>) -> usize {
 
 /// `call` fails with `want` and changes nothing.
 #[track_caller]
-fn assert_refused(
+fn assert_refused<T: core::fmt::Debug + PartialEq>(
     vm: &KernelVm<TestEnv>,
     want: VmError,
-    call: impl FnOnce() -> Result<usize, VmError>,
+    call: impl FnOnce() -> Result<T, VmError>,
 ) {
     let before = snapshot(vm);
     assert_eq!(call(), Err(want));
@@ -125,17 +144,24 @@ fn assert_balanced(vm: &KernelVm<TestEnv>, window: (usize, usize), baseline: usi
     let env = vm.init_mm.env();
     assert_eq!(vm.area_stats(), (0, window.1 - window.0), "areas left");
     assert_eq!(leaves(vm), 0, "leaves left");
-    let tables = vm.init_mm.count_tables(V, VMALLOC_END).total();
+    let tables = vm
+        .init_mm
+        .count_tables(VirtAddr(V), VirtAddr(VMALLOC_END))
+        .total();
     assert_eq!(env.live_frames(), baseline + tables, "frames leaked");
     // SAFETY: no other thread uses this vm any more (every scenario joins its threads before
     // checking the balance), so nothing walks or maps the window while tables are freed.
-    let freed = unsafe { vm.init_mm.reclaim_empty_tables(V, VMALLOC_END) };
+    let freed = unsafe {
+        vm.init_mm
+            .reclaim_empty_tables(VirtAddr(V), VirtAddr(VMALLOC_END))
+    };
     assert_eq!(freed, tables);
     assert_eq!(env.live_frames(), baseline);
 }
 
 /// The table that the `level` entry for `va` points at.
-fn table_under(vm: &KernelVm<TestEnv>, va: usize, level: Level) -> PhysAddr {
+fn table_under(vm: &KernelVm<TestEnv>, va: impl AsVa, level: Level) -> PhysAddr {
+    let va = va.va();
     let mut table = vm.init_mm.pgd_phys();
     for l in Level::ALL {
         let d = vm.init_mm.entry_in(table, l, va).read();
@@ -153,10 +179,11 @@ fn table_under(vm: &KernelVm<TestEnv>, va: usize, level: Level) -> PhysAddr {
 }
 
 /// The frame behind the vmalloc page at `va`, reached through its (fake) physical address.
-fn frame_of(vm: &KernelVm<TestEnv>, va: usize) -> &Table {
+fn frame_of(vm: &KernelVm<TestEnv>, va: impl AsVa) -> &Table {
+    let va = va.va();
     let t = vm
         .init_mm
-        .translate(va)
+        .translate(VirtAddr(va))
         .unwrap_or_else(|| panic!("vmalloc page {va:#x} not mapped"));
     assert_eq!((t.level, t.prot()), (Level::Pte, Some(Prot::KERNEL_RW)));
     vm.init_mm.env().frame_table(t.pa)
@@ -168,7 +195,8 @@ fn pattern(tag: u64, page: usize, slot: usize) -> u64 {
 
 /// Write an area's pattern through the mapping (vmalloc does not zero: what the frame held
 /// before is overwritten here).
-fn fill(vm: &KernelVm<TestEnv>, va: usize, pages: usize, tag: u64) {
+fn fill(vm: &KernelVm<TestEnv>, va: impl AsVa, pages: usize, tag: u64) {
+    let va = va.va();
     for p in 0..pages {
         for (i, slot) in frame_of(vm, va + p * P).iter().enumerate() {
             slot.store(pattern(tag, p, i), Ordering::Relaxed);
@@ -177,7 +205,8 @@ fn fill(vm: &KernelVm<TestEnv>, va: usize, pages: usize, tag: u64) {
 }
 
 /// The area still holds what `fill` wrote: no other area shares its pages.
-fn verify(vm: &KernelVm<TestEnv>, va: usize, pages: usize, tag: u64) {
+fn verify(vm: &KernelVm<TestEnv>, va: impl AsVa, pages: usize, tag: u64) {
+    let va = va.va();
     for p in 0..pages {
         for (i, slot) in frame_of(vm, va + p * P).iter().enumerate() {
             assert_eq!(
@@ -228,7 +257,8 @@ fn assert_unmap_events(events: &[Event], pages: &[usize]) {
 /// `level` entry itself last; then the block written, `dsb ishst; isb`. No table is
 /// allocated on the way.
 #[track_caller]
-fn assert_promotion(events: &[Event], level: Level, va: usize, freed: &[PhysAddr], block: u64) {
+fn assert_promotion(events: &[Event], level: Level, va: impl AsVa, freed: &[PhysAddr], block: u64) {
+    let va = va.va();
     assert!(
         !events.iter().any(|e| matches!(e, Event::Alloc(_))),
         "{events:?}"
@@ -301,25 +331,30 @@ impl Rng {
 fn ioremap_refuses_zero_size_wrap_around_and_addresses_beyond_pa_bits() {
     let vm = vm();
     // A live area, so that tables and leaves exist that a bad call could disturb.
-    let live = vm.ioremap(DEV, P).unwrap();
+    let live = vm.ioremap(PhysAddr(DEV), P).unwrap();
     let limit = 1u64 << PA_BITS;
     for ioremap in [KernelVm::ioremap, KernelVm::ioremap_wc] {
-        assert_refused(&vm, VmError::ZeroSize, || ioremap(&vm, DEV, 0));
+        assert_refused(&vm, VmError::ZeroSize, || ioremap(&vm, PhysAddr(DEV), 0));
         for (phys, size) in [(u64::MAX - 0xfff, 0x2000), (u64::MAX, 2)] {
-            assert_refused(&vm, VmError::Wraps { phys, size }, || {
-                ioremap(&vm, phys, size)
-            });
+            assert_refused(
+                &vm,
+                VmError::Wraps {
+                    phys: PhysAddr(phys),
+                    size,
+                },
+                || ioremap(&vm, PhysAddr(phys), size),
+            );
         }
         for (phys, size) in [(limit, 1), (limit - P as u64, 2 * P), (u64::MAX, 1)] {
             let want = VmError::BeyondPhysLimit {
-                phys,
+                phys: PhysAddr(phys),
                 size,
                 pa_bits: PA_BITS,
             };
-            assert_refused(&vm, want, || ioremap(&vm, phys, size));
+            assert_refused(&vm, want, || ioremap(&vm, PhysAddr(phys), size));
         }
         // The last page below the limit is fine.
-        let va = ioremap(&vm, limit - P as u64, P).unwrap();
+        let va = ioremap(&vm, PhysAddr(limit - P as u64), P).unwrap();
         assert_eq!(
             vm.init_mm.translate(va).unwrap().pa,
             PhysAddr(limit - P as u64)
@@ -333,7 +368,7 @@ fn ioremap_refuses_zero_size_wrap_around_and_addresses_beyond_pa_bits() {
 #[test]
 fn ioremap_refuses_every_overlap_with_ram() {
     let vm = vm();
-    let live = vm.ioremap(DEV, P).unwrap();
+    let live = vm.ioremap(PhysAddr(DEV), P).unwrap();
     let (base, end) = (RAM.base, RAM.base + RAM.size);
     for (phys, size) in [
         (base, P),                         // the first page
@@ -347,25 +382,25 @@ fn ioremap_refuses_every_overlap_with_ram() {
         assert_refused(
             &vm,
             VmError::OverlapsRam {
-                phys,
+                phys: PhysAddr(phys),
                 size,
                 ram: RAM,
             },
-            || vm.ioremap(phys, size),
+            || vm.ioremap(PhysAddr(phys), size),
         );
         assert_refused(
             &vm,
             VmError::OverlapsRam {
-                phys,
+                phys: PhysAddr(phys),
                 size,
                 ram: RAM,
             },
-            || vm.ioremap_wc(phys, size),
+            || vm.ioremap_wc(PhysAddr(phys), size),
         );
     }
     // Right up to RAM on either side is not an overlap.
     for (phys, size) in [(base - 8, 8), (end, P)] {
-        let va = vm.ioremap(phys, size).unwrap();
+        let va = vm.ioremap(PhysAddr(phys), size).unwrap();
         assert_eq!(vm.init_mm.translate(va).unwrap().pa, PhysAddr(phys));
         vm.iounmap(va).unwrap();
     }
@@ -378,10 +413,10 @@ fn ioremap_refuses_every_overlap_with_ram() {
 #[test]
 fn ioremap_beyond_the_descriptor_output_size_is_a_table_error() {
     let vm = vm_with(TestEnv::new(), WINDOW, 52);
-    let live = vm.ioremap(DEV, P).unwrap();
+    let live = vm.ioremap(PhysAddr(DEV), P).unwrap();
     for (phys, size) in [(1u64 << 48, P), ((1 << 48) - P as u64, 2 * P)] {
         let want = VmError::Table(MmError::BadPhysRange { pa: phys, size });
-        assert_refused(&vm, want, || vm.ioremap(phys, size));
+        assert_refused(&vm, want, || vm.ioremap(PhysAddr(phys), size));
     }
     vm.iounmap(live).unwrap();
     assert_balanced(&vm, WINDOW, 1);
@@ -393,16 +428,18 @@ fn ioremap_out_of_virtual_space_in_a_tiny_window() {
     let vm = vm_with(TestEnv::new(), window, PA_BITS);
     // Four pages plus the guard page can never fit.
     assert_refused(&vm, VmError::NoVirtualSpace(VaError::TooLarge), || {
-        vm.ioremap(DEV, 4 * P)
+        vm.ioremap(PhysAddr(DEV), 4 * P)
     });
-    let va = vm.ioremap(DEV, 2 * P).unwrap();
-    assert_eq!(va, V);
+    let va = vm.ioremap(PhysAddr(DEV), 2 * P).unwrap();
+    assert_eq!(va, VirtAddr(V));
     // One page is left, but a page needs its guard page too.
     let no_space = VmError::NoVirtualSpace(VaError::NoSpace { size: P, align: P });
-    assert_refused(&vm, no_space, || vm.ioremap(DEV + 0x10_0000, 1));
-    assert_refused(&vm, no_space, || vm.ioremap_wc(DEV + 0x10_0000, 1));
+    assert_refused(&vm, no_space, || vm.ioremap(PhysAddr(DEV + 0x10_0000), 1));
+    assert_refused(&vm, no_space, || {
+        vm.ioremap_wc(PhysAddr(DEV + 0x10_0000), 1)
+    });
     vm.iounmap(va).unwrap();
-    let va = vm.ioremap(DEV + 0x10_0000, 3 * P).unwrap();
+    let va = vm.ioremap(PhysAddr(DEV + 0x10_0000), 3 * P).unwrap();
     vm.iounmap(va).unwrap();
     assert_balanced(&vm, window, 1);
 }
@@ -419,14 +456,19 @@ fn ioremap_out_of_memory_at_every_table_allocation() {
         let before = snapshot(&vm);
         env.fail_after(n);
         env.start_recording();
-        let got = vm.ioremap(DEV, 4 * P);
+        let got = vm.ioremap(PhysAddr(DEV), 4 * P);
         let events = env.take_events();
         env.unlimited();
         let va = ACROSS_PGD.0;
         if n == TABLES {
-            assert_eq!(got, Ok(va));
-            assert_eq!(vm.init_mm.count_tables(V, VMALLOC_END).total(), TABLES);
-            vm.iounmap(va).unwrap();
+            assert_eq!(got, Ok(VirtAddr(va)));
+            assert_eq!(
+                vm.init_mm
+                    .count_tables(VirtAddr(V), VirtAddr(VMALLOC_END))
+                    .total(),
+                TABLES
+            );
+            vm.iounmap(VirtAddr(va)).unwrap();
             assert_balanced(&vm, ACROSS_PGD, 1);
             continue;
         }
@@ -460,22 +502,25 @@ fn ioremap_out_of_memory_at_every_table_allocation() {
 #[test]
 fn ioremap_keeps_the_sub_page_offset() {
     let vm = vm();
-    let va = vm.ioremap(DEV + 0x123, 8).unwrap();
-    assert_eq!(va, V + 0x123);
+    let va = vm.ioremap(PhysAddr(DEV + 0x123), 8).unwrap();
+    assert_eq!(va, VirtAddr(V + 0x123));
     assert_eq!(vm.init_mm.translate(va).unwrap().pa, PhysAddr(DEV + 0x123));
-    assert!(vm.init_mm.translate(V + P).is_none(), "one page only");
+    assert!(
+        vm.init_mm.translate(VirtAddr(V + P)).is_none(),
+        "one page only"
+    );
     assert_eq!(vm.area_stats().0, 1);
     vm.iounmap(va).unwrap();
-    assert!(vm.init_mm.translate(V).is_none());
+    assert!(vm.init_mm.translate(VirtAddr(V)).is_none());
 
     // Eight bytes across a page boundary take two pages.
-    let va = vm.ioremap(DEV + 0xffc, 8).unwrap();
-    assert_eq!(va, V + 0xffc);
+    let va = vm.ioremap(PhysAddr(DEV + 0xffc), 8).unwrap();
+    assert_eq!(va, VirtAddr(V + 0xffc));
     assert_eq!(
         vm.init_mm.translate(va + 4).unwrap().pa,
         PhysAddr(DEV + 0x1000)
     );
-    assert!(vm.init_mm.translate(V + 2 * P).is_none());
+    assert!(vm.init_mm.translate(VirtAddr(V + 2 * P)).is_none());
     vm.iounmap(va).unwrap();
     assert_eq!(vm.iounmap(va), Err(VmError::NotMapped { addr: va }));
     assert_balanced(&vm, WINDOW, 1);
@@ -484,8 +529,8 @@ fn ioremap_keeps_the_sub_page_offset() {
 #[test]
 fn ioremap_is_device_ngnre_and_ioremap_wc_normal_nc_both_execute_never() {
     let vm = vm();
-    let dev = vm.ioremap(DEV, 2 * P).unwrap();
-    let wc = vm.ioremap_wc(DEV + 0x10_0000, 2 * P).unwrap();
+    let dev = vm.ioremap(PhysAddr(DEV), 2 * P).unwrap();
+    let wc = vm.ioremap_wc(PhysAddr(DEV + 0x10_0000), 2 * P).unwrap();
     let mem = vm.vmalloc(P).unwrap();
     for (va, prot, mem_type, attr) in [
         (dev, Prot::DEVICE, MemType::Device, MAIR_IDX_DEVICE_NGNRE),
@@ -512,10 +557,10 @@ fn ioremap_is_device_ngnre_and_ioremap_wc_normal_nc_both_execute_never() {
 fn huge_ioremap_uses_one_pmd_block_at_a_2m_aligned_va() {
     let vm = vm();
     // A page at the bottom of the window, so that 2 MiB alignment is not free.
-    let pin = vm.ioremap(DEV, P).unwrap();
+    let pin = vm.ioremap(PhysAddr(DEV), P).unwrap();
     let phys = 0x10_0000_0000;
-    let va = vm.ioremap(phys, PMD_SIZE).unwrap();
-    assert_eq!(va, V + PMD_SIZE);
+    let va = vm.ioremap(PhysAddr(phys), PMD_SIZE).unwrap();
+    assert_eq!(va, VirtAddr(V + PMD_SIZE));
     for off in [0, PMD_SIZE - 1] {
         let t = vm.init_mm.translate(va + off).unwrap();
         assert_eq!((t.level, t.pa), (Level::Pmd, PhysAddr(phys + off as u64)));
@@ -529,29 +574,39 @@ fn huge_ioremap_uses_one_pmd_block_at_a_2m_aligned_va() {
     assert_eq!(vm.init_mm.count_tables(va, va + PMD_SIZE), one_block);
 
     // A sub-page offset in a 2 MiB-aligned range still takes the block.
-    let off_va = vm.ioremap(phys + 0x20_0010, PMD_SIZE - 0x10).unwrap();
-    assert_eq!(off_va % PMD_SIZE, 0x10);
+    let off_va = vm
+        .ioremap(PhysAddr(phys + 0x20_0010), PMD_SIZE - 0x10)
+        .unwrap();
+    assert_eq!(off_va.0 % PMD_SIZE, 0x10);
     assert_eq!(vm.init_mm.translate(off_va).unwrap().level, Level::Pmd);
 
     // One page more: a block, then a pte table for the tail page.
-    let tail = vm.ioremap(phys + 0x40_0000, PMD_SIZE + P).unwrap();
-    assert_eq!(tail % PMD_SIZE, 0);
+    let tail = vm
+        .ioremap(PhysAddr(phys + 0x40_0000), PMD_SIZE + P)
+        .unwrap();
+    assert_eq!(tail.0 % PMD_SIZE, 0);
     assert_eq!(vm.init_mm.translate(tail).unwrap().level, Level::Pmd);
     let t = vm.init_mm.translate(tail + PMD_SIZE).unwrap();
     assert_eq!((t.level, t.pa), (Level::Pte, PhysAddr(phys + 0x60_0000)));
 
     // A physical range that is not 2 MiB aligned uses pages, at a page-aligned VA.
-    let pages = vm.ioremap(phys + 0x10_0000 + P as u64, PMD_SIZE).unwrap();
+    let pages = vm
+        .ioremap(PhysAddr(phys + 0x10_0000 + P as u64), PMD_SIZE)
+        .unwrap();
     assert_eq!(vm.init_mm.translate(pages).unwrap().level, Level::Pte);
     assert_eq!(
         vm.init_mm.count_tables(pages, pages + PMD_SIZE).pte,
-        if pages.is_multiple_of(PMD_SIZE) { 1 } else { 2 }
+        if pages.0.is_multiple_of(PMD_SIZE) {
+            1
+        } else {
+            2
+        }
     );
 
     for va in [pin, va, off_va, tail, pages] {
         vm.iounmap(va).unwrap();
     }
-    assert!(vm.init_mm.translate(V + PMD_SIZE).is_none());
+    assert!(vm.init_mm.translate(VirtAddr(V + PMD_SIZE)).is_none());
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -559,10 +614,10 @@ fn huge_ioremap_uses_one_pmd_block_at_a_2m_aligned_va() {
 fn huge_ioremap_uses_one_pud_block_at_a_1g_aligned_va() {
     // The small pin and the huge area must meet in one pud table: both global.
     let vm = vm().without_nodes();
-    let pin = vm.ioremap(DEV, P).unwrap();
+    let pin = vm.ioremap(PhysAddr(DEV), P).unwrap();
     let phys = 0x80_0000_0000;
-    let va = vm.ioremap(phys, PUD_SIZE).unwrap();
-    assert_eq!(va, V + PUD_SIZE);
+    let va = vm.ioremap(PhysAddr(phys), PUD_SIZE).unwrap();
+    assert_eq!(va, VirtAddr(V + PUD_SIZE));
     for off in [0, 0x1234_5678, PUD_SIZE - 1] {
         let t = vm.init_mm.translate(va + off).unwrap();
         assert_eq!((t.level, t.pa), (Level::Pud, PhysAddr(phys + off as u64)));
@@ -577,7 +632,9 @@ fn huge_ioremap_uses_one_pud_block_at_a_1g_aligned_va() {
     vm.iounmap(va).unwrap();
     assert!(vm.init_mm.translate(va).is_none());
     // The slot is empty again and the next 1 GiB ioremap takes it.
-    let again = vm.ioremap_wc(phys + PUD_SIZE as u64, PUD_SIZE).unwrap();
+    let again = vm
+        .ioremap_wc(PhysAddr(phys + PUD_SIZE as u64), PUD_SIZE)
+        .unwrap();
     assert_eq!(again, va);
     assert_eq!(vm.init_mm.translate(again).unwrap().level, Level::Pud);
     vm.iounmap(again).unwrap();
@@ -591,14 +648,14 @@ fn huge_ioremap_uses_one_pud_block_at_a_1g_aligned_va() {
 fn huge_ioremap_promotes_a_pte_table_slot_with_break_before_make() {
     let vm = vm();
     let env = vm.init_mm.env();
-    let small = vm.ioremap(DEV, P).unwrap();
+    let small = vm.ioremap(PhysAddr(DEV), P).unwrap();
     let pte_table = table_under(&vm, small, Level::Pmd);
     vm.iounmap(small).unwrap();
     let frames = env.live_frames();
 
     let phys = 0x10_0000_0000;
     env.start_recording();
-    let va = vm.ioremap(phys, PMD_SIZE).unwrap();
+    let va = vm.ioremap(PhysAddr(phys), PMD_SIZE).unwrap();
     let events = env.take_events();
     assert_eq!(va, small, "the 2 MiB area reuses the slot");
     let block = Descriptor::leaf(Level::Pmd, PhysAddr(phys), Prot::DEVICE).raw();
@@ -617,7 +674,7 @@ fn huge_ioremap_promotes_a_pmd_table_slot_to_a_1g_block() {
     // The small area and the huge one share a pud slot: both global.
     let vm = vm().without_nodes();
     let env = vm.init_mm.env();
-    let small = vm.ioremap(DEV, P).unwrap();
+    let small = vm.ioremap(PhysAddr(DEV), P).unwrap();
     let pmd_table = table_under(&vm, small, Level::Pud);
     let pte_table = table_under(&vm, small, Level::Pmd);
     vm.iounmap(small).unwrap();
@@ -625,7 +682,7 @@ fn huge_ioremap_promotes_a_pmd_table_slot_to_a_1g_block() {
 
     let phys = 0x80_0000_0000;
     env.start_recording();
-    let va = vm.ioremap(phys, PUD_SIZE).unwrap();
+    let va = vm.ioremap(PhysAddr(phys), PUD_SIZE).unwrap();
     let events = env.take_events();
     assert_eq!(va, small);
     let block = Descriptor::leaf(Level::Pud, PhysAddr(phys), Prot::DEVICE).raw();
@@ -742,16 +799,16 @@ fn unmap_invalidates_and_waits_before_the_range_is_given_back() {
         let neighbour = vm.vmalloc(P).unwrap();
         let frames: Vec<PhysAddr> = (0..3).map(|_| spy.alloc_table_frame().unwrap()).collect();
         let va = match kind {
-            AreaKind::Ioremap => vm.ioremap(DEV, 3 * P),
+            AreaKind::Ioremap => vm.ioremap(PhysAddr(DEV), 3 * P),
             AreaKind::Vmap => vm.vmap(&frames, Prot::KERNEL_RW),
             _ => vm.vmalloc(3 * P),
         }
         .unwrap();
-        assert_eq!(va, V + 2 * P);
-        let pages: Vec<usize> = (0..3).map(|i| va + i * P).collect();
+        assert_eq!(va, VirtAddr(V + 2 * P));
+        let pages: Vec<usize> = (0..3).map(|i| va.0 + i * P).collect();
         let vmalloced: Vec<PhysAddr> = pages
             .iter()
-            .map(|&p| vm.init_mm.translate(p).unwrap().pa)
+            .map(|&p| vm.init_mm.translate(VirtAddr(p)).unwrap().pa)
             .collect();
 
         spy.armed.store(true, StdOrdering::SeqCst);
@@ -803,7 +860,10 @@ fn unmap_invalidates_and_waits_before_the_range_is_given_back() {
             .for_each(|pa| unsafe { spy.free_table_frame(pa) });
         assert_eq!(
             spy.env.live_frames(),
-            1 + vm.init_mm.count_tables(V, VMALLOC_END).total()
+            1 + vm
+                .init_mm
+                .count_tables(VirtAddr(V), VirtAddr(VMALLOC_END))
+                .total()
         );
     }
 }
@@ -839,7 +899,7 @@ fn vfree_of_a_large_area_flushes_the_whole_tlb_once() {
 #[test]
 fn unmapping_the_wrong_address_or_kind_is_refused() {
     let vm = vm();
-    let io = vm.ioremap(DEV + 0x40, 3 * P).unwrap();
+    let io = vm.ioremap(PhysAddr(DEV + 0x40), 3 * P).unwrap();
     let io_start = io - 0x40;
     let mem = vm.vmalloc(3 * P).unwrap();
     let frame = vm.init_mm.env().alloc_table_frame().unwrap();
@@ -850,13 +910,22 @@ fn unmapping_the_wrong_address_or_kind_is_refused() {
 
     let nowhere = VMALLOC_END - 64 * P;
     assert_eq!(
-        vm.iounmap(nowhere),
-        Err(VmError::NotMapped { addr: nowhere })
+        vm.iounmap(VirtAddr(nowhere)),
+        Err(VmError::NotMapped {
+            addr: VirtAddr(nowhere)
+        })
     );
-    assert_eq!(vm.vfree(nowhere), Err(VmError::NotMapped { addr: nowhere }));
     assert_eq!(
-        vm.vunmap(nowhere),
-        Err(VmError::NotMapped { addr: nowhere })
+        vm.vfree(VirtAddr(nowhere)),
+        Err(VmError::NotMapped {
+            addr: VirtAddr(nowhere)
+        })
+    );
+    assert_eq!(
+        vm.vunmap(VirtAddr(nowhere)),
+        Err(VmError::NotMapped {
+            addr: VirtAddr(nowhere)
+        })
     );
     assert_eq!(
         vm.vfree(mem + P),
@@ -975,9 +1044,9 @@ fn vmalloc_out_of_memory_at_every_allocation() {
                 assert_eq!(tables, n - 3);
             }
             _ => {
-                assert_eq!(got, Ok(ACROSS_PGD.0));
+                assert_eq!(got, Ok(VirtAddr(ACROSS_PGD.0)));
                 fill(&vm, ACROSS_PGD.0, 3, 1);
-                vm.vfree(ACROSS_PGD.0).unwrap();
+                vm.vfree(VirtAddr(ACROSS_PGD.0)).unwrap();
             }
         }
         assert_eq!(after.allocations - before.allocations, n);
@@ -1016,8 +1085,8 @@ fn vmalloc_stack_has_an_unmapped_guard_page_below() {
         "the area's own guard page is mapped"
     );
     let mut pas = Vec::new();
-    for va in (guard + P..top).step_by(P) {
-        let t = vm.init_mm.translate(va).unwrap();
+    for va in (guard.0 + P..top.0).step_by(P) {
+        let t = vm.init_mm.translate(VirtAddr(va)).unwrap();
         assert_eq!((t.level, t.prot()), (Level::Pte, Some(Prot::KERNEL_RW)));
         assert!(t.desc.pxn() && t.desc.uxn());
         pas.push(t.pa);
@@ -1026,8 +1095,8 @@ fn vmalloc_stack_has_an_unmapped_guard_page_below() {
     pas.sort_unstable_by_key(|pa| pa.0);
     pas.dedup();
     assert_eq!(pas.len(), 4, "each stack page has its own frame");
-    for va in (guard + P..top).step_by(P) {
-        let pa = vm.init_mm.translate(va).unwrap().pa;
+    for va in (guard.0 + P..top.0).step_by(P) {
+        let pa = vm.init_mm.translate(VirtAddr(va)).unwrap().pa;
         assert_eq!(
             vm.init_mm.env().frame_table(pa)[511].load(Ordering::Relaxed),
             va as u64
@@ -1062,8 +1131,8 @@ fn vmalloc_stack_out_of_memory_at_every_allocation() {
         match n {
             0..=2 => assert_eq!(got, Err(VmError::OutOfMemory { pages: 3 }), "n = {n}"),
             ALLOCS => {
-                assert_eq!(got, Ok(ACROSS_PGD.0 + 4 * P));
-                vm.vfree(ACROSS_PGD.0).unwrap();
+                assert_eq!(got, Ok(VirtAddr(ACROSS_PGD.0 + 4 * P)));
+                vm.vfree(VirtAddr(ACROSS_PGD.0)).unwrap();
             }
             _ => assert_eq!(got, Err(VmError::Table(MmError::OutOfMemory)), "n = {n}"),
         }
@@ -1116,7 +1185,7 @@ fn test_vmalloc_full_fit_alloc() {
     }
     junk.iter().for_each(|&va| vm.vfree(va).unwrap());
     let before = vm.area_stats();
-    let tables = vm.init_mm.count_tables(V, VMALLOC_END);
+    let tables = vm.init_mm.count_tables(VirtAddr(V), VirtAddr(VMALLOC_END));
     for i in 0..4 * PAIRS as u64 {
         let va = vm.vmalloc(P).unwrap();
         assert_eq!(va, junk[0], "did not fit in the lowest hole");
@@ -1125,10 +1194,13 @@ fn test_vmalloc_full_fit_alloc() {
         vm.vfree(va).unwrap();
     }
     // Fill every hole at once: each one-page area takes exactly one hole.
-    let refill: Vec<usize> = (0..PAIRS).map(|_| vm.vmalloc(P).unwrap()).collect();
+    let refill: Vec<VirtAddr> = (0..PAIRS).map(|_| vm.vmalloc(P).unwrap()).collect();
     assert_eq!(refill, junk);
     assert_eq!(vm.area_stats().1, before.1 - PAIRS * 2 * P);
-    assert_eq!(vm.init_mm.count_tables(V, VMALLOC_END), tables);
+    assert_eq!(
+        vm.init_mm.count_tables(VirtAddr(V), VirtAddr(VMALLOC_END)),
+        tables
+    );
     for (i, &va) in live.iter().enumerate() {
         verify(&vm, va, 1, i as u64);
     }
@@ -1144,15 +1216,19 @@ fn test_vmalloc_full_fit_alloc() {
 fn test_vmalloc_long_busy_list_alloc() {
     const BUSY: usize = 15_000;
     let vm = vm_with(TestEnv::with_capacity(BUSY + 400), WINDOW, PA_BITS);
-    let busy: Vec<usize> = (0..BUSY).map(|_| vm.vzalloc(P).unwrap()).collect();
+    let busy: Vec<VirtAddr> = (0..BUSY).map(|_| vm.vzalloc(P).unwrap()).collect();
     // Lowest fit, one page plus its guard page each.
-    assert!(busy.iter().enumerate().all(|(i, &va)| va == V + 2 * i * P));
+    assert!(
+        busy.iter()
+            .enumerate()
+            .all(|(i, &va)| va.0 == V + 2 * i * P)
+    );
     assert_eq!(vm.area_stats().0, BUSY);
     let above = V + 2 * BUSY * P;
     for i in 0..100u64 {
         let big = vm.vmalloc(100 * P).unwrap();
         let small = vm.vmalloc(P).unwrap();
-        assert_eq!((big, small), (above, above + 101 * P));
+        assert_eq!((big, small), (VirtAddr(above), VirtAddr(above + 101 * P)));
         fill(&vm, big, 100, i);
         fill(&vm, small, 1, !i);
         verify(&vm, big, 100, i);
@@ -1177,7 +1253,7 @@ fn test_vmalloc_long_busy_list_alloc() {
 fn test_vmalloc_random_size_alloc() {
     let vm = vm();
     let mut rng = Rng(1);
-    let mut live: Vec<(usize, usize, u64)> = Vec::new();
+    let mut live: Vec<(VirtAddr, usize, u64)> = Vec::new();
     for i in 0..400u64 {
         if live.len() < 16 && rng.range(0, 2) != 0 {
             let pages = rng.range(1, 100);
@@ -1207,7 +1283,7 @@ fn test_vmalloc_fix_align_alloc() {
     let pin = vm.vmalloc(P).unwrap();
     for i in 0..500u64 {
         let va = vm.vmalloc_aligned(5 * P, ALIGN).unwrap();
-        assert_eq!(va, V + ALIGN);
+        assert_eq!(va, VirtAddr(V + ALIGN));
         fill(&vm, va, 5, i);
         vm.vfree(va).unwrap();
     }
@@ -1227,7 +1303,7 @@ fn test_vmalloc_random_size_align_alloc() {
         let pages = rng.range(1, 10);
         let va = vm.vmalloc_aligned(pages * P, align).unwrap();
         let want = (V + 2 * P).next_multiple_of(align.max(P));
-        assert_eq!(va, want, "{pages} pages at {align:#x}");
+        assert_eq!(va, VirtAddr(want), "{pages} pages at {align:#x}");
         fill(&vm, va, pages, i);
         vm.vfree(va).unwrap();
     }
@@ -1250,7 +1326,7 @@ fn test_vmalloc_align_shift_alloc_fails_for_huge_alignment() {
         match vm.vmalloc_aligned(P, align) {
             Ok(va) => {
                 assert!(shift <= fits, "2^{shift} cannot be met in the window");
-                assert_eq!(va, V);
+                assert_eq!(va, VirtAddr(V));
                 fill(&vm, va, 1, shift.into());
                 vm.vfree(va).unwrap();
             }
@@ -1261,7 +1337,10 @@ fn test_vmalloc_align_shift_alloc_fails_for_huge_alignment() {
                 );
                 assert_eq!(
                     vm.init_mm.env().live_frames(),
-                    1 + vm.init_mm.count_tables(V, VMALLOC_END).total()
+                    1 + vm
+                        .init_mm
+                        .count_tables(VirtAddr(V), VirtAddr(VMALLOC_END))
+                        .total()
                 );
                 first_failure.get_or_insert(shift);
             }
@@ -1300,13 +1379,22 @@ fn vmalloc_refuses_zero_size_and_non_power_of_two_alignment() {
 
 /// What one worker thread has mapped.
 enum Mine {
-    Io { va: usize, phys: u64, size: usize },
-    Mem { va: usize, pages: usize, tag: u64 },
+    Io {
+        va: VirtAddr,
+        phys: u64,
+        size: usize,
+    },
+    Mem {
+        va: VirtAddr,
+        pages: usize,
+        tag: u64,
+    },
 }
 
 /// Record `[start, start + len)` plus its guard page as live, asserting that it overlaps no
 /// other live area of any thread.
-fn claim(live: &StdMutex<BTreeMap<usize, usize>>, start: usize, len: usize) {
+fn claim(live: &StdMutex<BTreeMap<usize, usize>>, start: impl AsVa, len: usize) {
+    let start = start.va();
     let end = start + len + P;
     let mut live = live.lock().unwrap();
     if let Some((&s, &e)) = live.range(..end).next_back() {
@@ -1327,8 +1415,8 @@ fn worker(vm: &KernelVm<TestEnv>, live: &StdMutex<BTreeMap<usize, usize>>, t: us
                 let off = rng.range(0, P - 1) & !7;
                 let size = rng.range(1, 4 * P);
                 let phys = DEV + ((t * 1000 + op) * 4 * P + off) as u64;
-                let va = vm.ioremap(phys, size).unwrap();
-                assert_eq!(va % P, off);
+                let va = vm.ioremap(PhysAddr(phys), size).unwrap();
+                assert_eq!(va.0 % P, off);
                 claim(live, va - off, (off + size).next_multiple_of(P));
                 mine.push(Mine::Io { va, phys, size });
             } else {
@@ -1358,12 +1446,12 @@ fn unmap_mine(vm: &KernelVm<TestEnv>, live: &StdMutex<BTreeMap<usize, usize>>, m
                     (PhysAddr(phys + off as u64), Some(Prot::DEVICE))
                 );
             }
-            live.lock().unwrap().remove(&(va & !(P - 1))).unwrap();
+            live.lock().unwrap().remove(&(va.0 & !(P - 1))).unwrap();
             vm.iounmap(va).unwrap();
         }
         Mine::Mem { va, pages, tag } => {
             verify(vm, va, pages, tag);
-            live.lock().unwrap().remove(&va).unwrap();
+            live.lock().unwrap().remove(&va.0).unwrap();
             vm.vfree(va).unwrap();
         }
     }
@@ -1460,8 +1548,8 @@ fn lazy_free_keeps_range_and_pages_until_the_purge_invalidates() {
     vm.vm_unmap_aliases();
     let ev = env.take_events();
     let mut expect = vec![Event::DsbIshst];
-    expect.extend((0..3).map(|i| Event::TlbiPage(va + i * P)));
-    expect.extend((0..3).map(|i| Event::TlbiPage(other + i * P)));
+    expect.extend((0..3).map(|i| Event::TlbiPage(va.0 + i * P)));
+    expect.extend((0..3).map(|i| Event::TlbiPage(other.0 + i * P)));
     expect.extend([Event::DsbIsh, Event::Isb]);
     assert_eq!(
         ev[..expect.len()],
@@ -1490,7 +1578,9 @@ fn lazy_free_keeps_range_and_pages_until_the_purge_invalidates() {
 #[test]
 fn a_free_past_the_threshold_purges() {
     let vm = lazy_vm(8);
-    let areas: Vec<usize> = (0..3).map(|_| vm.ioremap(DEV, 3 * P).unwrap()).collect();
+    let areas: Vec<VirtAddr> = (0..3)
+        .map(|_| vm.ioremap(PhysAddr(DEV), 3 * P).unwrap())
+        .collect();
     vm.iounmap(areas[0]).unwrap();
     vm.iounmap(areas[1]).unwrap();
     assert_eq!(
@@ -1518,7 +1608,7 @@ fn many_lazy_pages_flush_the_whole_tlb_once() {
     let env = vm.init_mm.env();
     let n = TLBI_MAX_OPS / 16 + 1;
     for _ in 0..n {
-        let va = vm.ioremap(DEV, 16 * P).unwrap();
+        let va = vm.ioremap(PhysAddr(DEV), 16 * P).unwrap();
         vm.iounmap(va).unwrap();
     }
     env.start_recording();
@@ -1538,16 +1628,16 @@ fn no_virtual_space_purges_and_tries_again() {
     // Room for two one-page areas (each with its guard page).
     let vm = vm_with(TestEnv::new(), (V, V + 4 * P), PA_BITS);
     vm.set_lazy_max_pages(1 << 20);
-    let a = vm.ioremap(DEV, P).unwrap();
-    let b = vm.ioremap(DEV, P).unwrap();
+    let a = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let b = vm.ioremap(PhysAddr(DEV), P).unwrap();
     assert!(matches!(
-        vm.ioremap(DEV, P),
+        vm.ioremap(PhysAddr(DEV), P),
         Err(VmError::NoVirtualSpace(VaError::NoSpace { .. }))
     ));
     vm.iounmap(a).unwrap();
     assert_eq!(vm.lazy_stats().purges, 0);
     assert_eq!(
-        vm.ioremap(DEV, P),
+        vm.ioremap(PhysAddr(DEV), P),
         Ok(a),
         "purged, then the freed range fits"
     );
@@ -1626,16 +1716,16 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
     let a = vm.vmalloc(3 * P).unwrap();
     env.set_cpu(1);
     let b = vm.vmalloc(3 * P).unwrap();
-    let big = vm.ioremap(DEV, SLOT).unwrap();
+    let big = vm.ioremap(PhysAddr(DEV), SLOT).unwrap();
     assert_eq!(
         vm.regions.load(StdOrdering::SeqCst),
         2,
         "one region per CPU"
     );
-    assert_eq!(vm.home(a), Home::Node(0));
-    assert_eq!(vm.home(b), Home::Node(1));
-    assert_eq!(vm.home(big), Home::Global, "larger than a slot holds");
-    assert_ne!(a / REGION, b / REGION, "each CPU its own region");
+    assert_eq!(vm.home(a.0), Home::Node(0));
+    assert_eq!(vm.home(b.0), Home::Node(1));
+    assert_eq!(vm.home(big.0), Home::Global, "larger than a slot holds");
+    assert_ne!(a.0 / REGION, b.0 / REGION, "each CPU its own region");
     assert_eq!(vm.area_stats().0, 3);
     // CPU 1 frees CPU 0's area: it goes on CPU 1's lazy list, and the purge gives it back
     // to CPU 0's region.
@@ -1661,8 +1751,13 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
             start: a
         })
     );
-    let guard = a / REGION * REGION + REGION - P;
-    assert_eq!(vm.vfree(guard), Err(VmError::NotMapped { addr: guard }));
+    let guard = a.0 / REGION * REGION + REGION - P;
+    assert_eq!(
+        vm.vfree(VirtAddr(guard)),
+        Err(VmError::NotMapped {
+            addr: VirtAddr(guard)
+        })
+    );
     vm.vm_unmap_aliases();
     assert_balanced(&vm, WINDOW, 1);
 }

@@ -1,6 +1,7 @@
 use std::vec::Vec;
 
 use super::*;
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE, VMALLOC_START};
 use crate::mm::pgalloc::InitMm;
 use crate::mm::pgtable::Prot;
@@ -39,8 +40,14 @@ impl Visitor for Record {
 
 fn mm_with_two_pages() -> InitMm<TestEnv> {
     let mm = InitMm::new(TestEnv::new(), PhysLayout::unchecked()).unwrap();
-    mm.map_range(V + PAGE_SIZE, DEV, 2 * PAGE_SIZE, Prot::DEVICE, false)
-        .unwrap();
+    mm.map_range(
+        VirtAddr(V + PAGE_SIZE),
+        PhysAddr(DEV),
+        2 * PAGE_SIZE,
+        Prot::DEVICE,
+        false,
+    )
+    .unwrap();
     mm
 }
 
