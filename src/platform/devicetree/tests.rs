@@ -1,4 +1,5 @@
 use super::*;
+use crate::platform::fdt_front;
 use crate::platform::fdt_front::tests::{
     VIRT_EL2, VIRT_GICV2, VIRT_GICV3, begin, build, end, end_node, prop,
 };
