@@ -25,7 +25,7 @@ const HEADER_SIZE_V16: usize = 36;
 /// and the bound keeps a corrupt header from making the boot path map or copy gigabytes.
 pub const MAX_TOTALSIZE: usize = 64 << 20;
 /// Maximum node nesting (the root is depth 1). Real trees are under 10 deep; `fdt` 0.1.5 keeps a
-/// fixed 64-entry parent stack, and `devicetree` walks the tree recursively.
+/// fixed 64-entry parent stack.
 pub const MAX_DEPTH: usize = 32;
 
 const FDT_BEGIN_NODE: u32 = 1;
