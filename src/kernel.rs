@@ -4,13 +4,16 @@
 use crate::mm::addr::PhysAddr;
 use alloc::string::String;
 use core::cell::UnsafeCell;
+use core::fmt;
 
 use crate::arch::aarch64::{cpu, early, psci, semihosting};
 use crate::cmdline::Cmdline;
 use crate::mm::layout::{self, phys_to_virt};
 use crate::mm::region::Region;
-use crate::platform::devicetree::{self, Machine, UartKind};
-use crate::platform::{self, fdt_front};
+use crate::mm::vm::VmError;
+use crate::platform;
+use crate::platform::devicetree::{self, Console, DtError, Machine, UartKind};
+use crate::platform::fdt_front::{self, FdtError};
 use crate::{console, drivers, klog, mm, smp};
 
 /// What the kernel found at boot; handed to `main`.
@@ -215,39 +218,82 @@ impl BootPhases {
 }
 
 /// Why x0 gave no machine description.
+#[derive(Debug)]
 enum DtbError {
-    /// x0 points at no device tree at all (null, unmapped, or no FDT magic: an ATAG list).
-    Absent(String),
+    /// x0 points at no device tree at all: the kernel boots on a built-in description.
+    Absent(NoDtb),
     /// A device tree that is malformed: booting on a guess would hide the loader's bug.
-    Broken(String),
+    Broken(BadDtb),
+}
+
+/// x0 points at no device tree at all.
+#[derive(Debug)]
+enum NoDtb {
+    /// The early window maps nothing at x0 (null, or not RAM).
+    Unmapped { x0: u64 },
+    /// What x0 points at has no FDT magic (an ATAG list, usually).
+    BadMagic { x0: u64, magic: u32 },
+}
+
+impl fmt::Display for NoDtb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Unmapped { x0 } => write!(
+                f,
+                "no usable device tree: x0 = {x0:#x} at entry (boot with a flat Image so that the loader passes one)"
+            ),
+            Self::BadMagic { x0, magic } => {
+                write!(f, "x0 = {x0:#x}: {}", FdtError::BadMagic { magic })
+            }
+        }
+    }
+}
+
+/// The device tree at x0 is malformed.
+#[derive(Debug)]
+enum BadDtb {
+    /// Its header is (anything but the magic).
+    Header { x0: u64, error: FdtError },
+    /// Its `totalsize` is more than the early window maps for it.
+    TooLarge { x0: u64, size: u64 },
+    /// The blob itself (see [`devicetree::parse`]).
+    Parse(DtError),
+}
+
+impl fmt::Display for BadDtb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Header { x0, error } => write!(f, "x0 = {x0:#x}: {error}"),
+            Self::TooLarge { x0, size } => write!(
+                f,
+                "device tree at {x0:#x} is {size} bytes: more than the {} MiB the kernel maps for it",
+                early::MAX_FDT_SIZE >> 20
+            ),
+            Self::Parse(e) => e.fmt(f),
+        }
+    }
 }
 
 /// Find, check and parse the device tree the loader passed in x0, which the early linear window
 /// maps (`early::fdt_window`: as much as its header's `totalsize` says, up to 2 MiB).
 fn read_device_tree(dtb_pa: u64) -> Result<(Machine, Region), DtbError> {
-    use alloc::format;
     let (pa, mapped, _) = early::fdt_window();
     debug_assert_eq!(pa, dtb_pa);
     if mapped < 64 {
-        return Err(DtbError::Absent(format!(
-            "no usable device tree: x0 = {dtb_pa:#x} at entry (boot with a flat Image so that the loader passes one)"
-        )));
+        return Err(DtbError::Absent(NoDtb::Unmapped { x0: dtb_pa }));
     }
     // SAFETY: the early linear window maps `mapped` (>= 64) bytes from `dtb_pa`, read-only.
     let head =
         unsafe { core::slice::from_raw_parts(phys_to_virt(PhysAddr(dtb_pa)).as_ptr::<u8>(), 64) };
     let size = match fdt_front::header_totalsize(head) {
         Ok(size) => size as u64,
-        Err(e @ fdt_front::FdtError::BadMagic { .. }) => {
-            return Err(DtbError::Absent(format!("x0 = {dtb_pa:#x}: {e}")));
+        Err(FdtError::BadMagic { magic }) => {
+            return Err(DtbError::Absent(NoDtb::BadMagic { x0: dtb_pa, magic }));
         }
-        Err(e) => return Err(DtbError::Broken(format!("x0 = {dtb_pa:#x}: {e}"))),
+        Err(error) => return Err(DtbError::Broken(BadDtb::Header { x0: dtb_pa, error })),
     };
     if size > mapped {
-        return Err(DtbError::Broken(format!(
-            "device tree at {dtb_pa:#x} is {size} bytes: more than the {} MiB the kernel maps for it",
-            early::MAX_FDT_SIZE >> 20
-        )));
+        return Err(DtbError::Broken(BadDtb::TooLarge { x0: dtb_pa, size }));
     }
     // SAFETY: the whole blob is inside what the early window maps (checked above), and the
     // loader handed it to the kernel, which reserves it below.
@@ -255,7 +301,7 @@ fn read_device_tree(dtb_pa: u64) -> Result<(Machine, Region), DtbError> {
         core::slice::from_raw_parts(phys_to_virt(PhysAddr(dtb_pa)).as_ptr::<u8>(), size as usize)
     };
     // `parse` reads the blob in one walk through the front door, which checks every token.
-    let machine = devicetree::parse(blob).map_err(|e| DtbError::Broken(format!("{e}")))?;
+    let machine = devicetree::parse(blob).map_err(|e| DtbError::Broken(BadDtb::Parse(e)))?;
     Ok((machine, Region { base: dtb_pa, size }))
 }
 
@@ -272,17 +318,48 @@ fn loader_data(pa: u64) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(phys_to_virt(PhysAddr(pa)).as_ptr::<u8>(), len) }
 }
 
+/// Why the console could not be started.
+#[derive(Debug)]
+enum ConsoleError {
+    /// The device tree names no console.
+    NotNamed,
+    /// The registers of `regs` (for the log: "the PL011", ...) at `base` could not be mapped.
+    Ioremap {
+        regs: &'static str,
+        base: u64,
+        error: VmError,
+    },
+    /// The device tree names a UART the kernel has no driver for.
+    NoDriver(Console),
+}
+
+impl fmt::Display for ConsoleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotNamed => f.write_str("the device tree names no console (/chosen/stdout-path)"),
+            Self::Ioremap { regs, base, error } => {
+                write!(f, "ioremap of {regs} at {base:#x}: {error}")
+            }
+            Self::NoDriver(c) => {
+                write!(f, "{} at {:#x}: no driver for {:?}", c.path, c.base, c.kind)
+            }
+        }
+    }
+}
+
 /// Map the UART the device tree names and make it the console.
-fn start_console(m: &Machine) -> Result<(), String> {
-    use alloc::format;
-    let c = m
-        .console
-        .as_ref()
-        .ok_or_else(|| String::from("the device tree names no console (/chosen/stdout-path)"))?;
+fn start_console(m: &Machine) -> Result<(), ConsoleError> {
+    let c = m.console.as_ref().ok_or(ConsoleError::NotNamed)?;
+    let ioremap = |regs, base, size| {
+        mm::ioremap(PhysAddr(base), size).map_err(|error| ConsoleError::Ioremap {
+            regs,
+            base,
+            error,
+        })
+    };
     match &c.kind {
         UartKind::Pl011 => {
-            let va = mm::ioremap(PhysAddr(c.base), drivers::pl011::MMIO_SIZE)
-                .map_err(|e| format!("ioremap of the PL011 at {:#x}: {e}", c.base))?;
+            let va = ioremap("the PL011", c.base, drivers::pl011::MMIO_SIZE)?;
             // SAFETY: `va` maps the PL011's registers as device memory for the rest of the
             // kernel's life; only the console drives it.
             let uart = unsafe { drivers::pl011::Pl011::new(va.as_usize()) };
@@ -296,16 +373,14 @@ fn start_console(m: &Machine) -> Result<(), String> {
             // UART is enabled even when the firmware did not do it (no enable_uart=1).
             let uart = match mini_uart::aux_base(c.base) {
                 Some(aux) => {
-                    let va = mm::ioremap(PhysAddr(aux), mini_uart::AUX_MMIO_SIZE)
-                        .map_err(|e| format!("ioremap of the AUX block at {aux:#x}: {e}"))?;
+                    let va = ioremap("the AUX block", aux, mini_uart::AUX_MMIO_SIZE)?;
                     // SAFETY: `va` maps the AUX block (AUX_ENABLES and the mini UART) as device
                     // memory for the rest of the kernel's life; only the console drives it, and
                     // nothing in the kernel drives the AUX SPI controllers.
                     unsafe { MiniUart::with_aux(va.as_usize()) }
                 }
                 None => {
-                    let va = mm::ioremap(PhysAddr(c.base), mini_uart::MMIO_SIZE)
-                        .map_err(|e| format!("ioremap of the mini UART at {:#x}: {e}", c.base))?;
+                    let va = ioremap("the mini UART", c.base, mini_uart::MMIO_SIZE)?;
                     // SAFETY: `va` maps the mini UART's registers as device memory for the rest
                     // of the kernel's life; only the console drives it.
                     unsafe { MiniUart::new(va.as_usize()) }
@@ -315,10 +390,7 @@ fn start_console(m: &Machine) -> Result<(), String> {
             console::set_device(console::Device::MiniUart(uart));
             Ok(())
         }
-        other => Err(format!(
-            "{} at {:#x}: no driver for {other:?}",
-            c.path, c.base
-        )),
+        UartKind::Unknown(_) => Err(ConsoleError::NoDriver(c.clone())),
     }
 }
 

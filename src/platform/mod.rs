@@ -1,8 +1,9 @@
 //! What the device tree says about the machine.
 //!
-//! `fdt_front` validates the blob firmware hands us and makes a clean copy; `devicetree` reads
-//! that copy into a `Machine` (RAM, reservations, console, GIC, timer, PSCI, CPUs). Board
-//! defaults and boot glue build on these; neither module touches hardware.
+//! `fdt_front` checks the blob firmware hands us token by token as it walks it (and can write a
+//! clean copy); `devicetree` reads a `Machine` (RAM, reservations, console, GIC, timer, PSCI,
+//! CPUs) out of that one walk. Board defaults and boot glue build on these; neither module
+//! touches hardware.
 
 pub mod devicetree;
 pub mod fdt_front;

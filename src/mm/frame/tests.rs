@@ -1,0 +1,133 @@
+use super::*;
+
+#[test]
+fn alloc_free_balance_and_alignment() {
+    let f = Frames::new();
+    f.add_region(PhysAddr(0x4000_0800), PhysAddr(0x4010_0000)); // first partial page dropped
+    let s0 = f.stats();
+    assert_eq!(s0.total, 0xff);
+    let a = f.alloc(1).unwrap();
+    let b = f.alloc(16).unwrap();
+    assert_eq!(
+        b.0 % (16 * PAGE_SIZE as u64),
+        0,
+        "buddy blocks are naturally aligned"
+    );
+    assert_eq!(f.stats().free, s0.free - 17);
+    f.free(a, 1);
+    f.free(b, 16);
+    assert_eq!(f.stats(), s0);
+    assert!(f.alloc(1024).is_none(), "more than there is");
+}
+
+#[test]
+fn injection_fails_alloc_but_never_alloc_uninjected_and_leaks_nothing() {
+    static ATTR: FaultAttr = FaultAttr::new();
+    static F: Frames = Frames::with_fault_injection(&ATTR);
+    F.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4010_0000));
+    let s0 = F.stats();
+    ATTR.set(Some(fault_inject::Rule::Nth(2)), 1);
+    let a = F.alloc(1).expect("call 1 succeeds");
+    assert_eq!(F.alloc(1), None, "call 2 is injected");
+    assert_eq!(
+        F.stats().free,
+        s0.free - 1,
+        "the injected call took nothing"
+    );
+    let b = F.alloc(4).expect("call 3 succeeds");
+    ATTR.set(Some(fault_inject::Rule::Probability { num: 1, den: 1 }), 1);
+    assert_eq!(F.alloc(1), None);
+    let c = F
+        .alloc_uninjected(1)
+        .expect("the heap's path is never injected");
+    assert_eq!(ATTR.injected(), 2);
+    ATTR.set(None, 1);
+    for (pa, n) in [(a, 1), (b, 4), (c, 1)] {
+        F.free(pa, n);
+    }
+    assert_eq!(F.stats(), s0);
+}
+
+#[test]
+fn single_frames_go_through_the_cache_in_batches() {
+    let f = Frames::new();
+    f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4100_0000)); // 4096 frames
+    let s0 = f.stats();
+    let a = f.alloc(1).unwrap();
+    assert_eq!(
+        f.cached(),
+        CACHE_BATCH * REFILL_BATCHES - 1,
+        "one block of batches refilled, one frame handed out"
+    );
+    assert_eq!(
+        f.pool.lock().n,
+        REFILL_BATCHES - 1,
+        "all but the first batch went to the pool"
+    );
+    assert_eq!(f.stats().free, s0.free - 1, "cached frames count as free");
+    let mut held: Vec<PhysAddr> = (0..CACHE_FRAMES + 10)
+        .map(|_| f.alloc(1).unwrap())
+        .collect();
+    held.push(a);
+    let mut sorted = held.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), held.len(), "no frame handed out twice");
+    let pooled = f.pool.lock().n;
+    for pa in held {
+        f.free(pa, 1);
+        assert!(f.caches[0].lock().n <= CACHE_FRAMES, "the cache is bounded");
+    }
+    assert_eq!(
+        f.pool.lock().n,
+        pooled + 1,
+        "the overflow went to the pool as one batch"
+    );
+    assert_eq!(f.stats(), s0);
+    assert!(f.cached() > 0);
+    f.drain_caches();
+    assert_eq!(f.cached(), 0);
+    // Everything is back in the buddy allocator: the whole region is one allocation again.
+    let all = f.alloc_uninjected(4096).expect("drained frames coalesce");
+    f.free(all, 4096);
+    assert_eq!(f.stats(), s0);
+}
+
+#[test]
+fn a_large_allocation_drains_the_caches_when_it_must() {
+    let f = Frames::new();
+    f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4004_0000)); // 64 frames
+    let one = f.alloc(1).unwrap(); // 31 more sit in the cache
+    f.free(one, 1);
+    assert_eq!(f.cached(), CACHE_BATCH);
+    let all = f
+        .alloc_uninjected(64)
+        .expect("the cache is drained to make room");
+    assert_eq!(f.cached(), 0);
+    f.free(all, 64);
+}
+
+#[test]
+fn a_dry_cache_takes_a_pooled_batch_and_a_refill_takes_a_block() {
+    let f = Frames::new();
+    f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4100_0000));
+    // The first refill takes one block of batches: contiguous frames.
+    let a = f.alloc(1).unwrap();
+    let b = f.alloc(1).unwrap();
+    assert_eq!(a.0.abs_diff(b.0), PAGE_SIZE as u64, "one block, split");
+    // Overflow the cache so that a batch is parked, then drain this CPU's cache by hand:
+    // the next refill must come from the pool.
+    let mut held: Vec<PhysAddr> = (0..CACHE_FRAMES + CACHE_BATCH)
+        .map(|_| f.alloc(1).unwrap())
+        .collect();
+    held.extend([a, b]);
+    for &pa in &held {
+        f.free(pa, 1);
+    }
+    let pooled = f.pool.lock().n;
+    assert!(pooled >= 1);
+    f.caches[0].lock().n = 0; // as if this CPU had handed them all out
+    let c = f.alloc(1).unwrap();
+    assert_eq!(f.pool.lock().n, pooled - 1, "refilled from the pool");
+    assert!(held.contains(&c), "a frame that was freed before");
+}
