@@ -50,8 +50,8 @@ use crate::mm::{self, kernel_vm, profile};
 use crate::platform::devicetree::GicVersion;
 use crate::smp::runtime::{Barrier, on_cpus};
 use crate::smp::{self};
+use crate::util::rng::Rng;
 use crate::workload::storm::delta;
-use crate::workload::vmalloc_stress::Rng;
 
 struct Opts {
     loads: Vec<Load>,
@@ -386,7 +386,7 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
                         .is_ok()
                 }
                 Load::Vmalloc => {
-                    let pages = rng.range(1, 16) as usize;
+                    let pages = rng.range(1, 16);
                     match mm::vmalloc(pages * PAGE_SIZE) {
                         Ok(va) => {
                             for p in 0..pages {

@@ -31,13 +31,14 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::storm::{IdRegister, Outcome, delta, ioremap_cycle, window_cycle};
-use super::vmalloc_stress::{Failure, Rng, SCENARIOS, run_scenario};
+use super::vmalloc_stress::{Failure, SCENARIOS, run_scenario};
 use super::{AllocFailures, Params, Report, free_frames, settle};
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::mm::fault_inject::{self, FaultConfig, Target};
 use crate::mm::kernel_vm;
 use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
 use crate::smp::runtime::{Barrier, on_cpus};
+use crate::util::rng::Rng;
 
 /// The injection the soak turns on when the command line has no `fail=`.
 pub const DEFAULT_FAIL: &str = "frames:1/50,areas:1/50,seed=7";

@@ -18,6 +18,7 @@ use crate::mm::layout::PAGE_SIZE;
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::mm::vm::VmError;
 use crate::smp::runtime::on_cpus;
+use crate::util::rng::Rng;
 
 /// Why a scenario stopped early.
 #[derive(Debug)]
@@ -118,27 +119,6 @@ pub fn run_scenario(i: usize, rng: &mut Rng, cpu_id: usize) -> Result<u64, Failu
     }
 }
 
-/// xorshift64*: a small seeded generator, one per CPU.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-}
-
 /// The words of an area the check writes: the first, middle and last of every page.
 fn words(va: usize, size: usize) -> impl Iterator<Item = *mut u64> {
     (0..size / PAGE_SIZE).flat_map(move |p| {
@@ -224,7 +204,7 @@ fn long_busy_list_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
 
 fn random_size_alloc(r: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for _ in 0..20 {
-        let pages = r.range(1, 100) as usize;
+        let pages = r.range(1, 100);
         let a = l.alloc(pages, PAGE_SIZE)?;
         l.free(a)?;
     }
@@ -241,7 +221,7 @@ fn fix_align_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
 
 fn random_size_align_alloc(r: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for _ in 0..20 {
-        let pages = r.range(1, 16) as usize;
+        let pages = r.range(1, 16);
         let align = PAGE_SIZE << r.range(0, 9);
         let a = l.alloc(pages, align)?;
         l.free(a)?;

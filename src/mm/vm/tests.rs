@@ -20,6 +20,7 @@ use crate::mm::pgtable::{
 use crate::mm::sync::Ordering;
 use crate::mm::testenv::{Event, POISON, TestEnv};
 use crate::mm::tlb::TLBI_MAX_OPS;
+use crate::util::rng::Rng;
 
 const V: usize = VMALLOC_START;
 const P: usize = PAGE_SIZE;
@@ -274,24 +275,6 @@ fn assert_promotion(events: &[Event], level: Level, va: usize, freed: &[PhysAddr
         rest[0]
     );
     assert_eq!(rest[1..3], [Event::DsbIshst, Event::Isb]);
-}
-
-/// splitmix64: reproducible pseudo-random numbers for the randomised scenarios.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
 }
 
 // ---- ioremap: refusals --------------------------------------------------------------------
@@ -1175,7 +1158,7 @@ fn test_vmalloc_long_busy_list_alloc() {
 #[test]
 fn test_vmalloc_random_size_alloc() {
     let vm = vm();
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let mut live: Vec<(usize, usize, u64)> = Vec::new();
     for i in 0..400u64 {
         if live.len() < 16 && rng.range(0, 2) != 0 {
@@ -1220,7 +1203,7 @@ fn test_vmalloc_fix_align_alloc() {
 fn test_vmalloc_random_size_align_alloc() {
     let vm = vm();
     let pin = vm.vmalloc(P).unwrap();
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for i in 0..500u64 {
         let align = 1usize << rng.range(0, 22);
         let pages = rng.range(1, 10);
@@ -1318,7 +1301,7 @@ fn claim(live: &StdMutex<BTreeMap<usize, usize>>, start: usize, len: usize) {
 }
 
 fn worker(vm: &KernelVm<TestEnv>, live: &StdMutex<BTreeMap<usize, usize>>, t: usize) {
-    let mut rng = Rng(100 + t as u64);
+    let mut rng = Rng::new(100 + t as u64);
     let mut mine = Vec::new();
     for op in 0..300 {
         if mine.len() < 8 && (mine.is_empty() || rng.range(0, 2) != 0) {
