@@ -25,7 +25,8 @@ use initmm::mm::vm::VmError;
 use initmm::platform::devicetree::GicVersion;
 use initmm::smp::runtime::on_cpus;
 use initmm::testing::{self, Test};
-use initmm::workload::{self, free_frames, is_alloc_failure, settle};
+use initmm::workload;
+use initmm::workload::common::{free_frames, is_alloc_failure, settle};
 use spin::Once;
 
 static BOOT: Once<&'static BootInfo> = Once::new();

@@ -6,7 +6,8 @@ use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{Params, Progress, Report, free_frames};
+use super::common::{Progress, free_frames};
+use super::{Params, Report};
 use crate::arch::aarch64::cpu;
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};

@@ -4,6 +4,7 @@
 //! CPU), prints progress at least every second, then one line `result {json}`. `run_from_cmdline`
 //! ends with a summary table.
 
+pub mod common;
 pub mod compute;
 pub mod soak;
 pub mod storm;
@@ -13,17 +14,11 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::aarch64::cpu;
 use crate::arch::aarch64::exceptions::spurious_faults;
 use crate::cmdline::Cmdline;
-use crate::mm::fault_inject;
-use crate::mm::frame::FRAMES;
 use crate::mm::pgalloc::PgStatsSnapshot;
-use crate::mm::pgtable::MmError;
-use crate::mm::vm::VmError;
-use crate::mm::vmap_area::VaError;
 use crate::smp;
 
 /// How long or how much a workload runs, from the command line.
@@ -185,71 +180,6 @@ impl Report {
     }
 }
 
-/// Counts operations per CPU and prints progress about once a second (from CPU 0).
-pub struct Progress {
-    name: &'static str,
-    start: AtomicU64,
-    last: AtomicU64,
-    ops: [AtomicU64; cpu::MAX_CPUS],
-}
-
-impl Progress {
-    pub fn new(name: &'static str) -> Self {
-        let p = Self::new_static(name);
-        p.restart();
-        p
-    }
-
-    /// For a `static` (start it with `restart`).
-    pub const fn new_static(name: &'static str) -> Self {
-        Self {
-            name,
-            start: AtomicU64::new(0),
-            last: AtomicU64::new(0),
-            ops: [const { AtomicU64::new(0) }; cpu::MAX_CPUS],
-        }
-    }
-
-    /// Zero the counts and start the clock.
-    pub fn restart(&self) {
-        let now = cpu::counter();
-        self.start.store(now, Ordering::Relaxed);
-        self.last.store(now, Ordering::Relaxed);
-        self.ops.iter().for_each(|o| o.store(0, Ordering::Relaxed));
-    }
-
-    pub fn add(&self, cpu_id: usize, n: u64) {
-        self.ops[cpu_id].fetch_add(n, Ordering::Relaxed);
-        let now = cpu::counter();
-        let last = self.last.load(Ordering::Relaxed);
-        if now - last >= cpu::counter_frequency()
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let secs =
-                (now - self.start.load(Ordering::Relaxed)) as f64 / cpu::counter_frequency() as f64;
-            log::info!("{}: {:.1} s, {} ops so far", self.name, secs, self.total());
-        }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.ops.iter().map(|o| o.load(Ordering::Relaxed)).sum()
-    }
-
-    pub fn per_cpu(&self, cpus: usize) -> Vec<u64> {
-        self.ops[..cpus]
-            .iter()
-            .map(|o| o.load(Ordering::Relaxed))
-            .collect()
-    }
-
-    pub fn elapsed(&self) -> u64 {
-        cpu::counter() - self.start.load(Ordering::Relaxed)
-    }
-}
-
 pub type Workload = fn(&Params) -> Report;
 
 pub const ALL: [(&str, Workload); 3] = [
@@ -359,107 +289,4 @@ fn summary(reports: &[Report]) {
         let failed = reports.iter().filter(|r| !r.passed).count();
         let _ = writeln!(w, "\n{} passed, {} failed", reports.len() - failed, failed);
     });
-}
-
-/// Bring memory management to a state that can be counted: purge the lazily freed areas (their
-/// ranges and pages come back), return the per-CPU frame caches to the frame allocator, and free
-/// the page tables of the vmalloc region that map nothing any more. Returns the tables freed.
-///
-/// Only between workloads, from the boot CPU, while the other CPUs are idle: idle CPUs touch
-/// only their own stacks, whose tables are not empty and so are left alone.
-pub fn settle() -> usize {
-    use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
-    let vm = crate::mm::kernel_vm();
-    vm.vm_unmap_aliases();
-    FRAMES.drain_caches();
-    // SAFETY: called between workloads: no other CPU maps, unmaps or walks an address whose
-    // tables are empty (see above), so no lock-free walker can be inside a table freed here.
-    unsafe { vm.init_mm.reclaim_empty_tables(VMALLOC_START, VMALLOC_END) }
-}
-
-/// Frames free right now, counting the frames the kernel heap has taken as free: the heap grows
-/// by whole frames (whenever it runs low, on any CPU) and keeps them, so that is what must
-/// balance when nothing leaked.
-pub fn free_frames() -> usize {
-    FRAMES.stats().free + crate::kernel::HEAP.grown_frames()
-}
-
-/// Is `e` an allocation failure: no frame for a page or a table, or no virtual space? These are
-/// the errors fault injection produces; every other error is a bug or a wrong argument.
-pub fn is_alloc_failure(e: &VmError) -> bool {
-    match e {
-        VmError::OutOfMemory { .. } | VmError::NoVirtualSpace(VaError::NoSpace { .. }) => true,
-        VmError::Table(t) => is_table_alloc_failure(t),
-        _ => false,
-    }
-}
-
-/// [`is_alloc_failure`] for the table allocators' errors.
-pub fn is_table_alloc_failure(e: &MmError) -> bool {
-    matches!(e, MmError::OutOfMemory)
-}
-
-/// Allocation failures a workload met, which fault injection must explain.
-///
-/// Under injection an allocation error is expected and counted, not a failure. But every one
-/// must be explained by an injected failure: each injected failure fails exactly one workload
-/// operation, so more allocation errors than injections (since [`AllocFailures::new`]) means a
-/// real shortage (a leak, usually), and that is reported as a failure.
-pub struct AllocFailures {
-    seen: AtomicU64,
-    injected_at_start: u64,
-}
-
-impl AllocFailures {
-    pub fn new() -> Self {
-        Self {
-            seen: AtomicU64::new(0),
-            injected_at_start: fault_inject::injected_total(),
-        }
-    }
-
-    /// Count one allocation failure.
-    pub fn note(&self) {
-        self.seen.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn seen(&self) -> u64 {
-        self.seen.load(Ordering::Relaxed)
-    }
-
-    /// Failures injected (in either allocator, by anyone) since `new`.
-    pub fn injected(&self) -> u64 {
-        fault_inject::injected_total() - self.injected_at_start
-    }
-
-    /// Call when the workload's CPUs are done (or quiescent): `Err` when some allocation
-    /// failures were not injected.
-    pub fn check(&self) -> Result<(), String> {
-        let (seen, injected) = (self.seen(), self.injected());
-        if seen > injected {
-            return Err(format!(
-                "{seen} allocations failed but only {injected} failures were injected: the machine ran out for real"
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for AllocFailures {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Run a setup allocation (`f`) until it does not fail with an allocation failure, while
-/// fault injection is on: a workload's own setup (its window, its warm-up) is not what is under
-/// test. Gives up after 1000 tries (with injection at 1/50, that never happens by chance).
-pub fn retry_injected<T>(mut f: impl FnMut() -> Result<T, VmError>) -> Result<T, VmError> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(e) if is_alloc_failure(&e) && fault_inject::active() && tries < 1000 => tries += 1,
-            r => return r,
-        }
-    }
 }

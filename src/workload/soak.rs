@@ -30,9 +30,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::storm::{IdRegister, Outcome, delta, ioremap_cycle, window_cycle};
+use super::common::{AllocFailures, IdRegister, free_frames, settle, tables_delta};
+use super::storm::{Outcome, ioremap_cycle, window_cycle};
 use super::vmalloc_stress::{Failure, SCENARIOS, run_scenario};
-use super::{AllocFailures, Params, Report, free_frames, settle};
+use super::{Params, Report};
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::mm::fault_inject::{self, FaultConfig, Target};
 use crate::mm::kernel_vm;
@@ -333,7 +334,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
                 .sum()
         })
         .collect();
-    report.tables = delta(&tables_before, &vm.init_mm.stats());
+    report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
     report.frames_before = frames_before;
     report.frames_after = free_frames();
     let n_bad = shared.bad.load(Ordering::Relaxed);

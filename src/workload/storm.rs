@@ -14,62 +14,30 @@
 //! it (see [`super::LostRaces`]).
 //!
 //! Every read through every mapping is checked: the interrupt controller's distributor PIDR2
-//! register, whose architecture revision (2 or 3) the device tree's GIC version predicts. Every
-//! board initmm runs on has a GIC, so the storm needs nothing board-specific.
+//! register ([`super::common::IdRegister`]), whose architecture revision (2 or 3) the device
+//! tree's GIC version predicts. Every board initmm runs on has a GIC, so the storm needs nothing
+//! board-specific.
 //!
 //! Under fault injection (`fail=`) a map that fails for want of a frame or of virtual space is
 //! counted as `injected`, not as a failure, as long as injection explains every one of them
-//! (see [`super::AllocFailures`]).
+//! (see [`super::common::AllocFailures`]).
 
 use alloc::format;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::{
-    AllocFailures, LostRaces, Params, Progress, Report, free_frames, is_alloc_failure,
-    retry_injected,
+use super::common::{
+    AllocFailures, IdRegister, Progress, free_frames, is_alloc_failure, retry_injected, settle,
+    tables_delta,
 };
+use super::{LostRaces, Params, Report};
 use crate::arch::aarch64::cpu;
 use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
-use crate::mm::pgalloc::{LevelStats, PgStatsSnapshot};
-use crate::mm::pgtable::Prot;
+use crate::mm::pgtable::{PGDIR_SIZE, Prot};
 use crate::mm::vm::VmError;
 use crate::mm::{self, kernel_vm};
-use crate::platform::devicetree::GicVersion;
 use crate::smp::runtime::{Barrier, on_cpus};
 
-const PGDIR_SIZE: usize = 512 * PUD_SIZE;
 const ROUNDS_PER_EPOCH: usize = 64;
-/// The register the storm reads: GICD_PIDR2 (its page, its offset in the page, the ArchRev it
-/// must show).
-pub(super) struct IdRegister {
-    page: u64,
-    offset: usize,
-    arch_rev: u32,
-}
-
-impl IdRegister {
-    pub(super) fn of_this_machine() -> Option<Self> {
-        let gic = crate::kernel::boot_info().machine.gic.as_ref()?;
-        let (pidr2, arch_rev) = match gic.version {
-            GicVersion::V2 => (0xfe8u64, 2),
-            GicVersion::V3 => (0xffe8, 3),
-        };
-        let pa = gic.dist.base + pidr2;
-        Some(Self {
-            page: pa & !(PAGE_SIZE as u64 - 1),
-            offset: (pa % PAGE_SIZE as u64) as usize,
-            arch_rev,
-        })
-    }
-
-    /// Does the mapping of `page` at `va` read the expected revision?
-    pub(super) fn check(&self, va: usize) -> bool {
-        // SAFETY: `va` is a live device mapping of the distributor page holding PIDR2, made by
-        // this CPU for this read; PIDR2 is a read-only identification register.
-        let v = unsafe { ((va + self.offset) as *const u32).read_volatile() };
-        (v >> 4) & 0xf == self.arch_rev
-    }
-}
 
 /// How one map-read-unmap cycle went.
 pub(super) enum Outcome {
@@ -88,10 +56,13 @@ pub(super) fn window_cycle(reg: &IdRegister, va: usize) -> Outcome {
     let vm = kernel_vm();
     match vm
         .init_mm
-        .map_range(va, reg.page, PAGE_SIZE, Prot::DEVICE, false)
+        .map_range(va, reg.page(), PAGE_SIZE, Prot::DEVICE, false)
     {
         Ok(()) => {
-            let good = reg.check(va);
+            // SAFETY: `va` was just mapped to the register's page as device memory, and stays
+            // mapped until the unmap below: the window is the caller's, and this CPU's slot in it
+            // is its own.
+            let good = unsafe { reg.reads_right(va) };
             vm.init_mm.unmap_range(va, PAGE_SIZE);
             if good {
                 Outcome::Done
@@ -112,9 +83,11 @@ pub(super) fn window_cycle(reg: &IdRegister, va: usize) -> Outcome {
 
 /// A driver's `ioremap` of the register page, read, `iounmap`.
 pub(super) fn ioremap_cycle(reg: &IdRegister) -> Outcome {
-    match mm::ioremap(reg.page, PAGE_SIZE) {
+    match mm::ioremap(reg.page(), PAGE_SIZE) {
         Ok(va) => {
-            let good = reg.check(va);
+            // SAFETY: `va` is this call's own ioremap of the register's page (device memory),
+            // live until the iounmap below.
+            let good = unsafe { reg.reads_right(va) };
             if let Err(e) = mm::iounmap(va) {
                 return Outcome::Error(e);
             }
@@ -163,20 +136,6 @@ impl Spans {
     }
 }
 
-pub fn delta(a: &PgStatsSnapshot, b: &PgStatsSnapshot) -> PgStatsSnapshot {
-    let d = |x: LevelStats, y: LevelStats| LevelStats {
-        installed: y.installed - x.installed,
-        lost: y.lost - x.lost,
-    };
-    PgStatsSnapshot {
-        pud: d(a.pud, b.pud),
-        pmd: d(a.pmd, b.pmd),
-        pte: d(a.pte, b.pte),
-        promotions: b.promotions - a.promotions,
-        reclaimed: b.reclaimed - a.reclaimed,
-    }
-}
-
 pub fn run(p: &Params) -> Report {
     let vm = kernel_vm();
     let mut report = Report::new("ioremap-storm", p.cpus);
@@ -196,10 +155,10 @@ pub fn run(p: &Params) -> Report {
         }
     };
     // One warm-up cycle, so that the heap and the ioremap range have what they keep.
-    if let Ok(va) = mm::ioremap(reg.page, PAGE_SIZE) {
+    if let Ok(va) = mm::ioremap(reg.page(), PAGE_SIZE) {
         let _ = mm::iounmap(va);
     }
-    super::settle();
+    settle();
     let frames_before = free_frames();
     let tables_before = vm.init_mm.stats();
 
@@ -215,7 +174,7 @@ pub fn run(p: &Params) -> Report {
     let overlapping = AtomicU64::new(0);
     let go = AtomicU64::new(0);
     let lead = cpu::counter_frequency() / 5_000; // 200 us
-    let start = crate::arch::aarch64::cpu::counter();
+    let start = cpu::counter();
     on_cpus(p.cpus, &|id| {
         let mut round = 0usize;
         loop {
@@ -282,9 +241,9 @@ pub fn run(p: &Params) -> Report {
     report.ticks = progress.elapsed();
     report.ops = progress.total();
     report.per_cpu_ops = progress.per_cpu(p.cpus);
-    report.tables = delta(&tables_before, &vm.init_mm.stats());
+    report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
     report.frames_before = frames_before;
-    super::settle();
+    settle();
     report.frames_after = free_frames();
     let (bad, err) = (
         bad_reads.load(Ordering::Relaxed),

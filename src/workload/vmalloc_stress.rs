@@ -11,7 +11,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::{AllocFailures, Params, Progress, Report, free_frames, storm::delta};
+use super::common::{AllocFailures, Progress, free_frames, is_alloc_failure, settle, tables_delta};
+use super::{Params, Report};
 use crate::arch::aarch64::cpu;
 use crate::mm::kernel_vm;
 use crate::mm::layout::PAGE_SIZE;
@@ -32,7 +33,7 @@ pub enum Failure {
 
 impl Failure {
     fn vm(what: impl FnOnce() -> String, e: VmError) -> Self {
-        if super::is_alloc_failure(&e) {
+        if is_alloc_failure(&e) {
             Failure::Alloc(e)
         } else {
             Failure::Bad(format!("{}: {e}", what()))
@@ -279,7 +280,7 @@ pub fn run(p: &Params) -> Report {
     for i in 0..SCENARIOS.len() {
         let _ = run_scenario(i, &mut rng, 0);
     }
-    super::settle();
+    settle();
     let frames_before = free_frames();
     let areas_before = vm.area_stats();
     let tables_before: PgStatsSnapshot = vm.init_mm.stats();
@@ -321,7 +322,7 @@ pub fn run(p: &Params) -> Report {
         ops: progress.total(),
         ticks: progress.elapsed(),
         per_cpu_ops: progress.per_cpu(p.cpus),
-        tables: delta(&tables_before, &vm.init_mm.stats()),
+        tables: tables_delta(&tables_before, &vm.init_mm.stats()),
         frames_before,
         frames_after: free_frames(),
         spurious_faults: 0, // filled in by run_from_cmdline
@@ -330,7 +331,7 @@ pub fn run(p: &Params) -> Report {
         failures: failures.into_inner(),
         notes: Vec::new(),
     };
-    super::settle();
+    settle();
     report.frames_after = free_frames();
     let mut per = String::from("{");
     for (i, (name, _)) in SCENARIOS.iter().enumerate() {
