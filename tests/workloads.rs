@@ -11,13 +11,18 @@ extern crate alloc;
 
 use initmm::BootInfo;
 use initmm::testing::{self, Test};
-use initmm::workload::{self, Params};
+use initmm::workload::{self, Params, Report};
 use spin::Once;
 
 static PARAMS: Once<Params> = Once::new();
 
+/// The workload called `name`, looked up as `workload=` does.
+fn run(name: &str, p: &Params) -> Report {
+    workload::find(name).unwrap().run(p)
+}
+
 fn ioremap_storm() {
-    let r = workload::storm::run(PARAMS.get().unwrap());
+    let r = run("ioremap-storm", PARAMS.get().unwrap());
     r.assert_passed(4);
     let t = &r.tables;
     assert!(
@@ -36,13 +41,13 @@ fn vmalloc_stress() {
         iterations: Some(2),
         ..*PARAMS.get().unwrap()
     };
-    let r = workload::vmalloc_stress::run(&p);
+    let r = run("vmalloc-stress", &p);
     r.assert_passed(4);
     assert_eq!(r.frames_before, r.frames_after);
 }
 
 fn compute() {
-    let r = workload::compute::run(PARAMS.get().unwrap());
+    let r = run("compute", PARAMS.get().unwrap());
     r.assert_passed(4);
 }
 

@@ -7,7 +7,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::common::{Progress, free_frames};
-use super::{Params, Report};
+use super::{Params, Report, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
@@ -66,62 +66,73 @@ fn parallel(cpus: usize, progress: &Progress) -> (u64, u64) {
 }
 
 /// The progress of the running `compute` (a static: spawned closures must be 'static).
-static PROGRESS: Progress = Progress::new_static("compute");
+static PROGRESS: Progress = Progress::new_static(NAME);
 
-pub fn run(p: &Params) -> Report {
-    let frames_before = free_frames();
-    let progress = &PROGRESS;
-    progress.restart();
+/// compute (see the module documentation).
+pub struct Compute;
 
-    // Make sure the other CPUs are awake and idle-looping before timing.
-    for i in 1..p.cpus {
-        spawn_on(i, || ()).join();
+const NAME: &str = "compute";
+
+impl Workload for Compute {
+    fn name(&self) -> &'static str {
+        NAME
     }
-    let jobs_before: Vec<u64> = (0..p.cpus).map(jobs_run).collect();
-    let (one, t1) = parallel(1, progress);
-    // Report the parallel run's work only: per CPU, how many chunks each did.
-    progress.restart();
-    let (all, tn) = parallel(p.cpus, progress);
-    let per_cpu_jobs: Vec<u64> = (0..p.cpus).map(|i| jobs_run(i) - jobs_before[i]).collect();
-    let speedup = t1 as f64 / tn.max(1) as f64;
-    log::info!(
-        "compute: primes below {LIMIT}: 1 CPU {:.3} s, {} CPUs {:.3} s, speed-up {speedup:.2}x, chunks per CPU {per_cpu_jobs:?}",
-        t1 as f64 / cpu::counter_frequency() as f64,
-        p.cpus,
-        tn as f64 / cpu::counter_frequency() as f64
-    );
-    let mut failures = vec![];
-    for (what, n) in [("1 CPU", one), ("all CPUs", all)] {
-        if n != PRIMES_BELOW_LIMIT {
-            failures.push(format!(
-                "{what} counted {n} primes below {LIMIT}, not {PRIMES_BELOW_LIMIT}"
-            ));
+
+    fn run(&self, p: &Params) -> Report {
+        let frames_before = free_frames();
+        let progress = &PROGRESS;
+        progress.restart();
+
+        // Make sure the other CPUs are awake and idle-looping before timing.
+        for i in 1..p.cpus {
+            spawn_on(i, || ()).join();
         }
-    }
-    Report {
-        name: "compute",
-        cpus: p.cpus,
-        ops: progress.total(),
-        ticks: progress.elapsed(),
-        per_cpu_ops: progress.per_cpu(p.cpus),
-        tables: PgStatsSnapshot::default(),
-        frames_before,
-        frames_after: free_frames(),
-        spurious_faults: 0, // filled in by run_from_cmdline
-        passed: failures.is_empty(),
-        extra: vec![
-            ("speedup", format!("{speedup:.2}")),
-            (
-                "seconds_1cpu",
-                format!("{:.3}", t1 as f64 / cpu::counter_frequency() as f64),
-            ),
-            (
-                "seconds_all",
-                format!("{:.3}", tn as f64 / cpu::counter_frequency() as f64),
-            ),
-            ("chunks_per_cpu", format!("{per_cpu_jobs:?}")),
-        ],
-        failures,
-        notes: Vec::new(),
+        let jobs_before: Vec<u64> = (0..p.cpus).map(jobs_run).collect();
+        let (one, t1) = parallel(1, progress);
+        // Report the parallel run's work only: per CPU, how many chunks each did.
+        progress.restart();
+        let (all, tn) = parallel(p.cpus, progress);
+        let per_cpu_jobs: Vec<u64> = (0..p.cpus).map(|i| jobs_run(i) - jobs_before[i]).collect();
+        let speedup = t1 as f64 / tn.max(1) as f64;
+        log::info!(
+            "compute: primes below {LIMIT}: 1 CPU {:.3} s, {} CPUs {:.3} s, speed-up {speedup:.2}x, chunks per CPU {per_cpu_jobs:?}",
+            t1 as f64 / cpu::counter_frequency() as f64,
+            p.cpus,
+            tn as f64 / cpu::counter_frequency() as f64
+        );
+        let mut failures = vec![];
+        for (what, n) in [("1 CPU", one), ("all CPUs", all)] {
+            if n != PRIMES_BELOW_LIMIT {
+                failures.push(format!(
+                    "{what} counted {n} primes below {LIMIT}, not {PRIMES_BELOW_LIMIT}"
+                ));
+            }
+        }
+        Report {
+            name: NAME,
+            cpus: p.cpus,
+            ops: progress.total(),
+            ticks: progress.elapsed(),
+            per_cpu_ops: progress.per_cpu(p.cpus),
+            tables: PgStatsSnapshot::default(),
+            frames_before,
+            frames_after: free_frames(),
+            spurious_faults: 0, // filled in by run_from_cmdline
+            passed: failures.is_empty(),
+            extra: vec![
+                ("speedup", format!("{speedup:.2}")),
+                (
+                    "seconds_1cpu",
+                    format!("{:.3}", t1 as f64 / cpu::counter_frequency() as f64),
+                ),
+                (
+                    "seconds_all",
+                    format!("{:.3}", tn as f64 / cpu::counter_frequency() as f64),
+                ),
+                ("chunks_per_cpu", format!("{per_cpu_jobs:?}")),
+            ],
+            failures,
+            notes: Vec::new(),
+        }
     }
 }

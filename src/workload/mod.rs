@@ -3,8 +3,13 @@
 //! Each runs on `cpus=N` CPUs (default: every online one) for `seconds=S` (or `iterations=N` per
 //! CPU), prints progress at least every second, then one line `result {json}`. `run_from_cmdline`
 //! ends with a summary table.
+//!
+//! Each workload is a [`Workload`] in its own file, listed in [`WORKLOADS`]; what they share is
+//! in [`common`]. The README's "Adding a workload" shows how to add one.
 
 pub mod common;
+
+// The workloads: each module's line here and its line in `WORKLOADS`.
 pub mod compute;
 pub mod soak;
 pub mod storm;
@@ -180,16 +185,43 @@ impl Report {
     }
 }
 
-pub type Workload = fn(&Params) -> Report;
+/// A workload: something `workload=NAME` runs on several CPUs, which checks its own work and
+/// reports it. Each is a type in its own file under `src/workload/`, listed once in
+/// [`WORKLOADS`].
+///
+/// What it takes from [`Params`] is up to it, and its module documentation says which: the
+/// CPUs to use (every workload), how long to run (`duration` or `iterations`: a workload that
+/// does a fixed job, like compute, ignores them), and what a run that lost no table-install race
+/// means ([`LostRaces`]: only the storm races for tables).
+pub trait Workload: Sync {
+    /// The name `workload=` chooses it by; also its report's name.
+    fn name(&self) -> &'static str;
 
-pub const ALL: [(&str, Workload); 3] = [
-    ("ioremap-storm", storm::run),
-    ("vmalloc-stress", vmalloc_stress::run),
-    ("compute", compute::run),
+    /// Whether `workload=all` (the default) runs it. A workload that changes the machine under
+    /// the others (the soak turns fault injection on) runs only when named.
+    fn in_all(&self) -> bool {
+        true
+    }
+
+    /// Run on `p.cpus` CPUs and report: what was done, and every check that failed. Called on
+    /// the boot CPU, with the other CPUs idle; it must leave them idle and memory management
+    /// settled, with every frame and area it took given back.
+    fn run(&self, p: &Params) -> Report;
+}
+
+/// The workloads, in the order `workload=all` runs them. Adding one: its file, its `mod` line
+/// above, and its line here.
+pub static WORKLOADS: &[&dyn Workload] = &[
+    &storm::Storm,
+    &vmalloc_stress::VmallocStress,
+    &compute::Compute,
+    &soak::Soak,
 ];
 
-/// Workloads run only when named (not part of `all`): the soak turns fault injection on.
-pub const NAMED_ONLY: [(&str, Workload); 1] = [("soak", soak::run)];
+/// The workload called `name`.
+pub fn find(name: &str) -> Option<&'static dyn Workload> {
+    WORKLOADS.iter().copied().find(|w| w.name() == name)
+}
 
 /// Run the workloads the command line names (`workload=NAME[,NAME]`, `all`, or `none`), print a
 /// summary table, and return whether all passed.
@@ -212,13 +244,13 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
         log::info!("workload=none: nothing to run");
         return true;
     }
-    let mut chosen: Vec<(&str, Workload)> = Vec::new();
+    let mut chosen: Vec<&dyn Workload> = Vec::new();
     for name in want.split(',') {
-        match ALL.iter().chain(&NAMED_ONLY).find(|(n, _)| *n == name) {
-            Some(&w) => chosen.push(w),
-            None if name == "all" => chosen.extend(ALL),
+        match find(name) {
+            Some(w) => chosen.push(w),
+            None if name == "all" => chosen.extend(WORKLOADS.iter().filter(|w| w.in_all())),
             None => {
-                let names: Vec<&str> = ALL.iter().chain(&NAMED_ONLY).map(|(n, _)| *n).collect();
+                let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name()).collect();
                 log::error!(
                     "workload={name}: unknown; choose from {}, all or none",
                     names.join(", ")
@@ -228,10 +260,11 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
         }
     }
     let mut reports = Vec::new();
-    for (name, w) in chosen {
+    for w in chosen {
+        let name = w.name();
         log::info!("{name}: starting on {} CPUs", params.cpus);
         let spurious = spurious_faults();
-        let mut r = w(&params);
+        let mut r = w.run(&params);
         r.spurious_faults = spurious_faults() - spurious;
         for f in &r.failures {
             log::error!("{name}: {f}");

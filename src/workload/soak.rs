@@ -33,7 +33,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::common::{AllocFailures, IdRegister, free_frames, settle, tables_delta};
 use super::storm::{Outcome, ioremap_cycle, window_cycle};
 use super::vmalloc_stress::{Failure, SCENARIOS, run_scenario};
-use super::{Params, Report};
+use super::{Params, Report, Workload};
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::mm::fault_inject::{self, FaultConfig, Target};
 use crate::mm::kernel_vm;
@@ -124,15 +124,30 @@ impl Shared {
     }
 }
 
-/// Run the soak and return its report (see the module documentation).
-pub fn run(p: &Params) -> Report {
-    run_soak(p).0
+/// The soak (see the module documentation). Not part of `workload=all`: it turns fault
+/// injection on.
+pub struct Soak;
+
+const NAME: &str = "soak";
+
+impl Workload for Soak {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn in_all(&self) -> bool {
+        false
+    }
+
+    fn run(&self, p: &Params) -> Report {
+        run_soak(p).0
+    }
 }
 
 /// The soak, with its own statistics for tests.
 pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     let vm = kernel_vm();
-    let mut report = Report::new("soak", p.cpus);
+    let mut report = Report::new(NAME, p.cpus);
     let mut stats = SoakStats::default();
     let Some(reg) = IdRegister::of_this_machine() else {
         report

@@ -29,7 +29,7 @@ use super::common::{
     AllocFailures, IdRegister, Progress, free_frames, is_alloc_failure, retry_injected, settle,
     tables_delta,
 };
-use super::{LostRaces, Params, Report};
+use super::{LostRaces, Params, Report, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
 use crate::mm::pgtable::{PGDIR_SIZE, Prot};
@@ -136,179 +136,190 @@ impl Spans {
     }
 }
 
-pub fn run(p: &Params) -> Report {
-    let vm = kernel_vm();
-    let mut report = Report::new("ioremap-storm", p.cpus);
-    let Some(reg) = IdRegister::of_this_machine() else {
-        report
-            .failures
-            .push("the device tree names no interrupt controller to read".into());
-        return report;
-    };
-    let window = match retry_injected(|| vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE)) {
-        Ok(w) => w,
-        Err(e) => {
+/// The storm (see the module documentation).
+pub struct Storm;
+
+const NAME: &str = "ioremap-storm";
+
+impl Workload for Storm {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(&self, p: &Params) -> Report {
+        let vm = kernel_vm();
+        let mut report = Report::new(NAME, p.cpus);
+        let Some(reg) = IdRegister::of_this_machine() else {
             report
                 .failures
-                .push(format!("no 512 GiB window for the racing rounds: {e}"));
+                .push("the device tree names no interrupt controller to read".into());
             return report;
-        }
-    };
-    // One warm-up cycle, so that the heap and the ioremap range have what they keep.
-    if let Ok(va) = mm::ioremap(reg.page(), PAGE_SIZE) {
-        let _ = mm::iounmap(va);
-    }
-    settle();
-    let frames_before = free_frames();
-    let tables_before = vm.init_mm.stats();
-
-    let progress = Progress::new("ioremap-storm");
-    let barrier = Barrier::new(p.cpus);
-    // The round at which everyone stops (usize::MAX: not yet decided).
-    let stop_at = AtomicUsize::new(usize::MAX);
-    let bad_reads = AtomicU64::new(0);
-    let errors = AtomicU64::new(0);
-    let alloc_failures = AllocFailures::new();
-    let rounds = AtomicU64::new(0);
-    let spans = Spans::new();
-    let overlapping = AtomicU64::new(0);
-    let go = AtomicU64::new(0);
-    let lead = cpu::counter_frequency() / 5_000; // 200 us
-    let start = cpu::counter();
-    on_cpus(p.cpus, &|id| {
-        let mut round = 0usize;
-        loop {
-            // CPU 0 decides, before the barrier, that this round is the last; everyone reads it
-            // after. It names the round, not just "stop": a CPU still leaving the previous
-            // round's barrier may read it early, and must not stop a round early (that left
-            // CPU 0 waiting at a barrier the others never came to).
-            if id == 0 && !p.more(start, round as u64) {
-                stop_at.store(round, Ordering::Release);
-            }
-            // Leave the barrier together: the last to arrive sets a start time a little ahead,
-            // and everyone spins until then. A CPU woken from the barrier's wfe otherwise lags
-            // the last arriver by a scheduling slice, and the last arriver would install every
-            // table alone: no race to lose.
-            barrier.wait_with(|| go.store(cpu::counter() + lead, Ordering::Relaxed));
-            if id == 0 && round > 0 && spans.overlapped(round - 1, p.cpus) {
-                overlapping.fetch_add(1, Ordering::Relaxed);
-            }
-            if stop_at.load(Ordering::Acquire) <= round {
-                break;
-            }
-            let t = go.load(Ordering::Relaxed);
-            while cpu::counter() < t {
-                core::hint::spin_loop();
-            }
-            // Racing round: a gigabyte no one has mapped in this epoch.
-            let va = window + (round % ROUNDS_PER_EPOCH) * PUD_SIZE + id * PAGE_SIZE;
-            // Then a driver's ioremap of the same registers.
-            let t0 = cpu::counter();
-            let raced = window_cycle(&reg, va);
-            spans.record(round, id, t0, cpu::counter());
-            for outcome in [raced, ioremap_cycle(&reg)] {
-                match outcome {
-                    Outcome::Done => {}
-                    Outcome::AllocFailed => alloc_failures.note(),
-                    Outcome::BadRead => {
-                        bad_reads.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Outcome::Error(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            progress.add(id, 2);
-            round += 1;
-            if round.is_multiple_of(ROUNDS_PER_EPOCH) {
-                // Quiescence: everyone is at the barrier, nobody walks the window.
-                barrier.wait();
-                if id == 0 {
-                    // SAFETY: all CPUs of this workload wait at the barrier below and nothing
-                    // else maps in the window (it is reserved for this workload).
-                    unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
-                }
-                barrier.wait();
-            }
-        }
-        if id == 0 {
-            rounds.store(round as u64, Ordering::Relaxed);
-        }
-    });
-    // SAFETY: every CPU of the workload has returned; the window is ours alone.
-    unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
-    let released = vm.release_window(window);
-    report.ticks = progress.elapsed();
-    report.ops = progress.total();
-    report.per_cpu_ops = progress.per_cpu(p.cpus);
-    report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
-    report.frames_before = frames_before;
-    settle();
-    report.frames_after = free_frames();
-    let (bad, err) = (
-        bad_reads.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed),
-    );
-    let (rounds, overlapping) = (
-        rounds.load(Ordering::Relaxed),
-        overlapping.load(Ordering::Relaxed),
-    );
-    report.extra.push(("rounds", format!("{rounds}")));
-    report
-        .extra
-        .push(("overlapping_rounds", format!("{overlapping}")));
-    report.extra.push(("bad_reads", format!("{bad}")));
-    report.extra.push(("errors", format!("{err}")));
-    report
-        .extra
-        .push(("injected", format!("{}", alloc_failures.seen())));
-    if let Err(e) = alloc_failures.check() {
-        report.failures.push(e);
-    }
-    if bad > 0 {
-        report.failures.push(format!(
-            "{bad} reads through a fresh mapping returned the wrong value"
-        ));
-    }
-    if err > 0 {
-        report.failures.push(format!(
-            "{err} map/unmap calls failed with an error that is not an allocation failure"
-        ));
-    }
-    if let Err(e) = released {
-        report.failures.push(format!("releasing the window: {e}"));
-    }
-    if report.frames_after != report.frames_before {
-        report.failures.push(format!(
-            "frames: {} free before, {} after",
-            report.frames_before, report.frames_after
-        ));
-    }
-    let t = &report.tables;
-    let lost = t.pud.lost + t.pmd.lost + t.pte.lost;
-    if p.cpus >= 2 && report.ops > 0 && lost == 0 {
-        let why = if overlapping == 0 {
-            format!(
-                "in none of its {rounds} rounds did two CPUs' cycles overlap in time: QEMU ran \
-                 the vCPUs one after another, as it does when the host's cores are busy"
-            )
-        } else {
-            format!(
-                "two CPUs' cycles overlapped in time in {overlapping} of {rounds} rounds (a \
-                 vCPU the host preempted mid-cycle counts too), but never inside the same \
-                 table allocation: the host's cores were busy enough that QEMU ran the vCPUs \
-                 in turns"
-            )
         };
-        let msg = format!(
-            "{} CPUs raced for tables but no race was lost, so the race path never ran: {why}",
-            p.cpus
-        );
-        match p.lost_races {
-            LostRaces::Demand => report.failures.push(msg),
-            LostRaces::Note => report.notes.push(msg),
+        let window = match retry_injected(|| vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE)) {
+            Ok(w) => w,
+            Err(e) => {
+                report
+                    .failures
+                    .push(format!("no 512 GiB window for the racing rounds: {e}"));
+                return report;
+            }
+        };
+        // One warm-up cycle, so that the heap and the ioremap range have what they keep.
+        if let Ok(va) = mm::ioremap(reg.page(), PAGE_SIZE) {
+            let _ = mm::iounmap(va);
         }
+        settle();
+        let frames_before = free_frames();
+        let tables_before = vm.init_mm.stats();
+
+        let progress = Progress::new(NAME);
+        let barrier = Barrier::new(p.cpus);
+        // The round at which everyone stops (usize::MAX: not yet decided).
+        let stop_at = AtomicUsize::new(usize::MAX);
+        let bad_reads = AtomicU64::new(0);
+        let errors = AtomicU64::new(0);
+        let alloc_failures = AllocFailures::new();
+        let rounds = AtomicU64::new(0);
+        let spans = Spans::new();
+        let overlapping = AtomicU64::new(0);
+        let go = AtomicU64::new(0);
+        let lead = cpu::counter_frequency() / 5_000; // 200 us
+        let start = cpu::counter();
+        on_cpus(p.cpus, &|id| {
+            let mut round = 0usize;
+            loop {
+                // CPU 0 decides, before the barrier, that this round is the last; everyone reads it
+                // after. It names the round, not just "stop": a CPU still leaving the previous
+                // round's barrier may read it early, and must not stop a round early (that left
+                // CPU 0 waiting at a barrier the others never came to).
+                if id == 0 && !p.more(start, round as u64) {
+                    stop_at.store(round, Ordering::Release);
+                }
+                // Leave the barrier together: the last to arrive sets a start time a little ahead,
+                // and everyone spins until then. A CPU woken from the barrier's wfe otherwise lags
+                // the last arriver by a scheduling slice, and the last arriver would install every
+                // table alone: no race to lose.
+                barrier.wait_with(|| go.store(cpu::counter() + lead, Ordering::Relaxed));
+                if id == 0 && round > 0 && spans.overlapped(round - 1, p.cpus) {
+                    overlapping.fetch_add(1, Ordering::Relaxed);
+                }
+                if stop_at.load(Ordering::Acquire) <= round {
+                    break;
+                }
+                let t = go.load(Ordering::Relaxed);
+                while cpu::counter() < t {
+                    core::hint::spin_loop();
+                }
+                // Racing round: a gigabyte no one has mapped in this epoch.
+                let va = window + (round % ROUNDS_PER_EPOCH) * PUD_SIZE + id * PAGE_SIZE;
+                // Then a driver's ioremap of the same registers.
+                let t0 = cpu::counter();
+                let raced = window_cycle(&reg, va);
+                spans.record(round, id, t0, cpu::counter());
+                for outcome in [raced, ioremap_cycle(&reg)] {
+                    match outcome {
+                        Outcome::Done => {}
+                        Outcome::AllocFailed => alloc_failures.note(),
+                        Outcome::BadRead => {
+                            bad_reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Outcome::Error(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                progress.add(id, 2);
+                round += 1;
+                if round.is_multiple_of(ROUNDS_PER_EPOCH) {
+                    // Quiescence: everyone is at the barrier, nobody walks the window.
+                    barrier.wait();
+                    if id == 0 {
+                        // SAFETY: all CPUs of this workload wait at the barrier below and nothing
+                        // else maps in the window (it is reserved for this workload).
+                        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
+                    }
+                    barrier.wait();
+                }
+            }
+            if id == 0 {
+                rounds.store(round as u64, Ordering::Relaxed);
+            }
+        });
+        // SAFETY: every CPU of the workload has returned; the window is ours alone.
+        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
+        let released = vm.release_window(window);
+        report.ticks = progress.elapsed();
+        report.ops = progress.total();
+        report.per_cpu_ops = progress.per_cpu(p.cpus);
+        report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
+        report.frames_before = frames_before;
+        settle();
+        report.frames_after = free_frames();
+        let (bad, err) = (
+            bad_reads.load(Ordering::Relaxed),
+            errors.load(Ordering::Relaxed),
+        );
+        let (rounds, overlapping) = (
+            rounds.load(Ordering::Relaxed),
+            overlapping.load(Ordering::Relaxed),
+        );
+        report.extra.push(("rounds", format!("{rounds}")));
+        report
+            .extra
+            .push(("overlapping_rounds", format!("{overlapping}")));
+        report.extra.push(("bad_reads", format!("{bad}")));
+        report.extra.push(("errors", format!("{err}")));
+        report
+            .extra
+            .push(("injected", format!("{}", alloc_failures.seen())));
+        if let Err(e) = alloc_failures.check() {
+            report.failures.push(e);
+        }
+        if bad > 0 {
+            report.failures.push(format!(
+                "{bad} reads through a fresh mapping returned the wrong value"
+            ));
+        }
+        if err > 0 {
+            report.failures.push(format!(
+                "{err} map/unmap calls failed with an error that is not an allocation failure"
+            ));
+        }
+        if let Err(e) = released {
+            report.failures.push(format!("releasing the window: {e}"));
+        }
+        if report.frames_after != report.frames_before {
+            report.failures.push(format!(
+                "frames: {} free before, {} after",
+                report.frames_before, report.frames_after
+            ));
+        }
+        let t = &report.tables;
+        let lost = t.pud.lost + t.pmd.lost + t.pte.lost;
+        if p.cpus >= 2 && report.ops > 0 && lost == 0 {
+            let why = if overlapping == 0 {
+                format!(
+                    "in none of its {rounds} rounds did two CPUs' cycles overlap in time: QEMU ran \
+                     the vCPUs one after another, as it does when the host's cores are busy"
+                )
+            } else {
+                format!(
+                    "two CPUs' cycles overlapped in time in {overlapping} of {rounds} rounds (a \
+                     vCPU the host preempted mid-cycle counts too), but never inside the same \
+                     table allocation: the host's cores were busy enough that QEMU ran the vCPUs \
+                     in turns"
+                )
+            };
+            let msg = format!(
+                "{} CPUs raced for tables but no race was lost, so the race path never ran: {why}",
+                p.cpus
+            );
+            match p.lost_races {
+                LostRaces::Demand => report.failures.push(msg),
+                LostRaces::Note => report.notes.push(msg),
+            }
+        }
+        report.passed = report.failures.is_empty() && report.ops > 0;
+        report
     }
-    report.passed = report.failures.is_empty() && report.ops > 0;
-    report
 }

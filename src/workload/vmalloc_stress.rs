@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::common::{AllocFailures, Progress, free_frames, is_alloc_failure, settle, tables_delta};
-use super::{Params, Report};
+use super::{Params, Report, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::kernel_vm;
 use crate::mm::layout::PAGE_SIZE;
@@ -272,109 +272,120 @@ struct Stats {
     ticks: AtomicU64,
 }
 
-pub fn run(p: &Params) -> Report {
-    let vm = kernel_vm();
-    // Warm up once so the heap has grown to what it keeps, then free the tables that are empty
-    // again: the balance check below then proves every page and table went back.
-    let mut rng = Rng::new(1);
-    for i in 0..SCENARIOS.len() {
-        let _ = run_scenario(i, &mut rng, 0);
+/// vmalloc-stress (see the module documentation).
+pub struct VmallocStress;
+
+const NAME: &str = "vmalloc-stress";
+
+impl Workload for VmallocStress {
+    fn name(&self) -> &'static str {
+        NAME
     }
-    settle();
-    let frames_before = free_frames();
-    let areas_before = vm.area_stats();
-    let tables_before: PgStatsSnapshot = vm.init_mm.stats();
-    let stats: [Stats; 7] = Default::default();
-    let failures = spin::Mutex::new(Vec::<String>::new());
-    let alloc_failures = AllocFailures::new();
-    let progress = Progress::new("vmalloc-stress");
-    let start = cpu::counter();
-    on_cpus(p.cpus, &|id| {
-        let mut rng = Rng::new(id as u64 + 7);
-        let mut pass = 0u64;
-        while p.more(start, pass) {
-            for (i, (name, _)) in SCENARIOS.iter().enumerate() {
-                let t0 = cpu::counter();
-                match run_scenario(i, &mut rng, id) {
-                    Ok(n) => {
-                        stats[i].passed.fetch_add(1, Ordering::Relaxed);
-                        progress.add(id, n);
+
+    fn run(&self, p: &Params) -> Report {
+        let vm = kernel_vm();
+        // Warm up once so the heap has grown to what it keeps, then free the tables that are empty
+        // again: the balance check below then proves every page and table went back.
+        let mut rng = Rng::new(1);
+        for i in 0..SCENARIOS.len() {
+            let _ = run_scenario(i, &mut rng, 0);
+        }
+        settle();
+        let frames_before = free_frames();
+        let areas_before = vm.area_stats();
+        let tables_before: PgStatsSnapshot = vm.init_mm.stats();
+        let stats: [Stats; 7] = Default::default();
+        let failures = spin::Mutex::new(Vec::<String>::new());
+        let alloc_failures = AllocFailures::new();
+        let progress = Progress::new(NAME);
+        let start = cpu::counter();
+        on_cpus(p.cpus, &|id| {
+            let mut rng = Rng::new(id as u64 + 7);
+            let mut pass = 0u64;
+            while p.more(start, pass) {
+                for (i, (name, _)) in SCENARIOS.iter().enumerate() {
+                    let t0 = cpu::counter();
+                    match run_scenario(i, &mut rng, id) {
+                        Ok(n) => {
+                            stats[i].passed.fetch_add(1, Ordering::Relaxed);
+                            progress.add(id, n);
+                        }
+                        Err(Failure::Alloc(_)) => {
+                            stats[i].injected.fetch_add(1, Ordering::Relaxed);
+                            alloc_failures.note();
+                        }
+                        Err(Failure::Bad(e)) => {
+                            stats[i].failed.fetch_add(1, Ordering::Relaxed);
+                            failures.lock().push(format!("cpu{id} {name}: {e}"));
+                        }
                     }
-                    Err(Failure::Alloc(_)) => {
-                        stats[i].injected.fetch_add(1, Ordering::Relaxed);
-                        alloc_failures.note();
-                    }
-                    Err(Failure::Bad(e)) => {
-                        stats[i].failed.fetch_add(1, Ordering::Relaxed);
-                        failures.lock().push(format!("cpu{id} {name}: {e}"));
-                    }
+                    stats[i]
+                        .ticks
+                        .fetch_add(cpu::counter() - t0, Ordering::Relaxed);
                 }
-                stats[i]
-                    .ticks
-                    .fetch_add(cpu::counter() - t0, Ordering::Relaxed);
+                pass += 1;
             }
-            pass += 1;
+        });
+        let mut report = Report {
+            name: NAME,
+            cpus: p.cpus,
+            ops: progress.total(),
+            ticks: progress.elapsed(),
+            per_cpu_ops: progress.per_cpu(p.cpus),
+            tables: tables_delta(&tables_before, &vm.init_mm.stats()),
+            frames_before,
+            frames_after: free_frames(),
+            spurious_faults: 0, // filled in by run_from_cmdline
+            passed: false,
+            extra: vec![],
+            failures: failures.into_inner(),
+            notes: Vec::new(),
+        };
+        settle();
+        report.frames_after = free_frames();
+        let mut per = String::from("{");
+        for (i, (name, _)) in SCENARIOS.iter().enumerate() {
+            let s = &stats[i];
+            let (ok, bad, inj) = (
+                s.passed.load(Ordering::Relaxed),
+                s.failed.load(Ordering::Relaxed),
+                s.injected.load(Ordering::Relaxed),
+            );
+            let avg_us = s.ticks.load(Ordering::Relaxed) * 1_000_000
+                / cpu::counter_frequency()
+                / (ok + bad + inj).max(1);
+            log::info!(
+                "vmalloc-stress: {name:<24} passed {ok:>5} failed {bad:>3} injected {inj:>4} avg {avg_us:>7} usec"
+            );
+            if i > 0 {
+                per.push(',');
+            }
+            per.push_str(&format!(
+                "\"{name}\":{{\"passed\":{ok},\"failed\":{bad},\"injected\":{inj},\"avg_usec\":{avg_us}}}"
+            ));
         }
-    });
-    let mut report = Report {
-        name: "vmalloc-stress",
-        cpus: p.cpus,
-        ops: progress.total(),
-        ticks: progress.elapsed(),
-        per_cpu_ops: progress.per_cpu(p.cpus),
-        tables: tables_delta(&tables_before, &vm.init_mm.stats()),
-        frames_before,
-        frames_after: free_frames(),
-        spurious_faults: 0, // filled in by run_from_cmdline
-        passed: false,
-        extra: vec![],
-        failures: failures.into_inner(),
-        notes: Vec::new(),
-    };
-    settle();
-    report.frames_after = free_frames();
-    let mut per = String::from("{");
-    for (i, (name, _)) in SCENARIOS.iter().enumerate() {
-        let s = &stats[i];
-        let (ok, bad, inj) = (
-            s.passed.load(Ordering::Relaxed),
-            s.failed.load(Ordering::Relaxed),
-            s.injected.load(Ordering::Relaxed),
-        );
-        let avg_us = s.ticks.load(Ordering::Relaxed) * 1_000_000
-            / cpu::counter_frequency()
-            / (ok + bad + inj).max(1);
-        log::info!(
-            "vmalloc-stress: {name:<24} passed {ok:>5} failed {bad:>3} injected {inj:>4} avg {avg_us:>7} usec"
-        );
-        if i > 0 {
-            per.push(',');
+        per.push('}');
+        report.extra.push(("scenarios", per));
+        report
+            .extra
+            .push(("injected", format!("{}", alloc_failures.seen())));
+        if let Err(e) = alloc_failures.check() {
+            report.failures.push(e);
         }
-        per.push_str(&format!(
-            "\"{name}\":{{\"passed\":{ok},\"failed\":{bad},\"injected\":{inj},\"avg_usec\":{avg_us}}}"
-        ));
+        if vm.area_stats() != areas_before {
+            report.failures.push(format!(
+                "areas: {:?} before, {:?} after",
+                areas_before,
+                vm.area_stats()
+            ));
+        }
+        if report.frames_after != report.frames_before {
+            report.failures.push(format!(
+                "frames: {} free before, {} after",
+                report.frames_before, report.frames_after
+            ));
+        }
+        report.passed = report.failures.is_empty() && report.ops > 0;
+        report
     }
-    per.push('}');
-    report.extra.push(("scenarios", per));
-    report
-        .extra
-        .push(("injected", format!("{}", alloc_failures.seen())));
-    if let Err(e) = alloc_failures.check() {
-        report.failures.push(e);
-    }
-    if vm.area_stats() != areas_before {
-        report.failures.push(format!(
-            "areas: {:?} before, {:?} after",
-            areas_before,
-            vm.area_stats()
-        ));
-    }
-    if report.frames_after != report.frames_before {
-        report.failures.push(format!(
-            "frames: {} free before, {} after",
-            report.frames_before, report.frames_after
-        ));
-    }
-    report.passed = report.failures.is_empty() && report.ops > 0;
-    report
 }
