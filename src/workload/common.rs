@@ -7,6 +7,8 @@
 //! workload has that another needs belongs here.
 
 use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::aarch64::cpu;
@@ -220,18 +222,79 @@ impl AllocFailures {
         fault_inject::injected_total() - self.injected_at_start
     }
 
-    /// Call when the workload's CPUs are done (or quiescent): `Err` when some allocation
-    /// failures were not injected.
-    pub fn check(&self) -> Result<(), alloc::string::String> {
+    /// Call when the workload's CPUs are done (or quiescent).
+    ///
+    /// # Errors
+    ///
+    /// [`NotInjected`]: some allocation failures were not injected.
+    pub fn check(&self) -> Result<(), NotInjected> {
         let (seen, injected) = (self.seen(), self.injected());
         if seen > injected {
-            return Err(alloc::format!(
-                "{seen} allocations failed but only {injected} failures were injected: the machine ran out for real"
-            ));
+            return Err(NotInjected { seen, injected });
         }
         Ok(())
     }
 }
+
+/// More allocations failed than fault injection failed: the machine ran out for real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotInjected {
+    pub seen: u64,
+    pub injected: u64,
+}
+
+impl fmt::Display for NotInjected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { seen, injected } = self;
+        write!(
+            f,
+            "{seen} allocations failed but only {injected} failures were injected: the machine \
+             ran out for real"
+        )
+    }
+}
+
+impl Error for NotInjected {}
+
+/// Frames or virtual areas not back where they were before a run: something leaked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leak {
+    /// Free frames ([`free_frames`]) before and after.
+    Frames { before: usize, after: usize },
+    /// The virtual-area allocator's (live areas, free bytes) before and after.
+    Areas {
+        before: (usize, usize),
+        after: (usize, usize),
+    },
+}
+
+impl fmt::Display for Leak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Frames { before, after } => {
+                write!(f, "frames: {before} free before, {after} after")
+            }
+            Self::Areas { before, after } => write!(f, "areas: {before:?} before, {after:?} after"),
+        }
+    }
+}
+
+impl Error for Leak {}
+
+/// What one CPU of a workload found: `E`, and on which CPU.
+#[derive(Debug)]
+pub struct OnCpu<E> {
+    pub cpu: usize,
+    pub error: E,
+}
+
+impl<E: fmt::Display> fmt::Display for OnCpu<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cpu{} {}", self.cpu, self.error)
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> Error for OnCpu<E> {}
 
 impl Default for AllocFailures {
     fn default() -> Self {

@@ -5,9 +5,11 @@
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
 
 use super::common::{Progress, free_frames};
-use super::{Params, Report, Workload};
+use super::{Finding, Params, Report, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
@@ -16,6 +18,27 @@ use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
 const LIMIT: u64 = 1_000_000;
 const PRIMES_BELOW_LIMIT: u64 = 78_498;
 const CHUNK: u64 = 10_000;
+
+/// What compute found wrong.
+#[derive(Debug)]
+pub enum ComputeError {
+    /// The count of primes below [`LIMIT`], made `on` one CPU or all, is not
+    /// [`PRIMES_BELOW_LIMIT`].
+    WrongCount { on: &'static str, counted: u64 },
+}
+
+impl fmt::Display for ComputeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongCount { on, counted } => write!(
+                f,
+                "{on} counted {counted} primes below {LIMIT}, not {PRIMES_BELOW_LIMIT}"
+            ),
+        }
+    }
+}
+
+impl Error for ComputeError {}
 
 fn is_prime(n: u64) -> bool {
     if n < 2 {
@@ -100,12 +123,10 @@ impl Workload for Compute {
             p.cpus,
             tn as f64 / cpu::counter_frequency() as f64
         );
-        let mut failures = vec![];
-        for (what, n) in [("1 CPU", one), ("all CPUs", all)] {
-            if n != PRIMES_BELOW_LIMIT {
-                failures.push(format!(
-                    "{what} counted {n} primes below {LIMIT}, not {PRIMES_BELOW_LIMIT}"
-                ));
+        let mut failures: Vec<Finding> = vec![];
+        for (on, counted) in [("1 CPU", one), ("all CPUs", all)] {
+            if counted != PRIMES_BELOW_LIMIT {
+                failures.push(ComputeError::WrongCount { on, counted }.into());
             }
         }
         Report {

@@ -15,16 +15,19 @@ pub mod soak;
 pub mod storm;
 pub mod vmalloc_stress;
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::Write;
+use core::error::Error;
+use core::fmt::{self, Write};
 
 use crate::arch::aarch64::cpu;
 use crate::arch::aarch64::exceptions::spurious_faults;
-use crate::cmdline::Cmdline;
+use crate::cmdline::{Cmdline, CmdlineError};
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::smp;
+use common::Leak;
 
 /// How long or how much a workload runs, from the command line.
 #[derive(Clone, Copy, Debug)]
@@ -52,21 +55,47 @@ pub enum LostRaces {
     Note,
 }
 
-impl Params {
-    pub fn from_cmdline(c: &Cmdline<'_>) -> Result<Self, String> {
-        let online = smp::online_cpus();
-        let cpus = c
-            .number("cpus")
-            .map_err(|e| format!("{e}"))?
-            .map_or(online, |n| n as usize);
-        if cpus == 0 || cpus > online {
-            return Err(format!("cpus={cpus}: {online} CPUs are online"));
+/// Why the command line's `cpus=`, `seconds=` or `iterations=` cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParamError<'a> {
+    /// A value that is not a number.
+    Cmdline(CmdlineError<'a>),
+    /// `cpus=` is 0 or more than are online.
+    Cpus { cpus: usize, online: usize },
+}
+
+impl fmt::Display for ParamError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cmdline(e) => fmt::Display::fmt(e, f),
+            Self::Cpus { cpus, online } => write!(f, "cpus={cpus}: {online} CPUs are online"),
         }
-        let seconds = c
-            .number("seconds")
-            .map_err(|e| format!("{e}"))?
-            .unwrap_or(2);
-        let iterations = c.number("iterations").map_err(|e| format!("{e}"))?;
+    }
+}
+
+impl Error for ParamError<'_> {}
+
+impl<'a> From<CmdlineError<'a>> for ParamError<'a> {
+    fn from(e: CmdlineError<'a>) -> Self {
+        Self::Cmdline(e)
+    }
+}
+
+impl Params {
+    /// `cpus=` (default: every online CPU), `seconds=` (default 2) or `iterations=`; a storm
+    /// that loses no race fails ([`LostRaces::Demand`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError`]: a value that is not a number, or a CPU count that cannot be had.
+    pub fn from_cmdline<'a>(c: &Cmdline<'a>) -> Result<Self, ParamError<'a>> {
+        let online = smp::online_cpus();
+        let cpus = c.number("cpus")?.map_or(online, |n| n as usize);
+        if cpus == 0 || cpus > online {
+            return Err(ParamError::Cpus { cpus, online });
+        }
+        let seconds = c.number("seconds")?.unwrap_or(2);
+        let iterations = c.number("iterations")?;
         Ok(Self {
             cpus,
             duration: seconds * cpu::counter_frequency(),
@@ -84,8 +113,43 @@ impl Params {
     }
 }
 
+/// Something a run's checks found: why it failed (in [`Report::failures`]), or what is worth
+/// knowing about a run that passed (in [`Report::notes`]).
+///
+/// Each workload says what it found in an error type of its own (an enum with `Display`), and it
+/// stays that type until the report is printed: a test can ask for it back with
+/// [`Finding::downcast_ref`]. The report holds them all behind this one type because they are
+/// the workloads' own: a closed enum here would have to name every workload's failures, and
+/// adding a workload would mean changing this file.
+pub struct Finding(Box<dyn Error + Send + Sync>);
+
+impl Finding {
+    /// The workload's own error, if it is an `E`.
+    pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref()
+    }
+}
+
+impl<E: Error + Send + Sync + 'static> From<E> for Finding {
+    fn from(e: E) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
 /// What a workload reports.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Report {
     pub name: &'static str,
     pub cpus: usize,
@@ -102,9 +166,10 @@ pub struct Report {
     pub passed: bool,
     /// Workload-specific `"key": value` pairs for the JSON line.
     pub extra: Vec<(&'static str, String)>,
-    pub failures: Vec<String>,
+    /// Why the run failed: every check that did not hold.
+    pub failures: Vec<Finding>,
     /// Things worth knowing about a run that passed (printed, not failed).
-    pub notes: Vec<String>,
+    pub notes: Vec<Finding>,
 }
 
 impl Report {
@@ -124,6 +189,22 @@ impl Report {
             extra: Vec::new(),
             failures: Vec::new(),
             notes: Vec::new(),
+        }
+    }
+
+    /// Record a failed check.
+    pub fn fail(&mut self, finding: impl Into<Finding>) {
+        self.failures.push(finding.into());
+    }
+
+    /// Fail the run unless as many frames are free after it as before
+    /// ([`Report::frames_before`], [`Report::frames_after`]).
+    pub fn check_frames(&mut self) {
+        if self.frames_after != self.frames_before {
+            self.fail(Leak::Frames {
+                before: self.frames_before,
+                after: self.frames_after,
+            });
         }
     }
 
@@ -223,41 +304,79 @@ pub fn find(name: &str) -> Option<&'static dyn Workload> {
     WORKLOADS.iter().copied().find(|w| w.name() == name)
 }
 
+/// Why the command line's workload words cannot be run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChoiceError<'a> {
+    /// `cpus=`, `seconds=` or `iterations=` cannot be used.
+    Params(ParamError<'a>),
+    /// `workload=` names a workload [`WORKLOADS`] does not have.
+    Unknown(&'a str),
+}
+
+impl fmt::Display for ChoiceError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Params(e) => fmt::Display::fmt(e, f),
+            Self::Unknown(name) => {
+                write!(f, "workload={name}: unknown; choose from ")?;
+                for w in WORKLOADS {
+                    write!(f, "{}, ", w.name())?;
+                }
+                f.write_str("all or none")
+            }
+        }
+    }
+}
+
+impl Error for ChoiceError<'_> {}
+
+/// The parameters and the workloads the command line asks for, in its order: `workload=NAME[,NAME]`,
+/// `all` (the default: every workload that is [`Workload::in_all`]), or `none` (no workload).
+///
+/// # Errors
+///
+/// [`ChoiceError`]: parameters that cannot be used, or a name that is no workload's.
+pub fn choose<'a>(
+    c: &Cmdline<'a>,
+) -> Result<(Params, Vec<&'static dyn Workload>), ChoiceError<'a>> {
+    let params = Params::from_cmdline(c).map_err(ChoiceError::Params)?;
+    let want = c.get("workload").unwrap_or("all");
+    let mut chosen = Vec::new();
+    if want == "none" {
+        return Ok((params, chosen));
+    }
+    for name in want.split(',') {
+        match find(name) {
+            Some(w) => chosen.push(w),
+            None if name == "all" => chosen.extend(WORKLOADS.iter().filter(|w| w.in_all())),
+            None => return Err(ChoiceError::Unknown(name)),
+        }
+    }
+    Ok((params, chosen))
+}
+
 /// Run the workloads the command line names (`workload=NAME[,NAME]`, `all`, or `none`), print a
 /// summary table, and return whether all passed.
 ///
 /// This is what `just run` boots into, on whatever host it has: the storm notes, rather than
 /// fails, a run in which no table-install race was lost (see [`LostRaces`]).
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
-    let params = match Params::from_cmdline(c) {
-        Ok(p) => Params {
-            lost_races: LostRaces::Note,
-            ..p
-        },
+    let (params, chosen) = match choose(c) {
+        Ok((p, chosen)) => (
+            Params {
+                lost_races: LostRaces::Note,
+                ..p
+            },
+            chosen,
+        ),
         Err(e) => {
             log::error!("{e}");
             return false;
         }
     };
-    let want = c.get("workload").unwrap_or("all");
-    if want == "none" {
+    if chosen.is_empty() {
         log::info!("workload=none: nothing to run");
         return true;
-    }
-    let mut chosen: Vec<&dyn Workload> = Vec::new();
-    for name in want.split(',') {
-        match find(name) {
-            Some(w) => chosen.push(w),
-            None if name == "all" => chosen.extend(WORKLOADS.iter().filter(|w| w.in_all())),
-            None => {
-                let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name()).collect();
-                log::error!(
-                    "workload={name}: unknown; choose from {}, all or none",
-                    names.join(", ")
-                );
-                return false;
-            }
-        }
     }
     let mut reports = Vec::new();
     for w in chosen {

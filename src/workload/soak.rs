@@ -25,19 +25,23 @@
 //! [`DEFAULT_FAIL`]. The soak's own setup (its window, the sieve, the warm-up) runs without.
 
 use alloc::format;
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::common::{AllocFailures, IdRegister, free_frames, settle, tables_delta};
+use super::common::{
+    AllocFailures, IdRegister, NotInjected, OnCpu, free_frames, settle, tables_delta,
+};
 use super::storm::{Outcome, ioremap_cycle, window_cycle};
-use super::vmalloc_stress::{Failure, SCENARIOS, run_scenario};
-use super::{Params, Report, Workload};
+use super::vmalloc_stress::{Failure, SCENARIOS, ScenarioFailed, run_scenario};
+use super::{Finding, Params, Report, Workload};
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::mm::fault_inject::{self, FaultConfig, Target};
 use crate::mm::kernel_vm;
 use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
+use crate::mm::vm::VmError;
 use crate::smp::runtime::{Barrier, on_cpus};
 use crate::util::rng::Rng;
 
@@ -86,6 +90,93 @@ fn sieve_counts() -> Vec<u32> {
     counts
 }
 
+/// What the soak found wrong.
+#[derive(Debug)]
+pub enum SoakError {
+    /// No interrupt controller, so no register for the storm slices to map and read.
+    NoInterruptController,
+    /// The storm slices' 512 GiB window could not be reserved.
+    NoWindow(VmError),
+    /// The window could not be given back.
+    ReleaseWindow(VmError),
+    /// A read through a fresh mapping (`what`: `map_range` or `ioremap`) returned the wrong value.
+    WrongRead { what: &'static str },
+    /// `what` failed with an error other than an allocation failure.
+    Map { what: &'static str, error: VmError },
+    /// Trial division found `counted` primes in chunk `chunk`, the sieve `sieve`.
+    WrongChunk {
+        chunk: usize,
+        counted: u32,
+        sieve: u32,
+    },
+    /// At the end of epoch `epoch`, `free` frames were free, not the baseline's.
+    EpochFrames {
+        epoch: u64,
+        free: usize,
+        baseline: usize,
+    },
+    /// At the end of epoch `epoch`, the areas were not the baseline's.
+    EpochAreas {
+        epoch: u64,
+        areas: (usize, usize),
+        baseline: (usize, usize),
+    },
+    /// In epoch `epoch`, more allocations failed than were injected.
+    EpochNotInjected { epoch: u64, error: NotInjected },
+    /// How many failures there were in all, when there were more than the report keeps.
+    InAll(u64),
+    /// The areas after the run (window given back) were not those before the soak.
+    AreasAfterRun {
+        after: (usize, usize),
+        before: (usize, usize),
+    },
+    /// Not every epoch balanced.
+    Unbalanced { balanced: u64, epochs: u64 },
+}
+
+impl fmt::Display for SoakError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoInterruptController => {
+                f.write_str("the device tree names no interrupt controller to read")
+            }
+            Self::NoWindow(e) => write!(f, "no 512 GiB window for the storm slices: {e}"),
+            Self::ReleaseWindow(e) => write!(f, "releasing the window: {e}"),
+            Self::WrongRead { what } => write!(f, "{what}: wrong value read"),
+            Self::Map { what, error } => write!(f, "{what}: {error}"),
+            Self::WrongChunk {
+                chunk,
+                counted,
+                sieve,
+            } => write!(
+                f,
+                "compute: {counted} primes in chunk {chunk} by trial division, {sieve} by the sieve"
+            ),
+            Self::EpochFrames {
+                epoch,
+                free,
+                baseline,
+            } => write!(f, "epoch {epoch}: {free} frames free, baseline {baseline}"),
+            Self::EpochAreas {
+                epoch,
+                areas,
+                baseline,
+            } => write!(f, "epoch {epoch}: areas {areas:?}, baseline {baseline:?}"),
+            Self::EpochNotInjected { epoch, error } => write!(f, "epoch {epoch}: {error}"),
+            Self::InAll(n) => write!(f, "... {n} failures in all"),
+            Self::AreasAfterRun { after, before } => write!(
+                f,
+                "after the run: areas {after:?}, {before:?} before the soak"
+            ),
+            Self::Unbalanced { balanced, epochs } => {
+                write!(f, "{balanced} of {epochs} epochs balanced")
+            }
+        }
+    }
+}
+
+impl Error for SoakError {}
+
 /// Everything the CPUs share during the run.
 struct Shared {
     barrier: Barrier,
@@ -96,26 +187,32 @@ struct Shared {
     compute: [AtomicU64; MAX_CPUS],
     alloc_failures: AllocFailures,
     bad: AtomicU64,
-    messages: spin::Mutex<Vec<String>>,
+    messages: spin::Mutex<Vec<Finding>>,
 }
 
 impl Shared {
-    fn fail(&self, msg: String) {
+    fn fail(&self, finding: impl Into<Finding>) {
         self.bad.fetch_add(1, Ordering::Relaxed);
         let mut m = self.messages.lock();
         if m.len() < MAX_MESSAGES {
-            m.push(msg);
+            m.push(finding.into());
         }
     }
 
-    fn storm_outcome(&self, id: usize, what: &str, o: Outcome) {
+    fn storm_outcome(&self, id: usize, what: &'static str, o: Outcome) {
         match o {
             Outcome::Done => {
                 self.storm[id].fetch_add(1, Ordering::Relaxed);
             }
             Outcome::AllocFailed => self.alloc_failures.note(),
-            Outcome::BadRead => self.fail(format!("cpu{id} {what}: wrong value read")),
-            Outcome::Error(e) => self.fail(format!("cpu{id} {what}: {e}")),
+            Outcome::BadRead => self.fail(OnCpu {
+                cpu: id,
+                error: SoakError::WrongRead { what },
+            }),
+            Outcome::Error(error) => self.fail(OnCpu {
+                cpu: id,
+                error: SoakError::Map { what, error },
+            }),
         }
     }
 
@@ -150,9 +247,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     let mut report = Report::new(NAME, p.cpus);
     let mut stats = SoakStats::default();
     let Some(reg) = IdRegister::of_this_machine() else {
-        report
-            .failures
-            .push("the device tree names no interrupt controller to read".into());
+        report.fail(SoakError::NoInterruptController);
         return (report, stats);
     };
     // Which injection: the command line's `fail=` (already applied at boot), or the default.
@@ -173,9 +268,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
         Ok(w) => w,
         Err(e) => {
             fault_inject::apply(&previous);
-            report
-                .failures
-                .push(format!("no 512 GiB window for the storm slices: {e}"));
+            report.fail(SoakError::NoWindow(e));
             return (report, stats);
         }
     };
@@ -257,7 +350,13 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
                             }
                             Err(Failure::Alloc(_)) => s.alloc_failures.note(),
                             Err(Failure::Bad(e)) => {
-                                s.fail(format!("cpu{id} {}: {e}", SCENARIOS[i].0));
+                                s.fail(OnCpu {
+                                    cpu: id,
+                                    error: ScenarioFailed {
+                                        scenario: SCENARIOS[i].0,
+                                        error: e,
+                                    },
+                                });
                             }
                         }
                     }
@@ -270,10 +369,14 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
                         if got == primes[c] {
                             s.compute[id].fetch_add(1, Ordering::Relaxed);
                         } else {
-                            s.fail(format!(
-                                "cpu{id} compute: {got} primes in chunk {c} by trial division, {} by the sieve",
-                                primes[c]
-                            ));
+                            s.fail(OnCpu {
+                                cpu: id,
+                                error: SoakError::WrongChunk {
+                                    chunk: c,
+                                    counted: got,
+                                    sieve: primes[c],
+                                },
+                            });
                         }
                     }
                 }
@@ -287,19 +390,23 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
                 let mut ok = true;
                 if frames != frames_before {
                     ok = false;
-                    s.fail(format!(
-                        "epoch {epoch}: {frames} frames free, baseline {frames_before}"
-                    ));
+                    s.fail(SoakError::EpochFrames {
+                        epoch,
+                        free: frames,
+                        baseline: frames_before,
+                    });
                 }
                 if areas != areas_before {
                     ok = false;
-                    s.fail(format!(
-                        "epoch {epoch}: areas {areas:?}, baseline {areas_before:?}"
-                    ));
+                    s.fail(SoakError::EpochAreas {
+                        epoch,
+                        areas,
+                        baseline: areas_before,
+                    });
                 }
-                if let Err(e) = s.alloc_failures.check() {
+                if let Err(error) = s.alloc_failures.check() {
                     ok = false;
-                    s.fail(format!("epoch {epoch}: {e}"));
+                    s.fail(SoakError::EpochNotInjected { epoch, error });
                 }
                 epochs.store(epoch + 1, Ordering::Relaxed);
                 if ok {
@@ -355,25 +462,24 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     let n_bad = shared.bad.load(Ordering::Relaxed);
     report.failures = shared.messages.into_inner();
     if n_bad as usize > report.failures.len() {
-        report
-            .failures
-            .push(format!("... {} failures in all", n_bad));
+        report.fail(SoakError::InAll(n_bad));
     }
     if let Err(e) = released {
-        report.failures.push(format!("releasing the window: {e}"));
+        report.fail(SoakError::ReleaseWindow(e));
     }
     settle();
-    if vm.area_stats() != areas_without_window {
-        report.failures.push(format!(
-            "after the run: areas {:?}, {areas_without_window:?} before the soak",
-            vm.area_stats()
-        ));
+    let areas_after = vm.area_stats();
+    if areas_after != areas_without_window {
+        report.fail(SoakError::AreasAfterRun {
+            after: areas_after,
+            before: areas_without_window,
+        });
     }
     if stats.epochs == 0 || stats.balance_checks_passed != stats.epochs {
-        report.failures.push(format!(
-            "{} of {} epochs balanced",
-            stats.balance_checks_passed, stats.epochs
-        ));
+        report.fail(SoakError::Unbalanced {
+            balanced: stats.balance_checks_passed,
+            epochs: stats.epochs,
+        });
     }
     report.extra = vec![
         ("epochs", format!("{}", stats.epochs)),

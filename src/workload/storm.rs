@@ -23,6 +23,8 @@
 //! (see [`super::common::AllocFailures`]).
 
 use alloc::format;
+use core::error::Error;
+use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::common::{
@@ -38,6 +40,79 @@ use crate::mm::{self, kernel_vm};
 use crate::smp::runtime::{Barrier, on_cpus};
 
 const ROUNDS_PER_EPOCH: usize = 64;
+
+/// What the storm found wrong.
+#[derive(Debug)]
+pub enum StormError {
+    /// No interrupt controller, so no register to map and read.
+    NoInterruptController,
+    /// The 512 GiB window for the racing rounds could not be reserved.
+    NoWindow(VmError),
+    /// Reads through a fresh mapping that returned the wrong value.
+    BadReads(u64),
+    /// Map or unmap calls that failed with an error other than an allocation failure.
+    Errors(u64),
+    /// The window could not be given back.
+    ReleaseWindow(VmError),
+    /// Several CPUs raced for tables and none lost, so the race path never ran; `overlapping`
+    /// of the `rounds` had two CPUs' cycles overlap in time at all (see [`LostRaces`]).
+    NoLostRace {
+        cpus: usize,
+        rounds: u64,
+        overlapping: u64,
+    },
+}
+
+impl fmt::Display for StormError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoInterruptController => {
+                f.write_str("the device tree names no interrupt controller to read")
+            }
+            Self::NoWindow(e) => write!(f, "no 512 GiB window for the racing rounds: {e}"),
+            Self::BadReads(n) => {
+                write!(
+                    f,
+                    "{n} reads through a fresh mapping returned the wrong value"
+                )
+            }
+            Self::Errors(n) => write!(
+                f,
+                "{n} map/unmap calls failed with an error that is not an allocation failure"
+            ),
+            Self::ReleaseWindow(e) => write!(f, "releasing the window: {e}"),
+            Self::NoLostRace {
+                cpus,
+                rounds,
+                overlapping,
+            } => {
+                write!(
+                    f,
+                    "{cpus} CPUs raced for tables but no race was lost, so the race path never \
+                     ran: "
+                )?;
+                if *overlapping == 0 {
+                    write!(
+                        f,
+                        "in none of its {rounds} rounds did two CPUs' cycles overlap in time: \
+                         QEMU ran the vCPUs one after another, as it does when the host's cores \
+                         are busy"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "two CPUs' cycles overlapped in time in {overlapping} of {rounds} rounds \
+                         (a vCPU the host preempted mid-cycle counts too), but never inside the \
+                         same table allocation: the host's cores were busy enough that QEMU ran \
+                         the vCPUs in turns"
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl Error for StormError {}
 
 /// How one map-read-unmap cycle went.
 pub(super) enum Outcome {
@@ -150,17 +225,13 @@ impl Workload for Storm {
         let vm = kernel_vm();
         let mut report = Report::new(NAME, p.cpus);
         let Some(reg) = IdRegister::of_this_machine() else {
-            report
-                .failures
-                .push("the device tree names no interrupt controller to read".into());
+            report.fail(StormError::NoInterruptController);
             return report;
         };
         let window = match retry_injected(|| vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE)) {
             Ok(w) => w,
             Err(e) => {
-                report
-                    .failures
-                    .push(format!("no 512 GiB window for the racing rounds: {e}"));
+                report.fail(StormError::NoWindow(e));
                 return report;
             }
         };
@@ -273,50 +344,29 @@ impl Workload for Storm {
             .extra
             .push(("injected", format!("{}", alloc_failures.seen())));
         if let Err(e) = alloc_failures.check() {
-            report.failures.push(e);
+            report.fail(e);
         }
         if bad > 0 {
-            report.failures.push(format!(
-                "{bad} reads through a fresh mapping returned the wrong value"
-            ));
+            report.fail(StormError::BadReads(bad));
         }
         if err > 0 {
-            report.failures.push(format!(
-                "{err} map/unmap calls failed with an error that is not an allocation failure"
-            ));
+            report.fail(StormError::Errors(err));
         }
         if let Err(e) = released {
-            report.failures.push(format!("releasing the window: {e}"));
+            report.fail(StormError::ReleaseWindow(e));
         }
-        if report.frames_after != report.frames_before {
-            report.failures.push(format!(
-                "frames: {} free before, {} after",
-                report.frames_before, report.frames_after
-            ));
-        }
+        report.check_frames();
         let t = &report.tables;
         let lost = t.pud.lost + t.pmd.lost + t.pte.lost;
         if p.cpus >= 2 && report.ops > 0 && lost == 0 {
-            let why = if overlapping == 0 {
-                format!(
-                    "in none of its {rounds} rounds did two CPUs' cycles overlap in time: QEMU ran \
-                     the vCPUs one after another, as it does when the host's cores are busy"
-                )
-            } else {
-                format!(
-                    "two CPUs' cycles overlapped in time in {overlapping} of {rounds} rounds (a \
-                     vCPU the host preempted mid-cycle counts too), but never inside the same \
-                     table allocation: the host's cores were busy enough that QEMU ran the vCPUs \
-                     in turns"
-                )
+            let none = StormError::NoLostRace {
+                cpus: p.cpus,
+                rounds,
+                overlapping,
             };
-            let msg = format!(
-                "{} CPUs raced for tables but no race was lost, so the race path never ran: {why}",
-                p.cpus
-            );
             match p.lost_races {
-                LostRaces::Demand => report.failures.push(msg),
-                LostRaces::Note => report.notes.push(msg),
+                LostRaces::Demand => report.fail(none),
+                LostRaces::Note => report.notes.push(none.into()),
             }
         }
         report.passed = report.failures.is_empty() && report.ops > 0;

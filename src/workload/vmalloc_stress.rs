@@ -9,10 +9,14 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::common::{AllocFailures, Progress, free_frames, is_alloc_failure, settle, tables_delta};
-use super::{Params, Report, Workload};
+use super::common::{
+    AllocFailures, Leak, OnCpu, Progress, free_frames, is_alloc_failure, settle, tables_delta,
+};
+use super::{Finding, Params, Report, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::kernel_vm;
 use crate::mm::layout::PAGE_SIZE;
@@ -28,18 +32,84 @@ pub enum Failure {
     /// Everything the scenario held has been checked and freed.
     Alloc(VmError),
     /// Wrong data, a misaligned area, or an error that is not an allocation failure.
-    Bad(String),
+    Bad(ScenarioError),
 }
 
 impl Failure {
-    fn vm(what: impl FnOnce() -> String, e: VmError) -> Self {
+    /// `e` from an allocation: an allocation failure, or what `bad` makes of any other error.
+    fn vm(e: VmError, bad: impl FnOnce(VmError) -> ScenarioError) -> Self {
         if is_alloc_failure(&e) {
             Failure::Alloc(e)
         } else {
-            Failure::Bad(format!("{}: {e}", what()))
+            Failure::Bad(bad(e))
         }
     }
 }
+
+/// What a scenario found wrong.
+#[derive(Debug)]
+pub enum ScenarioError {
+    /// `vmalloc_aligned` failed, not for want of memory or space.
+    Vmalloc {
+        pages: usize,
+        align: usize,
+        error: VmError,
+    },
+    /// `vmalloc_aligned` of one page at 2^`shift` failed, not for want of memory or space.
+    VmallocShifted { shift: u32, error: VmError },
+    /// An area that is not aligned as asked.
+    Misaligned { va: usize, align: usize },
+    /// A word of the area at `va` that reads `read`, not what this CPU wrote there.
+    Overwritten { va: usize, word: usize, read: u64 },
+    /// `vfree` refused an area it had handed out.
+    Vfree { va: usize, error: VmError },
+    /// An alignment no address of the vmalloc region has was met.
+    BeyondRegion { shift: u32, va: usize },
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Vmalloc {
+                pages,
+                align,
+                error,
+            } => write!(f, "vmalloc({pages} pages, align {align:#x}): {error}"),
+            Self::VmallocShifted { shift, error } => {
+                write!(f, "vmalloc(1 page, align 2^{shift}): {error}")
+            }
+            Self::Misaligned { va, align } => {
+                write!(f, "vmalloc returned {va:#x}, not aligned to {align:#x}")
+            }
+            Self::Overwritten { va, word, read } => write!(
+                f,
+                "area {va:#x}: word at {word:#x} reads {read:#x}: another mapping wrote it"
+            ),
+            Self::Vfree { va, error } => write!(f, "vfree({va:#x}): {error}"),
+            Self::BeyondRegion { shift, va } => write!(
+                f,
+                "vmalloc aligned to 2^{shift} succeeded at {va:#x}, beyond the region"
+            ),
+        }
+    }
+}
+
+impl Error for ScenarioError {}
+
+/// A scenario, by name, and what it found wrong.
+#[derive(Debug)]
+pub struct ScenarioFailed {
+    pub scenario: &'static str,
+    pub error: ScenarioError,
+}
+
+impl fmt::Display for ScenarioFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.scenario, self.error)
+    }
+}
+
+impl Error for ScenarioFailed {}
 
 /// The areas a scenario holds. Whatever way the scenario ends, [`Live::release`] checks and
 /// frees what is left, so that a failed allocation in the middle leaks nothing.
@@ -59,9 +129,13 @@ impl Live {
     /// vmalloc `pages` pages at `align`, write the pattern into them, hold them; returns a slot.
     fn alloc(&mut self, pages: usize, align: usize) -> Result<usize, Failure> {
         let size = pages * PAGE_SIZE;
-        let va = kernel_vm()
-            .vmalloc_aligned(size, align)
-            .map_err(|e| Failure::vm(|| format!("vmalloc({pages} pages, align {align:#x})"), e))?;
+        let va = kernel_vm().vmalloc_aligned(size, align).map_err(|e| {
+            Failure::vm(e, |error| ScenarioError::Vmalloc {
+                pages,
+                align,
+                error,
+            })
+        })?;
         self.hold(va, size, align)
     }
 
@@ -135,11 +209,9 @@ fn tag(va: usize, cpu_id: usize, w: *mut u64) -> u64 {
 }
 
 /// Check `va`'s alignment and write the pattern into the area.
-fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(), String> {
+fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(), ScenarioError> {
     if !va.is_multiple_of(align) {
-        return Err(format!(
-            "vmalloc returned {va:#x}, not aligned to {align:#x}"
-        ));
+        return Err(ScenarioError::Misaligned { va, align });
     }
     for w in words(va, size) {
         // SAFETY: `w` is inside [va, va + size), which vmalloc just mapped for this CPU alone.
@@ -149,20 +221,21 @@ fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(), Strin
 }
 
 /// Check the pattern, then vfree.
-fn check_and_free((va, size): (usize, usize), cpu_id: usize) -> Result<(), String> {
+fn check_and_free((va, size): (usize, usize), cpu_id: usize) -> Result<(), ScenarioError> {
     for w in words(va, size) {
         // SAFETY: the area is still held by this CPU's `Live` and mapped (vmalloc mapped it).
         let got = unsafe { w.read_volatile() };
         if got != tag(va, cpu_id, w) {
-            return Err(format!(
-                "area {va:#x}: word at {:#x} reads {got:#x}: another mapping wrote it",
-                w as usize
-            ));
+            return Err(ScenarioError::Overwritten {
+                va,
+                word: w as usize,
+                read: got,
+            });
         }
     }
     kernel_vm()
         .vfree(va)
-        .map_err(|e| format!("vfree({va:#x}): {e}"))
+        .map_err(|error| ScenarioError::Vfree { va, error })
 }
 
 fn fix_size_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
@@ -242,9 +315,7 @@ fn align_shift_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
         match kernel_vm().vmalloc_aligned(PAGE_SIZE, align) {
             Ok(va) if shift >= 48 => {
                 let _ = kernel_vm().vfree(va);
-                return Err(Failure::Bad(format!(
-                    "vmalloc aligned to 2^{shift} succeeded at {va:#x}, beyond the region"
-                )));
+                return Err(Failure::Bad(ScenarioError::BeyondRegion { shift, va }));
             }
             Ok(va) => {
                 let a = l.hold(va, PAGE_SIZE, align)?;
@@ -253,10 +324,10 @@ fn align_shift_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
             }
             Err(VmError::NoVirtualSpace(_)) if shift >= 40 => {}
             Err(e) => {
-                return Err(Failure::vm(
-                    || format!("vmalloc(1 page, align 2^{shift})"),
-                    e,
-                ));
+                return Err(Failure::vm(e, |error| ScenarioError::VmallocShifted {
+                    shift,
+                    error,
+                }));
             }
         }
     }
@@ -295,7 +366,7 @@ impl Workload for VmallocStress {
         let areas_before = vm.area_stats();
         let tables_before: PgStatsSnapshot = vm.init_mm.stats();
         let stats: [Stats; 7] = Default::default();
-        let failures = spin::Mutex::new(Vec::<String>::new());
+        let failures = spin::Mutex::new(Vec::<Finding>::new());
         let alloc_failures = AllocFailures::new();
         let progress = Progress::new(NAME);
         let start = cpu::counter();
@@ -316,7 +387,16 @@ impl Workload for VmallocStress {
                         }
                         Err(Failure::Bad(e)) => {
                             stats[i].failed.fetch_add(1, Ordering::Relaxed);
-                            failures.lock().push(format!("cpu{id} {name}: {e}"));
+                            failures.lock().push(
+                                OnCpu {
+                                    cpu: id,
+                                    error: ScenarioFailed {
+                                        scenario: name,
+                                        error: e,
+                                    },
+                                }
+                                .into(),
+                            );
                         }
                     }
                     stats[i]
@@ -370,21 +450,16 @@ impl Workload for VmallocStress {
             .extra
             .push(("injected", format!("{}", alloc_failures.seen())));
         if let Err(e) = alloc_failures.check() {
-            report.failures.push(e);
+            report.fail(e);
         }
-        if vm.area_stats() != areas_before {
-            report.failures.push(format!(
-                "areas: {:?} before, {:?} after",
-                areas_before,
-                vm.area_stats()
-            ));
+        let areas_after = vm.area_stats();
+        if areas_after != areas_before {
+            report.fail(Leak::Areas {
+                before: areas_before,
+                after: areas_after,
+            });
         }
-        if report.frames_after != report.frames_before {
-            report.failures.push(format!(
-                "frames: {} free before, {} after",
-                report.frames_before, report.frames_after
-            ));
-        }
+        report.check_frames();
         report.passed = report.failures.is_empty() && report.ops > 0;
         report
     }
