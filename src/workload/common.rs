@@ -210,7 +210,12 @@ impl AllocFailures {
 
     /// Count one allocation failure.
     pub fn note(&self) {
-        self.seen.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
+    }
+
+    /// Count `n` allocation failures.
+    pub fn add(&self, n: u64) {
+        self.seen.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn seen(&self) -> u64 {

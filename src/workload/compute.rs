@@ -1,7 +1,12 @@
 //! `compute`: a CPU-bound parallel job — counting the primes below a bound by trial division, in
 //! chunks spread with `spawn` and work stealing — timed on one CPU and then on all, to show the
 //! speed-up and each CPU's share of the work.
+//!
+//! In slices ([`Workload::prepare_slices`], for the soak), a slice is one chunk of 10,000 by
+//! trial division, checked against a sieve of Eratosthenes made beforehand; CPU i starts at
+//! chunk 25 i.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -9,7 +14,7 @@ use core::error::Error;
 use core::fmt;
 
 use super::common::{Progress, free_frames};
-use super::{Finding, Params, Report, Workload};
+use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
@@ -25,6 +30,12 @@ pub enum ComputeError {
     /// The count of primes below [`LIMIT`], made `on` one CPU or all, is not
     /// [`PRIMES_BELOW_LIMIT`].
     WrongCount { on: &'static str, counted: u64 },
+    /// Trial division found `counted` primes in chunk `chunk`, the sieve `sieve`.
+    WrongChunk {
+        chunk: usize,
+        counted: u64,
+        sieve: u64,
+    },
 }
 
 impl fmt::Display for ComputeError {
@@ -33,6 +44,14 @@ impl fmt::Display for ComputeError {
             Self::WrongCount { on, counted } => write!(
                 f,
                 "{on} counted {counted} primes below {LIMIT}, not {PRIMES_BELOW_LIMIT}"
+            ),
+            Self::WrongChunk {
+                chunk,
+                counted,
+                sieve,
+            } => write!(
+                f,
+                "compute: {counted} primes in chunk {chunk} by trial division, {sieve} by the sieve"
             ),
         }
     }
@@ -57,8 +76,8 @@ fn is_prime(n: u64) -> bool {
     true
 }
 
-/// The primes in `[lo, hi)`, by trial division (the soak checks it against a sieve).
-pub(super) fn count(lo: u64, hi: u64) -> u64 {
+/// The primes in `[lo, hi)`, by trial division.
+fn count(lo: u64, hi: u64) -> u64 {
     (lo..hi).filter(|&n| is_prime(n)).count() as u64
 }
 
@@ -155,5 +174,76 @@ impl Workload for Compute {
             failures,
             notes: Vec::new(),
         }
+    }
+
+    fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {
+        Some(Ok(Box::new(ComputeSlices {
+            primes: sieve_counts(),
+        })))
+    }
+}
+
+/// `primes[i]`: the primes in chunk `i` (`[i * CHUNK, (i + 1) * CHUNK)`), by the sieve.
+fn sieve_counts() -> Vec<u64> {
+    let (limit, chunk) = (LIMIT as usize, CHUNK as usize);
+    let mut composite = vec![false; limit];
+    let mut counts = vec![0; limit / chunk];
+    for n in 2..limit {
+        if !composite[n] {
+            counts[n / chunk] += 1;
+            let mut m = n * n;
+            while m < limit {
+                composite[m] = true;
+                m += n;
+            }
+        }
+    }
+    counts
+}
+
+/// compute in slices: the sieve's count for every chunk.
+struct ComputeSlices {
+    primes: Vec<u64>,
+}
+
+impl Sliced for ComputeSlices {
+    fn cursor(&self, cpu: usize, _seed: u64) -> Box<dyn Cursor + '_> {
+        Box::new(ComputeCursor {
+            primes: &self.primes,
+            chunk: cpu * 25,
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Finding> {
+        Ok(())
+    }
+}
+
+/// One CPU's place: the next chunk.
+struct ComputeCursor<'a> {
+    primes: &'a [u64],
+    chunk: usize,
+}
+
+impl Cursor for ComputeCursor<'_> {
+    fn slice(&mut self) -> Slice {
+        let c = self.chunk % self.primes.len();
+        self.chunk += 1;
+        let lo = c as u64 * CHUNK;
+        let counted = count(lo, lo + CHUNK);
+        let mut done = Slice::default();
+        if counted == self.primes[c] {
+            done.ops = 1;
+        } else {
+            done.failures.push(
+                ComputeError::WrongChunk {
+                    chunk: c,
+                    counted,
+                    sieve: self.primes[c],
+                }
+                .into(),
+            );
+        }
+        done
     }
 }

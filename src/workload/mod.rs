@@ -288,6 +288,50 @@ pub trait Workload: Sync {
     /// the boot CPU, with the other CPUs idle; it must leave them idle and memory management
     /// settled, with every frame and area it took given back.
     fn run(&self, p: &Params) -> Report;
+
+    /// Get ready to run a short slice at a time, interleaved with other workloads' slices on
+    /// the same CPUs (the soak runs them so), and warm up once: whatever the first run keeps (the
+    /// heap's growth, a reserved window) is taken here, so that a baseline counted after this
+    /// sees only what the slices take and give back. Called on the boot CPU with the other CPUs
+    /// idle and fault injection off.
+    ///
+    /// `None`: this workload does not come in slices (the default).
+    fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {
+        None
+    }
+}
+
+/// A workload made ready to run in slices ([`Workload::prepare_slices`]): each CPU takes a
+/// [`Cursor`] and runs slices through it.
+pub trait Sliced: Sync {
+    /// CPU `cpu`'s own place in the work, with its random choices seeded from `seed`.
+    fn cursor(&self, cpu: usize, seed: u64) -> Box<dyn Cursor + '_>;
+
+    /// Give back what [`Workload::prepare_slices`] took, once every cursor is gone.
+    fn finish(self: Box<Self>) -> Result<(), Finding>;
+}
+
+/// One CPU's place in a [`Sliced`] workload.
+pub trait Cursor {
+    /// Run the next slice, a few milliseconds of work at most, and say what it did.
+    fn slice(&mut self) -> Slice;
+
+    /// A new epoch begins: the CPUs have met, and the page tables that map nothing any more
+    /// have been freed. (The storm starts its rounds over, so that its CPUs race again for the
+    /// same missing tables.)
+    fn new_epoch(&mut self) {}
+}
+
+/// What one [`Cursor::slice`] did.
+#[derive(Debug, Default)]
+pub struct Slice {
+    /// Operations done, in the workload's own unit.
+    pub ops: u64,
+    /// Operations that ended in an allocation failure (injected, if all is well: the caller
+    /// checks that injection explains them).
+    pub alloc_failures: u64,
+    /// Every check that failed.
+    pub failures: Vec<Finding>,
 }
 
 /// The workloads, in the order `workload=all` runs them. Adding one: its file, its `mod` line

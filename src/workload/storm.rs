@@ -9,6 +9,10 @@
 //!    barrier and CPU 0 frees the now-empty tables (quiescent `reclaim_empty_tables`), so the
 //!    next epoch races again and the run ends with as many free frames as it started with.
 //!
+//! In slices ([`Workload::prepare_slices`], for the soak), a slice is 8 rounds: in round r of
+//! an epoch, a `map_range` at gigabyte r of the window (CPUs in the same round of an epoch
+//! compete for the same missing tables) and an `ioremap`, every read checked.
+//!
 //! When no race was lost on several CPUs, the storm says why it could not be: in how many rounds
 //! two CPUs' cycles overlapped in time at all. A test kernel fails such a run; `just run` notes
 //! it (see [`super::LostRaces`]).
@@ -22,6 +26,7 @@
 //! counted as `injected`, not as a failure, as long as injection explains every one of them
 //! (see [`super::common::AllocFailures`]).
 
+use alloc::boxed::Box;
 use alloc::format;
 use core::error::Error;
 use core::fmt;
@@ -31,7 +36,7 @@ use super::common::{
     AllocFailures, IdRegister, Progress, free_frames, is_alloc_failure, retry_injected, settle,
     tables_delta,
 };
-use super::{LostRaces, Params, Report, Workload};
+use super::{Cursor, Finding, LostRaces, Params, Report, Slice, Sliced, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
 use crate::mm::pgtable::{PGDIR_SIZE, Prot};
@@ -54,6 +59,10 @@ pub enum StormError {
     Errors(u64),
     /// The window could not be given back.
     ReleaseWindow(VmError),
+    /// A read through a fresh mapping returned the wrong value (in a slice).
+    WrongRead(Cycle),
+    /// A map or unmap failed with an error other than an allocation failure (in a slice).
+    CycleFailed { cycle: Cycle, error: VmError },
     /// Several CPUs raced for tables and none lost, so the race path never ran; `overlapping`
     /// of the `rounds` had two CPUs' cycles overlap in time at all (see [`LostRaces`]).
     NoLostRace {
@@ -81,6 +90,8 @@ impl fmt::Display for StormError {
                 "{n} map/unmap calls failed with an error that is not an allocation failure"
             ),
             Self::ReleaseWindow(e) => write!(f, "releasing the window: {e}"),
+            Self::WrongRead(cycle) => write!(f, "{cycle}: wrong value read"),
+            Self::CycleFailed { cycle, error } => write!(f, "{cycle}: {error}"),
             Self::NoLostRace {
                 cpus,
                 rounds,
@@ -114,8 +125,35 @@ impl fmt::Display for StormError {
 
 impl Error for StormError {}
 
+/// The two ways the storm maps the register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cycle {
+    /// `init_mm.map_range` in the storm's window ([`window_cycle`]).
+    MapRange,
+    /// A driver's `ioremap` ([`ioremap_cycle`]).
+    Ioremap,
+}
+
+impl fmt::Display for Cycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::MapRange => "map_range",
+            Self::Ioremap => "ioremap",
+        })
+    }
+}
+
+/// The register to read and the 512 GiB window for the racing rounds, taken as setup: fault
+/// injection is not meant for them.
+fn setup() -> Result<(IdRegister, usize), StormError> {
+    let reg = IdRegister::of_this_machine().ok_or(StormError::NoInterruptController)?;
+    let window = retry_injected(|| kernel_vm().reserve_window(PGDIR_SIZE, PGDIR_SIZE))
+        .map_err(StormError::NoWindow)?;
+    Ok((reg, window))
+}
+
 /// How one map-read-unmap cycle went.
-pub(super) enum Outcome {
+enum Outcome {
     /// Mapped, read the right value, unmapped.
     Done,
     /// The map failed for want of a frame or of virtual space (injected, normally).
@@ -127,7 +165,7 @@ pub(super) enum Outcome {
 }
 
 /// `init_mm.map_range` of the register page at `va` (in a window of the caller's), read, unmap.
-pub(super) fn window_cycle(reg: &IdRegister, va: usize) -> Outcome {
+fn window_cycle(reg: &IdRegister, va: usize) -> Outcome {
     let vm = kernel_vm();
     match vm
         .init_mm
@@ -157,7 +195,7 @@ pub(super) fn window_cycle(reg: &IdRegister, va: usize) -> Outcome {
 }
 
 /// A driver's `ioremap` of the register page, read, `iounmap`.
-pub(super) fn ioremap_cycle(reg: &IdRegister) -> Outcome {
+fn ioremap_cycle(reg: &IdRegister) -> Outcome {
     match mm::ioremap(reg.page(), PAGE_SIZE) {
         Ok(va) => {
             // SAFETY: `va` is this call's own ioremap of the register's page (device memory),
@@ -224,14 +262,10 @@ impl Workload for Storm {
     fn run(&self, p: &Params) -> Report {
         let vm = kernel_vm();
         let mut report = Report::new(NAME, p.cpus);
-        let Some(reg) = IdRegister::of_this_machine() else {
-            report.fail(StormError::NoInterruptController);
-            return report;
-        };
-        let window = match retry_injected(|| vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE)) {
-            Ok(w) => w,
+        let (reg, window) = match setup() {
+            Ok(s) => s,
             Err(e) => {
-                report.fail(StormError::NoWindow(e));
+                report.fail(e);
                 return report;
             }
         };
@@ -371,5 +405,79 @@ impl Workload for Storm {
         }
         report.passed = report.failures.is_empty() && report.ops > 0;
         report
+    }
+
+    fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {
+        Some(match setup() {
+            Ok((reg, window)) => {
+                // One cycle of each kind, so that the heap and the ioremap range have what they
+                // keep.
+                let _ = window_cycle(&reg, window);
+                let _ = ioremap_cycle(&reg);
+                Ok(Box::new(StormSlices { reg, window }))
+            }
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
+/// Rounds of a slice.
+const SLICE_ROUNDS: usize = 8;
+
+/// The storm in slices: the register and the window every CPU's rounds map in.
+struct StormSlices {
+    reg: IdRegister,
+    window: usize,
+}
+
+impl Sliced for StormSlices {
+    fn cursor(&self, cpu: usize, _seed: u64) -> Box<dyn Cursor + '_> {
+        Box::new(StormCursor {
+            storm: self,
+            cpu,
+            round: 0,
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Finding> {
+        kernel_vm()
+            .release_window(self.window)
+            .map_err(|e| StormError::ReleaseWindow(e).into())
+    }
+}
+
+/// One CPU's rounds: round r of an epoch maps at gigabyte r of the window, in this CPU's page.
+struct StormCursor<'a> {
+    storm: &'a StormSlices,
+    cpu: usize,
+    round: usize,
+}
+
+impl Cursor for StormCursor<'_> {
+    fn new_epoch(&mut self) {
+        self.round = 0;
+    }
+
+    fn slice(&mut self) -> Slice {
+        let StormSlices { reg, window } = self.storm;
+        let mut done = Slice::default();
+        for _ in 0..SLICE_ROUNDS {
+            let va = window + (self.round % 512) * PUD_SIZE + self.cpu * PAGE_SIZE;
+            self.round += 1;
+            for (cycle, outcome) in [
+                (Cycle::MapRange, window_cycle(reg, va)),
+                (Cycle::Ioremap, ioremap_cycle(reg)),
+            ] {
+                match outcome {
+                    Outcome::Done => done.ops += 1,
+                    Outcome::AllocFailed => done.alloc_failures += 1,
+                    Outcome::BadRead => done.failures.push(StormError::WrongRead(cycle).into()),
+                    Outcome::Error(error) => done
+                        .failures
+                        .push(StormError::CycleFailed { cycle, error }.into()),
+                }
+            }
+        }
+        done
     }
 }

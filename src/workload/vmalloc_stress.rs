@@ -4,7 +4,11 @@
 //! Each CPU runs the scenarios in turn until the time (or `iterations=`, counted in passes over
 //! all scenarios) is up. Per scenario it reports passed/failed/repeat and the average time of
 //! one scenario run in microseconds, like test_vmalloc.
+//!
+//! In slices ([`Workload::prepare_slices`], for the soak), a slice is one scenario, each CPU
+//! going through them in turn from a different one.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -16,7 +20,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::common::{
     AllocFailures, Leak, OnCpu, Progress, free_frames, is_alloc_failure, settle, tables_delta,
 };
-use super::{Finding, Params, Report, Workload};
+use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::kernel_vm;
 use crate::mm::layout::PAGE_SIZE;
@@ -27,10 +31,10 @@ use crate::util::rng::Rng;
 
 /// Why a scenario stopped early.
 #[derive(Debug)]
-pub enum Failure {
+enum Failure {
     /// An allocation failed for want of frames or virtual space (fault injection, normally).
     /// Everything the scenario held has been checked and freed.
-    Alloc(VmError),
+    Alloc,
     /// Wrong data, a misaligned area, or an error that is not an allocation failure.
     Bad(ScenarioError),
 }
@@ -39,7 +43,7 @@ impl Failure {
     /// `e` from an allocation: an allocation failure, or what `bad` makes of any other error.
     fn vm(e: VmError, bad: impl FnOnce(VmError) -> ScenarioError) -> Self {
         if is_alloc_failure(&e) {
-            Failure::Alloc(e)
+            Failure::Alloc
         } else {
             Failure::Bad(bad(e))
         }
@@ -113,13 +117,13 @@ impl Error for ScenarioFailed {}
 
 /// The areas a scenario holds. Whatever way the scenario ends, [`Live::release`] checks and
 /// frees what is left, so that a failed allocation in the middle leaks nothing.
-pub struct Live {
+struct Live {
     cpu: usize,
     areas: Vec<Option<(usize, usize)>>,
 }
 
 impl Live {
-    pub fn new(cpu: usize) -> Self {
+    fn new(cpu: usize) -> Self {
         Self {
             cpu,
             areas: Vec::new(),
@@ -155,7 +159,7 @@ impl Live {
     }
 
     /// Check and free everything still held; the first bad area is the error.
-    pub fn release(&mut self) -> Result<(), Failure> {
+    fn release(&mut self) -> Result<(), Failure> {
         let mut first = Ok(());
         for slot in 0..self.areas.len() {
             let r = self.free(slot);
@@ -172,7 +176,7 @@ impl Live {
 /// `Live` until freed; the caller releases what an early return left there.
 type Scenario = fn(&mut Rng, &mut Live) -> Result<u64, Failure>;
 
-pub const SCENARIOS: [(&str, Scenario); 7] = [
+const SCENARIOS: [(&str, Scenario); 7] = [
     ("fix_size_alloc", fix_size_alloc),
     ("full_fit_alloc", full_fit_alloc),
     ("long_busy_list_alloc", long_busy_list_alloc),
@@ -184,7 +188,7 @@ pub const SCENARIOS: [(&str, Scenario); 7] = [
 
 /// Run scenario `i` on this CPU and free whatever it held. A data error found while releasing
 /// wins over an allocation failure.
-pub fn run_scenario(i: usize, rng: &mut Rng, cpu_id: usize) -> Result<u64, Failure> {
+fn run_scenario(i: usize, rng: &mut Rng, cpu_id: usize) -> Result<u64, Failure> {
     let mut live = Live::new(cpu_id);
     let r = (SCENARIOS[i].1)(rng, &mut live);
     match (r, live.release()) {
@@ -357,10 +361,7 @@ impl Workload for VmallocStress {
         let vm = kernel_vm();
         // Warm up once so the heap has grown to what it keeps, then free the tables that are empty
         // again: the balance check below then proves every page and table went back.
-        let mut rng = Rng::new(1);
-        for i in 0..SCENARIOS.len() {
-            let _ = run_scenario(i, &mut rng, 0);
-        }
+        warm_up();
         settle();
         let frames_before = free_frames();
         let areas_before = vm.area_stats();
@@ -381,7 +382,7 @@ impl Workload for VmallocStress {
                             stats[i].passed.fetch_add(1, Ordering::Relaxed);
                             progress.add(id, n);
                         }
-                        Err(Failure::Alloc(_)) => {
+                        Err(Failure::Alloc) => {
                             stats[i].injected.fetch_add(1, Ordering::Relaxed);
                             alloc_failures.note();
                         }
@@ -462,5 +463,62 @@ impl Workload for VmallocStress {
         report.check_frames();
         report.passed = report.failures.is_empty() && report.ops > 0;
         report
+    }
+
+    fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {
+        warm_up();
+        Some(Ok(Box::new(VmallocSlices)))
+    }
+}
+
+/// Every scenario once, on this CPU: the heap grows to what the scenarios keep in it.
+fn warm_up() {
+    let mut rng = Rng::new(1);
+    for i in 0..SCENARIOS.len() {
+        let _ = run_scenario(i, &mut rng, 0);
+    }
+}
+
+/// vmalloc-stress in slices: nothing shared but the allocators.
+struct VmallocSlices;
+
+impl Sliced for VmallocSlices {
+    fn cursor(&self, cpu: usize, seed: u64) -> Box<dyn Cursor + '_> {
+        Box::new(VmallocCursor {
+            cpu,
+            rng: Rng::new(seed),
+            scenario: cpu,
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Finding> {
+        Ok(())
+    }
+}
+
+/// One CPU's place: the next scenario (CPU i starts at scenario i) and its generator.
+struct VmallocCursor {
+    cpu: usize,
+    rng: Rng,
+    scenario: usize,
+}
+
+impl Cursor for VmallocCursor {
+    fn slice(&mut self) -> Slice {
+        let i = self.scenario % SCENARIOS.len();
+        self.scenario += 1;
+        let mut done = Slice::default();
+        match run_scenario(i, &mut self.rng, self.cpu) {
+            Ok(n) => done.ops = n,
+            Err(Failure::Alloc) => done.alloc_failures = 1,
+            Err(Failure::Bad(error)) => done.failures.push(
+                ScenarioFailed {
+                    scenario: SCENARIOS[i].0,
+                    error,
+                }
+                .into(),
+            ),
+        }
+        done
     }
 }
