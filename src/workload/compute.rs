@@ -16,7 +16,6 @@ use core::fmt;
 use super::common::{Progress, free_frames};
 use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
 use crate::arch::aarch64::cpu;
-use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
 
 /// Count primes below 1,000,000: there are 78,498.
@@ -142,38 +141,28 @@ impl Workload for Compute {
             p.cpus,
             tn as f64 / cpu::counter_frequency() as f64
         );
-        let mut failures: Vec<Finding> = vec![];
+        let mut report = Report::new(NAME, p.cpus);
+        report.record(progress);
+        report.frames_before = frames_before;
+        report.frames_after = free_frames();
         for (on, counted) in [("1 CPU", one), ("all CPUs", all)] {
             if counted != PRIMES_BELOW_LIMIT {
-                failures.push(ComputeError::WrongCount { on, counted }.into());
+                report.fail(ComputeError::WrongCount { on, counted });
             }
         }
-        Report {
-            name: NAME,
-            cpus: p.cpus,
-            ops: progress.total(),
-            ticks: progress.elapsed(),
-            per_cpu_ops: progress.per_cpu(p.cpus),
-            tables: PgStatsSnapshot::default(),
-            frames_before,
-            frames_after: free_frames(),
-            spurious_faults: 0, // filled in by run_from_cmdline
-            passed: failures.is_empty(),
-            extra: vec![
-                ("speedup", format!("{speedup:.2}")),
-                (
-                    "seconds_1cpu",
-                    format!("{:.3}", t1 as f64 / cpu::counter_frequency() as f64),
-                ),
-                (
-                    "seconds_all",
-                    format!("{:.3}", tn as f64 / cpu::counter_frequency() as f64),
-                ),
-                ("chunks_per_cpu", format!("{per_cpu_jobs:?}")),
-            ],
-            failures,
-            notes: Vec::new(),
-        }
+        report.extra = vec![
+            ("speedup", format!("{speedup:.2}")),
+            (
+                "seconds_1cpu",
+                format!("{:.3}", t1 as f64 / cpu::counter_frequency() as f64),
+            ),
+            (
+                "seconds_all",
+                format!("{:.3}", tn as f64 / cpu::counter_frequency() as f64),
+            ),
+            ("chunks_per_cpu", format!("{per_cpu_jobs:?}")),
+        ];
+        report.finish()
     }
 
     fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {

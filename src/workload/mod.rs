@@ -27,7 +27,7 @@ use crate::arch::aarch64::exceptions::spurious_faults;
 use crate::cmdline::{Cmdline, CmdlineError};
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::smp;
-use common::Leak;
+use common::{Leak, Progress};
 
 /// How long or how much a workload runs, from the command line.
 #[derive(Clone, Copy, Debug)]
@@ -190,6 +190,19 @@ impl Report {
             failures: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// Take the operations, per CPU and in all, and the time from `progress`.
+    pub fn record(&mut self, progress: &Progress) {
+        self.ops = progress.total();
+        self.ticks = progress.elapsed();
+        self.per_cpu_ops = progress.per_cpu(self.cpus);
+    }
+
+    /// The report, passed if the run did some work and no check failed.
+    pub fn finish(mut self) -> Self {
+        self.passed = self.failures.is_empty() && self.ops > 0;
+        self
     }
 
     /// Record a failed check.

@@ -411,6 +411,5 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
             ),
         ),
     ];
-    report.passed = report.failures.is_empty() && report.ops > 0;
-    (report, stats)
+    (report.finish(), stats)
 }

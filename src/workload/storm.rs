@@ -353,9 +353,7 @@ impl Workload for Storm {
         // SAFETY: every CPU of the workload has returned; the window is ours alone.
         unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
         let released = vm.release_window(window);
-        report.ticks = progress.elapsed();
-        report.ops = progress.total();
-        report.per_cpu_ops = progress.per_cpu(p.cpus);
+        report.record(&progress);
         report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
         report.frames_before = frames_before;
         settle();
@@ -403,8 +401,7 @@ impl Workload for Storm {
                 LostRaces::Note => report.notes.push(none.into()),
             }
         }
-        report.passed = report.failures.is_empty() && report.ops > 0;
-        report
+        report.finish()
     }
 
     fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {

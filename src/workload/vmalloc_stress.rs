@@ -11,7 +11,6 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::error::Error;
 use core::fmt;
@@ -407,21 +406,11 @@ impl Workload for VmallocStress {
                 pass += 1;
             }
         });
-        let mut report = Report {
-            name: NAME,
-            cpus: p.cpus,
-            ops: progress.total(),
-            ticks: progress.elapsed(),
-            per_cpu_ops: progress.per_cpu(p.cpus),
-            tables: tables_delta(&tables_before, &vm.init_mm.stats()),
-            frames_before,
-            frames_after: free_frames(),
-            spurious_faults: 0, // filled in by run_from_cmdline
-            passed: false,
-            extra: vec![],
-            failures: failures.into_inner(),
-            notes: Vec::new(),
-        };
+        let mut report = Report::new(NAME, p.cpus);
+        report.record(&progress);
+        report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
+        report.frames_before = frames_before;
+        report.failures = failures.into_inner();
         settle();
         report.frames_after = free_frames();
         let mut per = String::from("{");
@@ -461,8 +450,7 @@ impl Workload for VmallocStress {
             });
         }
         report.check_frames();
-        report.passed = report.failures.is_empty() && report.ops > 0;
-        report
+        report.finish()
     }
 
     fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {
