@@ -15,6 +15,10 @@ pub mod soak;
 pub mod storm;
 pub mod vmalloc_stress;
 
+/// The README's example ("Adding a workload"): compiled, and run by `tests/workloads.rs`, so
+/// that the example cannot go stale; not in [`WORKLOADS`], so `workload=` does not offer it.
+pub mod hello;
+
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
