@@ -1,6 +1,7 @@
 //! `compute`: a CPU-bound parallel job — counting the primes below a bound by trial division, in
 //! chunks spread with `spawn` and work stealing — timed on one CPU and then on all, to show the
-//! speed-up and each CPU's share of the work.
+//! speed-up and each CPU's share of the work. It is the same job whatever `seconds=` or
+//! `iterations=` say.
 //!
 //! In slices ([`Workload::prepare_slices`], for the soak), a slice is one chunk of 10,000 by
 //! trial division, checked against a sieve of Eratosthenes made beforehand; CPU i starts at
@@ -26,8 +27,7 @@ const CHUNK: u64 = 10_000;
 /// What compute found wrong.
 #[derive(Debug)]
 pub enum ComputeError {
-    /// The count of primes below [`LIMIT`], made `on` one CPU or all, is not
-    /// [`PRIMES_BELOW_LIMIT`].
+    /// The count of primes below 1,000,000, made `on` one CPU or all, is not 78,498.
     WrongCount { on: &'static str, counted: u64 },
     /// Trial division found `counted` primes in chunk `chunk`, the sieve `sieve`.
     WrongChunk {

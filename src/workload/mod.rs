@@ -146,9 +146,11 @@ impl fmt::Display for Finding {
     }
 }
 
+/// The message, quoted: a test kernel's `{:?}` of a report's failures reads as it always did,
+/// as sentences. (The fields are in the message; [`Finding::downcast_ref`] has them typed.)
 impl fmt::Debug for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(&format!("{}", self.0), f)
     }
 }
 
@@ -168,7 +170,8 @@ pub struct Report {
     /// cores take them; QEMU never does.
     pub spurious_faults: u64,
     pub passed: bool,
-    /// Workload-specific `"key": value` pairs for the JSON line.
+    /// Workload-specific `"key": value` pairs for the JSON line: measurements, not errors, kept
+    /// as the JSON text they print as (tests that want one read it back by key).
     pub extra: Vec<(&'static str, String)>,
     /// Why the run failed: every check that did not hold.
     pub failures: Vec<Finding>,
@@ -391,8 +394,9 @@ impl fmt::Display for ChoiceError<'_> {
 
 impl Error for ChoiceError<'_> {}
 
-/// The parameters and the workloads the command line asks for, in its order: `workload=NAME[,NAME]`,
-/// `all` (the default: every workload that is [`Workload::in_all`]), or `none` (no workload).
+/// The parameters and the workloads the command line asks for, in its order:
+/// `workload=NAME[,NAME]`, `all` (the default: every workload that is [`Workload::in_all`]), or
+/// `none` (no workload).
 ///
 /// # Errors
 ///

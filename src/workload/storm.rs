@@ -128,9 +128,9 @@ impl Error for StormError {}
 /// The two ways the storm maps the register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cycle {
-    /// `init_mm.map_range` in the storm's window ([`window_cycle`]).
+    /// `init_mm.map_range` in the storm's window.
     MapRange,
-    /// A driver's `ioremap` ([`ioremap_cycle`]).
+    /// A driver's `ioremap`.
     Ioremap,
 }
 
