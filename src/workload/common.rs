@@ -58,7 +58,9 @@ impl Progress {
         self.ops[cpu_id].fetch_add(n, Ordering::Relaxed);
         let now = cpu::counter();
         let last = self.last.load(Ordering::Relaxed);
-        if now - last >= cpu::counter_frequency()
+        // Another CPU may have read the counter after this one and stored its reading in `last`
+        // in between: `last` can be later than `now`, and then a second has not passed.
+        if now.saturating_sub(last) >= cpu::counter_frequency()
             && self
                 .last
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
