@@ -15,8 +15,9 @@
 //! import cycle. Where a lower layer must call up (an interrupt, an exception it cannot handle,
 //! context for a panic report), the layer above installs a function in a [`hook::Hook`] at boot.
 //!
-//! 1. Pure logic, no hardware: `hook`, `cmdline`, `kallsyms`, `platform` (the machine
-//!    description and its device-tree parser), and mm's `layout` and `region`.
+//! 1. Pure logic, no hardware: `hook`, `cmdline`, `kallsyms`, `util` (the seeded generator),
+//!    `platform` (the machine description and its device-tree parser), and mm's `layout` and
+//!    `region`.
 //! 2. `arch`: everything that names an Arm register or instruction. It hands every IRQ to the
 //!    function installed with `exceptions::set_irq_handler`, and an exception it cannot handle, as
 //!    a decoded `exceptions::Unhandled`, to the one installed with `exceptions::set_reporter`
@@ -39,6 +40,7 @@ pub mod hook;
 pub mod kallsyms;
 pub mod mm;
 pub mod platform;
+pub mod util;
 
 #[cfg(all(target_os = "none", feature = "bench"))]
 pub mod bench;

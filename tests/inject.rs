@@ -26,7 +26,8 @@ use initmm::mm::vm::VmError;
 use initmm::platform::devicetree::GicVersion;
 use initmm::smp::runtime::on_cpus;
 use initmm::testing::{self, Test};
-use initmm::workload::{self, free_frames, is_alloc_failure, settle};
+use initmm::workload;
+use initmm::workload::common::{free_frames, is_alloc_failure, settle};
 use spin::Once;
 
 static BOOT: Once<&'static BootInfo> = Once::new();
@@ -377,14 +378,16 @@ fn storm_and_vmalloc_stress_count_injected_failures_and_pass() {
         lost_races: workload::LostRaces::Demand,
     };
     fault_inject::apply(&cfg);
-    let storm = workload::storm::run(&params);
+    let storm = workload::find("ioremap-storm").unwrap().run(&params);
     // Gentler for vmalloc-stress: a scenario makes hundreds of allocations, and some must
     // complete for the run to count as having done work.
     fault_inject::apply(&FaultConfig::parse("frames:1/300,areas:1/300,seed=11").unwrap());
-    let stress = workload::vmalloc_stress::run(&workload::Params {
-        iterations: Some(1),
-        ..params
-    });
+    let stress = workload::find("vmalloc-stress")
+        .unwrap()
+        .run(&workload::Params {
+            iterations: Some(1),
+            ..params
+        });
     off();
     for r in [&storm, &stress] {
         initmm::kprintln!("result {}", r.json());

@@ -470,11 +470,15 @@ fn ten_thousand_map_unmap_cycles_balance() {
     // Frames are counted with those the heap took to grow (it keeps them: the lazy list's
     // vectors live there).
     let settled = || {
-        initmm::workload::settle();
+        initmm::workload::common::settle();
         let tables = vm
             .init_mm
             .count_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END));
-        (initmm::workload::free_frames(), vm.area_stats(), tables)
+        (
+            initmm::workload::common::free_frames(),
+            vm.area_stats(),
+            tables,
+        )
     };
     cycle(0);
     let before = settled();

@@ -76,13 +76,17 @@ fn four_cpus_by_spin_table() {
 
 fn workloads_pass_on_four_cores() {
     let p = PARAMS.get().unwrap();
-    workload::storm::run(p).assert_passed(4);
-    workload::vmalloc_stress::run(&Params {
-        iterations: Some(1),
-        ..*p
-    })
+    let run = |name, p: &Params| workload::find(name).unwrap().run(p);
+    run("ioremap-storm", p).assert_passed(4);
+    run(
+        "vmalloc-stress",
+        &Params {
+            iterations: Some(1),
+            ..*p
+        },
+    )
     .assert_passed(4);
-    workload::compute::run(p).assert_passed(4);
+    run("compute", p).assert_passed(4);
 }
 
 initmm::entry!(main);

@@ -44,15 +44,14 @@ use crate::arch::aarch64::cpu;
 use crate::cmdline::Cmdline;
 use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::env::PageTableEnv;
-use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
+use crate::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE, PUD_SIZE};
 use crate::mm::pgalloc::Design;
 use crate::mm::pgtable::{Descriptor, Level, Prot};
 use crate::mm::{self, kernel_vm, profile};
-use crate::platform::devicetree::GicVersion;
 use crate::smp::runtime::{Barrier, on_cpus};
 use crate::smp::{self};
-use crate::workload::storm::delta;
-use crate::workload::vmalloc_stress::Rng;
+use crate::util::rng::Rng;
+use crate::workload::common::{IdRegister, settle, tables_delta};
 
 struct Opts {
     loads: Vec<Load>,
@@ -87,29 +86,10 @@ fn obj<'a>(fields: impl IntoIterator<Item = (&'a str, u64)>) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
-/// A device page every board has: the GIC distributor page holding PIDR2, and the architecture
-/// revision it must read.
-fn id_page() -> (PhysAddr, usize, u32) {
-    let gic = crate::kernel::boot_info()
-        .machine
-        .gic
-        .as_ref()
-        .expect("bench needs a GIC");
-    let (off, rev) = match gic.version {
-        GicVersion::V2 => (0xfe8u64, 2),
-        GicVersion::V3 => (0xffe8, 3),
-    };
-    let pa = gic.dist.base + off;
-    (
-        PhysAddr(pa & !(PAGE_SIZE as u64 - 1)),
-        (pa % PAGE_SIZE as u64) as usize,
-        rev,
-    )
-}
-
-fn read_rev(va: VirtAddr, off: usize) -> u32 {
-    // SAFETY: `va` is a live device mapping of the distributor page; PIDR2 is read-only.
-    (unsafe { (va + off).as_ptr::<u32>().read_volatile() } >> 4) & 0xf
+/// A device page every board has (the GIC distributor's, holding PIDR2), with the value it
+/// must read.
+fn id_register() -> IdRegister {
+    IdRegister::of_this_machine().expect("bench needs a GIC")
 }
 
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
@@ -217,7 +197,7 @@ fn touch_free_memory() {
     for va in areas {
         let _ = mm::vfree(va);
     }
-    crate::workload::settle();
+    settle();
 }
 
 /// Per lock of `mm::profile::LOCKS`: the ticks waited and held, the acquisitions, the clock
@@ -256,7 +236,7 @@ fn designs(o: &Opts, profiled: bool) -> bool {
     for &load in &o.loads {
         // Warm up (untimed): the first touch of guest frames costs QEMU host page faults, which
         // would otherwise land on whichever design runs first.
-        crate::workload::settle();
+        settle();
         ok &= run_load(load, o.ticks, false).ok;
         if profiled {
             probe_costs();
@@ -264,11 +244,11 @@ fn designs(o: &Opts, profiled: bool) -> bool {
         for rep in 0..reps {
             let order = pair_order(rep);
             for (mode, design) in order {
-                crate::workload::settle();
+                settle();
                 vm.init_mm.set_design(mode);
                 let tables0 = vm.init_mm.stats();
                 let r = run_load(load, o.ticks, profiled);
-                let tables = delta(&tables0, &vm.init_mm.stats());
+                let tables = tables_delta(&tables0, &vm.init_mm.stats());
                 vm.init_mm.set_design(Design::Seed);
                 ok &= r.ok;
                 let cpus = smp::online_cpus();
@@ -334,10 +314,10 @@ struct LoadResult {
 fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
     let vm = kernel_vm();
     let cpus = smp::online_cpus();
-    let (dev, off, rev) = id_page();
-    const PGDIR: usize = 512 * PUD_SIZE;
+    let reg = id_register();
+    let dev = reg.page();
     let window = match load {
-        Load::MapFresh => match vm.reserve_window(PGDIR, PGDIR) {
+        Load::MapFresh => match vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE) {
             Ok(w) => w,
             Err(e) => {
                 return LoadResult {
@@ -350,7 +330,7 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
         },
         _ => VirtAddr(0),
     };
-    let slots = PGDIR / PMD_SIZE;
+    let slots = PGDIR_SIZE / PMD_SIZE;
     let barrier = Barrier::new(cpus);
     let deadline = AtomicU64::new(0);
     let ops: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
@@ -370,7 +350,12 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
         while cpu::counter() < end {
             let good = match load {
                 Load::IoremapRead => match mm::ioremap(dev, PAGE_SIZE) {
-                    Ok(va) => read_rev(va, off) == rev && mm::iounmap(va).is_ok(),
+                    Ok(va) => {
+                        // SAFETY: `va` is this CPU's own ioremap of the register's page, live
+                        // until the iounmap after the read.
+                        let good = unsafe { reg.reads_right(va) };
+                        good && mm::iounmap(va).is_ok()
+                    }
                     Err(_) => false,
                 },
                 Load::MapFresh => {
@@ -389,7 +374,7 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
                         .is_ok()
                 }
                 Load::Vmalloc => {
-                    let pages = rng.range(1, 16) as usize;
+                    let pages = rng.range(1, 16);
                     match mm::vmalloc(pages * PAGE_SIZE) {
                         Ok(va) => {
                             for p in 0..pages {
@@ -440,7 +425,7 @@ fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
             }
         }
         // SAFETY: the load is over; nothing else maps in the window reserved for it.
-        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR) };
+        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
         let _ = vm.release_window(window);
     }
     LoadResult {
@@ -521,7 +506,8 @@ fn floor(o: &Opts) -> bool {
     let vm = kernel_vm();
     let init_mm = &vm.init_mm;
     let env = init_mm.env();
-    let (dev, off, rev) = id_page();
+    let reg = id_register();
+    let dev = reg.page();
     // A slot whose page table exists: map once, unmap (tables stay).
     let va = match vm.reserve_window(PAGE_SIZE, PAGE_SIZE) {
         Ok(w) => w,
@@ -552,7 +538,9 @@ fn floor(o: &Opts) -> bool {
             unsafe { env.set_entry(&entry, desc) };
             env.dsb_ishst();
             env.isb();
-            good &= read_rev(va, off) == rev;
+            // SAFETY: the slot was set to map the register's page at `va` as device memory and
+            // published (dsb, isb) just above; it is cleared only after this read.
+            good &= unsafe { reg.reads_right(va) };
             // SAFETY: clearing the slot mapped just above.
             unsafe { env.set_entry(&entry, 0) };
             env.dsb_ishst();
@@ -568,7 +556,9 @@ fn floor(o: &Opts) -> bool {
         while cpu::counter() - t1 < o.ticks {
             match mm::ioremap(dev, PAGE_SIZE) {
                 Ok(v) => {
-                    good &= read_rev(v, off) == rev;
+                    // SAFETY: `v` is this ioremap of the register's page, live until the
+                    // iounmap below.
+                    good &= unsafe { reg.reads_right(v) };
                     good &= mm::iounmap(v).is_ok();
                 }
                 Err(_) => good = false,

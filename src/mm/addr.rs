@@ -38,6 +38,11 @@ impl PhysAddr {
         (self.0 % PAGE_SIZE as u64) as usize
     }
 
+    /// The start of its page.
+    pub const fn page_start(self) -> Self {
+        Self(self.0 & !(PAGE_SIZE as u64 - 1))
+    }
+
     /// `self + off`, or `None` past the 64-bit end.
     pub const fn checked_add(self, off: u64) -> Option<Self> {
         match self.0.checked_add(off) {

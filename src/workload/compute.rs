@@ -1,20 +1,62 @@
 //! `compute`: a CPU-bound parallel job — counting the primes below a bound by trial division, in
 //! chunks spread with `spawn` and work stealing — timed on one CPU and then on all, to show the
-//! speed-up and each CPU's share of the work.
+//! speed-up and each CPU's share of the work. It is the same job whatever `seconds=` or
+//! `iterations=` say.
+//!
+//! In slices ([`Workload::prepare_slices`], for the soak), a slice is one chunk of 10,000 by
+//! trial division, checked against a sieve of Eratosthenes made beforehand; CPU i starts at
+//! chunk 25 i.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
 
-use super::{Params, Progress, Report, free_frames};
+use super::common::{Progress, free_frames};
+use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
 use crate::arch::aarch64::cpu;
-use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
 
 /// Count primes below 1,000,000: there are 78,498.
 const LIMIT: u64 = 1_000_000;
 const PRIMES_BELOW_LIMIT: u64 = 78_498;
 const CHUNK: u64 = 10_000;
+
+/// What compute found wrong.
+#[derive(Debug)]
+pub enum ComputeError {
+    /// The count of primes below 1,000,000, made `on` one CPU or all, is not 78,498.
+    WrongCount { on: &'static str, counted: u64 },
+    /// Trial division found `counted` primes in chunk `chunk`, the sieve `sieve`.
+    WrongChunk {
+        chunk: usize,
+        counted: u64,
+        sieve: u64,
+    },
+}
+
+impl fmt::Display for ComputeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongCount { on, counted } => write!(
+                f,
+                "{on} counted {counted} primes below {LIMIT}, not {PRIMES_BELOW_LIMIT}"
+            ),
+            Self::WrongChunk {
+                chunk,
+                counted,
+                sieve,
+            } => write!(
+                f,
+                "compute: {counted} primes in chunk {chunk} by trial division, {sieve} by the sieve"
+            ),
+        }
+    }
+}
+
+impl Error for ComputeError {}
 
 fn is_prime(n: u64) -> bool {
     if n < 2 {
@@ -33,8 +75,8 @@ fn is_prime(n: u64) -> bool {
     true
 }
 
-/// The primes in `[lo, hi)`, by trial division (the soak checks it against a sieve).
-pub(super) fn count(lo: u64, hi: u64) -> u64 {
+/// The primes in `[lo, hi)`, by trial division.
+fn count(lo: u64, hi: u64) -> u64 {
     (lo..hi).filter(|&n| is_prime(n)).count() as u64
 }
 
@@ -65,50 +107,50 @@ fn parallel(cpus: usize, progress: &Progress) -> (u64, u64) {
 }
 
 /// The progress of the running `compute` (a static: spawned closures must be 'static).
-static PROGRESS: Progress = Progress::new_static("compute");
+static PROGRESS: Progress = Progress::new_static(NAME);
 
-pub fn run(p: &Params) -> Report {
-    let frames_before = free_frames();
-    let progress = &PROGRESS;
-    progress.restart();
+/// compute (see the module documentation).
+pub struct Compute;
 
-    // Make sure the other CPUs are awake and idle-looping before timing.
-    for i in 1..p.cpus {
-        spawn_on(i, || ()).join();
+const NAME: &str = "compute";
+
+impl Workload for Compute {
+    fn name(&self) -> &'static str {
+        NAME
     }
-    let jobs_before: Vec<u64> = (0..p.cpus).map(jobs_run).collect();
-    let (one, t1) = parallel(1, progress);
-    // Report the parallel run's work only: per CPU, how many chunks each did.
-    progress.restart();
-    let (all, tn) = parallel(p.cpus, progress);
-    let per_cpu_jobs: Vec<u64> = (0..p.cpus).map(|i| jobs_run(i) - jobs_before[i]).collect();
-    let speedup = t1 as f64 / tn.max(1) as f64;
-    log::info!(
-        "compute: primes below {LIMIT}: 1 CPU {:.3} s, {} CPUs {:.3} s, speed-up {speedup:.2}x, chunks per CPU {per_cpu_jobs:?}",
-        t1 as f64 / cpu::counter_frequency() as f64,
-        p.cpus,
-        tn as f64 / cpu::counter_frequency() as f64
-    );
-    let mut failures = vec![];
-    for (what, n) in [("1 CPU", one), ("all CPUs", all)] {
-        if n != PRIMES_BELOW_LIMIT {
-            failures.push(format!(
-                "{what} counted {n} primes below {LIMIT}, not {PRIMES_BELOW_LIMIT}"
-            ));
+
+    fn run(&self, p: &Params) -> Report {
+        let frames_before = free_frames();
+        let progress = &PROGRESS;
+        progress.restart();
+
+        // Make sure the other CPUs are awake and idle-looping before timing.
+        for i in 1..p.cpus {
+            spawn_on(i, || ()).join();
         }
-    }
-    Report {
-        name: "compute",
-        cpus: p.cpus,
-        ops: progress.total(),
-        ticks: progress.elapsed(),
-        per_cpu_ops: progress.per_cpu(p.cpus),
-        tables: PgStatsSnapshot::default(),
-        frames_before,
-        frames_after: free_frames(),
-        spurious_faults: 0, // filled in by run_from_cmdline
-        passed: failures.is_empty(),
-        extra: vec![
+        let jobs_before: Vec<u64> = (0..p.cpus).map(jobs_run).collect();
+        let (one, t1) = parallel(1, progress);
+        // Report the parallel run's work only: per CPU, how many chunks each did.
+        progress.restart();
+        let (all, tn) = parallel(p.cpus, progress);
+        let per_cpu_jobs: Vec<u64> = (0..p.cpus).map(|i| jobs_run(i) - jobs_before[i]).collect();
+        let speedup = t1 as f64 / tn.max(1) as f64;
+        log::info!(
+            "compute: primes below {LIMIT}: 1 CPU {:.3} s, {} CPUs {:.3} s, speed-up {speedup:.2}x, chunks per CPU {per_cpu_jobs:?}",
+            t1 as f64 / cpu::counter_frequency() as f64,
+            p.cpus,
+            tn as f64 / cpu::counter_frequency() as f64
+        );
+        let mut report = Report::new(NAME, p.cpus);
+        report.record(progress);
+        report.frames_before = frames_before;
+        report.frames_after = free_frames();
+        for (on, counted) in [("1 CPU", one), ("all CPUs", all)] {
+            if counted != PRIMES_BELOW_LIMIT {
+                report.fail(ComputeError::WrongCount { on, counted });
+            }
+        }
+        report.extra = vec![
             ("speedup", format!("{speedup:.2}")),
             (
                 "seconds_1cpu",
@@ -119,8 +161,78 @@ pub fn run(p: &Params) -> Report {
                 format!("{:.3}", tn as f64 / cpu::counter_frequency() as f64),
             ),
             ("chunks_per_cpu", format!("{per_cpu_jobs:?}")),
-        ],
-        failures,
-        notes: Vec::new(),
+        ];
+        report.finish()
+    }
+
+    fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {
+        Some(Ok(Box::new(ComputeSlices {
+            primes: sieve_counts(),
+        })))
+    }
+}
+
+/// `primes[i]`: the primes in chunk `i` (`[i * CHUNK, (i + 1) * CHUNK)`), by the sieve.
+fn sieve_counts() -> Vec<u64> {
+    let (limit, chunk) = (LIMIT as usize, CHUNK as usize);
+    let mut composite = vec![false; limit];
+    let mut counts = vec![0; limit / chunk];
+    for n in 2..limit {
+        if !composite[n] {
+            counts[n / chunk] += 1;
+            let mut m = n * n;
+            while m < limit {
+                composite[m] = true;
+                m += n;
+            }
+        }
+    }
+    counts
+}
+
+/// compute in slices: the sieve's count for every chunk.
+struct ComputeSlices {
+    primes: Vec<u64>,
+}
+
+impl Sliced for ComputeSlices {
+    fn cursor(&self, cpu: usize, _seed: u64) -> Box<dyn Cursor + '_> {
+        Box::new(ComputeCursor {
+            primes: &self.primes,
+            chunk: cpu * 25,
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Finding> {
+        Ok(())
+    }
+}
+
+/// One CPU's place: the next chunk.
+struct ComputeCursor<'a> {
+    primes: &'a [u64],
+    chunk: usize,
+}
+
+impl Cursor for ComputeCursor<'_> {
+    fn slice(&mut self) -> Slice {
+        let c = self.chunk % self.primes.len();
+        self.chunk += 1;
+        let lo = c as u64 * CHUNK;
+        let counted = count(lo, lo + CHUNK);
+        let mut done = Slice::default();
+        if counted == self.primes[c] {
+            done.ops = 1;
+        } else {
+            done.failures.push(
+                ComputeError::WrongChunk {
+                    chunk: c,
+                    counted,
+                    sieve: self.primes[c],
+                }
+                .into(),
+            );
+        }
+        done
     }
 }

@@ -3,29 +3,35 @@
 //! Each runs on `cpus=N` CPUs (default: every online one) for `seconds=S` (or `iterations=N` per
 //! CPU), prints progress at least every second, then one line `result {json}`. `run_from_cmdline`
 //! ends with a summary table.
+//!
+//! Each workload is a [`Workload`] in its own file, listed in [`WORKLOADS`]; what they share is
+//! in [`common`]. The README's "Adding a workload" shows how to add one.
 
+pub mod common;
+
+// The workloads: each module's line here and its line in `WORKLOADS`.
 pub mod compute;
 pub mod soak;
 pub mod storm;
 pub mod vmalloc_stress;
 
+/// The README's example ("Adding a workload"): compiled, and run by `tests/workloads.rs`, so
+/// that the example cannot go stale; not in [`WORKLOADS`], so `workload=` does not offer it.
+pub mod hello;
+
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::error::Error;
+use core::fmt::{self, Write};
 
 use crate::arch::aarch64::cpu;
 use crate::arch::aarch64::exceptions::spurious_faults;
-use crate::cmdline::Cmdline;
-use crate::mm::addr::VirtAddr;
-use crate::mm::fault_inject;
-use crate::mm::frame::FRAMES;
+use crate::cmdline::{Cmdline, CmdlineError};
 use crate::mm::pgalloc::PgStatsSnapshot;
-use crate::mm::pgtable::MmError;
-use crate::mm::vm::VmError;
-use crate::mm::vmap_area::VaError;
 use crate::smp;
+use common::{Leak, Progress};
 
 /// How long or how much a workload runs, from the command line.
 #[derive(Clone, Copy, Debug)]
@@ -53,21 +59,47 @@ pub enum LostRaces {
     Note,
 }
 
-impl Params {
-    pub fn from_cmdline(c: &Cmdline<'_>) -> Result<Self, String> {
-        let online = smp::online_cpus();
-        let cpus = c
-            .number("cpus")
-            .map_err(|e| format!("{e}"))?
-            .map_or(online, |n| n as usize);
-        if cpus == 0 || cpus > online {
-            return Err(format!("cpus={cpus}: {online} CPUs are online"));
+/// Why the command line's `cpus=`, `seconds=` or `iterations=` cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParamError<'a> {
+    /// A value that is not a number.
+    Cmdline(CmdlineError<'a>),
+    /// `cpus=` is 0 or more than are online.
+    Cpus { cpus: usize, online: usize },
+}
+
+impl fmt::Display for ParamError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cmdline(e) => fmt::Display::fmt(e, f),
+            Self::Cpus { cpus, online } => write!(f, "cpus={cpus}: {online} CPUs are online"),
         }
-        let seconds = c
-            .number("seconds")
-            .map_err(|e| format!("{e}"))?
-            .unwrap_or(2);
-        let iterations = c.number("iterations").map_err(|e| format!("{e}"))?;
+    }
+}
+
+impl Error for ParamError<'_> {}
+
+impl<'a> From<CmdlineError<'a>> for ParamError<'a> {
+    fn from(e: CmdlineError<'a>) -> Self {
+        Self::Cmdline(e)
+    }
+}
+
+impl Params {
+    /// `cpus=` (default: every online CPU), `seconds=` (default 2) or `iterations=`; a storm
+    /// that loses no race fails ([`LostRaces::Demand`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ParamError`]: a value that is not a number, or a CPU count that cannot be had.
+    pub fn from_cmdline<'a>(c: &Cmdline<'a>) -> Result<Self, ParamError<'a>> {
+        let online = smp::online_cpus();
+        let cpus = c.number("cpus")?.map_or(online, |n| n as usize);
+        if cpus == 0 || cpus > online {
+            return Err(ParamError::Cpus { cpus, online });
+        }
+        let seconds = c.number("seconds")?.unwrap_or(2);
+        let iterations = c.number("iterations")?;
         Ok(Self {
             cpus,
             duration: seconds * cpu::counter_frequency(),
@@ -85,8 +117,45 @@ impl Params {
     }
 }
 
+/// Something a run's checks found: why it failed (in [`Report::failures`]), or what is worth
+/// knowing about a run that passed (in [`Report::notes`]).
+///
+/// Each workload says what it found in an error type of its own (an enum with `Display`), and it
+/// stays that type until the report is printed: a test can ask for it back with
+/// [`Finding::downcast_ref`]. The report holds them all behind this one type because they are
+/// the workloads' own: a closed enum here would have to name every workload's failures, and
+/// adding a workload would mean changing this file.
+pub struct Finding(Box<dyn Error + Send + Sync>);
+
+impl Finding {
+    /// The workload's own error, if it is an `E`.
+    pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref()
+    }
+}
+
+impl<E: Error + Send + Sync + 'static> From<E> for Finding {
+    fn from(e: E) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The message, quoted: a test kernel's `{:?}` of a report's failures reads as it always did,
+/// as sentences. (The fields are in the message; [`Finding::downcast_ref`] has them typed.)
+impl fmt::Debug for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&format!("{}", self.0), f)
+    }
+}
+
 /// What a workload reports.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Report {
     pub name: &'static str,
     pub cpus: usize,
@@ -101,11 +170,13 @@ pub struct Report {
     /// cores take them; QEMU never does.
     pub spurious_faults: u64,
     pub passed: bool,
-    /// Workload-specific `"key": value` pairs for the JSON line.
+    /// Workload-specific `"key": value` pairs for the JSON line: measurements, not errors, kept
+    /// as the JSON text they print as (tests that want one read it back by key).
     pub extra: Vec<(&'static str, String)>,
-    pub failures: Vec<String>,
+    /// Why the run failed: every check that did not hold.
+    pub failures: Vec<Finding>,
     /// Things worth knowing about a run that passed (printed, not failed).
-    pub notes: Vec<String>,
+    pub notes: Vec<Finding>,
 }
 
 impl Report {
@@ -125,6 +196,35 @@ impl Report {
             extra: Vec::new(),
             failures: Vec::new(),
             notes: Vec::new(),
+        }
+    }
+
+    /// Take the operations, per CPU and in all, and the time from `progress`.
+    pub fn record(&mut self, progress: &Progress) {
+        self.ops = progress.total();
+        self.ticks = progress.elapsed();
+        self.per_cpu_ops = progress.per_cpu(self.cpus);
+    }
+
+    /// The report, passed if the run did some work and no check failed.
+    pub fn finish(mut self) -> Self {
+        self.passed = self.failures.is_empty() && self.ops > 0;
+        self
+    }
+
+    /// Record a failed check.
+    pub fn fail(&mut self, finding: impl Into<Finding>) {
+        self.failures.push(finding.into());
+    }
+
+    /// Fail the run unless as many frames are free after it as before
+    /// ([`Report::frames_before`], [`Report::frames_after`]).
+    pub fn check_frames(&mut self) {
+        if self.frames_after != self.frames_before {
+            self.fail(Leak::Frames {
+                before: self.frames_before,
+                after: self.frames_after,
+            });
         }
     }
 
@@ -186,81 +286,139 @@ impl Report {
     }
 }
 
-/// Counts operations per CPU and prints progress about once a second (from CPU 0).
-pub struct Progress {
-    name: &'static str,
-    start: AtomicU64,
-    last: AtomicU64,
-    ops: [AtomicU64; cpu::MAX_CPUS],
-}
+/// A workload: something `workload=NAME` runs on several CPUs, which checks its own work and
+/// reports it. Each is a type in its own file under `src/workload/`, listed once in
+/// [`WORKLOADS`].
+///
+/// What it takes from [`Params`] is up to it, and its module documentation says which: the
+/// CPUs to use (every workload), how long to run (`duration` or `iterations`: a workload that
+/// does a fixed job, like compute, ignores them), and what a run that lost no table-install race
+/// means ([`LostRaces`]: only the storm races for tables).
+pub trait Workload: Sync {
+    /// The name `workload=` chooses it by; also its report's name.
+    fn name(&self) -> &'static str;
 
-impl Progress {
-    pub fn new(name: &'static str) -> Self {
-        let p = Self::new_static(name);
-        p.restart();
-        p
+    /// Whether `workload=all` (the default) runs it. A workload that changes the machine under
+    /// the others (the soak turns fault injection on) runs only when named.
+    fn in_all(&self) -> bool {
+        true
     }
 
-    /// For a `static` (start it with `restart`).
-    pub const fn new_static(name: &'static str) -> Self {
-        Self {
-            name,
-            start: AtomicU64::new(0),
-            last: AtomicU64::new(0),
-            ops: [const { AtomicU64::new(0) }; cpu::MAX_CPUS],
-        }
-    }
+    /// Run on `p.cpus` CPUs and report: what was done, and every check that failed. Called on
+    /// the boot CPU, with the other CPUs idle; it must leave them idle and memory management
+    /// settled, with every frame and area it took given back.
+    fn run(&self, p: &Params) -> Report;
 
-    /// Zero the counts and start the clock.
-    pub fn restart(&self) {
-        let now = cpu::counter();
-        self.start.store(now, Ordering::Relaxed);
-        self.last.store(now, Ordering::Relaxed);
-        self.ops.iter().for_each(|o| o.store(0, Ordering::Relaxed));
-    }
-
-    pub fn add(&self, cpu_id: usize, n: u64) {
-        self.ops[cpu_id].fetch_add(n, Ordering::Relaxed);
-        let now = cpu::counter();
-        let last = self.last.load(Ordering::Relaxed);
-        if now - last >= cpu::counter_frequency()
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let secs =
-                (now - self.start.load(Ordering::Relaxed)) as f64 / cpu::counter_frequency() as f64;
-            log::info!("{}: {:.1} s, {} ops so far", self.name, secs, self.total());
-        }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.ops.iter().map(|o| o.load(Ordering::Relaxed)).sum()
-    }
-
-    pub fn per_cpu(&self, cpus: usize) -> Vec<u64> {
-        self.ops[..cpus]
-            .iter()
-            .map(|o| o.load(Ordering::Relaxed))
-            .collect()
-    }
-
-    pub fn elapsed(&self) -> u64 {
-        cpu::counter() - self.start.load(Ordering::Relaxed)
+    /// Get ready to run a short slice at a time, interleaved with other workloads' slices on
+    /// the same CPUs (the soak runs them so), and warm up once: whatever the first run keeps (the
+    /// heap's growth, a reserved window) is taken here, so that a baseline counted after this
+    /// sees only what the slices take and give back. Called on the boot CPU with the other CPUs
+    /// idle and fault injection off.
+    ///
+    /// `None`: this workload does not come in slices (the default).
+    fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {
+        None
     }
 }
 
-pub type Workload = fn(&Params) -> Report;
+/// A workload made ready to run in slices ([`Workload::prepare_slices`]): each CPU takes a
+/// [`Cursor`] and runs slices through it.
+pub trait Sliced: Sync {
+    /// CPU `cpu`'s own place in the work, with its random choices seeded from `seed`.
+    fn cursor(&self, cpu: usize, seed: u64) -> Box<dyn Cursor + '_>;
 
-pub const ALL: [(&str, Workload); 3] = [
-    ("ioremap-storm", storm::run),
-    ("vmalloc-stress", vmalloc_stress::run),
-    ("compute", compute::run),
+    /// Give back what [`Workload::prepare_slices`] took, once every cursor is gone.
+    fn finish(self: Box<Self>) -> Result<(), Finding>;
+}
+
+/// One CPU's place in a [`Sliced`] workload.
+pub trait Cursor {
+    /// Run the next slice, a few milliseconds of work at most, and say what it did.
+    fn slice(&mut self) -> Slice;
+
+    /// A new epoch begins: the CPUs have met, and the page tables that map nothing any more
+    /// have been freed. (The storm starts its rounds over, so that its CPUs race again for the
+    /// same missing tables.)
+    fn new_epoch(&mut self) {}
+}
+
+/// What one [`Cursor::slice`] did.
+#[derive(Debug, Default)]
+pub struct Slice {
+    /// Operations done, in the workload's own unit.
+    pub ops: u64,
+    /// Operations that ended in an allocation failure (injected, if all is well: the caller
+    /// checks that injection explains them).
+    pub alloc_failures: u64,
+    /// Every check that failed.
+    pub failures: Vec<Finding>,
+}
+
+/// The workloads, in the order `workload=all` runs them. Adding one: its file, its `mod` line
+/// above, and its line here.
+pub static WORKLOADS: &[&dyn Workload] = &[
+    &storm::Storm,
+    &vmalloc_stress::VmallocStress,
+    &compute::Compute,
+    &soak::Soak,
 ];
 
-/// Workloads run only when named (not part of `all`): the soak turns fault injection on.
-pub const NAMED_ONLY: [(&str, Workload); 1] = [("soak", soak::run)];
+/// The workload called `name`.
+pub fn find(name: &str) -> Option<&'static dyn Workload> {
+    WORKLOADS.iter().copied().find(|w| w.name() == name)
+}
+
+/// Why the command line's workload words cannot be run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChoiceError<'a> {
+    /// `cpus=`, `seconds=` or `iterations=` cannot be used.
+    Params(ParamError<'a>),
+    /// `workload=` names a workload [`WORKLOADS`] does not have.
+    Unknown(&'a str),
+}
+
+impl fmt::Display for ChoiceError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Params(e) => fmt::Display::fmt(e, f),
+            Self::Unknown(name) => {
+                write!(f, "workload={name}: unknown; choose from ")?;
+                for w in WORKLOADS {
+                    write!(f, "{}, ", w.name())?;
+                }
+                f.write_str("all or none")
+            }
+        }
+    }
+}
+
+impl Error for ChoiceError<'_> {}
+
+/// The parameters and the workloads the command line asks for, in its order:
+/// `workload=NAME[,NAME]`, `all` (the default: every workload that is [`Workload::in_all`]), or
+/// `none` (no workload).
+///
+/// # Errors
+///
+/// [`ChoiceError`]: parameters that cannot be used, or a name that is no workload's.
+pub fn choose<'a>(
+    c: &Cmdline<'a>,
+) -> Result<(Params, Vec<&'static dyn Workload>), ChoiceError<'a>> {
+    let params = Params::from_cmdline(c).map_err(ChoiceError::Params)?;
+    let want = c.get("workload").unwrap_or("all");
+    let mut chosen = Vec::new();
+    if want == "none" {
+        return Ok((params, chosen));
+    }
+    for name in want.split(',') {
+        match find(name) {
+            Some(w) => chosen.push(w),
+            None if name == "all" => chosen.extend(WORKLOADS.iter().filter(|w| w.in_all())),
+            None => return Err(ChoiceError::Unknown(name)),
+        }
+    }
+    Ok((params, chosen))
+}
 
 /// Run the workloads the command line names (`workload=NAME[,NAME]`, `all`, or `none`), print a
 /// summary table, and return whether all passed.
@@ -268,41 +426,29 @@ pub const NAMED_ONLY: [(&str, Workload); 1] = [("soak", soak::run)];
 /// This is what `just run` boots into, on whatever host it has: the storm notes, rather than
 /// fails, a run in which no table-install race was lost (see [`LostRaces`]).
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
-    let params = match Params::from_cmdline(c) {
-        Ok(p) => Params {
-            lost_races: LostRaces::Note,
-            ..p
-        },
+    let (params, chosen) = match choose(c) {
+        Ok((p, chosen)) => (
+            Params {
+                lost_races: LostRaces::Note,
+                ..p
+            },
+            chosen,
+        ),
         Err(e) => {
             log::error!("{e}");
             return false;
         }
     };
-    let want = c.get("workload").unwrap_or("all");
-    if want == "none" {
+    if chosen.is_empty() {
         log::info!("workload=none: nothing to run");
         return true;
     }
-    let mut chosen: Vec<(&str, Workload)> = Vec::new();
-    for name in want.split(',') {
-        match ALL.iter().chain(&NAMED_ONLY).find(|(n, _)| *n == name) {
-            Some(&w) => chosen.push(w),
-            None if name == "all" => chosen.extend(ALL),
-            None => {
-                let names: Vec<&str> = ALL.iter().chain(&NAMED_ONLY).map(|(n, _)| *n).collect();
-                log::error!(
-                    "workload={name}: unknown; choose from {}, all or none",
-                    names.join(", ")
-                );
-                return false;
-            }
-        }
-    }
     let mut reports = Vec::new();
-    for (name, w) in chosen {
+    for w in chosen {
+        let name = w.name();
         log::info!("{name}: starting on {} CPUs", params.cpus);
         let spurious = spurious_faults();
-        let mut r = w(&params);
+        let mut r = w.run(&params);
         r.spurious_faults = spurious_faults() - spurious;
         for f in &r.failures {
             log::error!("{name}: {f}");
@@ -360,110 +506,4 @@ fn summary(reports: &[Report]) {
         let failed = reports.iter().filter(|r| !r.passed).count();
         let _ = writeln!(w, "\n{} passed, {} failed", reports.len() - failed, failed);
     });
-}
-
-/// Bring memory management to a state that can be counted: purge the lazily freed areas (their
-/// ranges and pages come back), return the per-CPU frame caches to the frame allocator, and free
-/// the page tables of the vmalloc region that map nothing any more. Returns the tables freed.
-///
-/// Only between workloads, from the boot CPU, while the other CPUs are idle: idle CPUs touch
-/// only their own stacks, whose tables are not empty and so are left alone.
-pub fn settle() -> usize {
-    use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
-    let vm = crate::mm::kernel_vm();
-    vm.vm_unmap_aliases();
-    FRAMES.drain_caches();
-    // SAFETY: called between workloads: no other CPU maps, unmaps or walks an address whose
-    // tables are empty (see above), so no lock-free walker can be inside a table freed here.
-    unsafe {
-        vm.init_mm
-            .reclaim_empty_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END))
-    }
-}
-
-/// Frames free right now, counting the frames the kernel heap has taken as free: the heap grows
-/// by whole frames (whenever it runs low, on any CPU) and keeps them, so that is what must
-/// balance when nothing leaked.
-pub fn free_frames() -> usize {
-    FRAMES.stats().free + crate::kernel::HEAP.grown_frames()
-}
-
-/// Is `e` an allocation failure: no frame for a page or a table, or no virtual space? These are
-/// the errors fault injection produces; every other error is a bug or a wrong argument.
-pub fn is_alloc_failure(e: &VmError) -> bool {
-    match e {
-        VmError::OutOfMemory { .. } | VmError::NoVirtualSpace(VaError::NoSpace { .. }) => true,
-        VmError::Table(t) => is_table_alloc_failure(t),
-        _ => false,
-    }
-}
-
-/// [`is_alloc_failure`] for the table allocators' errors.
-pub fn is_table_alloc_failure(e: &MmError) -> bool {
-    matches!(e, MmError::OutOfMemory)
-}
-
-/// Allocation failures a workload met, which fault injection must explain.
-///
-/// Under injection an allocation error is expected and counted, not a failure. But every one
-/// must be explained by an injected failure: each injected failure fails exactly one workload
-/// operation, so more allocation errors than injections (since [`AllocFailures::new`]) means a
-/// real shortage (a leak, usually), and that is reported as a failure.
-pub struct AllocFailures {
-    seen: AtomicU64,
-    injected_at_start: u64,
-}
-
-impl AllocFailures {
-    pub fn new() -> Self {
-        Self {
-            seen: AtomicU64::new(0),
-            injected_at_start: fault_inject::injected_total(),
-        }
-    }
-
-    /// Count one allocation failure.
-    pub fn note(&self) {
-        self.seen.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn seen(&self) -> u64 {
-        self.seen.load(Ordering::Relaxed)
-    }
-
-    /// Failures injected (in either allocator, by anyone) since `new`.
-    pub fn injected(&self) -> u64 {
-        fault_inject::injected_total() - self.injected_at_start
-    }
-
-    /// Call when the workload's CPUs are done (or quiescent): `Err` when some allocation
-    /// failures were not injected.
-    pub fn check(&self) -> Result<(), String> {
-        let (seen, injected) = (self.seen(), self.injected());
-        if seen > injected {
-            return Err(format!(
-                "{seen} allocations failed but only {injected} failures were injected: the machine ran out for real"
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for AllocFailures {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Run a setup allocation (`f`) until it does not fail with an allocation failure, while
-/// fault injection is on: a workload's own setup (its window, its warm-up) is not what is under
-/// test. Gives up after 1000 tries (with injection at 1/50, that never happens by chance).
-pub fn retry_injected<T>(mut f: impl FnMut() -> Result<T, VmError>) -> Result<T, VmError> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(e) if is_alloc_failure(&e) && fault_inject::active() && tries < 1000 => tries += 1,
-            r => return r,
-        }
-    }
 }

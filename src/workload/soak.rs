@@ -8,7 +8,11 @@
 //! a third CPU computes. (Splitting the CPUs among the workloads would pin each path to one or two
 //! CPUs; alternating puts every path on every CPU and keeps all three running all the time.)
 //!
-//! - storm slice: 8 rounds of `init_mm.map_range` of the GIC distributor page in the soak's own
+//! The soak finds the three in [`super::WORKLOADS`] and runs them through their
+//! [`Workload::prepare_slices`], nothing else; each says in its module documentation what its
+//! slice is:
+//!
+//! - storm slice: 8 rounds of `init_mm.map_range` of the GIC distributor page in the storm's
 //!   512 GiB window (round r of an epoch in gigabyte r, so CPUs racing through the same round
 //!   compete for the same missing tables), plus a driver's `ioremap`/`iounmap`; every read checked;
 //! - vmalloc slice: one `lib/test_vmalloc.c` scenario, every word written verified before vfree;
@@ -22,30 +26,30 @@
 //! `result {json}` line at the end.
 //!
 //! Injection: `fail=` from the command line when given (`fail=none` turns it off), otherwise
-//! [`DEFAULT_FAIL`]. The soak's own setup (its window, the sieve, the warm-up) runs without.
+//! [`DEFAULT_FAIL`]. The workloads' preparation (the storm's window, the sieve, the warm-ups) runs
+//! without.
 
+use alloc::boxed::Box;
 use alloc::format;
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::storm::{IdRegister, Outcome, delta, ioremap_cycle, window_cycle};
-use super::vmalloc_stress::{Failure, Rng, SCENARIOS, run_scenario};
-use super::{AllocFailures, Params, Report, free_frames, settle};
+use super::common::{AllocFailures, NotInjected, OnCpu, free_frames, settle, tables_delta};
+use super::{Cursor, Finding, Params, Report, Sliced, Workload, find};
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::mm::fault_inject::{self, FaultConfig, Target};
 use crate::mm::kernel_vm;
-use crate::mm::layout::{PAGE_SIZE, PUD_SIZE};
 use crate::smp::runtime::{Barrier, on_cpus};
 
 /// The injection the soak turns on when the command line has no `fail=`.
 pub const DEFAULT_FAIL: &str = "frames:1/50,areas:1/50,seed=7";
 
-const PGDIR_SIZE: usize = 512 * PUD_SIZE;
-const STORM_ROUNDS: usize = 8;
-const LIMIT: usize = 1_000_000;
-const CHUNK: usize = 10_000;
+/// The workloads the soak mixes, by name, in the order of its counts: storm, vmalloc, compute.
+const MIXED: [&str; 3] = ["ioremap-storm", "vmalloc-stress", "compute"];
+
 /// Failure messages kept (the count is kept for all).
 const MAX_MESSAGES: usize = 32;
 
@@ -67,77 +71,146 @@ pub struct SoakStats {
     pub config: FaultConfig,
 }
 
-/// `primes[i]`: the primes in chunk `i` (`[i * CHUNK, (i + 1) * CHUNK)`), by the sieve.
-fn sieve_counts() -> Vec<u32> {
-    let mut composite = vec![false; LIMIT];
-    let mut counts = vec![0u32; LIMIT / CHUNK];
-    for n in 2..LIMIT {
-        if !composite[n] {
-            counts[n / CHUNK] += 1;
-            let mut m = n * n;
-            while m < LIMIT {
-                composite[m] = true;
-                m += n;
+/// What the soak found wrong.
+#[derive(Debug)]
+pub enum SoakError {
+    /// A workload the soak mixes is not in the table, or does not come in slices.
+    CannotMix(&'static str),
+    /// At the end of epoch `epoch`, `free` frames were free, not the baseline's.
+    EpochFrames {
+        epoch: u64,
+        free: usize,
+        baseline: usize,
+    },
+    /// At the end of epoch `epoch`, the areas were not the baseline's.
+    EpochAreas {
+        epoch: u64,
+        areas: (usize, usize),
+        baseline: (usize, usize),
+    },
+    /// In epoch `epoch`, more allocations failed than were injected.
+    EpochNotInjected { epoch: u64, error: NotInjected },
+    /// How many failures there were in all, when there were more than the report keeps.
+    InAll(u64),
+    /// The areas after the run (the workloads' preparations undone) were not those before.
+    AreasAfterRun {
+        after: (usize, usize),
+        before: (usize, usize),
+    },
+    /// Not every epoch balanced.
+    Unbalanced { balanced: u64, epochs: u64 },
+}
+
+impl fmt::Display for SoakError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CannotMix(name) => {
+                write!(f, "{name}: no such workload, or it does not come in slices")
+            }
+            Self::EpochFrames {
+                epoch,
+                free,
+                baseline,
+            } => write!(f, "epoch {epoch}: {free} frames free, baseline {baseline}"),
+            Self::EpochAreas {
+                epoch,
+                areas,
+                baseline,
+            } => write!(f, "epoch {epoch}: areas {areas:?}, baseline {baseline:?}"),
+            Self::EpochNotInjected { epoch, error } => write!(f, "epoch {epoch}: {error}"),
+            Self::InAll(n) => write!(f, "... {n} failures in all"),
+            Self::AreasAfterRun { after, before } => write!(
+                f,
+                "after the run: areas {after:?}, {before:?} before the soak"
+            ),
+            Self::Unbalanced { balanced, epochs } => {
+                write!(f, "{balanced} of {epochs} epochs balanced")
             }
         }
     }
-    counts
 }
+
+impl Error for SoakError {}
 
 /// Everything the CPUs share during the run.
 struct Shared {
     barrier: Barrier,
     stop: AtomicBool,
     epoch_end: AtomicU64,
-    storm: [AtomicU64; MAX_CPUS],
-    vmalloc: [AtomicU64; MAX_CPUS],
-    compute: [AtomicU64; MAX_CPUS],
+    /// Operations per workload of [`MIXED`], per CPU.
+    ops: [[AtomicU64; MAX_CPUS]; MIXED.len()],
     alloc_failures: AllocFailures,
     bad: AtomicU64,
-    messages: spin::Mutex<Vec<String>>,
+    messages: spin::Mutex<Vec<Finding>>,
 }
 
 impl Shared {
-    fn fail(&self, msg: String) {
+    fn fail(&self, finding: impl Into<Finding>) {
         self.bad.fetch_add(1, Ordering::Relaxed);
         let mut m = self.messages.lock();
         if m.len() < MAX_MESSAGES {
-            m.push(msg);
+            m.push(finding.into());
         }
     }
 
-    fn storm_outcome(&self, id: usize, what: &str, o: Outcome) {
-        match o {
-            Outcome::Done => {
-                self.storm[id].fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::AllocFailed => self.alloc_failures.note(),
-            Outcome::BadRead => self.fail(format!("cpu{id} {what}: wrong value read")),
-            Outcome::Error(e) => self.fail(format!("cpu{id} {what}: {e}")),
-        }
-    }
-
-    fn total(counters: &[AtomicU64; MAX_CPUS]) -> u64 {
-        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    /// Operations so far of each workload of [`MIXED`].
+    fn totals(&self) -> [u64; MIXED.len()] {
+        self.ops
+            .each_ref()
+            .map(|per_cpu| per_cpu.iter().map(|c| c.load(Ordering::Relaxed)).sum())
     }
 }
 
-/// Run the soak and return its report (see the module documentation).
-pub fn run(p: &Params) -> Report {
-    run_soak(p).0
+/// Prepare every workload of [`MIXED`] for slices: all of them, or the first thing that went
+/// wrong (with what was prepared undone).
+fn prepare() -> Result<Vec<Box<dyn Sliced>>, Vec<Finding>> {
+    let mut mixed = Vec::new();
+    for name in MIXED {
+        let prepared = find(name)
+            .and_then(|w| w.prepare_slices())
+            .unwrap_or_else(|| Err(SoakError::CannotMix(name).into()));
+        match prepared {
+            Ok(s) => mixed.push(s),
+            Err(e) => {
+                let mut failures = vec![e];
+                failures.extend(finish(mixed));
+                return Err(failures);
+            }
+        }
+    }
+    Ok(mixed)
+}
+
+/// Undo the workloads' preparations; what could not be undone.
+fn finish(mixed: Vec<Box<dyn Sliced>>) -> Vec<Finding> {
+    mixed.into_iter().filter_map(|s| s.finish().err()).collect()
+}
+
+/// The soak (see the module documentation). Not part of `workload=all`: it turns fault
+/// injection on.
+pub struct Soak;
+
+const NAME: &str = "soak";
+
+impl Workload for Soak {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn in_all(&self) -> bool {
+        false
+    }
+
+    fn run(&self, p: &Params) -> Report {
+        run_soak(p).0
+    }
 }
 
 /// The soak, with its own statistics for tests.
 pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     let vm = kernel_vm();
-    let mut report = Report::new("soak", p.cpus);
+    let mut report = Report::new(NAME, p.cpus);
     let mut stats = SoakStats::default();
-    let Some(reg) = IdRegister::of_this_machine() else {
-        report
-            .failures
-            .push("the device tree names no interrupt controller to read".into());
-        return (report, stats);
-    };
     // Which injection: the command line's `fail=` (already applied at boot), or the default.
     let previous = fault_inject::current();
     let cmdline_has_fail = crate::kernel::boot_info().cmdline().get("fail").is_some();
@@ -148,27 +221,18 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     };
     stats.config = config;
 
-    // Setup, uninjected: the window, the sieve, one warm-up of everything, quiescent reclaim.
+    // Setup, uninjected: every workload's preparation and warm-up, then quiescent reclaim.
     fault_inject::apply(&FaultConfig::NONE);
     settle();
-    let areas_without_window = vm.area_stats();
-    let window = match vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE) {
-        Ok(w) => w,
-        Err(e) => {
+    let areas_before_setup = vm.area_stats();
+    let mixed = match prepare() {
+        Ok(m) => m,
+        Err(failures) => {
             fault_inject::apply(&previous);
-            report
-                .failures
-                .push(format!("no 512 GiB window for the storm slices: {e}"));
+            report.failures = failures;
             return (report, stats);
         }
     };
-    let primes = sieve_counts();
-    let mut rng = Rng::new(1);
-    for i in 0..SCENARIOS.len() {
-        let _ = run_scenario(i, &mut rng, 0);
-    }
-    let _ = window_cycle(&reg, window);
-    let _ = ioremap_cycle(&reg);
     settle();
     let frames_before = free_frames();
     let areas_before = vm.area_stats();
@@ -183,9 +247,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
         barrier: Barrier::new(p.cpus),
         stop: AtomicBool::new(false),
         epoch_end: AtomicU64::new(0),
-        storm: [const { AtomicU64::new(0) }; MAX_CPUS],
-        vmalloc: [const { AtomicU64::new(0) }; MAX_CPUS],
-        compute: [const { AtomicU64::new(0) }; MAX_CPUS],
+        ops: [const { [const { AtomicU64::new(0) }; MAX_CPUS] }; MIXED.len()],
         alloc_failures: AllocFailures::new(),
         bad: AtomicU64::new(0),
         messages: spin::Mutex::new(Vec::new()),
@@ -197,8 +259,9 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     let start = cpu::counter();
     on_cpus(p.cpus, &|id| {
         let s = &shared;
-        let mut rng = Rng::new(config.seed ^ ((id as u64 + 1) << 32));
-        let (mut slice, mut scenario, mut chunk) = (id, id, id * 25);
+        let seed = config.seed ^ ((id as u64 + 1) << 32);
+        let mut cursors: Vec<Box<dyn Cursor>> = mixed.iter().map(|m| m.cursor(id, seed)).collect();
+        let mut slice = id;
         let mut epoch = 0u64;
         loop {
             // CPU 0 decides, before the barrier, whether there is another epoch and when it ends.
@@ -220,45 +283,14 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
                 break;
             }
             let end = s.epoch_end.load(Ordering::Relaxed);
-            let mut round = 0usize;
+            cursors.iter_mut().for_each(|c| c.new_epoch());
             while cpu::counter() < end {
-                match slice % 3 {
-                    0 => {
-                        for _ in 0..STORM_ROUNDS {
-                            let va = window + (round % 512) * PUD_SIZE + id * PAGE_SIZE;
-                            round += 1;
-                            s.storm_outcome(id, "map_range", window_cycle(&reg, va));
-                            s.storm_outcome(id, "ioremap", ioremap_cycle(&reg));
-                        }
-                    }
-                    1 => {
-                        let i = scenario % SCENARIOS.len();
-                        scenario += 1;
-                        match run_scenario(i, &mut rng, id) {
-                            Ok(n) => {
-                                s.vmalloc[id].fetch_add(n, Ordering::Relaxed);
-                            }
-                            Err(Failure::Alloc(_)) => s.alloc_failures.note(),
-                            Err(Failure::Bad(e)) => {
-                                s.fail(format!("cpu{id} {}: {e}", SCENARIOS[i].0));
-                            }
-                        }
-                    }
-                    _ => {
-                        let c = chunk % primes.len();
-                        chunk += 1;
-                        let got =
-                            super::compute::count((c * CHUNK) as u64, ((c + 1) * CHUNK) as u64)
-                                as u32;
-                        if got == primes[c] {
-                            s.compute[id].fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            s.fail(format!(
-                                "cpu{id} compute: {got} primes in chunk {c} by trial division, {} by the sieve",
-                                primes[c]
-                            ));
-                        }
-                    }
+                let k = slice % cursors.len();
+                let done = cursors[k].slice();
+                s.ops[k][id].fetch_add(done.ops, Ordering::Relaxed);
+                s.alloc_failures.add(done.alloc_failures);
+                for error in done.failures {
+                    s.fail(OnCpu { cpu: id, error });
                 }
                 slice += 1;
             }
@@ -270,32 +302,34 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
                 let mut ok = true;
                 if frames != frames_before {
                     ok = false;
-                    s.fail(format!(
-                        "epoch {epoch}: {frames} frames free, baseline {frames_before}"
-                    ));
+                    s.fail(SoakError::EpochFrames {
+                        epoch,
+                        free: frames,
+                        baseline: frames_before,
+                    });
                 }
                 if areas != areas_before {
                     ok = false;
-                    s.fail(format!(
-                        "epoch {epoch}: areas {areas:?}, baseline {areas_before:?}"
-                    ));
+                    s.fail(SoakError::EpochAreas {
+                        epoch,
+                        areas,
+                        baseline: areas_before,
+                    });
                 }
-                if let Err(e) = s.alloc_failures.check() {
+                if let Err(error) = s.alloc_failures.check() {
                     ok = false;
-                    s.fail(format!("epoch {epoch}: {e}"));
+                    s.fail(SoakError::EpochNotInjected { epoch, error });
                 }
                 epochs.store(epoch + 1, Ordering::Relaxed);
                 if ok {
                     balanced.fetch_add(1, Ordering::Relaxed);
                 }
                 let inj = Target::ALL.map(|t| t.attr().injected());
+                let [storm, vmalloc, compute] = s.totals();
                 log::info!(
-                    "soak: epoch {} ({:.1} s): ops storm {} vmalloc {} compute {}; injected frames {} areas {}; {} tables freed; frames {frames}/{frames_before} areas {}/{} {}",
+                    "soak: epoch {} ({:.1} s): ops storm {storm} vmalloc {vmalloc} compute {compute}; injected frames {} areas {}; {} tables freed; frames {frames}/{frames_before} areas {}/{} {}",
                     epoch + 1,
                     (cpu::counter() - start) as f64 / freq as f64,
-                    Shared::total(&s.storm),
-                    Shared::total(&s.vmalloc),
-                    Shared::total(&s.compute),
                     inj[0] - injected_before[0],
                     inj[1] - injected_before[1],
                     freed,
@@ -311,52 +345,48 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     let ticks = cpu::counter() - start;
     fault_inject::apply(&previous);
     let injected = Target::ALL.map(|t| t.attr().injected());
-    let released = vm.release_window(window);
+    let unfinished = finish(mixed);
 
     stats.epochs = epochs.load(Ordering::Relaxed);
     stats.balance_checks_passed = balanced.load(Ordering::Relaxed);
     stats.injected_frames = injected[0] - injected_before[0];
     stats.injected_areas = injected[1] - injected_before[1];
-    stats.storm_ops = Shared::total(&shared.storm);
-    stats.vmalloc_ops = Shared::total(&shared.vmalloc);
-    stats.compute_ops = Shared::total(&shared.compute);
+    [stats.storm_ops, stats.vmalloc_ops, stats.compute_ops] = shared.totals();
     stats.alloc_failures = shared.alloc_failures.seen();
 
     report.ops = stats.storm_ops + stats.vmalloc_ops + stats.compute_ops;
     report.ticks = ticks;
     report.per_cpu_ops = (0..p.cpus)
         .map(|i| {
-            [&shared.storm, &shared.vmalloc, &shared.compute]
+            shared
+                .ops
                 .iter()
                 .map(|c| c[i].load(Ordering::Relaxed))
                 .sum()
         })
         .collect();
-    report.tables = delta(&tables_before, &vm.init_mm.stats());
+    report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
     report.frames_before = frames_before;
     report.frames_after = free_frames();
     let n_bad = shared.bad.load(Ordering::Relaxed);
     report.failures = shared.messages.into_inner();
     if n_bad as usize > report.failures.len() {
-        report
-            .failures
-            .push(format!("... {} failures in all", n_bad));
+        report.fail(SoakError::InAll(n_bad));
     }
-    if let Err(e) = released {
-        report.failures.push(format!("releasing the window: {e}"));
-    }
+    report.failures.extend(unfinished);
     settle();
-    if vm.area_stats() != areas_without_window {
-        report.failures.push(format!(
-            "after the run: areas {:?}, {areas_without_window:?} before the soak",
-            vm.area_stats()
-        ));
+    let areas_after = vm.area_stats();
+    if areas_after != areas_before_setup {
+        report.fail(SoakError::AreasAfterRun {
+            after: areas_after,
+            before: areas_before_setup,
+        });
     }
     if stats.epochs == 0 || stats.balance_checks_passed != stats.epochs {
-        report.failures.push(format!(
-            "{} of {} epochs balanced",
-            stats.balance_checks_passed, stats.epochs
-        ));
+        report.fail(SoakError::Unbalanced {
+            balanced: stats.balance_checks_passed,
+            epochs: stats.epochs,
+        });
     }
     report.extra = vec![
         ("epochs", format!("{}", stats.epochs)),
@@ -381,6 +411,5 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
             ),
         ),
     ];
-    report.passed = report.failures.is_empty() && report.ops > 0;
-    (report, stats)
+    (report.finish(), stats)
 }

@@ -4,14 +4,22 @@
 //! Each CPU runs the scenarios in turn until the time (or `iterations=`, counted in passes over
 //! all scenarios) is up. Per scenario it reports passed/failed/repeat and the average time of
 //! one scenario run in microseconds, like test_vmalloc.
+//!
+//! In slices ([`Workload::prepare_slices`], for the soak), a slice is one scenario, each CPU
+//! going through them in turn from a different one.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::{AllocFailures, Params, Progress, Report, free_frames, storm::delta};
+use super::common::{
+    AllocFailures, Leak, OnCpu, Progress, free_frames, is_alloc_failure, settle, tables_delta,
+};
+use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
 use crate::arch::aarch64::cpu;
 use crate::mm::addr::VirtAddr;
 use crate::mm::kernel_vm;
@@ -19,36 +27,103 @@ use crate::mm::layout::PAGE_SIZE;
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::mm::vm::VmError;
 use crate::smp::runtime::on_cpus;
+use crate::util::rng::Rng;
 
 /// Why a scenario stopped early.
 #[derive(Debug)]
-pub enum Failure {
+enum Failure {
     /// An allocation failed for want of frames or virtual space (fault injection, normally).
     /// Everything the scenario held has been checked and freed.
-    Alloc(VmError),
+    Alloc,
     /// Wrong data, a misaligned area, or an error that is not an allocation failure.
-    Bad(String),
+    Bad(ScenarioError),
 }
 
 impl Failure {
-    fn vm(what: impl FnOnce() -> String, e: VmError) -> Self {
-        if super::is_alloc_failure(&e) {
-            Failure::Alloc(e)
+    /// `e` from an allocation: an allocation failure, or what `bad` makes of any other error.
+    fn vm(e: VmError, bad: impl FnOnce(VmError) -> ScenarioError) -> Self {
+        if is_alloc_failure(&e) {
+            Failure::Alloc
         } else {
-            Failure::Bad(format!("{}: {e}", what()))
+            Failure::Bad(bad(e))
         }
     }
 }
 
+/// What a scenario found wrong.
+#[derive(Debug)]
+pub enum ScenarioError {
+    /// `vmalloc_aligned` failed, not for want of memory or space.
+    Vmalloc {
+        pages: usize,
+        align: usize,
+        error: VmError,
+    },
+    /// `vmalloc_aligned` of one page at 2^`shift` failed, not for want of memory or space.
+    VmallocShifted { shift: u32, error: VmError },
+    /// An area that is not aligned as asked.
+    Misaligned { va: usize, align: usize },
+    /// A word of the area at `va` that reads `read`, not what this CPU wrote there.
+    Overwritten { va: usize, word: usize, read: u64 },
+    /// `vfree` refused an area it had handed out.
+    Vfree { va: VirtAddr, error: VmError },
+    /// An alignment no address of the vmalloc region has was met.
+    BeyondRegion { shift: u32, va: VirtAddr },
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Vmalloc {
+                pages,
+                align,
+                error,
+            } => write!(f, "vmalloc({pages} pages, align {align:#x}): {error}"),
+            Self::VmallocShifted { shift, error } => {
+                write!(f, "vmalloc(1 page, align 2^{shift}): {error}")
+            }
+            Self::Misaligned { va, align } => {
+                write!(f, "vmalloc returned {va:#x}, not aligned to {align:#x}")
+            }
+            Self::Overwritten { va, word, read } => write!(
+                f,
+                "area {va:#x}: word at {word:#x} reads {read:#x}: another mapping wrote it"
+            ),
+            Self::Vfree { va, error } => write!(f, "vfree({va:#x}): {error}"),
+            Self::BeyondRegion { shift, va } => write!(
+                f,
+                "vmalloc aligned to 2^{shift} succeeded at {va:#x}, beyond the region"
+            ),
+        }
+    }
+}
+
+impl Error for ScenarioError {}
+
+/// A scenario, by name, and what it found wrong.
+#[derive(Debug)]
+pub struct ScenarioFailed {
+    pub scenario: &'static str,
+    pub error: ScenarioError,
+}
+
+impl fmt::Display for ScenarioFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.scenario, self.error)
+    }
+}
+
+impl Error for ScenarioFailed {}
+
 /// The areas a scenario holds. Whatever way the scenario ends, [`Live::release`] checks and
 /// frees what is left, so that a failed allocation in the middle leaks nothing.
-pub struct Live {
+struct Live {
     cpu: usize,
     areas: Vec<Option<(usize, usize)>>,
 }
 
 impl Live {
-    pub fn new(cpu: usize) -> Self {
+    fn new(cpu: usize) -> Self {
         Self {
             cpu,
             areas: Vec::new(),
@@ -58,9 +133,13 @@ impl Live {
     /// vmalloc `pages` pages at `align`, write the pattern into them, hold them; returns a slot.
     fn alloc(&mut self, pages: usize, align: usize) -> Result<usize, Failure> {
         let size = pages * PAGE_SIZE;
-        let va = kernel_vm()
-            .vmalloc_aligned(size, align)
-            .map_err(|e| Failure::vm(|| format!("vmalloc({pages} pages, align {align:#x})"), e))?;
+        let va = kernel_vm().vmalloc_aligned(size, align).map_err(|e| {
+            Failure::vm(e, |error| ScenarioError::Vmalloc {
+                pages,
+                align,
+                error,
+            })
+        })?;
         self.hold(va.0, size, align)
     }
 
@@ -80,7 +159,7 @@ impl Live {
     }
 
     /// Check and free everything still held; the first bad area is the error.
-    pub fn release(&mut self) -> Result<(), Failure> {
+    fn release(&mut self) -> Result<(), Failure> {
         let mut first = Ok(());
         for slot in 0..self.areas.len() {
             let r = self.free(slot);
@@ -97,7 +176,7 @@ impl Live {
 /// `Live` until freed; the caller releases what an early return left there.
 type Scenario = fn(&mut Rng, &mut Live) -> Result<u64, Failure>;
 
-pub const SCENARIOS: [(&str, Scenario); 7] = [
+const SCENARIOS: [(&str, Scenario); 7] = [
     ("fix_size_alloc", fix_size_alloc),
     ("full_fit_alloc", full_fit_alloc),
     ("long_busy_list_alloc", long_busy_list_alloc),
@@ -109,34 +188,13 @@ pub const SCENARIOS: [(&str, Scenario); 7] = [
 
 /// Run scenario `i` on this CPU and free whatever it held. A data error found while releasing
 /// wins over an allocation failure.
-pub fn run_scenario(i: usize, rng: &mut Rng, cpu_id: usize) -> Result<u64, Failure> {
+fn run_scenario(i: usize, rng: &mut Rng, cpu_id: usize) -> Result<u64, Failure> {
     let mut live = Live::new(cpu_id);
     let r = (SCENARIOS[i].1)(rng, &mut live);
     match (r, live.release()) {
         (Err(Failure::Bad(e)), _) => Err(Failure::Bad(e)),
         (_, Err(e)) => Err(e),
         (r, Ok(())) => r,
-    }
-}
-
-/// xorshift64*: a small seeded generator, one per CPU.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
     }
 }
 
@@ -155,11 +213,9 @@ fn tag(va: usize, cpu_id: usize, w: *mut u64) -> u64 {
 }
 
 /// Check `va`'s alignment and write the pattern into the area.
-fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(), String> {
+fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(), ScenarioError> {
     if !va.is_multiple_of(align) {
-        return Err(format!(
-            "vmalloc returned {va:#x}, not aligned to {align:#x}"
-        ));
+        return Err(ScenarioError::Misaligned { va, align });
     }
     for w in words(va, size) {
         // SAFETY: `w` is inside [va, va + size), which vmalloc just mapped for this CPU alone.
@@ -169,20 +225,24 @@ fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(), Strin
 }
 
 /// Check the pattern, then vfree.
-fn check_and_free((va, size): (usize, usize), cpu_id: usize) -> Result<(), String> {
+fn check_and_free((va, size): (usize, usize), cpu_id: usize) -> Result<(), ScenarioError> {
     for w in words(va, size) {
         // SAFETY: the area is still held by this CPU's `Live` and mapped (vmalloc mapped it).
         let got = unsafe { w.read_volatile() };
         if got != tag(va, cpu_id, w) {
-            return Err(format!(
-                "area {va:#x}: word at {:#x} reads {got:#x}: another mapping wrote it",
-                w as usize
-            ));
+            return Err(ScenarioError::Overwritten {
+                va,
+                word: w as usize,
+                read: got,
+            });
         }
     }
     kernel_vm()
         .vfree(VirtAddr(va))
-        .map_err(|e| format!("vfree({va:#x}): {e}"))
+        .map_err(|error| ScenarioError::Vfree {
+            va: VirtAddr(va),
+            error,
+        })
 }
 
 fn fix_size_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
@@ -225,7 +285,7 @@ fn long_busy_list_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
 
 fn random_size_alloc(r: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for _ in 0..20 {
-        let pages = r.range(1, 100) as usize;
+        let pages = r.range(1, 100);
         let a = l.alloc(pages, PAGE_SIZE)?;
         l.free(a)?;
     }
@@ -242,7 +302,7 @@ fn fix_align_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
 
 fn random_size_align_alloc(r: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for _ in 0..20 {
-        let pages = r.range(1, 16) as usize;
+        let pages = r.range(1, 16);
         let align = PAGE_SIZE << r.range(0, 9);
         let a = l.alloc(pages, align)?;
         l.free(a)?;
@@ -262,9 +322,7 @@ fn align_shift_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
         match kernel_vm().vmalloc_aligned(PAGE_SIZE, align) {
             Ok(va) if shift >= 48 => {
                 let _ = kernel_vm().vfree(va);
-                return Err(Failure::Bad(format!(
-                    "vmalloc aligned to 2^{shift} succeeded at {va:#x}, beyond the region"
-                )));
+                return Err(Failure::Bad(ScenarioError::BeyondRegion { shift, va }));
             }
             Ok(va) => {
                 let a = l.hold(va.0, PAGE_SIZE, align)?;
@@ -273,10 +331,10 @@ fn align_shift_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
             }
             Err(VmError::NoVirtualSpace(_)) if shift >= 40 => {}
             Err(e) => {
-                return Err(Failure::vm(
-                    || format!("vmalloc(1 page, align 2^{shift})"),
-                    e,
-                ));
+                return Err(Failure::vm(e, |error| ScenarioError::VmallocShifted {
+                    shift,
+                    error,
+                }));
             }
         }
     }
@@ -292,109 +350,167 @@ struct Stats {
     ticks: AtomicU64,
 }
 
-pub fn run(p: &Params) -> Report {
-    let vm = kernel_vm();
-    // Warm up once so the heap has grown to what it keeps, then free the tables that are empty
-    // again: the balance check below then proves every page and table went back.
+/// vmalloc-stress (see the module documentation).
+pub struct VmallocStress;
+
+const NAME: &str = "vmalloc-stress";
+
+impl Workload for VmallocStress {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(&self, p: &Params) -> Report {
+        let vm = kernel_vm();
+        // Warm up once so the heap has grown to what it keeps, then free the tables that are empty
+        // again: the balance check below then proves every page and table went back.
+        warm_up();
+        settle();
+        let frames_before = free_frames();
+        let areas_before = vm.area_stats();
+        let tables_before: PgStatsSnapshot = vm.init_mm.stats();
+        let stats: [Stats; 7] = Default::default();
+        let failures = spin::Mutex::new(Vec::<Finding>::new());
+        let alloc_failures = AllocFailures::new();
+        let progress = Progress::new(NAME);
+        let start = cpu::counter();
+        on_cpus(p.cpus, &|id| {
+            let mut rng = Rng::new(id as u64 + 7);
+            let mut pass = 0u64;
+            while p.more(start, pass) {
+                for (i, (name, _)) in SCENARIOS.iter().enumerate() {
+                    let t0 = cpu::counter();
+                    match run_scenario(i, &mut rng, id) {
+                        Ok(n) => {
+                            stats[i].passed.fetch_add(1, Ordering::Relaxed);
+                            progress.add(id, n);
+                        }
+                        Err(Failure::Alloc) => {
+                            stats[i].injected.fetch_add(1, Ordering::Relaxed);
+                            alloc_failures.note();
+                        }
+                        Err(Failure::Bad(e)) => {
+                            stats[i].failed.fetch_add(1, Ordering::Relaxed);
+                            failures.lock().push(
+                                OnCpu {
+                                    cpu: id,
+                                    error: ScenarioFailed {
+                                        scenario: name,
+                                        error: e,
+                                    },
+                                }
+                                .into(),
+                            );
+                        }
+                    }
+                    stats[i]
+                        .ticks
+                        .fetch_add(cpu::counter() - t0, Ordering::Relaxed);
+                }
+                pass += 1;
+            }
+        });
+        let mut report = Report::new(NAME, p.cpus);
+        report.record(&progress);
+        report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
+        report.frames_before = frames_before;
+        report.failures = failures.into_inner();
+        settle();
+        report.frames_after = free_frames();
+        let mut per = String::from("{");
+        for (i, (name, _)) in SCENARIOS.iter().enumerate() {
+            let s = &stats[i];
+            let (ok, bad, inj) = (
+                s.passed.load(Ordering::Relaxed),
+                s.failed.load(Ordering::Relaxed),
+                s.injected.load(Ordering::Relaxed),
+            );
+            let avg_us = s.ticks.load(Ordering::Relaxed) * 1_000_000
+                / cpu::counter_frequency()
+                / (ok + bad + inj).max(1);
+            log::info!(
+                "vmalloc-stress: {name:<24} passed {ok:>5} failed {bad:>3} injected {inj:>4} avg {avg_us:>7} usec"
+            );
+            if i > 0 {
+                per.push(',');
+            }
+            per.push_str(&format!(
+                "\"{name}\":{{\"passed\":{ok},\"failed\":{bad},\"injected\":{inj},\"avg_usec\":{avg_us}}}"
+            ));
+        }
+        per.push('}');
+        report.extra.push(("scenarios", per));
+        report
+            .extra
+            .push(("injected", format!("{}", alloc_failures.seen())));
+        if let Err(e) = alloc_failures.check() {
+            report.fail(e);
+        }
+        let areas_after = vm.area_stats();
+        if areas_after != areas_before {
+            report.fail(Leak::Areas {
+                before: areas_before,
+                after: areas_after,
+            });
+        }
+        report.check_frames();
+        report.finish()
+    }
+
+    fn prepare_slices(&self) -> Option<Result<Box<dyn Sliced + '_>, Finding>> {
+        warm_up();
+        Some(Ok(Box::new(VmallocSlices)))
+    }
+}
+
+/// Every scenario once, on this CPU: the heap grows to what the scenarios keep in it.
+fn warm_up() {
     let mut rng = Rng::new(1);
     for i in 0..SCENARIOS.len() {
         let _ = run_scenario(i, &mut rng, 0);
     }
-    super::settle();
-    let frames_before = free_frames();
-    let areas_before = vm.area_stats();
-    let tables_before: PgStatsSnapshot = vm.init_mm.stats();
-    let stats: [Stats; 7] = Default::default();
-    let failures = spin::Mutex::new(Vec::<String>::new());
-    let alloc_failures = AllocFailures::new();
-    let progress = Progress::new("vmalloc-stress");
-    let start = cpu::counter();
-    on_cpus(p.cpus, &|id| {
-        let mut rng = Rng::new(id as u64 + 7);
-        let mut pass = 0u64;
-        while p.more(start, pass) {
-            for (i, (name, _)) in SCENARIOS.iter().enumerate() {
-                let t0 = cpu::counter();
-                match run_scenario(i, &mut rng, id) {
-                    Ok(n) => {
-                        stats[i].passed.fetch_add(1, Ordering::Relaxed);
-                        progress.add(id, n);
-                    }
-                    Err(Failure::Alloc(_)) => {
-                        stats[i].injected.fetch_add(1, Ordering::Relaxed);
-                        alloc_failures.note();
-                    }
-                    Err(Failure::Bad(e)) => {
-                        stats[i].failed.fetch_add(1, Ordering::Relaxed);
-                        failures.lock().push(format!("cpu{id} {name}: {e}"));
-                    }
+}
+
+/// vmalloc-stress in slices: nothing shared but the allocators.
+struct VmallocSlices;
+
+impl Sliced for VmallocSlices {
+    fn cursor(&self, cpu: usize, seed: u64) -> Box<dyn Cursor + '_> {
+        Box::new(VmallocCursor {
+            cpu,
+            rng: Rng::new(seed),
+            scenario: cpu,
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Finding> {
+        Ok(())
+    }
+}
+
+/// One CPU's place: the next scenario (CPU i starts at scenario i) and its generator.
+struct VmallocCursor {
+    cpu: usize,
+    rng: Rng,
+    scenario: usize,
+}
+
+impl Cursor for VmallocCursor {
+    fn slice(&mut self) -> Slice {
+        let i = self.scenario % SCENARIOS.len();
+        self.scenario += 1;
+        let mut done = Slice::default();
+        match run_scenario(i, &mut self.rng, self.cpu) {
+            Ok(n) => done.ops = n,
+            Err(Failure::Alloc) => done.alloc_failures = 1,
+            Err(Failure::Bad(error)) => done.failures.push(
+                ScenarioFailed {
+                    scenario: SCENARIOS[i].0,
+                    error,
                 }
-                stats[i]
-                    .ticks
-                    .fetch_add(cpu::counter() - t0, Ordering::Relaxed);
-            }
-            pass += 1;
+                .into(),
+            ),
         }
-    });
-    let mut report = Report {
-        name: "vmalloc-stress",
-        cpus: p.cpus,
-        ops: progress.total(),
-        ticks: progress.elapsed(),
-        per_cpu_ops: progress.per_cpu(p.cpus),
-        tables: delta(&tables_before, &vm.init_mm.stats()),
-        frames_before,
-        frames_after: free_frames(),
-        spurious_faults: 0, // filled in by run_from_cmdline
-        passed: false,
-        extra: vec![],
-        failures: failures.into_inner(),
-        notes: Vec::new(),
-    };
-    super::settle();
-    report.frames_after = free_frames();
-    let mut per = String::from("{");
-    for (i, (name, _)) in SCENARIOS.iter().enumerate() {
-        let s = &stats[i];
-        let (ok, bad, inj) = (
-            s.passed.load(Ordering::Relaxed),
-            s.failed.load(Ordering::Relaxed),
-            s.injected.load(Ordering::Relaxed),
-        );
-        let avg_us = s.ticks.load(Ordering::Relaxed) * 1_000_000
-            / cpu::counter_frequency()
-            / (ok + bad + inj).max(1);
-        log::info!(
-            "vmalloc-stress: {name:<24} passed {ok:>5} failed {bad:>3} injected {inj:>4} avg {avg_us:>7} usec"
-        );
-        if i > 0 {
-            per.push(',');
-        }
-        per.push_str(&format!(
-            "\"{name}\":{{\"passed\":{ok},\"failed\":{bad},\"injected\":{inj},\"avg_usec\":{avg_us}}}"
-        ));
+        done
     }
-    per.push('}');
-    report.extra.push(("scenarios", per));
-    report
-        .extra
-        .push(("injected", format!("{}", alloc_failures.seen())));
-    if let Err(e) = alloc_failures.check() {
-        report.failures.push(e);
-    }
-    if vm.area_stats() != areas_before {
-        report.failures.push(format!(
-            "areas: {:?} before, {:?} after",
-            areas_before,
-            vm.area_stats()
-        ));
-    }
-    if report.frames_after != report.frames_before {
-        report.failures.push(format!(
-            "frames: {} free before, {} after",
-            report.frames_before, report.frames_after
-        ));
-    }
-    report.passed = report.failures.is_empty() && report.ops > 0;
-    report
 }

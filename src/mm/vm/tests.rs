@@ -22,6 +22,7 @@ use crate::mm::pgtable::{
 use crate::mm::sync::Ordering;
 use crate::mm::testenv::{Event, POISON, TestEnv};
 use crate::mm::tlb::TLBI_MAX_OPS;
+use crate::util::rng::Rng;
 
 /// The helpers below take an address either as a plain integer (the constants, arithmetic on
 /// them) or as what the vm returned.
@@ -305,24 +306,6 @@ fn assert_promotion(events: &[Event], level: Level, va: impl AsVa, freed: &[Phys
         rest[0]
     );
     assert_eq!(rest[1..3], [Event::DsbIshst, Event::Isb]);
-}
-
-/// splitmix64: reproducible pseudo-random numbers for the randomised scenarios.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
 }
 
 // ---- ioremap: refusals --------------------------------------------------------------------
@@ -1252,7 +1235,7 @@ fn test_vmalloc_long_busy_list_alloc() {
 #[test]
 fn test_vmalloc_random_size_alloc() {
     let vm = vm();
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let mut live: Vec<(VirtAddr, usize, u64)> = Vec::new();
     for i in 0..400u64 {
         if live.len() < 16 && rng.range(0, 2) != 0 {
@@ -1297,7 +1280,7 @@ fn test_vmalloc_fix_align_alloc() {
 fn test_vmalloc_random_size_align_alloc() {
     let vm = vm();
     let pin = vm.vmalloc(P).unwrap();
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for i in 0..500u64 {
         let align = 1usize << rng.range(0, 22);
         let pages = rng.range(1, 10);
@@ -1407,7 +1390,7 @@ fn claim(live: &StdMutex<BTreeMap<usize, usize>>, start: impl AsVa, len: usize) 
 }
 
 fn worker(vm: &KernelVm<TestEnv>, live: &StdMutex<BTreeMap<usize, usize>>, t: usize) {
-    let mut rng = Rng(100 + t as u64);
+    let mut rng = Rng::new(100 + t as u64);
     let mut mine = Vec::new();
     for op in 0..300 {
         if mine.len() < 8 && (mine.is_empty() || rng.range(0, 2) != 0) {

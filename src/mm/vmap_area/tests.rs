@@ -1,6 +1,8 @@
 use super::*;
 use std::time::Instant;
 
+use crate::util::rng::Rng;
+
 const VMALLOC_START: usize = 0xFFFF_8000_0000_0000;
 const VMALLOC_END: usize = 0xFFFF_FE00_0000_0000;
 const MIB: usize = 1 << 20;
@@ -8,20 +10,6 @@ const GIB: usize = 1 << 30;
 
 fn vmalloc_window() -> VmapAreaAllocator {
     VmapAreaAllocator::new(VMALLOC_START, VMALLOC_END)
-}
-
-/// Small deterministic PRNG for the tests (xorshift64*).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// The obvious O(n) allocator: a sorted list of free ranges scanned from the bottom.
@@ -283,7 +271,7 @@ fn bad_free_is_refused() {
 #[test]
 fn coalescing_restores_a_single_free_range() {
     let mut va = vmalloc_window();
-    let mut rng = Rng(0x1234_5678);
+    let mut rng = Rng::new(0x1234_5678);
     let mut areas: Vec<VmapArea> = (0..2000)
         .map(|_| va.alloc((1 + rng.below(8)) * PAGE_SIZE, PAGE_SIZE).unwrap())
         .collect();
@@ -354,7 +342,7 @@ fn matches_reference_model_over_random_operations() {
         (0xDEAD_BEEF_u64, VMALLOC_START, VMALLOC_END),
         (0x0BAD_CAFE_u64, 0x8000_0000, 0x8000_0000 + 256 * MIB),
     ] {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut va = VmapAreaAllocator::new(start, end);
         let mut model = Reference::new(start, end);
         let mut live: Vec<usize> = Vec::new();
@@ -489,7 +477,7 @@ fn test_vmalloc_long_busy_list_alloc() {
 #[test]
 fn test_vmalloc_random_size_alloc() {
     let mut va = vmalloc_window();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let areas: Vec<_> = (0..3000)
         .map(|_| {
             let pages = 1 + rng.below(100);
@@ -533,7 +521,7 @@ fn test_vmalloc_fix_align_alloc() {
 #[test]
 fn test_vmalloc_random_size_align_alloc() {
     let mut va = vmalloc_window();
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let keep: Vec<_> = (0..500)
         .map(|_| va.alloc(PAGE_SIZE, PAGE_SIZE).unwrap())
         .collect();

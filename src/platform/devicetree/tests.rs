@@ -3,6 +3,7 @@ use crate::platform::fdt_front;
 use crate::platform::fdt_front::tests::{
     VIRT_EL2, VIRT_GICV2, VIRT_GICV3, begin, build, end, end_node, prop,
 };
+use crate::util::rng::Rng;
 use alloc::vec;
 
 const RPI4_DTB: &[u8] = include_bytes!("../../../tests/data/bcm2711-rpi-4-b.dtb");
@@ -309,17 +310,6 @@ fn overlapping_ram_is_merged_and_noted() {
     assert!(m.ram.iter().all(|r| r.end().is_some()));
 }
 
-/// Deterministic xorshift, so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// What `parse` made of the blob before it read the blob in one walk: the front door's
 /// compact copy, read again.
 fn parse_via_sanitized_copy(blob: &[u8]) -> Result<Machine, DtError> {
@@ -337,7 +327,7 @@ fn parse_reads_a_blob_as_it_reads_its_sanitized_copy() {
 
 #[test]
 fn corrupted_blobs_never_panic() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     let virt = fdt_front::sanitize(VIRT_GICV3).unwrap();
     let mut oks = 0;
     let mut errs = 0;
@@ -353,23 +343,23 @@ fn corrupted_blobs_never_panic() {
         for _ in 0..1000 {
             let mut b = base.to_vec();
             // One to three byte changes; half of them in the header or near offsets.
-            for _ in 0..=(rng.next() % 3) {
-                let pos = if rng.next().is_multiple_of(4) {
-                    (rng.next() % 48) as usize
+            for _ in 0..=(rng.next_u64() % 3) {
+                let pos = if rng.next_u64().is_multiple_of(4) {
+                    (rng.next_u64() % 48) as usize
                 } else {
-                    (rng.next() as usize) % b.len()
+                    (rng.next_u64() as usize) % b.len()
                 };
-                b[pos] = match rng.next() % 4 {
+                b[pos] = match rng.next_u64() % 4 {
                     0 => 0,
                     1 => 0xff,
-                    2 => b[pos] ^ (1 << (rng.next() % 8)),
-                    _ => rng.next() as u8,
+                    2 => b[pos] ^ (1 << (rng.next_u64() % 8)),
+                    _ => rng.next_u64() as u8,
                 };
             }
             tally(&b);
         }
         for _ in 0..100 {
-            let len = (rng.next() as usize) % (base.len() + 1);
+            let len = (rng.next_u64() as usize) % (base.len() + 1);
             tally(&base[..len]);
         }
     }
@@ -378,7 +368,7 @@ fn corrupted_blobs_never_panic() {
     let strings_off = u32::from_be_bytes(virt[12..16].try_into().unwrap()) as usize;
     let structure = &virt[off..strings_off];
     for _ in 0..200 {
-        let cut = (rng.next() as usize) % structure.len();
+        let cut = (rng.next_u64() as usize) % structure.len();
         tally(&build(&structure[..cut], &virt[strings_off..]));
     }
     // Both outcomes must occur, or the test proves nothing.

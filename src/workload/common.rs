@@ -1,0 +1,326 @@
+//! What the workloads share, and the bench with them: progress counting, the device register
+//! every board has, the table counters' difference, and the bookkeeping that proves a run leaked
+//! nothing (settling memory management, counting free frames, telling injected allocation
+//! failures from real ones).
+//!
+//! A workload uses these and the interface in [`super`], never another workload's file: what one
+//! workload has that another needs belongs here.
+
+use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::arch::aarch64::cpu;
+use crate::mm::addr::{PhysAddr, VirtAddr};
+use crate::mm::fault_inject;
+use crate::mm::frame::FRAMES;
+use crate::mm::pgalloc::{LevelStats, PgStatsSnapshot};
+use crate::mm::pgtable::MmError;
+use crate::mm::vm::VmError;
+use crate::mm::vmap_area::VaError;
+use crate::platform::devicetree::GicVersion;
+
+/// Counts operations per CPU and prints progress about once a second (from CPU 0).
+pub struct Progress {
+    name: &'static str,
+    start: AtomicU64,
+    last: AtomicU64,
+    ops: [AtomicU64; cpu::MAX_CPUS],
+}
+
+impl Progress {
+    pub fn new(name: &'static str) -> Self {
+        let p = Self::new_static(name);
+        p.restart();
+        p
+    }
+
+    /// For a `static` (start it with `restart`).
+    pub const fn new_static(name: &'static str) -> Self {
+        Self {
+            name,
+            start: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            ops: [const { AtomicU64::new(0) }; cpu::MAX_CPUS],
+        }
+    }
+
+    /// Zero the counts and start the clock.
+    pub fn restart(&self) {
+        let now = cpu::counter();
+        self.start.store(now, Ordering::Relaxed);
+        self.last.store(now, Ordering::Relaxed);
+        self.ops.iter().for_each(|o| o.store(0, Ordering::Relaxed));
+    }
+
+    pub fn add(&self, cpu_id: usize, n: u64) {
+        self.ops[cpu_id].fetch_add(n, Ordering::Relaxed);
+        let now = cpu::counter();
+        let last = self.last.load(Ordering::Relaxed);
+        // Another CPU may have read the counter after this one and stored its reading in `last`
+        // in between: `last` can be later than `now`, and then a second has not passed.
+        if now.saturating_sub(last) >= cpu::counter_frequency()
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let secs =
+                (now - self.start.load(Ordering::Relaxed)) as f64 / cpu::counter_frequency() as f64;
+            log::info!("{}: {:.1} s, {} ops so far", self.name, secs, self.total());
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.ops.iter().map(|o| o.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn per_cpu(&self, cpus: usize) -> Vec<u64> {
+        self.ops[..cpus]
+            .iter()
+            .map(|o| o.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    pub fn elapsed(&self) -> u64 {
+        cpu::counter() - self.start.load(Ordering::Relaxed)
+    }
+}
+
+/// A device register every board has and whose value is known in advance: the interrupt
+/// controller distributor's PIDR2, whose architecture revision (2 or 3) the device tree's GIC
+/// version predicts. Mapping its page and reading it proves a device mapping works, with nothing
+/// board-specific.
+pub struct IdRegister {
+    page: PhysAddr,
+    offset: usize,
+    arch_rev: u32,
+}
+
+impl IdRegister {
+    /// The register of the machine we run on; `None` when the device tree names no interrupt
+    /// controller.
+    pub fn of_this_machine() -> Option<Self> {
+        let gic = crate::kernel::boot_info().machine.gic.as_ref()?;
+        let (pidr2, arch_rev) = match gic.version {
+            GicVersion::V2 => (0xfe8u64, 2),
+            GicVersion::V3 => (0xffe8, 3),
+        };
+        let pa = gic.dist.base + pidr2;
+        Some(Self {
+            page: PhysAddr(pa).page_start(),
+            offset: PhysAddr(pa).page_offset(),
+            arch_rev,
+        })
+    }
+
+    /// The physical address of the (4 KiB) page that holds the register.
+    pub fn page(&self) -> PhysAddr {
+        self.page
+    }
+
+    /// Does the register, read through the mapping of [`page`](Self::page) at `va`, show the
+    /// expected revision?
+    ///
+    /// # Safety
+    ///
+    /// `va` must be the start of a live device mapping of that page, which stays mapped until
+    /// this returns.
+    pub unsafe fn reads_right(&self, va: VirtAddr) -> bool {
+        // SAFETY: the caller guarantees that `va` maps the page holding PIDR2, as device memory,
+        // until this returns; `offset` is PIDR2's place in that page (the distributor is
+        // page-aligned, so the 4-byte read stays inside it); PIDR2 is a read-only
+        // identification register, so reading it changes nothing.
+        let v = unsafe { (va + self.offset).as_ptr::<u32>().read_volatile() };
+        crate::drivers::gic::arch_rev_from_pidr2(v) == self.arch_rev
+    }
+}
+
+/// The table allocators' counters from `before` to `after`: what one run installed, lost,
+/// promoted and reclaimed.
+pub fn tables_delta(before: &PgStatsSnapshot, after: &PgStatsSnapshot) -> PgStatsSnapshot {
+    let d = |x: LevelStats, y: LevelStats| LevelStats {
+        installed: y.installed - x.installed,
+        lost: y.lost - x.lost,
+    };
+    PgStatsSnapshot {
+        pud: d(before.pud, after.pud),
+        pmd: d(before.pmd, after.pmd),
+        pte: d(before.pte, after.pte),
+        promotions: after.promotions - before.promotions,
+        reclaimed: after.reclaimed - before.reclaimed,
+    }
+}
+
+/// Bring memory management to a state that can be counted: purge the lazily freed areas (their
+/// ranges and pages come back), return the per-CPU frame caches to the frame allocator, and free
+/// the page tables of the vmalloc region that map nothing any more. Returns the tables freed.
+///
+/// Only between workloads, from the boot CPU, while the other CPUs are idle: idle CPUs touch
+/// only their own stacks, whose tables are not empty and so are left alone.
+pub fn settle() -> usize {
+    use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
+    let vm = crate::mm::kernel_vm();
+    vm.vm_unmap_aliases();
+    FRAMES.drain_caches();
+    // SAFETY: called between workloads: no other CPU maps, unmaps or walks an address whose
+    // tables are empty (see above), so no lock-free walker can be inside a table freed here.
+    unsafe {
+        vm.init_mm
+            .reclaim_empty_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END))
+    }
+}
+
+/// Frames free right now, counting the frames the kernel heap has taken as free: the heap grows
+/// by whole frames (whenever it runs low, on any CPU) and keeps them, so that is what must
+/// balance when nothing leaked.
+pub fn free_frames() -> usize {
+    FRAMES.stats().free + crate::kernel::HEAP.grown_frames()
+}
+
+/// Is `e` an allocation failure: no frame for a page or a table, or no virtual space? These are
+/// the errors fault injection produces; every other error is a bug or a wrong argument.
+pub fn is_alloc_failure(e: &VmError) -> bool {
+    match e {
+        VmError::OutOfMemory { .. } | VmError::NoVirtualSpace(VaError::NoSpace { .. }) => true,
+        VmError::Table(t) => is_table_alloc_failure(t),
+        _ => false,
+    }
+}
+
+/// [`is_alloc_failure`] for the table allocators' errors.
+pub fn is_table_alloc_failure(e: &MmError) -> bool {
+    matches!(e, MmError::OutOfMemory)
+}
+
+/// Allocation failures a workload met, which fault injection must explain.
+///
+/// Under injection an allocation error is expected and counted, not a failure. But every one
+/// must be explained by an injected failure: each injected failure fails exactly one workload
+/// operation, so more allocation errors than injections (since [`AllocFailures::new`]) means a
+/// real shortage (a leak, usually), and that is reported as a failure.
+pub struct AllocFailures {
+    seen: AtomicU64,
+    injected_at_start: u64,
+}
+
+impl AllocFailures {
+    pub fn new() -> Self {
+        Self {
+            seen: AtomicU64::new(0),
+            injected_at_start: fault_inject::injected_total(),
+        }
+    }
+
+    /// Count one allocation failure.
+    pub fn note(&self) {
+        self.add(1);
+    }
+
+    /// Count `n` allocation failures.
+    pub fn add(&self, n: u64) {
+        self.seen.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// Failures injected (in either allocator, by anyone) since `new`.
+    pub fn injected(&self) -> u64 {
+        fault_inject::injected_total() - self.injected_at_start
+    }
+
+    /// Call when the workload's CPUs are done (or quiescent).
+    ///
+    /// # Errors
+    ///
+    /// [`NotInjected`]: some allocation failures were not injected.
+    pub fn check(&self) -> Result<(), NotInjected> {
+        let (seen, injected) = (self.seen(), self.injected());
+        if seen > injected {
+            return Err(NotInjected { seen, injected });
+        }
+        Ok(())
+    }
+}
+
+/// More allocations failed than fault injection failed: the machine ran out for real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotInjected {
+    pub seen: u64,
+    pub injected: u64,
+}
+
+impl fmt::Display for NotInjected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { seen, injected } = self;
+        write!(
+            f,
+            "{seen} allocations failed but only {injected} failures were injected: the machine \
+             ran out for real"
+        )
+    }
+}
+
+impl Error for NotInjected {}
+
+/// Frames or virtual areas not back where they were before a run: something leaked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leak {
+    /// Free frames ([`free_frames`]) before and after.
+    Frames { before: usize, after: usize },
+    /// The virtual-area allocator's (live areas, free bytes) before and after.
+    Areas {
+        before: (usize, usize),
+        after: (usize, usize),
+    },
+}
+
+impl fmt::Display for Leak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Frames { before, after } => {
+                write!(f, "frames: {before} free before, {after} after")
+            }
+            Self::Areas { before, after } => write!(f, "areas: {before:?} before, {after:?} after"),
+        }
+    }
+}
+
+impl Error for Leak {}
+
+/// What one CPU of a workload found: `E`, and on which CPU.
+#[derive(Debug)]
+pub struct OnCpu<E> {
+    pub cpu: usize,
+    pub error: E,
+}
+
+impl<E: fmt::Display> fmt::Display for OnCpu<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cpu{} {}", self.cpu, self.error)
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> Error for OnCpu<E> {}
+
+impl Default for AllocFailures {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Run a setup allocation (`f`) until it does not fail with an allocation failure, while
+/// fault injection is on: a workload's own setup (its window, its warm-up) is not what is under
+/// test. Gives up after 1000 tries (with injection at 1/50, that never happens by chance).
+pub fn retry_injected<T>(mut f: impl FnMut() -> Result<T, VmError>) -> Result<T, VmError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if is_alloc_failure(&e) && fault_inject::active() && tries < 1000 => tries += 1,
+            r => return r,
+        }
+    }
+}
