@@ -146,8 +146,13 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
         if all || g == "growth" {
             ok &= growth(&o);
         }
-        if !all && !["designs", "breakdown", "floor", "growth"].contains(&g) {
-            log::error!("bench={g}: unknown group (designs, breakdown, floor, growth, all)");
+        if all || g == "scaling" {
+            ok &= scaling(&o);
+        }
+        if !all && !["designs", "breakdown", "floor", "growth", "scaling"].contains(&g) {
+            log::error!(
+                "bench={g}: unknown group (designs, breakdown, floor, growth, scaling, all)"
+            );
             ok = false;
         }
     }
@@ -237,7 +242,7 @@ fn designs(o: &Opts, profiled: bool) -> bool {
         // Warm up (untimed): the first touch of guest frames costs QEMU host page faults, which
         // would otherwise land on whichever design runs first.
         settle();
-        ok &= run_load(load, o.ticks, false).ok;
+        ok &= run_load(load, smp::online_cpus(), o.ticks, false).ok;
         if profiled {
             probe_costs();
         }
@@ -247,7 +252,7 @@ fn designs(o: &Opts, profiled: bool) -> bool {
                 settle();
                 vm.init_mm.set_design(mode);
                 let tables0 = vm.init_mm.stats();
-                let r = run_load(load, o.ticks, profiled);
+                let r = run_load(load, smp::online_cpus(), o.ticks, profiled);
                 let tables = tables_delta(&tables0, &vm.init_mm.stats());
                 vm.init_mm.set_design(Design::Seed);
                 ok &= r.ok;
@@ -302,6 +307,53 @@ fn designs(o: &Opts, profiled: bool) -> bool {
     ok
 }
 
+/// The seed design on one CPU and on every online CPU, back to back in each rep (alternately
+/// first), in one boot: the host's drift between boots, which moves a -smp 1 boot's throughput
+/// by a third from one boot to the next, cancels in each rep's ratio. The CPUs a run leaves out
+/// sleep in `wfi`, as a -smp 1 machine has none to leave out: the host prints this 1-CPU figure
+/// beside the -smp 1 boot's, so that the two can be compared.
+fn scaling(o: &Opts) -> bool {
+    let all = smp::online_cpus();
+    if all < 2 {
+        log::error!("bench=scaling needs 2 or more CPUs, {all} online");
+        return false;
+    }
+    let mut ok = true;
+    for &load in &o.loads {
+        settle();
+        ok &= run_load(load, all, o.ticks, false).ok;
+        for rep in 0..o.reps {
+            let order = if rep.is_multiple_of(2) {
+                [1, all]
+            } else {
+                [all, 1]
+            };
+            for cpus in order {
+                settle();
+                let r = run_load(load, cpus, o.ticks, false);
+                ok &= r.ok;
+                let secs = r.ticks as f64 / cpu::counter_frequency() as f64;
+                let mut f = alloc::vec![
+                    ("group", q("scaling")),
+                    ("load", q(load.name())),
+                    ("design", q("seed")),
+                    ("first", format!("{}", order[0])),
+                    ("cpus", format!("{cpus}")),
+                    ("rep", format!("{rep}")),
+                    ("ops", format!("{}", r.ops)),
+                    ("ticks", format!("{}", r.ticks)),
+                    ("ops_per_sec", format!("{:.1}", r.ops as f64 / secs)),
+                ];
+                if !r.ok {
+                    f.push(("error", q(&r.error)));
+                }
+                emit(&f, r.ok);
+            }
+        }
+    }
+    ok
+}
+
 struct LoadResult {
     ops: u64,
     ticks: u64,
@@ -309,11 +361,10 @@ struct LoadResult {
     error: String,
 }
 
-/// Run `load` on every online CPU for `ticks`, all starting together; with `profiled`, profile
+/// Run `load` on CPUs `0..cpus` for `ticks`, all starting together; with `profiled`, profile
 /// exactly the timed part.
-fn run_load(load: Load, ticks: u64, profiled: bool) -> LoadResult {
+fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
     let vm = kernel_vm();
-    let cpus = smp::online_cpus();
     let reg = id_register();
     let dev = reg.page();
     let window = match load {
