@@ -20,6 +20,7 @@ mod error;
 
 pub use error::{Block, FdtError};
 
+/// The big-endian word every blob starts with.
 pub const FDT_MAGIC: u32 = 0xd00d_feed;
 /// Size of a version 17 header; version 16 headers lack `size_dt_struct` and are 36 bytes.
 pub const HEADER_SIZE: usize = 40;
@@ -171,8 +172,11 @@ pub enum Token<'b> {
     BeginNode(&'b str),
     /// `FDT_PROP`: its name (UTF-8, found at `nameoff` in the strings block) and its value.
     Prop {
+        /// The property's name.
         name: &'b str,
+        /// Where the name starts in the strings block, in bytes.
         nameoff: u32,
+        /// The raw value: big-endian cells, strings or bytes, as the binding says.
         value: &'b [u8],
     },
     /// `FDT_END_NODE`.
@@ -184,7 +188,9 @@ pub enum Token<'b> {
 pub struct Checked<'b> {
     /// The memory reservation block, its (0, 0) terminator included.
     pub rsvmap: &'b [u8],
+    /// The strings block, which properties' `nameoff`s point into.
     pub strings: &'b [u8],
+    /// The header's `boot_cpuid_phys`: the physical id (`reg`) of the CPU that booted.
     pub boot_cpuid_phys: u32,
 }
 

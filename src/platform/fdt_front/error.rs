@@ -10,8 +10,11 @@ use super::{FDT_MAGIC, HEADER_SIZE, MAX_DEPTH, MAX_TOTALSIZE};
 /// The three data blocks a header points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Block {
+    /// The memory reservation block: (address, size) pairs of RAM to leave alone, ended by (0, 0).
     MemReserve,
+    /// The structure block: the node and property tokens.
     Struct,
+    /// The strings block: the NUL-terminated property names that properties point into.
     Strings,
 }
 
@@ -28,104 +31,177 @@ impl fmt::Display for Block {
 /// Why a blob was refused. Offsets are byte offsets from the start of the blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FdtError {
+    /// The boot path was handed a null device-tree pointer.
     NullPointer,
+    /// The buffer cannot hold a header.
     TooShort {
+        /// The buffer's length in bytes.
         len: usize,
     },
+    /// The first word is not [`FDT_MAGIC`].
     BadMagic {
+        /// The word found there.
         magic: u32,
     },
+    /// The header's `totalsize` is smaller than the header itself.
     TotalSizeTooSmall {
+        /// The header's `totalsize`, in bytes.
         totalsize: usize,
     },
+    /// The header's `totalsize` is above [`MAX_TOTALSIZE`].
     TotalSizeTooLarge {
+        /// The header's `totalsize`, in bytes.
         totalsize: usize,
     },
+    /// The header's `totalsize` runs past the end of the buffer the blob was read from.
     TotalSizePastEnd {
+        /// The header's `totalsize`, in bytes.
         totalsize: usize,
+        /// The buffer's length in bytes.
         len: usize,
     },
+    /// The version fields rule out every version this parser reads (16 and 17).
     UnsupportedVersion {
+        /// The header's `version`.
         version: u32,
+        /// The header's `last_comp_version`: the oldest version the blob claims to be readable as.
         last_comp_version: u32,
     },
+    /// A block's offset points inside the header.
     BlockOverlapsHeader {
+        /// Which block.
         block: Block,
+        /// The block's offset as the header gives it.
         offset: u32,
     },
+    /// A block's offset plus its size runs past `totalsize`.
     BlockOutOfBounds {
+        /// Which block.
         block: Block,
+        /// The block's offset as the header gives it.
         offset: u32,
+        /// The size checked, in bytes: the header's size field, the rest of the blob for a version
+        /// 16 structure block, and the 16-byte terminating entry for the memory reservation block.
         size: u64,
+        /// The header's `totalsize`, in bytes.
         totalsize: usize,
     },
+    /// A block's offset is not a multiple of the alignment the format requires.
     Misaligned {
+        /// Which block.
         block: Block,
+        /// The block's offset as the header gives it.
         offset: u32,
+        /// The required alignment in bytes.
         align: u32,
     },
+    /// The memory reservation block reaches the end of the blob without its (0, 0) entry.
     MemReserveUnterminated {
+        /// The block's offset as the header gives it.
         offset: u32,
     },
+    /// The structure block ends without an `FDT_END` token.
     MissingEnd {
+        /// The end of the structure block.
         offset: usize,
     },
+    /// A token's body (a name, a property header or value) runs past the structure block's end.
     Truncated {
+        /// Where the token starts.
         offset: usize,
     },
+    /// A token that is none of the five the format defines.
     UnknownToken {
+        /// Where the token starts.
         offset: usize,
+        /// The token's value.
         token: u32,
     },
+    /// A node's name has no NUL before the end of the structure block.
     UnterminatedName {
+        /// Where the `FDT_BEGIN_NODE` token starts.
         offset: usize,
     },
+    /// A node's name is not valid UTF-8.
     NameNotUtf8 {
+        /// Where the `FDT_BEGIN_NODE` token starts.
         offset: usize,
     },
+    /// The root node has a name; the format requires "".
     RootNameNotEmpty {
+        /// Where the root's `FDT_BEGIN_NODE` token starts.
         offset: usize,
     },
+    /// A node would be nested deeper than [`MAX_DEPTH`].
     TooDeep {
+        /// Where that node's `FDT_BEGIN_NODE` token starts.
         offset: usize,
     },
+    /// A property appears before the root node opens or after it closes.
     PropOutsideNode {
+        /// Where the `FDT_PROP` token starts.
         offset: usize,
     },
+    /// A property follows a child node of its node; properties must come first.
     PropAfterChild {
+        /// Where the `FDT_PROP` token starts.
         offset: usize,
     },
+    /// A property's name offset points outside the strings block.
     PropNameOutOfBounds {
+        /// Where the `FDT_PROP` token starts.
         offset: usize,
+        /// The name's offset into the strings block.
         nameoff: u32,
+        /// The strings block's size in bytes.
         strings_size: u32,
     },
+    /// A property's name has no NUL before the end of the strings block.
     PropNameUnterminated {
+        /// Where the `FDT_PROP` token starts.
         offset: usize,
+        /// The name's offset into the strings block.
         nameoff: u32,
     },
+    /// A property's name is not valid UTF-8.
     PropNameNotUtf8 {
+        /// Where the `FDT_PROP` token starts.
         offset: usize,
+        /// The name's offset into the strings block.
         nameoff: u32,
     },
+    /// A property's value runs past the end of the structure block.
     PropValueOutOfBounds {
+        /// Where the `FDT_PROP` token starts.
         offset: usize,
+        /// The value's length in bytes, as the token gives it.
         len: u32,
+        /// The end of the structure block.
         struct_end: usize,
     },
+    /// An `FDT_END_NODE` with no node open.
     EndNodeUnderflow {
+        /// Where the token starts.
         offset: usize,
     },
+    /// `FDT_END` while nodes are still open.
     EndInsideNode {
+        /// Where the token starts.
         offset: usize,
+        /// How many nodes are still open.
         depth: usize,
     },
+    /// `FDT_END` before any node: the tree has no root.
     NoRootNode {
+        /// Where the token starts.
         offset: usize,
     },
+    /// A second node at depth 0, after the root has closed.
     MultipleRootNodes {
+        /// Where its `FDT_BEGIN_NODE` token starts.
         offset: usize,
     },
+    /// `sanitize`'s output would not fit the header's 32-bit size and offset fields.
     OutputTooLarge,
 }
 
