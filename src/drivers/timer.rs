@@ -52,6 +52,7 @@ mod hw {
         timer_regs::cntvct()
     }
 
+    /// `us` microseconds in counter ticks at the counter's frequency, rounded up (saturating).
     pub fn ticks_from_micros(us: u64) -> u64 {
         super::ticks_from_micros_at(frequency(), us)
     }
