@@ -92,6 +92,8 @@ fn id_register() -> IdRegister {
     IdRegister::of_this_machine().expect("bench needs a GIC")
 }
 
+/// Run the groups `bench=` names (default `all`) with the command line's options, printing a
+/// `bench {json}` line per measurement; false if a check failed or an option was unknown.
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
     let num = |k: &str, d: u64| c.number(k).ok().flatten().unwrap_or(d);
     let ms = num("ms", 300);
