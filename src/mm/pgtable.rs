@@ -74,7 +74,7 @@ mod descriptor {
             ],
             ATTRINDX OFFSET(2) NUMBITS(3) [],
             NS OFFSET(5) NUMBITS(1) [],
-            /// AP[2:1]; EL0 never has access to a kernel mapping.
+            /// AP\[2:1\]; EL0 never has access to a kernel mapping.
             AP OFFSET(6) NUMBITS(2) [
                 RwEl1 = 0b00,
                 RwEl1El0 = 0b01,
@@ -513,12 +513,12 @@ impl Descriptor {
         }
     }
 
-    /// AP[2:1] of a leaf.
+    /// AP\[2:1\] of a leaf.
     pub const fn ap(self) -> u64 {
         (self.0 >> 6) & 0b11
     }
 
-    /// Is the leaf writable at EL1 (AP[2] clear)?
+    /// Is the leaf writable at EL1 (AP\[2\] clear)?
     pub const fn writable(self) -> bool {
         self.ap() & 0b10 == 0
     }

@@ -104,7 +104,7 @@ static EARLY: Early = Early {
 /// zero, never written.
 static RESERVED_PG_DIR: Table = empty();
 
-/// Physical address of the empty table (see [`RESERVED_PG_DIR`]).
+/// Physical address of the empty table (see `RESERVED_PG_DIR`).
 pub fn reserved_pg_dir() -> u64 {
     crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&RESERVED_PG_DIR) as usize)).0
 }

@@ -9,12 +9,12 @@ use core::fmt;
 pub struct Esr(pub u64);
 
 impl Esr {
-    /// Exception class, ESR[31:26].
+    /// Exception class, ESR\[31:26\].
     pub const fn ec(self) -> u8 {
         ((self.0 >> 26) & 0x3f) as u8
     }
 
-    /// Instruction-specific syndrome, ESR[24:0].
+    /// Instruction-specific syndrome, ESR\[24:0\].
     pub const fn iss(self) -> u32 {
         (self.0 & 0x1ff_ffff) as u32
     }
@@ -62,7 +62,7 @@ impl Esr {
         self.is_data_abort() && (self.iss() & (1 << 6)) != 0
     }
 
-    /// For aborts: the fault status code, DFSC/IFSC = ISS[5:0].
+    /// For aborts: the fault status code, DFSC/IFSC = ISS\[5:0\].
     pub const fn fault_status(self) -> u8 {
         (self.iss() & 0x3f) as u8
     }

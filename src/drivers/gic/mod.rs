@@ -1,5 +1,6 @@
 //! The Arm Generic Interrupt Controller, version 2 (QEMU virt's default, the Raspberry Pi 4's
-//! GIC-400) or 3 (`-M virt,gic-version=3`), behind one [`Gic`] for the whole machine.
+//! GIC-400) or 3 (`-M virt,gic-version=3`), behind one `Gic` (kernel builds only) for the whole
+//! machine.
 //!
 //! What the kernel needs from it is small: a per-CPU timer PPI, SGIs to wake an idle CPU and to
 //! stop every other CPU on panic, and acknowledge/EOI in the IRQ handler. Every SPI stays
