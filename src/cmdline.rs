@@ -48,9 +48,12 @@ fn parse_number(v: &str) -> Option<u64> {
     }
 }
 
+/// A `key=value` word whose value is not a number.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CmdlineError<'a> {
+    /// The key.
     pub key: &'a str,
+    /// The value as written.
     pub value: &'a str,
 }
 

@@ -16,6 +16,7 @@ use crate::drivers::pl011::Pl011;
 
 /// The console device.
 pub enum Device {
+    /// An Arm PL011 (QEMU virt's UART, the Pi 4's `serial0`).
     Pl011(Pl011),
     /// The Raspberry Pi's mini UART (`serial1` on the Pi 4, GPIO 14/15).
     MiniUart(MiniUart),
@@ -172,6 +173,8 @@ macro_rules! kprint {
     };
 }
 
+/// `println!` to the console, as one locked unit: the line and its newline are not interleaved
+/// with another CPU's output.
 #[macro_export]
 macro_rules! kprintln {
     () => { $crate::kprint!("\n") };

@@ -32,6 +32,7 @@ impl<F: Copy> Hook<F> {
     /// How many times a hook can be set.
     pub const SETS: usize = SETS;
 
+    /// A hook with no function installed yet.
     pub const fn new() -> Self {
         Self {
             slots: [const { Once::new() }; SETS],

@@ -79,10 +79,12 @@ impl<'a> Table<'a> {
         ok.then_some(t)
     }
 
+    /// How many symbols the table holds.
     pub fn len(&self) -> usize {
         self.count
     }
 
+    /// Whether the table holds no symbol.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -183,7 +185,9 @@ impl fmt::Display for Name<'_> {
 /// ` name+0xoff` (with its leading space) for a code address, or nothing when no table or no
 /// symbol covers it; `<` and `>` around it when `angled` (after an `ELR 0x...`).
 pub struct Symbolic {
+    /// The code address to name.
     pub addr: u64,
+    /// Whether to print `<name+0xoff>` rather than `name+0xoff`.
     pub angled: bool,
 }
 
@@ -207,6 +211,7 @@ pub fn resolve(addr: u64) -> Option<(Name<'static>, u32)> {
     Some((t.name(found), found.offset))
 }
 
+/// On the host there is no kernel image to look in: never a symbol.
 #[cfg(not(target_os = "none"))]
 pub fn resolve(_addr: u64) -> Option<(Name<'static>, u32)> {
     None

@@ -18,6 +18,7 @@ use crate::{console, drivers, klog, mm, smp};
 
 /// What the kernel found at boot; handed to `main`.
 pub struct BootInfo {
+    /// The machine, from the device tree or the built-in description.
     pub machine: Machine,
     /// The exception level the loader entered the kernel at (1, 2 or 3).
     pub entry_el: u64,
@@ -31,6 +32,7 @@ pub struct BootInfo {
 }
 
 impl BootInfo {
+    /// The kernel command line (the machine's `bootargs`).
     pub fn cmdline(&self) -> Cmdline<'_> {
         Cmdline(&self.machine.bootargs)
     }

@@ -30,6 +30,7 @@
 //! 6. `kernel`, `testing`, `workload`, `bench`: the top, which installs the hooks.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -22,12 +22,16 @@ pub enum Body {
     CheckFault(fn(), fn(&Fault) -> Result<(), &'static str>),
 }
 
+/// One test: a name for the `test NAME ... ok` line, and what it runs.
 pub struct Test {
+    /// Printed in the result line and in a panic report while it runs.
     pub name: &'static str,
+    /// What it runs and when it passes.
     pub body: Body,
 }
 
 impl Test {
+    /// A test that passes when `f` returns.
     pub const fn new(name: &'static str, f: fn()) -> Self {
         Self {
             name,
@@ -35,6 +39,7 @@ impl Test {
         }
     }
 
+    /// A test that passes only when `f` takes a synchronous exception.
     pub const fn faulting(name: &'static str, f: fn()) -> Self {
         Self {
             name,
@@ -42,6 +47,8 @@ impl Test {
         }
     }
 
+    /// A test that passes only when `f` takes a fault and `check` accepts it; `check`'s `Err`
+    /// says why it did not.
     pub const fn faulting_with(
         name: &'static str,
         f: fn(),

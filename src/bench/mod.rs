@@ -23,14 +23,14 @@
 //!   taken; ticks per profiled section (TLB maintenance, leaf writes); counts per event (table
 //!   allocations, barriers, TLB invalidations); the table installs won and lost; and the CPU
 //!   time (`cpu_ticks`: elapsed ticks times CPUs) they are shares of. Before each load's
-//!   profiled runs, a `probe` line says what profiling itself costs (see [`probe_costs`]).
+//!   profiled runs, a `probe` line says what profiling itself costs (see `probe_costs`).
 //! - `floor`: the irreducible work of one 4 KiB map + unmap against a real ioremap + iounmap.
 //! - `growth`: virtual-area allocate + free with 10 .. 100,000 live areas; ioremap of 4 KiB,
 //!   64 KiB, 2 MiB and 1 GiB (with blocks) and the table pages each uses. Needs the device
 //!   windows on the command line: `bench_mmio=PA` (2 MiB aligned, >= 2 MiB) and
 //!   `bench_mmio_1g=PA` (1 GiB aligned, >= 1 GiB): board knowledge stays in the host script.
 //!
-//! Before anything is timed, every free page is written once (see [`touch_free_memory`]).
+//! Before anything is timed, every free page is written once (see `touch_free_memory`).
 //!
 //! Options: `reps=N` pairs per load for `designs` (default 5), `preps=N` for `breakdown`
 //! (default 1), `ms=N` per measurement (default 300), `loads=a,b,c` (default all three).
@@ -92,6 +92,8 @@ fn id_register() -> IdRegister {
     IdRegister::of_this_machine().expect("bench needs a GIC")
 }
 
+/// Run the groups `bench=` names (default `all`) with the command line's options, printing a
+/// `bench {json}` line per measurement; false if a check failed or an option was unknown.
 pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
     let num = |k: &str, d: u64| c.number(k).ok().flatten().unwrap_or(d);
     let ms = num("ms", 300);

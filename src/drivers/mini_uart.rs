@@ -104,6 +104,7 @@ pub fn baud_divisor(clock_hz: u32, baud: u32) -> Option<u32> {
     u16::try_from(reg).ok().map(u32::from)
 }
 
+/// A driver for the BCM2835 auxiliary mini UART (the Pi 4's `serial1`).
 pub struct MiniUart {
     regs: &'static Registers,
     enables: Option<&'static ReadWrite<u32, AUX_ENABLES::Register>>,
@@ -170,6 +171,7 @@ impl MiniUart {
             .write(CNTL::RX_ENABLE::SET + CNTL::TX_ENABLE::SET);
     }
 
+    /// Send one byte, waiting until the transmit FIFO has room.
     pub fn putc(&self, b: u8) {
         while !self.regs.lsr.is_set(LSR::TX_EMPTY) {
             core::hint::spin_loop();

@@ -27,6 +27,7 @@ register_bitfields! {u32,
 }
 
 register_structs! {
+    /// The PL011's register block, from its base address.
     pub Registers {
         (0x000 => dr: ReadWrite<u32>),
         (0x004 => _reserved0),
@@ -48,6 +49,7 @@ register_structs! {
 /// Size of the register block to map.
 pub const MMIO_SIZE: usize = 0x1000;
 
+/// A driver for an Arm PL011 UART, polled (no interrupts).
 pub struct Pl011 {
     regs: &'static Registers,
 }
@@ -82,6 +84,7 @@ impl Pl011 {
             .write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
     }
 
+    /// Send one byte, waiting until the transmit FIFO has room.
     pub fn putc(&self, b: u8) {
         while self.regs.fr.is_set(FR::TXFF) {}
         self.regs.dr.set(u32::from(b));

@@ -1,8 +1,8 @@
 //! The per-CPU tick: the EL1 virtual timer of the Arm generic timer.
 //!
 //! Each CPU has its own timer, wired to the same private interrupt (PPI) on every CPU, so arming
-//! it here affects only the calling CPU. It fires once per [`arm_after`]: the interrupt handler
-//! re-arms it (or calls [`disable`]) before its EOI, otherwise the level-triggered line stays
+//! it here affects only the calling CPU. It fires once per `arm_after`: the interrupt handler
+//! re-arms it (or calls `disable`) before its EOI, otherwise the level-triggered line stays
 //! asserted and the interrupt is taken again at once.
 
 /// The virtual timer's INTID: PPI 11. The Arm Base System Architecture fixes it, and both QEMU
@@ -52,6 +52,7 @@ mod hw {
         timer_regs::cntvct()
     }
 
+    /// `us` microseconds in counter ticks at the counter's frequency, rounded up (saturating).
     pub fn ticks_from_micros(us: u64) -> u64 {
         super::ticks_from_micros_at(frequency(), us)
     }

@@ -30,6 +30,7 @@ use super::vm::KernelVm;
 use crate::arch::aarch64::{early, mmu};
 use crate::platform::devicetree::Machine;
 
+/// Why [`init`] could not set up memory management.
 #[derive(Debug)]
 pub enum BootMmError {
     /// The device tree lists no RAM the linear map can hold.

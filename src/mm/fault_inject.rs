@@ -40,8 +40,10 @@ pub enum Target {
 }
 
 impl Target {
+    /// Both targets, in the order `Frames`, `Areas`.
     pub const ALL: [Target; 2] = [Target::Frames, Target::Areas];
 
+    /// The name `fail=` gives it: "frames" or "areas".
     pub fn name(self) -> &'static str {
         match self {
             Target::Frames => "frames",
@@ -64,7 +66,12 @@ pub enum Rule {
     /// Fail the Nth call (counted from 1, from when the rule was set), once.
     Nth(u64),
     /// Fail each call with probability `num / den`.
-    Probability { num: u64, den: u64 },
+    Probability {
+        /// Numerator: failures per `den` calls on average.
+        num: u64,
+        /// Denominator; 0 never fails.
+        den: u64,
+    },
 }
 
 impl fmt::Display for Rule {
@@ -79,8 +86,11 @@ impl fmt::Display for Rule {
 /// A whole `fail=` setting: a rule per target (none: not injected) and the seed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultConfig {
+    /// The frame allocator's rule.
     pub frames: Option<Rule>,
+    /// The virtual-area allocator's rule.
     pub areas: Option<Rule>,
+    /// The seed of both targets' probabilistic decisions.
     pub seed: u64,
 }
 
@@ -95,6 +105,7 @@ impl FaultConfig {
         seed: DEFAULT_SEED,
     };
 
+    /// The rule for `t`, or `None` if `t` is not injected.
     pub fn rule(&self, t: Target) -> Option<Rule> {
         match t {
             Target::Frames => self.frames,
@@ -103,6 +114,11 @@ impl FaultConfig {
     }
 
     /// Parse the value of `fail=` (see the module documentation).
+    ///
+    /// # Errors
+    ///
+    /// [`ParseError`] naming the first item that cannot be used (an unknown target, a second rule
+    /// for one target, a malformed number) and why.
     pub fn parse(s: &str) -> Result<Self, ParseError<'_>> {
         let mut cfg = FaultConfig::NONE;
         if s == "none" || s == "off" {
@@ -188,7 +204,9 @@ fn parse_number(v: &str) -> Option<u64> {
 /// What is wrong with a `fail=` value: the offending item and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParseError<'a> {
+    /// The comma-separated item that could not be read, as written.
     pub item: &'a str,
+    /// What is wrong with it.
     pub why: &'static str,
 }
 
@@ -222,6 +240,7 @@ pub struct FaultAttr {
 }
 
 impl FaultAttr {
+    /// A switch that is off, with the default seed and every count at 0.
     pub const fn new() -> Self {
         Self {
             mode: AtomicU8::new(MODE_OFF),
@@ -262,6 +281,7 @@ impl FaultAttr {
         }
     }
 
+    /// The seed the probabilistic rule draws from.
     pub fn seed(&self) -> u64 {
         self.seed.load(Ordering::Relaxed)
     }

@@ -84,11 +84,14 @@ fn this_cpu() -> usize {
 /// Frame counts, for tests and workloads that check nothing leaked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameStats {
+    /// Frames ever given to the allocator.
     pub total: usize,
+    /// Frames not handed out: in the buddy allocator or a per-CPU cache.
     pub free: usize,
 }
 
 impl Frames {
+    /// An allocator with no memory yet: frames come with `add_region`.
     pub const fn new() -> Self {
         Self {
             buddy: Mutex::new(FrameAllocator::new()),
@@ -336,6 +339,7 @@ impl Frames {
         self.cached.load(Ordering::Relaxed)
     }
 
+    /// The current counts.
     pub fn stats(&self) -> FrameStats {
         FrameStats {
             total: self.total.load(Ordering::Relaxed),

@@ -24,6 +24,8 @@ const GROW_MIN: usize = 64 * PAGE_SIZE;
 /// Grow when less than this is free after an allocation.
 const LOW_WATER: usize = 128 * 1024;
 
+/// The kernel's `alloc` heap: a buddy heap that grows itself with frames from the frame
+/// allocator when it runs low.
 pub struct KernelHeap {
     heap: Mutex<Heap<32>>,
     /// One CPU grows the heap at a time; the others retry their allocation meanwhile.
@@ -36,6 +38,7 @@ pub struct KernelHeap {
 }
 
 impl KernelHeap {
+    /// An empty heap: it allocates nothing until [`KernelHeap::init`].
     pub const fn new() -> Self {
         Self {
             heap: Mutex::new(Heap::empty()),
@@ -60,6 +63,7 @@ impl KernelHeap {
         (h.stats_alloc_actual(), h.stats_total_bytes())
     }
 
+    /// Frames the heap has taken from the frame allocator to grow (never given back).
     pub fn grown_frames(&self) -> usize {
         self.grown_frames.load(Ordering::Relaxed)
     }

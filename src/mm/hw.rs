@@ -70,6 +70,11 @@ impl PageTableEnv for HwEnv {
 /// The kernel's address space. Set once by `mm::boot::init`.
 pub static KERNEL_VM: Once<KernelVm<HwEnv>> = Once::new();
 
+/// The kernel's address space.
+///
+/// # Panics
+///
+/// If called before `mm::boot::init` set it up.
 pub fn kernel_vm() -> &'static KernelVm<HwEnv> {
     KERNEL_VM
         .get()

@@ -57,10 +57,12 @@ pub const PHYS_ADDR_BITS: u32 = 48;
 /// Where the loader put the image: set once by the boot CPU before anything converts addresses.
 static KIMAGE_PHYS: AtomicU64 = AtomicU64::new(0);
 
+/// Record `pa`, the physical address the image was loaded at (its first byte).
 pub fn set_kimage_phys(pa: u64) {
     KIMAGE_PHYS.store(pa, Ordering::Relaxed);
 }
 
+/// The physical address the image was loaded at; 0 until [`set_kimage_phys`] ran.
 pub fn kimage_phys() -> u64 {
     KIMAGE_PHYS.load(Ordering::Relaxed)
 }
@@ -78,14 +80,18 @@ pub const fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
 /// The kernel image's sections, as the linker script lays them out.
 #[derive(Clone, Copy, Debug)]
 pub struct ImageLayout {
+    /// The image's first byte (the arm64 Image header, then text).
     pub start: u64,
     /// End of text (RX) = start of rodata (R).
     pub text_end: u64,
     /// End of rodata = start of data and bss (RW, execute-never).
     pub rodata_end: u64,
+    /// One past the image's last byte, .bss included.
     pub end: u64,
-    /// Unmapped guard pages inside .bss, below the boot CPU's kernel and exception stacks.
+    /// Unmapped guard pages inside .bss, below the boot CPU's kernel and exception stacks: this
+    /// one below the kernel stack.
     pub boot_stack_guard: u64,
+    /// The guard page below the boot CPU's exception stack.
     pub boot_exception_stack_guard: u64,
 }
 

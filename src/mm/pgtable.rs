@@ -12,12 +12,10 @@
 
 use core::fmt;
 
-use tock_registers::fields::FieldValue;
-use tock_registers::register_bitfields;
-
 use super::addr::PhysAddr;
 use super::layout::{PAGE_SHIFT, PAGE_SIZE, PHYS_ADDR_BITS, PTRS_PER_TABLE};
 use super::sync::{AtomicU64, Ordering};
+use tock_registers::fields::FieldValue;
 
 /// One translation table: what [`super::env::PageTableEnv::table`] hands out for a frame.
 pub type Table = [AtomicU64; PTRS_PER_TABLE];
@@ -34,57 +32,68 @@ pub const MAIR_IDX_DEVICE_NGNRNE: u64 = 3;
 /// Attr3 = 0x00.
 pub const MAIR_EL1_VALUE: u64 = 0xff | (0x04 << 8) | (0x44 << 16);
 
-register_bitfields! {u64,
-    /// A level 0–2 descriptor that points at the next-level table.
-    pub TABLE_DESCRIPTOR [
-        VALID OFFSET(0) NUMBITS(1) [],
-        TYPE OFFSET(1) NUMBITS(1) [
-            Block = 0,
-            Table = 1
-        ],
-        NEXT_LEVEL_TABLE_ADDR OFFSET(12) NUMBITS(36) [],
-        /// Hierarchical PXN for everything below.
-        PXN_TABLE OFFSET(59) NUMBITS(1) [],
-        /// Hierarchical UXN (XNTable at EL1&0) for everything below.
-        UXN_TABLE OFFSET(60) NUMBITS(1) [],
-        AP_TABLE OFFSET(61) NUMBITS(2) [
-            NoEffect = 0b00,
-            NoEl0 = 0b01,
-            NoWrite = 0b10,
-            NoWriteNoEl0 = 0b11
-        ],
-        NS_TABLE OFFSET(63) NUMBITS(1) []
-    ],
+pub use descriptor::{PAGE_DESCRIPTOR, TABLE_DESCRIPTOR};
 
-    /// A leaf: a level-3 page or a level-1/2 block (TYPE distinguishes them by level).
-    pub PAGE_DESCRIPTOR [
-        VALID OFFSET(0) NUMBITS(1) [],
-        /// 1 for a level-3 page, 0 for a level-1/2 block.
-        TYPE OFFSET(1) NUMBITS(1) [
-            Block = 0,
-            Page = 1
+/// The two descriptor formats as tock-registers bitfields. A module of their own only so that
+/// `missing_docs` can be allowed here: the macro generates items that no doc comment reaches
+/// (each field's `Field` constant, the `Register` marker, every field's `SET` and `CLEAR`).
+mod descriptor {
+    #![allow(missing_docs)]
+
+    use tock_registers::register_bitfields;
+
+    register_bitfields! {u64,
+        /// A level 0–2 descriptor that points at the next-level table.
+        pub TABLE_DESCRIPTOR [
+            VALID OFFSET(0) NUMBITS(1) [],
+            TYPE OFFSET(1) NUMBITS(1) [
+                Block = 0,
+                Table = 1
+            ],
+            NEXT_LEVEL_TABLE_ADDR OFFSET(12) NUMBITS(36) [],
+            /// Hierarchical PXN for everything below.
+            PXN_TABLE OFFSET(59) NUMBITS(1) [],
+            /// Hierarchical UXN (XNTable at EL1&0) for everything below.
+            UXN_TABLE OFFSET(60) NUMBITS(1) [],
+            AP_TABLE OFFSET(61) NUMBITS(2) [
+                NoEffect = 0b00,
+                NoEl0 = 0b01,
+                NoWrite = 0b10,
+                NoWriteNoEl0 = 0b11
+            ],
+            NS_TABLE OFFSET(63) NUMBITS(1) []
         ],
-        ATTRINDX OFFSET(2) NUMBITS(3) [],
-        NS OFFSET(5) NUMBITS(1) [],
-        /// AP[2:1]; EL0 never has access to a kernel mapping.
-        AP OFFSET(6) NUMBITS(2) [
-            RwEl1 = 0b00,
-            RwEl1El0 = 0b01,
-            RoEl1 = 0b10,
-            RoEl1El0 = 0b11
-        ],
-        SH OFFSET(8) NUMBITS(2) [
-            NonShareable = 0b00,
-            OuterShareable = 0b10,
-            InnerShareable = 0b11
-        ],
-        AF OFFSET(10) NUMBITS(1) [],
-        NG OFFSET(11) NUMBITS(1) [],
-        OUTPUT_ADDR OFFSET(12) NUMBITS(36) [],
-        CONTIGUOUS OFFSET(52) NUMBITS(1) [],
-        PXN OFFSET(53) NUMBITS(1) [],
-        UXN OFFSET(54) NUMBITS(1) []
-    ]
+
+        /// A leaf: a level-3 page or a level-1/2 block (TYPE distinguishes them by level).
+        pub PAGE_DESCRIPTOR [
+            VALID OFFSET(0) NUMBITS(1) [],
+            /// 1 for a level-3 page, 0 for a level-1/2 block.
+            TYPE OFFSET(1) NUMBITS(1) [
+                Block = 0,
+                Page = 1
+            ],
+            ATTRINDX OFFSET(2) NUMBITS(3) [],
+            NS OFFSET(5) NUMBITS(1) [],
+            /// AP\[2:1\]; EL0 never has access to a kernel mapping.
+            AP OFFSET(6) NUMBITS(2) [
+                RwEl1 = 0b00,
+                RwEl1El0 = 0b01,
+                RoEl1 = 0b10,
+                RoEl1El0 = 0b11
+            ],
+            SH OFFSET(8) NUMBITS(2) [
+                NonShareable = 0b00,
+                OuterShareable = 0b10,
+                InnerShareable = 0b11
+            ],
+            AF OFFSET(10) NUMBITS(1) [],
+            NG OFFSET(11) NUMBITS(1) [],
+            OUTPUT_ADDR OFFSET(12) NUMBITS(36) [],
+            CONTIGUOUS OFFSET(52) NUMBITS(1) [],
+            PXN OFFSET(53) NUMBITS(1) [],
+            UXN OFFSET(54) NUMBITS(1) []
+        ]
+    }
 }
 
 /// Bits 47:12 of a descriptor: the output (or next-table) address.
@@ -504,12 +513,12 @@ impl Descriptor {
         }
     }
 
-    /// AP[2:1] of a leaf.
+    /// AP\[2:1\] of a leaf.
     pub const fn ap(self) -> u64 {
         (self.0 >> 6) & 0b11
     }
 
-    /// Is the leaf writable at EL1 (AP[2] clear)?
+    /// Is the leaf writable at EL1 (AP\[2\] clear)?
     pub const fn writable(self) -> bool {
         self.ap() & 0b10 == 0
     }

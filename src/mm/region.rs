@@ -15,7 +15,9 @@ use alloc::vec::Vec;
 /// the frame allocator hands out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Region {
+    /// The first address.
     pub base: u64,
+    /// Length in bytes; 0 is an empty region.
     pub size: u64,
 }
 
@@ -23,6 +25,7 @@ pub struct Region {
 const TOP: u128 = 1 << 64;
 
 impl Region {
+    /// `[base, base + size)`; nothing is checked (see [`Region::end`] for the wrapping case).
     pub const fn new(base: u64, size: u64) -> Self {
         Self { base, size }
     }
@@ -41,6 +44,7 @@ impl Region {
         self.base.checked_add(self.size - 1)
     }
 
+    /// Whether the region holds no address (`size == 0`).
     pub const fn is_empty(&self) -> bool {
         self.size == 0
     }

@@ -86,22 +86,31 @@ impl AreaKind {
 /// Why a vmap/vmalloc/ioremap call failed. Nothing is left mapped or reserved by a failed call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmError {
+    /// A request for 0 bytes or 0 pages.
     ZeroSize,
     /// `phys + size` wraps around the physical address space.
     Wraps {
+        /// The requested physical start.
         phys: PhysAddr,
+        /// The requested length in bytes.
         size: usize,
     },
     /// The range goes beyond what this CPU can address (ID_AA64MMFR0_EL1.PARange).
     BeyondPhysLimit {
+        /// The requested physical start.
         phys: PhysAddr,
+        /// The requested length in bytes.
         size: usize,
+        /// The CPU's physical address width in bits.
         pa_bits: u32,
     },
     /// The range overlaps RAM, which is mapped (cacheable) in the linear map already.
     OverlapsRam {
+        /// The requested physical start.
         phys: PhysAddr,
+        /// The requested length in bytes.
         size: usize,
+        /// The first RAM region it overlaps.
         ram: Region,
     },
     /// The virtual range allocator refused.
@@ -110,25 +119,33 @@ pub enum VmError {
     Table(MmError),
     /// No frame for a vmalloc page.
     OutOfMemory {
+        /// How many pages the whole call asked for (the frames it did get were given back).
         pages: usize,
     },
     /// `addr` is not the start of any area.
     NotMapped {
+        /// The address the caller passed.
         addr: VirtAddr,
     },
     /// `addr` points inside an area instead of at its start.
     InsideArea {
+        /// The address the caller passed.
         addr: VirtAddr,
+        /// The start of the area it lies in: what should have been passed.
         start: VirtAddr,
     },
     /// The area at `addr` was made by another function (e.g. `vfree` of an ioremap).
     WrongKind {
+        /// The address the caller passed.
         addr: VirtAddr,
+        /// The function that made the area.
         is: AreaKind,
+        /// The kind the freeing function takes.
         expected: AreaKind,
     },
     /// The area at `addr` was freed already (its range waits for the lazy purge).
     AlreadyFreed {
+        /// The address the caller passed.
         addr: VirtAddr,
     },
 }
@@ -218,6 +235,7 @@ impl KernelStack {
 
 /// `init_mm` plus the vmalloc region's range allocators.
 pub struct KernelVm<E: PageTableEnv> {
+    /// The kernel's one address space, whose tables every area is mapped into.
     pub init_mm: InitMm<E>,
     /// The global allocator: large areas, windows, and the nodes' regions.
     vmap_area_lock: Mutex<Areas>,

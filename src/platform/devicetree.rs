@@ -24,10 +24,12 @@ mod parts;
 
 use index::{ROOT, Tree};
 
+/// Everything the kernel takes from the device tree, as [`parse`] found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
     /// `/model`, or the first root `compatible` string, or "unknown".
     pub model: String,
+    /// The root node's `compatible` strings, most specific first.
     pub compatible: Vec<String>,
     /// Every `device_type = "memory"` range: sorted, empty ones dropped, overlaps merged. Like
     /// `reserved`, every region is non-empty and ends at or below `u64::MAX` (`base + size` never
@@ -41,24 +43,32 @@ pub struct Machine {
     /// carve-out, a co-processor's memory), since the CPU may fetch speculatively from anything
     /// mapped cacheable.
     pub no_map: Vec<Region>,
+    /// The UART `/chosen`'s `stdout-path` names, if it names one with a usable `reg`.
     pub console: Option<Console>,
+    /// The root's `interrupt-parent` GIC, or the first GIC found by `compatible`.
     pub gic: Option<Gic>,
+    /// The first available architected timer node.
     pub timer: Option<Timer>,
+    /// The first available `arm,psci*` node whose `method` is `hvc` or `smc`.
     pub psci: Option<Psci>,
     /// Available `/cpus` children with `device_type = "cpu"`, in device-tree order.
     pub cpus: Vec<Cpu>,
+    /// `/chosen`'s `bootargs`, the kernel command line; empty when absent.
     pub bootargs: String,
     /// What was odd and ignored, for the boot log.
     pub notes: Vec<String>,
 }
 
+/// The boot console's UART.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Console {
     /// The node's full path, after alias resolution.
     pub path: String,
+    /// Which UART it is, from its `compatible`.
     pub kind: UartKind,
     /// CPU physical address, after every parent bus's `ranges`.
     pub base: u64,
+    /// Length of the register block in bytes (its first `reg` entry).
     pub size: u64,
     /// What followed ':' in `stdout-path`, e.g. "115200n8".
     pub options: Option<String>,
@@ -66,8 +76,10 @@ pub struct Console {
     pub clock_hz: Option<u32>,
 }
 
+/// The UART models the console can be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UartKind {
+    /// Arm's PrimeCell PL011 ("arm,pl011"), QEMU virt's UART and the Pi 4's PL011.
     Pl011,
     /// The Raspberry Pi's mini UART ("brcm,bcm2835-aux-uart").
     Bcm2835Aux,
@@ -75,8 +87,10 @@ pub enum UartKind {
     Unknown(String),
 }
 
+/// The interrupt controller's register ranges, CPU physical addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gic {
+    /// Which architecture version, from `compatible`; tells how to read `cpu_or_redist`.
     pub version: GicVersion,
     /// The distributor (GICD).
     pub dist: Region,
@@ -85,70 +99,107 @@ pub struct Gic {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// GIC architecture version.
 pub enum GicVersion {
+    /// GICv2: a distributor and a memory-mapped CPU interface (GICC).
     V2,
+    /// GICv3: a distributor and per-CPU redistributors (GICR); the CPU interface is system registers.
     V3,
 }
 
 /// The architected timer's interrupts as GIC INTIDs (PPI n is INTID 16 + n).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timer {
+    /// The virtual timer's interrupt (the node's third entry); `None` if unreadable.
     pub virt_irq: Option<u32>,
+    /// The non-secure physical timer's interrupt (the node's second entry); `None` if unreadable.
     pub phys_irq: Option<u32>,
     /// `clock-frequency`, present only where firmware fails to program CNTFRQ_EL0.
     pub frequency: Option<u32>,
 }
 
+/// The PSCI firmware interface (CPU on/off, system reset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Psci {
+    /// The instruction that calls the firmware.
     pub method: PsciMethod,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How PSCI calls reach the firmware.
 pub enum PsciMethod {
+    /// `HVC`: the firmware runs at EL2 (a hypervisor, QEMU's virt without EL3).
     Hvc,
+    /// `SMC`: the firmware runs at EL3 (Trusted Firmware).
     Smc,
 }
 
+/// One CPU the device tree lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cpu {
     /// The MPIDR affinity fields, as in `reg`.
     pub mpidr: u64,
+    /// How to start it.
     pub enable_method: EnableMethod,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// A CPU's `enable-method`: how the boot CPU starts it.
 pub enum EnableMethod {
+    /// PSCI `CPU_ON`.
     Psci,
-    SpinTable { release_addr: u64 },
+    /// Write the entry point to `release_addr` and wake the CPU with `SEV`.
+    SpinTable {
+        /// Physical address of the 8-byte word the CPU polls: aligned, in RAM and reserved.
+        release_addr: u64,
+    },
+    /// A method this kernel cannot use (also a spin-table with a bad release address); the CPU
+    /// stays off.
     Other(String),
+    /// No `enable-method` at all; the CPU stays off.
     Missing,
 }
 
+/// Why [`parse`] refused a device tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DtError {
     /// The front door refused the blob.
     Fdt(FdtError),
+    /// No `device_type = "memory"` node has a non-empty `reg`.
     NoMemory,
+    /// `/cpus` is missing or has no available `device_type = "cpu"` child.
     NoCpus,
+    /// A CPU node has no `reg`, so its MPIDR is unknown.
     CpuWithoutReg {
+        /// The CPU node's full path.
         path: String,
     },
+    /// A node declares more than two address or size cells; numbers are read into `u64`.
     CellsTooLarge {
+        /// The full path of the node declaring the cells.
         path: String,
+        /// Its `#address-cells` (2 when absent).
         address_cells: u32,
+        /// Its `#size-cells` (1 when absent).
         size_cells: u32,
     },
     /// `path` has a `property` (`reg`, `ranges`) but `parent` declares zero cells for it, so
     /// not one number can be read out of it.
     ZeroCells {
+        /// The full path of the node with the property.
         path: String,
+        /// The property's name.
         property: &'static str,
+        /// The full path of the parent declaring the cells.
         parent: String,
     },
+    /// A property's length is not what its cells or type require.
     BadProperty {
+        /// The full path of the node with the property.
         path: String,
+        /// The property's name.
         property: &'static str,
+        /// The property's length in bytes.
         len: usize,
     },
 }

@@ -17,6 +17,7 @@ pub struct Builtin {
     pub name: &'static str,
     /// One line saying what is assumed (RAM, console, ...), for the boot log.
     pub summary: &'static str,
+    /// The machine, as a device tree would have described it.
     pub machine: Machine,
 }
 

@@ -12,7 +12,9 @@ use super::{TICK_US, gic, online_cpus, per_cpu, this_cpu};
 use crate::arch::aarch64::cpu;
 use crate::drivers::timer;
 
+/// The SGI that wakes an idle CPU to look for queued work.
 pub const SGI_WAKE: u8 = 0;
+/// The SGI that parks every other CPU when one panics.
 pub const SGI_STOP: u8 = 1;
 
 /// The IRQ handler (installed in the exception vectors by `smp::init_boot_cpu`).

@@ -23,8 +23,11 @@ use crate::platform::devicetree::Machine;
 /// arch code reads it through TPIDR_EL1 without knowing this type.
 #[repr(C)]
 pub struct PerCpu {
+    /// The CPU's number, 0 for the boot CPU; what `cpu::id()` returns.
     pub id: usize,
+    /// Its MPIDR_EL1 affinity, or `u64::MAX` while no CPU is assigned this number.
     pub mpidr: AtomicU64,
+    /// Set (with Release) once the CPU has finished its set-up and takes interrupts.
     pub online: AtomicBool,
     /// Timer interrupts taken.
     pub ticks: AtomicU64,
@@ -65,6 +68,11 @@ pub fn this_cpu() -> &'static PerCpu {
     &PERCPU[cpu::id()]
 }
 
+/// CPU `id`'s data.
+///
+/// # Panics
+///
+/// If `id` is not below `cpu::MAX_CPUS`.
 pub fn per_cpu(id: usize) -> &'static PerCpu {
     &PERCPU[id]
 }
@@ -79,6 +87,11 @@ static ONLINE: AtomicUsize = AtomicUsize::new(1);
 /// The machine's interrupt controller, once `init` ran.
 pub static GIC: Once<Gic> = Once::new();
 
+/// The interrupt controller.
+///
+/// # Panics
+///
+/// If called before [`init_boot_cpu`] set it up.
 pub fn gic() -> &'static Gic {
     GIC.get()
         .expect("smp: interrupt controller used before smp::init")
@@ -89,6 +102,8 @@ pub const TICK_US: u64 = 10_000;
 
 /// Kernel stack per CPU (the boot CPU's is in the image).
 pub const STACK_SIZE: usize = 64 * 1024;
+/// Exception stack (SP_EL1) per CPU, on which the vectors run, so that a kernel stack overflow
+/// can still be reported.
 pub const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
 
 /// A CPU that did not come up.
@@ -105,7 +120,9 @@ pub struct BringUpFailure {
 pub enum BringUpError {
     /// Its kernel or exception stack could not be allocated (each `Some` failed).
     NoStacks {
+        /// Why the kernel stack failed, if it did.
         stack: Option<VmError>,
+        /// Why the exception stack failed, if it did.
         exception_stack: Option<VmError>,
     },
     /// The enable method refused to start it.

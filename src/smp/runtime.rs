@@ -58,6 +58,7 @@ pub struct JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
+    /// Whether the task has finished, so that [`JoinHandle::join`] would not wait.
     pub fn is_finished(&self) -> bool {
         self.slot.done.load(Ordering::Acquire)
     }
@@ -239,6 +240,7 @@ pub struct Barrier {
 }
 
 impl Barrier {
+    /// A barrier that opens each time `n` callers have arrived.
     pub const fn new(n: usize) -> Self {
         Self {
             n,

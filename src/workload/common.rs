@@ -30,6 +30,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Counts at zero and the clock started now; `name` prefixes each progress line.
     pub fn new(name: &'static str) -> Self {
         let p = Self::new_static(name);
         p.restart();
@@ -54,6 +55,12 @@ impl Progress {
         self.ops.iter().for_each(|o| o.store(0, Ordering::Relaxed));
     }
 
+    /// Count `n` operations done by CPU `cpu_id`, and log a progress line if a second has passed
+    /// since the last one.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu_id` is not below `cpu::MAX_CPUS`.
     pub fn add(&self, cpu_id: usize, n: u64) {
         self.ops[cpu_id].fetch_add(n, Ordering::Relaxed);
         let now = cpu::counter();
@@ -72,10 +79,16 @@ impl Progress {
         }
     }
 
+    /// Operations counted so far, all CPUs together.
     pub fn total(&self) -> u64 {
         self.ops.iter().map(|o| o.load(Ordering::Relaxed)).sum()
     }
 
+    /// Operations counted so far by each of CPUs `0..cpus`.
+    ///
+    /// # Panics
+    ///
+    /// If `cpus` is above `cpu::MAX_CPUS`.
     pub fn per_cpu(&self, cpus: usize) -> Vec<u64> {
         self.ops[..cpus]
             .iter()
@@ -83,6 +96,7 @@ impl Progress {
             .collect()
     }
 
+    /// Counter ticks since the clock was started.
     pub fn elapsed(&self) -> u64 {
         cpu::counter() - self.start.load(Ordering::Relaxed)
     }
@@ -206,6 +220,7 @@ pub struct AllocFailures {
 }
 
 impl AllocFailures {
+    /// No failures seen yet; injections are counted from now.
     pub fn new() -> Self {
         Self {
             seen: AtomicU64::new(0),
@@ -223,6 +238,7 @@ impl AllocFailures {
         self.seen.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Allocation failures counted so far.
     pub fn seen(&self) -> u64 {
         self.seen.load(Ordering::Relaxed)
     }
@@ -249,7 +265,9 @@ impl AllocFailures {
 /// More allocations failed than fault injection failed: the machine ran out for real.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotInjected {
+    /// Allocation failures the workload met.
     pub seen: u64,
+    /// Failures fault injection caused in the same time.
     pub injected: u64,
 }
 
@@ -270,10 +288,17 @@ impl Error for NotInjected {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leak {
     /// Free frames ([`free_frames`]) before and after.
-    Frames { before: usize, after: usize },
+    Frames {
+        /// Free frames before the run.
+        before: usize,
+        /// Free frames after it.
+        after: usize,
+    },
     /// The virtual-area allocator's (live areas, free bytes) before and after.
     Areas {
+        /// Live areas and free bytes before the run.
         before: (usize, usize),
+        /// The same after it.
         after: (usize, usize),
     },
 }
@@ -294,7 +319,9 @@ impl Error for Leak {}
 /// What one CPU of a workload found: `E`, and on which CPU.
 #[derive(Debug)]
 pub struct OnCpu<E> {
+    /// The CPU's number.
     pub cpu: usize,
+    /// What it found.
     pub error: E,
 }
 

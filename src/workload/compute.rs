@@ -28,11 +28,19 @@ const CHUNK: u64 = 10_000;
 #[derive(Debug)]
 pub enum ComputeError {
     /// The count of primes below 1,000,000, made `on` one CPU or all, is not 78,498.
-    WrongCount { on: &'static str, counted: u64 },
+    WrongCount {
+        /// Which run: one CPU, or all of them.
+        on: &'static str,
+        /// The count it made.
+        counted: u64,
+    },
     /// Trial division found `counted` primes in chunk `chunk`, the sieve `sieve`.
     WrongChunk {
+        /// The chunk's index: it covers `[chunk * 10,000, (chunk + 1) * 10,000)`.
         chunk: usize,
+        /// Primes trial division found in it.
         counted: u64,
+        /// Primes the sieve found in it: the right answer.
         sieve: u64,
     },
 }

@@ -8,6 +8,7 @@ use super::{Params, Report, Workload};
 use crate::arch::aarch64::cpu;
 use crate::smp::runtime::on_cpus;
 
+/// The `hello` workload: the smallest one, a check that every CPU runs work.
 pub struct Hello;
 
 /// What `hello` can find wrong: sums that did not come to 500500.

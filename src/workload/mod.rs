@@ -36,9 +36,11 @@ use common::{Leak, Progress};
 /// How long or how much a workload runs, from the command line.
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
+    /// How many CPUs run it, CPU 0 included: at least 1, at most the online count.
     pub cpus: usize,
     /// Run for this many counter ticks, unless `iterations` is set.
     pub duration: u64,
+    /// Run each CPU's loop this many times instead of for `duration`.
     pub iterations: Option<u64>,
     /// What the storm makes of a run in which its CPUs lost no table-install race.
     pub lost_races: LostRaces,
@@ -65,7 +67,12 @@ pub enum ParamError<'a> {
     /// A value that is not a number.
     Cmdline(CmdlineError<'a>),
     /// `cpus=` is 0 or more than are online.
-    Cpus { cpus: usize, online: usize },
+    Cpus {
+        /// The `cpus=` value.
+        cpus: usize,
+        /// How many CPUs are online.
+        online: usize,
+    },
 }
 
 impl fmt::Display for ParamError<'_> {
@@ -157,18 +164,27 @@ impl fmt::Debug for Finding {
 /// What a workload reports.
 #[derive(Debug)]
 pub struct Report {
+    /// The workload's name (what `workload=` chose).
     pub name: &'static str,
+    /// How many CPUs ran it.
     pub cpus: usize,
+    /// Operations done in all; what one operation is, each workload says.
     pub ops: u64,
+    /// How long the run took, in ticks of the generic timer's counter (see [`Report::seconds`]).
     pub ticks: u64,
+    /// Operations per CPU, indexed by CPU number.
     pub per_cpu_ops: Vec<u64>,
+    /// Page tables installed, and install races lost, by level during the run.
     pub tables: PgStatsSnapshot,
+    /// Free frames before the run.
     pub frames_before: usize,
+    /// Free frames after the run, its memory given back; equal to `frames_before` unless it leaked.
     pub frames_after: usize,
     /// EL1 translation faults taken during the run on mappings that existed by the time the
     /// handler walked again, and retried (`arch::aarch64::exceptions::spurious_faults`). Armv8.0
     /// cores take them; QEMU never does.
     pub spurious_faults: u64,
+    /// Whether the run did some work and no check failed (set by [`Report::finish`]).
     pub passed: bool,
     /// Workload-specific `"key": value` pairs for the JSON line: measurements, not errors, kept
     /// as the JSON text they print as (tests that want one read it back by key).
@@ -253,10 +269,13 @@ impl Report {
         );
     }
 
+    /// The run's length in seconds, from `ticks` and the counter's frequency.
     pub fn seconds(&self) -> f64 {
         self.ticks as f64 / cpu::counter_frequency() as f64
     }
 
+    /// The report as one line of JSON (no newline): name, counts, rates, table statistics,
+    /// frames, the `extra` pairs and `passed`. Failures and notes are not in it.
     pub fn json(&self) -> String {
         let t = &self.tables;
         let mut s = format!(

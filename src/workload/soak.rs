@@ -56,18 +56,24 @@ const MAX_MESSAGES: usize = 32;
 /// What the soak did, beyond its [`Report`].
 #[derive(Clone, Debug, Default)]
 pub struct SoakStats {
+    /// One-second epochs completed.
     pub epochs: u64,
     /// Epochs whose end-of-epoch check found frames and areas at baseline and every allocation
     /// failure injected.
     pub balance_checks_passed: u64,
+    /// Frame allocations that fault injection failed during the run.
     pub injected_frames: u64,
+    /// Virtual-area reservations that fault injection failed during the run.
     pub injected_areas: u64,
     /// Operations per kind: storm map cycles, vmalloc areas, compute chunks.
     pub storm_ops: u64,
+    /// vmalloc-stress operations: areas allocated, checked and freed.
     pub vmalloc_ops: u64,
+    /// Compute operations: chunks of work done.
     pub compute_ops: u64,
     /// Operations that ended in an (injected) allocation failure.
     pub alloc_failures: u64,
+    /// The fault injection the run used: the command line's `fail=`, or the soak's default.
     pub config: FaultConfig,
 }
 
@@ -78,27 +84,45 @@ pub enum SoakError {
     CannotMix(&'static str),
     /// At the end of epoch `epoch`, `free` frames were free, not the baseline's.
     EpochFrames {
+        /// The epoch, counted from 0.
         epoch: u64,
+        /// Free frames at its end.
         free: usize,
+        /// Free frames before the first epoch.
         baseline: usize,
     },
     /// At the end of epoch `epoch`, the areas were not the baseline's.
     EpochAreas {
+        /// The epoch, counted from 0.
         epoch: u64,
+        /// Live areas and free bytes at its end, as `KernelVm::area_stats` counts them.
         areas: (usize, usize),
+        /// The same before the first epoch.
         baseline: (usize, usize),
     },
     /// In epoch `epoch`, more allocations failed than were injected.
-    EpochNotInjected { epoch: u64, error: NotInjected },
+    EpochNotInjected {
+        /// The epoch, counted from 0.
+        epoch: u64,
+        /// The counts that did not match.
+        error: NotInjected,
+    },
     /// How many failures there were in all, when there were more than the report keeps.
     InAll(u64),
     /// The areas after the run (the workloads' preparations undone) were not those before.
     AreasAfterRun {
+        /// Live areas and free bytes after the run, as `KernelVm::area_stats` counts them.
         after: (usize, usize),
+        /// The same before the workloads' preparations.
         before: (usize, usize),
     },
     /// Not every epoch balanced.
-    Unbalanced { balanced: u64, epochs: u64 },
+    Unbalanced {
+        /// Epochs that balanced.
+        balanced: u64,
+        /// Epochs run (the soak fails also when this is 0).
+        epochs: u64,
+    },
 }
 
 impl fmt::Display for SoakError {

@@ -63,12 +63,20 @@ pub enum StormError {
     /// A read through a fresh mapping returned the wrong value (in a slice).
     WrongRead(Cycle),
     /// A map or unmap failed with an error other than an allocation failure (in a slice).
-    CycleFailed { cycle: Cycle, error: VmError },
+    CycleFailed {
+        /// Which kind of cycle.
+        cycle: Cycle,
+        /// What the call returned.
+        error: VmError,
+    },
     /// Several CPUs raced for tables and none lost, so the race path never ran; `overlapping`
     /// of the `rounds` had two CPUs' cycles overlap in time at all (see [`LostRaces`]).
     NoLostRace {
+        /// How many CPUs raced.
         cpus: usize,
+        /// Racing rounds run.
         rounds: u64,
+        /// Rounds in which two CPUs' cycles overlapped in time.
         overlapping: u64,
     },
 }

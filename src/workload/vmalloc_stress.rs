@@ -55,20 +55,50 @@ impl Failure {
 pub enum ScenarioError {
     /// `vmalloc_aligned` failed, not for want of memory or space.
     Vmalloc {
+        /// The size asked for, in pages.
         pages: usize,
+        /// The alignment asked for, in bytes.
         align: usize,
+        /// What `vmalloc_aligned` returned.
         error: VmError,
     },
     /// `vmalloc_aligned` of one page at 2^`shift` failed, not for want of memory or space.
-    VmallocShifted { shift: u32, error: VmError },
+    VmallocShifted {
+        /// The alignment's log2.
+        shift: u32,
+        /// What `vmalloc_aligned` returned.
+        error: VmError,
+    },
     /// An area that is not aligned as asked.
-    Misaligned { va: usize, align: usize },
+    Misaligned {
+        /// The area's start.
+        va: usize,
+        /// The alignment asked for, in bytes.
+        align: usize,
+    },
     /// A word of the area at `va` that reads `read`, not what this CPU wrote there.
-    Overwritten { va: usize, word: usize, read: u64 },
+    Overwritten {
+        /// The area's start.
+        va: usize,
+        /// The word's address.
+        word: usize,
+        /// The value read there.
+        read: u64,
+    },
     /// `vfree` refused an area it had handed out.
-    Vfree { va: VirtAddr, error: VmError },
+    Vfree {
+        /// The area's start.
+        va: VirtAddr,
+        /// What `vfree` returned.
+        error: VmError,
+    },
     /// An alignment no address of the vmalloc region has was met.
-    BeyondRegion { shift: u32, va: VirtAddr },
+    BeyondRegion {
+        /// The alignment's log2 (48 or more: past every vmalloc address).
+        shift: u32,
+        /// The address the allocation returned.
+        va: VirtAddr,
+    },
 }
 
 impl fmt::Display for ScenarioError {
@@ -103,7 +133,9 @@ impl Error for ScenarioError {}
 /// A scenario, by name, and what it found wrong.
 #[derive(Debug)]
 pub struct ScenarioFailed {
+    /// The scenario's name, as the report prints it.
     pub scenario: &'static str,
+    /// What it found wrong.
     pub error: ScenarioError,
 }
 

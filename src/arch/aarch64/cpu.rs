@@ -37,6 +37,8 @@ pub fn counter() -> u64 {
     CNTVCT_EL0.get()
 }
 
+/// The counter's frequency in Hz (CNTFRQ_EL0, as firmware set it; at least 1, so that it can
+/// divide).
 pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get().max(1)
 }
@@ -71,9 +73,12 @@ pub fn stack_guard_hit(addr: u64) -> Option<StackOwner> {
         })
 }
 
+/// Whose stack a guard page belongs to: what [`stack_guard_hit`] found.
 #[derive(Clone, Copy, Debug)]
 pub struct StackOwner {
+    /// The CPU's number.
     pub cpu: usize,
+    /// The exception stack (SP_EL1) rather than the kernel stack.
     pub exception_stack: bool,
 }
 

@@ -12,6 +12,7 @@ unsafe extern "C" {
     fn secondary_entry();
 }
 
+/// Why a secondary CPU could not be started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuBootError {
     /// PSCI CPU_ON failed.

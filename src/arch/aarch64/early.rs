@@ -104,7 +104,7 @@ static EARLY: Early = Early {
 /// zero, never written.
 static RESERVED_PG_DIR: Table = empty();
 
-/// Physical address of the empty table (see [`RESERVED_PG_DIR`]).
+/// Physical address of the empty table (see `RESERVED_PG_DIR`).
 pub fn reserved_pg_dir() -> u64 {
     crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&RESERVED_PG_DIR) as usize)).0
 }
@@ -193,10 +193,15 @@ fn map_pages(root: &'static Table, va: u64, pa: u64, len: u64, attrs: u64) {
 /// (the assembly reads them by offset; `arch::aarch64::boot` checks the layout).
 #[repr(C)]
 pub struct MmuConfig {
+    /// MAIR_EL1: the memory types the descriptors' attribute indices select.
     pub mair: AtomicU64,
+    /// TCR_EL1: the translation regime (VA sizes, granule, walk cacheability, PA size).
     pub tcr: AtomicU64,
+    /// SCTLR_EL1: with the MMU and caches enabled.
     pub sctlr: AtomicU64,
+    /// TTBR0_EL1: the physical address of the lower half's root table.
     pub ttbr0: AtomicU64,
+    /// TTBR1_EL1: the physical address of the kernel (upper) half's root table.
     pub ttbr1: AtomicU64,
 }
 

@@ -9,12 +9,12 @@ use core::fmt;
 pub struct Esr(pub u64);
 
 impl Esr {
-    /// Exception class, ESR[31:26].
+    /// Exception class, ESR\[31:26\].
     pub const fn ec(self) -> u8 {
         ((self.0 >> 26) & 0x3f) as u8
     }
 
-    /// Instruction-specific syndrome, ESR[24:0].
+    /// Instruction-specific syndrome, ESR\[24:0\].
     pub const fn iss(self) -> u32 {
         (self.0 & 0x1ff_ffff) as u32
     }
@@ -52,6 +52,7 @@ impl Esr {
         matches!(self.ec(), 0x20 | 0x21 | 0x24 | 0x25)
     }
 
+    /// Data abort (either EL): a load or store faulted, not an instruction fetch.
     pub const fn is_data_abort(self) -> bool {
         matches!(self.ec(), 0x24 | 0x25)
     }
@@ -61,7 +62,7 @@ impl Esr {
         self.is_data_abort() && (self.iss() & (1 << 6)) != 0
     }
 
-    /// For aborts: the fault status code, DFSC/IFSC = ISS[5:0].
+    /// For aborts: the fault status code, DFSC/IFSC = ISS\[5:0\].
     pub const fn fault_status(self) -> u8 {
         (self.iss() & 0x3f) as u8
     }
@@ -128,14 +129,24 @@ pub fn is_spurious_translation_fault(
 
 /// The decoded fault status code of an abort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// The `i8` is the translation-table level (0..=3) at which the walk faulted.
 pub enum FaultKind {
+    /// An output or table address was wider than the configured physical address size.
     AddressSize(i8),
+    /// No valid descriptor: the address is not mapped.
     Translation(i8),
+    /// The descriptor's access flag (AF) is clear.
     AccessFlag(i8),
+    /// The mapping forbids this access (a write to read-only, a fetch from execute-never).
     Permission(i8),
+    /// The memory system answered the access with an external abort.
     SyncExternal,
+    /// An unaligned access where the memory type or instruction requires alignment.
     Alignment,
+    /// Two TLB entries matched the address.
     TlbConflict,
+    /// Any other fault status code, raw.
     Other(u8),
 }
 
@@ -157,7 +168,9 @@ impl fmt::Display for FaultKind {
 /// One line that says what happened, e.g.
 /// `data abort (same EL): write to 0xffff800000001000: translation fault, level 3 (not mapped)`.
 pub struct Summary {
+    /// The syndrome.
     pub esr: Esr,
+    /// FAR_EL1: the faulting virtual address, when the syndrome says it is valid.
     pub far: u64,
 }
 

@@ -19,12 +19,17 @@ use crate::hook::Hook;
 #[repr(C)]
 #[derive(Debug)]
 pub struct TrapFrame {
+    /// General-purpose registers x0-x30 at the moment of the exception (x30 is the link register).
     pub x: [u64; 31],
     /// The interrupted SP (SP_EL0).
     pub sp: u64,
+    /// ELR_EL1: where the exception was taken, and where `eret` returns to.
     pub elr: u64,
+    /// SPSR_EL1: the interrupted PSTATE (condition flags, interrupt masks, EL and SP choice).
     pub spsr: u64,
+    /// ESR_EL1: the syndrome (see [`Esr`]).
     pub esr: u64,
+    /// FAR_EL1: the faulting address, for aborts whose syndrome says it is valid.
     pub far: u64,
 }
 
@@ -234,8 +239,11 @@ struct JmpBuf([u64; 21]);
 /// A fault caught by [`catch_fault`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
+    /// The syndrome.
     pub esr: Esr,
+    /// The faulting address (valid when `esr.far_valid()`).
     pub far: u64,
+    /// The address of the instruction that faulted.
     pub elr: u64,
 }
 
@@ -360,10 +368,12 @@ pub fn set_irq_handler(f: fn()) {
 /// An exception this module cannot handle: what it hands the kernel's reporter ([`set_reporter`]).
 /// Its `Display` is the report: the decoded exception and every register, as one block.
 pub struct Unhandled<'a> {
+    /// The registers as the exception entry saved them.
     pub frame: &'a TrapFrame,
     /// Which of the 16 vectors took it: bits 0-1 the type (synchronous, IRQ, FIQ, SError), bits
     /// 2-3 where from (kernel on SP0, the exception handler on SPx, a lower EL).
     pub kind: u64,
+    /// The CPU that took it (its number, not its MPIDR).
     pub cpu: usize,
 }
 

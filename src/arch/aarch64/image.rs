@@ -18,20 +18,28 @@ pub const FLAGS: u64 = (1 << 1) | (1 << 3);
 /// A decoded header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageHeader {
+    /// The first instruction, which loaders jump to: a branch past the header.
     pub code0: u32,
+    /// Where the image wants loading, in bytes above a 2 MiB-aligned base.
     pub text_offset: u64,
     /// Bytes the loader must reserve from the load address, .bss included.
     pub image_size: u64,
+    /// Endianness, page size and placement bits (see [`FLAGS`]).
     pub flags: u64,
 }
 
+/// Why [`ImageHeader::parse`] refused a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageError {
+    /// The file, of this many bytes, cannot hold the header.
     TooShort(usize),
+    /// The word at 0x38 (given) is not [`MAGIC`].
     BadMagic(u32),
     /// The file holds more than the header says the image occupies.
     SizeTooSmall {
+        /// The header's `image_size`, in bytes.
         image_size: u64,
+        /// The file's length in bytes.
         file: usize,
     },
     /// `image_size` 0 means "old kernel, guess": loaders then ignore text_offset.
@@ -69,6 +77,11 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 impl ImageHeader {
     /// Decode and check the header at the start of an Image file of `image.len()` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ImageError`]: the file is too short, has no magic, or its `image_size` is 0 or smaller
+    /// than the file.
     pub fn parse(image: &[u8]) -> Result<Self, ImageError> {
         if image.len() < HEADER_SIZE {
             return Err(ImageError::TooShort(image.len()));
@@ -95,6 +108,7 @@ impl ImageHeader {
         Ok(h)
     }
 
+    /// Whether the kernel is little-endian (flags bit 0 clear).
     pub fn little_endian(&self) -> bool {
         self.flags & 1 == 0
     }
@@ -109,6 +123,8 @@ impl ImageHeader {
         }
     }
 
+    /// Whether the image may be loaded anywhere in physical memory (flags bit 3), not only near
+    /// the base of DRAM.
     pub fn place_anywhere(&self) -> bool {
         self.flags & (1 << 3) != 0
     }

@@ -12,11 +12,15 @@ pub fn dsb_ishst() {
     barrier::dsb(barrier::ISHST);
 }
 
+/// `dsb ish`: wait until every earlier memory access (and TLB or cache maintenance) is complete
+/// for all CPUs in the inner-shareable domain.
 #[inline]
 pub fn dsb_ish() {
     barrier::dsb(barrier::ISH);
 }
 
+/// `isb`: later instructions are fetched again, so they see earlier system-register writes and
+/// completed maintenance.
 #[inline]
 pub fn isb() {
     barrier::isb(barrier::SY);

@@ -18,6 +18,7 @@ use crate::platform::devicetree::PsciMethod;
 /// 0 = no PSCI known, 1 = HVC, 2 = SMC.
 static CONDUIT: AtomicU8 = AtomicU8::new(0);
 
+/// Say how to call PSCI (from the device tree), or with `None` that there is no PSCI.
 pub fn set_conduit(method: Option<PsciMethod>) {
     let v = match method {
         None => 0,
@@ -35,6 +36,7 @@ fn conduit() -> Option<PsciMethod> {
     }
 }
 
+/// Whether a PSCI conduit has been set.
 pub fn available() -> bool {
     conduit().is_some()
 }

@@ -6,10 +6,12 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// Turn semihosting on: only when a debugger or QEMU's `-semihosting` answers the trap.
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
+/// Whether [`enable`] was called.
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
@@ -28,6 +30,7 @@ fn call(op: u64, arg: u64) -> u64 {
     ret
 }
 
+/// Print `s` to the host's console one byte at a time; nothing when semihosting is off.
 pub fn write_bytes(s: &[u8]) {
     if enabled() {
         for b in s {

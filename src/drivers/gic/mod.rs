@@ -1,5 +1,6 @@
 //! The Arm Generic Interrupt Controller, version 2 (QEMU virt's default, the Raspberry Pi 4's
-//! GIC-400) or 3 (`-M virt,gic-version=3`), behind one [`Gic`] for the whole machine.
+//! GIC-400) or 3 (`-M virt,gic-version=3`), behind one `Gic` (kernel builds only) for the whole
+//! machine.
 //!
 //! What the kernel needs from it is small: a per-CPU timer PPI, SGIs to wake an idle CPU and to
 //! stop every other CPU on panic, and acknowledge/EOI in the IRQ handler. Every SPI stays
@@ -28,7 +29,9 @@ mod v3;
 
 /// INTIDs 0..16 are SGIs, 16..32 PPIs, 32.. SPIs; 1020..=1023 are special ("nothing pending").
 pub const SGI_COUNT: u32 = 16;
+/// The PPIs' INTIDs: interrupts private to each CPU, such as its timer's.
 pub const PPI_RANGE: core::ops::Range<u32> = 16..32;
+/// The lowest INTID that is no interrupt: an acknowledge that reads 1020..=1023 had nothing.
 pub const FIRST_SPECIAL_INTID: u32 = 1020;
 
 /// The one priority every interrupt gets (a mid value: it stays below the priority mask whatever
@@ -59,24 +62,41 @@ fn write_each<T: tock_registers::UIntLike>(
     }
 }
 
+/// Why the GIC could not be brought up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GicError {
     /// `ioremap` of one of the GIC's register ranges failed.
-    Map { what: &'static str, err: VmError },
+    Map {
+        /// Which range, e.g. "GICv3 distributor".
+        what: &'static str,
+        /// What `ioremap` returned.
+        err: VmError,
+    },
     /// The device tree gives a register range smaller than the registers we use.
     RegionTooSmall {
+        /// Which range, e.g. "GICv3 distributor".
         what: &'static str,
+        /// The range's size in the device tree, in bytes.
         size: u64,
+        /// The bytes the registers need.
         need: u64,
     },
     /// The distributor's identification register names another GIC architecture than the device
     /// tree's compatible string.
-    WrongArchitecture { expected: GicVersion, arch_rev: u32 },
+    WrongArchitecture {
+        /// The version the device tree says.
+        expected: GicVersion,
+        /// The revision `GICD_PIDR2` reports (see [`arch_rev_from_pidr2`]).
+        arch_rev: u32,
+    },
     /// GICv3: `ICC_SRE_EL1.SRE` does not stick: a higher EL left the system-register interface
     /// disabled for EL1.
     SystemRegistersDisabled,
     /// GICv3: no redistributor frame in the range has the boot CPU's affinity.
-    NoRedistributor { mpidr: u64 },
+    NoRedistributor {
+        /// The boot CPU's affinity, as its `MPIDR_EL1` gives it.
+        mpidr: u64,
+    },
 }
 
 impl fmt::Display for GicError {
@@ -142,6 +162,7 @@ fn sgi_intid(sgi: u8) -> u64 {
 pub enum SgirTarget {
     /// The CPU interfaces whose bits are set.
     List(u8),
+    /// Every CPU interface but the writer's.
     AllButSelf,
 }
 
@@ -175,6 +196,7 @@ const GICR_TYPER_VLPIS: u64 = 1 << 1;
 const GICR_TYPER_LAST: u64 = 1 << 4;
 /// A GICv3 redistributor: RD_base and SGI_base frames, 64 KiB each. GICv4 adds two for vLPIs.
 pub const GICR_FRAME_V3: usize = 0x2_0000;
+/// A GICv4 redistributor: GICv3's two frames plus the two for vLPIs, 64 KiB each.
 pub const GICR_FRAME_V4: usize = 0x4_0000;
 
 /// Walk the redistributors packed in a `size`-byte range, reading each one's `GICR_TYPER`
@@ -255,6 +277,7 @@ impl<const N: usize> Default for PerCpuTable<N> {
 }
 
 impl<const N: usize> PerCpuTable<N> {
+    /// An empty table with room for `N` CPUs.
     pub const fn new() -> Self {
         Self {
             slots: [const { AtomicU64::new(EMPTY) }; N],
@@ -262,6 +285,11 @@ impl<const N: usize> PerCpuTable<N> {
     }
 
     /// Record `value` for `mpidr` (a CPU initialised again overwrites its own entry).
+    ///
+    /// # Panics
+    ///
+    /// If `value` is not below [`VALUE_LIMIT`], `mpidr` has bits above the 40-bit key, or all
+    /// `N` slots hold other CPUs.
     pub fn insert(&self, mpidr: u64, value: u32) {
         assert!(value < VALUE_LIMIT && mpidr & !KEY_MASK == 0);
         let entry = (u64::from(value) << KEY_BITS) | mpidr;
@@ -280,6 +308,7 @@ impl<const N: usize> PerCpuTable<N> {
         panic!("gic: more than {N} CPUs initialised their interface");
     }
 
+    /// The value recorded for `mpidr`, or `None` if that CPU has not recorded one.
     pub fn get(&self, mpidr: u64) -> Option<u32> {
         self.slots
             .iter()
@@ -392,6 +421,7 @@ mod hw {
             }
         }
 
+        /// Which architecture this GIC was brought up as.
         pub fn version(&self) -> GicVersion {
             match self.inner {
                 Inner::V2(_) => GicVersion::V2,
