@@ -15,11 +15,14 @@ run *ARGS: _ensure image
 # on virt and the Pi 4, and the Pi 4's SD card.
 test: _ensure test-host test-loom test-qemu test-image test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
 
-# Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), and the
-# rule that only the table allocators' module may name init_mm's page-table lock.
+# Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), the doc
+# tests, the docs building without a warning (broken links), and the rule that only the table
+# allocators' module may name init_mm's page-table lock.
 test-host:
     cargo test --lib --target {{host}} --features bench
     cargo test --doc --target {{host}}
+    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --lib --features bench
+    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --lib --features bench --target {{host}}
     cargo test --bin chainload --target {{host}}
     @others=$(grep -rln page_table_lock src/ | grep -vx 'src/mm/pgalloc\.rs\|src/mm/pgalloc/.*' || true); \
         if [ -n "$others" ]; then echo "page_table_lock named outside src/mm/pgalloc.rs and its tests: $others" >&2; exit 1; fi; \

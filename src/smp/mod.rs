@@ -94,7 +94,7 @@ pub static GIC: Once<Gic> = Once::new();
 /// If called before [`init_boot_cpu`] set it up.
 pub fn gic() -> &'static Gic {
     GIC.get()
-        .expect("smp: interrupt controller used before smp::init")
+        .expect("smp: interrupt controller used before smp::init_boot_cpu")
 }
 
 /// Timer tick period (10 ms).
