@@ -36,6 +36,11 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// passed the threshold.
     pub(super) fn free_lazily(&self, area: VmapArea, with_pages: bool) {
         let node = self.init_mm.env().cpu_id() % NODES;
+        // Count the pages before the area is on a list, as Linux's free_vmap_area_noflush does:
+        // a purge on another CPU may take the area the moment the node's lock is dropped, and
+        // subtracts its pages then. Counted after, the total would dip below zero meanwhile.
+        let pages = area.size / PAGE_SIZE;
+        let total = self.lazy_pages.fetch_add(pages, Ordering::AcqRel) + pages;
         {
             let mut l = profile::acquire(Lock::VmapNode, || self.nodes[node].lazy.lock());
             let l = &mut *l;
@@ -49,8 +54,6 @@ impl<E: PageTableEnv> KernelVm<E> {
                 });
             l.areas.push((area.start, area.end()));
         }
-        let pages = area.size / PAGE_SIZE;
-        let total = self.lazy_pages.fetch_add(pages, Ordering::AcqRel) + pages;
         if total > self.lazy_max.load(Ordering::Relaxed) {
             self.purge(false);
         }
