@@ -21,10 +21,13 @@ projection.svg):
   profiling's own cost, which the guest measures, taken out) and the acquisitions, TLB and
   leaf-write time, table allocations, barriers, TLB invalidations, lost table installs, and the
   serial fraction (time holding a lock every CPU contends for / unprofiled CPU time);
-- scaling: in the -smp 2 boot, the seed on 1 CPU and on 2 back to back in every rep; the scaling
-  targets are decided by the per-rep ratios, because a -smp 1 boot's throughput drifts by up to a
-  third from one boot to the next (the host's doing: both designs move together), which a ratio
-  of two boots' medians cannot cancel;
+- scaling, two ways. The targets take the -smp 2 boot's median over the -smp 1 boot's, as they
+  are stated (total throughput at -smp 2 against the -smp 1 figure). Beside it, the seed on
+  1 CPU and on 2 back to back in every rep of the -smp 2 boot, as a paired ratio: host drift
+  between boots (a -smp 1 boot's load-(a) throughput has moved by a third from one boot to the
+  next, both designs together) cancels there, but its 1-CPU side runs in QEMU's parallel mode
+  (host atomics for exclusives, host fences for barriers), which a -smp 1 boot does not use, so
+  it is no -smp 1 figure: it is shown, not decided on;
 - a projection to 4-128 CPUs from the -smp 1 serial fraction s: Amdahl, and the Universal
   Scalability Law with sigma = s and kappa fitted to the measured -smp 2 throughput, with how far
   Amdahl's -smp 2 prediction is from the measurement;
@@ -594,16 +597,17 @@ def report_throughput(r, cpu_counts):
     if order:
         print("Order effect, seed/prepatch in pairs where seed / prepatch ran first: " + ", ".join(order))
     if r.get("scaling"):
-        print("\nScaling in one -smp 2 boot: the seed on 1 CPU (the other idle in wfi) and on 2, back "
-              "to back in each rep (alternately first); 2/1 is the median [CI] of the per-rep ratios. "
-              "Across boots: the -smp 2 boot's median over the -smp 1 boot's, whose drift between "
-              "boots does not cancel")
+        print("\nScaling: across boots is the -smp 2 boot's median over the -smp 1 boot's (the "
+              "targets'). In one -smp 2 boot: the seed on 1 CPU (the other idle in wfi) and on 2, back "
+              "to back in each rep (alternately first), 2/1 the median [CI] of the per-rep ratios: "
+              "free of drift between boots, but its 1 CPU runs in QEMU's parallel mode, which a -smp 1 "
+              "boot does not, so it is shown, not decided on")
         for load, e in r["scaling"].items():
             s = r["designs"].get(load, {}).get("seed", {})
             across = ratio_of(s[2], s[1]) if 1 in s and 2 in s else None
-            print(f"{load:<24} 1 CPU {ci_text(e['one'])}   {e['cpus']} CPUs {ci_text(e['all'])}   "
-                  f"{e['cpus']}/1 {ratio_text(e['ratio'])}x"
-                  + (f"   across boots {ratio_text(across)}x" if across else ""))
+            print(f"{load:<24}" + (f" across boots {ratio_text(across)}x;" if across else "")
+                  + f" in one boot: 1 CPU {ci_text(e['one'])}, {e['cpus']} CPUs {ci_text(e['all'])},"
+                  f" {e['cpus']}/1 {ratio_text(e['ratio'])}x")
     over = [c for c in cpu_counts if c not in VERDICT_CPUS]
     for c in over:
         print(f"\n-smp {c}, OVERSUBSCRIBED ({c} vCPUs on 2 host cores): reported, never a verdict")
@@ -753,9 +757,9 @@ def check_targets(r, baseline):
            b.get("serial_vs_prepatch") if b else None, "<=", 0.1,
            "paired per-rep ratios of the profiled runs")
     for x in "ac":
-        sc = r.get("scaling", {}).get(loads[x])
-        target(t, f"seed 2 CPUs/1 CPU {loads[x]}", sc["ratio"] if sc else None, ">=", 1.7,
-               "paired per-rep ratios in one -smp 2 boot")
+        s = r["designs"].get(loads[x], {}).get("seed", {})
+        target(t, f"seed -smp 2/-smp 1 {loads[x]}", ratio_of(s[2], s[1]) if 1 in s and 2 in s else None,
+               ">=", 1.7, "independent medians of two boots, conservative CI")
     target(t, "ioremap+read+iounmap / floor", r["floor"]["ratio"] if r["floor"] else None, "<=", 1.0,
            "per-rep ratios")
     for cpus in VERDICT_CPUS:
