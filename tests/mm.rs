@@ -470,7 +470,9 @@ fn ten_thousand_map_unmap_cycles_balance() {
     // Frames are counted with those the heap took to grow (it keeps them: the lazy list's
     // vectors live there).
     let settled = || {
-        initmm::workload::common::settle();
+        // SAFETY: the test runs on the boot CPU alone (no on_cpus call is running): the other
+        // CPUs are idle, so none maps, unmaps or walks the vmalloc region.
+        unsafe { initmm::workload::common::settle() };
         let tables = vm
             .init_mm
             .count_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END));

@@ -12,9 +12,11 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::aarch64::cpu;
+use crate::drivers::gic;
 use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::fault_inject;
 use crate::mm::frame::FRAMES;
+use crate::mm::layout::PAGE_SIZE;
 use crate::mm::pgalloc::{LevelStats, PgStatsSnapshot};
 use crate::mm::pgtable::MmError;
 use crate::mm::vm::VmError;
@@ -103,29 +105,31 @@ impl Progress {
 }
 
 /// A device register every board has and whose value is known in advance: the interrupt
-/// controller distributor's PIDR2, whose architecture revision (2 or 3) the device tree's GIC
-/// version predicts. Mapping its page and reading it proves a device mapping works, with nothing
+/// controller distributor's PIDR2, whose architecture revision (1 or 2 for a GICv2, 3 or 4 for a
+/// GICv3) the device tree's GIC version predicts. Mapping its page and reading it proves a device mapping works, with nothing
 /// board-specific.
 pub struct IdRegister {
     page: PhysAddr,
+    /// PIDR2's offset in `page`, at most `PAGE_SIZE - 4`.
     offset: usize,
-    arch_rev: u32,
+    version: GicVersion,
 }
 
 impl IdRegister {
     /// The register of the machine we run on; `None` when the device tree names no interrupt
-    /// controller.
+    /// controller, or one whose PIDR2 would straddle a page boundary (a distributor that is not
+    /// 4-byte aligned).
     pub fn of_this_machine() -> Option<Self> {
         let gic = crate::kernel::boot_info().machine.gic.as_ref()?;
-        let (pidr2, arch_rev) = match gic.version {
-            GicVersion::V2 => (0xfe8u64, 2),
-            GicVersion::V3 => (0xffe8, 3),
+        let pidr2 = match gic.version {
+            GicVersion::V2 => 0xfe8u64,
+            GicVersion::V3 => 0xffe8,
         };
-        let pa = gic.dist.base + pidr2;
-        Some(Self {
-            page: PhysAddr(pa).page_start(),
-            offset: PhysAddr(pa).page_offset(),
-            arch_rev,
+        let pa = PhysAddr(gic.dist.base.checked_add(pidr2)?);
+        (pa.page_offset() <= PAGE_SIZE - 4).then(|| Self {
+            page: pa.page_start(),
+            offset: pa.page_offset(),
+            version: gic.version,
         })
     }
 
@@ -143,11 +147,11 @@ impl IdRegister {
     /// this returns.
     pub unsafe fn reads_right(&self, va: VirtAddr) -> bool {
         // SAFETY: the caller guarantees that `va` maps the page holding PIDR2, as device memory,
-        // until this returns; `offset` is PIDR2's place in that page (the distributor is
-        // page-aligned, so the 4-byte read stays inside it); PIDR2 is a read-only
+        // until this returns; `offset` is PIDR2's place in that page, at most PAGE_SIZE - 4
+        // (`of_this_machine` checks), so the 4-byte read stays inside it; PIDR2 is a read-only
         // identification register, so reading it changes nothing.
         let v = unsafe { (va + self.offset).as_ptr::<u32>().read_volatile() };
-        crate::drivers::gic::arch_rev_from_pidr2(v) == self.arch_rev
+        gic::arch_rev_matches(self.version, gic::arch_rev_from_pidr2(v))
     }
 }
 
@@ -171,15 +175,19 @@ pub fn tables_delta(before: &PgStatsSnapshot, after: &PgStatsSnapshot) -> PgStat
 /// ranges and pages come back), return the per-CPU frame caches to the frame allocator, and free
 /// the page tables of the vmalloc region that map nothing any more. Returns the tables freed.
 ///
-/// Only between workloads, from the boot CPU, while the other CPUs are idle: idle CPUs touch
-/// only their own stacks, whose tables are not empty and so are left alone.
-pub fn settle() -> usize {
+/// # Safety
+///
+/// No other CPU may map, unmap or walk an address in the vmalloc region while this runs (the
+/// tables it frees are ones no lock-free walker may be inside): call it between workloads or
+/// measurements, while the other CPUs are idle or waiting at a barrier. Idle CPUs touch only
+/// their own stacks, whose tables are not empty and so are left alone.
+pub unsafe fn settle() -> usize {
     use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
     let vm = crate::mm::kernel_vm();
     vm.vm_unmap_aliases();
     FRAMES.drain_caches();
-    // SAFETY: called between workloads: no other CPU maps, unmaps or walks an address whose
-    // tables are empty (see above), so no lock-free walker can be inside a table freed here.
+    // SAFETY: the caller guarantees that no other CPU maps, unmaps or walks the vmalloc region
+    // meanwhile, so no lock-free walker can be inside a table freed here.
     unsafe {
         vm.init_mm
             .reclaim_empty_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END))

@@ -1,5 +1,6 @@
 //! `compute`: a CPU-bound parallel job — counting the primes below a bound by trial division, in
-//! chunks spread with `spawn` and work stealing — timed on one CPU and then on all, to show the
+//! chunks spread with `spawn` and work stealing — timed on one CPU and then on `cpus=` CPUs (all
+//! by default; on fewer than all the chunks are pinned in turn instead of stolen), to show the
 //! speed-up and each CPU's share of the work. It is the same job whatever `seconds=` or
 //! `iterations=` say.
 //!
@@ -17,6 +18,7 @@ use core::fmt;
 use super::common::{Progress, free_frames};
 use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
 use crate::arch::aarch64::cpu;
+use crate::smp;
 use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
 
 /// Count primes below 1,000,000: there are 78,498.
@@ -88,25 +90,34 @@ fn count(lo: u64, hi: u64) -> u64 {
     (lo..hi).filter(|&n| is_prime(n)).count() as u64
 }
 
-/// Count with `cpus` CPUs: chunks spawned from here, stolen by the others.
-fn parallel(cpus: usize, progress: &Progress) -> (u64, u64) {
+/// Count with `cpus` CPUs: on every online CPU, chunks spawned from here and stolen by the
+/// others; on fewer, chunks pinned to CPUs `0..cpus` in turn (a spawned chunk may be stolen by
+/// any online CPU, which would put more CPUs to work than `cpus=` asked for).
+fn parallel(cpus: usize) -> (u64, u64) {
     let t0 = cpu::counter();
     let total: u64 = if cpus == 1 {
         let mut sum = 0;
         for lo in (0..LIMIT).step_by(CHUNK as usize) {
             sum += count(lo, lo + CHUNK);
-            progress.add(0, 1);
+            PROGRESS.add(0, 1);
         }
         sum
     } else {
+        let steal = cpus == smp::online_cpus();
         let handles: Vec<JoinHandle<u64>> = (0..LIMIT)
             .step_by(CHUNK as usize)
-            .map(|lo| {
-                spawn(move || {
+            .enumerate()
+            .map(|(k, lo)| {
+                let chunk = move || {
                     let n = count(lo, lo + CHUNK);
                     PROGRESS.add(cpu::id(), 1);
                     n
-                })
+                };
+                if steal {
+                    spawn(chunk)
+                } else {
+                    spawn_on(k % cpus, chunk)
+                }
             })
             .collect();
         handles.into_iter().map(JoinHandle::join).sum()
@@ -137,10 +148,10 @@ impl Workload for Compute {
             spawn_on(i, || ()).join();
         }
         let jobs_before: Vec<u64> = (0..p.cpus).map(jobs_run).collect();
-        let (one, t1) = parallel(1, progress);
+        let (one, t1) = parallel(1);
         // Report the parallel run's work only: per CPU, how many chunks each did.
         progress.restart();
-        let (all, tn) = parallel(p.cpus, progress);
+        let (all, tn) = parallel(p.cpus);
         let per_cpu_jobs: Vec<u64> = (0..p.cpus).map(|i| jobs_run(i) - jobs_before[i]).collect();
         let speedup = t1 as f64 / tn.max(1) as f64;
         log::info!(

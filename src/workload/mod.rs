@@ -182,7 +182,8 @@ pub struct Report {
     pub frames_after: usize,
     /// EL1 translation faults taken during the run on mappings that existed by the time the
     /// handler walked again, and retried (`arch::aarch64::exceptions::spurious_faults`). Armv8.0
-    /// cores take them; QEMU never does.
+    /// cores take them; QEMU never does. Filled in by [`run_from_cmdline`] around the
+    /// workload's `run`; a report straight from [`Workload::run`] says 0.
     pub spurious_faults: u64,
     /// Whether the run did some work and no check failed (set by [`Report::finish`]).
     pub passed: bool,

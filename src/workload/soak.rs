@@ -247,7 +247,9 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
 
     // Setup, uninjected: every workload's preparation and warm-up, then quiescent reclaim.
     fault_inject::apply(&FaultConfig::NONE);
-    settle();
+    // SAFETY: on the boot CPU, before or after this workload's CPUs ran (on_cpus is not
+    // running): the other CPUs are idle, so none maps, unmaps or walks the vmalloc region.
+    unsafe { settle() };
     let areas_before_setup = vm.area_stats();
     let mixed = match prepare() {
         Ok(m) => m,
@@ -257,7 +259,9 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
             return (report, stats);
         }
     };
-    settle();
+    // SAFETY: on the boot CPU, before or after this workload's CPUs ran (on_cpus is not
+    // running): the other CPUs are idle, so none maps, unmaps or walks the vmalloc region.
+    unsafe { settle() };
     let frames_before = free_frames();
     let areas_before = vm.area_stats();
     let tables_before = vm.init_mm.stats();
@@ -321,7 +325,10 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
             // Quiescent: every CPU of the soak is here, none is inside an mm call.
             s.barrier.wait();
             if id == 0 {
-                let freed = settle();
+                // SAFETY: every CPU of the soak waits at the barrier above or the next one
+                // (only CPU 0 runs this), and none is inside an mm call: nobody maps, unmaps or
+                // walks the vmalloc region meanwhile.
+                let freed = unsafe { settle() };
                 let (frames, areas) = (free_frames(), vm.area_stats());
                 let mut ok = true;
                 if frames != frames_before {
@@ -398,7 +405,9 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
         report.fail(SoakError::InAll(n_bad));
     }
     report.failures.extend(unfinished);
-    settle();
+    // SAFETY: on the boot CPU, before or after this workload's CPUs ran (on_cpus is not
+    // running): the other CPUs are idle, so none maps, unmaps or walks the vmalloc region.
+    unsafe { settle() };
     let areas_after = vm.area_stats();
     if areas_after != areas_before_setup {
         report.fail(SoakError::AreasAfterRun {

@@ -13,13 +13,16 @@
 //! an epoch, a `map_range` at gigabyte r of the window (CPUs in the same round of an epoch
 //! compete for the same missing tables) and an `ioremap`, every read checked.
 //!
+//! From [`Params`]: `cpus`, and `seconds` or `iterations`, which counts racing rounds (each
+//! round is two operations per CPU: the window's map and the `ioremap`).
+//!
 //! When no race was lost on several CPUs, the storm says why it could not be: in how many rounds
 //! two CPUs' cycles overlapped in time at all. A test kernel fails such a run; `just run` notes
 //! it (see [`super::LostRaces`]).
 //!
 //! Every read through every mapping is checked: the interrupt controller's distributor PIDR2
-//! register ([`super::common::IdRegister`]), whose architecture revision (2 or 3) the device
-//! tree's GIC version predicts. Every board initmm runs on has a GIC, so the storm needs nothing
+//! register ([`super::common::IdRegister`]), whose architecture revision (1 or 2 for a GICv2, 3
+//! or 4 for a GICv3) the device tree's GIC version predicts. Every board initmm runs on has a GIC, so the storm needs nothing
 //! board-specific.
 //!
 //! Under fault injection (`fail=`) a map that fails for want of a frame or of virtual space is
@@ -282,7 +285,9 @@ impl Workload for Storm {
         if let Ok(va) = mm::ioremap(reg.page(), PAGE_SIZE) {
             let _ = mm::iounmap(va);
         }
-        settle();
+        // SAFETY: on the boot CPU, before or after this workload's CPUs ran (on_cpus is not
+        // running): the other CPUs are idle, so none maps, unmaps or walks the vmalloc region.
+        unsafe { settle() };
         let frames_before = free_frames();
         let tables_before = vm.init_mm.stats();
 
@@ -365,7 +370,9 @@ impl Workload for Storm {
         report.record(&progress);
         report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
         report.frames_before = frames_before;
-        settle();
+        // SAFETY: on the boot CPU, before or after this workload's CPUs ran (on_cpus is not
+        // running): the other CPUs are idle, so none maps, unmaps or walks the vmalloc region.
+        unsafe { settle() };
         report.frames_after = free_frames();
         let (bad, err) = (
             bad_reads.load(Ordering::Relaxed),

@@ -397,7 +397,9 @@ impl Workload for VmallocStress {
         // Warm up once so the heap has grown to what it keeps, then free the tables that are empty
         // again: the balance check below then proves every page and table went back.
         warm_up();
-        settle();
+        // SAFETY: on the boot CPU, before or after this workload's CPUs ran (on_cpus is not
+        // running): the other CPUs are idle, so none maps, unmaps or walks the vmalloc region.
+        unsafe { settle() };
         let frames_before = free_frames();
         let areas_before = vm.area_stats();
         let tables_before: PgStatsSnapshot = vm.init_mm.stats();
@@ -447,7 +449,9 @@ impl Workload for VmallocStress {
         report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
         report.frames_before = frames_before;
         report.failures = failures.into_inner();
-        settle();
+        // SAFETY: on the boot CPU, before or after this workload's CPUs ran (on_cpus is not
+        // running): the other CPUs are idle, so none maps, unmaps or walks the vmalloc region.
+        unsafe { settle() };
         report.frames_after = free_frames();
         let mut per = String::from("{");
         for (i, (name, _)) in SCENARIOS.iter().enumerate() {
