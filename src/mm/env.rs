@@ -44,7 +44,8 @@ pub trait PageTableEnv: Sync {
     /// `isb`: later instructions (and their translation-table walks) start after this point.
     fn isb(&self);
 
-    /// `tlbi vaale1is, va`: invalidate last-level entries for `va`, all ASIDs, all CPUs. No barrier.
+    /// `tlbi vaale1is, va`: invalidate last-level entries for `va`, all ASIDs, all CPUs. No
+    /// barrier.
     fn tlbi_page(&self, va: usize);
 
     /// `tlbi vaae1is, va`: invalidate entries for `va` at all levels, walk caches included (used

@@ -9,9 +9,10 @@
 //! and the buddy allocator sits a pool of full batches: a cache that overflows parks a batch
 //! there and one that runs dry takes a batch back, each a copy under one short lock, where the
 //! buddy allocator would pay a search-tree update per frame. A refill from the buddy allocator
-//! takes [`REFILL_BATCHES`] batches in one block when it can, and parks all but one in the pool. Cached and pooled frames count as free in
-//! [`Frames::stats`]; [`Frames::drain_caches`] returns them all to the buddy allocator (before a
-//! balance check, or when a large allocation fails for want of contiguous frames).
+//! takes [`REFILL_BATCHES`] batches in one block when it can, and parks all but one in the pool.
+//! Cached and pooled frames count as free in [`Frames::stats`]; [`Frames::drain_caches`] returns
+//! them all to the buddy allocator (before a balance check, or when a large allocation fails for
+//! want of contiguous frames).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -86,7 +87,7 @@ fn this_cpu() -> usize {
 pub struct FrameStats {
     /// Frames ever given to the allocator.
     pub total: usize,
-    /// Frames not handed out: in the buddy allocator or a per-CPU cache.
+    /// Frames not handed out: in the buddy allocator, a per-CPU cache or the pool of batches.
     pub free: usize,
 }
 

@@ -25,6 +25,8 @@ use super::profile::{self, Section};
 use super::sync::Ordering;
 use super::tlb::{self, TlbFlush};
 use super::walk::{Span, Step, Visitor, walk};
+#[cfg(doc)]
+use super::{phys_layout::PhysLayout, tlb::TLBI_MAX_OPS};
 
 /// Tables found by [`InitMm::count_tables`], per level.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -325,7 +327,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// Map `[va, va + size)` to `[pa, pa + size)` with `prot`.
     ///
     /// All three must be page aligned and `va` in the kernel (TTBR1) half, and `prot` must suit
-    /// what the physical range is ([`PhysLayout::check`](super::phys_layout::PhysLayout::check): cacheable only for RAM, never an
+    /// what the physical range is ([`PhysLayout::check`]: cacheable only for RAM, never an
     /// uncached alias of RAM, never a writable alias of kernel text or rodata). With `blocks`, 1 GiB
     /// pud blocks and 2 MiB pmd blocks are used wherever `va` and `pa` are both aligned and the
     /// rest of the range covers the block; an existing, leaf-free table in the way of a block is
@@ -344,8 +346,8 @@ impl<E: PageTableEnv> InitMm<E> {
     /// # Errors
     ///
     /// [`MmError::Misaligned`], [`MmError::BadVirtRange`] (not in the kernel half, or wraps),
-    /// [`MmError::BadPhysRange`], the [`PhysLayout::check`](super::phys_layout::PhysLayout::check) errors, [`MmError::OutOfMemory`]
-    /// (no frame for a table) and [`MmError::BlockInTheWay`] (a block maps part of the range).
+    /// [`MmError::BadPhysRange`], the [`PhysLayout::check`] errors, [`MmError::OutOfMemory`] (no
+    /// frame for a table) and [`MmError::BlockInTheWay`] (a block maps part of the range).
     ///
     /// # Panics
     ///
@@ -385,7 +387,7 @@ impl<E: PageTableEnv> InitMm<E> {
     ///
     /// # Errors
     ///
-    /// As for [`map_range`](Self::map_range), each page checked against [`PhysLayout`](super::phys_layout::PhysLayout).
+    /// As for [`map_range`](Self::map_range), each page checked against [`PhysLayout`].
     ///
     /// # Panics
     ///
@@ -522,7 +524,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// range.
     ///
     /// Order (invariant 4): clear the leaves → `dsb ishst` → `tlbi vaale1is` per cleared
-    /// leaf, or one `tlbi vmalle1is` from [`TLBI_MAX_OPS`](super::tlb::TLBI_MAX_OPS) leaves on → `dsb ish; isb` → return.
+    /// leaf, or one `tlbi vmalle1is` from [`TLBI_MAX_OPS`] leaves on → `dsb ish; isb` → return.
     /// Only after this returns may the caller give the virtual range back for reuse.
     /// Intermediate tables stay in place.
     ///
@@ -600,7 +602,7 @@ impl<E: PageTableEnv> InitMm<E> {
 
     /// Invalidate every TLB entry for the ranges `[start, end)` on every CPU and wait for it:
     /// `dsb ishst`, then one `tlbi vaale1is` per page when they hold fewer than
-    /// [`TLBI_MAX_OPS`](super::tlb::TLBI_MAX_OPS) pages in all, else one `tlbi vmalle1is`, then `dsb ish; isb` (Linux's
+    /// [`TLBI_MAX_OPS`] pages in all, else one `tlbi vmalle1is`, then `dsb ish; isb` (Linux's
     /// `flush_tlb_kernel_range`, over each range rather than their whole span).
     pub fn flush_tlb_kernel_ranges(&self, ranges: &[(usize, usize)]) {
         tlb::flush_kernel_ranges(self.env(), ranges);

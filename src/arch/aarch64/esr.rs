@@ -128,9 +128,9 @@ pub fn is_spurious_translation_fault(
 }
 
 /// The decoded fault status code of an abort.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 ///
 /// The `i8` is the translation-table level (0..=3) at which the walk faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultKind {
     /// An output or table address was wider than the configured physical address size.
     AddressSize(i8),

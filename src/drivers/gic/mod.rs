@@ -92,9 +92,10 @@ pub enum GicError {
     /// GICv3: `ICC_SRE_EL1.SRE` does not stick: a higher EL left the system-register interface
     /// disabled for EL1.
     SystemRegistersDisabled,
-    /// GICv3: no redistributor frame in the range has the boot CPU's affinity.
+    /// GICv3: no redistributor frame in the range has this CPU's affinity.
     NoRedistributor {
-        /// The boot CPU's affinity, as its `MPIDR_EL1` gives it.
+        /// The affinity of the CPU that looked (the boot CPU or a secondary), as its
+        /// `MPIDR_EL1` gives it.
         mpidr: u64,
     },
 }
