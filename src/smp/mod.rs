@@ -183,6 +183,7 @@ pub fn init_boot_cpu(m: &Machine) -> Result<(), BootCpuError> {
     let gic = Gic::init(desc).map_err(BootCpuError::Gic)?;
     GIC.call_once(|| gic);
     crate::arch::aarch64::exceptions::set_irq_handler(ipi::handle_irq);
+    crate::mm::frame::DRAIN_HOOK.set(ipi::ask_to_drain_frames);
     watchdog::init(crate::cmdline::Cmdline(&m.bootargs));
     local_init();
     me.online.store(true, Ordering::Release);
