@@ -2,7 +2,8 @@
 //! the buddy allocator while the kernel heap is below its reserve, no 64-frame block is free and
 //! another CPU's cache holds frames (the sequence that once deadlocked: the refilling CPU held
 //! its own cache lock, the heap's top-up found no block and drained every cache, its own
-//! included); and a drain that must reach every CPU's cache.
+//! included); a drain that must reach every CPU's cache; and vmalloc of all of memory right after
+//! it was vfree'd, with no purge in between (the pages of a freed area are free at once).
 //!
 //! Each sequence runs on CPU 1 while CPU 0 watches the clock: a CPU stuck in the frame allocator
 //! is reported as such instead of hanging until the runner's timeout.
@@ -21,6 +22,7 @@ use initmm::arch::aarch64::cpu;
 use initmm::kernel::HEAP;
 use initmm::mm::addr::PhysAddr;
 use initmm::mm::frame::{CACHE_BATCH, FRAMES};
+use initmm::mm::kernel_vm;
 use initmm::mm::layout::PAGE_SIZE;
 use initmm::smp::runtime::{self, spawn_on};
 use initmm::testing::{self, Test};
@@ -115,9 +117,38 @@ fn a_drain_reaches_every_cpu() {
     );
 }
 
+fn vmalloc_right_after_vfree_of_all_of_memory() {
+    let before = settled_free();
+    on_cpu1_within(30, "vmalloc after vfree", || {
+        let vm = kernel_vm();
+        const CHUNK: usize = 1 << 20;
+        let mut areas = Vec::with_capacity(256);
+        while let Ok(va) = vm.vmalloc(CHUNK) {
+            areas.push(va);
+        }
+        let n = areas.len();
+        assert!(n >= 16, "only {n} MiB could be vmalloc'd");
+        for va in areas.drain(..) {
+            vm.vfree(va).expect("vfree");
+        }
+        // No purge in between: the pages must be free already.
+        for i in 0..n {
+            match vm.vmalloc(CHUNK) {
+                Ok(va) => areas.push(va),
+                Err(e) => panic!("MiB {i} of {n} again, right after vfree: {e}"),
+            }
+        }
+        for va in areas {
+            vm.vfree(va).expect("vfree");
+        }
+    });
+    assert_eq!(settled_free(), before);
+}
+
 static TESTS: &[Test] = initmm::tests![
     refill_with_the_heap_low_and_no_block_free,
     a_drain_reaches_every_cpu,
+    vmalloc_right_after_vfree_of_all_of_memory,
 ];
 
 initmm::entry!(main);

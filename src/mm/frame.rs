@@ -24,7 +24,7 @@
 //! held while the kernel heap could grow. The one allocation made under a frame lock is the
 //! buddy allocator's own: it keeps its free lists in `BTreeSet`s on the kernel heap. Those
 //! allocations are small and bounded per call, and the heap serves them from its reserve, which
-//! [`Frames::with_buddy`] tops up *before* it takes the lock (without draining anything); while
+//! `Frames::with_buddy` tops up *before* it takes the lock (without draining anything); while
 //! the buddy lock is held on a CPU the heap never grows on that CPU ([`Frames::held_by_this_cpu`]).
 //!
 //! # Draining
@@ -436,7 +436,7 @@ impl Frames {
     }
 
     /// `count` contiguous frames from the buddy allocator as it is, draining nothing: for the
-    /// heap's top-up before a buddy operation ([`with_buddy`](Self::with_buddy)), which must not
+    /// heap's top-up before a buddy operation (`with_buddy`), which must not
     /// set off a drain (the drain may be what is calling it).
     pub fn alloc_no_drain(&self, count: usize) -> Option<PhysAddr> {
         let f = self.with_buddy(|b| b.alloc(count))?;

@@ -33,7 +33,14 @@
 //!    leaf stores cannot conflict. Storing over a valid leaf is a bug and panics.
 //! 4. **Unmap order.** Clear the leaves, `dsb ishst`, broadcast TLB invalidation (`tlbi vaale1is`
 //!    per leaf, or `vmalle1is` above a threshold), `dsb ish; isb`, and only then let the virtual
-//!    range, and any page it mapped, be used again.
+//!    range, and any page-table page taken out of the tree, be used again. The invalidation may
+//!    be deferred and batched (the lazy purge in `vm`) as long as the range is not reused before
+//!    it completes. The data pages a vmalloc area mapped go back at once, as Linux's `vfree`
+//!    frees them: no code touches a freed area, a stale TLB entry is never written through
+//!    speculatively, and RAM is only ever mapped Normal write-back, so a stale translation
+//!    elsewhere cannot hurt the page's next owner. So no frame ever waits for a purge: out of
+//!    frames, the frame allocator drains every CPU's cache and tries once more; out of virtual
+//!    space, the range allocator purges and tries once more.
 //! 5. **Break-before-make.** A valid entry is replaced (table by block, or a leaf's output) only
 //!    after it was cleared and its invalidation completed; only permission bits change in place. A
 //!    table leaves the tree bottom-up, each lower entry cleared and invalidated while the entry

@@ -14,16 +14,20 @@
 //! # Lazy unmapping
 //!
 //! `iounmap`, `vunmap` and `vfree` clear the area's leaves at once but do not invalidate the TLB:
-//! the area is marked [`AreaKind::Lazy`] and put on a purge list (Linux's `free_vmap_area_noflush`
-//! and `vunmap_range_noflush`). When the lazily freed areas add up to more than
-//! [`lazy_max_pages`] pages, one CPU purges them all: one TLB invalidation for the lot (per page
-//! below `TLBI_MAX_OPS` pages in all, else one `tlbi vmalle1is`), completed, and only then are
-//! their ranges given back to the range allocator and a vmalloc area's pages to the frame
-//! allocator (Linux's `__purge_vmap_area_lazy`; Linux frees the pages earlier, at `vfree`: here
-//! they wait, so that no CPU can still reach a page through a stale TLB entry once someone else
-//! owns it). Until its purge, an area's range is busy: it cannot be handed out again, so nothing
-//! can meet a stale translation (invariant 4 in `mm`). [`KernelVm::vm_unmap_aliases`] purges now;
-//! a range allocation that finds no space purges and tries again.
+//! the area is marked [`AreaKind::Lazy`] and its range put on the freeing CPU's purge list
+//! (Linux's `free_vmap_area_noflush` and `vunmap_range_noflush`). A vmalloc area's pages go back
+//! to the frame allocator at once, as Linux's `vfree` frees them: no code touches a freed area, a
+//! stale TLB entry is never written through speculatively, and RAM is only ever mapped Normal
+//! write-back, so the next owner of a page cannot be hurt by a stale translation of it elsewhere.
+//! When a CPU's list holds more than its share of [`lazy_max_pages`] pages, that CPU (or the one
+//! purging already) purges every list: one TLB invalidation for the lot (per page below
+//! `TLBI_MAX_OPS` pages in all, else one `tlbi vmalle1is`), completed, and only then are the
+//! ranges given back to the range allocator (Linux's `__purge_vmap_area_lazy`). Until its purge,
+//! an area's range is busy: it cannot be mapped again, so nothing can meet a stale translation of
+//! it (invariant 4 in `mm`). [`KernelVm::vm_unmap_aliases`] purges now; a range allocation that
+//! finds no space purges and tries once more (Linux's `alloc_vmap_area`). A mapping call that
+//! finds no frame has nothing to gain from a purge (no frame waits for one): the frame allocator
+//! has drained every CPU's cache and tried once more before it said no.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -34,7 +38,7 @@ use super::pgalloc::InitMm;
 use super::pgtable::{IoProt, MmError, Prot};
 use super::profile::{self, Lock};
 use super::region::Region;
-use super::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use super::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use super::vmap_area::{VaError, VmapArea, VmapAreaAllocator};
 use super::vmap_node::{REGION, SLOT, SLOT_MAX_PAGES, SlotArena};
 use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
@@ -250,13 +254,21 @@ pub struct KernelVm<E: PageTableEnv> {
     /// Whether small areas come from the nodes (off only in host tests that need every area at a
     /// predictable place).
     use_nodes: bool,
-    /// Pages spanned by the lazily freed areas, on every node's list.
-    lazy_pages: AtomicUsize,
-    /// Above this many lazily freed pages, a free purges ([`lazy_max_pages`]).
+    /// Above this many lazily freed pages on its own list, a CPU's free purges: the threshold
+    /// ([`lazy_max_pages`]) over the online CPUs, so the lists never hold more than it in all
+    /// and no CPU writes a count another CPU writes.
+    lazy_share: AtomicUsize,
+    /// The threshold and the online CPUs it is shared by.
     lazy_max: AtomicUsize,
+    online: AtomicUsize,
     /// One purge at a time: 1 while a CPU purges.
     purging: AtomicUsize,
+    /// 1 when a free over the threshold asked for a purge that has not started yet.
+    purge_wanted: AtomicBool,
     purges: AtomicU64,
+    /// Called by each purge after it collected the lists (host tests of the purge protocol).
+    #[cfg(test)]
+    purge_hook: std::sync::OnceLock<fn(&Self)>,
     pa_bits: u32,
 }
 
@@ -287,10 +299,14 @@ impl<E: PageTableEnv> KernelVm<E> {
             region_base,
             regions: AtomicUsize::new(0),
             use_nodes: true,
-            lazy_pages: AtomicUsize::new(0),
+            lazy_share: AtomicUsize::new(lazy_max_pages(1)),
             lazy_max: AtomicUsize::new(lazy_max_pages(1)),
+            online: AtomicUsize::new(1),
             purging: AtomicUsize::new(0),
+            purge_wanted: AtomicBool::new(false),
             purges: AtomicU64::new(0),
+            #[cfg(test)]
+            purge_hook: std::sync::OnceLock::new(),
             pa_bits,
         }
     }
@@ -303,14 +319,19 @@ impl<E: PageTableEnv> KernelVm<E> {
         self
     }
 
-    /// Size the lazy-purge threshold for `cpus` online CPUs ([`lazy_max_pages`]).
+    /// Size the lazy-purge threshold for `cpus` online CPUs ([`lazy_max_pages`]), shared out
+    /// among them.
     pub fn set_online_cpus(&self, cpus: usize) {
-        self.lazy_max.store(lazy_max_pages(cpus), Ordering::Relaxed);
+        self.online.store(cpus.max(1), Ordering::Relaxed);
+        self.set_lazy_max_pages(lazy_max_pages(cpus));
     }
 
-    /// Set the lazy-purge threshold directly, in pages (0: purge on every free). For tests.
+    /// Set the lazy-purge threshold directly, in pages, shared out among the online CPUs (0:
+    /// purge on every free). For tests.
     pub fn set_lazy_max_pages(&self, pages: usize) {
         self.lazy_max.store(pages, Ordering::Relaxed);
+        self.lazy_share
+            .store(pages / self.online.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// Map `pages` (physical page addresses, in order) contiguously with `prot`, in one walk.
@@ -350,10 +371,8 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Unmap a `vmap` area (lazily, see the module documentation). The pages stay the caller's,
-    /// but must not be reused for anything else before the purge ([`vm_unmap_aliases`] forces
-    /// one).
-    ///
-    /// [`vm_unmap_aliases`]: Self::vm_unmap_aliases
+    /// free to reuse at once: a stale translation of the old range elsewhere is never used (the
+    /// module documentation says why), and the range is not mapped again before the purge.
     ///
     /// # Errors
     ///
@@ -387,6 +406,10 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Allocate the pages, zero them if asked, map them after `lead` unmapped pages.
+    ///
+    /// Out of frames (for a page or a table) it fails at once: no frame waits for a lazy purge
+    /// (the pages of freed areas went back at `vfree`), and the frame allocator has drained every
+    /// CPU's cache and tried once more before it said no.
     fn vmalloc_inner(
         &self,
         size: usize,
@@ -493,7 +516,8 @@ impl<E: PageTableEnv> KernelVm<E> {
         self.vmalloc_inner(size, align, false, 0).map(VirtAddr)
     }
 
-    /// Free a `vmalloc` area (lazily: its pages go back after the purge).
+    /// Free a `vmalloc` area: its pages go back at once, its range after the lazy purge (see the
+    /// module documentation).
     ///
     /// # Errors
     ///

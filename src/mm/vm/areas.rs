@@ -97,8 +97,8 @@ impl<E: PageTableEnv> KernelVm<E> {
                 .alloc_tagged(size, align, kind as usize)
         };
         match try_alloc() {
-            Err(VaError::NoSpace { .. }) if self.lazy_pages.load(Ordering::Relaxed) > 0 => {
-                self.purge(true);
+            Err(VaError::NoSpace { .. }) if self.lazy_stats().areas > 0 => {
+                self.purge_all();
                 try_alloc()
             }
             r => r,

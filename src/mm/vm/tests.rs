@@ -809,7 +809,33 @@ fn unmap_invalidates_and_waits_before_the_range_is_given_back() {
             .position(|&(e, _)| e == Event::Isb)
             .unwrap_or_else(|| panic!("{kind:?}: no isb in {log:?}"));
         let (unmap, after) = log.split_at(isb + 1);
-        let events: Vec<Event> = unmap.iter().map(|&(e, _)| e).collect();
+        // vfree gives each page back right after its leaf is cleared (Linux's vfree frees the
+        // pages before the lazy purge); the others free nothing.
+        let freed: Vec<PhysAddr> = unmap
+            .iter()
+            .filter_map(|&(e, _)| match e {
+                Event::Free(pa) => Some(pa),
+                _ => None,
+            })
+            .collect();
+        for (i, &(e, _)) in unmap.iter().enumerate() {
+            if let Event::Free(_) = e {
+                assert!(
+                    matches!(unmap[i - 1].0, Event::Store { val: 0, .. }),
+                    "{kind:?}: a page freed before its leaf was cleared: {unmap:?}"
+                );
+            }
+        }
+        if kind == AreaKind::Vmalloc {
+            assert_eq!(freed, vmalloced);
+        } else {
+            assert!(freed.is_empty());
+        }
+        let events: Vec<Event> = unmap
+            .iter()
+            .map(|&(e, _)| e)
+            .filter(|e| !matches!(e, Event::Free(_)))
+            .collect();
         assert_unmap_events(&events, &pages);
         for &(e, live) in unmap {
             assert_eq!(
@@ -818,19 +844,10 @@ fn unmap_invalidates_and_waits_before_the_range_is_given_back() {
                 "{kind:?}: at {e:?} the area was already given back (or vmap_area_lock held)"
             );
         }
-        // vfree gives the pages back last, once no CPU can reach them; the others free nothing.
-        let freed: Vec<PhysAddr> = after
-            .iter()
-            .map(|&(e, _)| match e {
-                Event::Free(pa) => pa,
-                e => panic!("{kind:?}: {e:?} after the unmap"),
-            })
-            .collect();
-        if kind == AreaKind::Vmalloc {
-            assert_eq!(freed, vmalloced);
-        } else {
-            assert!(freed.is_empty());
-        }
+        assert!(
+            after.is_empty(),
+            "{kind:?}: nothing after the invalidation: {after:?}"
+        );
         assert_eq!(vm.area_stats().0, 1);
         // Only now is the range handed out again: the next area takes the same address.
         let again = vm.vmalloc(3 * P).unwrap();
@@ -860,7 +877,10 @@ fn vfree_of_a_large_area_flushes_the_whole_tlb_once() {
     env.start_recording();
     vm.vfree(va).unwrap();
     let events = env.take_events();
-    let (unmap, frees) = events.split_at(pages + 4);
+    // Each page is freed right after its leaf is cleared; then one invalidation.
+    let (frees, unmap): (Vec<Event>, Vec<Event>) = events
+        .iter()
+        .partition(|e| matches!(e, Event::Free(_)));
     // The clears span two pte tables: check the order, not the (repeating) slot indices.
     assert!(unmap[..pages].iter().all(|e| matches!(
         e,
@@ -1489,11 +1509,12 @@ fn lazy_max_pages_is_linux_s() {
     }
 }
 
-/// A lazily freed area's leaves are cleared at once, but its range stays busy and its pages
-/// allocated, and no TLB invalidation happens, until the purge; the purge invalidates,
-/// completes, and only then gives back the range and the pages.
+/// A vfree'd area's leaves are cleared and its pages freed at once (as Linux's `vfree` does),
+/// but its range stays busy, and no TLB invalidation happens, until the purge; the purge
+/// invalidates, completes, and only then gives back the range. A page reused at once is never
+/// reached through the old range: a new area there is only mapped after the purge.
 #[test]
-fn lazy_free_keeps_range_and_pages_until_the_purge_invalidates() {
+fn lazy_free_frees_the_pages_at_once_and_keeps_the_range_until_the_purge_invalidates() {
     let vm = lazy_vm(1 << 20);
     let env = vm.init_mm.env();
     let va = vm.vmalloc(3 * P).unwrap();
@@ -1505,13 +1526,29 @@ fn lazy_free_keeps_range_and_pages_until_the_purge_invalidates() {
     env.start_recording();
     vm.vfree(va).unwrap();
     let ev = env.take_events();
-    assert!(
-        ev.iter().all(|e| matches!(e, Event::Store { val: 0, .. })),
-        "vfree only clears leaves: {ev:?}"
+    let shape: Vec<&str> = ev
+        .iter()
+        .map(|e| match e {
+            Event::Store { val: 0, .. } => "clear",
+            Event::Free(_) => "free",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        ["clear", "free", "clear", "free", "clear", "free"],
+        "vfree clears each leaf, then frees its page, and nothing else: {ev:?}"
     );
-    assert_eq!(ev.len(), 3);
+    let freed: Vec<PhysAddr> = ev
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Free(pa) => Some(pa),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(freed, pages, "each page, in order");
     assert!(vm.init_mm.translate(va).is_none());
-    assert_eq!(env.live_frames(), live, "the pages wait for the purge");
+    assert_eq!(env.live_frames(), live - 3, "the pages are free at once");
     assert_eq!(vm.area_stats().0, 1, "the range stays busy");
     assert_eq!(vm.vfree(va), Err(VmError::AlreadyFreed { addr: va }));
     assert_eq!(
@@ -1522,9 +1559,16 @@ fn lazy_free_keeps_range_and_pages_until_the_purge_invalidates() {
             purges: 0
         }
     );
-    // Not handed out again before the purge.
+    // The pages are reused at once, but the range is not handed out again before the purge.
     let other = vm.vmalloc(3 * P).unwrap();
     assert_ne!(other, va);
+    let reused: Vec<PhysAddr> = (0..3)
+        .map(|i| vm.init_mm.translate(other + i * P).unwrap().pa)
+        .collect();
+    assert!(
+        reused.iter().any(|pa| pages.contains(pa)),
+        "the freed pages are handed out again: {reused:?} {pages:?}"
+    );
     vm.vfree(other).unwrap();
 
     env.start_recording();
@@ -1534,21 +1578,7 @@ fn lazy_free_keeps_range_and_pages_until_the_purge_invalidates() {
     expect.extend((0..3).map(|i| Event::TlbiPage(va.0 + i * P)));
     expect.extend((0..3).map(|i| Event::TlbiPage(other.0 + i * P)));
     expect.extend([Event::DsbIsh, Event::Isb]);
-    assert_eq!(
-        ev[..expect.len()],
-        expect[..],
-        "one invalidation for both, completed"
-    );
-    let mut freed: Vec<PhysAddr> = ev[expect.len()..]
-        .iter()
-        .map(|e| match *e {
-            Event::Free(pa) => pa,
-            e => panic!("only frees after the invalidation: {e:?}"),
-        })
-        .collect();
-    freed.sort_unstable_by_key(|pa| pa.0);
-    assert_eq!(freed.len(), 6);
-    assert!(pages.iter().all(|pa| freed.contains(pa)));
+    assert_eq!(ev, expect, "one invalidation for both, completed, and no frame freed");
     assert_eq!(vm.lazy_stats().purges, 1);
     // The range is free again: the lowest fit takes it.
     let again = vm.vmalloc(3 * P).unwrap();
@@ -1581,6 +1611,73 @@ fn a_free_past_the_threshold_purges() {
             purges: 1
         },
         "9 pages > 8: the third free purged all three"
+    );
+    assert_balanced(&vm, WINDOW, 1);
+}
+
+/// The CPU that runs a purge may already have collected the lists when another CPU's free
+/// crosses the threshold and finds the purge taken: that free's areas must not be left waiting
+/// for the next free. Here the "other CPU" frees from inside the purge, right after collection.
+#[test]
+fn a_free_over_the_threshold_during_a_purge_is_purged_too() {
+    use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+    /// The area the hook frees (0: none), once.
+    static LATE: StdAtomicUsize = StdAtomicUsize::new(0);
+    fn free_late(vm: &KernelVm<TestEnv>) {
+        let va = LATE.swap(0, StdOrdering::SeqCst);
+        if va != 0 {
+            vm.iounmap(VirtAddr(va)).unwrap();
+            assert_eq!(vm.lazy_stats().areas, 1, "left on the list: the purge is taken");
+        }
+    }
+    let vm = lazy_vm(4);
+    vm.purge_hook.set(free_late).unwrap();
+    let first = vm.ioremap(PhysAddr(DEV), 5 * P).unwrap();
+    let late = vm.ioremap(PhysAddr(DEV), 5 * P).unwrap();
+    LATE.store(late.0, StdOrdering::SeqCst);
+    // 5 pages > 4: this free purges, and the late free happens inside that purge.
+    vm.iounmap(first).unwrap();
+    assert_eq!(LATE.load(StdOrdering::SeqCst), 0, "the late free ran");
+    assert_eq!(
+        vm.lazy_stats(),
+        LazyStats {
+            areas: 0,
+            pages: 0,
+            purges: 2
+        },
+        "the purging CPU went round again for the late free"
+    );
+    assert_balanced(&vm, WINDOW, 1);
+}
+
+/// Each CPU purges when its own list passes its share of the threshold (no count shared between
+/// CPUs), so the lists never hold more than the threshold in all.
+#[test]
+fn each_cpu_purges_past_its_share_of_the_threshold() {
+    let vm = vm_with_nodes();
+    let env = vm.init_mm.env();
+    vm.set_online_cpus(2);
+    vm.set_lazy_max_pages(8); // 4 pages each
+    let area = |cpu| {
+        env.set_cpu(cpu);
+        vm.ioremap(PhysAddr(DEV), 3 * P).unwrap()
+    };
+    let (a, b, c) = (area(0), area(1), area(1));
+    env.set_cpu(0);
+    vm.iounmap(a).unwrap();
+    env.set_cpu(1);
+    vm.iounmap(b).unwrap();
+    assert_eq!(vm.lazy_stats().pages, 6, "3 on each list: no purge");
+    assert_eq!(vm.lazy_stats().purges, 0);
+    vm.iounmap(c).unwrap();
+    assert_eq!(
+        vm.lazy_stats(),
+        LazyStats {
+            areas: 0,
+            pages: 0,
+            purges: 1
+        },
+        "CPU 1's list passed 4 pages: every list purged"
     );
     assert_balanced(&vm, WINDOW, 1);
 }
