@@ -17,7 +17,7 @@
 use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
 use super::layout::{
-    KERNEL_VA_START, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE, PHYS_ADDR_BITS, PTRS_PER_TABLE,
+    KERNEL_VA_START, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE, PHYS_ADDR_BITS, PMD_SIZE, PTRS_PER_TABLE,
 };
 use super::pgalloc::{InitMm, Walk};
 use super::pgtable::{Descriptor, Entry, Level, MmError, Prot, Translation};
@@ -431,6 +431,37 @@ impl<E: PageTableEnv> InitMm<E> {
         blocks: bool,
     ) -> Result<(), MmError> {
         let walk = self.begin_walk();
+        // The common case, a small range whose tables are all there: one descent and a loop over
+        // its leaves (Linux's vmap_pte_range once pte_alloc_kernel found the table). No block can
+        // fit in a range shorter than a pmd's span.
+        if end - va < PMD_SIZE
+            && let Some(ptes) = self.pte_table(va, end)
+        {
+            let template = Descriptor::leaf(Level::Pte, PhysAddr(0), prot).raw();
+            let env = self.env();
+            profile::timed(Section::LeafWrite, || {
+                for (i, page) in (va..end).step_by(PAGE_SIZE).enumerate() {
+                    let entry = ptes.sibling(page);
+                    let old = entry.read();
+                    assert!(
+                        !old.is_valid(),
+                        "init_mm: mapping {page:#x} over a valid leaf {old:#x} (two live areas overlap?)"
+                    );
+                    let pa = match source {
+                        Source::Contiguous(pa) => pa + (i * PAGE_SIZE) as u64,
+                        Source::Pages(pages) => pages[i].0,
+                    };
+                    // SAFETY: the slot is invalid and the range is this call's (the range
+                    // allocator gave it to the caller alone); the callers checked `prot` against
+                    // what the page is, and that it is a page-aligned address the descriptor
+                    // holds, so OR-ing it into the attributes builds `Descriptor::leaf`'s value.
+                    unsafe { env.set_entry(&entry, template | pa) };
+                }
+                env.dsb_ishst();
+                env.isb();
+            });
+            return Ok(());
+        }
         let mut map = Map {
             mm: self,
             walk: &walk,
@@ -548,6 +579,25 @@ impl<E: PageTableEnv> InitMm<E> {
         self.clear_leaves(start, end, |va, _, _| flush.add(va));
     }
 
+    /// The pte slot for `start` in the pte table that translates all of `[start, end)`, if the
+    /// range lies inside one pte table's span and the tables down to it exist: no lock, one
+    /// Acquire load per level, each following the address read at the level above (the
+    /// dependent-load chain of invariant 1; Linux's `pgd_offset_k` ... `pte_offset_kernel`).
+    fn pte_table(&self, start: usize, end: usize) -> Option<Entry<'_>> {
+        if start / PMD_SIZE != (end - 1) / PMD_SIZE {
+            return None;
+        }
+        let mut table = self.pgd_phys();
+        for level in [Level::Pgd, Level::Pud, Level::Pmd] {
+            let d = self.entry_in(table, level, start).read();
+            if !d.is_table(level) {
+                return None;
+            }
+            table = d.addr();
+        }
+        Some(self.entry_in(table, Level::Pte, start))
+    }
+
     /// Clear every leaf of `[start, end)` (non-empty), each of which must lie wholly inside it,
     /// and call `cleared(virtual address, output address, leaf size)` for each.
     fn clear_leaves(
@@ -557,6 +607,21 @@ impl<E: PageTableEnv> InitMm<E> {
         mut cleared: impl FnMut(usize, PhysAddr, usize),
     ) {
         let env = self.env();
+        // The common case: a range inside one pte table, which exists (Linux's
+        // vunmap_pte_range): one descent, then its leaves.
+        if let Some(ptes) = self.pte_table(start, end) {
+            for page in (start..end).step_by(PAGE_SIZE) {
+                let entry = ptes.sibling(page);
+                let d = entry.read();
+                if d.is_leaf(Level::Pte) {
+                    // SAFETY: clearing a leaf of the caller's range; the caller invalidates the
+                    // TLB before the range is used again.
+                    unsafe { env.set_entry(&entry, Descriptor::INVALID.raw()) };
+                    cleared(page, d.addr(), PAGE_SIZE);
+                }
+            }
+            return;
+        }
         let mut leaves = Leaves(|entry: &Entry<'_>, span: Span, d: Descriptor| {
             let level = entry.level();
             assert!(
