@@ -92,17 +92,19 @@ impl FrameCache {
 
     /// Push `pa`; when the cache is full, its oldest batch is taken out first and returned.
     fn push_spilling(&mut self, pa: u64) -> Option<[u64; CACHE_BATCH]> {
-        let mut spilled = None;
-        if self.n == CACHE_FRAMES {
-            let mut batch = [0; CACHE_BATCH];
-            batch.copy_from_slice(&self.frames[..CACHE_BATCH]);
-            self.frames.copy_within(CACHE_BATCH.., 0);
-            self.n -= CACHE_BATCH;
-            spilled = Some(batch);
-        }
+        let spilled = (self.n == CACHE_FRAMES).then(|| self.take_oldest_batch());
         self.frames[self.n] = pa;
         self.n += 1;
         spilled
+    }
+
+    /// Take the oldest batch out of a full cache.
+    fn take_oldest_batch(&mut self) -> [u64; CACHE_BATCH] {
+        let mut batch = [0; CACHE_BATCH];
+        batch.copy_from_slice(&self.frames[..CACHE_BATCH]);
+        self.frames.copy_within(CACHE_BATCH.., 0);
+        self.n -= CACHE_BATCH;
+        batch
     }
 
     /// Take every frame out.
@@ -375,6 +377,78 @@ impl Frames {
         }
     }
 
+    /// Fill `out` with single frames, as many as there are (Linux's `alloc_pages_bulk`, which
+    /// vmalloc uses too): this CPU's cache is opened once for every run of frames it holds, and
+    /// refilled as [`alloc`](Self::alloc) does when it runs dry. Fault injection decides for each
+    /// frame, as it does for each `alloc(1)`; an injected failure ends the call. Returns how many
+    /// frames were handed out (the first ones of `out`).
+    pub fn alloc_bulk(&self, out: &mut [PhysAddr]) -> usize {
+        let fails = || self.fault.is_some_and(FaultAttr::should_fail);
+        let mut n = 0;
+        'fill: while n < out.len() {
+            let (got, injected) = self.with_cache(|c| {
+                let mut got = 0;
+                for slot in &mut out[n..] {
+                    if c.n == 0 {
+                        break;
+                    }
+                    if fails() {
+                        return (got, true);
+                    }
+                    *slot = PhysAddr(c.pop().unwrap_or_default());
+                    got += 1;
+                }
+                (got, false)
+            });
+            n += got;
+            if injected {
+                break 'fill;
+            }
+            if n < out.len() {
+                // The cache ran dry: one frame through the refill, which fills it again.
+                if fails() {
+                    break;
+                }
+                match self.alloc_cached() {
+                    Some(pa) => out[n] = PhysAddr(pa),
+                    None => break,
+                }
+                n += 1;
+            }
+        }
+        self.cpus[this_cpu()].count_in_use(n as isize);
+        n
+    }
+
+    /// Give back single frames obtained from [`alloc`](Self::alloc)`(1)` or
+    /// [`alloc_bulk`](Self::alloc_bulk), opening this CPU's cache once for as many as fit
+    /// (Linux's `free_pages_bulk`); full batches spill to the pool as [`free`](Self::free) does.
+    pub fn free_bulk(&self, pages: &[PhysAddr]) {
+        self.cpus[this_cpu()].count_in_use(-(pages.len() as isize));
+        let mut i = 0;
+        while i < pages.len() {
+            let (done, spilled) = self.with_cache(|c| {
+                for (k, pa) in pages.iter().enumerate().skip(i) {
+                    debug_assert_eq!(pa.0 % PAGE_SIZE as u64, 0, "freeing {pa:?}");
+                    if c.n == CACHE_FRAMES {
+                        return (k, Some(c.take_oldest_batch()));
+                    }
+                    c.frames[c.n] = pa.0;
+                    c.n += 1;
+                }
+                (pages.len(), None)
+            });
+            i = done;
+            // The oldest batch of a full cache goes to the pool, or back to the buddy allocator,
+            // once the cache is closed again.
+            if let Some(batch) = spilled
+                && !self.pool_put(&batch)
+            {
+                self.return_frames(&batch);
+            }
+        }
+    }
+
     /// A batch of frames for a dry cache, and how many it has (at least 1): a batch from the pool;
     /// else [`REFILL_BATCHES`] batches in one block from the buddy allocator (the first for the
     /// cache, the rest to the pool); else one batch's block; else single frames. `None` only when
@@ -452,17 +526,11 @@ impl Frames {
             0,
             "freeing an unaligned frame {pa:#x}"
         );
-        self.cpus[this_cpu()].count_in_use(-(count as isize));
         if count == 1 {
-            // Full: the oldest batch goes to the pool, or back to the buddy allocator, once the
-            // cache is closed again.
-            if let Some(batch) = self.with_cache(|c| c.push_spilling(pa))
-                && !self.pool_put(&batch)
-            {
-                self.return_frames(&batch);
-            }
+            self.free_bulk(&[PhysAddr(pa)]);
             return;
         }
+        self.cpus[this_cpu()].count_in_use(-(count as isize));
         self.with_buddy(|b| b.dealloc((pa >> PAGE_SHIFT) as usize, count));
     }
 

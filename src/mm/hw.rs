@@ -24,6 +24,14 @@ impl PageTableEnv for HwEnv {
         FRAMES.free(pa, 1);
     }
 
+    fn alloc_pages(&self, pages: &mut [PhysAddr]) -> usize {
+        FRAMES.alloc_bulk(pages)
+    }
+
+    unsafe fn free_pages(&self, pages: &[PhysAddr]) {
+        FRAMES.free_bulk(pages);
+    }
+
     unsafe fn table(&self, pa: PhysAddr) -> &Table {
         // SAFETY: the caller passes a page-table frame (the contract), and those come from the
         // frame allocator: RAM, mapped read/write by the linear map (during boot: by the early

@@ -51,6 +51,10 @@ use areas::{Home, VmapNode};
 use lazy::LazyList;
 pub use lazy::{LazyStats, lazy_max_pages};
 
+/// Pages of a vmalloc area whose page list lives on the stack (larger ones take it from the
+/// heap; 128 bytes, which the compiler zeroes in a few stores).
+const SMALL_VMALLOC_PAGES: usize = 16;
+
 /// What an area in the vmalloc region holds: decides what unmapping it must do and which
 /// function may free it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,32 +425,33 @@ impl<E: PageTableEnv> KernelVm<E> {
             return Err(VmError::ZeroSize);
         }
         let n = size.div_ceil(PAGE_SIZE);
+        // The page list: on the stack for the small areas most calls ask for, from the heap
+        // for larger ones.
+        let mut small = [PhysAddr(0); SMALL_VMALLOC_PAGES];
+        let mut large = Vec::new();
+        let pages = if n <= SMALL_VMALLOC_PAGES {
+            &mut small[..n]
+        } else {
+            large.resize(n, PhysAddr(0));
+            &mut large[..]
+        };
         let env = self.init_mm.env();
-        let mut pages = Vec::with_capacity(n);
-        for _ in 0..n {
-            match env.alloc_table_frame() {
-                Some(pa) => pages.push(pa),
-                None => {
-                    // SAFETY: frames this call was just handed, used for nothing yet.
-                    pages
-                        .iter()
-                        .for_each(|&pa| unsafe { env.free_table_frame(pa) });
-                    return Err(VmError::OutOfMemory { pages: n });
-                }
-            }
+        let got = env.alloc_pages(pages);
+        if got < n {
+            // SAFETY: frames this call was just handed, used for nothing yet.
+            unsafe { env.free_pages(&pages[..got]) };
+            return Err(VmError::OutOfMemory { pages: n });
         }
         if zero {
-            for &pa in &pages {
+            for &pa in pages.iter() {
                 // SAFETY: frames just handed out to this call, mapped nowhere yet.
                 unsafe { env.zero_table(pa) };
             }
         }
-        self.vmap_kind(&pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align, lead)
+        self.vmap_kind(pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align, lead)
             .inspect_err(|_| {
                 // SAFETY: vmap_kind failed and left nothing mapped: the frames are ours alone.
-                pages
-                    .iter()
-                    .for_each(|&pa| unsafe { env.free_table_frame(pa) });
+                unsafe { env.free_pages(pages) };
             })
     }
 

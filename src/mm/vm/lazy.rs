@@ -11,6 +11,44 @@ pub fn lazy_max_pages(online_cpus: usize) -> usize {
     fls as usize * ((32 << 20) / PAGE_SIZE)
 }
 
+/// Pages on their way back to the frame allocator, on the stack: left uninitialised until
+/// pushed (zeroing them would cost more than the frees they batch).
+struct PageRun {
+    pages: [core::mem::MaybeUninit<PhysAddr>; PageRun::LEN],
+    n: usize,
+}
+
+impl PageRun {
+    const LEN: usize = 64;
+
+    fn new() -> Self {
+        Self {
+            pages: [const { core::mem::MaybeUninit::uninit() }; Self::LEN],
+            n: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.n == Self::LEN
+    }
+
+    fn push(&mut self, pa: PhysAddr) {
+        self.pages[self.n].write(pa);
+        self.n += 1;
+    }
+
+    fn clear(&mut self) {
+        self.n = 0;
+    }
+
+    fn pages(&self) -> &[PhysAddr] {
+        // SAFETY: the first `n` entries were written by `push` (`n` only grows there, by one
+        // after each write, and goes back to 0 in `clear`), and `MaybeUninit<PhysAddr>` has the
+        // layout of `PhysAddr`.
+        unsafe { core::slice::from_raw_parts(self.pages.as_ptr().cast(), self.n) }
+    }
+}
+
 /// One node's lazily freed areas: leaves cleared, TLB entries possibly still live.
 #[derive(Default)]
 pub(super) struct LazyList {
@@ -44,18 +82,31 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// would translate it to the old page, so it waits for the purge.
     pub(super) fn free_lazily(&self, area: VmapArea, with_pages: bool) {
         let env = self.init_mm.env();
-        self.init_mm
-            .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |pa, size| {
-                if with_pages {
+        if with_pages {
+            // The pages go back in runs, one frame-cache visit per run.
+            let mut run = PageRun::new();
+            let give_back = |run: &mut PageRun| {
+                // SAFETY: pages of this vmalloc area, allocated by `vmalloc_inner` with
+                // `alloc_pages`; their leaves were just cleared, no other mapping of them exists,
+                // and the area is claimed (freed exactly once). A stale TLB entry elsewhere is
+                // harmless (see above).
+                unsafe { env.free_pages(run.pages()) };
+                run.clear();
+            };
+            self.init_mm
+                .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |pa, size| {
                     for i in 0..size / PAGE_SIZE {
-                        // SAFETY: a page of this vmalloc area, allocated by `vmalloc_inner` with
-                        // `alloc_table_frame`; its leaf was just cleared, no other mapping of it
-                        // exists, and the area is claimed (freed exactly once). A stale TLB entry
-                        // elsewhere is harmless (see above).
-                        unsafe { env.free_table_frame(PhysAddr(pa.0 + (i * PAGE_SIZE) as u64)) };
+                        if run.is_full() {
+                            give_back(&mut run);
+                        }
+                        run.push(PhysAddr(pa.0 + (i * PAGE_SIZE) as u64));
                     }
-                }
-            });
+                });
+            give_back(&mut run);
+        } else {
+            self.init_mm
+                .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |_, _| {});
+        }
         let node = env.cpu_id() % NODES;
         let pages = area.size / PAGE_SIZE;
         let over = {
