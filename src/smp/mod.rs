@@ -13,7 +13,7 @@ use spin::Once;
 
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::arch::aarch64::cpu_boot::{self, CpuBootError};
-use crate::arch::aarch64::{boot, early, mmu};
+use crate::arch::aarch64::{boot, daif, early, mmu};
 use crate::drivers::gic::{Gic, GicError};
 use crate::drivers::timer;
 use crate::mm::vm::VmError;
@@ -205,7 +205,7 @@ fn local_init() {
         .last_tick
         .store(cpu::counter(), Ordering::Relaxed);
     timer::arm_after(timer::ticks_from_micros(TICK_US));
-    cpu_boot::irqs_enable();
+    daif::irqs_enable();
 }
 
 /// Start every CPU the device tree lists (up to `max` in all), one at a time. CPUs that do not
@@ -279,7 +279,7 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
 
 /// Mask interrupts, say so, and park this CPU for good (a stop IPI, or a second panicking CPU).
 pub fn park_stopped() -> ! {
-    cpu_boot::irqs_disable();
+    daif::irqs_disable();
     if let Some(pc) = (cpu::id() < MAX_CPUS).then(this_cpu) {
         pc.stopped.store(true, Ordering::Release);
     }

@@ -57,6 +57,7 @@
 //! 12. **Waiting for another CPU** (`event`): `dsb ishst` before every `sev`, or a wait on the
 //!     exclusive monitor; the timer's event stream on every CPU as the backstop.
 
+pub mod daif;
 pub mod esr;
 pub mod image;
 
