@@ -251,13 +251,15 @@ el_drop:
  */
 init_el2:
     /*
-     * HCR_EL2.RW: EL1 is AArch64. HCD: HVC is undefined at EL1, so that a stray hvc (a device
-     * tree naming PSCI's "hvc" method on a machine entered at EL2) is reported as an undefined
-     * instruction instead of jumping into whatever EL2 vectors the firmware left (Linux
-     * installs hyp stub vectors instead; this kernel has no use for EL2 after the drop).
+     * HCR_EL2.RW: EL1 is AArch64; no traps, and SError, IRQ and FIQ go to EL1 (AMO, IMO, FMO
+     * clear). EL2 runs the hyp stub from now on (Linux's hyp-stub.S: see hyp_stub.rs), not
+     * whatever vectors the firmware left: an hvc from EL1 reaches the stub.
      */
-    mov     x0, #(1 << 31 | 1 << 29)
+    mov     x0, #(1 << 31)
     msr     hcr_el2, x0
+    adrp    x0, __hyp_stub_vectors              /* physical: the MMU is off */
+    add     x0, x0, :lo12:__hyp_stub_vectors
+    msr     vbar_el2, x0
     isb
     mov     x0, #{sctlr_el2_mmu_off_lo}         /* SCTLR_EL2: RES1 bits, MMU off, little-endian */
     movk    x0, #{sctlr_el2_mmu_off_hi}, lsl #16

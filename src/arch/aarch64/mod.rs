@@ -9,8 +9,9 @@
 //!
 //! 1. **Entry** (`boot::primary_entry`): MMU and D-cache off, as the boot protocol leaves them;
 //!    from EL2, every register Linux's `init_el2_state` sets gets a known value (`boot::init_el2`;
-//!    HVC is made undefined at EL1), so nothing the firmware left traps EL1 or changes what it
-//!    sees; then, at EL1, SCTLR_EL1 (MMU off) is written whatever the entry EL.
+//!    EL2 then runs the hyp stub, `hyp_stub`, with its MMU off), so nothing the firmware left
+//!    traps EL1 or changes what it sees; then, at EL1, SCTLR_EL1 (MMU off) is written whatever
+//!    the entry EL.
 //! 2. **`.bss`**: `dc ivac` over it first (a line the loader left would be what a cacheable read
 //!    finds later), then zeroed with the MMU off, which writes memory directly.
 //! 3. **Early tables** (`early::early_map_kernel`, MMU off): the identity map holds one page,
@@ -78,6 +79,8 @@ pub mod event;
 pub mod exceptions;
 #[cfg(target_os = "none")]
 pub mod gic_sysregs;
+#[cfg(target_os = "none")]
+pub mod hyp_stub;
 #[cfg(target_os = "none")]
 pub mod mmu;
 #[cfg(target_os = "none")]
