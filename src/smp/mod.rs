@@ -277,9 +277,10 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
     failures
 }
 
-/// Mask interrupts, say so, and park this CPU for good (a stop IPI, or a second panicking CPU).
+/// Mask every exception, say so, and park this CPU for good (a stop IPI, or a second panicking
+/// CPU). As Linux's `local_cpu_stop`, SError and Debug too: a stopped CPU reports nothing.
 pub fn park_stopped() -> ! {
-    daif::irqs_disable();
+    daif::local_daif_mask();
     if let Some(pc) = (cpu::id() < MAX_CPUS).then(this_cpu) {
         pc.stopped.store(true, Ordering::Release);
     }
@@ -289,6 +290,11 @@ pub fn park_stopped() -> ! {
 /// Rust entry of a secondary CPU, on its own stacks, MMU on with init_mm's tables.
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(_entry_el: u64) -> ! {
+    // Its vectors, both stacks and its per-CPU data are in place (`secondary_high`), and the
+    // console is up: Debug exceptions and SError on, IRQs once `local_init` has set them up.
+    // Linux's `secondary_start_kernel` unmasks all four at once, its interrupt controller being
+    // ready by then.
+    daif::local_daif_restore(daif::Daif::PROCCTX_NOIRQ);
     mmu::disable_ttbr0_walks();
     local_init();
     let me = this_cpu();

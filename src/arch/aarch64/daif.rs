@@ -1,5 +1,16 @@
 //! PSTATE.DAIF, the four exception masks of a CPU (Debug, SError, IRQ, FIQ), in the states and
-//! with the operations of Linux's `asm/daifflags.h`. Every change of a mask goes through here.
+//! with the operations of Linux's `asm/daifflags.h`. Every change of a mask after boot's entry
+//! code goes through here.
+//!
+//! Each CPU enters the kernel with all four masked (`boot::el_drop` masks them whatever the
+//! loader left) and keeps them so until its exception vectors and both its stacks are in place
+//! (`boot::primary_high`, `secondary_high`). Then Debug and SError are unmasked,
+//! [`Daif::PROCCTX_NOIRQ`]: on the boot CPU once its console is up (`kernel_entry`, as Linux's
+//! `setup_arch`: an SError report is worth something only where it can be read), on a secondary
+//! CPU first thing in `secondary_main` (as Linux's `secondary_start_kernel`). IRQs follow once
+//! the interrupt controller's CPU interface and the timer are set up (`irqs_enable`). FIQ stays
+//! masked: the kernel uses none. Exception entry masks all four and `eret` restores the
+//! interrupted state, so handlers run with SError masked; a stopped CPU masks all four.
 
 use core::fmt;
 
