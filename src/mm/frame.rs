@@ -222,7 +222,7 @@ impl IrqsMasked {
     fn new() -> Self {
         Self {
             #[cfg(target_os = "none")]
-            were_unmasked: crate::arch::aarch64::cpu_boot::irqs_disable(),
+            were_unmasked: crate::arch::aarch64::daif::irqs_disable(),
         }
     }
 }
@@ -232,7 +232,7 @@ impl Drop for IrqsMasked {
     fn drop(&mut self) {
         #[cfg(target_os = "none")]
         if self.were_unmasked {
-            crate::arch::aarch64::cpu_boot::irqs_enable();
+            crate::arch::aarch64::daif::irqs_enable();
         }
     }
 }
