@@ -543,9 +543,10 @@ impl<E: PageTableEnv> InitMm<E> {
         if start == end {
             return;
         }
-        // Invalidates when dropped, at the end of this function.
         let mut flush = TlbFlush::new(self.env(), start);
         self.clear_leaves(start, end, |va, _, _| flush.add(va));
+        // Only now may the range be used again (invariant 4).
+        flush.finish();
     }
 
     /// Clear every leaf of `[start, end)` (non-empty), each of which must lie wholly inside it,
@@ -587,7 +588,17 @@ impl<E: PageTableEnv> InitMm<E> {
     /// # Panics
     ///
     /// As for [`unmap_range`](Self::unmap_range).
-    pub fn unmap_range_noflush(
+    ///
+    /// Private to `mm`: only `vm`'s lazy path, which owns the range until its purge, may leave
+    /// cleared leaves in the TLBs. Code outside `mm` that tries does not build:
+    ///
+    /// ```compile_fail,E0624
+    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// init_mm.unmap_range_noflush(va, 4096, &mut |_, _| {}); // error[E0624]: method is private
+    /// # }
+    /// ```
+    pub(in crate::mm) fn unmap_range_noflush(
         &self,
         va: VirtAddr,
         size: usize,
