@@ -11,8 +11,10 @@
 //!   (invariant 9, see [`InitMm::map_range`] for why once per call is enough);
 //! - unmap: clear leaves → `dsb ishst` → TLBI → `dsb ish; isb` → return (invariant 4);
 //! - a table taken out of the tree (promotion to a block, reclaim) is cleared, invalidated with
-//!   `tlbi vaae1is`, the invalidation completed, and only then freed; the tables below it go
-//!   first, while it still points at them (break-before-make, invariant 5; `free_table`).
+//!   `tlbi vaae1is`, the invalidation completed, and only then freed, once no walk of a range
+//!   its caller need not own (`translate`, `count_tables`) can still be inside it; the tables
+//!   below it go first, while it still points at them (break-before-make, invariant 5;
+//!   `free_table`).
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
@@ -285,9 +287,10 @@ impl<E: PageTableEnv> InitMm<E> {
             "{start:#x}..={last:#x}"
         );
         // SAFETY: the pgd is init_mm's, and the walk follows only table descriptors of this tree;
-        // tables leave the tree only through `unlink_table`, which runs only where no walker of
-        // the range can be (the promoting call's own range, or `reclaim_empty_tables`'
-        // quiescence) and, on a walk, only from a visitor, after the walk left that table.
+        // tables leave the tree only through `unlink_table`, which runs only where no other walk
+        // of the range can be (the promoting call's own range, or `reclaim_empty_tables`'
+        // quiescence) but a foreign one (`foreign_walk`), which it waits for before the free,
+        // and, on a walk, only from a visitor, after the walk left that table.
         unsafe {
             walk(
                 self.env(),
@@ -505,7 +508,8 @@ impl<E: PageTableEnv> InitMm<E> {
     /// Clear `entry` (a table descriptor whose table holds no table any more), invalidate it
     /// and free its table: `dsb ishst; tlbi vaae1is; dsb ish; isb` (Linux's
     /// `__flush_tlb_kernel_pgtable`), which drops walk-cache copies of the cleared entry at every
-    /// level, and only then the free.
+    /// level, then wait for the foreign walks that may still be inside the table
+    /// (`wait_for_foreign_walks`), and only then the free.
     fn unlink_table(&self, entry: &Entry<'_>) {
         let table = entry.read();
         let env = self.env();
@@ -515,8 +519,10 @@ impl<E: PageTableEnv> InitMm<E> {
         env.tlbi_va(entry.span_start());
         env.dsb_ish();
         env.isb();
-        // SAFETY: the table is out of the tree and its invalidation completed (above); nothing
-        // else referred to it (the callers own the range, or the tree is quiescent).
+        self.wait_for_foreign_walks();
+        // SAFETY: the table is out of the tree, its invalidation completed and no foreign walk
+        // can still be inside it (above); nothing else referred to it (the callers own the
+        // range, or the tree is quiescent).
         unsafe { env.free_table_frame(table.addr()) };
     }
 
@@ -619,13 +625,16 @@ impl<E: PageTableEnv> InitMm<E> {
         tlb::flush_kernel_ranges(self.env(), ranges);
     }
 
-    /// Walk the tables for `va` without any lock: one Acquire load per level, each following the
-    /// address read at the level above (the dependent-load chain of invariant 1).
+    /// Walk the tables for `va`: one Acquire load per level, each following the address read at
+    /// the level above (the dependent-load chain of invariant 1). `va` need not be the caller's:
+    /// the walk holds `foreign_walk`'s guard, so no table it is in is freed under it by another
+    /// CPU's block mapping or reclaim.
     pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
         let va = va.0;
         if va < KERNEL_VA_START {
             return None;
         }
+        let _walk = self.foreign_walk();
         let mut found = None;
         self.walk_range(
             va,
@@ -643,11 +652,13 @@ impl<E: PageTableEnv> InitMm<E> {
         found
     }
 
-    /// The table pages (below the pgd) whose span meets `[start, end)`.
+    /// The table pages (below the pgd) whose span meets `[start, end)`. The range need not be
+    /// the caller's, as for [`translate`](Self::translate).
     pub fn count_tables(&self, start: VirtAddr, end: VirtAddr) -> TableCount {
         let mut count = TableCount::default();
         let (start, end) = (start.0.max(KERNEL_VA_START), end.0);
         if start < end {
+            let _walk = self.foreign_walk();
             self.walk_range(start, end - 1, &mut count);
         }
         count
@@ -663,10 +674,11 @@ impl<E: PageTableEnv> InitMm<E> {
     /// # Safety
     ///
     /// Quiescence: while this runs, no other CPU may walk, map or unmap any address in
-    /// `[start, end)` (through this `InitMm`, or through the hardware walker by accessing it).
-    /// The fast path of the table allocators reads a table entry without a lock and then writes
-    /// into the table it points at; if that raced with this function, the write would land in a
-    /// freed frame.
+    /// `[start, end)` (through this `InitMm`, or through the hardware walker by accessing it),
+    /// except by a walk that need not own its range ([`translate`](Self::translate),
+    /// [`count_tables`](Self::count_tables)), which every table free waits for. The fast path of
+    /// the table allocators reads a table entry without a lock and then writes into the table it
+    /// points at; if that raced with this function, the write would land in a freed frame.
     pub unsafe fn reclaim_empty_tables(&self, start: VirtAddr, end: VirtAddr) -> usize {
         let (start, end) = (start.0.max(KERNEL_VA_START), end.0);
         if start >= end {

@@ -37,8 +37,9 @@
 //! 5. **Break-before-make.** A valid entry is replaced (table by block, or a leaf's output) only
 //!    after it was cleared and its invalidation completed; only permission bits change in place. A
 //!    table leaves the tree bottom-up, each lower entry cleared and invalidated while the entry
-//!    above still points at valid tables, and is freed only after its invalidation completed.
-//!    Otherwise intermediate tables stay (Linux keeps them too).
+//!    above still points at valid tables, and is freed only after its invalidation completed and
+//!    every walk that need not own its range (`translate`, `count_tables`) and may be inside it
+//!    has ended. Otherwise intermediate tables stay (Linux keeps them too).
 //! 6. **Attributes.** Normal memory is write-back, inner shareable; `ioremap` is Device-nGnRE,
 //!    `ioremap_np` Device-nGnRnE, `ioremap_wc` Normal non-cacheable; everything but kernel text is
 //!    execute-never; text is read-only and executable, rodata read-only (W^X).

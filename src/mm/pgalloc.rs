@@ -53,9 +53,7 @@ use super::phys_layout::PhysLayout;
 use super::profile::{self, Event, Lock};
 #[cfg(feature = "bench")]
 use super::sync::AtomicUsize;
-#[cfg(feature = "bench")]
-use super::sync::MutexGuard;
-use super::sync::{AtomicU64, Mutex, Ordering};
+use super::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Which design serialises mapping calls: only the benchmark kernel has a choice.
 #[cfg(feature = "bench")]
@@ -173,6 +171,11 @@ pub struct InitMm<E: PageTableEnv> {
     layout: PhysLayout,
     /// Serialises table installs, and nothing else. Private: see the module documentation.
     page_table_lock: Mutex<()>,
+    /// Held by every walk of a range that its caller need not own ([`InitMm::foreign_walk`]),
+    /// and taken and dropped by every table free once the table is out of the tree
+    /// ([`InitMm::wait_for_foreign_walks`]), so that no such walk is still inside a table when
+    /// it is freed. Private too.
+    foreign_walks: Mutex<()>,
     /// The [`Design`] as a number (0 = Seed, 1 = PrePatch).
     #[cfg(feature = "bench")]
     design: AtomicUsize,
@@ -194,6 +197,7 @@ impl<E: PageTableEnv> InitMm<E> {
             pgd,
             layout,
             page_table_lock: Mutex::new(()),
+            foreign_walks: Mutex::new(()),
             #[cfg(feature = "bench")]
             design: AtomicUsize::new(0),
             stats: PgStats {
@@ -280,6 +284,24 @@ impl<E: PageTableEnv> InitMm<E> {
         debug_assert_eq!(pmd.level(), Level::Pmd);
         let walk = self.begin_walk();
         self.alloc_next::<true>(&walk, pmd, va.0)
+    }
+
+    /// Begin a walk of a range that the caller need not own (`translate`, `count_tables`): until
+    /// the guard is dropped, no table leaves the tree and is freed, by another CPU's block mapping
+    /// or reclaim, while the walk may still be inside it ([`wait_for_foreign_walks`]).
+    ///
+    /// [`wait_for_foreign_walks`]: Self::wait_for_foreign_walks
+    pub(super) fn foreign_walk(&self) -> MutexGuard<'_, ()> {
+        self.foreign_walks.lock()
+    }
+
+    /// Wait until every walk begun with [`foreign_walk`](Self::foreign_walk) that may have read
+    /// an entry cleared before this call has ended; one begun later reads the cleared entry (the
+    /// lock orders the clear before its reads). Called between taking a table out of the tree and
+    /// freeing it, as Linux's arm64 `pud_free_pmd_page` and `pmd_free_pte_page` take and drop
+    /// `init_mm`'s mmap lock there when a page-table dump may be walking the kernel's tables.
+    pub(super) fn wait_for_foreign_walks(&self) {
+        drop(self.foreign_walks.lock());
     }
 
     /// Start a mapping call: nothing to do in the seed design; in the pre-patch baseline take

@@ -976,3 +976,99 @@ fn concurrent_maps_pre_patch_baseline() {
     mm.set_design(crate::mm::pgalloc::Design::PrePatch);
     concurrent_maps(mm);
 }
+
+/// Waits until `done` holds, failing the test after ten seconds rather than hanging.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A walk of a range its caller does not own (`translate`, `count_tables`) may be inside a table
+/// that another CPU's block mapping takes out of the tree: the table is freed only once that walk
+/// has ended, never under it.
+#[test]
+fn a_table_is_freed_only_after_the_foreign_walks_that_may_be_in_it() {
+    let mm = Arc::new(mm());
+    // A pte table left over from an earlier, now unmapped, area.
+    let (va, leftover) = (V + M2, V + M2 + 7 * P);
+    mm.map_range(
+        VirtAddr(leftover),
+        PhysAddr(0x1000),
+        P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
+    mm.unmap_range(VirtAddr(leftover), P);
+    let pud = mm
+        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .unwrap();
+    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
+    let pte_table = pmd.read().addr();
+
+    // A walk in progress elsewhere (what `translate` holds while it reads the tables).
+    let walk = mm.foreign_walk();
+    let promoter = {
+        let mm = Arc::clone(&mm);
+        std::thread::spawn(move || {
+            mm.map_range(
+                VirtAddr(va),
+                PhysAddr(0x4020_0000),
+                M2,
+                Prot::KERNEL_RW,
+                true,
+            )
+            .unwrap();
+        })
+    };
+    wait_until("the promotion clears the pmd entry", || {
+        !pmd.read().is_table(Level::Pmd)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        mm.env().is_allocated(pte_table),
+        "the pte table was freed while a foreign walk could still be inside it"
+    );
+    drop(walk);
+    promoter.join().unwrap();
+    assert!(
+        !mm.env().is_allocated(pte_table),
+        "freed once the walk ended"
+    );
+    assert!(pmd.read().is_block(Level::Pmd));
+}
+
+/// `translate` and `count_tables` are such walks: they wait while a table free might be under
+/// way (here: while the lock that frees take is held).
+#[test]
+fn translate_and_count_tables_are_foreign_walks() {
+    let mm = Arc::new(mm());
+    mm.map_range(VirtAddr(V), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
+        .unwrap();
+    let walk = mm.foreign_walk();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let walkers: Vec<_> = (0..2)
+        .map(|i| {
+            let (mm, done) = (Arc::clone(&mm), Arc::clone(&done));
+            std::thread::spawn(move || {
+                if i == 0 {
+                    assert!(mm.translate(VirtAddr(V)).is_some());
+                } else {
+                    assert_eq!(mm.count_tables(VirtAddr(V), VirtAddr(V + P)).pte, 1);
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 0);
+    drop(walk);
+    walkers.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
