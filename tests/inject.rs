@@ -172,7 +172,10 @@ fn vmap_fails_cleanly_at_every_table_allocation_and_keeps_the_callers_pages() {
         &|va| kernel_vm().vunmap(va).unwrap(),
     );
     assert!(errors.len() >= 2, "{errors:?}");
-    pages.iter().for_each(|&p| FRAMES.free(p, 1));
+    kernel_vm().vm_unmap_aliases();
+    // SAFETY: this test's frames; their last vmap was unmapped, and the purge above completed
+    // its TLB invalidation.
+    pages.iter().for_each(|&p| unsafe { FRAMES.free(p, 1) });
 }
 
 fn every_area_reservation_fails_cleanly() {
@@ -203,7 +206,8 @@ fn every_area_reservation_fails_cleanly() {
         assert_unmapped(page, PAGE_SIZE, what);
         assert_eq!(baseline(), base, "{what}: frames or areas leaked");
     }
-    FRAMES.free(frame, 1);
+    // SAFETY: the frame allocated above; nothing mapped it (every call failed).
+    unsafe { FRAMES.free(frame, 1) };
 }
 
 fn table_allocators_return_out_of_memory_and_install_nothing() {
@@ -283,6 +287,8 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
     fault_inject::apply(&cfg);
     on_cpus(4, &|cpu| {
         let vm = kernel_vm();
+        // The frames this CPU vmapped, given back once their areas are purged.
+        let mut vmapped = Vec::with_capacity(150);
         let count = |kind: usize, r: Result<(), VmError>| match r {
             Ok(()) => done[kind].fetch_add(1, Ordering::Relaxed),
             Err(e) => {
@@ -341,11 +347,17 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
                         assert_eq!(got, pattern(pa.0, i, cpu), "cpu{cpu}: vmap data");
                         vm.vunmap(va).unwrap();
                     });
-                    FRAMES.free(pa, 1);
+                    vmapped.push(pa);
                     r
                 }
             };
             count(2, r);
+        }
+        vm.vm_unmap_aliases();
+        for pa in vmapped {
+            // SAFETY: this CPU's frame; its vmap was unmapped, and the purge just above
+            // completed the TLB invalidation of every lazily freed area.
+            unsafe { FRAMES.free(pa, 1) };
         }
     });
     off();

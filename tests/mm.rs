@@ -274,8 +274,11 @@ fn remap_same_range_reads_new_contents() {
         }
         vm.vm_unmap_aliases();
     }
-    FRAMES.free(a, 1);
-    FRAMES.free(b, 1);
+    // SAFETY: this test's frames, whose every vmap was unmapped and purged above.
+    unsafe {
+        FRAMES.free(a, 1);
+        FRAMES.free(b, 1);
+    }
 }
 
 fn write_to_kernel_text() {

@@ -56,9 +56,16 @@ impl fmt::Display for BootMmError {
     }
 }
 
-/// Run once, on the boot CPU, before anything else uses frames, the heap beyond its boot area,
-/// or virtual memory.
-pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> {
+/// Build `init_mm`, switch TTBR1 to it and hand RAM to the frame allocator.
+///
+/// # Safety
+///
+/// Called once, on the boot CPU, still on the early tables (`arch::aarch64::early`), before
+/// anything else uses frames, the heap beyond its boot area, or virtual memory; `m`, `image` and
+/// `dtb` describe this machine truly (the RAM it lists is RAM, and the image and the device tree
+/// are where they say). A second call would hand RAM that is in use to the frame allocator
+/// again, and switch every later mapping to a new, partial set of tables.
+pub unsafe fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> {
     let ram: Vec<Region> = m.ram.iter().copied().filter(|r| r.size > 0).collect();
     if ram.is_empty() {
         return Err(BootMmError::NoRam);
@@ -76,7 +83,9 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
 
     // 1. The boot frames: inside the image (so not in `free`), mapped by the early window.
     let (frames, frames_len) = early::boot_frames();
-    FRAMES.add_region(PhysAddr(frames), PhysAddr(frames + frames_len));
+    // SAFETY: the boot frames, which the early window maps and nothing has used yet (this runs
+    // once, before anything else uses frames: the contract).
+    unsafe { FRAMES.add_region(PhysAddr(frames), PhysAddr(frames + frames_len)) };
 
     // 2. init_mm: the image, then the linear map.
     let img = image_layout();
@@ -115,7 +124,10 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
 
     // 4. The rest of RAM, and the vmalloc region.
     for r in free {
-        FRAMES.add_region(PhysAddr(r.base), PhysAddr(r.base + r.size));
+        // SAFETY: RAM (the device tree's, which the contract says is true) minus the
+        // reservations, the image and the device tree: used by nothing, mapped by the linear
+        // map just installed, and added once (the regions of `subtract` do not overlap).
+        unsafe { FRAMES.add_region(PhysAddr(r.base), PhysAddr(r.base + r.size)) };
     }
     KERNEL_VM.call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), mmu::pa_bits()));
     Ok(())

@@ -140,7 +140,22 @@ impl Frames {
     }
 
     /// Hand the frames of `[start, end)` (rounded inward to pages) to the allocator.
-    pub fn add_region(&self, start: PhysAddr, end: PhysAddr) {
+    ///
+    /// # Safety
+    ///
+    /// The range is memory that nothing else uses, none of it already in this allocator, and
+    /// reachable as the allocator's users reach frames (for [`FRAMES`]: RAM that the linear map
+    /// maps, through which page tables are zeroed and written). Whoever allocates a frame owns it
+    /// from then on, so adding memory that is in use (the kernel image, a live table) or twice
+    /// would hand it to two owners:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::PhysAddr, frame::Frames};
+    /// # fn f(frames: &Frames) {
+    /// frames.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4010_0000)); // error[E0133]
+    /// # }
+    /// ```
+    pub unsafe fn add_region(&self, start: PhysAddr, end: PhysAddr) {
         let (start, end) = (start.0, end.0);
         let first = start.div_ceil(PAGE_SIZE as u64);
         let last = end >> PAGE_SHIFT;
@@ -253,7 +268,21 @@ impl Frames {
     }
 
     /// Return frames obtained from [`Frames::alloc`] with the same `count`.
-    pub fn free(&self, pa: PhysAddr, count: usize) {
+    ///
+    /// # Safety
+    ///
+    /// `pa` and `count` are those of one earlier [`alloc`](Self::alloc) (or
+    /// [`alloc_uninjected`](Self::alloc_uninjected)) of this allocator, not freed since, and the
+    /// frames are no longer used: no table points at them, no mapping but the linear map reaches
+    /// them (unmapped, and the TLB invalidation completed), no reference into them is live. The
+    /// next `alloc` hands them to a new owner, so freeing frames that are still in use (a live
+    /// page table, another's vmalloc page) does not build:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::PhysAddr, frame::FRAMES};
+    /// FRAMES.free(PhysAddr(0x4000_0000), 1); // error[E0133]: call to unsafe function
+    /// ```
+    pub unsafe fn free(&self, pa: PhysAddr, count: usize) {
         let pa = pa.0;
         debug_assert_eq!(
             pa % PAGE_SIZE as u64,

@@ -1,9 +1,29 @@
 use super::*;
 
+/// `add_region` and `free` for these tests, whose allocators hand out fake addresses that
+/// nothing dereferences (no page table, no mapping is made of them), each added once and freed
+/// with the count it was allocated with: the allocator's contract says so once, here.
+trait FakeFrames {
+    fn add_fake_region(&self, start: PhysAddr, end: PhysAddr);
+    fn free_fake(&self, pa: PhysAddr, count: usize);
+}
+
+impl FakeFrames for Frames {
+    fn add_fake_region(&self, start: PhysAddr, end: PhysAddr) {
+        // SAFETY: fake memory that nothing uses (above), added once per allocator.
+        unsafe { self.add_region(start, end) }
+    }
+
+    fn free_fake(&self, pa: PhysAddr, count: usize) {
+        // SAFETY: the tests free what they allocated, with its count, and used it for nothing.
+        unsafe { self.free(pa, count) }
+    }
+}
+
 #[test]
 fn alloc_free_balance_and_alignment() {
     let f = Frames::new();
-    f.add_region(PhysAddr(0x4000_0800), PhysAddr(0x4010_0000)); // first partial page dropped
+    f.add_fake_region(PhysAddr(0x4000_0800), PhysAddr(0x4010_0000)); // first partial page dropped
     let s0 = f.stats();
     assert_eq!(s0.total, 0xff);
     let a = f.alloc(1).unwrap();
@@ -14,8 +34,8 @@ fn alloc_free_balance_and_alignment() {
         "buddy blocks are naturally aligned"
     );
     assert_eq!(f.stats().free, s0.free - 17);
-    f.free(a, 1);
-    f.free(b, 16);
+    f.free_fake(a, 1);
+    f.free_fake(b, 16);
     assert_eq!(f.stats(), s0);
     assert!(f.alloc(1024).is_none(), "more than there is");
 }
@@ -24,7 +44,7 @@ fn alloc_free_balance_and_alignment() {
 fn injection_fails_alloc_but_never_alloc_uninjected_and_leaks_nothing() {
     static ATTR: FaultAttr = FaultAttr::new();
     static F: Frames = Frames::with_fault_injection(&ATTR);
-    F.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4010_0000));
+    F.add_fake_region(PhysAddr(0x4000_0000), PhysAddr(0x4010_0000));
     let s0 = F.stats();
     ATTR.set(Some(fault_inject::Rule::Nth(2)), 1);
     let a = F.alloc(1).expect("call 1 succeeds");
@@ -43,7 +63,7 @@ fn injection_fails_alloc_but_never_alloc_uninjected_and_leaks_nothing() {
     assert_eq!(ATTR.injected(), 2);
     ATTR.set(None, 1);
     for (pa, n) in [(a, 1), (b, 4), (c, 1)] {
-        F.free(pa, n);
+        F.free_fake(pa, n);
     }
     assert_eq!(F.stats(), s0);
 }
@@ -51,7 +71,7 @@ fn injection_fails_alloc_but_never_alloc_uninjected_and_leaks_nothing() {
 #[test]
 fn single_frames_go_through_the_cache_in_batches() {
     let f = Frames::new();
-    f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4100_0000)); // 4096 frames
+    f.add_fake_region(PhysAddr(0x4000_0000), PhysAddr(0x4100_0000)); // 4096 frames
     let s0 = f.stats();
     let a = f.alloc(1).unwrap();
     assert_eq!(
@@ -75,7 +95,7 @@ fn single_frames_go_through_the_cache_in_batches() {
     assert_eq!(sorted.len(), held.len(), "no frame handed out twice");
     let pooled = f.pool.lock().n;
     for pa in held {
-        f.free(pa, 1);
+        f.free_fake(pa, 1);
         assert!(f.caches[0].lock().n <= CACHE_FRAMES, "the cache is bounded");
     }
     assert_eq!(
@@ -89,28 +109,28 @@ fn single_frames_go_through_the_cache_in_batches() {
     assert_eq!(f.cached(), 0);
     // Everything is back in the buddy allocator: the whole region is one allocation again.
     let all = f.alloc_uninjected(4096).expect("drained frames coalesce");
-    f.free(all, 4096);
+    f.free_fake(all, 4096);
     assert_eq!(f.stats(), s0);
 }
 
 #[test]
 fn a_large_allocation_drains_the_caches_when_it_must() {
     let f = Frames::new();
-    f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4004_0000)); // 64 frames
+    f.add_fake_region(PhysAddr(0x4000_0000), PhysAddr(0x4004_0000)); // 64 frames
     let one = f.alloc(1).unwrap(); // 31 more sit in the cache
-    f.free(one, 1);
+    f.free_fake(one, 1);
     assert_eq!(f.cached(), CACHE_BATCH);
     let all = f
         .alloc_uninjected(64)
         .expect("the cache is drained to make room");
     assert_eq!(f.cached(), 0);
-    f.free(all, 64);
+    f.free_fake(all, 64);
 }
 
 #[test]
 fn a_dry_cache_takes_a_pooled_batch_and_a_refill_takes_a_block() {
     let f = Frames::new();
-    f.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4100_0000));
+    f.add_fake_region(PhysAddr(0x4000_0000), PhysAddr(0x4100_0000));
     // The first refill takes one block of batches: contiguous frames.
     let a = f.alloc(1).unwrap();
     let b = f.alloc(1).unwrap();
@@ -122,7 +142,7 @@ fn a_dry_cache_takes_a_pooled_batch_and_a_refill_takes_a_block() {
         .collect();
     held.extend([a, b]);
     for &pa in &held {
-        f.free(pa, 1);
+        f.free_fake(pa, 1);
     }
     let pooled = f.pool.lock().n;
     assert!(pooled >= 1);
