@@ -96,6 +96,9 @@ pub unsafe fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMm
         Region::new(pa(img.start), img.rodata_end - img.start),
     );
     let init_mm = InitMm::new(HwEnv, layout).map_err(|e| BootMmError::Map("the pgd", e))?;
+    // Every `map_range` below: a tree no CPU uses yet, on the one CPU running, so every range is
+    // this function's; and the memory is the image, at its own addresses, and the linear map of
+    // RAM, which between them own all of RAM.
     let (start, text_end, rodata_end, end) = (img.start, img.text_end, img.rodata_end, img.end);
     debug_assert_eq!(start, KIMAGE_VADDR as u64);
     let guards = [img.boot_stack_guard, img.boot_exception_stack_guard];
@@ -146,13 +149,16 @@ fn map_range(
     blocks: bool,
     what: &'static str,
 ) -> Result<(), BootMmError> {
-    init_mm
-        .map_range(
+    // SAFETY: at boot, in a tree no CPU uses yet (see `init`): the range is boot's, and the
+    // memory the image or the linear map, which own all of RAM.
+    unsafe {
+        init_mm.map_range(
             VirtAddr(va as usize),
             PhysAddr(pa),
             size as usize,
             prot,
             blocks,
         )
-        .map_err(|e| BootMmError::Map(what, e))
+    }
+    .map_err(|e| BootMmError::Map(what, e))
 }

@@ -219,8 +219,8 @@ impl<E: PageTableEnv> Visitor for FreeTables<'_, E> {
     }
 }
 
-/// Unmapping, [`for_each_leaf`] and [`InitMm::translate`]: call the closure with each valid
-/// leaf (its entry, its part of the range, its descriptor).
+/// Unmapping, [`for_each_leaf`], [`InitMm::translate`] and `first_mapped`: call the closure
+/// with each valid leaf (its entry, its part of the range, its descriptor).
 struct Leaves<F: FnMut(&Entry<'_>, Span, Descriptor)>(F);
 
 impl<F: FnMut(&Entry<'_>, Span, Descriptor)> Visitor for Leaves<F> {
@@ -356,7 +356,31 @@ impl<E: PageTableEnv> InitMm<E> {
     ///
     /// If a page of the range is mapped already (two live areas overlap: a bug of the range
     /// allocator), or a block would replace a table that still maps something.
-    pub fn map_range(
+    ///
+    /// # Safety
+    ///
+    /// The lock-free design rests on two promises that only the caller can make (invariant 3 in
+    /// `mm`), so a call without them does not build:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::{PhysAddr, VirtAddr}, env::PageTableEnv, pgalloc::InitMm, pgtable::Prot};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// let _ = init_mm.map_range(va, PhysAddr(0x4000_0000), 4096, Prot::KERNEL_RW, false); // E0133
+    /// # }
+    /// ```
+    ///
+    /// 1. **The virtual range is the caller's.** It lies in virtual space reserved for the
+    ///    caller (a [`Window`](super::vm::Window) it holds, or an area `vm` reserved for this
+    ///    call) and stays reserved until the caller has unmapped it again; while this runs no
+    ///    other CPU maps or unmaps any page of it, and no table under it is reached through an
+    ///    [`Entry`] from the table allocators (with `blocks`, this call frees the tables a block
+    ///    replaces).
+    /// 2. **The memory is the caller's to map.** Each page of `[pa, pa + size)` that is RAM is
+    ///    the caller's for as long as the mapping lives (frames it holds, and does not give back
+    ///    before it unmapped them; or, at boot, the image and the linear map), so that no other
+    ///    code is handed the same RAM; memory that is not RAM (device registers) may be mapped
+    ///    any number of times.
+    pub unsafe fn map_range(
         &self,
         va: VirtAddr,
         pa: PhysAddr,
@@ -395,7 +419,23 @@ impl<E: PageTableEnv> InitMm<E> {
     /// # Panics
     ///
     /// As for [`map_range`](Self::map_range).
-    pub fn map_pages(&self, va: VirtAddr, pages: &[PhysAddr], prot: Prot) -> Result<(), MmError> {
+    ///
+    /// # Safety
+    ///
+    /// As for [`map_range`](Self::map_range), for the range and for every page of `pages`:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::{PhysAddr, VirtAddr}, env::PageTableEnv, pgalloc::InitMm, pgtable::Prot};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// let _ = init_mm.map_pages(va, &[PhysAddr(0x4000_0000)], Prot::KERNEL_RW); // error[E0133]
+    /// # }
+    /// ```
+    pub unsafe fn map_pages(
+        &self,
+        va: VirtAddr,
+        pages: &[PhysAddr],
+        prot: Prot,
+    ) -> Result<(), MmError> {
         let va = va.0;
         let size = pages.len() * PAGE_SIZE;
         if va & (PAGE_SIZE - 1) != 0 {
@@ -538,7 +578,20 @@ impl<E: PageTableEnv> InitMm<E> {
     ///
     /// If the range is not page aligned or not in the kernel half, or a block lies only partly
     /// inside it (callers unmap what they mapped: each of these is a caller bug).
-    pub fn unmap_range(&self, va: VirtAddr, size: usize) {
+    ///
+    /// # Safety
+    ///
+    /// The range is the caller's, as [`map_range`](Self::map_range) requires: it mapped what is
+    /// mapped there, and no other CPU maps or unmaps any page of it while this runs. Unmapping
+    /// another's mapping would leave its owner using a range that may be reused. So:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// init_mm.unmap_range(va, 4096); // error[E0133]: call to unsafe function
+    /// # }
+    /// ```
+    pub unsafe fn unmap_range(&self, va: VirtAddr, size: usize) {
         let va = va.0;
         let end = unmap_end("unmap_range", va, size);
         self.unmap_walked(va, end);
@@ -662,6 +715,27 @@ impl<E: PageTableEnv> InitMm<E> {
             self.walk_range(start, end - 1, &mut count);
         }
         count
+    }
+
+    /// The first address of `[va, va + size)` that a leaf maps, if any (a block counts from
+    /// where the range meets it). The range need not be the caller's, as for
+    /// [`translate`](Self::translate).
+    pub(super) fn first_mapped(&self, va: VirtAddr, size: usize) -> Option<VirtAddr> {
+        let start = va.0.max(KERNEL_VA_START);
+        let end = va.0.saturating_add(size);
+        if start >= end {
+            return None;
+        }
+        let _walk = self.foreign_walk();
+        let mut first = None;
+        self.walk_range(
+            start,
+            end - 1,
+            &mut Leaves(|_: &Entry<'_>, span: Span, _| {
+                first.get_or_insert(span.start);
+            }),
+        );
+        first.map(VirtAddr)
     }
 
     /// Free every pud, pmd and pte table whose whole span lies in `[start, end)` and that holds no

@@ -263,7 +263,26 @@ impl<E: PageTableEnv> InitMm<E> {
     }
 
     /// The pud slot for `va`, installing the pud table under `pgd` if there is none.
-    pub fn pud_alloc(&self, pgd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+    ///
+    /// These allocators step into the table an entry's descriptor points at, and hand out an
+    /// [`Entry`] that borrows that table: they are for callers that own the range they walk, as
+    /// the mapping calls do. Called without that promise they do not build:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// let pud = init_mm.pud_alloc(init_mm.pgd_offset_k(va), va); // error[E0133]: unsafe
+    /// # }
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// `pgd` comes from this `InitMm`'s [`pgd_offset_k`](Self::pgd_offset_k) for an address in
+    /// the same 512 GiB as `va`, and `va` is the caller's: it lies in virtual space reserved for
+    /// the caller (a [`Window`](super::vm::Window) it holds), so that no table on its path is
+    /// freed (by a block mapping over it, or `reclaim_empty_tables`) while this runs or while the
+    /// returned entry, or one the caller derives from it, is used.
+    pub unsafe fn pud_alloc(&self, pgd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pgd.level(), Level::Pgd);
         let walk = self.begin_walk();
         self.alloc_next::<true>(&walk, pgd, va.0)
@@ -271,7 +290,12 @@ impl<E: PageTableEnv> InitMm<E> {
 
     /// The pmd slot for `va`, installing the pmd table under `pud` if there is none.
     /// `Err(BlockInTheWay)` if `pud` holds a 1 GiB block.
-    pub fn pmd_alloc(&self, pud: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+    ///
+    /// # Safety
+    ///
+    /// As for [`pud_alloc`](Self::pud_alloc), `pud` coming from this `InitMm`'s `pud_alloc` for
+    /// an address in the same gigabyte as `va`.
+    pub unsafe fn pmd_alloc(&self, pud: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pud.level(), Level::Pud);
         let walk = self.begin_walk();
         self.alloc_next::<true>(&walk, pud, va.0)
@@ -280,7 +304,16 @@ impl<E: PageTableEnv> InitMm<E> {
     /// The pte slot for `va`, installing the pte table under `pmd` if there is none.
     /// `Err(BlockInTheWay)` if `pmd` holds a 2 MiB block. No `mm` argument: there is one kernel
     /// address space, and the lock it needs is its own business.
-    pub fn pte_alloc_kernel(&self, pmd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+    ///
+    /// # Safety
+    ///
+    /// As for [`pud_alloc`](Self::pud_alloc), `pmd` coming from this `InitMm`'s `pmd_alloc` for
+    /// an address in the same 2 MiB as `va`.
+    pub unsafe fn pte_alloc_kernel(
+        &self,
+        pmd: Entry<'_>,
+        va: VirtAddr,
+    ) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pmd.level(), Level::Pmd);
         let walk = self.begin_walk();
         self.alloc_next::<true>(&walk, pmd, va.0)
