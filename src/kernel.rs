@@ -150,7 +150,10 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
 
     ends.device_tree = cpu::counter();
     log::debug!("boot: device tree read");
-    if let Err(e) = mm::boot::init(&machine, image, dtb) {
+    // SAFETY: once, from the boot CPU's entry, on the early tables, before anything used frames
+    // or virtual memory; `machine` is the device tree's (or the built-in description the board
+    // was identified by), `image` where the loader put the image, `dtb` where it put the tree.
+    if let Err(e) = unsafe { mm::boot::init(&machine, image, dtb) } {
         fatal(format_args!("memory: {e}"));
     }
     ends.memory = cpu::counter();

@@ -71,14 +71,16 @@ fn refill_with_the_heap_low_and_no_block_free() {
         all.retain(|&pa| {
             let pinned = (pa.0 / PAGE_SIZE as u64).is_multiple_of(64);
             if !pinned {
-                FRAMES.free(pa, 1);
+                // SAFETY: a frame this test allocated above and used for nothing.
+                unsafe { FRAMES.free(pa, 1) };
             }
             pinned
         });
         // CPU 2 caches a batch; this CPU empties the pool and its own cache.
         spawn_on(2, || {
             let pa = FRAMES.alloc(1).expect("a frame for cpu2");
-            FRAMES.free(pa, 1);
+            // SAFETY: the frame just allocated, used for nothing.
+            unsafe { FRAMES.free(pa, 1) };
         })
         .join();
         assert!(FRAMES.cached() >= CACHE_BATCH, "cpu2 caches frames");
@@ -90,7 +92,8 @@ fn refill_with_the_heap_low_and_no_block_free() {
         assert!(HEAP.is_low(), "the heap is still low");
         held.push(FRAMES.alloc(1).expect("a frame from the buddy allocator"));
         for pa in held.into_iter().chain(all) {
-            FRAMES.free(pa, 1);
+            // SAFETY: frames this test allocated above and used for nothing.
+            unsafe { FRAMES.free(pa, 1) };
         }
         drop(ballast);
     });
@@ -103,7 +106,8 @@ fn a_drain_reaches_every_cpu() {
     for c in 1..4 {
         spawn_on(c, || {
             let pa = FRAMES.alloc(1).expect("a frame");
-            FRAMES.free(pa, 1);
+            // SAFETY: the frame just allocated, used for nothing.
+            unsafe { FRAMES.free(pa, 1) };
         })
         .join();
     }

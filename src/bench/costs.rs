@@ -21,17 +21,23 @@ pub(super) fn floor(o: &Opts) -> bool {
     let reg = id_register();
     let dev = reg.page();
     // A slot whose page table exists: map once, unmap (tables stay).
-    let va = match vm.reserve_window(PAGE_SIZE, PAGE_SIZE) {
+    let window = match vm.reserve_window(PAGE_SIZE, PAGE_SIZE) {
         Ok(w) => w,
         Err(e) => {
             log::error!("bench floor: {e}");
             return false;
         }
     };
-    let entry = init_mm
-        .pud_alloc(init_mm.pgd_offset_k(va), va)
-        .and_then(|pud| init_mm.pmd_alloc(pud, va))
-        .and_then(|pmd| init_mm.pte_alloc_kernel(pmd, va));
+    let va = window.start();
+    // SAFETY: each entry is init_mm's, for `va`, in the window this benchmark holds; nothing
+    // maps a block over it or reclaims its tables while the entries are used (until the window
+    // goes back below).
+    let entry = unsafe {
+        init_mm
+            .pud_alloc(init_mm.pgd_offset_k(va), va)
+            .and_then(|pud| init_mm.pmd_alloc(pud, va))
+            .and_then(|pmd| init_mm.pte_alloc_kernel(pmd, va))
+    };
     let Ok(entry) = entry else {
         log::error!("bench floor: no page table for {va:#x}");
         return false;
@@ -93,7 +99,7 @@ pub(super) fn floor(o: &Opts) -> bool {
             good,
         );
     }
-    let _ = vm.release_window(va);
+    let _ = vm.release_window(window);
     ok
 }
 
@@ -123,7 +129,7 @@ pub(super) fn growth(o: &Opts) -> bool {
             let t0 = cpu::counter();
             for _ in 0..100 {
                 let a = vm.reserve_window(PAGE_SIZE, PAGE_SIZE);
-                ok &= a.as_ref().is_ok_and(|&a| vm.release_window(a).is_ok());
+                ok &= a.is_ok_and(|a| vm.release_window(a).is_ok());
             }
             samples
                 .push((cpu::counter() - t0) as f64 * 1e9 / cpu::counter_frequency() as f64 / 100.0);

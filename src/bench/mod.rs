@@ -390,7 +390,7 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
     let dev = reg.page();
     let window = match load {
         Load::MapFresh => match vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE) {
-            Ok(w) => w,
+            Ok(w) => Some(w),
             Err(e) => {
                 return LoadResult {
                     ops: 0,
@@ -400,8 +400,9 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
                 };
             }
         },
-        _ => VirtAddr(0),
+        _ => None,
     };
+    let base = window.as_ref().map_or(VirtAddr(0), |w| w.start());
     let slots = PGDIR_SIZE / PMD_SIZE;
     let barrier = Barrier::new(cpus);
     let deadline = AtomicU64::new(0);
@@ -435,15 +436,18 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
                     if slot >= slots {
                         break;
                     }
-                    vm.init_mm
-                        .map_range(
-                            window + slot * PMD_SIZE,
+                    // SAFETY: this CPU's own slot (`slot` differs on every CPU) of the window
+                    // this run holds, mapped to a device register, not RAM.
+                    unsafe {
+                        vm.init_mm.map_range(
+                            base + slot * PMD_SIZE,
                             dev,
                             PAGE_SIZE,
                             Prot::DEVICE,
                             false,
                         )
-                        .is_ok()
+                    }
+                    .is_ok()
                 }
                 Load::Vmalloc => {
                     let pages = rng.range(1, 16);
@@ -484,21 +488,25 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
     if bad.load(Ordering::Relaxed) {
         error = format!("{} failed its check", load.name());
     }
-    if let Load::MapFresh = load {
+    if let Some(window) = window {
         // Verify every mapping made, then take them all down (not timed).
         for (id, done) in ops.iter().enumerate().take(cpus) {
             for k in 0..done.load(Ordering::Relaxed) as usize {
-                let va = window + (k * cpus + id) * PMD_SIZE;
+                let va = base + (k * cpus + id) * PMD_SIZE;
                 let t = vm.init_mm.translate(va);
                 if t.is_none_or(|t| t.pa != dev || t.level != Level::Pte) {
                     error = format!("fresh mapping at {va:#x} translates to {t:?}");
                 }
-                vm.init_mm.unmap_range(va, PAGE_SIZE);
+                // SAFETY: a page of the window this run holds, which the load mapped; the load
+                // is over, so no CPU maps or unmaps in the window any more.
+                unsafe { vm.init_mm.unmap_range(va, PAGE_SIZE) };
             }
         }
         // SAFETY: the load is over; nothing else maps in the window reserved for it.
-        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
-        let _ = vm.release_window(window);
+        unsafe { vm.init_mm.reclaim_empty_tables(base, base + PGDIR_SIZE) };
+        if let Err(e) = vm.release_window(window) {
+            error = format!("{e}");
+        }
     }
     LoadResult {
         ops: total,

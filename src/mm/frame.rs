@@ -325,7 +325,22 @@ impl Frames {
     }
 
     /// Hand the frames of `[start, end)` (rounded inward to pages) to the allocator.
-    pub fn add_region(&self, start: PhysAddr, end: PhysAddr) {
+    ///
+    /// # Safety
+    ///
+    /// The range is memory that nothing else uses, none of it already in this allocator, and
+    /// reachable as the allocator's users reach frames (for [`FRAMES`]: RAM that the linear map
+    /// maps, through which page tables are zeroed and written). Whoever allocates a frame owns it
+    /// from then on, so adding memory that is in use (the kernel image, a live table) or twice
+    /// would hand it to two owners:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::PhysAddr, frame::Frames};
+    /// # fn f(frames: &Frames) {
+    /// frames.add_region(PhysAddr(0x4000_0000), PhysAddr(0x4010_0000)); // error[E0133]
+    /// # }
+    /// ```
+    pub unsafe fn add_region(&self, start: PhysAddr, end: PhysAddr) {
         let (start, end) = (start.0, end.0);
         let first = start.div_ceil(PAGE_SIZE as u64);
         let last = end >> PAGE_SHIFT;
@@ -423,7 +438,11 @@ impl Frames {
     /// Give back single frames obtained from [`alloc`](Self::alloc)`(1)` or
     /// [`alloc_bulk`](Self::alloc_bulk), opening this CPU's cache once for as many as fit
     /// (Linux's `free_pages_bulk`); full batches spill to the pool as [`free`](Self::free) does.
-    pub fn free_bulk(&self, pages: &[PhysAddr]) {
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free) with a count of 1, for each frame.
+    pub unsafe fn free_bulk(&self, pages: &[PhysAddr]) {
         self.cpus[this_cpu()].count_in_use(-(pages.len() as isize));
         let mut i = 0;
         while i < pages.len() {
@@ -519,7 +538,23 @@ impl Frames {
     }
 
     /// Return frames obtained from [`Frames::alloc`] with the same `count`.
-    pub fn free(&self, pa: PhysAddr, count: usize) {
+    ///
+    /// # Safety
+    ///
+    /// `pa` and `count` are those of one earlier [`alloc`](Self::alloc) (or
+    /// [`alloc_uninjected`](Self::alloc_uninjected)) of this allocator, not freed since, and the
+    /// frames are no longer used: no table points at them, no mapping but the linear map reaches
+    /// them (unmapped, and the TLB invalidation completed; for the data page of a freed vmalloc
+    /// area, a TLB entry of its old range may live until the lazy purge, which `vm`'s module
+    /// documentation shows is harmless), no reference into them is live. The
+    /// next `alloc` hands them to a new owner, so freeing frames that are still in use (a live
+    /// page table, another's vmalloc page) does not build:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::PhysAddr, frame::FRAMES};
+    /// FRAMES.free(PhysAddr(0x4000_0000), 1); // error[E0133]: call to unsafe function
+    /// ```
+    pub unsafe fn free(&self, pa: PhysAddr, count: usize) {
         let pa = pa.0;
         debug_assert_eq!(
             pa % PAGE_SIZE as u64,
@@ -527,7 +562,8 @@ impl Frames {
             "freeing an unaligned frame {pa:#x}"
         );
         if count == 1 {
-            self.free_bulk(&[PhysAddr(pa)]);
+            // SAFETY: the caller's contract, for one frame.
+            unsafe { self.free_bulk(&[PhysAddr(pa)]) };
             return;
         }
         self.cpus[this_cpu()].count_in_use(-(count as isize));

@@ -66,7 +66,7 @@ pub enum AreaKind {
     Vmap,
     /// `ioremap`: device memory, unmapped by `iounmap`.
     Ioremap,
-    /// A window reserved with `reserve_window`, mapped and unmapped by its owner through
+    /// A [`Window`] reserved with `reserve_window`, mapped and unmapped by its holder through
     /// `init_mm` directly; given back with `release_window`.
     Window,
     /// Freed, its leaves cleared, waiting for the purge that invalidates its TLB entries.
@@ -156,6 +156,13 @@ pub enum VmError {
         /// The address the caller passed.
         addr: VirtAddr,
     },
+    /// A window to be released still has a leaf mapped in it (`release_window`).
+    StillMapped {
+        /// The window's start.
+        window: VirtAddr,
+        /// The first address in it that a leaf maps.
+        mapped: VirtAddr,
+    },
 }
 
 impl fmt::Display for VmError {
@@ -196,6 +203,11 @@ impl fmt::Display for VmError {
                 )
             }
             Self::AlreadyFreed { addr } => write!(f, "the area at {addr:#x} was freed already"),
+            Self::StillMapped { window, mapped } => write!(
+                f,
+                "the window at {window:#x} still maps {mapped:#x}: unmap everything in it before \
+                 releasing it (it stays reserved)"
+            ),
         }
     }
 }
@@ -238,6 +250,31 @@ impl KernelStack {
     /// The stack's usable bytes.
     pub const fn size(&self) -> usize {
         self.top - self.area - PAGE_SIZE
+    }
+}
+
+/// A window of virtual space from [`KernelVm::reserve_window`]: the handle of its reservation.
+/// Its holder alone maps and unmaps in it (through `init_mm` directly: the window is the
+/// "range reserved for the caller" that [`InitMm::map_range`]'s contract asks for), and gives it
+/// back with [`KernelVm::release_window`], which takes the handle. It cannot be copied or made
+/// up, so no other code can release a window its holder still maps into. Dropping the handle
+/// releases nothing: the window stays reserved.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a window that is neither used nor released stays reserved"]
+pub struct Window {
+    start: usize,
+    size: usize,
+}
+
+impl Window {
+    /// The window's first address.
+    pub const fn start(&self) -> VirtAddr {
+        VirtAddr(self.start)
+    }
+
+    /// The window's length in bytes (what was asked for, rounded up to pages).
+    pub const fn size(&self) -> usize {
+        self.size
     }
 }
 
@@ -344,14 +381,34 @@ impl<E: PageTableEnv> KernelVm<E> {
     ///
     /// [`VmError::ZeroSize`] for no pages, [`VmError::NoVirtualSpace`], and the table errors
     /// of [`InitMm::map_pages`] as [`VmError::Table`].
-    pub fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<VirtAddr, VmError> {
-        self.vmap_kind(pages, prot, AreaKind::Vmap, PAGE_SIZE, 0)
-            .map(VirtAddr)
+    ///
+    /// # Safety
+    ///
+    /// Every page of `pages` that is RAM is the caller's: a frame it holds and does not give
+    /// back, or use for anything else, until the area has been unmapped with
+    /// [`vunmap`](Self::vunmap) *and* purged ([`vm_unmap_aliases`](Self::vm_unmap_aliases)), so
+    /// that the mapping never aliases RAM that other code owns. (Pages that are not RAM may be
+    /// mapped any number of times; `PhysLayout` checks `prot` against what each page is.) An
+    /// alias of someone else's RAM does not build without that promise:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::PhysAddr, env::PageTableEnv, pgtable::Prot, vm::KernelVm};
+    /// # fn f(vm: &KernelVm<impl PageTableEnv>, theirs: PhysAddr) {
+    /// let va = vm.vmap(&[theirs], Prot::KERNEL_RW); // error[E0133]: call to unsafe function
+    /// # }
+    /// ```
+    pub unsafe fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<VirtAddr, VmError> {
+        // SAFETY: the caller's pages, by this function's contract.
+        unsafe { self.vmap_kind(pages, prot, AreaKind::Vmap, PAGE_SIZE, 0) }.map(VirtAddr)
     }
 
     /// `vmap` into a fresh area of `kind` at `align`, `lead` unmapped pages first (a stack's
     /// guard page).
-    fn vmap_kind(
+    ///
+    /// # Safety
+    ///
+    /// As for [`vmap`](Self::vmap): the pages that are RAM are the caller's.
+    unsafe fn vmap_kind(
         &self,
         pages: &[PhysAddr],
         prot: Prot,
@@ -364,10 +421,12 @@ impl<E: PageTableEnv> KernelVm<E> {
         }
         let area = self.reserve((lead + pages.len()) * PAGE_SIZE, align, kind)?;
         // map_pages leaves nothing mapped when it fails.
-        if let Err(e) = self
-            .init_mm
-            .map_pages(VirtAddr(area.start + lead * PAGE_SIZE), pages, prot)
-        {
+        // SAFETY: the area was just reserved for this call, which alone maps into it; the pages
+        // that are RAM are the caller's (this function's contract).
+        if let Err(e) = unsafe {
+            self.init_mm
+                .map_pages(VirtAddr(area.start + lead * PAGE_SIZE), pages, prot)
+        } {
             self.release(area.start);
             return Err(e.into());
         }
@@ -448,7 +507,8 @@ impl<E: PageTableEnv> KernelVm<E> {
                 unsafe { env.zero_table(pa) };
             }
         }
-        self.vmap_kind(pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align, lead)
+        // SAFETY: frames this call was just handed, mapped nowhere else.
+        unsafe { self.vmap_kind(pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align, lead) }
             .inspect_err(|_| {
                 // SAFETY: vmap_kind failed and left nothing mapped: the frames are ours alone.
                 unsafe { env.free_pages(pages) };
@@ -482,25 +542,60 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Reserve a window of virtual space for a caller that maps it itself with
-    /// `init_mm.map_range`/`unmap_range` (workloads that aim at particular table slots).
+    /// `init_mm.map_range`/`unmap_range` (workloads that aim at particular table slots). The
+    /// returned [`Window`] is the reservation: whoever holds it may map there.
     ///
     /// # Errors
     ///
     /// [`VmError::NoVirtualSpace`].
-    pub fn reserve_window(&self, size: usize, align: usize) -> Result<VirtAddr, VmError> {
-        self.reserve(size, align, AreaKind::Window)
-            .map(|a| VirtAddr(a.start))
+    pub fn reserve_window(&self, size: usize, align: usize) -> Result<Window, VmError> {
+        self.reserve(size, align, AreaKind::Window).map(|a| Window {
+            start: a.start,
+            size: a.size,
+        })
     }
 
-    /// Give back a window at once; its owner has unmapped everything in it with
-    /// `init_mm.unmap_range`, which invalidated the TLB.
+    /// Give back a window at once, once its holder has unmapped everything in it with
+    /// `init_mm.unmap_range` (which completed the TLB invalidation before it returned). This
+    /// checks that nothing is mapped in the window (nor in its guard page): a range given back
+    /// with a leaf still in it would be handed to the next caller with a live mapping of memory
+    /// that may no longer be the holder's (invariant 4 in `mm`).
+    ///
+    /// The window goes back only by handing over the [`Window`] itself, so only its holder can
+    /// release it, and only once:
+    ///
+    /// ```compile_fail,E0308
+    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, vm::KernelVm};
+    /// # fn f(vm: &KernelVm<impl PageTableEnv>, theirs: VirtAddr) {
+    /// let _ = vm.release_window(theirs); // error[E0308]: expected `Window`, found `VirtAddr`
+    /// # }
+    /// ```
+    ///
+    /// ```compile_fail,E0382
+    /// # use initmm::mm::{env::PageTableEnv, vm::KernelVm};
+    /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
+    /// let w = vm.reserve_window(4096, 4096).unwrap();
+    /// let _ = vm.release_window(w);
+    /// let _ = vm.release_window(w); // error[E0382]: use of moved value: `w`
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As for [`vunmap`](Self::vunmap), for a window.
-    pub fn release_window(&self, start: VirtAddr) -> Result<(), VmError> {
-        self.lookup(start.0, AreaKind::Window, false)?;
-        self.release(start.0);
+    /// [`VmError::StillMapped`] if a leaf maps part of the window: the window then stays
+    /// reserved, for good (nothing else can be handed its range with that leaf in it).
+    pub fn release_window(&self, window: Window) -> Result<(), VmError> {
+        let area = self.lookup(window.start, AreaKind::Window, false)?;
+        if let Some(mapped) = self
+            .init_mm
+            .first_mapped(VirtAddr(area.start), area.size + PAGE_SIZE)
+        {
+            return Err(VmError::StillMapped {
+                window: VirtAddr(area.start),
+                mapped,
+            });
+        }
+        self.release(area.start);
         Ok(())
     }
 
@@ -630,10 +725,12 @@ impl<E: PageTableEnv> KernelVm<E> {
             .find(|&b| len >= b && base.is_multiple_of(b as u64))
             .unwrap_or(PAGE_SIZE);
         let area = self.reserve(len, align, AreaKind::Ioremap)?;
-        if let Err(e) =
+        // SAFETY: the area was just reserved for this call, which alone maps into it, and the
+        // range is no RAM (refused above): device memory may be mapped any number of times.
+        if let Err(e) = unsafe {
             self.init_mm
                 .map_range(VirtAddr(area.start), PhysAddr(base), len, prot, true)
-        {
+        } {
             // map_range has already cleared what it mapped.
             self.release(area.start);
             return Err(e.into());
