@@ -52,8 +52,9 @@ use crate::hook::Hook;
 
 /// CPUs with a frame cache (the kernel's `MAX_CPUS`).
 const CPUS: usize = 32;
-/// Frames a CPU's cache holds at most.
-pub const CACHE_FRAMES: usize = 64;
+/// Frames a CPU's cache holds at most: four batches, so that a CPU whose allocations and frees
+/// roughly balance (vmalloc and vfree of a few pages) rarely meets either end.
+pub const CACHE_FRAMES: usize = 128;
 /// Frames moved between a cache and the pool or the buddy allocator at a time.
 pub const CACHE_BATCH: usize = 32;
 
@@ -73,36 +74,46 @@ pub const DRAIN_WAIT_MS: u64 = 1000;
 /// [`FRAMES`] from an interrupt handler, and returns the CPUs it asked (bit `n`: CPU `n`).
 pub static DRAIN_HOOK: Hook<fn() -> u64> = Hook::new();
 
-/// Up to [`CACHE_FRAMES`] frames, used as a stack.
+/// Up to [`CACHE_FRAMES`] frames: a stack at its top (the most recently freed frame is the next
+/// handed out, still warm in the CPU's caches) over a ring, so that the oldest batch can spill
+/// without moving the rest.
 struct FrameCache {
     frames: [u64; CACHE_FRAMES],
+    /// The oldest frame's index; the frames are `frames[base..base + n]`, wrapping.
+    base: usize,
     n: usize,
 }
 
 impl FrameCache {
     const EMPTY: Self = Self {
         frames: [0; CACHE_FRAMES],
+        base: 0,
         n: 0,
     };
 
     fn pop(&mut self) -> Option<u64> {
         self.n = self.n.checked_sub(1)?;
-        Some(self.frames[self.n])
+        Some(self.frames[(self.base + self.n) % CACHE_FRAMES])
+    }
+
+    /// Push `pa` onto a cache that is not full.
+    fn push(&mut self, pa: u64) {
+        debug_assert!(self.n < CACHE_FRAMES);
+        self.frames[(self.base + self.n) % CACHE_FRAMES] = pa;
+        self.n += 1;
     }
 
     /// Push `pa`; when the cache is full, its oldest batch is taken out first and returned.
     fn push_spilling(&mut self, pa: u64) -> Option<[u64; CACHE_BATCH]> {
         let spilled = (self.n == CACHE_FRAMES).then(|| self.take_oldest_batch());
-        self.frames[self.n] = pa;
-        self.n += 1;
+        self.push(pa);
         spilled
     }
 
     /// Take the oldest batch out of a full cache.
     fn take_oldest_batch(&mut self) -> [u64; CACHE_BATCH] {
-        let mut batch = [0; CACHE_BATCH];
-        batch.copy_from_slice(&self.frames[..CACHE_BATCH]);
-        self.frames.copy_within(CACHE_BATCH.., 0);
+        let batch = core::array::from_fn(|i| self.frames[(self.base + i) % CACHE_FRAMES]);
+        self.base = (self.base + CACHE_BATCH) % CACHE_FRAMES;
         self.n -= CACHE_BATCH;
         batch
     }
@@ -112,8 +123,17 @@ impl FrameCache {
         core::mem::replace(self, Self::EMPTY)
     }
 
-    fn as_slice(&self) -> &[u64] {
-        &self.frames[..self.n]
+    /// Every frame, oldest first, in at most two runs.
+    fn runs(&self) -> [&[u64]; 2] {
+        let end = self.base + self.n;
+        if end <= CACHE_FRAMES {
+            [&self.frames[self.base..end], &[]]
+        } else {
+            [
+                &self.frames[self.base..],
+                &self.frames[..end - CACHE_FRAMES],
+            ]
+        }
     }
 }
 
@@ -452,8 +472,7 @@ impl Frames {
                     if c.n == CACHE_FRAMES {
                         return (k, Some(c.take_oldest_batch()));
                     }
-                    c.frames[c.n] = pa.0;
-                    c.n += 1;
+                    c.push(pa.0);
                 }
                 (pages.len(), None)
             });
@@ -617,7 +636,7 @@ impl Frames {
         let mut generation = self.drain_lock.lock();
         self.drainer.store(me + 1, Ordering::Relaxed);
         let mine = self.with_cache(FrameCache::take_all);
-        self.return_frames(mine.as_slice());
+        mine.runs().iter().for_each(|run| self.return_frames(run));
         // Mailboxes left full by a CPU that answered a past drain too late.
         for cpu in 0..CPUS {
             self.empty_outbox(cpu);
@@ -669,7 +688,7 @@ impl Frames {
         // it, and this CPU holds the lock.
         let frames = unsafe { (*c.outbox.get()).take_all() };
         c.outbox_full.store(false, Ordering::Release);
-        self.return_frames(frames.as_slice());
+        frames.runs().iter().for_each(|run| self.return_frames(run));
     }
 
     /// Answer a drain request on this CPU: move this CPU's cache into its mailbox for the CPU

@@ -83,10 +83,31 @@ impl PhysLayout {
     }
 
     /// May `[pa, pa + size)` be mapped with `prot`?
+    #[inline]
     pub fn check(&self, pa: u64, size: usize, prot: Prot) -> Result<(), MmError> {
         if !self.checked {
             return Ok(());
         }
+        // The common case, a vmalloc page: writable, not executable, cacheable, inside one RAM
+        // region and clear of the kernel's read-only part. Decided inline; all else below.
+        if let Some(end) = pa.checked_add(size as u64)
+            && prot.writable()
+            && !prot.executable()
+            && prot.mem().is_cacheable()
+            && (end <= self.read_only.base || pa >= self.read_only.base + self.read_only.size)
+            && self
+                .memory
+                .iter()
+                .any(|m| m.base <= pa && end <= m.base + m.size)
+        {
+            return Ok(());
+        }
+        self.check_slow(pa, size, prot)
+    }
+
+    /// [`check`](Self::check) in full.
+    #[inline(never)]
+    fn check_slow(&self, pa: u64, size: usize, prot: Prot) -> Result<(), MmError> {
         let r = Region::new(pa, size as u64);
         if prot.mem().is_cacheable() {
             if !region::covers(&self.memory, r) {

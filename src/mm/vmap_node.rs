@@ -141,18 +141,7 @@ impl SlotArena {
         debug_assert_eq!(CLASS_PAGES[class], slot_pages);
         let (r, s) = match self.partial[class].last() {
             Some(&(r, s)) => (r as usize, s as usize),
-            None => {
-                // A new sub-block in the last region, if it has room.
-                let r = self.regions.len().checked_sub(1)?;
-                let region = &mut self.regions[r];
-                if region.subs.len() == SUBS_PER_REGION {
-                    return None;
-                }
-                region.subs.push(Sub::new(class));
-                let s = region.subs.len() - 1;
-                self.partial[class].push((r as u32, s as u32));
-                (r, s)
-            }
+            None => self.new_sub(class)?,
         };
         let region = &mut self.regions[r];
         let sub = &mut region.subs[s];
@@ -169,6 +158,29 @@ impl SlotArena {
             start: region.start + s * SUB + slot * slot_size,
             size: pages * PAGE_SIZE,
         })
+    }
+
+    /// A new sub-block of `class` in the last region, if it has room: its place. Out of line,
+    /// like [`Self::now_partial`]: the common case finds a slot without it.
+    #[cold]
+    #[inline(never)]
+    fn new_sub(&mut self, class: usize) -> Option<(usize, usize)> {
+        let r = self.regions.len().checked_sub(1)?;
+        let region = &mut self.regions[r];
+        if region.subs.len() == SUBS_PER_REGION {
+            return None;
+        }
+        region.subs.push(Sub::new(class));
+        let s = region.subs.len() - 1;
+        self.partial[class].push((r as u32, s as u32));
+        Some((r, s))
+    }
+
+    /// The sub-block at `(region, sub)` of `class` has a free slot again.
+    #[cold]
+    #[inline(never)]
+    fn now_partial(&mut self, class: usize, region: usize, sub: usize) {
+        self.partial[class].push((region as u32, sub as u32));
     }
 
     /// Is `addr` in one of this arena's regions?
@@ -282,7 +294,7 @@ impl SlotArena {
         sub.nfree += 1;
         let (class, slot_size) = (sub.class, sub.slot_size());
         if sub.nfree == 1 {
-            self.partial[class].push((i.region as u32, i.sub as u32));
+            self.now_partial(class, i.region, i.sub);
         }
         self.live -= 1;
         self.used -= slot_size;
