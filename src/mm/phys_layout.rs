@@ -88,19 +88,28 @@ impl PhysLayout {
         if !self.checked {
             return Ok(());
         }
-        // The common case, a vmalloc page: writable, not executable, cacheable, inside one RAM
-        // region and clear of the kernel's read-only part. Decided inline; all else below.
+        // The common cases, decided inline (all else below): a vmalloc page (writable, not
+        // executable, cacheable, inside one RAM region and clear of the kernel's read-only part)
+        // and device registers (not executable, not cacheable, clear of RAM).
         if let Some(end) = pa.checked_add(size as u64)
-            && prot.writable()
             && !prot.executable()
-            && prot.mem().is_cacheable()
-            && (end <= self.read_only.base || pa >= self.read_only.base + self.read_only.size)
-            && self
-                .memory
-                .iter()
-                .any(|m| m.base <= pa && end <= m.base + m.size)
         {
-            return Ok(());
+            let plain_ram = prot.writable()
+                && prot.mem().is_cacheable()
+                && (end <= self.read_only.base
+                    || pa >= self.read_only.base + self.read_only.size)
+                && self
+                    .memory
+                    .iter()
+                    .any(|m| m.base <= pa && end <= m.base + m.size);
+            let device = !prot.mem().is_cacheable()
+                && self
+                    .memory
+                    .iter()
+                    .all(|m| end <= m.base || pa >= m.base + m.size);
+            if plain_ram || device {
+                return Ok(());
+            }
         }
         self.check_slow(pa, size, prot)
     }
