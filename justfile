@@ -177,10 +177,10 @@ _ensure:
 # `--write-baseline FILE`. Writes target/bench/results.json, throughput.svg and projection.svg.
 bench MODE="full" *ARGS: _ensure image
     @python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
-    cargo build --release --features bench --target-dir target/bench-kernel
-    cargo build --release --features profile --target-dir target/profile-kernel
-    python3 platform/bench/bench.py target/bench-kernel/{{target}}/release/initmm {{MODE}} {{kernel}}.img \
-        --profile-elf target/profile-kernel/{{target}}/release/initmm {{ARGS}}
+    cargo build --profile bench-kernel --features bench --target-dir target/bench-kernel
+    cargo build --profile bench-kernel --features profile --target-dir target/profile-kernel
+    python3 platform/bench/bench.py target/bench-kernel/{{target}}/bench-kernel/initmm {{MODE}} {{kernel}}.img \
+        --profile-elf target/profile-kernel/{{target}}/bench-kernel/initmm {{ARGS}}
 
 # Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path)
 # with libFuzzer for SECONDS. Needs the nightly toolchain; installs cargo-fuzz when missing.
