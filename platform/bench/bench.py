@@ -134,6 +134,7 @@ def boot(elf, smp, words, extra=(), timeout=900):
     the vCPU threads' share of the wall time spent running (`run`, per vCPU) and the share of
     their runnable time spent waiting for a host CPU (`wait`), since the previous bench line."""
     cmd = [RUN, "--smp", str(smp), "--timeout", str(timeout), *NAME_THREADS, *extra, elf] + words.split()
+    t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     clock = HostClock(p.pid)
     lines, records, prev = [], [], None
@@ -150,7 +151,9 @@ def boot(elf, smp, words, extra=(), timeout=900):
                            "wait": wait / (run + wait) if run + wait else 0.0}
         prev = now
         records.append(rec)
-    return p.wait(), lines, records
+    rc = p.wait()
+    print(f"bench:   {time.monotonic() - t0:.0f} s", flush=True)
+    return rc, lines, records
 
 
 def floor_kernel():
@@ -204,7 +207,7 @@ CONTENDED = 0.05
 # boots per CPU count and their reps; the oversubscribed boot's reps; the boot-time runs.
 # `full`: 6 pairs put the pairs' interval at their min-max, 97% coverage; 7 reps of 200 ms per
 # boot give 42 in-boot pairs per CPU count for seed/prepatch (its interval at the 15th and 28th).
-# A rep takes 0.4 s, so host drift slower than that cancels in its ratio. About 5 minutes.
+# A rep takes 0.4 s, so host drift slower than that cancels in its ratio. 6-7 minutes in all.
 PLANS = {
     "quick": {"icount": (2, 300, 20, "10,1000"), "pairs": (1, 2, 40), "profiled": (1, 1),
               "oversubscribed": 0, "boot_reps": 1},

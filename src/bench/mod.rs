@@ -455,12 +455,14 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
     let t_start = AtomicU64::new(0);
     profile::enable(profiled);
     on_cpus(cpus, &|id| {
-        if id == 0 {
+        // The clock starts when the last CPU arrives, not when the first does: on a busy host a
+        // vCPU can be kept off a host CPU for longer than a whole run, which then found its
+        // deadline passed and did nothing.
+        barrier.wait_with(|| {
             let now = cpu::counter();
             t_start.store(now, Ordering::Relaxed);
             deadline.store(now + ticks, Ordering::Relaxed);
-        }
-        barrier.wait();
+        });
         let end = deadline.load(Ordering::Relaxed);
         let mut rng = Rng::new(id as u64 + 1);
         let mut n = 0u64;

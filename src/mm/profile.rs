@@ -7,7 +7,7 @@
 //! elsewhere each one compiles to nothing, so that neither the kernel `just run` boots nor the
 //! benchmark kernel that measures throughput and instructions per operation pays for them. (Off
 //! at run time, a probe that is compiled in still costs a load, a branch and a larger lock guard:
-//! about 7% of load (a)'s instructions per operation, measured under `-icount`.)
+//! 1-3% of the benchmark loads' instructions per operation, measured under `-icount`.)
 //!
 //! The global locks are the ones every CPU contends for: `init_mm`'s page-table lock, the global
 //! virtual-area lock, the frame allocator's locks and the kernel heap's. The time they are *held*
