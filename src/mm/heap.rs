@@ -28,6 +28,7 @@ use spin::Mutex;
 
 use super::frame::FRAMES;
 use super::layout::{PAGE_SIZE, phys_to_virt};
+use super::profile::{self, Lock};
 
 /// Smallest growth step: 64 frames.
 const GROW_MIN: usize = 64 * PAGE_SIZE;
@@ -73,12 +74,14 @@ impl KernelHeap {
     /// `[start, start + size)` is mapped, writable, unused by anything else, and stays so.
     pub unsafe fn init(&self, start: usize, size: usize) {
         // SAFETY: the caller hands over the range.
-        unsafe { self.heap.lock().add_to_heap(start, start + size) };
+        unsafe {
+            profile::acquire(Lock::Heap, || self.heap.lock()).add_to_heap(start, start + size)
+        };
     }
 
     /// Bytes (in use, total) in the heap.
     pub fn usage(&self) -> (usize, usize) {
-        let h = self.heap.lock();
+        let h = profile::acquire(Lock::Heap, || self.heap.lock());
         (h.stats_alloc_actual(), h.stats_total_bytes())
     }
 
@@ -133,7 +136,9 @@ impl KernelHeap {
                 let va = phys_to_virt(pa).0;
                 // SAFETY: the frames were just taken from the frame allocator, so nothing else
                 // uses them, and all of RAM is in the linear map once it hands out frames.
-                unsafe { self.heap.lock().add_to_heap(va, va + bytes) };
+                unsafe {
+                    profile::acquire(Lock::Heap, || self.heap.lock()).add_to_heap(va, va + bytes)
+                };
                 self.low.store(false, Ordering::Relaxed);
                 self.grown_frames.fetch_add(frames, Ordering::Relaxed);
                 true
@@ -163,7 +168,7 @@ impl Default for KernelHeap {
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         loop {
-            let mut heap = self.heap.lock();
+            let mut heap = profile::acquire(Lock::Heap, || self.heap.lock());
             if let Ok(p) = heap.alloc(layout) {
                 let low = heap.stats_total_bytes() - heap.stats_alloc_actual() < LOW_WATER;
                 drop(heap);
@@ -195,7 +200,7 @@ unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
             // SAFETY: the caller passes a pointer this allocator returned, with its layout.
-            unsafe { self.heap.lock().dealloc(p, layout) };
+            unsafe { profile::acquire(Lock::Heap, || self.heap.lock()).dealloc(p, layout) };
         }
     }
 }
