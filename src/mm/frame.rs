@@ -333,8 +333,10 @@ impl Frames {
         #[cfg(target_os = "none")]
         super::heap::HEAP.ensure_headroom();
         let mut b = profile::acquire(Lock::Frames, || self.buddy.lock());
+        profile::shared_write();
         self.holder.store(this_cpu() + 1, Ordering::Relaxed);
         let r = f(&mut b);
+        profile::shared_write();
         self.holder.store(0, Ordering::Relaxed);
         r
     }

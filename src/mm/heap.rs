@@ -139,6 +139,7 @@ impl KernelHeap {
                 unsafe {
                     profile::acquire(Lock::Heap, || self.heap.lock()).add_to_heap(va, va + bytes)
                 };
+                profile::shared_write();
                 self.low.store(false, Ordering::Relaxed);
                 self.grown_frames.fetch_add(frames, Ordering::Relaxed);
                 true
@@ -172,7 +173,11 @@ unsafe impl GlobalAlloc for KernelHeap {
             if let Ok(p) = heap.alloc(layout) {
                 let low = heap.stats_total_bytes() - heap.stats_alloc_actual() < LOW_WATER;
                 drop(heap);
-                self.low.store(low, Ordering::Relaxed);
+                // Written only when it changes: every CPU's allocations read it.
+                if self.low.load(Ordering::Relaxed) != low {
+                    profile::shared_write();
+                    self.low.store(low, Ordering::Relaxed);
+                }
                 if low {
                     // Best effort: the reserve is refilled before it is needed.
                     self.grow(GROW_MIN, Growth::Alloc);

@@ -449,10 +449,12 @@ impl<E: PageTableEnv> InitMm<E> {
         let counters = self.counters(next);
         match winner {
             None => {
+                profile::shared_write();
                 counters.installed.fetch_add(1, Ordering::Relaxed);
                 Ok(self.entry_in(new, next, va))
             }
             Some(now) => {
+                profile::shared_write();
                 counters.lost.fetch_add(1, Ordering::Relaxed);
                 // Never published: no CPU or walker can have seen it.
                 // SAFETY: our own frame, never published: the racer's table is in the slot.

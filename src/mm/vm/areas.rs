@@ -141,6 +141,7 @@ impl<E: PageTableEnv> KernelVm<E> {
             .ok()?;
         self.region_owner[(region.start - self.region_base) / REGION]
             .store(node as u8 + 1, Ordering::Release);
+        profile::shared_write();
         self.regions.fetch_add(1, Ordering::Relaxed);
         slots.add_region(region.start);
         slots.alloc(size, align, kind as usize)

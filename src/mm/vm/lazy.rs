@@ -130,6 +130,7 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// let go, and then the purger sees it and goes round again (both sides use `SeqCst`, so one of
     /// the two must see the other's store).
     pub(super) fn purge_lazy(&self) {
+        profile::shared_write();
         self.purge_wanted.store(true, Ordering::SeqCst);
         while self
             .purging
@@ -184,6 +185,8 @@ impl<E: PageTableEnv> KernelVm<E> {
         if areas.is_empty() {
             return;
         }
+        // `purging`, `purge_wanted` and `purges`: lines every purging CPU writes.
+        profile::shared_write();
         self.init_mm.flush_tlb_kernel_ranges(&areas);
         // Back to their allocators, one lock hold per run of areas with the same home. A node's
         // list holds mostly areas of its own regions, in the order they were freed, so the runs
