@@ -39,7 +39,26 @@ pub mod cmdline;
 pub mod drivers;
 pub mod hook;
 pub mod kallsyms;
-pub mod mm;
+mod memory;
+pub mod mm {
+    //! Memory management: the `initmm-mm` crate (translation tables, their allocators, virtual
+    //! areas, vmap, vmalloc, ioremap), re-exported whole, and the machine's side of it: physical
+    //! frames, the kernel heap, the page-table environment of the real machine and the building
+    //! of `init_mm` at boot.
+    pub use initmm_mm::*;
+
+    pub use crate::memory::{frame, heap, kimage};
+    #[cfg(target_os = "none")]
+    pub use crate::memory::{boot, hw};
+    #[cfg(target_os = "none")]
+    pub use crate::memory::hw::{ioremap, ioremap_wc, iounmap, kernel_vm, vfree, vmalloc};
+
+    pub mod layout {
+        //! The kernel's virtual address layout (`initmm-mm`'s), and where its image lies.
+        pub use crate::memory::kimage::*;
+        pub use initmm_mm::layout::*;
+    }
+}
 pub mod platform;
 pub mod util;
 

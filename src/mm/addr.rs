@@ -3,7 +3,7 @@
 //! them (`.0`) where it computes.
 //!
 //! ```compile_fail,E0308
-//! # use initmm::mm::addr::{PhysAddr, VirtAddr};
+//! # use initmm_mm::addr::{PhysAddr, VirtAddr};
 //! fn unmap(_: VirtAddr) {}
 //! unmap(PhysAddr(0x4000_0000)); // expected `VirtAddr`, found `PhysAddr`
 //! ```

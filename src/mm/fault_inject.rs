@@ -367,13 +367,12 @@ pub fn injected_total() -> u64 {
     Target::ALL.iter().map(|t| t.attr().injected()).sum()
 }
 
-/// Apply the command line's `fail=` (nothing when it has none). Called by the kernel once boot
-/// is done.
-pub fn setup_from_cmdline(c: &crate::cmdline::Cmdline<'_>) -> Result<(), ParseError<'static>> {
-    let Some(v) = c.get("fail") else {
+/// Apply the command line's `fail=` value (nothing when it has none). Called by the kernel once
+/// boot is done.
+pub fn setup(fail: Option<&str>) -> Result<(), ParseError<'static>> {
+    let Some(v) = fail else {
         return Ok(());
     };
-    // The command line lives as long as the kernel: `Cmdline` borrows `BootInfo`.
     let cfg = FaultConfig::parse(v).map_err(|e| ParseError {
         item: leak_str(e.item),
         why: e.why,

@@ -363,7 +363,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// `mm`), so a call without them does not build:
     ///
     /// ```compile_fail,E0133
-    /// # use initmm::mm::{addr::{PhysAddr, VirtAddr}, env::PageTableEnv, pgalloc::InitMm, pgtable::Prot};
+    /// # use initmm_mm::{addr::{PhysAddr, VirtAddr}, env::PageTableEnv, pgalloc::InitMm, pgtable::Prot};
     /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
     /// let _ = init_mm.map_range(va, PhysAddr(0x4000_0000), 4096, Prot::KERNEL_RW, false); // E0133
     /// # }
@@ -425,7 +425,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// As for [`map_range`](Self::map_range), for the range and for every page of `pages`:
     ///
     /// ```compile_fail,E0133
-    /// # use initmm::mm::{addr::{PhysAddr, VirtAddr}, env::PageTableEnv, pgalloc::InitMm, pgtable::Prot};
+    /// # use initmm_mm::{addr::{PhysAddr, VirtAddr}, env::PageTableEnv, pgalloc::InitMm, pgtable::Prot};
     /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
     /// let _ = init_mm.map_pages(va, &[PhysAddr(0x4000_0000)], Prot::KERNEL_RW); // error[E0133]
     /// # }
@@ -617,7 +617,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// another's mapping would leave its owner using a range that may be reused. So:
     ///
     /// ```compile_fail,E0133
-    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # use initmm_mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
     /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
     /// init_mm.unmap_range(va, 4096); // error[E0133]: call to unsafe function
     /// # }
@@ -717,12 +717,12 @@ impl<E: PageTableEnv> InitMm<E> {
     /// cleared leaves in the TLBs. Code outside `mm` that tries does not build:
     ///
     /// ```compile_fail,E0624
-    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # use initmm_mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
     /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
     /// init_mm.unmap_range_noflush(va, 4096, &mut |_, _| {}); // error[E0624]: method is private
     /// # }
     /// ```
-    pub(in crate::mm) fn unmap_range_noflush(
+    pub(crate) fn unmap_range_noflush(
         &self,
         va: VirtAddr,
         size: usize,

@@ -30,7 +30,7 @@
 //! [`InitMm`]: code outside this module cannot name it, so a caller that tries fails to build:
 //!
 //! ```compile_fail,E0616
-//! # fn f(init_mm: &initmm::mm::pgalloc::InitMm<impl initmm::mm::env::PageTableEnv>) {
+//! # fn f(init_mm: &initmm_mm::pgalloc::InitMm<impl initmm_mm::env::PageTableEnv>) {
 //! let _ptl = init_mm.page_table_lock.lock(); // error[E0616]: field `page_table_lock` is private
 //! # }
 //! ```
@@ -269,7 +269,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// the mapping calls do. Called without that promise they do not build:
     ///
     /// ```compile_fail,E0133
-    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # use initmm_mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
     /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
     /// let pud = init_mm.pud_alloc(init_mm.pgd_offset_k(va), va); // error[E0133]: unsafe
     /// # }

@@ -567,7 +567,7 @@ impl fmt::LowerHex for Descriptor {
 /// could point at any frame, does not build:
 ///
 /// ```compile_fail,E0624
-/// # use initmm::mm::{addr::PhysAddr, pgtable::{Entry, Level, Table}};
+/// # use initmm_mm::{addr::PhysAddr, pgtable::{Entry, Level, Table}};
 /// # fn f(forged: &Table) {
 /// let e = Entry::new(forged, PhysAddr(0x4000_0000), Level::Pmd, 0); // error[E0624]: private
 /// # }
@@ -583,7 +583,7 @@ pub struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// The slot for `va` in `table` (a `level` table in frame `table_pa`), which must be a table
     /// of the tree being walked (see the type's documentation).
-    pub(in crate::mm) fn new(
+    pub(crate) fn new(
         table: &'a Table,
         table_pa: PhysAddr,
         level: Level,
@@ -624,7 +624,7 @@ impl<'a> Entry<'a> {
 
     /// The 64-bit atomic behind this slot: a live descriptor, so only `mm` may reach it (and
     /// writes go through `PageTableEnv::set_entry`, whose contract says what may be stored).
-    pub(in crate::mm) fn slot(&self) -> &'a AtomicU64 {
+    pub(crate) fn slot(&self) -> &'a AtomicU64 {
         &self.table[self.index()]
     }
 

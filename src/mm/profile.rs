@@ -160,50 +160,56 @@ pub const AVAILABLE: bool = cfg!(feature = "profile");
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// A block per CPU in the profiled kernel; one otherwise (nothing writes it) and on the host,
-/// whose unit tests share it between threads (they measure no time anyway, and [`add`] is atomic
-/// there).
-#[cfg(target_os = "none")]
-const SLOTS: usize = if AVAILABLE {
-    crate::arch::aarch64::cpu::MAX_CPUS
-} else {
-    1
-};
-#[cfg(not(target_os = "none"))]
-const SLOTS: usize = 1;
+/// A block per CPU in the profiled kernel; one otherwise (nothing writes it).
+const SLOTS: usize = if AVAILABLE { crate::MAX_CPUS } else { 1 };
 
 static PER_CPU: [PerCpu; SLOTS] = [const { PerCpu::new() }; SLOTS];
+
+/// What the machine tells the profiler: which CPU runs the caller, and its clock.
+#[derive(Clone, Copy)]
+pub struct Platform {
+    /// The running CPU's number (below [`crate::MAX_CPUS`]).
+    pub cpu_id: fn() -> usize,
+    /// A clock that ticks at a constant rate (the generic timer's counter on Arm).
+    pub clock: fn() -> u64,
+}
+
+static PLATFORM: spin::Once<Platform> = spin::Once::new();
+
+/// Give the profiler its CPU numbers and clock (the kernel does, at boot). Until then, and on the
+/// host, every caller is "CPU 0" with no clock: the host's unit tests share one block between
+/// their threads, so there [`add`] is atomic, and measure no time.
+pub fn set_platform(p: Platform) {
+    PLATFORM.call_once(|| p);
+}
 
 /// This CPU's block.
 #[inline]
 fn mine() -> &'static PerCpu {
-    #[cfg(target_os = "none")]
-    if SLOTS > 1 {
-        return &PER_CPU[crate::arch::aarch64::cpu::id()];
+    match PLATFORM.get() {
+        Some(p) if SLOTS > 1 => &PER_CPU[(p.cpu_id)()],
+        _ => &PER_CPU[0],
     }
-    &PER_CPU[0]
 }
 
 /// Add `v` to a counter of this CPU's block: a load and a store, since no other CPU writes it
-/// (see the module documentation). The host's threads share one block, so there it is atomic.
+/// (see the module documentation). Without the machine's CPU numbers every caller shares one
+/// block, so then it is atomic.
 #[inline]
 fn add(a: &AtomicU64, v: u64) {
-    #[cfg(target_os = "none")]
-    a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
-    #[cfg(not(target_os = "none"))]
-    a.fetch_add(v, Ordering::Relaxed);
+    if PLATFORM.get().is_some() && SLOTS > 1 {
+        a.store(a.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+    } else {
+        a.fetch_add(v, Ordering::Relaxed);
+    }
 }
 
-/// The clock profiling reads: the CPU's counter. The host's unit tests have none, so there
-/// profiling measures no time. Each read is counted on its CPU.
+/// The clock profiling reads. Each read is counted on its CPU.
 #[cold]
 #[inline(never)]
 fn now() -> Option<u64> {
     add(&mine().reads, 1);
-    #[cfg(target_os = "none")]
-    return Some(crate::arch::aarch64::cpu::counter());
-    #[cfg(not(target_os = "none"))]
-    None
+    PLATFORM.get().map(|p| (p.clock)())
 }
 
 /// Turn profiling on or off; turning it on zeroes every total. Called between measurements,

@@ -53,7 +53,7 @@ pub fn flush_kernel_ranges<E: PageTableEnv>(env: &E, ranges: &[(usize, usize)]) 
 /// outside it cannot hold a batch, let alone forget one:
 ///
 /// ```compile_fail,E0603
-/// use initmm::mm::tlb::TlbFlush; // error[E0603]: struct `TlbFlush` is private
+/// use initmm_mm::tlb::TlbFlush; // error[E0603]: struct `TlbFlush` is private
 /// ```
 ///
 /// (The lazy path, which must *not* invalidate per call, uses no batch: `unmap_range_noflush`.)

@@ -41,7 +41,7 @@ use super::region::Region;
 use super::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use super::vmap_area::{VaError, VmapArea, VmapAreaAllocator};
 use super::vmap_node::{REGION, SLOT, SLOT_MAX_PAGES, SlotArena};
-use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
+use crate::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 
 mod areas;
 mod lazy;
@@ -392,7 +392,7 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// alias of someone else's RAM does not build without that promise:
     ///
     /// ```compile_fail,E0133
-    /// # use initmm::mm::{addr::PhysAddr, env::PageTableEnv, pgtable::Prot, vm::KernelVm};
+    /// # use initmm_mm::{addr::PhysAddr, env::PageTableEnv, pgtable::Prot, vm::KernelVm};
     /// # fn f(vm: &KernelVm<impl PageTableEnv>, theirs: PhysAddr) {
     /// let va = vm.vmap(&[theirs], Prot::KERNEL_RW); // error[E0133]: call to unsafe function
     /// # }
@@ -565,14 +565,14 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// release it, and only once:
     ///
     /// ```compile_fail,E0308
-    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, vm::KernelVm};
+    /// # use initmm_mm::{addr::VirtAddr, env::PageTableEnv, vm::KernelVm};
     /// # fn f(vm: &KernelVm<impl PageTableEnv>, theirs: VirtAddr) {
     /// let _ = vm.release_window(theirs); // error[E0308]: expected `Window`, found `VirtAddr`
     /// # }
     /// ```
     ///
     /// ```compile_fail,E0382
-    /// # use initmm::mm::{env::PageTableEnv, vm::KernelVm};
+    /// # use initmm_mm::{env::PageTableEnv, vm::KernelVm};
     /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
     /// let w = vm.reserve_window(4096, 4096).unwrap();
     /// let _ = vm.release_window(w);
@@ -661,7 +661,7 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// cacheable or executable MMIO mapping cannot be asked for:
     ///
     /// ```compile_fail,E0308
-    /// # use initmm::mm::{addr::PhysAddr, env::PageTableEnv, pgtable::Prot, vm::KernelVm};
+    /// # use initmm_mm::{addr::PhysAddr, env::PageTableEnv, pgtable::Prot, vm::KernelVm};
     /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
     /// let uart = vm.ioremap_prot(PhysAddr(0x0900_0000), 0x1000, Prot::KERNEL_RX); // expected `IoProt`
     /// # }
@@ -670,7 +670,7 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// while the same call with an `IoProt` builds:
     ///
     /// ```
-    /// # use initmm::mm::{addr::PhysAddr, env::PageTableEnv, pgtable::IoProt, vm::KernelVm};
+    /// # use initmm_mm::{addr::PhysAddr, env::PageTableEnv, pgtable::IoProt, vm::KernelVm};
     /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
     /// let uart = vm.ioremap_prot(PhysAddr(0x0900_0000), 0x1000, IoProt::DeviceNgnre);
     /// # }

@@ -2,12 +2,12 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::*;
-use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::layout::{KIMAGE_VADDR, PMD_SIZE, PUD_SIZE, VMALLOC_END, VMALLOC_START};
-use crate::mm::pgtable::MemType;
-use crate::mm::phys_layout::PhysLayout;
-use crate::mm::region::{self, Region};
-use crate::mm::testenv::{Event, TestEnv};
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::layout::{KIMAGE_VADDR, PMD_SIZE, PUD_SIZE, VMALLOC_END, VMALLOC_START};
+use crate::pgtable::MemType;
+use crate::phys_layout::PhysLayout;
+use crate::region::{self, Region};
+use crate::testenv::{Event, TestEnv};
 
 const V: usize = VMALLOC_START;
 const G: usize = PUD_SIZE;
@@ -224,9 +224,9 @@ fn attribute_bits_per_prot() {
     assert_eq!(pgd & 3, 3);
     assert_eq!((pgd >> 60) & 1, 1);
     assert_eq!((pgd >> 59) & 1, 0);
-    assert_eq!(crate::mm::pgtable::MAIR_EL1_VALUE, 0x0044_04ff);
+    assert_eq!(crate::pgtable::MAIR_EL1_VALUE, 0x0044_04ff);
 }
-const MAIR_IDX_NORMAL_T: u64 = crate::mm::pgtable::MAIR_IDX_NORMAL;
+const MAIR_IDX_NORMAL_T: u64 = crate::pgtable::MAIR_IDX_NORMAL;
 
 #[test]
 fn bad_arguments_are_errors_and_change_nothing() {
@@ -973,7 +973,7 @@ fn concurrent_maps_share_tables_without_a_caller_lock() {
 #[test]
 fn concurrent_maps_pre_patch_baseline() {
     let mm = mm();
-    mm.set_design(crate::mm::pgalloc::Design::PrePatch);
+    mm.set_design(crate::pgalloc::Design::PrePatch);
     concurrent_maps(mm);
 }
 

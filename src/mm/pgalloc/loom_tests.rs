@@ -2,8 +2,8 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::*;
-use crate::mm::layout::{PAGE_SIZE, VMALLOC_START};
-use crate::mm::testenv::{POISON, TestEnv};
+use crate::layout::{PAGE_SIZE, VMALLOC_START};
+use crate::testenv::{POISON, TestEnv};
 
 /// How the racing CPUs' addresses relate.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,10 @@
 use std::sync::{Arc, Barrier};
 
 use super::*;
-use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::layout::{PMD_SIZE, PUD_SIZE, VMALLOC_START};
-use crate::mm::pgtable::Prot;
-use crate::mm::testenv::{Event, TestEnv};
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::layout::{PMD_SIZE, PUD_SIZE, VMALLOC_START};
+use crate::pgtable::Prot;
+use crate::testenv::{Event, TestEnv};
 
 fn mm() -> InitMm<TestEnv> {
     InitMm::new(TestEnv::new(), PhysLayout::unchecked()).unwrap()

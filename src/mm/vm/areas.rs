@@ -96,7 +96,7 @@ impl<E: PageTableEnv> KernelVm<E> {
         align: usize,
         kind: AreaKind,
     ) -> Result<VmapArea, VmError> {
-        if crate::mm::fault_inject::FAIL_AREAS.should_fail() {
+        if crate::fault_inject::FAIL_AREAS.should_fail() {
             return Err(VmError::NoVirtualSpace(VaError::NoSpace {
                 size: size.div_ceil(PAGE_SIZE) * PAGE_SIZE,
                 align,

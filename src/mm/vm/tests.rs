@@ -12,17 +12,17 @@ use std::time::Duration;
 use std::vec::Vec;
 
 use super::*;
-use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::layout::{PGDIR_SIZE, VMALLOC_END, VMALLOC_START};
-use crate::mm::mapping::TableCount;
-use crate::mm::pgtable::{
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::layout::{PGDIR_SIZE, VMALLOC_END, VMALLOC_START};
+use crate::mapping::TableCount;
+use crate::pgtable::{
     Descriptor, Entry, Level, MAIR_IDX_DEVICE_NGNRE, MAIR_IDX_NORMAL, MAIR_IDX_NORMAL_NC, MemType,
     Table,
 };
-use crate::mm::sync::Ordering;
-use crate::mm::testenv::{Event, POISON, TestEnv};
-use crate::mm::tlb::TLBI_MAX_OPS;
-use crate::util::rng::Rng;
+use crate::sync::Ordering;
+use crate::testenv::{Event, POISON, TestEnv};
+use crate::tlb::TLBI_MAX_OPS;
+use crate::rng::Rng;
 
 /// The helpers below take an address either as a plain integer (the constants, arithmetic on
 /// them) or as what the vm returned.
@@ -78,9 +78,9 @@ fn vm_with_nodes() -> KernelVm<TestEnv> {
 }
 
 /// [`RAM`] is the machine's memory; no kernel image.
-fn layout() -> crate::mm::phys_layout::PhysLayout {
+fn layout() -> crate::phys_layout::PhysLayout {
     let none = Region::new(0, 0);
-    crate::mm::phys_layout::PhysLayout::new(vec![RAM], none, none)
+    crate::phys_layout::PhysLayout::new(vec![RAM], none, none)
 }
 
 fn vm() -> KernelVm<TestEnv> {

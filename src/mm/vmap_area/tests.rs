@@ -1,7 +1,7 @@
 use super::*;
 use std::time::Instant;
 
-use crate::util::rng::Rng;
+use crate::rng::Rng;
 
 const VMALLOC_START: usize = 0xFFFF_8000_0000_0000;
 const VMALLOC_END: usize = 0xFFFF_FE00_0000_0000;

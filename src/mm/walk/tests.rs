@@ -1,12 +1,12 @@
 use std::vec::Vec;
 
 use super::*;
-use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE, VMALLOC_START};
-use crate::mm::pgalloc::InitMm;
-use crate::mm::pgtable::Prot;
-use crate::mm::phys_layout::PhysLayout;
-use crate::mm::testenv::TestEnv;
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::layout::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE, VMALLOC_START};
+use crate::pgalloc::InitMm;
+use crate::pgtable::Prot;
+use crate::phys_layout::PhysLayout;
+use crate::testenv::TestEnv;
 
 const V: usize = VMALLOC_START;
 const DEV: u64 = 0x900_0000;

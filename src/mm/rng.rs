@@ -8,7 +8,7 @@
 /// xorshift64*, seeded.
 ///
 /// ```
-/// use initmm::util::rng::Rng;
+/// use initmm_mm::rng::Rng;
 ///
 /// let (mut a, mut b) = (Rng::new(7), Rng::new(7));
 /// assert_eq!(a.next_u64(), b.next_u64());

@@ -15,18 +15,18 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::addr::{PhysAddr, VirtAddr};
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use super::frame::FRAMES;
 use super::hw::{HwEnv, KERNEL_VM};
-use super::layout::{
+use crate::mm::layout::{
     KIMAGE_VADDR, LINEAR_MAP_SIZE, PAGE_SIZE, VMALLOC_END, VMALLOC_START, image_layout,
     kimage_phys, phys_to_virt,
 };
-use super::pgalloc::InitMm;
-use super::pgtable::{MmError, Prot};
-use super::phys_layout::PhysLayout;
-use super::region::{self, Region};
-use super::vm::KernelVm;
+use crate::mm::pgalloc::InitMm;
+use crate::mm::pgtable::{MmError, Prot};
+use crate::mm::phys_layout::PhysLayout;
+use crate::mm::region::{self, Region};
+use crate::mm::vm::KernelVm;
 use crate::arch::aarch64::{early, mmu};
 use crate::platform::devicetree::Machine;
 

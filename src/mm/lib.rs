@@ -1,10 +1,12 @@
-//! Memory management: physical frames, the heap, `init_mm`'s translation tables and their
-//! allocators, virtual areas, vmap/vmalloc and ioremap.
+//! `initmm-mm`: one kernel address space, `init_mm`, whose mapping callers take no page-table
+//! lock: the translation tables and their allocators, virtual areas, vmap/vmalloc and ioremap
+//! with lazy unmapping, for AArch64 (4 KiB granule, 48-bit virtual addresses, stage 1 at EL1).
 //!
-//! The page-table code (`pgtable`, `pgalloc`, `mapping`) and the virtual-memory layer (`vm`) are
-//! generic over [`env::PageTableEnv`], so that host unit tests run them over an in-memory
-//! "physical memory" (`testenv`) and the model checker over loom's atomics; `hw` is the
-//! environment of the real machine.
+//! The crate is `no_std` and knows no machine. Everything it needs from one is the
+//! [`env::PageTableEnv`] trait: frames for tables and pages, the tables' memory, and the barrier
+//! and TLB instructions. The kernel implements it over its frame allocator and the linear map;
+//! the unit tests over an in-memory "physical memory" that records every store, barrier and TLB
+//! invalidation (`testenv`), and the model checker over loom's atomics.
 //!
 //! # The design
 //!
@@ -92,11 +94,42 @@
 //! one that does not start a live area of their own kind, but cannot tell whether the caller is
 //! the code that made the area.
 
+//! # Example
+//!
+//! A kernel builds its address space once, over its own environment, and maps through it from
+//! every CPU without a lock of its own:
+//!
+//! ```
+//! # use initmm_mm::{addr::PhysAddr, env::PageTableEnv, pgalloc::InitMm, phys_layout::PhysLayout};
+//! # use initmm_mm::layout::{VMALLOC_END, VMALLOC_START};
+//! # use initmm_mm::region::Region;
+//! # use initmm_mm::vm::KernelVm;
+//! fn address_space<E: PageTableEnv>(env: E, ram: Region) -> KernelVm<E> {
+//!     // What may be mapped how: RAM (cacheable), and no kernel image in this example.
+//!     let layout = PhysLayout::new(vec![ram], Region::new(0, 0), Region::new(0, 0));
+//!     let init_mm = InitMm::new(env, layout).expect("a frame for the pgd");
+//!     KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), 48)
+//! }
+//!
+//! fn map_a_uart<E: PageTableEnv>(vm: &KernelVm<E>) {
+//!     // Device-nGnRE, execute-never; unmapped (lazily) when the mapping is dropped.
+//!     let uart = vm.ioremap(PhysAddr(0x0900_0000), 0x1000).expect("mapped");
+//!     let _flags = uart.read32(0x18);
+//! }
+//! ```
+
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+/// CPUs the per-CPU state of this crate (and of a kernel built on it) has room for.
+pub const MAX_CPUS: usize = 32;
+
 pub mod addr;
 pub mod env;
 pub mod fault_inject;
-pub mod frame;
-pub mod heap;
 pub mod layout;
 pub mod mapping;
 pub mod pgalloc;
@@ -111,13 +144,7 @@ pub mod vmap_area;
 pub mod vmap_node;
 pub mod walk;
 
+pub mod rng;
+
 #[cfg(test)]
 pub mod testenv;
-
-#[cfg(target_os = "none")]
-pub mod boot;
-#[cfg(target_os = "none")]
-pub mod hw;
-
-#[cfg(target_os = "none")]
-pub use hw::{ioremap, ioremap_wc, iounmap, kernel_vm, vfree, vmalloc};

@@ -44,14 +44,14 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Orderi
 use buddy_system_allocator::FrameAllocator;
 use spin::Mutex;
 
-use super::addr::PhysAddr;
-use super::fault_inject::{self, FaultAttr};
-use super::layout::{PAGE_SHIFT, PAGE_SIZE};
-use super::profile::{self, Lock};
+use crate::mm::addr::PhysAddr;
+use crate::mm::fault_inject::{self, FaultAttr};
+use crate::mm::layout::{PAGE_SHIFT, PAGE_SIZE};
+use crate::mm::profile::{self, Lock};
 use crate::hook::Hook;
 
-/// CPUs with a frame cache (the kernel's `MAX_CPUS`).
-const CPUS: usize = 32;
+/// CPUs with a frame cache.
+const CPUS: usize = crate::mm::MAX_CPUS;
 /// Frames a CPU's cache holds at most: four batches, so that a CPU whose allocations and frees
 /// roughly balance (vmalloc and vfree of a few pages) rarely meets either end.
 pub const CACHE_FRAMES: usize = 128;
@@ -224,7 +224,7 @@ unsafe impl Sync for Frames {}
 #[inline]
 fn this_cpu() -> usize {
     #[cfg(target_os = "none")]
-    return crate::arch::aarch64::cpu::id() % CPUS;
+    return crate::arch::aarch64::cpu::id();
     #[cfg(all(not(target_os = "none"), test))]
     return tests::CPU.with(core::cell::Cell::get);
     #[cfg(all(not(target_os = "none"), not(test)))]

@@ -3,13 +3,13 @@
 
 use spin::Once;
 
-use super::addr::{PhysAddr, VirtAddr};
-use super::env::PageTableEnv;
+use crate::mm::addr::{PhysAddr, VirtAddr};
+use crate::mm::env::PageTableEnv;
 use super::frame::FRAMES;
-use super::layout::phys_to_virt;
-use super::pgtable::Table;
-use super::profile::{self, Event};
-use super::vm::{KernelVm, VmError};
+use crate::mm::layout::phys_to_virt;
+use crate::mm::pgtable::Table;
+use crate::mm::profile::{self, Event};
+use crate::mm::vm::{KernelVm, VmError};
 use crate::arch::aarch64::mmu;
 
 /// The hardware environment: frames from `FRAMES`, tables through the linear map.

@@ -27,8 +27,8 @@ use buddy_system_allocator::Heap;
 use spin::Mutex;
 
 use super::frame::FRAMES;
-use super::layout::{PAGE_SIZE, phys_to_virt};
-use super::profile::{self, Lock};
+use crate::mm::layout::{PAGE_SIZE, phys_to_virt};
+use crate::mm::profile::{self, Lock};
 
 /// Smallest growth step: 64 frames.
 const GROW_MIN: usize = 64 * PAGE_SIZE;
