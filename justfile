@@ -15,26 +15,28 @@ run *ARGS: _ensure image
 # on virt and the Pi 4, and the Pi 4's SD card.
 test: _ensure test-host test-loom test-qemu test-image test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
 
-# Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), the doc
-# tests, the docs building without a warning (broken links), and the rule that only the table
-# allocators' module may name init_mm's page-table lock.
+# Pure-logic unit tests on this machine: initmm-mm (page tables, virtual areas, vmalloc, the lazy
+# purge: built with no kernel and no machine, and once more with its profiler), the kernel's
+# (device tree, fault decoding, ...), the pre-patch baseline's and the chainloader's; the doc
+# tests; every crate's docs building without a warning (broken links).
 test-host:
-    cargo test --lib --target {{host}} --features profile
-    cargo test --doc --target {{host}}
-    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --lib --features profile
-    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --lib --features profile --target {{host}}
-    cargo test --bin chainload --target {{host}}
-    @others=$(grep -rln page_table_lock src/ | grep -vx 'src/mm/pgalloc\.rs\|src/mm/pgalloc/.*' || true); \
-        if [ -n "$others" ]; then echo "page_table_lock named outside src/mm/pgalloc.rs and its tests: $others" >&2; exit 1; fi; \
-        echo "page_table_lock: named only in src/mm/pgalloc.rs and its tests"
+    cargo test -p initmm-mm --lib --target {{host}}
+    cargo test -p initmm-mm --doc --target {{host}}
+    cargo test -p initmm-mm --lib --target {{host}} --features profile
+    cargo test -p initmm --lib --target {{host}}
+    cargo test -p initmm --doc --target {{host}}
+    cargo test -p initmm-bench --lib --target {{host}}
+    cargo test -p initmm-chainload --bin chainload --target {{host}}
+    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace
+    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p initmm-mm -p initmm --target {{host}}
 
 # Model-check the table allocators' install protocol in every interleaving (loom).
 test-loom:
-    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib --release --target {{host}} mm::pgalloc::loom_tests
+    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p initmm-mm --lib --release --target {{host}} pgalloc::loom_tests
 
 # Each tests/*.rs is a small kernel booted in QEMU (configurations in its `//! initmm-qemu:` lines).
 test-qemu:
-    cargo test --tests --no-fail-fast
+    cargo test -p initmm --tests --no-fail-fast
 
 # The Image `just run` boots (not a test kernel), booted as is on QEMU virt and on raspi4b with
 # the Pi 4 DTB and without one: all 4 CPUs up, a short workload passes, exit status 0.
@@ -117,7 +119,7 @@ chainboot DEVICE="/dev/ttyUSB0" *FLAGS: image _pyserial
 
 # Build the kernel ELF (for gdb) and the Pi's serial chainloader.
 build: _ensure
-    cargo build --release
+    cargo build --release --workspace
 
 # The flat arm64 Image that boot loaders load: target/aarch64-unknown-none/release/initmm.img
 image: build
@@ -150,11 +152,11 @@ gdb-jtag PHYS="":
 
 # Lints, warnings are errors, for the kernel and the host build of the library.
 clippy:
-    cargo clippy --lib --bins --tests -- -D warnings
-    cargo clippy --lib --bins --features bench --target-dir target/bench-kernel -- -D warnings
-    cargo clippy --lib --bins --features profile --target-dir target/profile-kernel -- -D warnings
-    cargo clippy --lib --target {{host}} --profile test --features profile -- -D warnings
-    cargo clippy --bin chainload --target {{host}} --profile test -- -D warnings
+    cargo clippy --workspace --lib --bins --tests -- -D warnings
+    cargo clippy -p initmm-bench --features profile --target-dir target/profile-kernel -- -D warnings
+    cargo clippy -p initmm-mm -p initmm -p initmm-bench --lib --target {{host}} --profile test -- -D warnings
+    cargo clippy -p initmm-mm --lib --target {{host}} --profile test --features profile -- -D warnings
+    cargo clippy -p initmm-chainload --bin chainload --target {{host}} --profile test -- -D warnings
 
 fmt:
     cargo fmt
@@ -181,12 +183,12 @@ bench MODE="full" *ARGS: _ensure image
     python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
     # Both kernels at once: the bench kernel's one codegen unit keeps one core busy. The profiled
     # kernel's instruction counts are never compared, so it is an ordinary release build.
-    cargo build --quiet --profile bench-kernel --features bench --target-dir target/bench-kernel &
+    cargo build --quiet --profile bench-kernel -p initmm-bench --target-dir target/bench-kernel &
     bench=$!
-    cargo build --quiet --release --features profile --target-dir target/profile-kernel
+    cargo build --quiet --release -p initmm-bench --features profile --target-dir target/profile-kernel
     wait $bench
-    python3 platform/bench/bench.py target/bench-kernel/{{target}}/bench-kernel/initmm {{MODE}} {{kernel}}.img \
-        --profile-elf target/profile-kernel/{{target}}/release/initmm {{ARGS}}
+    python3 platform/bench/bench.py target/bench-kernel/{{target}}/bench-kernel/initmm-bench {{MODE}} {{kernel}}.img \
+        --profile-elf target/profile-kernel/{{target}}/release/initmm-bench {{ARGS}}
 
 # Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path)
 # with libFuzzer for SECONDS. Needs the nightly toolchain; installs cargo-fuzz when missing.

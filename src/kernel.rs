@@ -83,6 +83,12 @@ fn fatal(what: core::fmt::Arguments<'_>) -> ! {
 extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     cpu::set_percpu(0);
     crate::panic::init();
+    // The mm's profiler (compiled in only for the profiled benchmark kernel) counts per CPU and
+    // times with the generic counter.
+    mm::profile::set_platform(mm::profile::Platform {
+        cpu_id: cpu::id,
+        clock: cpu::counter,
+    });
     layout::set_kimage_phys(image_pa);
     let img = layout::image_layout();
     cpu::register_stack_guard(0, false, img.boot_stack_guard);
@@ -187,7 +193,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     ends.cpus = cpu::counter();
     ends.log();
     // Fault injection (`fail=`) starts only now: boot's own mappings must not be failed.
-    if let Err(e) = mm::fault_inject::setup_from_cmdline(&boot.cmdline()) {
+    if let Err(e) = mm::fault_inject::setup(boot.cmdline().get("fail")) {
         fatal(format_args!("{e}"));
     }
     // SAFETY: `__initmm_main` is defined by the `entry!` macro in the binary being linked.
@@ -361,12 +367,15 @@ impl fmt::Display for ConsoleError {
 /// Map the UART the device tree names and make it the console.
 fn start_console(m: &Machine) -> Result<(), ConsoleError> {
     let c = m.console.as_ref().ok_or(ConsoleError::NotNamed)?;
+    // The console's registers are mapped for the rest of the kernel's life: the mapping is kept.
     let ioremap = |regs, base, size| {
-        mm::ioremap(PhysAddr(base), size).map_err(|error| ConsoleError::Ioremap {
-            regs,
-            base,
-            error,
-        })
+        mm::ioremap(PhysAddr(base), size)
+            .map(mm::IoMem::leak)
+            .map_err(|error| ConsoleError::Ioremap {
+                regs,
+                base,
+                error,
+            })
     };
     match &c.kind {
         UartKind::Pl011 => {

@@ -51,7 +51,9 @@ pub mod mm {
     #[cfg(target_os = "none")]
     pub use crate::memory::{boot, hw};
     #[cfg(target_os = "none")]
-    pub use crate::memory::hw::{ioremap, ioremap_wc, iounmap, kernel_vm, vfree, vmalloc};
+    pub use crate::memory::hw::{
+        IoMem, VmBuf, free_frames, ioremap, ioremap_wc, kernel_vm, settle, vmalloc, vzalloc,
+    };
 
     pub mod layout {
         //! The kernel's virtual address layout (`initmm-mm`'s), and where its image lies.
@@ -62,8 +64,6 @@ pub mod mm {
 pub mod platform;
 pub mod util;
 
-#[cfg(all(target_os = "none", feature = "bench"))]
-pub mod bench;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
@@ -76,8 +76,8 @@ pub mod panic;
 pub mod smp;
 #[cfg(target_os = "none")]
 pub mod testing;
-#[cfg(target_os = "none")]
-pub mod workload;
 
 #[cfg(target_os = "none")]
 pub use kernel::BootInfo;
+#[cfg(target_os = "none")]
+pub use panic::exit;

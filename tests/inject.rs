@@ -26,13 +26,14 @@ use initmm::mm::vm::VmError;
 use initmm::platform::devicetree::GicVersion;
 use initmm::smp::runtime::on_cpus;
 use initmm::testing::{self, Test};
-use initmm::workload;
-use initmm::workload::common::{free_frames, is_alloc_failure, settle};
+use initmm_workloads as workload;
+use initmm::mm::{free_frames, settle};
+use initmm_workloads::common::is_alloc_failure;
 use spin::Once;
 
 static BOOT: Once<&'static BootInfo> = Once::new();
 
-/// An mm call that returns an address.
+/// An mm call that returns an address (of what it made and already gave back, when it succeeds).
 type VmCall<'a> = dyn Fn() -> Result<VirtAddr, VmError> + 'a;
 
 /// Frames and areas with every empty table reclaimed: what must balance.
@@ -78,15 +79,10 @@ fn cmdline_fail_is_applied_once_boot_is_done() {
 /// Fail the k-th frame allocation of `call`, for k = 1, 2, ... until the call succeeds; each
 /// failure must be an allocation error, injected exactly once, leave `[va, va + size)` unmapped
 /// (`va`: where the uninjected call put it, the lowest fit, so where a retry would go) and
-/// leak no frame and no area. Returns the errors in order.
-fn fail_every_frame_allocation(
-    what: &str,
-    size: usize,
-    call: &VmCall,
-    undo: &dyn Fn(VirtAddr),
-) -> Vec<VmError> {
+/// leak no frame and no area. `call` gives back what it made (drops its handle) and returns its
+/// address. Returns the errors in order.
+fn fail_every_frame_allocation(what: &str, size: usize, call: &VmCall) -> Vec<VmError> {
     let va = call().unwrap();
-    undo(va);
     let base = baseline();
     let mut errors = Vec::new();
     for k in 1.. {
@@ -98,7 +94,6 @@ fn fail_every_frame_allocation(
             Ok(got) => {
                 assert_eq!(FAIL_FRAMES.injected(), injected, "{what}: k={k} succeeded");
                 assert_eq!(got, va, "{what}: the retry lands where the first call did");
-                undo(got);
                 break;
             }
             Err(e) => {
@@ -127,8 +122,7 @@ fn vmalloc_fails_cleanly_at_every_page_and_table_allocation() {
     let errors = fail_every_frame_allocation(
         "vmalloc",
         8 * PAGE_SIZE,
-        &|| vm.vmalloc_aligned(8 * PAGE_SIZE, PUD_SIZE),
-        &|va| vm.vfree(va).unwrap(),
+        &|| vm.vmalloc_aligned(8 * PAGE_SIZE, PUD_SIZE).map(|a| a.addr()),
     );
     let pages = errors
         .iter()
@@ -152,8 +146,7 @@ fn ioremap_fails_cleanly_at_every_table_allocation() {
     let errors = fail_every_frame_allocation(
         "ioremap",
         2 * PMD_SIZE,
-        &|| kernel_vm().ioremap(pa, 2 * PMD_SIZE),
-        &|va| kernel_vm().iounmap(va).unwrap(),
+        &|| kernel_vm().ioremap(pa, 2 * PMD_SIZE).map(|io| io.addr()),
     );
     assert!(errors.len() >= 2, "{errors:?}");
     assert!(
@@ -170,8 +163,7 @@ fn vmap_fails_cleanly_at_every_table_allocation_and_keeps_the_callers_pages() {
         pages.len() * PAGE_SIZE,
         // SAFETY: frames this test holds until the end, after every vmap of them was unmapped
         // and purged.
-        &|| unsafe { kernel_vm().vmap(&pages, Prot::KERNEL_RW) },
-        &|va| kernel_vm().vunmap(va).unwrap(),
+        &|| unsafe { kernel_vm().vmap(&pages, Prot::KERNEL_RW) }.map(|v| v.addr()),
     );
     assert!(errors.len() >= 2, "{errors:?}");
     kernel_vm().vm_unmap_aliases();
@@ -182,19 +174,21 @@ fn vmap_fails_cleanly_at_every_table_allocation_and_keeps_the_callers_pages() {
 
 fn every_area_reservation_fails_cleanly() {
     let vm = kernel_vm();
-    let page = vm.vmalloc(PAGE_SIZE).unwrap();
-    vm.vfree(page).unwrap();
+    // Where a one-page area goes, the lowest fit (given back at once).
+    let page = vm.vmalloc(PAGE_SIZE).unwrap().addr();
     let frame = FRAMES.alloc(1).unwrap();
     let base = baseline();
     let calls: [(&str, &VmCall); 5] = [
-        ("vmalloc", &|| vm.vmalloc(PAGE_SIZE)),
+        ("vmalloc", &|| vm.vmalloc(PAGE_SIZE).map(|a| a.addr())),
         ("vmalloc_stack", &|| {
             vm.vmalloc_stack(4 * PAGE_SIZE).map(|s| s.guard_page())
         }),
-        ("ioremap", &|| vm.ioremap(gic_page(), PAGE_SIZE)),
-        // SAFETY: a frame this test holds until the end; the call fails (injected), so maps
-        // nothing.
-        ("vmap", &|| unsafe { vm.vmap(&[frame], Prot::KERNEL_RW) }),
+        ("ioremap", &|| vm.ioremap(gic_page(), PAGE_SIZE).map(|io| io.addr())),
+        ("vmap", &|| {
+            // SAFETY: a frame this test holds until the end; the call fails (injected), so maps
+            // nothing.
+            unsafe { vm.vmap(&[frame], Prot::KERNEL_RW) }.map(|v| v.addr())
+        }),
         ("reserve_window", &|| {
             vm.reserve_window(PUD_SIZE, PUD_SIZE).map(|w| w.start())
         }),
@@ -316,37 +310,27 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
             let pages = 1 + (i * 7 + cpu) % 8;
             count(
                 0,
-                vm.vmalloc(pages * PAGE_SIZE).map(|va| {
+                vm.vmalloc(pages * PAGE_SIZE).map(|mut area| {
+                    let va = area.addr().0 as u64;
                     for w in (0..pages * PAGE_SIZE).step_by(512) {
-                        // SAFETY: vmalloc mapped [va, va + pages) for this CPU alone.
-                        unsafe {
-                            (va + w).as_mut_ptr::<u64>().write_volatile(pattern(
-                                va.0 as u64,
-                                w,
-                                cpu,
-                            ))
-                        };
+                        area[w..w + 8].copy_from_slice(&pattern(va, w, cpu).to_ne_bytes());
                     }
                     for w in (0..pages * PAGE_SIZE).step_by(512) {
-                        // SAFETY: as above; still mapped.
-                        let got = unsafe { (va + w).as_ptr::<u64>().read_volatile() };
-                        assert_eq!(got, pattern(va.0 as u64, w, cpu), "cpu{cpu}: vmalloc data");
+                        let got = u64::from_ne_bytes(area[w..w + 8].try_into().unwrap());
+                        assert_eq!(got, pattern(va, w, cpu), "cpu{cpu}: vmalloc data");
                     }
-                    vm.vfree(va).unwrap();
                 }),
             );
             // ioremap: read GICD_PIDR2's ArchRev, iounmap.
             count(
                 1,
-                vm.ioremap(gic_page() + pidr2, 4).map(|va| {
-                    // SAFETY: a live device mapping of the distributor's ID register.
-                    let v = unsafe { va.as_ptr::<u32>().read_volatile() };
+                vm.ioremap(gic_page() + pidr2, 4).map(|io| {
+                    let v = io.read32(0);
                     assert_eq!(
                         (v >> 4) & 0xf,
                         arch_rev,
                         "cpu{cpu}: GICD_PIDR2 through ioremap"
                     );
-                    vm.iounmap(va).unwrap();
                 }),
             );
             // vmap of a frame of ours: written through the linear map, read through the vmap.
@@ -358,11 +342,10 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
                     unsafe { lin.write_volatile(pattern(pa.0, i, cpu)) };
                     // SAFETY: this CPU's frame, kept until its area is unmapped and purged
                     // (below the loop).
-                    let r = unsafe { vm.vmap(&[pa], Prot::KERNEL_RW) }.map(|va| {
-                        // SAFETY: the vmap of that frame, live until the vunmap below.
-                        let got = unsafe { va.as_ptr::<u64>().read_volatile() };
+                    let r = unsafe { vm.vmap(&[pa], Prot::KERNEL_RW) }.map(|v| {
+                        // SAFETY: the vmap of that frame, live until `v` is dropped below.
+                        let got = unsafe { v.addr().as_ptr::<u64>().read_volatile() };
                         assert_eq!(got, pattern(pa.0, i, cpu), "cpu{cpu}: vmap data");
-                        vm.vunmap(va).unwrap();
                     });
                     vmapped.push(pa);
                     r

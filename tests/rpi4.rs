@@ -14,7 +14,7 @@ extern crate alloc;
 use initmm::BootInfo;
 use initmm::platform::devicetree::{EnableMethod, GicVersion, UartKind};
 use initmm::testing::{self, Test};
-use initmm::workload::{self, Params};
+use initmm_workloads::{self as workload, Params};
 use spin::Once;
 
 static BOOT: Once<&'static BootInfo> = Once::new();

@@ -15,7 +15,7 @@ extern crate alloc;
 
 use initmm::BootInfo;
 use initmm::testing::{self, Test};
-use initmm::workload::{Params, soak};
+use initmm_workloads::{Params, soak};
 use spin::Once;
 
 static PARAMS: Once<Params> = Once::new();

@@ -12,7 +12,7 @@ extern crate alloc;
 
 use initmm::BootInfo;
 use initmm::testing::{self, Test};
-use initmm::workload::{self, Params, Report, Workload};
+use initmm_workloads::{self as workload, Params, Report, Workload};
 use spin::Once;
 
 static PARAMS: Once<Params> = Once::new();

@@ -7,14 +7,13 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::{Opts, emit, id_register, ioremap_read_iounmap, q};
-use crate::arch::aarch64::cpu;
-use crate::mm::addr::PhysAddr;
-use crate::mm::env::PageTableEnv;
-use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
-use crate::mm::pgtable::{Descriptor, Level, Prot};
-use crate::mm::{self, kernel_vm};
-use crate::workload::common::settle;
+use crate::kernel::{Designs, Opts, emit, id_register, ioremap_read_iounmap, q};
+use initmm::arch::aarch64::cpu;
+use initmm::mm::addr::PhysAddr;
+use initmm::mm::env::PageTableEnv;
+use initmm::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
+use initmm::mm::pgtable::{Descriptor, Level, Prot};
+use initmm::mm;
 
 /// Ticks and operations of one timed loop.
 struct Timed {
@@ -66,8 +65,8 @@ fn timed_loop(ticks: u64, mut op: impl FnMut(u64) -> bool, finish: impl FnOnce()
 ///   entry can be met (invariant 4 in `mm`).
 ///
 /// The real loop ends with the purge of what its unmaps deferred, timed, as each load does.
-pub(super) fn floor(o: &Opts) -> bool {
-    let vm = kernel_vm();
+pub(super) fn floor(d: &Designs, o: &Opts) -> bool {
+    let vm = &d.seed;
     let init_mm = &vm.init_mm;
     let env = init_mm.env();
     let reg = id_register();
@@ -89,7 +88,7 @@ pub(super) fn floor(o: &Opts) -> bool {
         // all its slots are empty: the slots are looked up (the tables installed) after it.
         // SAFETY: between measurements, on the boot CPU: the other CPUs are idle (no on_cpus
         // call is running), so none maps, unmaps or walks the vmalloc region.
-        unsafe { settle() };
+        unsafe { d.settle() };
         let entries: Result<Vec<_>, _> = (0..pages)
             .map(|i| {
                 let va = base + i * PAGE_SIZE;
@@ -120,7 +119,7 @@ pub(super) fn floor(o: &Opts) -> bool {
             env.isb();
             // SAFETY: the slot was set to map the register's page at `va` as device memory and
             // published (dsb, isb) just above; it is cleared only after this read.
-            let good = unsafe { reg.reads_right(va) };
+            let good = unsafe { reg.reads_right_at(va) };
             // SAFETY: clearing the slot mapped just above; the loops invalidate before `va` is
             // mapped again.
             unsafe { env.set_entry(&entries[i], 0) };
@@ -163,7 +162,7 @@ pub(super) fn floor(o: &Opts) -> bool {
         // purge since the settle).
         let (re, good_re) = timed_loop(
             o.floor_ticks,
-            |_| ioremap_read_iounmap(&reg),
+            |_| ioremap_read_iounmap(vm, &reg),
             || vm.vm_unmap_aliases(),
         );
         let good = good_fl && good_fb && good_re;
@@ -191,13 +190,13 @@ pub(super) fn floor(o: &Opts) -> bool {
 /// allocator that loads (a) and (c) use) with 10 .. 100,000 of this CPU's one-page ioremaps live;
 /// a reservation + release from the global virtual-area allocator (windows, large areas) with as
 /// many windows live; ioremap + iounmap against its size.
-pub(super) fn growth(o: &Opts) -> bool {
-    let vm = kernel_vm();
+pub(super) fn growth(d: &Designs, o: &Opts) -> bool {
+    let vm = &d.seed;
     let mut ok = true;
     let dev = id_register().page();
     for &live in &o.lives {
-        ok &= slots_with_live(live, dev);
-        ok &= global_with_live(live);
+        ok &= slots_with_live(d, live, dev);
+        ok &= global_with_live(d, live);
     }
     let sizes = [
         ("4K", PAGE_SIZE, o.mmio),
@@ -213,11 +212,11 @@ pub(super) fn growth(o: &Opts) -> bool {
             break;
         };
         let frames0 = mm::frame::FRAMES.stats().free;
-        let (tables, level) = match mm::ioremap(PhysAddr(pa), size) {
-            Ok(va) => {
+        let (tables, level) = match vm.ioremap(PhysAddr(pa), size) {
+            Ok(io) => {
+                let va = io.addr();
                 let t = vm.init_mm.count_tables(va, va + size).total();
                 let l = vm.init_mm.translate(va).map(|t| t.level);
-                ok &= mm::iounmap(va).is_ok();
                 (t, l)
             }
             Err(e) => {
@@ -230,8 +229,7 @@ pub(super) fn growth(o: &Opts) -> bool {
         let mut samples = Vec::new();
         for _ in 0..o.reps.max(3) * 4 {
             let t0 = cpu::counter();
-            let r = mm::ioremap(PhysAddr(pa), size).map(mm::iounmap);
-            ok &= matches!(r, Ok(Ok(())));
+            ok &= vm.ioremap(PhysAddr(pa), size).is_ok();
             samples.push((cpu::counter() - t0) as f64 * 1e9 / cpu::counter_frequency() as f64);
         }
         samples.sort_by(f64::total_cmp);
@@ -299,13 +297,13 @@ fn emit_samples(group: &str, live: usize, ns: &[f64], all: &Timed, ok: bool) {
 /// A one-page ioremap + iounmap of `dev` with `live` others of this CPU's live: each takes a slot
 /// of this CPU's vmap node, as the loads' do. Each batch ends with the purge of what its iounmaps
 /// deferred, so that every batch pays for its own invalidations.
-fn slots_with_live(live: usize, dev: PhysAddr) -> bool {
-    let vm = kernel_vm();
+fn slots_with_live(d: &Designs, live: usize, dev: PhysAddr) -> bool {
+    let vm = &d.seed;
     let mut held = Vec::with_capacity(live);
     let mut ok = true;
     for _ in 0..live {
-        match mm::ioremap(dev, PAGE_SIZE) {
-            Ok(va) => held.push(va),
+        match vm.ioremap(dev, PAGE_SIZE) {
+            Ok(io) => held.push(io),
             Err(e) => {
                 log::error!("bench growth: {live} live ioremaps: {e}");
                 ok = false;
@@ -316,25 +314,23 @@ fn slots_with_live(live: usize, dev: PhysAddr) -> bool {
     if ok {
         // SAFETY: between measurements, on the boot CPU: the other CPUs are idle (no on_cpus
         // call is running), so none maps, unmaps or walks the vmalloc region.
-        unsafe { settle() };
+        unsafe { d.settle() };
         let (before, _) = vm.area_stats();
         let (ns, all, good) = batches(
-            || mm::ioremap(dev, PAGE_SIZE).is_ok_and(|va| mm::iounmap(va).is_ok()),
+            || vm.ioremap(dev, PAGE_SIZE).is_ok(),
             || vm.vm_unmap_aliases(),
         );
         ok &= good && vm.area_stats().0 == before;
         emit_samples("slots", live, &ns, &all, ok);
     }
-    for va in held {
-        ok &= mm::iounmap(va).is_ok();
-    }
+    drop(held);
     ok
 }
 
 /// A reservation + release of a one-page window from the global virtual-area allocator (Linux's
 /// `free_vmap_area_lock` side: windows and large areas) with `live` windows live.
-fn global_with_live(live: usize) -> bool {
-    let vm = kernel_vm();
+fn global_with_live(d: &Designs, live: usize) -> bool {
+    let vm = &d.seed;
     let mut held = Vec::with_capacity(live);
     for _ in 0..live {
         match vm.reserve_window(PAGE_SIZE, PAGE_SIZE) {

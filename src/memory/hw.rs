@@ -94,12 +94,19 @@ pub fn kernel_vm() -> &'static KernelVm<HwEnv> {
         .expect("mm: the kernel address space is used before mm::boot::init")
 }
 
-/// Map device registers (Device-nGnRE, execute-never); returns the address of `phys` itself.
+/// Device registers mapped in the kernel's address space (see [`initmm_mm::vm::IoMem`]):
+/// unmapped when dropped.
+pub type IoMem = initmm_mm::vm::IoMem<'static, HwEnv>;
+
+/// Memory from the kernel's `vmalloc` (see [`initmm_mm::vm::VmBuf`]): freed when dropped.
+pub type VmBuf = initmm_mm::vm::VmBuf<'static, HwEnv>;
+
+/// Map device registers (Device-nGnRE, execute-never) at `phys` (any alignment), `size` bytes.
 ///
 /// # Errors
 ///
 /// As for [`KernelVm::ioremap_prot`].
-pub fn ioremap(phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
+pub fn ioremap(phys: PhysAddr, size: usize) -> Result<IoMem, VmError> {
     kernel_vm().ioremap(phys, size)
 }
 
@@ -108,33 +115,54 @@ pub fn ioremap(phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
 /// # Errors
 ///
 /// As for [`KernelVm::ioremap_prot`].
-pub fn ioremap_wc(phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
+pub fn ioremap_wc(phys: PhysAddr, size: usize) -> Result<IoMem, VmError> {
     kernel_vm().ioremap_wc(phys, size)
 }
 
-/// Undo an [`ioremap`] (lazily).
-///
-/// # Errors
-///
-/// As for [`KernelVm::iounmap`].
-pub fn iounmap(addr: VirtAddr) -> Result<(), VmError> {
-    kernel_vm().iounmap(addr)
-}
-
-/// `size` bytes of virtually contiguous memory, not zeroed.
+/// `size` bytes of virtually contiguous memory, not zeroed; freed when dropped.
 ///
 /// # Errors
 ///
 /// As for [`KernelVm::vmalloc`].
-pub fn vmalloc(size: usize) -> Result<VirtAddr, VmError> {
+pub fn vmalloc(size: usize) -> Result<VmBuf, VmError> {
     kernel_vm().vmalloc(size)
 }
 
-/// Free a [`vmalloc`] area (lazily).
+/// Like [`vmalloc`], zeroed.
 ///
 /// # Errors
 ///
-/// As for [`KernelVm::vfree`].
-pub fn vfree(addr: VirtAddr) -> Result<(), VmError> {
-    kernel_vm().vfree(addr)
+/// As for [`KernelVm::vmalloc`].
+pub fn vzalloc(size: usize) -> Result<VmBuf, VmError> {
+    kernel_vm().vzalloc(size)
+}
+
+/// Bring memory management to a state that can be counted: purge the lazily freed areas (their
+/// ranges and pages come back), return the per-CPU frame caches to the frame allocator, and free
+/// the page tables of the vmalloc region that map nothing any more. Returns the tables freed.
+///
+/// # Safety
+///
+/// No other CPU may map, unmap or walk an address in the vmalloc region while this runs (the
+/// tables it frees are ones no lock-free walker may be inside): call it between workloads or
+/// measurements, while the other CPUs are idle or waiting at a barrier. Idle CPUs touch only
+/// their own stacks, whose tables are not empty and so are left alone.
+pub unsafe fn settle() -> usize {
+    use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
+    let vm = kernel_vm();
+    vm.vm_unmap_aliases();
+    FRAMES.drain_caches();
+    // SAFETY: the caller guarantees that no other CPU maps, unmaps or walks the vmalloc region
+    // meanwhile, so no lock-free walker can be inside a table freed here.
+    unsafe {
+        vm.init_mm
+            .reclaim_empty_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END))
+    }
+}
+
+/// Frames free right now, counting the frames the kernel heap has taken as free: the heap grows
+/// by whole frames (whenever it runs low, on any CPU) and keeps them, so that is what must
+/// balance when nothing leaked.
+pub fn free_frames() -> usize {
+    FRAMES.stats().free + crate::memory::heap::HEAP.grown_frames()
 }

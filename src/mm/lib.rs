@@ -123,6 +123,8 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
+#[cfg(all(feature = "testenv", not(test)))]
+extern crate std;
 
 /// CPUs the per-CPU state of this crate (and of a kernel built on it) has room for.
 pub const MAX_CPUS: usize = 32;
@@ -146,5 +148,8 @@ pub mod walk;
 
 pub mod rng;
 
-#[cfg(test)]
+/// An in-memory page-table environment for host tests, that records every descriptor store,
+/// barrier and TLB invalidation: this crate's own tests', and (feature `testenv`) those of
+/// crates built on it.
+#[cfg(any(test, feature = "testenv"))]
 pub mod testenv;

@@ -21,7 +21,7 @@ use super::env::PageTableEnv;
 use super::layout::{
     KERNEL_VA_START, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE, PHYS_ADDR_BITS, PMD_SIZE, PTRS_PER_TABLE,
 };
-use super::pgalloc::{InitMm, Walk};
+use super::pgalloc::{InitMm, InstallPolicy};
 use super::pgtable::{Descriptor, Entry, Level, MmError, Prot, Translation};
 use super::profile::{self, Section};
 use super::sync::Ordering;
@@ -59,9 +59,9 @@ enum Source<'p> {
 
 /// `map_range` and `map_pages`: install the tables the range needs (`pgalloc`'s allocators) and
 /// write its leaves, a block wherever one fits.
-struct Map<'m, 'w, 'a, 'p, E: PageTableEnv> {
-    mm: &'m InitMm<E>,
-    walk: &'w Walk<'a>,
+struct Map<'m, 'w, 'a, 'p, E: PageTableEnv, P: InstallPolicy> {
+    mm: &'m InitMm<E, P>,
+    walk: &'w P::Walk<'a>,
     va: usize,
     source: Source<'p>,
     prot: Prot,
@@ -72,7 +72,7 @@ struct Map<'m, 'w, 'a, 'p, E: PageTableEnv> {
     error: Option<MmError>,
 }
 
-impl<E: PageTableEnv> Map<'_, '_, '_, '_, E> {
+impl<E: PageTableEnv, P: InstallPolicy> Map<'_, '_, '_, '_, E, P> {
     /// No table under `entry` yet (or a block in the way): `pgalloc` installs one, or says why
     /// not. Out of line: the common case finds the table there.
     #[cold]
@@ -95,7 +95,7 @@ impl<E: PageTableEnv> Map<'_, '_, '_, '_, E> {
     }
 }
 
-impl<E: PageTableEnv> Visitor for Map<'_, '_, '_, '_, E> {
+impl<E: PageTableEnv, P: InstallPolicy> Visitor for Map<'_, '_, '_, '_, E, P> {
     #[inline]
     fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Step {
         let level = entry.level();
@@ -172,8 +172,8 @@ impl Visitor for NoLeaves {
 }
 
 /// Take every table under a range out of the tree, bottom-up: see [`InitMm::free_table`].
-struct FreeTables<'m, E: PageTableEnv> {
-    mm: &'m InitMm<E>,
+struct FreeTables<'m, E: PageTableEnv, P: InstallPolicy> {
+    mm: &'m InitMm<E, P>,
     /// With `only_empty`, a table is freed only if the range covers its whole span and, once the
     /// tables below it are gone, it holds no valid entry (reclaim); otherwise every table is
     /// (the caller knows they hold no leaf).
@@ -181,7 +181,7 @@ struct FreeTables<'m, E: PageTableEnv> {
     freed: usize,
 }
 
-impl<E: PageTableEnv> FreeTables<'_, E> {
+impl<E: PageTableEnv, P: InstallPolicy> FreeTables<'_, E, P> {
     fn free_if_allowed(&mut self, entry: &Entry<'_>, span: Span) {
         if self.only_empty {
             let d = entry.read();
@@ -200,7 +200,7 @@ impl<E: PageTableEnv> FreeTables<'_, E> {
     }
 }
 
-impl<E: PageTableEnv> Visitor for FreeTables<'_, E> {
+impl<E: PageTableEnv, P: InstallPolicy> Visitor for FreeTables<'_, E, P> {
     fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Step {
         let level = entry.level();
         if !entry.read().is_table(level) {
@@ -278,7 +278,7 @@ fn check_virt(va: usize, size: usize) -> Result<usize, MmError> {
     }
 }
 
-impl<E: PageTableEnv> InitMm<E> {
+impl<E: PageTableEnv, P: InstallPolicy> InitMm<E, P> {
     /// Walk `[start, last]` (inclusive, in the kernel half) of init_mm's tree with `visitor`;
     /// false if the visitor stopped it.
     fn walk_range<V: Visitor>(&self, start: usize, last: usize, visitor: &mut V) -> bool {

@@ -35,35 +35,72 @@
 //! # }
 //! ```
 //!
-//! # The baseline
+//! # Other designs, for comparison
 //!
-//! The benchmark kernel (cargo feature `bench`) can also run the design this one replaced,
-//! Linux 2.6.14's, to measure the difference: [`Design::PrePatch`]. There each mapping call holds
-//! `page_table_lock` across its whole walk and every leaf it writes (`map_vm_area`), and an
-//! allocator that finds a slot empty drops the lock to allocate and zero its table, takes it again
-//! and re-checks the slot, freeing its table if a racer filled it meanwhile (`pte_alloc_kernel`,
-//! `__pmd_alloc`, `__pud_alloc`): pre-patch kernels lost install races too. Unmapping took no
-//! page-table lock (`unmap_vm_area`). Everything else is the same code in both designs. The
-//! kernel `just run` boots is built without the feature and has the seed design only.
+//! How a mapping call and an install are serialised is [`InitMm`]'s type parameter, an
+//! [`InstallPolicy`]: [`Seed`], the design above, is the default and the only one this crate has.
+//! A benchmark may supply another (the `initmm-bench` crate's Linux 2.6.14 baseline, whose
+//! mapping calls hold the lock across their whole walk) to measure the difference with
+//! everything else the same code. The trait is `unsafe`: a policy sees the lock, and must take
+//! it for every install.
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
 use super::pgtable::{Descriptor, Entry, Level, MmError};
 use super::phys_layout::PhysLayout;
 use super::profile::{self, Event, Lock};
-#[cfg(feature = "bench")]
-use super::sync::AtomicUsize;
 use super::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
-/// Which design serialises mapping calls: only the benchmark kernel has a choice.
-#[cfg(feature = "bench")]
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Design {
-    /// This kernel's: callers take no lock; the allocators lock only to install.
-    Seed,
-    /// Linux 2.6.14's: each mapping call holds `page_table_lock` across its walk (see the
-    /// module documentation).
-    PrePatch,
+/// How mapping calls and table installs are serialised: [`InitMm`]'s type parameter (see the
+/// module documentation). [`Seed`] is this crate's design.
+///
+/// # Safety
+///
+/// [`install`](Self::install) must call its closure exactly once, with `page_table_lock` held
+/// by this CPU for the whole call: the closure re-checks an empty slot and publishes a table in
+/// it, and two CPUs doing that at once would both install one (invariant 2).
+/// [`allocate`](Self::allocate) must call its closure exactly once. Neither may touch a table.
+pub unsafe trait InstallPolicy: 'static {
+    /// What one mapping call holds from its start to its end (in [`Seed`], nothing).
+    type Walk<'a>;
+
+    /// Start a mapping call.
+    fn begin_walk(page_table_lock: &Mutex<()>) -> Self::Walk<'_>;
+
+    /// Allocate and zero a table (`alloc`) for the walk.
+    fn allocate<R>(walk: &Self::Walk<'_>, alloc: impl FnOnce() -> R) -> R;
+
+    /// Run `install` (re-check the slot, publish the table) under `page_table_lock`.
+    fn install<R>(
+        walk: &Self::Walk<'_>,
+        page_table_lock: &Mutex<()>,
+        install: impl FnOnce() -> R,
+    ) -> R;
+}
+
+/// This crate's design (Linux 2.6.15's "mm: init_mm without ptlock"): a mapping call takes no
+/// lock; an allocator takes `page_table_lock` only to re-check an empty slot and install its
+/// table.
+pub struct Seed;
+
+// SAFETY: `install` runs its closure once, under the lock it takes here; `allocate` runs its
+// closure once; neither touches a table.
+unsafe impl InstallPolicy for Seed {
+    type Walk<'a> = ();
+
+    #[inline]
+    fn begin_walk(_: &Mutex<()>) -> Self::Walk<'_> {}
+
+    #[inline]
+    fn allocate<R>(_: &(), alloc: impl FnOnce() -> R) -> R {
+        alloc()
+    }
+
+    #[inline]
+    fn install<R>(_: &(), page_table_lock: &Mutex<()>, install: impl FnOnce() -> R) -> R {
+        let _ptl = profile::acquire(Lock::PageTable, || page_table_lock.lock());
+        install()
+    }
 }
 
 /// Counters of one level's table installs.
@@ -121,50 +158,10 @@ pub struct PgStatsSnapshot {
     pub reclaimed: u64,
 }
 
-/// One mapping call in progress, and so which lock it holds: none in the seed design. In the
-/// pre-patch baseline it holds `page_table_lock` from [`InitMm::begin_walk`] until it is dropped,
-/// except while a table is being allocated.
-pub(super) struct Walk<'a> {
-    #[cfg(feature = "bench")]
-    pre_patch: Option<PrePatchWalk<'a>>,
-    _init_mm: core::marker::PhantomData<&'a ()>,
-}
-
-/// The page-table lock a pre-patch walk holds (`None` while it is dropped to allocate).
-#[cfg(feature = "bench")]
-struct PrePatchWalk<'a> {
-    lock: &'a Mutex<()>,
-    held: core::cell::RefCell<Option<profile::Held<MutexGuard<'a, ()>>>>,
-}
-
-impl Walk<'_> {
-    /// Allocate (and zero) a table: in the pre-patch design with the lock dropped meanwhile, as
-    /// 2.6.14's allocators did (they must not sleep in the allocator under a spinlock).
-    fn allocate<R>(&self, alloc: impl FnOnce() -> R) -> R {
-        #[cfg(feature = "bench")]
-        if let Some(p) = &self.pre_patch {
-            drop(p.held.borrow_mut().take());
-            let r = alloc();
-            *p.held.borrow_mut() = Some(profile::acquire(Lock::PageTable, || p.lock.lock()));
-            return r;
-        }
-        alloc()
-    }
-
-    /// Re-check and install under `page_table_lock`: taken here in the seed design, already held
-    /// by the walk in the pre-patch one.
-    fn install<R>(&self, page_table_lock: &Mutex<()>, install: impl FnOnce() -> R) -> R {
-        #[cfg(feature = "bench")]
-        if self.pre_patch.is_some() {
-            return install();
-        }
-        let _ptl = profile::acquire(Lock::PageTable, || page_table_lock.lock());
-        install()
-    }
-}
-
-/// The kernel's one address space: its pgd, the allocators' lock and their counters.
-pub struct InitMm<E: PageTableEnv> {
+/// The kernel's one address space: its pgd, the allocators' lock and their counters. `P` says how
+/// mapping calls and installs are serialised ([`Seed`], this crate's design, unless a benchmark
+/// compares another).
+pub struct InitMm<E: PageTableEnv, P: InstallPolicy = Seed> {
     env: E,
     pgd: PhysAddr,
     /// What may be mapped how (checked by `map_range`).
@@ -176,30 +173,49 @@ pub struct InitMm<E: PageTableEnv> {
     /// ([`InitMm::wait_for_foreign_walks`]), so that no such walk is still inside a table when
     /// it is freed. Private too.
     foreign_walks: Mutex<()>,
-    /// The [`Design`] as a number (0 = Seed, 1 = PrePatch).
-    #[cfg(feature = "bench")]
-    design: AtomicUsize,
     stats: PgStats,
+    _policy: core::marker::PhantomData<fn() -> P>,
 }
 
-impl<E: PageTableEnv> InitMm<E> {
+impl<E: PageTableEnv> InitMm<E, Seed> {
     /// Allocate and zero the pgd; every other table is installed on demand. `layout` says what
     /// the physical address space holds, for `map_range`'s checks.
     pub fn new(env: E, layout: PhysLayout) -> Result<Self, MmError> {
+        InitMm::with_policy(env, layout)
+    }
+}
+
+impl<E: PageTableEnv, P: InstallPolicy> InitMm<E, P> {
+    /// [`new`](InitMm::new), serialised as `P` says.
+    pub fn with_policy(env: E, layout: PhysLayout) -> Result<Self, MmError> {
         let pgd = env.alloc_table_frame().ok_or(MmError::OutOfMemory)?;
         // SAFETY: a frame just handed out, not yet a table anything can reach.
         unsafe { env.zero_table(pgd) };
         // The pgd is reached through TTBR1 rather than a descriptor: make the zeroes visible
         // before whoever programs TTBR1 (after its own barrier) can let a walker in.
         env.dsb_ishst();
-        Ok(Self {
+        // SAFETY: a fresh, zeroed pgd that nothing else uses.
+        Ok(unsafe { Self::sharing_pgd(env, pgd, layout) })
+    }
+
+    /// An `InitMm` over the live pgd `pgd` of another one, for a benchmark that compares designs
+    /// on the machine's own tables: each maps into its own part of the address space.
+    ///
+    /// # Safety
+    ///
+    /// `pgd` is a zeroed pgd no one else uses, or the pgd of another `InitMm` of the same
+    /// environment that outlives this one; then every address this one maps, unmaps or walks (and
+    /// every address the other one does) lies in pgd entries the other never uses (a
+    /// [`Window`](super::vm::Window) of whole, aligned 512 GiB entries reserved from the other),
+    /// so that the two never install into, or free, the same table. This `InitMm` never frees
+    /// the pgd.
+    pub unsafe fn sharing_pgd(env: E, pgd: PhysAddr, layout: PhysLayout) -> Self {
+        Self {
             env,
             pgd,
             layout,
             page_table_lock: Mutex::new(()),
             foreign_walks: Mutex::new(()),
-            #[cfg(feature = "bench")]
-            design: AtomicUsize::new(0),
             stats: PgStats {
                 pud: LevelCounters::new(),
                 pmd: LevelCounters::new(),
@@ -207,7 +223,8 @@ impl<E: PageTableEnv> InitMm<E> {
                 promotions: AtomicU64::new(0),
                 reclaimed: AtomicU64::new(0),
             },
-        })
+            _policy: core::marker::PhantomData,
+        }
     }
 
     /// The pgd's frame, for TTBR1_EL1.
@@ -223,27 +240,6 @@ impl<E: PageTableEnv> InitMm<E> {
     /// What the physical address space holds.
     pub fn layout(&self) -> &PhysLayout {
         &self.layout
-    }
-
-    /// Choose the design for later mapping calls.
-    ///
-    /// Switch only while no mapping call is in flight (the benchmark switches between runs).
-    #[cfg(feature = "bench")]
-    pub fn set_design(&self, design: Design) {
-        let v = match design {
-            Design::Seed => 0,
-            Design::PrePatch => 1,
-        };
-        self.design.store(v, Ordering::Relaxed);
-    }
-
-    /// The current design.
-    #[cfg(feature = "bench")]
-    pub fn design(&self) -> Design {
-        match self.design.load(Ordering::Relaxed) {
-            0 => Design::Seed,
-            _ => Design::PrePatch,
-        }
     }
 
     /// The counters.
@@ -337,19 +333,9 @@ impl<E: PageTableEnv> InitMm<E> {
         drop(self.foreign_walks.lock());
     }
 
-    /// Start a mapping call: nothing to do in the seed design; in the pre-patch baseline take
-    /// `page_table_lock`, held until the returned [`Walk`] is dropped.
-    pub(super) fn begin_walk(&self) -> Walk<'_> {
-        Walk {
-            #[cfg(feature = "bench")]
-            pre_patch: (self.design() == Design::PrePatch).then(|| PrePatchWalk {
-                lock: &self.page_table_lock,
-                held: core::cell::RefCell::new(Some(profile::acquire(Lock::PageTable, || {
-                    self.page_table_lock.lock()
-                }))),
-            }),
-            _init_mm: core::marker::PhantomData,
-        }
+    /// Start a mapping call, as the policy says (in [`Seed`], nothing to do).
+    pub(super) fn begin_walk(&self) -> P::Walk<'_> {
+        P::begin_walk(&self.page_table_lock)
     }
 
     /// The slot for `va` in the `level` table in frame `table`.
@@ -367,7 +353,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// `pud_alloc`/`pmd_alloc`/`pte_alloc_kernel` for a walk already begun with `begin_walk`.
     pub(super) fn alloc_table_in(
         &self,
-        walk: &Walk<'_>,
+        walk: &P::Walk<'_>,
         entry: Entry<'_>,
         va: usize,
     ) -> Result<Entry<'_>, MmError> {
@@ -395,7 +381,7 @@ impl<E: PageTableEnv> InitMm<E> {
     /// false to show the re-check is what prevents a double install.
     fn alloc_next<const RECHECK: bool>(
         &self,
-        walk: &Walk<'_>,
+        walk: &P::Walk<'_>,
         entry: Entry<'_>,
         va: usize,
     ) -> Result<Entry<'_>, MmError> {
@@ -417,7 +403,7 @@ impl<E: PageTableEnv> InitMm<E> {
         // Slow path. Allocation and zeroing happen outside the lock; the dsb makes the zeroes
         // visible to every CPU and walker before any descriptor can point at the table (the
         // Release store below orders them for the lock-free readers of the Rust memory model).
-        let new = walk.allocate(|| {
+        let new = P::allocate(walk, || {
             let new = self.env.alloc_table_frame().ok_or(MmError::OutOfMemory)?;
             profile::count(Event::TableAlloc);
             // SAFETY: a frame just handed out to us, not yet a table anything can reach.
@@ -426,7 +412,7 @@ impl<E: PageTableEnv> InitMm<E> {
             Ok(new)
         })?;
 
-        let winner = walk.install(&self.page_table_lock, || {
+        let winner = P::install(walk, &self.page_table_lock, || {
             let now = if RECHECK {
                 entry.read()
             } else {

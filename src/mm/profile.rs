@@ -178,7 +178,7 @@ static PLATFORM: spin::Once<Platform> = spin::Once::new();
 
 /// Give the profiler its CPU numbers and clock (the kernel does, at boot). Until then, and on the
 /// host, every caller is "CPU 0" with no clock: the host's unit tests share one block between
-/// their threads, so there [`add`] is atomic, and measure no time.
+/// their threads, so there a count is an atomic add, and measure no time.
 pub fn set_platform(p: Platform) {
     PLATFORM.call_once(|| p);
 }

@@ -20,7 +20,7 @@ use std::vec::Vec;
 use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
 use super::layout::PAGE_SIZE;
-use super::pgalloc::InitMm;
+use super::pgalloc::{InitMm, InstallPolicy};
 use super::pgtable::{Entry, Level, MmError, Prot, Table};
 use super::sync::{AtomicU64, Ordering};
 
@@ -325,7 +325,7 @@ impl PageTableEnv for TestEnv {
 /// never mapped). A test that maps from several threads gives each its own range, and one that
 /// holds an [`Entry`] does not reclaim or map a block over its table meanwhile. So these
 /// wrappers make the promise once, for every test.
-impl InitMm<TestEnv> {
+impl<P: InstallPolicy> InitMm<TestEnv, P> {
     /// `map_range`.
     pub fn map_owned(
         &self,

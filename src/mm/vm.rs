@@ -34,7 +34,7 @@ use core::fmt;
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
-use super::pgalloc::InitMm;
+use super::pgalloc::{InitMm, InstallPolicy, Seed};
 use super::pgtable::{IoProt, MmError, Prot};
 use super::profile::{self, Lock};
 use super::region::Region;
@@ -44,7 +44,10 @@ use super::vmap_node::{REGION, SLOT, SLOT_MAX_PAGES, SlotArena};
 use crate::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 
 mod areas;
+mod handles;
 mod lazy;
+
+pub use handles::{IoMem, VmBuf, Vmap};
 
 pub use areas::NODES;
 use areas::{Home, VmapNode};
@@ -130,32 +133,6 @@ pub enum VmError {
         /// How many pages the whole call asked for (the frames it did get were given back).
         pages: usize,
     },
-    /// `addr` is not the start of any area.
-    NotMapped {
-        /// The address the caller passed.
-        addr: VirtAddr,
-    },
-    /// `addr` points inside an area instead of at its start.
-    InsideArea {
-        /// The address the caller passed.
-        addr: VirtAddr,
-        /// The start of the area it lies in: what should have been passed.
-        start: VirtAddr,
-    },
-    /// The area at `addr` was made by another function (e.g. `vfree` of an ioremap).
-    WrongKind {
-        /// The address the caller passed.
-        addr: VirtAddr,
-        /// The function that made the area.
-        is: AreaKind,
-        /// The kind the freeing function takes.
-        expected: AreaKind,
-    },
-    /// The area at `addr` was freed already (its range waits for the lazy purge).
-    AlreadyFreed {
-        /// The address the caller passed.
-        addr: VirtAddr,
-    },
     /// A window to be released still has a leaf mapped in it (`release_window`).
     StillMapped {
         /// The window's start.
@@ -191,18 +168,6 @@ impl fmt::Display for VmError {
             Self::NoVirtualSpace(e) => write!(f, "no virtual space: {e}"),
             Self::Table(e) => write!(f, "page tables: {e}"),
             Self::OutOfMemory { pages } => write!(f, "out of memory for {pages} pages"),
-            Self::NotMapped { addr } => write!(f, "{addr:#x} is not the start of a mapped area"),
-            Self::InsideArea { addr, start } => write!(
-                f,
-                "{addr:#x} points inside the area at {start:#x}, not at its start"
-            ),
-            Self::WrongKind { addr, is, expected } => {
-                write!(
-                    f,
-                    "the area at {addr:#x} is a {is:?} area, not a {expected:?} one"
-                )
-            }
-            Self::AlreadyFreed { addr } => write!(f, "the area at {addr:#x} was freed already"),
             Self::StillMapped { window, mapped } => write!(
                 f,
                 "the window at {window:#x} still maps {mapped:#x}: unmap everything in it before \
@@ -215,6 +180,56 @@ impl fmt::Display for VmError {
 impl From<MmError> for VmError {
     fn from(e: MmError) -> Self {
         Self::Table(e)
+    }
+}
+
+/// Why freeing an area by its address was refused. Only the mm frees by address (the handles'
+/// `Drop`s, the host tests): outside it an area is freed by dropping what the call that made it
+/// returned, which cannot name the wrong area, or one freed already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FreeError {
+    /// `addr` is not the start of any area.
+    NotMapped {
+        /// The address passed.
+        addr: VirtAddr,
+    },
+    /// `addr` points inside an area instead of at its start.
+    InsideArea {
+        /// The address passed.
+        addr: VirtAddr,
+        /// The start of the area it lies in.
+        start: VirtAddr,
+    },
+    /// The area at `addr` was made by another function (e.g. `vfree` of an ioremap).
+    WrongKind {
+        /// The address passed.
+        addr: VirtAddr,
+        /// The function that made the area.
+        is: AreaKind,
+        /// The kind the freeing function takes.
+        expected: AreaKind,
+    },
+    /// The area at `addr` was freed already (its range waits for the lazy purge).
+    AlreadyFreed {
+        /// The address passed.
+        addr: VirtAddr,
+    },
+}
+
+impl fmt::Display for FreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NotMapped { addr } => write!(f, "{addr:#x} is not the start of a mapped area"),
+            Self::InsideArea { addr, start } => write!(
+                f,
+                "{addr:#x} points inside the area at {start:#x}, not at its start"
+            ),
+            Self::WrongKind { addr, is, expected } => write!(
+                f,
+                "the area at {addr:#x} is a {is:?} area, not a {expected:?} one"
+            ),
+            Self::AlreadyFreed { addr } => write!(f, "the area at {addr:#x} was freed already"),
+        }
     }
 }
 
@@ -279,9 +294,9 @@ impl Window {
 }
 
 /// `init_mm` plus the vmalloc region's range allocators.
-pub struct KernelVm<E: PageTableEnv> {
+pub struct KernelVm<E: PageTableEnv, P: InstallPolicy = Seed> {
     /// The kernel's one address space, whose tables every area is mapped into.
-    pub init_mm: InitMm<E>,
+    pub init_mm: InitMm<E, P>,
     /// The global allocator: large areas, windows, and the nodes' regions.
     vmap_area_lock: Mutex<Areas>,
     nodes: Vec<VmapNode>,
@@ -313,13 +328,13 @@ pub struct KernelVm<E: PageTableEnv> {
     pa_bits: u32,
 }
 
-impl<E: PageTableEnv> KernelVm<E> {
+impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// `vmalloc`: the virtual window areas come from; `pa_bits`: the CPU's physical address
     /// size. What is RAM (which ioremap refuses) is `init_mm`'s [`PhysLayout`]. The lazy-purge
     /// threshold starts as for one CPU ([`set_online_cpus`](Self::set_online_cpus) raises it).
     ///
     /// [`PhysLayout`]: super::phys_layout::PhysLayout
-    pub fn new(init_mm: InitMm<E>, vmalloc: (usize, usize), pa_bits: u32) -> Self {
+    pub fn new(init_mm: InitMm<E, P>, vmalloc: (usize, usize), pa_bits: u32) -> Self {
         let areas = Areas {
             alloc: VmapAreaAllocator::new(vmalloc.0, vmalloc.1),
         };
@@ -360,6 +375,11 @@ impl<E: PageTableEnv> KernelVm<E> {
         self
     }
 
+    /// The CPU's physical address size, in bits, that `ioremap` checks against.
+    pub fn pa_bits(&self) -> u32 {
+        self.pa_bits
+    }
+
     /// Size the lazy-purge threshold for `cpus` online CPUs ([`lazy_max_pages`]), shared out
     /// among them.
     pub fn set_online_cpus(&self, cpus: usize) {
@@ -385,9 +405,9 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// # Safety
     ///
     /// Every page of `pages` that is RAM is the caller's: a frame it holds and does not give
-    /// back, or use for anything else, until the area has been unmapped with
-    /// [`vunmap`](Self::vunmap) *and* purged ([`vm_unmap_aliases`](Self::vm_unmap_aliases)), so
-    /// that the mapping never aliases RAM that other code owns. (Pages that are not RAM may be
+    /// back, or use for anything else, until the returned [`Vmap`] is dropped (which unmaps it:
+    /// a stale TLB entry for the range until its purge is harmless, see the module
+    /// documentation), so that the mapping never aliases RAM that other code owns. (Pages that are not RAM may be
     /// mapped any number of times; `PhysLayout` checks `prot` against what each page is.) An
     /// alias of someone else's RAM does not build without that promise:
     ///
@@ -397,7 +417,22 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// let va = vm.vmap(&[theirs], Prot::KERNEL_RW); // error[E0133]: call to unsafe function
     /// # }
     /// ```
-    pub unsafe fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<VirtAddr, VmError> {
+    pub unsafe fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<Vmap<'_, E, P>, VmError> {
+        // SAFETY: the caller's pages, by this function's contract.
+        let va = unsafe { self.vmap_raw(pages, prot) }?;
+        Ok(Vmap::new(self, va, pages.len() * PAGE_SIZE))
+    }
+
+    /// [`vmap`](Self::vmap), returning the address (unmapped with `vunmap_at`).
+    ///
+    /// # Safety
+    ///
+    /// As for [`vmap`](Self::vmap).
+    pub(crate) unsafe fn vmap_raw(
+        &self,
+        pages: &[PhysAddr],
+        prot: Prot,
+    ) -> Result<VirtAddr, VmError> {
         // SAFETY: the caller's pages, by this function's contract.
         unsafe { self.vmap_kind(pages, prot, AreaKind::Vmap, PAGE_SIZE, 0) }.map(VirtAddr)
     }
@@ -439,9 +474,8 @@ impl<E: PageTableEnv> KernelVm<E> {
     ///
     /// # Errors
     ///
-    /// [`VmError::NotMapped`], [`VmError::InsideArea`], [`VmError::WrongKind`] (not a `vmap`
-    /// area) or [`VmError::AlreadyFreed`]; nothing changes then.
-    pub fn vunmap(&self, addr: VirtAddr) -> Result<(), VmError> {
+    /// [`FreeError`]: `addr` is not the start of a live `vmap` area; nothing changes then.
+    pub(crate) fn vunmap_at(&self, addr: VirtAddr) -> Result<(), FreeError> {
         let area = self.lookup(addr.0, AreaKind::Vmap, true)?;
         self.free_lazily(area, false);
         Ok(())
@@ -455,7 +489,12 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// [`VmError::ZeroSize`], [`VmError::OutOfMemory`] (no frame for a page),
     /// [`VmError::NoVirtualSpace`], and [`VmError::Table`] (no frame for a table); nothing is
     /// left allocated or mapped then.
-    pub fn vmalloc(&self, size: usize) -> Result<VirtAddr, VmError> {
+    pub fn vmalloc(&self, size: usize) -> Result<VmBuf<'_, E, P>, VmError> {
+        self.vmalloc_raw(size).map(|va| VmBuf::new(self, va, size))
+    }
+
+    /// [`vmalloc`](Self::vmalloc), returning the address (freed with `vfree_at`).
+    pub(crate) fn vmalloc_raw(&self, size: usize) -> Result<VirtAddr, VmError> {
         self.vmalloc_inner(size, PAGE_SIZE, false, 0).map(VirtAddr)
     }
 
@@ -464,7 +503,12 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// # Errors
     ///
     /// As for [`vmalloc`](Self::vmalloc).
-    pub fn vzalloc(&self, size: usize) -> Result<VirtAddr, VmError> {
+    pub fn vzalloc(&self, size: usize) -> Result<VmBuf<'_, E, P>, VmError> {
+        self.vzalloc_raw(size).map(|va| VmBuf::new(self, va, size))
+    }
+
+    /// [`vzalloc`](Self::vzalloc), returning the address (freed with `vfree_at`).
+    pub(crate) fn vzalloc_raw(&self, size: usize) -> Result<VirtAddr, VmError> {
         self.vmalloc_inner(size, PAGE_SIZE, true, 0).map(VirtAddr)
     }
 
@@ -532,13 +576,16 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Free a stack from [`vmalloc_stack`](Self::vmalloc_stack) that nothing runs on (lazily,
-    /// as [`vfree`](Self::vfree)).
+    /// as dropping a [`VmBuf`] does).
     ///
-    /// # Errors
+    /// # Panics
     ///
-    /// As for [`vfree`](Self::vfree); none for a stack this `KernelVm` handed out.
-    pub fn vfree_stack(&self, stack: KernelStack) -> Result<(), VmError> {
-        self.vfree(VirtAddr(stack.area))
+    /// If the stack is not this `KernelVm`'s.
+    pub fn vfree_stack(&self, stack: KernelStack) {
+        let area = VirtAddr(stack.area);
+        if let Err(e) = self.vfree_at(area) {
+            panic!("vfree_stack of the stack at {area:#x}: {e}");
+        }
     }
 
     /// Reserve a window of virtual space for a caller that maps it itself with
@@ -585,7 +632,9 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// [`VmError::StillMapped`] if a leaf maps part of the window: the window then stays
     /// reserved, for good (nothing else can be handed its range with that leaf in it).
     pub fn release_window(&self, window: Window) -> Result<(), VmError> {
-        let area = self.lookup(window.start, AreaKind::Window, false)?;
+        let area = self
+            .lookup(window.start, AreaKind::Window, false)
+            .unwrap_or_else(|e| panic!("release_window: a Window of another KernelVm? {e}"));
         if let Some(mapped) = self
             .init_mm
             .first_mapped(VirtAddr(area.start), area.size + PAGE_SIZE)
@@ -605,7 +654,14 @@ impl<E: PageTableEnv> KernelVm<E> {
     ///
     /// As for [`vmalloc`](Self::vmalloc); [`VmError::NoVirtualSpace`] for an alignment that is
     /// not a power of two.
-    pub fn vmalloc_aligned(&self, size: usize, align: usize) -> Result<VirtAddr, VmError> {
+    pub fn vmalloc_aligned(&self, size: usize, align: usize) -> Result<VmBuf<'_, E, P>, VmError> {
+        self.vmalloc_aligned_raw(size, align)
+            .map(|va| VmBuf::new(self, va, size))
+    }
+
+    /// [`vmalloc_aligned`](Self::vmalloc_aligned), returning the address (freed with
+    /// `vfree_at`).
+    pub(crate) fn vmalloc_aligned_raw(&self, size: usize, align: usize) -> Result<VirtAddr, VmError> {
         // Every page address meets an alignment below a page (Linux's `__vmalloc_node` takes
         // them too); the range allocator only knows page-sized and larger ones.
         let align = if align.is_power_of_two() {
@@ -621,8 +677,8 @@ impl<E: PageTableEnv> KernelVm<E> {
     ///
     /// # Errors
     ///
-    /// As for [`vunmap`](Self::vunmap), for a `vmalloc` area.
-    pub fn vfree(&self, addr: VirtAddr) -> Result<(), VmError> {
+    /// As for [`vunmap_at`](Self::vunmap_at), for a `vmalloc` area.
+    pub(crate) fn vfree_at(&self, addr: VirtAddr) -> Result<(), FreeError> {
         let area = self.lookup(addr.0, AreaKind::Vmalloc, true)?;
         self.free_lazily(area, true);
         Ok(())
@@ -634,8 +690,20 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// # Errors
     ///
     /// As for [`ioremap_prot`](Self::ioremap_prot).
-    pub fn ioremap(&self, phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
+    pub fn ioremap(&self, phys: PhysAddr, size: usize) -> Result<IoMem<'_, E, P>, VmError> {
         self.ioremap_prot(phys, size, IoProt::DeviceNgnre)
+    }
+
+    /// [`ioremap_wc`](Self::ioremap_wc), returning the address (unmapped with `iounmap_at`).
+    #[cfg(test)]
+    pub(crate) fn ioremap_wc_raw(&self, phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
+        self.ioremap_prot_raw(phys, size, IoProt::NormalNc)
+    }
+
+    /// [`ioremap`](Self::ioremap), returning the address (unmapped with `iounmap_at`).
+    #[cfg(test)]
+    pub(crate) fn ioremap_raw(&self, phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
+        self.ioremap_prot_raw(phys, size, IoProt::DeviceNgnre)
     }
 
     /// Like [`ioremap`](Self::ioremap) but Normal non-cacheable (write-combining).
@@ -643,7 +711,7 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// # Errors
     ///
     /// As for [`ioremap_prot`](Self::ioremap_prot).
-    pub fn ioremap_wc(&self, phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
+    pub fn ioremap_wc(&self, phys: PhysAddr, size: usize) -> Result<IoMem<'_, E, P>, VmError> {
         self.ioremap_prot(phys, size, IoProt::NormalNc)
     }
 
@@ -652,7 +720,7 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// # Errors
     ///
     /// As for [`ioremap_prot`](Self::ioremap_prot).
-    pub fn ioremap_np(&self, phys: PhysAddr, size: usize) -> Result<VirtAddr, VmError> {
+    pub fn ioremap_np(&self, phys: PhysAddr, size: usize) -> Result<IoMem<'_, E, P>, VmError> {
         self.ioremap_prot(phys, size, IoProt::DeviceNgnrne)
     }
 
@@ -683,6 +751,18 @@ impl<E: PageTableEnv> KernelVm<E> {
     /// [`VmError::Table`] (no frame for a table); nothing is left mapped then (invariant 7 in
     /// `mm`'s module documentation).
     pub fn ioremap_prot(
+        &self,
+        phys: PhysAddr,
+        size: usize,
+        prot: IoProt,
+    ) -> Result<IoMem<'_, E, P>, VmError> {
+        self.ioremap_prot_raw(phys, size, prot)
+            .map(|va| IoMem::new(self, va, size))
+    }
+
+    /// [`ioremap_prot`](Self::ioremap_prot), returning the address of `phys` (unmapped with
+    /// `iounmap_at`).
+    pub(crate) fn ioremap_prot_raw(
         &self,
         phys: PhysAddr,
         size: usize,
@@ -743,20 +823,19 @@ impl<E: PageTableEnv> KernelVm<E> {
     ///
     /// # Errors
     ///
-    /// As for [`vunmap`](Self::vunmap), for an `ioremap` area.
-    pub fn iounmap(&self, addr: VirtAddr) -> Result<(), VmError> {
+    /// As for [`vunmap_at`](Self::vunmap_at), for an `ioremap` area.
+    pub(crate) fn iounmap_at(&self, addr: VirtAddr) -> Result<(), FreeError> {
         let start = addr.page_start().0;
         // Errors name the caller's address, offset included.
         let area = self
             .lookup(start, AreaKind::Ioremap, true)
             .map_err(|e| match e {
-                VmError::NotMapped { .. } => VmError::NotMapped { addr },
-                VmError::InsideArea { start, .. } => VmError::InsideArea { addr, start },
-                VmError::WrongKind { is, expected, .. } => {
-                    VmError::WrongKind { addr, is, expected }
+                FreeError::NotMapped { .. } => FreeError::NotMapped { addr },
+                FreeError::InsideArea { start, .. } => FreeError::InsideArea { addr, start },
+                FreeError::WrongKind { is, expected, .. } => {
+                    FreeError::WrongKind { addr, is, expected }
                 }
-                VmError::AlreadyFreed { .. } => VmError::AlreadyFreed { addr },
-                e => e,
+                FreeError::AlreadyFreed { .. } => FreeError::AlreadyFreed { addr },
             })?;
         self.free_lazily(area, false);
         Ok(())

@@ -238,7 +238,7 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
                 }));
                 // The one that was allocated goes back.
                 for stack in [s, e].into_iter().flatten() {
-                    let _ = vm.vfree_stack(stack);
+                    vm.vfree_stack(stack);
                 }
                 break;
             }
@@ -256,8 +256,8 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
         if let Err(e) = cpu_boot::cpu_boot(c.mpidr, &c.enable_method) {
             failures.push(fail(BringUpError::Start(e)));
             // It never started: its stacks and guard registrations go back.
-            let _ = vm.vfree_stack(stack);
-            let _ = vm.vfree_stack(exc);
+            vm.vfree_stack(stack);
+            vm.vfree_stack(exc);
             cpu::register_stack_guard(id, false, 0);
             cpu::register_stack_guard(id, true, 0);
             pc.mpidr.store(u64::MAX, Ordering::Relaxed);

@@ -11,17 +11,18 @@ use core::error::Error;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::arch::aarch64::cpu;
-use crate::drivers::gic;
-use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::fault_inject;
-use crate::mm::frame::FRAMES;
-use crate::mm::layout::PAGE_SIZE;
-use crate::mm::pgalloc::{LevelStats, PgStatsSnapshot};
-use crate::mm::pgtable::MmError;
-use crate::mm::vm::VmError;
-use crate::mm::vmap_area::VaError;
-use crate::platform::devicetree::GicVersion;
+use initmm::arch::aarch64::cpu;
+use initmm::drivers::gic;
+use initmm::mm::addr::{PhysAddr, VirtAddr};
+use initmm::mm::fault_inject;
+use initmm::mm::layout::PAGE_SIZE;
+use initmm::mm::env::PageTableEnv;
+use initmm::mm::pgalloc::{InstallPolicy, LevelStats, PgStatsSnapshot};
+use initmm::mm::vm::IoMem;
+use initmm::mm::pgtable::MmError;
+use initmm::mm::vm::VmError;
+use initmm::mm::vmap_area::VaError;
+use initmm::platform::devicetree::GicVersion;
 
 /// Counts operations per CPU and prints progress about once a second (from CPU 0).
 pub struct Progress {
@@ -120,7 +121,7 @@ impl IdRegister {
     /// controller, or one whose PIDR2 would straddle a page boundary (a distributor that is not
     /// 4-byte aligned).
     pub fn of_this_machine() -> Option<Self> {
-        let gic = crate::kernel::boot_info().machine.gic.as_ref()?;
+        let gic = initmm::kernel::boot_info().machine.gic.as_ref()?;
         let pidr2 = match gic.version {
             GicVersion::V2 => 0xfe8u64,
             GicVersion::V3 => 0xffe8,
@@ -138,14 +139,21 @@ impl IdRegister {
         self.page
     }
 
-    /// Does the register, read through the mapping of [`page`](Self::page) at `va`, show the
+    /// Does the register, read through `io` (an ioremap of [`page`](Self::page)), show the
     /// expected revision?
+    pub fn reads_right<E: PageTableEnv, P: InstallPolicy>(&self, io: &IoMem<'_, E, P>) -> bool {
+        let v = io.read32(self.offset);
+        gic::arch_rev_matches(self.version, gic::arch_rev_from_pidr2(v))
+    }
+
+    /// Does the register, read through a mapping of [`page`](Self::page) at `va` that the caller
+    /// made itself, show the expected revision?
     ///
     /// # Safety
     ///
     /// `va` must be the start of a live device mapping of that page, which stays mapped until
     /// this returns.
-    pub unsafe fn reads_right(&self, va: VirtAddr) -> bool {
+    pub unsafe fn reads_right_at(&self, va: VirtAddr) -> bool {
         // SAFETY: the caller guarantees that `va` maps the page holding PIDR2, as device memory,
         // until this returns; `offset` is PIDR2's place in that page, at most PAGE_SIZE - 4
         // (`of_this_machine` checks), so the 4-byte read stays inside it; PIDR2 is a read-only
@@ -169,36 +177,6 @@ pub fn tables_delta(before: &PgStatsSnapshot, after: &PgStatsSnapshot) -> PgStat
         promotions: after.promotions - before.promotions,
         reclaimed: after.reclaimed - before.reclaimed,
     }
-}
-
-/// Bring memory management to a state that can be counted: purge the lazily freed areas (their
-/// ranges and pages come back), return the per-CPU frame caches to the frame allocator, and free
-/// the page tables of the vmalloc region that map nothing any more. Returns the tables freed.
-///
-/// # Safety
-///
-/// No other CPU may map, unmap or walk an address in the vmalloc region while this runs (the
-/// tables it frees are ones no lock-free walker may be inside): call it between workloads or
-/// measurements, while the other CPUs are idle or waiting at a barrier. Idle CPUs touch only
-/// their own stacks, whose tables are not empty and so are left alone.
-pub unsafe fn settle() -> usize {
-    use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
-    let vm = crate::mm::kernel_vm();
-    vm.vm_unmap_aliases();
-    FRAMES.drain_caches();
-    // SAFETY: the caller guarantees that no other CPU maps, unmaps or walks the vmalloc region
-    // meanwhile, so no lock-free walker can be inside a table freed here.
-    unsafe {
-        vm.init_mm
-            .reclaim_empty_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END))
-    }
-}
-
-/// Frames free right now, counting the frames the kernel heap has taken as free: the heap grows
-/// by whole frames (whenever it runs low, on any CPU) and keeps them, so that is what must
-/// balance when nothing leaked.
-pub fn free_frames() -> usize {
-    FRAMES.stats().free + crate::kernel::HEAP.grown_frames()
 }
 
 /// Is `e` an allocation failure: no frame for a page or a table, or no virtual space? These are
@@ -295,7 +273,7 @@ impl Error for NotInjected {}
 /// Frames or virtual areas not back where they were before a run: something leaked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leak {
-    /// Free frames ([`free_frames`]) before and after.
+    /// Free frames ([`initmm::mm::free_frames`]) before and after.
     Frames {
         /// Free frames before the run.
         before: usize,

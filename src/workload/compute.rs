@@ -15,11 +15,12 @@ use alloc::vec::Vec;
 use core::error::Error;
 use core::fmt;
 
-use super::common::{Progress, free_frames};
+use super::common::Progress;
+use initmm::mm::free_frames;
 use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
-use crate::arch::aarch64::cpu;
-use crate::smp;
-use crate::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
+use initmm::arch::aarch64::cpu;
+use initmm::smp;
+use initmm::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
 
 /// Count primes below 1,000,000: there are 78,498.
 const LIMIT: u64 = 1_000_000;

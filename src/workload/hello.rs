@@ -5,8 +5,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::common::Progress;
 use super::{Params, Report, Workload};
-use crate::arch::aarch64::cpu;
-use crate::smp::runtime::on_cpus;
+use initmm::arch::aarch64::cpu;
+use initmm::smp::runtime::on_cpus;
 
 /// The `hello` workload: the smallest one, a check that every CPU runs work.
 pub struct Hello;

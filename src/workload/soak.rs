@@ -37,12 +37,13 @@ use core::error::Error;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::common::{AllocFailures, NotInjected, OnCpu, free_frames, settle, tables_delta};
+use super::common::{AllocFailures, NotInjected, OnCpu, tables_delta};
+use initmm::mm::{free_frames, settle};
 use super::{Cursor, Finding, Params, Report, Sliced, Workload, find};
-use crate::arch::aarch64::cpu::{self, MAX_CPUS};
-use crate::mm::fault_inject::{self, FaultConfig, Target};
-use crate::mm::kernel_vm;
-use crate::smp::runtime::{Barrier, on_cpus};
+use initmm::arch::aarch64::cpu::{self, MAX_CPUS};
+use initmm::mm::fault_inject::{self, FaultConfig, Target};
+use initmm::mm::kernel_vm;
+use initmm::smp::runtime::{Barrier, on_cpus};
 
 /// The injection the soak turns on when the command line has no `fail=`.
 pub const DEFAULT_FAIL: &str = "frames:1/50,areas:1/50,seed=7";
@@ -237,7 +238,7 @@ pub fn run_soak(p: &Params) -> (Report, SoakStats) {
     let mut stats = SoakStats::default();
     // Which injection: the command line's `fail=` (already applied at boot), or the default.
     let previous = fault_inject::current();
-    let cmdline_has_fail = crate::kernel::boot_info().cmdline().get("fail").is_some();
+    let cmdline_has_fail = initmm::kernel::boot_info().cmdline().get("fail").is_some();
     let config = if cmdline_has_fail {
         previous
     } else {

@@ -35,18 +35,19 @@ use core::error::Error;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use initmm::mm::{free_frames, settle};
 use super::common::{
-    AllocFailures, IdRegister, Progress, free_frames, is_alloc_failure, retry_injected, settle,
+    AllocFailures, IdRegister, Progress, is_alloc_failure, retry_injected,
     tables_delta,
 };
 use super::{Cursor, Finding, LostRaces, Params, Report, Slice, Sliced, Workload};
-use crate::arch::aarch64::cpu;
-use crate::mm::addr::VirtAddr;
-use crate::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PUD_SIZE};
-use crate::mm::pgtable::Prot;
-use crate::mm::vm::{VmError, Window};
-use crate::mm::{self, kernel_vm};
-use crate::smp::runtime::{Barrier, on_cpus};
+use initmm::arch::aarch64::cpu;
+use initmm::mm::addr::VirtAddr;
+use initmm::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PUD_SIZE};
+use initmm::mm::pgtable::Prot;
+use initmm::mm::vm::{VmError, Window};
+use initmm::mm::{self, kernel_vm};
+use initmm::smp::runtime::{Barrier, on_cpus};
 
 const ROUNDS_PER_EPOCH: usize = 64;
 
@@ -194,7 +195,7 @@ unsafe fn window_cycle(reg: &IdRegister, va: VirtAddr) -> Outcome {
             // SAFETY: `va` was just mapped to the register's page as device memory, and stays
             // mapped until the unmap below: the window is the caller's, and this CPU's slot in it
             // is its own.
-            let good = unsafe { reg.reads_right(va) };
+            let good = unsafe { reg.reads_right_at(va) };
             // SAFETY: the page is the caller's, and this call mapped it.
             unsafe { vm.init_mm.unmap_range(va, PAGE_SIZE) };
             if good {
@@ -217,13 +218,9 @@ unsafe fn window_cycle(reg: &IdRegister, va: VirtAddr) -> Outcome {
 /// A driver's `ioremap` of the register page, read, `iounmap`.
 fn ioremap_cycle(reg: &IdRegister) -> Outcome {
     match mm::ioremap(reg.page(), PAGE_SIZE) {
-        Ok(va) => {
-            // SAFETY: `va` is this call's own ioremap of the register's page (device memory),
-            // live until the iounmap below.
-            let good = unsafe { reg.reads_right(va) };
-            if let Err(e) = mm::iounmap(va) {
-                return Outcome::Error(e);
-            }
+        Ok(io) => {
+            let good = reg.reads_right(&io);
+            drop(io);
             if good {
                 Outcome::Done
             } else {
@@ -290,9 +287,7 @@ impl Workload for Storm {
             }
         };
         // One warm-up cycle, so that the heap and the ioremap range have what they keep.
-        if let Ok(va) = mm::ioremap(reg.page(), PAGE_SIZE) {
-            let _ = mm::iounmap(va);
-        }
+        drop(mm::ioremap(reg.page(), PAGE_SIZE));
         // SAFETY: on the boot CPU, before or after this workload's CPUs ran (on_cpus is not
         // running): the other CPUs are idle, so none maps, unmaps or walks the vmalloc region.
         unsafe { settle() };

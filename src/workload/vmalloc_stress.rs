@@ -16,18 +16,19 @@ use core::error::Error;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use initmm::mm::{free_frames, settle};
 use super::common::{
-    AllocFailures, Leak, OnCpu, Progress, free_frames, is_alloc_failure, settle, tables_delta,
+    AllocFailures, Leak, OnCpu, Progress, is_alloc_failure, tables_delta,
 };
 use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
-use crate::arch::aarch64::cpu;
-use crate::mm::addr::VirtAddr;
-use crate::mm::kernel_vm;
-use crate::mm::layout::PAGE_SIZE;
-use crate::mm::pgalloc::PgStatsSnapshot;
-use crate::mm::vm::VmError;
-use crate::smp::runtime::on_cpus;
-use crate::util::rng::Rng;
+use initmm::arch::aarch64::cpu;
+use initmm::mm::addr::VirtAddr;
+use initmm::mm::{VmBuf, kernel_vm};
+use initmm::mm::layout::PAGE_SIZE;
+use initmm::mm::pgalloc::PgStatsSnapshot;
+use initmm::mm::vm::VmError;
+use initmm::smp::runtime::on_cpus;
+use initmm::util::rng::Rng;
 
 /// Why a scenario stopped early.
 #[derive(Debug)]
@@ -85,13 +86,6 @@ pub enum ScenarioError {
         /// The value read there.
         read: u64,
     },
-    /// `vfree` refused an area it had handed out.
-    Vfree {
-        /// The area's start.
-        va: VirtAddr,
-        /// What `vfree` returned.
-        error: VmError,
-    },
     /// An alignment no address of the vmalloc region has was met.
     BeyondRegion {
         /// The alignment's log2 (48 or more: past every vmalloc address).
@@ -119,7 +113,6 @@ impl fmt::Display for ScenarioError {
                 f,
                 "area {va:#x}: word at {word:#x} reads {read:#x}: another mapping wrote it"
             ),
-            Self::Vfree { va, error } => write!(f, "vfree({va:#x}): {error}"),
             Self::BeyondRegion { shift, va } => write!(
                 f,
                 "vmalloc aligned to 2^{shift} succeeded at {va:#x}, beyond the region"
@@ -151,7 +144,7 @@ impl Error for ScenarioFailed {}
 /// frees what is left, so that a failed allocation in the middle leaks nothing.
 struct Live {
     cpu: usize,
-    areas: Vec<Option<(usize, usize)>>,
+    areas: Vec<Option<VmBuf>>,
 }
 
 impl Live {
@@ -165,20 +158,21 @@ impl Live {
     /// vmalloc `pages` pages at `align`, write the pattern into them, hold them; returns a slot.
     fn alloc(&mut self, pages: usize, align: usize) -> Result<usize, Failure> {
         let size = pages * PAGE_SIZE;
-        let va = kernel_vm().vmalloc_aligned(size, align).map_err(|e| {
+        let area = kernel_vm().vmalloc_aligned(size, align).map_err(|e| {
             Failure::vm(e, |error| ScenarioError::Vmalloc {
                 pages,
                 align,
                 error,
             })
         })?;
-        self.hold(va.0, size, align)
+        self.hold(area, align)
     }
 
     /// Hold an area the caller allocated: check its alignment, write the pattern.
-    fn hold(&mut self, va: usize, size: usize, align: usize) -> Result<usize, Failure> {
-        self.areas.push(Some((va, size)));
-        fill(va, size, align, self.cpu).map_err(Failure::Bad)?;
+    fn hold(&mut self, mut area: VmBuf, align: usize) -> Result<usize, Failure> {
+        let filled = fill(&mut area, align, self.cpu);
+        self.areas.push(Some(area));
+        filled.map_err(Failure::Bad)?;
         Ok(self.areas.len() - 1)
     }
 
@@ -230,51 +224,46 @@ fn run_scenario(i: usize, rng: &mut Rng, cpu_id: usize) -> Result<u64, Failure> 
     }
 }
 
-/// The words of an area the check writes: the first, middle and last of every page.
-fn words(va: usize, size: usize) -> impl Iterator<Item = *mut u64> {
+/// The offsets of the words of an area the check writes: the first, middle and last of every
+/// page.
+fn words(size: usize) -> impl Iterator<Item = usize> {
     (0..size / PAGE_SIZE).flat_map(move |p| {
-        let page = va + p * PAGE_SIZE;
+        let page = p * PAGE_SIZE;
         [page, page + PAGE_SIZE / 2, page + PAGE_SIZE - 8]
-            .into_iter()
-            .map(|a| a as *mut u64)
     })
 }
 
-fn tag(va: usize, cpu_id: usize, w: *mut u64) -> u64 {
-    (w as u64) ^ ((cpu_id as u64) << 56) ^ (va as u64).rotate_left(17)
+/// What this CPU writes at `offset` of the area at `va`.
+fn tag(va: usize, cpu_id: usize, offset: usize) -> u64 {
+    ((va + offset) as u64) ^ ((cpu_id as u64) << 56) ^ (va as u64).rotate_left(17)
 }
 
-/// Check `va`'s alignment and write the pattern into the area.
-fn fill(va: usize, size: usize, align: usize, cpu_id: usize) -> Result<(), ScenarioError> {
+/// Check the area's alignment and write the pattern into it.
+fn fill(area: &mut VmBuf, align: usize, cpu_id: usize) -> Result<(), ScenarioError> {
+    let va = area.addr().0;
     if !va.is_multiple_of(align) {
         return Err(ScenarioError::Misaligned { va, align });
     }
-    for w in words(va, size) {
-        // SAFETY: `w` is inside [va, va + size), which vmalloc just mapped for this CPU alone.
-        unsafe { w.write_volatile(tag(va, cpu_id, w)) };
+    for w in words(area.len()) {
+        area[w..w + 8].copy_from_slice(&tag(va, cpu_id, w).to_ne_bytes());
     }
     Ok(())
 }
 
-/// Check the pattern, then vfree.
-fn check_and_free((va, size): (usize, usize), cpu_id: usize) -> Result<(), ScenarioError> {
-    for w in words(va, size) {
-        // SAFETY: the area is still held by this CPU's `Live` and mapped (vmalloc mapped it).
-        let got = unsafe { w.read_volatile() };
+/// Check the pattern, then free the area (by dropping it).
+fn check_and_free(area: VmBuf, cpu_id: usize) -> Result<(), ScenarioError> {
+    let va = area.addr().0;
+    for w in words(area.len()) {
+        let got = u64::from_ne_bytes(area[w..w + 8].try_into().expect("8 bytes"));
         if got != tag(va, cpu_id, w) {
             return Err(ScenarioError::Overwritten {
                 va,
-                word: w as usize,
+                word: va + w,
                 read: got,
             });
         }
     }
-    kernel_vm()
-        .vfree(VirtAddr(va))
-        .map_err(|error| ScenarioError::Vfree {
-            va: VirtAddr(va),
-            error,
-        })
+    Ok(())
 }
 
 fn fix_size_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
@@ -352,12 +341,13 @@ fn align_shift_alloc(_: &mut Rng, l: &mut Live) -> Result<u64, Failure> {
     for shift in 12..63 {
         let align = 1usize << shift;
         match kernel_vm().vmalloc_aligned(PAGE_SIZE, align) {
-            Ok(va) if shift >= 48 => {
-                let _ = kernel_vm().vfree(va);
+            Ok(area) if shift >= 48 => {
+                let va = area.addr();
+                drop(area);
                 return Err(Failure::Bad(ScenarioError::BeyondRegion { shift, va }));
             }
-            Ok(va) => {
-                let a = l.hold(va.0, PAGE_SIZE, align)?;
+            Ok(area) => {
+                let a = l.hold(area, align)?;
                 l.free(a)?;
                 n += 1;
             }

@@ -18,7 +18,7 @@ use super::{
     SGI_COUNT, SgirTarget, write_each,
 };
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
-use crate::mm::addr::{PhysAddr, VirtAddr};
+use crate::mm::addr::PhysAddr;
 use crate::platform::devicetree;
 
 register_structs! {
@@ -89,8 +89,9 @@ fn map(what: &'static str, r: crate::mm::region::Region, need: u64) -> Result<us
             need,
         });
     }
+    // The distributor and the CPU interface live as long as the kernel: their mappings are kept.
     crate::mm::ioremap(PhysAddr(r.base), need as usize)
-        .map(VirtAddr::as_usize)
+        .map(|io| io.leak().as_usize())
         .map_err(|err| GicError::Map { what, err })
 }
 

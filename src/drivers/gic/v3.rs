@@ -16,7 +16,7 @@ use super::{
 };
 use crate::arch::aarch64::cpu::MAX_CPUS;
 use crate::arch::aarch64::{gic_sysregs, mmu};
-use crate::mm::addr::{PhysAddr, VirtAddr};
+use crate::mm::addr::PhysAddr;
 use crate::platform::devicetree;
 
 register_structs! {
@@ -118,15 +118,17 @@ impl GicV3 {
                 need: super::GICR_FRAME_V3 as u64,
             });
         }
-        let d = crate::mm::ioremap(PhysAddr(desc.dist.base), need as usize).map_err(|err| {
-            GicError::Map {
+        // The distributor and the redistributors live as long as the kernel: their mappings are
+        // kept.
+        let d = crate::mm::ioremap(PhysAddr(desc.dist.base), need as usize)
+            .map(|io| io.leak())
+            .map_err(|err| GicError::Map {
                 what: "GICv3 distributor",
                 err,
-            }
-        })?;
+            })?;
         let gicr_size = r.size as usize;
         let gicr_base = crate::mm::ioremap(PhysAddr(r.base), gicr_size)
-            .map(VirtAddr::as_usize)
+            .map(|io| io.leak().as_usize())
             .map_err(|err| GicError::Map {
                 what: "GICv3 redistributors",
                 err,

@@ -969,14 +969,6 @@ fn concurrent_maps_share_tables_without_a_caller_lock() {
     concurrent_maps(mm());
 }
 
-#[cfg(feature = "bench")]
-#[test]
-fn concurrent_maps_pre_patch_baseline() {
-    let mm = mm();
-    mm.set_design(crate::pgalloc::Design::PrePatch);
-    concurrent_maps(mm);
-}
-
 /// Waits until `done` holds, failing the test after ten seconds rather than hanging.
 fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

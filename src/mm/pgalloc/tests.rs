@@ -252,103 +252,11 @@ fn racing_allocators_install_one_table_per_slot_and_free_the_rest() {
 #[test]
 fn seed_walk_locks_only_around_the_install() {
     let mm = mm();
-    let walk = mm.begin_walk();
+    mm.begin_walk();
     assert!(!mm.page_table_lock.is_locked());
-    walk.allocate(|| assert!(!mm.page_table_lock.is_locked()));
-    walk.install(&mm.page_table_lock, || {
+    Seed::allocate(&(), || assert!(!mm.page_table_lock.is_locked()));
+    Seed::install(&(), &mm.page_table_lock, || {
         assert!(mm.page_table_lock.is_locked())
     });
     assert!(!mm.page_table_lock.is_locked());
-}
-
-/// Linux 2.6.14, for the benchmark: the walk holds `page_table_lock` from its start to its
-/// end, except while allocating a table; unmapping takes no page-table lock.
-#[cfg(feature = "bench")]
-mod pre_patch {
-    use super::*;
-
-    fn pre_patch_mm() -> InitMm<TestEnv> {
-        let mm = mm();
-        mm.set_design(Design::PrePatch);
-        mm
-    }
-
-    #[test]
-    fn walk_holds_the_lock_except_while_allocating() {
-        let mm = pre_patch_mm();
-        let walk = mm.begin_walk();
-        assert!(mm.page_table_lock.is_locked());
-        walk.allocate(|| assert!(!mm.page_table_lock.is_locked(), "dropped to allocate"));
-        assert!(
-            mm.page_table_lock.is_locked(),
-            "taken again after allocating"
-        );
-        walk.install(&mm.page_table_lock, || {
-            assert!(mm.page_table_lock.is_locked())
-        });
-        assert!(
-            mm.page_table_lock.is_locked(),
-            "still held after the install"
-        );
-        drop(walk);
-        assert!(!mm.page_table_lock.is_locked());
-    }
-
-    #[test]
-    fn allocations_happen_with_the_lock_dropped_and_leaves_under_it() {
-        let mm = Arc::new(pre_patch_mm());
-        let m = mm.clone();
-        // The hook runs inside the first table allocation of the map call below.
-        mm.env().on_next_alloc(move |_| {
-            assert!(!m.page_table_lock.is_locked(), "allocating under the lock")
-        });
-        mm.map_owned(
-            VirtAddr(VMALLOC_START),
-            PhysAddr(0x4000_0000),
-            3 * 4096,
-            Prot::KERNEL_RW,
-            false,
-        )
-        .unwrap();
-        assert!(
-            !mm.page_table_lock.is_locked(),
-            "released at the end of the call"
-        );
-        assert_eq!(mm.stats().pte.installed, 1);
-    }
-
-    #[test]
-    fn unmap_takes_no_page_table_lock() {
-        let mm = pre_patch_mm();
-        mm.map_owned(
-            VirtAddr(VMALLOC_START),
-            PhysAddr(0x4000_0000),
-            4096,
-            Prot::KERNEL_RW,
-            false,
-        )
-        .unwrap();
-        // Were unmap to take the lock, this would spin forever.
-        let _held = mm.page_table_lock.lock();
-        mm.unmap_owned(VirtAddr(VMALLOC_START), 4096);
-        assert!(mm.translate(VirtAddr(VMALLOC_START)).is_none());
-    }
-
-    /// Pre-patch kernels lost install races too: the allocators dropped the lock to
-    /// allocate, so a racer could fill the slot meanwhile.
-    #[test]
-    fn racing_pre_patch_allocators_also_lose_races_and_free_their_tables() {
-        let (s, live) = race(pre_patch_mm(), 8, 40);
-        assert_raced(s, live, 40);
-    }
-
-    #[test]
-    fn design_switches() {
-        let mm = mm();
-        assert_eq!(mm.design(), Design::Seed);
-        mm.set_design(Design::PrePatch);
-        assert_eq!(mm.design(), Design::PrePatch);
-        mm.set_design(Design::Seed);
-        assert_eq!(mm.design(), Design::Seed);
-    }
 }

@@ -81,7 +81,7 @@ pub(super) enum Home {
     Node(usize),
 }
 
-impl<E: PageTableEnv> KernelVm<E> {
+impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// Reserve a virtual range (plus its guard page) of `size` bytes at `align`: from this CPU's
     /// node when it is small, else from the global allocator. When there is no room, lazily freed
     /// areas are purged and the allocation tried once more (Linux's `alloc_vmap_area` does the
@@ -185,8 +185,8 @@ impl<E: PageTableEnv> KernelVm<E> {
         addr: usize,
         kind: AreaKind,
         claim: bool,
-    ) -> Result<VmapArea, VmError> {
-        let mut verdict = Err(VmError::NotMapped {
+    ) -> Result<VmapArea, FreeError> {
+        let mut verdict = Err(FreeError::NotMapped {
             addr: VirtAddr(addr),
         });
         self.with_allocator(addr, |a| {
@@ -204,19 +204,19 @@ impl<E: PageTableEnv> KernelVm<E> {
         kind: AreaKind,
         area: VmapArea,
         tag: usize,
-    ) -> Result<VmapArea, VmError> {
+    ) -> Result<VmapArea, FreeError> {
         let va = VirtAddr(addr);
         if area.start != addr {
-            return Err(VmError::InsideArea {
+            return Err(FreeError::InsideArea {
                 addr: va,
                 start: VirtAddr(area.start),
             });
         }
         match AreaKind::from_tag(tag) {
-            AreaKind::Lazy => Err(VmError::AlreadyFreed { addr: va }),
+            AreaKind::Lazy => Err(FreeError::AlreadyFreed { addr: va }),
             // A node's region, seen from the global allocator: no area starts there.
-            AreaKind::Region => Err(VmError::NotMapped { addr: va }),
-            is if is != kind => Err(VmError::WrongKind {
+            AreaKind::Region => Err(FreeError::NotMapped { addr: va }),
+            is if is != kind => Err(FreeError::WrongKind {
                 addr: va,
                 is,
                 expected: kind,

@@ -69,7 +69,7 @@ pub struct LazyStats {
     pub purges: u64,
 }
 
-impl<E: PageTableEnv> KernelVm<E> {
+impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// Free a claimed area lazily (Linux's `vunmap_range_noflush` and `free_vmap_area_noflush`):
     /// clear its leaves, give a vmalloc area's pages (`with_pages`) back at once, as Linux's
     /// `vfree` does, put the range on this CPU's lazy list, and purge when that list holds more

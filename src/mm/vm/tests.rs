@@ -314,9 +314,9 @@ fn assert_promotion(events: &[Event], level: Level, va: impl AsVa, freed: &[Phys
 fn ioremap_refuses_zero_size_wrap_around_and_addresses_beyond_pa_bits() {
     let vm = vm();
     // A live area, so that tables and leaves exist that a bad call could disturb.
-    let live = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let live = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
     let limit = 1u64 << PA_BITS;
-    for ioremap in [KernelVm::ioremap, KernelVm::ioremap_wc] {
+    for ioremap in [KernelVm::ioremap_raw, KernelVm::ioremap_wc_raw] {
         assert_refused(&vm, VmError::ZeroSize, || ioremap(&vm, PhysAddr(DEV), 0));
         for (phys, size) in [(u64::MAX - 0xfff, 0x2000), (u64::MAX, 2)] {
             assert_refused(
@@ -342,16 +342,16 @@ fn ioremap_refuses_zero_size_wrap_around_and_addresses_beyond_pa_bits() {
             vm.init_mm.translate(va).unwrap().pa,
             PhysAddr(limit - P as u64)
         );
-        vm.iounmap(va).unwrap();
+        vm.iounmap_at(va).unwrap();
     }
-    vm.iounmap(live).unwrap();
+    vm.iounmap_at(live).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
 #[test]
 fn ioremap_refuses_every_overlap_with_ram() {
     let vm = vm();
-    let live = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let live = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
     let (base, end) = (RAM.base, RAM.base + RAM.size);
     for (phys, size) in [
         (base, P),                         // the first page
@@ -369,7 +369,7 @@ fn ioremap_refuses_every_overlap_with_ram() {
                 size,
                 ram: RAM,
             },
-            || vm.ioremap(PhysAddr(phys), size),
+            || vm.ioremap_raw(PhysAddr(phys), size),
         );
         assert_refused(
             &vm,
@@ -378,16 +378,16 @@ fn ioremap_refuses_every_overlap_with_ram() {
                 size,
                 ram: RAM,
             },
-            || vm.ioremap_wc(PhysAddr(phys), size),
+            || vm.ioremap_wc_raw(PhysAddr(phys), size),
         );
     }
     // Right up to RAM on either side is not an overlap.
     for (phys, size) in [(base - 8, 8), (end, P)] {
-        let va = vm.ioremap(PhysAddr(phys), size).unwrap();
+        let va = vm.ioremap_raw(PhysAddr(phys), size).unwrap();
         assert_eq!(vm.init_mm.translate(va).unwrap().pa, PhysAddr(phys));
-        vm.iounmap(va).unwrap();
+        vm.iounmap_at(va).unwrap();
     }
-    vm.iounmap(live).unwrap();
+    vm.iounmap_at(live).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -396,12 +396,12 @@ fn ioremap_refuses_every_overlap_with_ram() {
 #[test]
 fn ioremap_beyond_the_descriptor_output_size_is_a_table_error() {
     let vm = vm_with(TestEnv::new(), WINDOW, 52);
-    let live = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let live = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
     for (phys, size) in [(1u64 << 48, P), ((1 << 48) - P as u64, 2 * P)] {
         let want = VmError::Table(MmError::BadPhysRange { pa: phys, size });
-        assert_refused(&vm, want, || vm.ioremap(PhysAddr(phys), size));
+        assert_refused(&vm, want, || vm.ioremap_raw(PhysAddr(phys), size));
     }
-    vm.iounmap(live).unwrap();
+    vm.iounmap_at(live).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -411,19 +411,19 @@ fn ioremap_out_of_virtual_space_in_a_tiny_window() {
     let vm = vm_with(TestEnv::new(), window, PA_BITS);
     // Four pages plus the guard page can never fit.
     assert_refused(&vm, VmError::NoVirtualSpace(VaError::TooLarge), || {
-        vm.ioremap(PhysAddr(DEV), 4 * P)
+        vm.ioremap_raw(PhysAddr(DEV), 4 * P)
     });
-    let va = vm.ioremap(PhysAddr(DEV), 2 * P).unwrap();
+    let va = vm.ioremap_raw(PhysAddr(DEV), 2 * P).unwrap();
     assert_eq!(va, VirtAddr(V));
     // One page is left, but a page needs its guard page too.
     let no_space = VmError::NoVirtualSpace(VaError::NoSpace { size: P, align: P });
-    assert_refused(&vm, no_space, || vm.ioremap(PhysAddr(DEV + 0x10_0000), 1));
+    assert_refused(&vm, no_space, || vm.ioremap_raw(PhysAddr(DEV + 0x10_0000), 1));
     assert_refused(&vm, no_space, || {
-        vm.ioremap_wc(PhysAddr(DEV + 0x10_0000), 1)
+        vm.ioremap_wc_raw(PhysAddr(DEV + 0x10_0000), 1)
     });
-    vm.iounmap(va).unwrap();
-    let va = vm.ioremap(PhysAddr(DEV + 0x10_0000), 3 * P).unwrap();
-    vm.iounmap(va).unwrap();
+    vm.iounmap_at(va).unwrap();
+    let va = vm.ioremap_raw(PhysAddr(DEV + 0x10_0000), 3 * P).unwrap();
+    vm.iounmap_at(va).unwrap();
     assert_balanced(&vm, window, 1);
 }
 
@@ -439,7 +439,7 @@ fn ioremap_out_of_memory_at_every_table_allocation() {
         let before = snapshot(&vm);
         env.fail_after(n);
         env.start_recording();
-        let got = vm.ioremap(PhysAddr(DEV), 4 * P);
+        let got = vm.ioremap_raw(PhysAddr(DEV), 4 * P);
         let events = env.take_events();
         env.unlimited();
         let va = ACROSS_PGD.0;
@@ -451,7 +451,7 @@ fn ioremap_out_of_memory_at_every_table_allocation() {
                     .total(),
                 TABLES
             );
-            vm.iounmap(VirtAddr(va)).unwrap();
+            vm.iounmap_at(VirtAddr(va)).unwrap();
             assert_balanced(&vm, ACROSS_PGD, 1);
             continue;
         }
@@ -485,7 +485,7 @@ fn ioremap_out_of_memory_at_every_table_allocation() {
 #[test]
 fn ioremap_keeps_the_sub_page_offset() {
     let vm = vm();
-    let va = vm.ioremap(PhysAddr(DEV + 0x123), 8).unwrap();
+    let va = vm.ioremap_raw(PhysAddr(DEV + 0x123), 8).unwrap();
     assert_eq!(va, VirtAddr(V + 0x123));
     assert_eq!(vm.init_mm.translate(va).unwrap().pa, PhysAddr(DEV + 0x123));
     assert!(
@@ -493,28 +493,28 @@ fn ioremap_keeps_the_sub_page_offset() {
         "one page only"
     );
     assert_eq!(vm.area_stats().0, 1);
-    vm.iounmap(va).unwrap();
+    vm.iounmap_at(va).unwrap();
     assert!(vm.init_mm.translate(VirtAddr(V)).is_none());
 
     // Eight bytes across a page boundary take two pages.
-    let va = vm.ioremap(PhysAddr(DEV + 0xffc), 8).unwrap();
+    let va = vm.ioremap_raw(PhysAddr(DEV + 0xffc), 8).unwrap();
     assert_eq!(va, VirtAddr(V + 0xffc));
     assert_eq!(
         vm.init_mm.translate(va + 4).unwrap().pa,
         PhysAddr(DEV + 0x1000)
     );
     assert!(vm.init_mm.translate(VirtAddr(V + 2 * P)).is_none());
-    vm.iounmap(va).unwrap();
-    assert_eq!(vm.iounmap(va), Err(VmError::NotMapped { addr: va }));
+    vm.iounmap_at(va).unwrap();
+    assert_eq!(vm.iounmap_at(va), Err(FreeError::NotMapped { addr: va }));
     assert_balanced(&vm, WINDOW, 1);
 }
 
 #[test]
 fn ioremap_is_device_ngnre_and_ioremap_wc_normal_nc_both_execute_never() {
     let vm = vm();
-    let dev = vm.ioremap(PhysAddr(DEV), 2 * P).unwrap();
-    let wc = vm.ioremap_wc(PhysAddr(DEV + 0x10_0000), 2 * P).unwrap();
-    let mem = vm.vmalloc(P).unwrap();
+    let dev = vm.ioremap_raw(PhysAddr(DEV), 2 * P).unwrap();
+    let wc = vm.ioremap_wc_raw(PhysAddr(DEV + 0x10_0000), 2 * P).unwrap();
+    let mem = vm.vmalloc_raw(P).unwrap();
     for (va, prot, mem_type, attr) in [
         (dev, Prot::DEVICE, MemType::Device, MAIR_IDX_DEVICE_NGNRE),
         (wc, Prot::DEVICE_WC, MemType::NormalNc, MAIR_IDX_NORMAL_NC),
@@ -530,9 +530,9 @@ fn ioremap_is_device_ngnre_and_ioremap_wc_normal_nc_both_execute_never() {
             "{va:#x} must be execute-never"
         );
     }
-    vm.iounmap(dev).unwrap();
-    vm.iounmap(wc).unwrap();
-    vm.vfree(mem).unwrap();
+    vm.iounmap_at(dev).unwrap();
+    vm.iounmap_at(wc).unwrap();
+    vm.vfree_at(mem).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -540,9 +540,9 @@ fn ioremap_is_device_ngnre_and_ioremap_wc_normal_nc_both_execute_never() {
 fn huge_ioremap_uses_one_pmd_block_at_a_2m_aligned_va() {
     let vm = vm();
     // A page at the bottom of the window, so that 2 MiB alignment is not free.
-    let pin = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let pin = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
     let phys = 0x10_0000_0000;
-    let va = vm.ioremap(PhysAddr(phys), PMD_SIZE).unwrap();
+    let va = vm.ioremap_raw(PhysAddr(phys), PMD_SIZE).unwrap();
     assert_eq!(va, VirtAddr(V + PMD_SIZE));
     for off in [0, PMD_SIZE - 1] {
         let t = vm.init_mm.translate(va + off).unwrap();
@@ -558,14 +558,14 @@ fn huge_ioremap_uses_one_pmd_block_at_a_2m_aligned_va() {
 
     // A sub-page offset in a 2 MiB-aligned range still takes the block.
     let off_va = vm
-        .ioremap(PhysAddr(phys + 0x20_0010), PMD_SIZE - 0x10)
+        .ioremap_raw(PhysAddr(phys + 0x20_0010), PMD_SIZE - 0x10)
         .unwrap();
     assert_eq!(off_va.0 % PMD_SIZE, 0x10);
     assert_eq!(vm.init_mm.translate(off_va).unwrap().level, Level::Pmd);
 
     // One page more: a block, then a pte table for the tail page.
     let tail = vm
-        .ioremap(PhysAddr(phys + 0x40_0000), PMD_SIZE + P)
+        .ioremap_raw(PhysAddr(phys + 0x40_0000), PMD_SIZE + P)
         .unwrap();
     assert_eq!(tail.0 % PMD_SIZE, 0);
     assert_eq!(vm.init_mm.translate(tail).unwrap().level, Level::Pmd);
@@ -574,7 +574,7 @@ fn huge_ioremap_uses_one_pmd_block_at_a_2m_aligned_va() {
 
     // A physical range that is not 2 MiB aligned uses pages, at a page-aligned VA.
     let pages = vm
-        .ioremap(PhysAddr(phys + 0x10_0000 + P as u64), PMD_SIZE)
+        .ioremap_raw(PhysAddr(phys + 0x10_0000 + P as u64), PMD_SIZE)
         .unwrap();
     assert_eq!(vm.init_mm.translate(pages).unwrap().level, Level::Pte);
     assert_eq!(
@@ -587,7 +587,7 @@ fn huge_ioremap_uses_one_pmd_block_at_a_2m_aligned_va() {
     );
 
     for va in [pin, va, off_va, tail, pages] {
-        vm.iounmap(va).unwrap();
+        vm.iounmap_at(va).unwrap();
     }
     assert!(vm.init_mm.translate(VirtAddr(V + PMD_SIZE)).is_none());
     assert_balanced(&vm, WINDOW, 1);
@@ -597,9 +597,9 @@ fn huge_ioremap_uses_one_pmd_block_at_a_2m_aligned_va() {
 fn huge_ioremap_uses_one_pud_block_at_a_1g_aligned_va() {
     // The small pin and the huge area must meet in one pud table: both global.
     let vm = vm().without_nodes();
-    let pin = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let pin = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
     let phys = 0x80_0000_0000;
-    let va = vm.ioremap(PhysAddr(phys), PUD_SIZE).unwrap();
+    let va = vm.ioremap_raw(PhysAddr(phys), PUD_SIZE).unwrap();
     assert_eq!(va, VirtAddr(V + PUD_SIZE));
     for off in [0, 0x1234_5678, PUD_SIZE - 1] {
         let t = vm.init_mm.translate(va + off).unwrap();
@@ -612,16 +612,16 @@ fn huge_ioremap_uses_one_pud_block_at_a_1g_aligned_va() {
         pte: 0,
     };
     assert_eq!(vm.init_mm.count_tables(va, va + PUD_SIZE), one_block);
-    vm.iounmap(va).unwrap();
+    vm.iounmap_at(va).unwrap();
     assert!(vm.init_mm.translate(va).is_none());
     // The slot is empty again and the next 1 GiB ioremap takes it.
     let again = vm
-        .ioremap_wc(PhysAddr(phys + PUD_SIZE as u64), PUD_SIZE)
+        .ioremap_wc_raw(PhysAddr(phys + PUD_SIZE as u64), PUD_SIZE)
         .unwrap();
     assert_eq!(again, va);
     assert_eq!(vm.init_mm.translate(again).unwrap().level, Level::Pud);
-    vm.iounmap(again).unwrap();
-    vm.iounmap(pin).unwrap();
+    vm.iounmap_at(again).unwrap();
+    vm.iounmap_at(pin).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -631,14 +631,14 @@ fn huge_ioremap_uses_one_pud_block_at_a_1g_aligned_va() {
 fn huge_ioremap_promotes_a_pte_table_slot_with_break_before_make() {
     let vm = vm();
     let env = vm.init_mm.env();
-    let small = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let small = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
     let pte_table = table_under(&vm, small, Level::Pmd);
-    vm.iounmap(small).unwrap();
+    vm.iounmap_at(small).unwrap();
     let frames = env.live_frames();
 
     let phys = 0x10_0000_0000;
     env.start_recording();
-    let va = vm.ioremap(PhysAddr(phys), PMD_SIZE).unwrap();
+    let va = vm.ioremap_raw(PhysAddr(phys), PMD_SIZE).unwrap();
     let events = env.take_events();
     assert_eq!(va, small, "the 2 MiB area reuses the slot");
     let block = Descriptor::leaf(Level::Pmd, PhysAddr(phys), Prot::DEVICE).raw();
@@ -647,7 +647,7 @@ fn huge_ioremap_promotes_a_pte_table_slot_with_break_before_make() {
     assert_eq!(env.live_frames(), frames - 1);
     assert_eq!(vm.init_mm.stats().promotions, 1);
     assert_eq!(vm.init_mm.translate(va).unwrap().level, Level::Pmd);
-    vm.iounmap(va).unwrap();
+    vm.iounmap_at(va).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -657,22 +657,22 @@ fn huge_ioremap_promotes_a_pmd_table_slot_to_a_1g_block() {
     // The small area and the huge one share a pud slot: both global.
     let vm = vm().without_nodes();
     let env = vm.init_mm.env();
-    let small = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let small = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
     let pmd_table = table_under(&vm, small, Level::Pud);
     let pte_table = table_under(&vm, small, Level::Pmd);
-    vm.iounmap(small).unwrap();
+    vm.iounmap_at(small).unwrap();
     let frames = env.live_frames();
 
     let phys = 0x80_0000_0000;
     env.start_recording();
-    let va = vm.ioremap(PhysAddr(phys), PUD_SIZE).unwrap();
+    let va = vm.ioremap_raw(PhysAddr(phys), PUD_SIZE).unwrap();
     let events = env.take_events();
     assert_eq!(va, small);
     let block = Descriptor::leaf(Level::Pud, PhysAddr(phys), Prot::DEVICE).raw();
     assert_promotion(&events, Level::Pud, va, &[pmd_table, pte_table], block);
     assert_eq!(env.live_frames(), frames - 2);
     assert_eq!(vm.init_mm.translate(va).unwrap().level, Level::Pud);
-    vm.iounmap(va).unwrap();
+    vm.iounmap_at(va).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -779,14 +779,14 @@ fn unmap_invalidates_and_waits_before_the_range_is_given_back() {
         vm.set_lazy_max_pages(0); // every free purges at once
         let spy = vm.init_mm.env();
         spy.vm.set(Arc::downgrade(&vm)).unwrap();
-        let neighbour = vm.vmalloc(P).unwrap();
+        let neighbour = vm.vmalloc_raw(P).unwrap();
         let frames: Vec<PhysAddr> = (0..3).map(|_| spy.alloc_table_frame().unwrap()).collect();
         let va = match kind {
-            AreaKind::Ioremap => vm.ioremap(PhysAddr(DEV), 3 * P),
+            AreaKind::Ioremap => vm.ioremap_raw(PhysAddr(DEV), 3 * P),
             // SAFETY: the test's own frames, given back only after the area's purge (every
             // free purges here).
-            AreaKind::Vmap => unsafe { vm.vmap(&frames, Prot::KERNEL_RW) },
-            _ => vm.vmalloc(3 * P),
+            AreaKind::Vmap => unsafe { vm.vmap_raw(&frames, Prot::KERNEL_RW) },
+            _ => vm.vmalloc_raw(3 * P),
         }
         .unwrap();
         assert_eq!(va, VirtAddr(V + 2 * P));
@@ -798,9 +798,9 @@ fn unmap_invalidates_and_waits_before_the_range_is_given_back() {
 
         spy.armed.store(true, StdOrdering::SeqCst);
         let unmapped = match kind {
-            AreaKind::Ioremap => vm.iounmap(va),
-            AreaKind::Vmap => vm.vunmap(va),
-            _ => vm.vfree(va),
+            AreaKind::Ioremap => vm.iounmap_at(va),
+            AreaKind::Vmap => vm.vunmap_at(va),
+            _ => vm.vfree_at(va),
         };
         spy.armed.store(false, StdOrdering::SeqCst);
         unmapped.unwrap();
@@ -852,10 +852,10 @@ fn unmap_invalidates_and_waits_before_the_range_is_given_back() {
         );
         assert_eq!(vm.area_stats().0, 1);
         // Only now is the range handed out again: the next area takes the same address.
-        let again = vm.vmalloc(3 * P).unwrap();
+        let again = vm.vmalloc_raw(3 * P).unwrap();
         assert_eq!(again, va, "{kind:?}");
-        vm.vfree(again).unwrap();
-        vm.vfree(neighbour).unwrap();
+        vm.vfree_at(again).unwrap();
+        vm.vfree_at(neighbour).unwrap();
         // SAFETY: the test's own frames, unmapped by vunmap.
         frames
             .into_iter()
@@ -875,9 +875,9 @@ fn vfree_of_a_large_area_flushes_the_whole_tlb_once() {
     let vm = vm();
     let env = vm.init_mm.env();
     let pages = TLBI_MAX_OPS + 88;
-    let va = vm.vmalloc(pages * P).unwrap();
+    let va = vm.vmalloc_raw(pages * P).unwrap();
     env.start_recording();
-    vm.vfree(va).unwrap();
+    vm.vfree_at(va).unwrap();
     let events = env.take_events();
     // Each page is freed right after its leaf is cleared; then one invalidation.
     let (frees, unmap): (Vec<Event>, Vec<Event>) = events
@@ -904,89 +904,89 @@ fn vfree_of_a_large_area_flushes_the_whole_tlb_once() {
 #[test]
 fn unmapping_the_wrong_address_or_kind_is_refused() {
     let vm = vm();
-    let io = vm.ioremap(PhysAddr(DEV + 0x40), 3 * P).unwrap();
+    let io = vm.ioremap_raw(PhysAddr(DEV + 0x40), 3 * P).unwrap();
     let io_start = io - 0x40;
-    let mem = vm.vmalloc(3 * P).unwrap();
+    let mem = vm.vmalloc_raw(3 * P).unwrap();
     let frame = vm.init_mm.env().alloc_table_frame().unwrap();
     // SAFETY: the test's own frame, given back only after its area was unmapped and purged (this
     // vm purges on every free).
-    let mapped = unsafe { vm.vmap(&[frame], Prot::KERNEL_RO) }.unwrap();
+    let mapped = unsafe { vm.vmap_raw(&[frame], Prot::KERNEL_RO) }.unwrap();
     let window = vm.reserve_window(P, P).unwrap();
     fill(&vm, mem, 3, 7);
     let before = snapshot(&vm);
 
     let nowhere = VMALLOC_END - 64 * P;
     assert_eq!(
-        vm.iounmap(VirtAddr(nowhere)),
-        Err(VmError::NotMapped {
+        vm.iounmap_at(VirtAddr(nowhere)),
+        Err(FreeError::NotMapped {
             addr: VirtAddr(nowhere)
         })
     );
     assert_eq!(
-        vm.vfree(VirtAddr(nowhere)),
-        Err(VmError::NotMapped {
+        vm.vfree_at(VirtAddr(nowhere)),
+        Err(FreeError::NotMapped {
             addr: VirtAddr(nowhere)
         })
     );
     assert_eq!(
-        vm.vunmap(VirtAddr(nowhere)),
-        Err(VmError::NotMapped {
+        vm.vunmap_at(VirtAddr(nowhere)),
+        Err(FreeError::NotMapped {
             addr: VirtAddr(nowhere)
         })
     );
     assert_eq!(
-        vm.vfree(mem + P),
-        Err(VmError::InsideArea {
+        vm.vfree_at(mem + P),
+        Err(FreeError::InsideArea {
             addr: mem + P,
             start: mem
         })
     );
     // The guard page belongs to its area too.
     assert_eq!(
-        vm.vfree(mem + 3 * P),
-        Err(VmError::InsideArea {
+        vm.vfree_at(mem + 3 * P),
+        Err(FreeError::InsideArea {
             addr: mem + 3 * P,
             start: mem
         })
     );
     assert_eq!(
-        vm.iounmap(io_start + P),
-        Err(VmError::InsideArea {
+        vm.iounmap_at(io_start + P),
+        Err(FreeError::InsideArea {
             addr: io_start + P,
             start: io_start
         })
     );
-    let wrong = |addr, is, expected| Err(VmError::WrongKind { addr, is, expected });
+    let wrong = |addr, is, expected| Err(FreeError::WrongKind { addr, is, expected });
     assert_eq!(
-        vm.vfree(io_start),
+        vm.vfree_at(io_start),
         wrong(io_start, AreaKind::Ioremap, AreaKind::Vmalloc)
     );
     assert_eq!(
-        vm.vunmap(mem),
+        vm.vunmap_at(mem),
         wrong(mem, AreaKind::Vmalloc, AreaKind::Vmap)
     );
     assert_eq!(
-        vm.iounmap(mem),
+        vm.iounmap_at(mem),
         wrong(mem, AreaKind::Vmalloc, AreaKind::Ioremap)
     );
     assert_eq!(
-        vm.vfree(mapped),
+        vm.vfree_at(mapped),
         wrong(mapped, AreaKind::Vmap, AreaKind::Vmalloc)
     );
     assert_eq!(
-        vm.iounmap(window.start()),
+        vm.iounmap_at(window.start()),
         wrong(window.start(), AreaKind::Window, AreaKind::Ioremap)
     );
     // (`release_window` of another kind's area does not build: it takes a `Window`.)
     assert_eq!(snapshot(&vm), before, "a refused unmap changed something");
     verify(&vm, mem, 3, 7);
 
-    vm.iounmap(io).unwrap();
-    assert_eq!(vm.iounmap(io), Err(VmError::NotMapped { addr: io }));
-    vm.vfree(mem).unwrap();
-    assert_eq!(vm.vfree(mem), Err(VmError::NotMapped { addr: mem }));
-    vm.vunmap(mapped).unwrap();
-    assert_eq!(vm.vunmap(mapped), Err(VmError::NotMapped { addr: mapped }));
+    vm.iounmap_at(io).unwrap();
+    assert_eq!(vm.iounmap_at(io), Err(FreeError::NotMapped { addr: io }));
+    vm.vfree_at(mem).unwrap();
+    assert_eq!(vm.vfree_at(mem), Err(FreeError::NotMapped { addr: mem }));
+    vm.vunmap_at(mapped).unwrap();
+    assert_eq!(vm.vunmap_at(mapped), Err(FreeError::NotMapped { addr: mapped }));
     vm.release_window(window).unwrap();
     // SAFETY: the test's own frame, no longer mapped.
     unsafe { vm.init_mm.env().free_table_frame(frame) };
@@ -999,7 +999,7 @@ fn vmap_maps_the_callers_pages_and_vunmap_leaves_them_to_the_caller() {
     let env = vm.init_mm.env();
     // SAFETY: no pages.
     assert_refused(&vm, VmError::ZeroSize, || unsafe {
-        vm.vmap(&[], Prot::KERNEL_RW)
+        vm.vmap_raw(&[], Prot::KERNEL_RW)
     });
     // Out of order on purpose: the mapping follows the slice.
     let frames: Vec<PhysAddr> = (0..3)
@@ -1008,7 +1008,7 @@ fn vmap_maps_the_callers_pages_and_vunmap_leaves_them_to_the_caller() {
         .collect();
     // SAFETY: the test's own frames, given back only after the area was unmapped and purged
     // (this vm purges on every free).
-    let va = unsafe { vm.vmap(&frames, Prot::KERNEL_RO) }.unwrap();
+    let va = unsafe { vm.vmap_raw(&frames, Prot::KERNEL_RO) }.unwrap();
     for (i, &pa) in frames.iter().enumerate() {
         let t = vm.init_mm.translate(va + i * P + 8).unwrap();
         assert_eq!(
@@ -1017,7 +1017,7 @@ fn vmap_maps_the_callers_pages_and_vunmap_leaves_them_to_the_caller() {
         );
     }
     assert!(vm.init_mm.translate(va + 3 * P).is_none(), "guard page");
-    vm.vunmap(va).unwrap();
+    vm.vunmap_at(va).unwrap();
     assert!(frames.iter().all(|&pa| env.is_allocated(pa)));
     // SAFETY: the test's own frames, unmapped by vunmap.
     frames
@@ -1038,7 +1038,7 @@ fn vmalloc_out_of_memory_at_every_allocation() {
         let env = vm.init_mm.env();
         let before = snapshot(&vm);
         env.fail_after(n);
-        let got = vm.vmalloc(3 * P);
+        let got = vm.vmalloc_raw(3 * P);
         env.unlimited();
         let after = snapshot(&vm);
         let tables = after.tables.total();
@@ -1051,7 +1051,7 @@ fn vmalloc_out_of_memory_at_every_allocation() {
             _ => {
                 assert_eq!(got, Ok(VirtAddr(ACROSS_PGD.0)));
                 fill(&vm, ACROSS_PGD.0, 3, 1);
-                vm.vfree(VirtAddr(ACROSS_PGD.0)).unwrap();
+                vm.vfree_at(VirtAddr(ACROSS_PGD.0)).unwrap();
             }
         }
         assert_eq!(after.allocations - before.allocations, n);
@@ -1070,7 +1070,7 @@ fn vmalloc_stack_has_an_unmapped_guard_page_below() {
     assert_refused(&vm, VmError::ZeroSize, || {
         vm.vmalloc_stack(0).map(|s| s.top())
     });
-    let neighbour = vm.vmalloc(P).unwrap();
+    let neighbour = vm.vmalloc_raw(P).unwrap();
     let size = 4 * P;
     let stack = vm.vmalloc_stack(size).unwrap();
     let (top, guard) = (stack.top(), stack.guard_page());
@@ -1108,14 +1108,14 @@ fn vmalloc_stack_has_an_unmapped_guard_page_below() {
         );
     }
     assert_eq!(
-        vm.vfree(guard + P),
-        Err(VmError::InsideArea {
+        vm.vfree_at(guard + P),
+        Err(FreeError::InsideArea {
             addr: guard + P,
             start: guard
         })
     );
-    vm.vfree_stack(stack).unwrap();
-    vm.vfree(neighbour).unwrap();
+    vm.vfree_stack(stack);
+    vm.vfree_at(neighbour).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -1137,7 +1137,7 @@ fn vmalloc_stack_out_of_memory_at_every_allocation() {
             0..=2 => assert_eq!(got, Err(VmError::OutOfMemory { pages: 3 }), "n = {n}"),
             ALLOCS => {
                 assert_eq!(got, Ok(VirtAddr(ACROSS_PGD.0 + 4 * P)));
-                vm.vfree(VirtAddr(ACROSS_PGD.0)).unwrap();
+                vm.vfree_at(VirtAddr(ACROSS_PGD.0)).unwrap();
             }
             _ => assert_eq!(got, Err(VmError::Table(MmError::OutOfMemory)), "n = {n}"),
         }
@@ -1160,15 +1160,15 @@ fn vmalloc_stack_out_of_memory_at_every_allocation() {
 fn test_vmalloc_fix_size_alloc() {
     let vm = vm();
     let env = vm.init_mm.env();
-    let first = vm.vmalloc(3 * P).unwrap();
-    vm.vfree(first).unwrap();
+    let first = vm.vmalloc_raw(3 * P).unwrap();
+    vm.vfree_at(first).unwrap();
     let frames = env.live_frames();
     for i in 0..2000u64 {
-        let va = vm.vmalloc(3 * P).unwrap();
+        let va = vm.vmalloc_raw(3 * P).unwrap();
         assert_eq!(va, first);
         let slot = &frame_of(&vm, va + 2 * P)[0];
         slot.store(i, Ordering::Relaxed);
-        vm.vfree(va).unwrap();
+        vm.vfree_at(va).unwrap();
         assert_eq!(env.live_frames(), frames);
     }
     assert_balanced(&vm, WINDOW, 1);
@@ -1184,22 +1184,22 @@ fn test_vmalloc_full_fit_alloc() {
     let mut live = Vec::with_capacity(PAIRS);
     let mut junk = Vec::with_capacity(PAIRS);
     for i in 0..PAIRS {
-        live.push(vm.vmalloc(P).unwrap());
-        junk.push(vm.vmalloc(P).unwrap());
+        live.push(vm.vmalloc_raw(P).unwrap());
+        junk.push(vm.vmalloc_raw(P).unwrap());
         fill(&vm, live[i], 1, i as u64);
     }
-    junk.iter().for_each(|&va| vm.vfree(va).unwrap());
+    junk.iter().for_each(|&va| vm.vfree_at(va).unwrap());
     let before = vm.area_stats();
     let tables = vm.init_mm.count_tables(VirtAddr(V), VirtAddr(VMALLOC_END));
     for i in 0..4 * PAIRS as u64 {
-        let va = vm.vmalloc(P).unwrap();
+        let va = vm.vmalloc_raw(P).unwrap();
         assert_eq!(va, junk[0], "did not fit in the lowest hole");
         let slot = &frame_of(&vm, va)[0];
         slot.store(i, Ordering::Relaxed);
-        vm.vfree(va).unwrap();
+        vm.vfree_at(va).unwrap();
     }
     // Fill every hole at once: each one-page area takes exactly one hole.
-    let refill: Vec<VirtAddr> = (0..PAIRS).map(|_| vm.vmalloc(P).unwrap()).collect();
+    let refill: Vec<VirtAddr> = (0..PAIRS).map(|_| vm.vmalloc_raw(P).unwrap()).collect();
     assert_eq!(refill, junk);
     assert_eq!(vm.area_stats().1, before.1 - PAIRS * 2 * P);
     assert_eq!(
@@ -1211,7 +1211,7 @@ fn test_vmalloc_full_fit_alloc() {
     }
     live.iter()
         .chain(&refill)
-        .for_each(|&va| vm.vfree(va).unwrap());
+        .for_each(|&va| vm.vfree_at(va).unwrap());
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -1221,7 +1221,7 @@ fn test_vmalloc_full_fit_alloc() {
 fn test_vmalloc_long_busy_list_alloc() {
     const BUSY: usize = 15_000;
     let vm = vm_with(TestEnv::with_capacity(BUSY + 400), WINDOW, PA_BITS);
-    let busy: Vec<VirtAddr> = (0..BUSY).map(|_| vm.vzalloc(P).unwrap()).collect();
+    let busy: Vec<VirtAddr> = (0..BUSY).map(|_| vm.vzalloc_raw(P).unwrap()).collect();
     // Lowest fit, one page plus its guard page each.
     assert!(
         busy.iter()
@@ -1231,14 +1231,14 @@ fn test_vmalloc_long_busy_list_alloc() {
     assert_eq!(vm.area_stats().0, BUSY);
     let above = V + 2 * BUSY * P;
     for i in 0..100u64 {
-        let big = vm.vmalloc(100 * P).unwrap();
-        let small = vm.vmalloc(P).unwrap();
+        let big = vm.vmalloc_raw(100 * P).unwrap();
+        let small = vm.vmalloc_raw(P).unwrap();
         assert_eq!((big, small), (VirtAddr(above), VirtAddr(above + 101 * P)));
         fill(&vm, big, 100, i);
         fill(&vm, small, 1, !i);
         verify(&vm, big, 100, i);
-        vm.vfree(big).unwrap();
-        vm.vfree(small).unwrap();
+        vm.vfree_at(big).unwrap();
+        vm.vfree_at(small).unwrap();
     }
     // Spot-check the busy pages: they are mapped, zeroed, and each its own frame.
     for &va in busy.iter().step_by(997) {
@@ -1248,7 +1248,7 @@ fn test_vmalloc_long_busy_list_alloc() {
                 .all(|s| s.load(Ordering::Relaxed) == 0)
         );
     }
-    busy.iter().for_each(|&va| vm.vfree(va).unwrap());
+    busy.iter().for_each(|&va| vm.vfree_at(va).unwrap());
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -1262,19 +1262,19 @@ fn test_vmalloc_random_size_alloc() {
     for i in 0..400u64 {
         if live.len() < 16 && rng.range(0, 2) != 0 {
             let pages = rng.range(1, 100);
-            let va = vm.vmalloc(pages * P).unwrap();
+            let va = vm.vmalloc_raw(pages * P).unwrap();
             assert!(vm.init_mm.translate(va + pages * P).is_none(), "guard page");
             fill(&vm, va, pages, i);
             live.push((va, pages, i));
         } else if !live.is_empty() {
             let (va, pages, tag) = live.swap_remove(rng.range(0, live.len() - 1));
             verify(&vm, va, pages, tag);
-            vm.vfree(va).unwrap();
+            vm.vfree_at(va).unwrap();
         }
     }
     for (va, pages, tag) in live {
         verify(&vm, va, pages, tag);
-        vm.vfree(va).unwrap();
+        vm.vfree_at(va).unwrap();
     }
     assert_balanced(&vm, WINDOW, 1);
 }
@@ -1285,14 +1285,14 @@ fn test_vmalloc_random_size_alloc() {
 fn test_vmalloc_fix_align_alloc() {
     const ALIGN: usize = 64 << 10;
     let vm = vm();
-    let pin = vm.vmalloc(P).unwrap();
+    let pin = vm.vmalloc_raw(P).unwrap();
     for i in 0..500u64 {
-        let va = vm.vmalloc_aligned(5 * P, ALIGN).unwrap();
+        let va = vm.vmalloc_aligned_raw(5 * P, ALIGN).unwrap();
         assert_eq!(va, VirtAddr(V + ALIGN));
         fill(&vm, va, 5, i);
-        vm.vfree(va).unwrap();
+        vm.vfree_at(va).unwrap();
     }
-    vm.vfree(pin).unwrap();
+    vm.vfree_at(pin).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -1301,18 +1301,18 @@ fn test_vmalloc_fix_align_alloc() {
 #[test]
 fn test_vmalloc_random_size_align_alloc() {
     let vm = vm();
-    let pin = vm.vmalloc(P).unwrap();
+    let pin = vm.vmalloc_raw(P).unwrap();
     let mut rng = Rng::new(2);
     for i in 0..500u64 {
         let align = 1usize << rng.range(0, 22);
         let pages = rng.range(1, 10);
-        let va = vm.vmalloc_aligned(pages * P, align).unwrap();
+        let va = vm.vmalloc_aligned_raw(pages * P, align).unwrap();
         let want = (V + 2 * P).next_multiple_of(align.max(P));
         assert_eq!(va, VirtAddr(want), "{pages} pages at {align:#x}");
         fill(&vm, va, pages, i);
-        vm.vfree(va).unwrap();
+        vm.vfree_at(va).unwrap();
     }
-    vm.vfree(pin).unwrap();
+    vm.vfree_at(pin).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -1328,12 +1328,12 @@ fn test_vmalloc_align_shift_alloc_fails_for_huge_alignment() {
     let mut first_failure = None;
     for shift in 0..usize::BITS {
         let align = 1usize << shift;
-        match vm.vmalloc_aligned(P, align) {
+        match vm.vmalloc_aligned_raw(P, align) {
             Ok(va) => {
                 assert!(shift <= fits, "2^{shift} cannot be met in the window");
                 assert_eq!(va, VirtAddr(V));
                 fill(&vm, va, 1, shift.into());
-                vm.vfree(va).unwrap();
+                vm.vfree_at(va).unwrap();
             }
             Err(e) => {
                 assert_eq!(
@@ -1358,13 +1358,13 @@ fn test_vmalloc_align_shift_alloc_fails_for_huge_alignment() {
 #[test]
 fn vmalloc_refuses_zero_size_and_non_power_of_two_alignment() {
     let vm = vm();
-    let live = vm.vmalloc(P).unwrap();
-    assert_refused(&vm, VmError::ZeroSize, || vm.vmalloc(0));
-    assert_refused(&vm, VmError::ZeroSize, || vm.vmalloc_aligned(0, P));
+    let live = vm.vmalloc_raw(P).unwrap();
+    assert_refused(&vm, VmError::ZeroSize, || vm.vmalloc_raw(0));
+    assert_refused(&vm, VmError::ZeroSize, || vm.vmalloc_aligned_raw(0, P));
     for align in [0, 3 * P, P + 1] {
         // The pages are allocated, then given back when the range is refused.
         let before = snapshot(&vm);
-        let got = vm.vmalloc_aligned(2 * P, align);
+        let got = vm.vmalloc_aligned_raw(2 * P, align);
         assert_eq!(got, Err(VmError::NoVirtualSpace(VaError::BadAlign)));
         let after = snapshot(&vm);
         assert_eq!(after.allocations - before.allocations, 2);
@@ -1376,7 +1376,7 @@ fn vmalloc_refuses_zero_size_and_non_power_of_two_alignment() {
             before
         );
     }
-    vm.vfree(live).unwrap();
+    vm.vfree_at(live).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -1420,13 +1420,13 @@ fn worker(vm: &KernelVm<TestEnv>, live: &StdMutex<BTreeMap<usize, usize>>, t: us
                 let off = rng.range(0, P - 1) & !7;
                 let size = rng.range(1, 4 * P);
                 let phys = DEV + ((t * 1000 + op) * 4 * P + off) as u64;
-                let va = vm.ioremap(PhysAddr(phys), size).unwrap();
+                let va = vm.ioremap_raw(PhysAddr(phys), size).unwrap();
                 assert_eq!(va.0 % P, off);
                 claim(live, va - off, (off + size).next_multiple_of(P));
                 mine.push(Mine::Io { va, phys, size });
             } else {
                 let pages = rng.range(1, 8);
-                let va = vm.vmalloc(pages * P).unwrap();
+                let va = vm.vmalloc_raw(pages * P).unwrap();
                 claim(live, va, pages * P);
                 let tag = ((t as u64) << 32) | op as u64;
                 fill(vm, va, pages, tag);
@@ -1452,12 +1452,12 @@ fn unmap_mine(vm: &KernelVm<TestEnv>, live: &StdMutex<BTreeMap<usize, usize>>, m
                 );
             }
             live.lock().unwrap().remove(&(va.0 & !(P - 1))).unwrap();
-            vm.iounmap(va).unwrap();
+            vm.iounmap_at(va).unwrap();
         }
         Mine::Mem { va, pages, tag } => {
             verify(vm, va, pages, tag);
             live.lock().unwrap().remove(&va.0).unwrap();
-            vm.vfree(va).unwrap();
+            vm.vfree_at(va).unwrap();
         }
     }
 }
@@ -1519,14 +1519,14 @@ fn lazy_max_pages_is_linux_s() {
 fn lazy_free_frees_the_pages_at_once_and_keeps_the_range_until_the_purge_invalidates() {
     let vm = lazy_vm(1 << 20);
     let env = vm.init_mm.env();
-    let va = vm.vmalloc(3 * P).unwrap();
+    let va = vm.vmalloc_raw(3 * P).unwrap();
     let pages: Vec<PhysAddr> = (0..3)
         .map(|i| vm.init_mm.translate(va + i * P).unwrap().pa)
         .collect();
     let live = env.live_frames();
 
     env.start_recording();
-    vm.vfree(va).unwrap();
+    vm.vfree_at(va).unwrap();
     let ev = env.take_events();
     let shape: Vec<&str> = ev
         .iter()
@@ -1552,7 +1552,7 @@ fn lazy_free_frees_the_pages_at_once_and_keeps_the_range_until_the_purge_invalid
     assert!(vm.init_mm.translate(va).is_none());
     assert_eq!(env.live_frames(), live - 3, "the pages are free at once");
     assert_eq!(vm.area_stats().0, 1, "the range stays busy");
-    assert_eq!(vm.vfree(va), Err(VmError::AlreadyFreed { addr: va }));
+    assert_eq!(vm.vfree_at(va), Err(FreeError::AlreadyFreed { addr: va }));
     assert_eq!(
         vm.lazy_stats(),
         LazyStats {
@@ -1562,7 +1562,7 @@ fn lazy_free_frees_the_pages_at_once_and_keeps_the_range_until_the_purge_invalid
         }
     );
     // The pages are reused at once, but the range is not handed out again before the purge.
-    let other = vm.vmalloc(3 * P).unwrap();
+    let other = vm.vmalloc_raw(3 * P).unwrap();
     assert_ne!(other, va);
     let reused: Vec<PhysAddr> = (0..3)
         .map(|i| vm.init_mm.translate(other + i * P).unwrap().pa)
@@ -1571,7 +1571,7 @@ fn lazy_free_frees_the_pages_at_once_and_keeps_the_range_until_the_purge_invalid
         reused.iter().any(|pa| pages.contains(pa)),
         "the freed pages are handed out again: {reused:?} {pages:?}"
     );
-    vm.vfree(other).unwrap();
+    vm.vfree_at(other).unwrap();
 
     env.start_recording();
     vm.vm_unmap_aliases();
@@ -1583,9 +1583,9 @@ fn lazy_free_frees_the_pages_at_once_and_keeps_the_range_until_the_purge_invalid
     assert_eq!(ev, expect, "one invalidation for both, completed, and no frame freed");
     assert_eq!(vm.lazy_stats().purges, 1);
     // The range is free again: the lowest fit takes it.
-    let again = vm.vmalloc(3 * P).unwrap();
+    let again = vm.vmalloc_raw(3 * P).unwrap();
     assert_eq!(again, va);
-    vm.vfree(again).unwrap();
+    vm.vfree_at(again).unwrap();
     vm.vm_unmap_aliases();
     assert_balanced(&vm, WINDOW, 1);
 }
@@ -1594,17 +1594,17 @@ fn lazy_free_frees_the_pages_at_once_and_keeps_the_range_until_the_purge_invalid
 fn a_free_past_the_threshold_purges() {
     let vm = lazy_vm(8);
     let areas: Vec<VirtAddr> = (0..3)
-        .map(|_| vm.ioremap(PhysAddr(DEV), 3 * P).unwrap())
+        .map(|_| vm.ioremap_raw(PhysAddr(DEV), 3 * P).unwrap())
         .collect();
-    vm.iounmap(areas[0]).unwrap();
-    vm.iounmap(areas[1]).unwrap();
+    vm.iounmap_at(areas[0]).unwrap();
+    vm.iounmap_at(areas[1]).unwrap();
     assert_eq!(
         vm.lazy_stats().pages,
         6,
         "below the threshold: nothing purged"
     );
     assert_eq!(vm.lazy_stats().purges, 0);
-    vm.iounmap(areas[2]).unwrap();
+    vm.iounmap_at(areas[2]).unwrap();
     assert_eq!(
         vm.lazy_stats(),
         LazyStats {
@@ -1628,17 +1628,17 @@ fn a_free_over_the_threshold_during_a_purge_is_purged_too() {
     fn free_late(vm: &KernelVm<TestEnv>) {
         let va = LATE.swap(0, StdOrdering::SeqCst);
         if va != 0 {
-            vm.iounmap(VirtAddr(va)).unwrap();
+            vm.iounmap_at(VirtAddr(va)).unwrap();
             assert_eq!(vm.lazy_stats().areas, 1, "left on the list: the purge is taken");
         }
     }
     let vm = lazy_vm(4);
     vm.purge_hook.set(free_late).unwrap();
-    let first = vm.ioremap(PhysAddr(DEV), 5 * P).unwrap();
-    let late = vm.ioremap(PhysAddr(DEV), 5 * P).unwrap();
+    let first = vm.ioremap_raw(PhysAddr(DEV), 5 * P).unwrap();
+    let late = vm.ioremap_raw(PhysAddr(DEV), 5 * P).unwrap();
     LATE.store(late.0, StdOrdering::SeqCst);
     // 5 pages > 4: this free purges, and the late free happens inside that purge.
-    vm.iounmap(first).unwrap();
+    vm.iounmap_at(first).unwrap();
     assert_eq!(LATE.load(StdOrdering::SeqCst), 0, "the late free ran");
     assert_eq!(
         vm.lazy_stats(),
@@ -1662,16 +1662,16 @@ fn each_cpu_purges_past_its_share_of_the_threshold() {
     vm.set_lazy_max_pages(8); // 4 pages each
     let area = |cpu| {
         env.set_cpu(cpu);
-        vm.ioremap(PhysAddr(DEV), 3 * P).unwrap()
+        vm.ioremap_raw(PhysAddr(DEV), 3 * P).unwrap()
     };
     let (a, b, c) = (area(0), area(1), area(1));
     env.set_cpu(0);
-    vm.iounmap(a).unwrap();
+    vm.iounmap_at(a).unwrap();
     env.set_cpu(1);
-    vm.iounmap(b).unwrap();
+    vm.iounmap_at(b).unwrap();
     assert_eq!(vm.lazy_stats().pages, 6, "3 on each list: no purge");
     assert_eq!(vm.lazy_stats().purges, 0);
-    vm.iounmap(c).unwrap();
+    vm.iounmap_at(c).unwrap();
     assert_eq!(
         vm.lazy_stats(),
         LazyStats {
@@ -1690,8 +1690,8 @@ fn many_lazy_pages_flush_the_whole_tlb_once() {
     let env = vm.init_mm.env();
     let n = TLBI_MAX_OPS / 16 + 1;
     for _ in 0..n {
-        let va = vm.ioremap(PhysAddr(DEV), 16 * P).unwrap();
-        vm.iounmap(va).unwrap();
+        let va = vm.ioremap_raw(PhysAddr(DEV), 16 * P).unwrap();
+        vm.iounmap_at(va).unwrap();
     }
     env.start_recording();
     vm.vm_unmap_aliases();
@@ -1710,22 +1710,22 @@ fn no_virtual_space_purges_and_tries_again() {
     // Room for two one-page areas (each with its guard page).
     let vm = vm_with(TestEnv::new(), (V, V + 4 * P), PA_BITS);
     vm.set_lazy_max_pages(1 << 20);
-    let a = vm.ioremap(PhysAddr(DEV), P).unwrap();
-    let b = vm.ioremap(PhysAddr(DEV), P).unwrap();
+    let a = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
+    let b = vm.ioremap_raw(PhysAddr(DEV), P).unwrap();
     assert!(matches!(
-        vm.ioremap(PhysAddr(DEV), P),
+        vm.ioremap_raw(PhysAddr(DEV), P),
         Err(VmError::NoVirtualSpace(VaError::NoSpace { .. }))
     ));
-    vm.iounmap(a).unwrap();
+    vm.iounmap_at(a).unwrap();
     assert_eq!(vm.lazy_stats().purges, 0);
     assert_eq!(
-        vm.ioremap(PhysAddr(DEV), P),
+        vm.ioremap_raw(PhysAddr(DEV), P),
         Ok(a),
         "purged, then the freed range fits"
     );
     assert_eq!(vm.lazy_stats().purges, 1);
-    vm.iounmap(a).unwrap();
-    vm.iounmap(b).unwrap();
+    vm.iounmap_at(a).unwrap();
+    vm.iounmap_at(b).unwrap();
     vm.vm_unmap_aliases();
     assert_balanced(&vm, (V, V + 4 * P), 1);
 }
@@ -1734,13 +1734,13 @@ fn no_virtual_space_purges_and_tries_again() {
 #[test]
 fn vmalloc_does_not_zero_and_vzalloc_does() {
     let vm = vm();
-    let poisoned = vm.vmalloc(2 * P).unwrap();
+    let poisoned = vm.vmalloc_raw(2 * P).unwrap();
     assert!(
         frame_of(&vm, poisoned)
             .iter()
             .all(|s| s.load(Ordering::Relaxed) == POISON)
     );
-    let zeroed = vm.vzalloc(2 * P).unwrap();
+    let zeroed = vm.vzalloc_raw(2 * P).unwrap();
     for p in 0..2 {
         assert!(
             frame_of(&vm, zeroed + p * P)
@@ -1748,8 +1748,8 @@ fn vmalloc_does_not_zero_and_vzalloc_does() {
                 .all(|s| s.load(Ordering::Relaxed) == 0)
         );
     }
-    vm.vfree(poisoned).unwrap();
-    vm.vfree(zeroed).unwrap();
+    vm.vfree_at(poisoned).unwrap();
+    vm.vfree_at(zeroed).unwrap();
     assert_balanced(&vm, WINDOW, 1);
 }
 
@@ -1761,10 +1761,10 @@ fn vmap_walks_each_table_once_and_publishes_once() {
     let frames: Vec<PhysAddr> = (0..8).map(|_| env.alloc_table_frame().unwrap()).collect();
     // SAFETY: the test's own frames, given back only after the areas were unmapped and
     // purged (this vm purges on every free).
-    let first = unsafe { vm.vmap(&frames[..1], Prot::KERNEL_RW) }.unwrap(); // the tables exist now
+    let first = unsafe { vm.vmap_raw(&frames[..1], Prot::KERNEL_RW) }.unwrap(); // the tables exist now
     env.start_recording();
     // SAFETY: as above.
-    let va = unsafe { vm.vmap(&frames[1..], Prot::KERNEL_RW) }.unwrap();
+    let va = unsafe { vm.vmap_raw(&frames[1..], Prot::KERNEL_RW) }.unwrap();
     let ev = env.take_events();
     let stores = ev
         .iter()
@@ -1779,8 +1779,8 @@ fn vmap_walks_each_table_once_and_publishes_once() {
     for (i, pa) in frames[1..].iter().enumerate() {
         assert_eq!(vm.init_mm.translate(va + i * P).unwrap().pa, *pa);
     }
-    vm.vunmap(va).unwrap();
-    vm.vunmap(first).unwrap();
+    vm.vunmap_at(va).unwrap();
+    vm.vunmap_at(first).unwrap();
     // SAFETY: the test's own frames, unmapped and purged.
     frames
         .into_iter()
@@ -1798,10 +1798,10 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
     let env = vm.init_mm.env();
     let empty = vm.area_stats();
     env.set_cpu(0);
-    let a = vm.vmalloc(3 * P).unwrap();
+    let a = vm.vmalloc_raw(3 * P).unwrap();
     env.set_cpu(1);
-    let b = vm.vmalloc(3 * P).unwrap();
-    let big = vm.ioremap(PhysAddr(DEV), SLOT).unwrap();
+    let b = vm.vmalloc_raw(3 * P).unwrap();
+    let big = vm.ioremap_raw(PhysAddr(DEV), SLOT).unwrap();
     assert_eq!(
         vm.regions.load(StdOrdering::SeqCst),
         2,
@@ -1814,11 +1814,11 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
     assert_eq!(vm.area_stats().0, 3);
     // CPU 1 frees CPU 0's area: it goes on CPU 1's lazy list, and the purge gives it back
     // to CPU 0's region.
-    vm.vfree(a).unwrap();
+    vm.vfree_at(a).unwrap();
     assert_eq!(vm.nodes[1].lazy.lock().areas.len(), 1);
-    assert_eq!(vm.vfree(a), Err(VmError::AlreadyFreed { addr: a }));
-    vm.vfree(b).unwrap();
-    vm.iounmap(big).unwrap();
+    assert_eq!(vm.vfree_at(a), Err(FreeError::AlreadyFreed { addr: a }));
+    vm.vfree_at(b).unwrap();
+    vm.iounmap_at(big).unwrap();
     vm.vm_unmap_aliases();
     assert_eq!(
         vm.area_stats(),
@@ -1826,20 +1826,20 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
         "regions stay with their nodes, counted as free space"
     );
     env.set_cpu(0);
-    assert_eq!(vm.vmalloc(3 * P), Ok(a), "the range is CPU 0's again");
-    vm.vfree(a).unwrap();
+    assert_eq!(vm.vmalloc_raw(3 * P), Ok(a), "the range is CPU 0's again");
+    vm.vfree_at(a).unwrap();
     // Addresses no area starts at, in a slot or at a region's end, are refused.
     assert_eq!(
-        vm.vfree(a + P),
-        Err(VmError::InsideArea {
+        vm.vfree_at(a + P),
+        Err(FreeError::InsideArea {
             addr: a + P,
             start: a
         })
     );
     let guard = a.0 / REGION * REGION + REGION - P;
     assert_eq!(
-        vm.vfree(VirtAddr(guard)),
-        Err(VmError::NotMapped {
+        vm.vfree_at(VirtAddr(guard)),
+        Err(FreeError::NotMapped {
             addr: VirtAddr(guard)
         })
     );

@@ -1,100 +1,143 @@
-//! `bench=GROUP[,GROUP]`: the in-guest half of `just bench` (the host half,
-//! `platform/bench/bench.py`, boots this at several CPU counts and aggregates).
-//!
-//! Every measurement prints one line `bench {json}`, timed with the generic counter, and verifies
-//! its work (every mapping read or translated back); a measurement whose check fails says so in
-//! `"ok":false` and the run exits with a failure.
-//!
-//! The first line, `"group":"info"`, gives the counter's frequency (every `ticks` field counts
-//! its ticks), the CPUs and the options.
-//!
-//! Groups:
-//! - `designs`: loads (a) ioremap + read + iounmap of a 4 KiB device page, (b) map-only into
-//!   fresh, never-touched 2 MiB slots (a page table installed per operation), (c) vmalloc +
-//!   write + vfree of 1-16 pages; each with the seed design and the pre-patch baseline. Each rep
-//!   runs both designs back to back, seed first in even reps and pre-patch first in odd ones
-//!   (`first` says which), so that the host can pair them and drift and order effects fall on
-//!   both alike.
-//!   Memory management is settled (lazy areas purged, frame caches drained, empty tables freed)
-//!   before every measurement, so that each starts from the same state, and each ends, timed,
-//!   with the purge of what its unmaps deferred: it pays for exactly its own invalidations.
-//! - `breakdown` (the profiled kernel only): the same loads and pairs with profiling on: per lock of `mm::profile::LOCKS`
-//!   the ticks spent waiting for it and holding it and the times it was taken; the serial time
-//!   (some global lock held, nested holds counted once); ticks per profiled section (TLB
-//!   maintenance, leaf writes); counts per event (table allocations, barriers, TLB
-//!   invalidations, writes to shared cache lines); the table installs won and lost; and the CPU
-//!   time (`cpu_ticks`: elapsed ticks times CPUs) they are shares of. Before each load's
-//!   profiled runs, a `probe` line says what profiling itself costs (see `probe_costs`).
-//! - `floor`: the irreducible work of one 4 KiB map + read + unmap, with its own TLB
-//!   invalidation and with the invalidation batched as a lazy purge does it, against a real
-//!   ioremap + read + iounmap.
-//! - `growth`: a one-page ioremap + iounmap through this CPU's slot allocator with 10 .. 100,000
-//!   of its areas live, and a global window reserve + release with as many windows live; ioremap
-//!   of 4 KiB, 64 KiB, 2 MiB and 1 GiB (with blocks) and the table pages each uses. Needs the
-//!   device windows on the command line: `bench_mmio=PA` (2 MiB aligned, >= 2 MiB) and
-//!   `bench_mmio_1g=PA` (1 GiB aligned, >= 1 GiB): board knowledge stays in the host script.
-//!   (`floor` and `growth` live in `costs`.)
-//!
-//! Every timed figure counts the generic counter's ticks, so a boot under QEMU's `-icount
-//! shift=0` (one instruction per nanosecond of virtual time) gives instructions per operation:
-//! the host does that at -smp 1 (see `platform/bench/bench.py`).
-//! - `scaling` (2 or more CPUs): the seed on CPU 0 alone and on every online CPU, back to back in
-//!   each rep, alternately first; the host shows the paired ratio beside the across-boots one
-//!   (see `scaling` for why it decides nothing).
-//!
-//! Before anything is timed, every free page is written once (see `touch_free_memory`).
-//!
-//! Options: `reps=N` pairs per load for `designs` and `scaling` (default 5), `preps=N` for
-//! `breakdown` (default 1), `ms=N` per measurement (default 300), `floor_ms=N` per `floor`
-//! measurement (default `ms`), `lives=N,N,..` live areas for `growth`, `loads=a,b,c` (default all
-//! three). `all` runs `breakdown` only in the profiled kernel (`--features profile`).
+//! The benchmark groups, on the machine (see the crate documentation).
 
-mod costs;
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::arch::aarch64::cpu;
-use crate::cmdline::Cmdline;
-use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE};
-use crate::mm::pgalloc::Design;
-use crate::mm::pgtable::{Level, Prot};
-use crate::mm::{self, kernel_vm, profile};
-use crate::smp::runtime::{Barrier, on_cpus};
-use crate::smp::{self};
-use crate::util::rng::Rng;
-use crate::workload::common::{IdRegister, settle, tables_delta};
+use initmm::arch::aarch64::cpu;
+use initmm::cmdline::Cmdline;
+use initmm::mm::addr::{PhysAddr, VirtAddr};
+use initmm::mm::hw::HwEnv;
+use initmm::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE};
+use initmm::mm::pgalloc::{InitMm, InstallPolicy, PgStatsSnapshot, Seed};
+use initmm::mm::pgtable::{Level, Prot};
+use initmm::mm::vm::{KernelVm, Window};
+use initmm::mm::{self, kernel_vm, profile};
+use initmm::smp::runtime::{Barrier, on_cpus};
+use initmm::smp::{self};
+use initmm::util::rng::Rng;
+use initmm_workloads::common::{IdRegister, tables_delta};
 
-struct Opts {
-    loads: Vec<Load>,
-    reps: usize,
-    profiled_reps: usize,
-    ms: u64,
-    ticks: u64,
+use crate::prepatch::PrePatch;
+
+/// The two designs, side by side on the kernel's own tables (see the crate documentation).
+pub(crate) struct Designs {
+    pub(crate) seed: KernelVm<HwEnv, Seed>,
+    pub(crate) prepatch: KernelVm<HwEnv, PrePatch>,
+    /// The part of the kernel's vmalloc region they map into, two whole pgd entries each (room
+    /// for the per-CPU nodes' regions and for load (b)'s 512 GiB window): never released.
+    _window: Window,
+}
+
+/// Which of the two designs.
+#[derive(Clone, Copy)]
+enum Design {
+    Seed,
+    PrePatch,
+}
+
+impl Designs {
+    fn new() -> Result<Self, String> {
+        let kvm = kernel_vm();
+        let window = kvm
+            .reserve_window(4 * PGDIR_SIZE, PGDIR_SIZE)
+            .map_err(|e| format!("no room for the designs: {e}"))?;
+        let base = window.start().0;
+        let pgd = kvm.init_mm.pgd_phys();
+        let layout = kvm.init_mm.layout();
+        // SAFETY: the kernel's pgd, whose `KernelVm` is static; each design maps only inside its
+        // half of `window` (its vmalloc range): whole, aligned pgd entries that the kernel's own
+        // `KernelVm` never uses while the window is held, and it is never released.
+        let (seed_mm, prepatch_mm) = unsafe {
+            (
+                InitMm::sharing_pgd(HwEnv, pgd, layout.clone()),
+                InitMm::sharing_pgd(HwEnv, pgd, layout.clone()),
+            )
+        };
+        let seed = KernelVm::new(seed_mm, (base, base + 2 * PGDIR_SIZE), kvm.pa_bits());
+        let prepatch = KernelVm::new(
+            prepatch_mm,
+            (base + 2 * PGDIR_SIZE, base + 4 * PGDIR_SIZE),
+            kvm.pa_bits(),
+        );
+        seed.set_online_cpus(smp::online_cpus());
+        prepatch.set_online_cpus(smp::online_cpus());
+        Ok(Self {
+            seed,
+            prepatch,
+            _window: window,
+        })
+    }
+
+    /// Bring memory management to a state that can be counted (`mm::settle`), the designs'
+    /// lazily freed areas purged first.
+    ///
+    /// # Safety
+    ///
+    /// As for `mm::settle`: between measurements, while the other CPUs are idle.
+    pub(crate) unsafe fn settle(&self) {
+        self.seed.vm_unmap_aliases();
+        self.prepatch.vm_unmap_aliases();
+        // SAFETY: the caller's contract is `settle`'s.
+        unsafe { mm::settle() };
+    }
+
+    /// Run `load` with `design`; its result and the table installs it made.
+    fn run(
+        &self,
+        design: Design,
+        load: Load,
+        cpus: usize,
+        ticks: u64,
+        profiled: bool,
+    ) -> (LoadResult, PgStatsSnapshot) {
+        fn measured<P: InstallPolicy>(
+            vm: &KernelVm<HwEnv, P>,
+            load: Load,
+            cpus: usize,
+            ticks: u64,
+            profiled: bool,
+        ) -> (LoadResult, PgStatsSnapshot) {
+            let before = vm.init_mm.stats();
+            let r = run_load(vm, load, cpus, ticks, profiled);
+            (r, tables_delta(&before, &vm.init_mm.stats()))
+        }
+        match design {
+            Design::Seed => measured(&self.seed, load, cpus, ticks, profiled),
+            Design::PrePatch => measured(&self.prepatch, load, cpus, ticks, profiled),
+        }
+    }
+}
+
+pub(crate) struct Opts {
+    pub(crate) loads: Vec<Load>,
+    pub(crate) reps: usize,
+    pub(crate) profiled_reps: usize,
+    pub(crate) ms: u64,
+    pub(crate) ticks: u64,
     /// `floor_ms=` in ticks (default `ms=`): a floor operation with its own broadcast TLB
     /// invalidation is slow to emulate under `-icount`, and its count needs no long run there.
-    floor_ticks: u64,
+    pub(crate) floor_ticks: u64,
     /// `lives=N,N,..`: the live areas `growth` measures with (default 10 and 1,000 with 2 reps
     /// or fewer, else 10 .. 100,000).
-    lives: Vec<usize>,
-    mmio: Option<u64>,
-    mmio_1g: Option<u64>,
+    pub(crate) lives: Vec<usize>,
+    pub(crate) mmio: Option<u64>,
+    pub(crate) mmio_1g: Option<u64>,
 }
 
 /// One output line.
-fn emit(fields: &[(&str, String)], ok: bool) {
+pub(crate) fn emit(fields: &[(&str, String)], ok: bool) {
     let mut s = String::from("{");
     for (k, v) in fields {
         s.push_str(&format!("\"{k}\":{v},"));
     }
     s.push_str(&format!("\"ok\":{ok}}}"));
-    crate::kprintln!("bench {s}");
+    initmm::kprintln!("bench {s}");
 }
 
-fn q(s: &str) -> String {
+pub(crate) fn q(s: &str) -> String {
     format!("\"{s}\"")
 }
 
@@ -109,7 +152,7 @@ fn obj<'a>(fields: impl IntoIterator<Item = (&'a str, u64)>) -> String {
 
 /// A device page every board has (the GIC distributor's, holding PIDR2), with the value it
 /// must read.
-fn id_register() -> IdRegister {
+pub(crate) fn id_register() -> IdRegister {
     IdRegister::of_this_machine().expect("bench needs a GIC")
 }
 
@@ -169,15 +212,22 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
     );
     let groups = c.get("bench").unwrap_or("all");
     touch_free_memory();
+    let d = match Designs::new() {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("bench: {e}");
+            return false;
+        }
+    };
     let mut ok = true;
     for g in groups.split(',') {
         let all = g == "all";
         if all || g == "designs" {
-            ok &= designs(&o, false);
+            ok &= designs(&d, &o, false);
         }
         if all || g == "breakdown" {
             if profile::AVAILABLE {
-                ok &= designs(&o, true);
+                ok &= designs(&d, &o, true);
             } else if !all {
                 log::error!(
                     "bench=breakdown needs the profiled kernel (built with --features profile)"
@@ -186,13 +236,13 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
             }
         }
         if all || g == "floor" {
-            ok &= costs::floor(&o);
+            ok &= crate::costs::floor(&d, &o);
         }
         if all || g == "growth" {
-            ok &= costs::growth(&o);
+            ok &= crate::costs::growth(&d, &o);
         }
         if all || g == "scaling" {
-            ok &= scaling(&o);
+            ok &= scaling(&d, &o);
         }
         if !all && !["designs", "breakdown", "floor", "growth", "scaling"].contains(&g) {
             log::error!(
@@ -205,7 +255,7 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
 }
 
 #[derive(Clone, Copy)]
-enum Load {
+pub(crate) enum Load {
     IoremapRead,
     MapFresh,
     Vmalloc,
@@ -236,20 +286,19 @@ fn touch_free_memory() {
         while areas.len() < areas.capacity()
             && mm::frame::FRAMES.stats().free > MARGIN_PAGES + chunk / PAGE_SIZE
         {
-            let Ok(va) = mm::vmalloc(chunk) else { break };
+            let Ok(mut area) = mm::vmalloc(chunk) else {
+                break;
+            };
             for p in (0..chunk).step_by(PAGE_SIZE) {
-                // SAFETY: the page was just vmalloc'd here, and nothing else refers to it.
-                unsafe { (va + p).as_mut_ptr::<u64>().write_volatile(0) };
+                area[p] = 0;
             }
-            areas.push(va);
+            areas.push(area);
         }
     }
-    for va in areas {
-        let _ = mm::vfree(va);
-    }
+    drop(areas);
     // SAFETY: between measurements, on the boot CPU: the other CPUs are idle (no on_cpus
     // call is running), so none maps, unmaps or walks the vmalloc region.
-    unsafe { settle() };
+    unsafe { mm::settle() };
 }
 
 /// Per lock of `mm::profile::LOCKS`: the ticks waited and held, the acquisitions, the clock
@@ -281,8 +330,7 @@ fn pair_order(rep: usize) -> [(Design, &'static str); 2] {
     }
 }
 
-fn designs(o: &Opts, profiled: bool) -> bool {
-    let vm = kernel_vm();
+fn designs(d: &Designs, o: &Opts, profiled: bool) -> bool {
     let mut ok = true;
     let reps = if profiled { o.profiled_reps } else { o.reps };
     for &load in &o.loads {
@@ -290,8 +338,11 @@ fn designs(o: &Opts, profiled: bool) -> bool {
         // would otherwise land on whichever design runs first.
         // SAFETY: between measurements, on the boot CPU: the other CPUs are idle (no on_cpus
         // call is running), so none maps, unmaps or walks the vmalloc region.
-        unsafe { settle() };
-        ok &= run_load(load, smp::online_cpus(), o.ticks, false).ok;
+        unsafe { d.settle() };
+        ok &= d
+            .run(Design::Seed, load, smp::online_cpus(), o.ticks, false)
+            .0
+            .ok;
         if profiled {
             probe_costs();
         }
@@ -300,12 +351,8 @@ fn designs(o: &Opts, profiled: bool) -> bool {
             for (mode, design) in order {
                 // SAFETY: between measurements, on the boot CPU: the other CPUs are idle (no
                 // on_cpus call is running), so none maps, unmaps or walks the vmalloc region.
-                unsafe { settle() };
-                vm.init_mm.set_design(mode);
-                let tables0 = vm.init_mm.stats();
-                let r = run_load(load, smp::online_cpus(), o.ticks, profiled);
-                let tables = tables_delta(&tables0, &vm.init_mm.stats());
-                vm.init_mm.set_design(Design::Seed);
+                unsafe { d.settle() };
+                let (r, tables) = d.run(mode, load, smp::online_cpus(), o.ticks, profiled);
                 ok &= r.ok;
                 let cpus = smp::online_cpus();
                 let secs = r.ticks as f64 / cpu::counter_frequency() as f64;
@@ -373,19 +420,18 @@ fn designs(o: &Opts, profiled: bool) -> bool {
 /// 2-vCPU machine runs at about two thirds of a -smp 1 boot's rate, for a reason not pinned down
 /// (QEMU's parallel mode for several vCPUs, the idle vCPU, or the kernel's 2-CPU set-up). The
 /// host shows this ratio beside the across-boots one and decides nothing on it.
-fn scaling(o: &Opts) -> bool {
+fn scaling(d: &Designs, o: &Opts) -> bool {
     let all = smp::online_cpus();
     if all < 2 {
         log::error!("bench=scaling needs 2 or more CPUs, {all} online");
         return false;
     }
-    kernel_vm().init_mm.set_design(Design::Seed);
     let mut ok = true;
     for &load in &o.loads {
         // SAFETY: between measurements, on the boot CPU: the other CPUs are idle (no on_cpus
         // call is running), so none maps, unmaps or walks the vmalloc region.
-        unsafe { settle() };
-        ok &= run_load(load, all, o.ticks, false).ok;
+        unsafe { d.settle() };
+        ok &= run_load(&d.seed, load, all, o.ticks, false).ok;
         for rep in 0..o.reps {
             let order = if rep.is_multiple_of(2) {
                 [1, all]
@@ -395,8 +441,8 @@ fn scaling(o: &Opts) -> bool {
             for cpus in order {
                 // SAFETY: between measurements, on the boot CPU: the other CPUs are idle (no
                 // on_cpus call is running), so none maps, unmaps or walks the vmalloc region.
-                unsafe { settle() };
-                let r = run_load(load, cpus, o.ticks, false);
+                unsafe { d.settle() };
+                let r = run_load(&d.seed, load, cpus, o.ticks, false);
                 ok &= r.ok;
                 let secs = r.ticks as f64 / cpu::counter_frequency() as f64;
                 let mut f = alloc::vec![
@@ -429,8 +475,13 @@ struct LoadResult {
 
 /// Run `load` on CPUs `0..cpus` for `ticks`, all starting together; with `profiled`, profile
 /// exactly the timed part.
-fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
-    let vm = kernel_vm();
+fn run_load<P: InstallPolicy>(
+    vm: &KernelVm<HwEnv, P>,
+    load: Load,
+    cpus: usize,
+    ticks: u64,
+    profiled: bool,
+) -> LoadResult {
     let reg = id_register();
     let dev = reg.page();
     let window = match load {
@@ -469,7 +520,7 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
         let mut n = 0u64;
         while cpu::counter() < end {
             let good = match load {
-                Load::IoremapRead => ioremap_read_iounmap(&reg),
+                Load::IoremapRead => ioremap_read_iounmap(vm, &reg),
                 Load::MapFresh => {
                     let slot = n as usize * cpus + id;
                     if slot >= slots {
@@ -477,9 +528,9 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
                     }
                     // SAFETY: this CPU's own slot (`slot` differs on every CPU) of the window
                     // this run holds.
-                    unsafe { map_fresh(base + slot * PMD_SIZE, dev) }
+                    unsafe { map_fresh(vm, base + slot * PMD_SIZE, dev) }
                 }
-                Load::Vmalloc => vmalloc_write_vfree(rng.range(1, 16)),
+                Load::Vmalloc => vmalloc_write_vfree(vm, rng.range(1, 16)),
             };
             if !good {
                 bad.store(true, Ordering::Relaxed);
@@ -534,14 +585,12 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
 
 /// Load (a): ioremap the register's page, read the register, iounmap; whether all went right.
 #[inline(never)]
-pub(crate) fn ioremap_read_iounmap(reg: &IdRegister) -> bool {
-    match mm::ioremap(reg.page(), PAGE_SIZE) {
-        Ok(va) => {
-            // SAFETY: `va` is this CPU's own ioremap of the register's page, live until the
-            // iounmap after the read.
-            let good = unsafe { reg.reads_right(va) };
-            good && mm::iounmap(va).is_ok()
-        }
+pub(crate) fn ioremap_read_iounmap<P: InstallPolicy>(
+    vm: &KernelVm<HwEnv, P>,
+    reg: &IdRegister,
+) -> bool {
+    match vm.ioremap(reg.page(), PAGE_SIZE) {
+        Ok(io) => reg.reads_right(&io),
         Err(_) => false,
     }
 }
@@ -551,36 +600,29 @@ pub(crate) fn ioremap_read_iounmap(reg: &IdRegister) -> bool {
 ///
 /// # Safety
 ///
-/// `va` is a page of a window the caller holds, which no other CPU maps into.
+/// `va` is a page of a window of `vm` the caller holds, which no other CPU maps into.
 #[inline(never)]
-unsafe fn map_fresh(va: VirtAddr, dev: PhysAddr) -> bool {
+unsafe fn map_fresh<P: InstallPolicy>(vm: &KernelVm<HwEnv, P>, va: VirtAddr, dev: PhysAddr) -> bool {
     // SAFETY: the caller's page of its window, mapped to a device register, not RAM.
-    unsafe {
-        kernel_vm()
-            .init_mm
-            .map_range(va, dev, PAGE_SIZE, Prot::DEVICE, false)
-    }
-    .is_ok()
+    unsafe { vm.init_mm.map_range(va, dev, PAGE_SIZE, Prot::DEVICE, false) }.is_ok()
 }
 
 /// Load (c): vmalloc `pages` pages, write a word to each, read them back, vfree.
 #[inline(never)]
-fn vmalloc_write_vfree(pages: usize) -> bool {
-    match mm::vmalloc(pages * PAGE_SIZE) {
-        Ok(va) => {
-            for p in 0..pages {
-                let w = (va + p * PAGE_SIZE).as_mut_ptr::<u64>();
-                // SAFETY: the page was just vmalloc'd for this CPU alone.
-                unsafe { w.write_volatile(va.0 as u64 ^ p as u64) };
-            }
-            // SAFETY: as above.
-            let back = (0..pages).all(|p| unsafe {
-                (va + p * PAGE_SIZE).as_ptr::<u64>().read_volatile() == va.0 as u64 ^ p as u64
-            });
-            back && mm::vfree(va).is_ok()
-        }
-        Err(_) => false,
+fn vmalloc_write_vfree<P: InstallPolicy>(vm: &KernelVm<HwEnv, P>, pages: usize) -> bool {
+    let Ok(mut area) = vm.vmalloc(pages * PAGE_SIZE) else {
+        return false;
+    };
+    let va = area.addr().0 as u64;
+    let words = area.as_mut_ptr().cast::<u64>();
+    let word = |p: usize| p * PAGE_SIZE / 8;
+    for p in 0..pages {
+        // SAFETY: the first word of page `p` of this area, which is `pages` pages long and page
+        // aligned; the area is this CPU's alone until it is dropped below.
+        unsafe { words.add(word(p)).write_volatile(va ^ p as u64) };
     }
+    // SAFETY: as above.
+    (0..pages).all(|p| unsafe { words.add(word(p)).read_volatile() } == va ^ p as u64)
 }
 
 /// What profiling itself costs, so that the host can take it out of the breakdown: on this CPU

@@ -1,4 +1,7 @@
-//! The built-in multi-core workloads, chosen with `workload=NAME` (default: all of them).
+//! `initmm-workloads`: the multi-core workloads built into initmm's demonstration kernel
+//! (`just run`, whose `main` is this package's binary), chosen with `workload=NAME` (default: all
+//! of them). An application built on initmm, and the kernel's own test kernels, use them as a
+//! library.
 //!
 //! Each runs on `cpus=N` CPUs (default: every online one) for `seconds=S` (or `iterations=N` per
 //! CPU), prints progress at least every second, then one line `result {json}`. `run_from_cmdline`
@@ -6,6 +9,12 @@
 //!
 //! Each workload is a [`Workload`] in its own file, listed in [`WORKLOADS`]; what they share is
 //! in [`common`]. The README's "Adding a workload" shows how to add one.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+extern crate alloc;
 
 pub mod common;
 
@@ -26,11 +35,11 @@ use alloc::vec::Vec;
 use core::error::Error;
 use core::fmt::{self, Write};
 
-use crate::arch::aarch64::cpu;
-use crate::arch::aarch64::exceptions::spurious_faults;
-use crate::cmdline::{Cmdline, CmdlineError};
-use crate::mm::pgalloc::PgStatsSnapshot;
-use crate::smp;
+use initmm::arch::aarch64::cpu;
+use initmm::arch::aarch64::exceptions::spurious_faults;
+use initmm::cmdline::{Cmdline, CmdlineError};
+use initmm::mm::pgalloc::PgStatsSnapshot;
+use initmm::smp;
 use common::{Leak, Progress};
 
 /// How long or how much a workload runs, from the command line.
@@ -248,7 +257,7 @@ impl Report {
     /// For test kernels: print the result line, then panic with the reason unless the run passed,
     /// every one of its `cpus` CPUs did work, and frames are back where they were.
     pub fn assert_passed(&self, cpus: usize) {
-        crate::kprintln!("result {}", self.json());
+        initmm::kprintln!("result {}", self.json());
         assert!(
             self.failures.is_empty(),
             "{}: {:?}",
@@ -476,7 +485,7 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
         for n in &r.notes {
             log::warn!("{name}: note: {n}");
         }
-        crate::kprintln!("result {}", r.json());
+        initmm::kprintln!("result {}", r.json());
         reports.push(r);
     }
     summary(&reports);
@@ -484,7 +493,7 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
 }
 
 fn summary(reports: &[Report]) {
-    crate::console::with_locked(|w| {
+    initmm::console::with_locked(|w| {
         let _ = writeln!(
             w,
             "\n{:<16} {:>4} {:>10} {:>8} {:>12}  {:>13} {:>13} {:>13}  {:>15} {:>5}  result",
