@@ -78,6 +78,15 @@ pub mod smp;
 pub mod testing;
 
 #[cfg(target_os = "none")]
+pub mod time;
+
+// What an application uses most, at the crate's root (see the app template,
+// platform/app-template, and the README).
+#[cfg(target_os = "none")]
 pub use kernel::BootInfo;
 #[cfg(target_os = "none")]
 pub use panic::exit;
+#[cfg(target_os = "none")]
+pub use smp::online_cpus;
+#[cfg(target_os = "none")]
+pub use smp::runtime::{JoinHandle, on_cpus, on_each_cpu, spawn, spawn_on};

@@ -26,8 +26,9 @@ use crate::prepatch::PrePatch;
 pub(crate) struct Designs {
     pub(crate) seed: KernelVm<HwEnv, Seed>,
     pub(crate) prepatch: KernelVm<HwEnv, PrePatch>,
-    /// The part of the kernel's vmalloc region they map into, two whole pgd entries each (room
-    /// for the per-CPU nodes' regions and for load (b)'s 512 GiB window): never released.
+    /// The part of the kernel's vmalloc region they map into, four whole pgd entries each (room
+    /// for the per-CPU nodes' regions and for load (b)'s 512 GiB window and its guard page):
+    /// never released.
     _window: Window,
 }
 
@@ -38,11 +39,14 @@ enum Design {
     PrePatch,
 }
 
+/// Each design's part of the vmalloc region.
+const SPAN: usize = 4 * PGDIR_SIZE;
+
 impl Designs {
     fn new() -> Result<Self, String> {
         let kvm = kernel_vm();
         let window = kvm
-            .reserve_window(4 * PGDIR_SIZE, PGDIR_SIZE)
+            .reserve_window(2 * SPAN, PGDIR_SIZE)
             .map_err(|e| format!("no room for the designs: {e}"))?;
         let base = window.start().0;
         let pgd = kvm.init_mm.pgd_phys();
@@ -56,12 +60,8 @@ impl Designs {
                 InitMm::sharing_pgd(HwEnv, pgd, layout.clone()),
             )
         };
-        let seed = KernelVm::new(seed_mm, (base, base + 2 * PGDIR_SIZE), kvm.pa_bits());
-        let prepatch = KernelVm::new(
-            prepatch_mm,
-            (base + 2 * PGDIR_SIZE, base + 4 * PGDIR_SIZE),
-            kvm.pa_bits(),
-        );
+        let seed = KernelVm::new(seed_mm, (base, base + SPAN), kvm.pa_bits());
+        let prepatch = KernelVm::new(prepatch_mm, (base + SPAN, base + 2 * SPAN), kvm.pa_bits());
         seed.set_online_cpus(smp::online_cpus());
         prepatch.set_online_cpus(smp::online_cpus());
         Ok(Self {

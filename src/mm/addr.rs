@@ -19,31 +19,37 @@ pub struct PhysAddr(pub u64);
 
 impl PhysAddr {
     /// The address as a plain integer.
+    #[inline]
     pub const fn as_u64(self) -> u64 {
         self.0
     }
 
     /// Is the address a multiple of `align` (a power of two)?
+    #[inline]
     pub const fn is_aligned(self, align: u64) -> bool {
         self.0 & (align - 1) == 0
     }
 
     /// Is the address 4 KiB aligned?
+    #[inline]
     pub const fn is_page_aligned(self) -> bool {
         self.is_aligned(PAGE_SIZE as u64)
     }
 
     /// Its offset inside its page.
+    #[inline]
     pub const fn page_offset(self) -> usize {
         (self.0 % PAGE_SIZE as u64) as usize
     }
 
     /// The start of its page.
+    #[inline]
     pub const fn page_start(self) -> Self {
         Self(self.0 & !(PAGE_SIZE as u64 - 1))
     }
 
     /// `self + off`, or `None` past the 64-bit end.
+    #[inline]
     pub const fn checked_add(self, off: u64) -> Option<Self> {
         match self.0.checked_add(off) {
             Some(v) => Some(Self(v)),
@@ -52,6 +58,7 @@ impl PhysAddr {
     }
 
     /// Its virtual address in the linear map (`PA + PAGE_OFFSET`), if the linear map reaches it.
+    #[inline]
     pub const fn to_linear_virt(self) -> Option<VirtAddr> {
         if (self.0 as usize) < LINEAR_MAP_SIZE {
             Some(VirtAddr(self.0 as usize + PAGE_OFFSET))
@@ -87,46 +94,55 @@ pub struct VirtAddr(pub usize);
 
 impl VirtAddr {
     /// The address of what `p` points to.
+    #[inline]
     pub fn from_ptr<T: ?Sized>(p: *const T) -> Self {
         Self(p.cast::<u8>() as usize)
     }
 
     /// The address as a plain integer.
+    #[inline]
     pub const fn as_usize(self) -> usize {
         self.0
     }
 
     /// The address as a pointer (dereferencing it is the caller's `unsafe` business).
+    #[inline]
     pub const fn as_ptr<T>(self) -> *const T {
         self.0 as *const T
     }
 
     /// The address as a mutable pointer.
+    #[inline]
     pub const fn as_mut_ptr<T>(self) -> *mut T {
         self.0 as *mut T
     }
 
     /// Is the address a multiple of `align` (a power of two)?
+    #[inline]
     pub const fn is_aligned(self, align: usize) -> bool {
         self.0 & (align - 1) == 0
     }
 
     /// Is the address 4 KiB aligned?
+    #[inline]
     pub const fn is_page_aligned(self) -> bool {
         self.is_aligned(PAGE_SIZE)
     }
 
     /// The start of its page.
+    #[inline]
     pub const fn page_start(self) -> Self {
         Self(self.0 & !(PAGE_SIZE - 1))
     }
 
     /// Does it lie in the TTBR1 (kernel) half?
+    #[inline]
     pub const fn is_kernel(self) -> bool {
         self.0 >= KERNEL_VA_START
     }
 
     /// Its physical address if it lies in the linear map.
+    #[inline]
     pub const fn linear_to_phys(self) -> Option<PhysAddr> {
         if self.0 >= PAGE_OFFSET && self.0 - PAGE_OFFSET < LINEAR_MAP_SIZE {
             Some(PhysAddr((self.0 - PAGE_OFFSET) as u64))

@@ -53,6 +53,7 @@ pub const KIMAGE_VADDR: usize = 0xFFFF_FF80_0000_0000;
 pub const PHYS_ADDR_BITS: u32 = 48;
 
 /// The linear-map address of a physical address (which the linear map reaches: RAM).
+#[inline]
 pub const fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
     VirtAddr(pa.0 as usize + PAGE_OFFSET)
 }

@@ -259,6 +259,7 @@ pub unsafe fn for_each_leaf<E: PageTableEnv>(
 
 /// The end of a range to unmap, or a panic naming `what` for a caller bug: a range that is not
 /// page aligned or not in the kernel half.
+#[inline]
 fn unmap_end(what: &str, va: usize, size: usize) -> usize {
     assert!(
         (va | size) & (PAGE_SIZE - 1) == 0,
@@ -271,6 +272,7 @@ fn unmap_end(what: &str, va: usize, size: usize) -> usize {
 }
 
 /// Check the arguments shared by `map_range` and `unmap_range`; the exclusive end on success.
+#[inline]
 fn check_virt(va: usize, size: usize) -> Result<usize, MmError> {
     match va.checked_add(size) {
         Some(end) if va >= KERNEL_VA_START => Ok(end),

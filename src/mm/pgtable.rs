@@ -117,21 +117,25 @@ impl Level {
     pub const ALL: [Level; 4] = [Level::Pgd, Level::Pud, Level::Pmd, Level::Pte];
 
     /// log2 of the span of one entry at this level.
+    #[inline]
     pub const fn shift(self) -> u32 {
         39 - 9 * self as u32
     }
 
     /// Bytes covered by one entry at this level.
+    #[inline]
     pub const fn entry_size(self) -> usize {
         1 << self.shift()
     }
 
     /// Index of `va` in a table of this level.
+    #[inline]
     pub const fn index(self, va: usize) -> usize {
         (va >> self.shift()) & (PTRS_PER_TABLE - 1)
     }
 
     /// The level of the table an entry at this level points to (`None` for pte).
+    #[inline]
     pub const fn next(self) -> Option<Level> {
         match self {
             Level::Pgd => Some(Level::Pud),
@@ -142,6 +146,7 @@ impl Level {
     }
 
     /// Can an entry at this level be a leaf (page or block)?
+    #[inline]
     pub const fn has_leaves(self) -> bool {
         !matches!(self, Level::Pgd)
     }
@@ -181,6 +186,7 @@ impl MemType {
     }
 
     /// Normal write-back cacheable: the only type that must map RAM and nothing else.
+    #[inline]
     pub const fn is_cacheable(self) -> bool {
         matches!(self, MemType::Normal)
     }
@@ -247,16 +253,19 @@ impl Prot {
     ];
 
     /// The memory type.
+    #[inline]
     pub const fn mem(self) -> MemType {
         self.mem
     }
 
     /// Is the mapping writable at EL1?
+    #[inline]
     pub const fn writable(self) -> bool {
         self.writable
     }
 
     /// Is the mapping executable at EL1?
+    #[inline]
     pub const fn executable(self) -> bool {
         self.executable
     }
@@ -277,6 +286,7 @@ pub enum IoProt {
 
 impl IoProt {
     /// The page-table protection: read/write, execute-never.
+    #[inline]
     pub const fn prot(self) -> Prot {
         match self {
             IoProt::DeviceNgnre => Prot::DEVICE,
@@ -402,11 +412,13 @@ impl Descriptor {
     pub const INVALID: Descriptor = Descriptor(0);
 
     /// Wrap a raw value read from a table.
+    #[inline]
     pub const fn from_raw(raw: u64) -> Self {
         Self(raw)
     }
 
     /// The raw 64-bit value.
+    #[inline]
     pub const fn raw(self) -> u64 {
         self.0
     }
@@ -468,17 +480,20 @@ impl Descriptor {
     }
 
     /// Is the VALID bit set?
+    #[inline]
     pub const fn is_valid(self) -> bool {
         self.0 & 1 != 0
     }
 
     /// Is this a table descriptor, read at `level`?
+    #[inline]
     pub const fn is_table(self, level: Level) -> bool {
         !matches!(level, Level::Pte) && self.0 & 0b11 == 0b11
     }
 
     /// Is this a valid leaf (page or block), read at `level`? Level-0 entries are never leaves:
     /// a level-0 descriptor with TYPE=0 is a translation fault, so it is reported as not a leaf.
+    #[inline]
     pub const fn is_leaf(self, level: Level) -> bool {
         match level {
             Level::Pgd => false,
@@ -488,21 +503,25 @@ impl Descriptor {
     }
 
     /// Is this a block, read at `level` (pud or pmd)?
+    #[inline]
     pub const fn is_block(self, level: Level) -> bool {
         matches!(level, Level::Pud | Level::Pmd) && self.is_leaf(level)
     }
 
     /// The output address (leaf) or next-level table address (table).
+    #[inline]
     pub const fn addr(self) -> PhysAddr {
         PhysAddr(self.0 & ADDR_MASK)
     }
 
     /// AttrIndx of a leaf.
+    #[inline]
     pub const fn attr_index(self) -> u64 {
         (self.0 >> 2) & 0b111
     }
 
     /// The memory type of a leaf, if its AttrIndx is one that [`Prot`] produces.
+    #[inline]
     pub const fn mem_type(self) -> Option<MemType> {
         match self.attr_index() {
             MAIR_IDX_NORMAL => Some(MemType::Normal),
@@ -514,26 +533,31 @@ impl Descriptor {
     }
 
     /// AP\[2:1\] of a leaf.
+    #[inline]
     pub const fn ap(self) -> u64 {
         (self.0 >> 6) & 0b11
     }
 
     /// Is the leaf writable at EL1 (AP\[2\] clear)?
+    #[inline]
     pub const fn writable(self) -> bool {
         self.ap() & 0b10 == 0
     }
 
     /// Is PXN set?
+    #[inline]
     pub const fn pxn(self) -> bool {
         self.0 & (1 << 53) != 0
     }
 
     /// Is UXN set?
+    #[inline]
     pub const fn uxn(self) -> bool {
         self.0 & (1 << 54) != 0
     }
 
     /// The [`Prot`] this leaf was built from, if it is one of ours.
+    #[inline]
     pub fn prot(self) -> Option<Prot> {
         let p = Prot {
             mem: self.mem_type()?,
@@ -583,6 +607,7 @@ pub struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// The slot for `va` in `table` (a `level` table in frame `table_pa`), which must be a table
     /// of the tree being walked (see the type's documentation).
+    #[inline]
     pub(crate) fn new(
         table: &'a Table,
         table_pa: PhysAddr,
@@ -598,43 +623,51 @@ impl<'a> Entry<'a> {
     }
 
     /// The level of the table this slot is in.
+    #[inline]
     pub const fn level(&self) -> Level {
         self.level
     }
 
     /// The address this slot was looked up for.
+    #[inline]
     pub const fn va(&self) -> usize {
         self.va
     }
 
     /// This slot's index in its table.
+    #[inline]
     pub const fn index(&self) -> usize {
         self.level.index(self.va)
     }
 
     /// The frame of the table holding this slot.
+    #[inline]
     pub const fn table_phys(&self) -> PhysAddr {
         self.table_pa
     }
 
     /// The first address this slot translates.
+    #[inline]
     pub const fn span_start(&self) -> usize {
         self.va & !(self.level.entry_size() - 1)
     }
 
     /// The 64-bit atomic behind this slot: a live descriptor, so only `mm` may reach it (and
     /// writes go through `PageTableEnv::set_entry`, whose contract says what may be stored).
+    #[inline]
     pub(crate) fn slot(&self) -> &'a AtomicU64 {
         &self.table[self.index()]
     }
 
     /// Read the descriptor once (Acquire: if it is a table descriptor, the zeroing of that table,
     /// published by a Release store, is visible to our reads of it).
+    #[inline]
     pub fn read(&self) -> Descriptor {
         Descriptor(self.slot().load(Ordering::Acquire))
     }
 
     /// The slot for `va` in the same table. `va` must be translated by the same table.
+    #[inline]
     pub fn sibling(&self, va: usize) -> Self {
         debug_assert_eq!(
             va >> (self.level.shift() + 9),
@@ -647,6 +680,7 @@ impl<'a> Entry<'a> {
     }
 
     /// Is `va` translated through this slot?
+    #[inline]
     pub const fn covers(&self, va: usize) -> bool {
         va >> self.level.shift() == self.va >> self.level.shift()
     }
@@ -678,6 +712,7 @@ pub struct Translation {
 
 impl Translation {
     /// The protection the leaf was built with, if it is one of [`Prot`]'s.
+    #[inline]
     pub fn prot(&self) -> Option<Prot> {
         self.desc.prot()
     }
@@ -685,6 +720,7 @@ impl Translation {
 
 /// Round `addr` up to the next `span` boundary, clamped to `end` (Linux's `p?d_addr_end`).
 /// Works at the top of the address space, where the boundary would overflow.
+#[inline]
 pub const fn addr_end(addr: usize, end: usize, span: usize) -> usize {
     match (addr | (span - 1)).checked_add(1) {
         Some(b) if b < end => b,
