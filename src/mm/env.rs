@@ -58,7 +58,8 @@ pub trait PageTableEnv: Sync {
     /// address would be memory that something else owns, seen as descriptors.
     unsafe fn table(&self, pa: PhysAddr) -> &Table;
 
-    /// The CPU running this code (0 in environments without CPUs): picks the per-CPU vmap node.
+    /// The CPU running this code (0 in environments without CPUs), below [`crate::MAX_CPUS`]:
+    /// picks the per-CPU vmap node (an id past the limit is a bug, and panics there).
     fn cpu_id(&self) -> usize {
         0
     }

@@ -2,10 +2,10 @@
 //!
 //! Its locks, none of them held while page tables are written:
 //! - each CPU's vmap node (see [`NODES`]) keeps the small areas that CPU allocates, in slots of
-//!   regions it took from the global allocator, and its lazily freed areas, each under a lock
+//!   ranges it took from the global allocator, and its lazily freed areas, each under a lock
 //!   that other CPUs take only to free an area of that node or to purge;
 //! - `vmap_area_lock` (Linux's `free_vmap_area_lock`) serialises the global *virtual range*
-//!   allocator: large areas, windows, and the nodes' regions;
+//!   allocator: large areas, windows, and the nodes' ranges;
 //! - `init_mm`'s page-table lock is private to `pgalloc` and taken there only to install a table.
 //!
 //! So `ioremap` of a few pages is: pop a slot off this CPU's node (its own lock, O(1)), walk and
@@ -40,7 +40,7 @@ use super::profile::{self, Lock};
 use super::region::Region;
 use super::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use super::vmap_area::{VaError, VmapArea, VmapAreaAllocator};
-use super::vmap_node::{REGION, SLOT, SLOT_MAX_PAGES, SlotArena};
+use super::vmap_node::{NODE_RANGE, SLOT, SLOT_MAX_PAGES, SlotArena};
 use crate::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 
 mod areas;
@@ -74,8 +74,8 @@ pub enum AreaKind {
     Window,
     /// Freed, its leaves cleared, waiting for the purge that invalidates its TLB entries.
     Lazy,
-    /// A per-CPU node's region, in the global allocator (see [`REGION`]).
-    Region,
+    /// A per-CPU node's range, in the global allocator (see [`NODE_RANGE`]).
+    NodeRange,
 }
 
 impl AreaKind {
@@ -85,7 +85,7 @@ impl AreaKind {
         Self::Ioremap,
         Self::Window,
         Self::Lazy,
-        Self::Region,
+        Self::NodeRange,
     ];
 
     /// The kind stored as the area's tag in the range allocator.
@@ -297,16 +297,16 @@ impl Window {
 pub struct KernelVm<E: PageTableEnv, P: InstallPolicy = Seed> {
     /// The kernel's one address space, whose tables every area is mapped into.
     pub init_mm: InitMm<E, P>,
-    /// The global allocator: large areas, windows, and the nodes' regions.
+    /// The global allocator: large areas, windows, and the nodes' ranges.
     vmap_area_lock: Mutex<Areas>,
     nodes: Vec<VmapNode>,
-    /// Per [`REGION`] of address space from `region_base`: 1 + the node that owns the region
+    /// Per [`NODE_RANGE`] of address space from `range_base`: 1 + the node that owns the range
     /// there, or 0.
-    region_owner: Vec<core::sync::atomic::AtomicU8>,
-    /// The window's start rounded down to a region.
-    region_base: usize,
+    range_owner: Vec<core::sync::atomic::AtomicU8>,
+    /// The window's start rounded down to a range.
+    range_base: usize,
     /// Regions the nodes hold in all (each takes one guard page from the global allocator).
-    regions: AtomicUsize,
+    ranges: AtomicUsize,
     /// Whether small areas come from the nodes (off only in host tests that need every area at a
     /// predictable place).
     use_nodes: bool,
@@ -338,8 +338,8 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         let areas = Areas {
             alloc: VmapAreaAllocator::new(vmalloc.0, vmalloc.1),
         };
-        let region_base = vmalloc.0 / REGION * REGION;
-        let nr_regions = vmalloc.1.div_ceil(REGION) - region_base / REGION;
+        let range_base = vmalloc.0 / NODE_RANGE * NODE_RANGE;
+        let nr_ranges = vmalloc.1.div_ceil(NODE_RANGE) - range_base / NODE_RANGE;
         Self {
             init_mm,
             vmap_area_lock: Mutex::new(areas),
@@ -349,11 +349,11 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
                     lazy: Mutex::new(LazyList::default()),
                 })
                 .collect(),
-            region_owner: (0..nr_regions)
+            range_owner: (0..nr_ranges)
                 .map(|_| core::sync::atomic::AtomicU8::new(0))
                 .collect(),
-            region_base,
-            regions: AtomicUsize::new(0),
+            range_base,
+            ranges: AtomicUsize::new(0),
             use_nodes: true,
             lazy_share: AtomicUsize::new(lazy_max_pages(1)),
             lazy_max: AtomicUsize::new(lazy_max_pages(1)),

@@ -1,4 +1,4 @@
-//! One CPU's small virtual areas: fixed-size slots in regions of the vmalloc window that the CPU
+//! One CPU's small virtual areas: fixed-size slots in ranges of the vmalloc window that the CPU
 //! took from the global allocator (see `vm`'s per-CPU nodes).
 //!
 //! An area of up to [`SLOT_MAX_PAGES`] pages takes one slot of the smallest of five size classes
@@ -7,7 +7,7 @@
 //! heap allocation. Linux keeps per-CPU blocks of small ranges in a similar way for `vm_map_ram`
 //! (`vmap_block`).
 //!
-//! A region ([`REGION`] bytes, aligned to itself) is carved, from its start, into sub-blocks of
+//! A range ([`NODE_RANGE`] bytes, aligned to itself) is carved, from its start, into sub-blocks of
 //! [`SUB`] bytes (one page table's span, so areas of a class stay as dense as the global
 //! allocator would pack them) as slots of some class are needed; each sub-block serves one class,
 //! with a byte of bookkeeping per slot and a stack of its free slots. Sub-blocks with a free slot
@@ -25,12 +25,12 @@ pub const SLOT: usize = 32 * PAGE_SIZE;
 /// The largest area a slot holds, in pages.
 pub const SLOT_MAX_PAGES: usize = SLOT / PAGE_SIZE - 1;
 /// What a node takes from the global allocator at a time.
-pub const REGION: usize = 64 << 30;
-/// A region is carved into sub-blocks of this size (a pte table's span) as slots are needed.
+pub const NODE_RANGE: usize = 64 << 30;
+/// A range is carved into sub-blocks of this size (a pte table's span) as slots are needed.
 pub const SUB: usize = 2 << 20;
 /// Slots in a sub-block of the smallest class.
 const MAX_SUB_SLOTS: usize = SUB / (2 * PAGE_SIZE);
-const SUBS_PER_REGION: usize = REGION / SUB;
+const SUBS_PER_RANGE: usize = NODE_RANGE / SUB;
 /// A slot's bookkeeping byte: 0 when free, else the area's tag (3 bits) and its pages (5 bits).
 const PAGES_MASK: u8 = 0x1f;
 /// Tags fit in the 3 bits above the pages.
@@ -68,24 +68,24 @@ impl Sub {
     }
 }
 
-/// A region taken from the global allocator, carved into sub-blocks from its start.
-struct Region {
+/// A range taken from the global allocator, carved into sub-blocks from its start.
+struct NodeRangeSlots {
     start: usize,
     subs: Vec<Sub>,
 }
 
-/// Where a slot is: region, sub-block, slot.
+/// Where a slot is: range, sub-block, slot.
 #[derive(Clone, Copy)]
 struct SlotIndex {
-    region: usize,
+    range: usize,
     sub: usize,
     slot: usize,
 }
 
 /// One CPU's small areas. Pure bookkeeping with no locking: the node's lock wraps it.
 pub struct SlotArena {
-    regions: Vec<Region>,
-    /// Per class, the sub-blocks with a free slot, `(region, sub)`, the one to use on top.
+    ranges: Vec<NodeRangeSlots>,
+    /// Per class, the sub-blocks with a free slot, `(range, sub)`, the one to use on top.
     partial: [Vec<(u32, u32)>; CLASS_PAGES.len()],
     live: usize,
     /// Bytes the live areas' slots take.
@@ -99,22 +99,22 @@ impl Default for SlotArena {
 }
 
 impl SlotArena {
-    /// An empty arena: [`alloc`](Self::alloc) asks for a region first.
+    /// An empty arena: [`alloc`](Self::alloc) asks for a range first.
     pub const fn new() -> Self {
         Self {
-            regions: Vec::new(),
+            ranges: Vec::new(),
             partial: [const { Vec::new() }; CLASS_PAGES.len()],
             live: 0,
             used: 0,
         }
     }
 
-    /// Take the region `[start, start + REGION)`, `REGION`-aligned, from which the global
-    /// allocator reserved `REGION - PAGE_SIZE` bytes and keeps the last page as its guard page
+    /// Take the range `[start, start + NODE_RANGE)`, `NODE_RANGE`-aligned, from which the global
+    /// allocator reserved `NODE_RANGE - PAGE_SIZE` bytes and keeps the last page as its guard page
     /// (the last slot's guard page falls on it).
-    pub fn add_region(&mut self, start: usize) {
-        debug_assert!(start.is_multiple_of(REGION), "{start:#x}");
-        self.regions.push(Region {
+    pub fn add_range(&mut self, start: usize) {
+        debug_assert!(start.is_multiple_of(NODE_RANGE), "{start:#x}");
+        self.ranges.push(NodeRangeSlots {
             start,
             subs: Vec::new(),
         });
@@ -123,7 +123,7 @@ impl SlotArena {
     /// A slot for an area of `size` bytes (rounded up to pages, at most [`SLOT_MAX_PAGES`]
     /// pages) tagged `tag` (at most [`MAX_TAG`]), aligned to at least `align` (at most
     /// [`SLOT`]): the smallest slot that holds the area and its guard page and is at least
-    /// `align` large, since a slot is aligned to its size. `None` when every region is full: the
+    /// `align` large, since a slot is aligned to its size. `None` when every range is full: the
     /// caller adds one and tries again.
     pub fn alloc(&mut self, size: usize, align: usize, tag: usize) -> Option<VmapArea> {
         let pages = size.div_ceil(PAGE_SIZE);
@@ -143,8 +143,8 @@ impl SlotArena {
             Some(&(r, s)) => (r as usize, s as usize),
             None => self.new_sub(class)?,
         };
-        let region = &mut self.regions[r];
-        let sub = &mut region.subs[s];
+        let range = &mut self.ranges[r];
+        let sub = &mut range.subs[s];
         sub.nfree -= 1;
         let slot = usize::from(sub.free[sub.nfree]);
         sub.meta[slot] = (tag as u8) << 5 | pages as u8;
@@ -155,64 +155,64 @@ impl SlotArena {
         self.live += 1;
         self.used += slot_size;
         Some(VmapArea {
-            start: region.start + s * SUB + slot * slot_size,
+            start: range.start + s * SUB + slot * slot_size,
             size: pages * PAGE_SIZE,
         })
     }
 
-    /// A new sub-block of `class` in the last region, if it has room: its place. Out of line,
+    /// A new sub-block of `class` in the last range, if it has room: its place. Out of line,
     /// like [`Self::now_partial`]: the common case finds a slot without it.
     #[cold]
     #[inline(never)]
     fn new_sub(&mut self, class: usize) -> Option<(usize, usize)> {
-        let r = self.regions.len().checked_sub(1)?;
-        let region = &mut self.regions[r];
-        if region.subs.len() == SUBS_PER_REGION {
+        let r = self.ranges.len().checked_sub(1)?;
+        let range = &mut self.ranges[r];
+        if range.subs.len() == SUBS_PER_RANGE {
             return None;
         }
-        region.subs.push(Sub::new(class));
-        let s = region.subs.len() - 1;
+        range.subs.push(Sub::new(class));
+        let s = range.subs.len() - 1;
         self.partial[class].push((r as u32, s as u32));
         Some((r, s))
     }
 
-    /// The sub-block at `(region, sub)` of `class` has a free slot again.
+    /// The sub-block at `(range, sub)` of `class` has a free slot again.
     #[cold]
     #[inline(never)]
-    fn now_partial(&mut self, class: usize, region: usize, sub: usize) {
-        self.partial[class].push((region as u32, sub as u32));
+    fn now_partial(&mut self, class: usize, range: usize, sub: usize) {
+        self.partial[class].push((range as u32, sub as u32));
     }
 
-    /// Is `addr` in one of this arena's regions?
+    /// Is `addr` in one of this arena's ranges?
     pub fn contains(&self, addr: usize) -> bool {
-        self.regions
+        self.ranges
             .iter()
-            .any(|r| (r.start..r.start + REGION).contains(&addr))
+            .any(|r| (r.start..r.start + NODE_RANGE).contains(&addr))
     }
 
     /// The slot holding `addr`, if its sub-block exists.
     #[inline]
     fn index(&self, addr: usize) -> Option<SlotIndex> {
-        let (region, r) = self
-            .regions
+        let (range, r) = self
+            .ranges
             .iter()
             .enumerate()
-            .find(|(_, r)| addr.wrapping_sub(r.start) < REGION)?;
+            .find(|(_, r)| addr.wrapping_sub(r.start) < NODE_RANGE)?;
         let off = addr - r.start;
         let sub = r.subs.get(off / SUB)?;
         Some(SlotIndex {
-            region,
+            range,
             sub: off / SUB,
             slot: (off % SUB) >> sub.shift,
         })
     }
 
     fn sub(&self, i: SlotIndex) -> &Sub {
-        &self.regions[i.region].subs[i.sub]
+        &self.ranges[i.range].subs[i.sub]
     }
 
     fn slot_start(&self, i: SlotIndex) -> usize {
-        self.regions[i.region].start + i.sub * SUB + i.slot * self.sub(i).slot_size()
+        self.ranges[i.range].start + i.sub * SUB + i.slot * self.sub(i).slot_size()
     }
 
     /// The live area whose reservation (its pages and its guard page) contains `addr`.
@@ -256,7 +256,7 @@ impl SlotArena {
         let (area, tag) = self.area_at(i, addr)?;
         if let Some(new) = retag(area, tag) {
             assert!(new <= MAX_TAG, "slot arena: tag {new}");
-            let m = &mut self.regions[i.region].subs[i.sub].meta[i.slot];
+            let m = &mut self.ranges[i.range].subs[i.sub].meta[i.slot];
             *m = (new as u8) << 5 | (*m & PAGES_MASK);
         }
         Some((area, tag))
@@ -269,7 +269,7 @@ impl SlotArena {
         if self.slot_start(i) != start {
             return None;
         }
-        let m = &mut self.regions[i.region].subs[i.sub].meta[i.slot];
+        let m = &mut self.ranges[i.range].subs[i.sub].meta[i.slot];
         if *m == 0 {
             return None;
         }
@@ -288,13 +288,13 @@ impl SlotArena {
             Some((area, _)) => return Err(VaError::InsideArea { addr: start, area }),
             None => return Err(VaError::NotAnArea { addr: start }),
         };
-        let sub = &mut self.regions[i.region].subs[i.sub];
+        let sub = &mut self.ranges[i.range].subs[i.sub];
         sub.meta[i.slot] = 0;
         sub.free[sub.nfree] = i.slot as u8;
         sub.nfree += 1;
         let (class, slot_size) = (sub.class, sub.slot_size());
         if sub.nfree == 1 {
-            self.now_partial(class, i.region, i.sub);
+            self.now_partial(class, i.range, i.sub);
         }
         self.live -= 1;
         self.used -= slot_size;
@@ -306,10 +306,10 @@ impl SlotArena {
         self.live
     }
 
-    /// Bytes of the regions not taken by a live area's slot (each region counted without the
+    /// Bytes of the ranges not taken by a live area's slot (each range counted without the
     /// global allocator's guard page at its end).
     pub fn free_bytes(&self) -> usize {
-        self.regions.len() * (REGION - PAGE_SIZE) - self.used
+        self.ranges.len() * (NODE_RANGE - PAGE_SIZE) - self.used
     }
 }
 

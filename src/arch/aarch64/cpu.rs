@@ -4,8 +4,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTVCT_EL0, MPIDR_EL1, Readable, TPIDR_EL1, Writeable};
 
-/// Logical CPUs the kernel supports.
-pub const MAX_CPUS: usize = 32;
+/// Logical CPUs the kernel supports: the mm's per-CPU state is sized for as many.
+pub const MAX_CPUS: usize = crate::mm::MAX_CPUS;
 
 /// This CPU's logical id (0 = the boot CPU): the first word of its per-CPU data, whose address
 /// TPIDR_EL1 holds (0 before the per-CPU data is set up, on the boot CPU).

@@ -25,7 +25,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, MAIR_EL1, Readable, SCTLR_EL1, TCR_EL1};
+use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable, SCTLR_EL1, TCR_EL1};
 
 use crate::mm::layout::{KIMAGE_VADDR, PAGE_OFFSET, PAGE_SIZE, image_layout};
 
@@ -258,15 +258,10 @@ impl MmuConfig {
     }
 }
 
-/// The MAIR_EL1 value every CPU uses; indices are `mm::pgtable::MemType`'s.
+/// The MAIR_EL1 value every CPU uses: the one the descriptors' attribute indices were made
+/// for (`mm::pgtable`; `arch::aarch64::mair` checks it field by field).
 pub fn mair_value() -> u64 {
-    (MAIR_EL1::Attr0_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
-        + MAIR_EL1::Attr0_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc
-        + MAIR_EL1::Attr1_Device::nonGathering_nonReordering_EarlyWriteAck
-        + MAIR_EL1::Attr2_Normal_Outer::NonCacheable
-        + MAIR_EL1::Attr2_Normal_Inner::NonCacheable
-        + MAIR_EL1::Attr3_Device::nonGathering_nonReordering_noEarlyWriteAck)
-        .value
+    crate::mm::pgtable::MAIR_EL1_VALUE
 }
 
 /// Physical address of the identity-map root, TTBR0 of every CPU while it turns its MMU on.

@@ -83,6 +83,7 @@
 pub mod daif;
 pub mod esr;
 pub mod image;
+pub mod mair;
 
 #[cfg(target_os = "none")]
 pub mod cpu_boot;

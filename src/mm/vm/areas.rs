@@ -5,14 +5,14 @@
 use super::*;
 
 /// Per-CPU vmap nodes (Linux 6.9's `vmap_node`, in a simpler shape). Each CPU allocates its
-/// small areas (up to [`SLOT_MAX_PAGES`] pages) from its own regions of the window, fixed-size
-/// slots in [`REGION`]-sized pieces that it takes from the global allocator once
+/// small areas (up to [`SLOT_MAX_PAGES`] pages) from its own ranges of the window, fixed-size
+/// slots in [`NODE_RANGE`]-sized pieces that it takes from the global allocator once
 /// (`vmap_node::SlotArena`), under its own lock, and keeps its lazily freed areas on its own list:
 /// CPUs mapping and unmapping at once meet on no virtual-area lock, and a small area costs no
-/// search-tree work. A region's owner is found from an address alone (`KernelVm::home`), so a
+/// search-tree work. A range's owner is found from an address alone (`KernelVm::home`), so a
 /// free on another CPU, or the purge, takes the owner's lock. Larger areas and windows come from
-/// the global allocator, as every area does when the window cannot hold a region.
-pub const NODES: usize = 32;
+/// the global allocator, as every area does when the window cannot hold a range.
+pub const NODES: usize = crate::MAX_CPUS;
 
 /// One CPU's node: its slots and its lazy list. Aligned to a cache line (the largest on the
 /// Cortex-A72 and the cores Linux's `L1_CACHE_BYTES` covers is 64 bytes) so that two CPUs working
@@ -87,7 +87,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// areas are purged and the allocation tried once more (Linux's `alloc_vmap_area` does the
     /// same).
     ///
-    /// `fail=areas:...` (`fault_inject::FAIL_AREAS`) makes this fail as a full region would, so
+    /// `fail=areas:...` (`fault_inject::FAIL_AREAS`) makes this fail as a full range would, so
     /// that every caller's "no virtual space" path runs; it is decided before any lock is taken
     /// and reserves nothing.
     pub(super) fn reserve(
@@ -124,26 +124,26 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         .map_err(VmError::NoVirtualSpace)
     }
 
-    /// A slot from this CPU's node, in a new region it takes from the global allocator when its
-    /// regions are full; `None` when the window has no room for a region (the caller then
+    /// A slot from this CPU's node, in a new range it takes from the global allocator when its
+    /// ranges are full; `None` when the window has no room for a range (the caller then
     /// allocates globally).
     pub(super) fn node_alloc(&self, size: usize, align: usize, kind: AreaKind) -> Option<VmapArea> {
-        let node = self.init_mm.env().cpu_id() % NODES;
+        let node = self.init_mm.env().cpu_id();
         let mut slots = profile::acquire(Lock::VmapNode, || self.nodes[node].slots.lock());
         if let Some(area) = slots.alloc(size, align, kind as usize) {
             return Some(area);
         }
         // Its last page is the global allocator's guard page, which falls on the guard page of
-        // the region's last slot.
-        let region = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
+        // the range's last slot.
+        let range = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
             .alloc
-            .alloc_tagged(REGION - PAGE_SIZE, REGION, AreaKind::Region as usize)
+            .alloc_tagged(NODE_RANGE - PAGE_SIZE, NODE_RANGE, AreaKind::NodeRange as usize)
             .ok()?;
-        self.region_owner[(region.start - self.region_base) / REGION]
+        self.range_owner[(range.start - self.range_base) / NODE_RANGE]
             .store(node as u8 + 1, Ordering::Release);
         profile::shared_write();
-        self.regions.fetch_add(1, Ordering::Relaxed);
-        slots.add_region(region.start);
+        self.ranges.fetch_add(1, Ordering::Relaxed);
+        slots.add_range(range.start);
         slots.alloc(size, align, kind as usize)
     }
 
@@ -151,8 +151,8 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// the global allocator.
     pub(super) fn home(&self, addr: usize) -> Home {
         let owner = addr
-            .checked_sub(self.region_base)
-            .and_then(|off| self.region_owner.get(off / REGION))
+            .checked_sub(self.range_base)
+            .and_then(|off| self.range_owner.get(off / NODE_RANGE))
             .map_or(0, |o| o.load(Ordering::Acquire));
         match owner {
             0 => Home::Global,
@@ -214,8 +214,8 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         }
         match AreaKind::from_tag(tag) {
             AreaKind::Lazy => Err(FreeError::AlreadyFreed { addr: va }),
-            // A node's region, seen from the global allocator: no area starts there.
-            AreaKind::Region => Err(FreeError::NotMapped { addr: va }),
+            // A node's range, seen from the global allocator: no area starts there.
+            AreaKind::NodeRange => Err(FreeError::NotMapped { addr: va }),
             is if is != kind => Err(FreeError::WrongKind {
                 addr: va,
                 is,
@@ -226,17 +226,17 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     }
 
     /// Live areas (lazily freed ones included, until their purge) and free bytes in the vmalloc
-    /// region, the nodes' regions counted as the space they hand out. A balance check calls
+    /// range, the nodes' ranges counted as the space they hand out. A balance check calls
     /// [`vm_unmap_aliases`](Self::vm_unmap_aliases) first.
     pub fn area_stats(&self) -> (usize, usize) {
         let (mut live, mut free) = {
             let a = self.vmap_area_lock.lock();
             (a.alloc.live_areas(), a.alloc.free_bytes())
         };
-        let regions = self.regions.load(Ordering::Relaxed);
-        // Each region is one global area, whose guard page the node does not hand out.
-        live -= regions;
-        free += regions * PAGE_SIZE;
+        let ranges = self.ranges.load(Ordering::Relaxed);
+        // Each range is one global area, whose guard page the node does not hand out.
+        live -= ranges;
+        free += ranges * PAGE_SIZE;
         for node in &self.nodes {
             let slots = node.slots.lock();
             live += slots.live_areas();

@@ -107,7 +107,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
             self.init_mm
                 .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |_, _| {});
         }
-        let node = env.cpu_id() % NODES;
+        let node = env.cpu_id();
         let pages = area.size / PAGE_SIZE;
         let over = {
             let mut l = profile::acquire(Lock::VmapNode, || self.nodes[node].lazy.lock());
@@ -189,7 +189,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         profile::shared_write();
         self.init_mm.flush_tlb_kernel_ranges(&areas);
         // Back to their allocators, one lock hold per run of areas with the same home. A node's
-        // list holds mostly areas of its own regions, in the order they were freed, so the runs
+        // list holds mostly areas of its own ranges, in the order they were freed, so the runs
         // are long without sorting.
         let homes: Vec<Home> = areas.iter().map(|&(start, _)| self.home(start)).collect();
         let mut i = 0;

@@ -1788,7 +1788,7 @@ fn vmap_walks_each_table_once_and_publishes_once() {
     assert_balanced(&vm, WINDOW, 1);
 }
 
-/// Small areas come from the allocating CPU's node, in regions it takes from the global
+/// Small areas come from the allocating CPU's node, in ranges it takes from the global
 /// allocator once; large ones from the global allocator; a free on another CPU, and the
 /// purge, find the area's node from its address alone.
 #[test]
@@ -1803,17 +1803,17 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
     let b = vm.vmalloc_raw(3 * P).unwrap();
     let big = vm.ioremap_raw(PhysAddr(DEV), SLOT).unwrap();
     assert_eq!(
-        vm.regions.load(StdOrdering::SeqCst),
+        vm.ranges.load(StdOrdering::SeqCst),
         2,
-        "one region per CPU"
+        "one range per CPU"
     );
     assert_eq!(vm.home(a.0), Home::Node(0));
     assert_eq!(vm.home(b.0), Home::Node(1));
     assert_eq!(vm.home(big.0), Home::Global, "larger than a slot holds");
-    assert_ne!(a.0 / REGION, b.0 / REGION, "each CPU its own region");
+    assert_ne!(a.0 / NODE_RANGE, b.0 / NODE_RANGE, "each CPU its own range");
     assert_eq!(vm.area_stats().0, 3);
     // CPU 1 frees CPU 0's area: it goes on CPU 1's lazy list, and the purge gives it back
-    // to CPU 0's region.
+    // to CPU 0's range.
     vm.vfree_at(a).unwrap();
     assert_eq!(vm.nodes[1].lazy.lock().areas.len(), 1);
     assert_eq!(vm.vfree_at(a), Err(FreeError::AlreadyFreed { addr: a }));
@@ -1823,12 +1823,12 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
     assert_eq!(
         vm.area_stats(),
         empty,
-        "regions stay with their nodes, counted as free space"
+        "ranges stay with their nodes, counted as free space"
     );
     env.set_cpu(0);
     assert_eq!(vm.vmalloc_raw(3 * P), Ok(a), "the range is CPU 0's again");
     vm.vfree_at(a).unwrap();
-    // Addresses no area starts at, in a slot or at a region's end, are refused.
+    // Addresses no area starts at, in a slot or at a range's end, are refused.
     assert_eq!(
         vm.vfree_at(a + P),
         Err(FreeError::InsideArea {
@@ -1836,7 +1836,7 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
             start: a
         })
     );
-    let guard = a.0 / REGION * REGION + REGION - P;
+    let guard = a.0 / NODE_RANGE * NODE_RANGE + NODE_RANGE - P;
     assert_eq!(
         vm.vfree_at(VirtAddr(guard)),
         Err(FreeError::NotMapped {

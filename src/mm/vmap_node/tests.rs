@@ -6,7 +6,7 @@ const P: usize = PAGE_SIZE;
 #[test]
 fn an_alignment_picks_a_slot_at_least_that_large() {
     let mut a = SlotArena::new();
-    a.add_region(R);
+    a.add_range(R);
     a.alloc(P, P, 0).unwrap();
     for align in [2 * P, 4 * P, 16 * P, SLOT] {
         let x = a.alloc(P, align, 0).unwrap();
@@ -22,8 +22,8 @@ fn an_alignment_picks_a_slot_at_least_that_large() {
 #[test]
 fn slots_from_the_lowest_up_with_their_size_and_tag() {
     let mut a = SlotArena::new();
-    assert_eq!(a.alloc(P, P, 1), None, "no region yet");
-    a.add_region(R);
+    assert_eq!(a.alloc(P, P, 1), None, "no range yet");
+    a.add_range(R);
     let x = a.alloc(3 * P, P, 1).unwrap();
     let y = a.alloc(SLOT_MAX_PAGES * P, P, 2).unwrap();
     let z = a.alloc(3 * P, P, 0).unwrap();
@@ -62,13 +62,13 @@ fn slots_from_the_lowest_up_with_their_size_and_tag() {
     assert_eq!(a.tag(x.start), Some(4));
     assert_eq!(a.find(x.start), Some(x), "retagging keeps the size");
     assert_eq!(a.live_areas(), 2);
-    assert_eq!(a.free_bytes(), REGION - P - 4 * P - SLOT);
+    assert_eq!(a.free_bytes(), NODE_RANGE - P - 4 * P - SLOT);
 }
 
 #[test]
 fn freed_slots_are_reused_and_mistakes_refused() {
     let mut a = SlotArena::new();
-    a.add_region(R);
+    a.add_range(R);
     let x = a.alloc(P, P, 1).unwrap();
     assert_eq!(
         a.free(x.start + P),
@@ -93,7 +93,7 @@ fn freed_slots_are_reused_and_mistakes_refused() {
 #[test]
 fn sub_blocks_fill_in_turn_and_a_full_region_asks_for_another() {
     let mut a = SlotArena::new();
-    a.add_region(R);
+    a.add_range(R);
     let n = 2 * MAX_SUB_SLOTS + 1;
     let areas: Vec<_> = (0..n).map(|_| a.alloc(P, P, 0).unwrap()).collect();
     for (i, x) in areas.iter().enumerate() {
@@ -103,15 +103,15 @@ fn sub_blocks_fill_in_turn_and_a_full_region_asks_for_another() {
             "a page and its guard page each, in order"
         );
     }
-    assert_eq!(a.regions[0].subs.len(), 3);
+    assert_eq!(a.ranges[0].subs.len(), 3);
     // Free one slot in the first (full) sub-block: it is used before the third's.
     a.free(areas[5].start).unwrap();
     assert_eq!(a.alloc(P, P, 0).unwrap().start, areas[5].start);
-    assert!(a.contains(R + REGION - 1) && !a.contains(R + REGION));
-    // A full region: the arena says so.
+    assert!(a.contains(R + NODE_RANGE - 1) && !a.contains(R + NODE_RANGE));
+    // A full range: the arena says so.
     let mut b = SlotArena::new();
-    b.add_region(R);
-    for _ in 0..SUBS_PER_REGION * (SUB / SLOT) {
+    b.add_range(R);
+    for _ in 0..SUBS_PER_RANGE * (SUB / SLOT) {
         b.alloc(SLOT_MAX_PAGES * P, P, 0).unwrap();
     }
     assert_eq!(
@@ -119,6 +119,6 @@ fn sub_blocks_fill_in_turn_and_a_full_region_asks_for_another() {
         None,
         "no room for a sub-block of another class either"
     );
-    b.add_region(R + REGION);
-    assert_eq!(b.alloc(P, P, 0).unwrap().start, R + REGION);
+    b.add_range(R + NODE_RANGE);
+    assert_eq!(b.alloc(P, P, 0).unwrap().start, R + NODE_RANGE);
 }
