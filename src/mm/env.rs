@@ -101,6 +101,16 @@ pub trait PageTableEnv: Sync {
         }
     }
 
+    /// Fill a data page (from [`alloc_pages`](Self::alloc_pages)) with zeroes, for `vzalloc`. By
+    /// default as [`zero_table`](Self::zero_table) does a table.
+    ///
+    /// # Safety
+    /// As for [`zero_table`](Self::zero_table): the caller owns the frame, which nothing maps yet.
+    unsafe fn zero_page(&self, pa: PhysAddr) {
+        // SAFETY: the caller's contract is `zero_table`'s.
+        unsafe { self.zero_table(pa) }
+    }
+
     /// Write one descriptor: a single-copy-atomic 64-bit Release store, the only way the
     /// page-table code writes a live table. Test environments override it to record the store.
     ///

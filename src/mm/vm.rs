@@ -548,7 +548,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         if zero {
             for &pa in pages.iter() {
                 // SAFETY: frames just handed out to this call, mapped nowhere yet.
-                unsafe { env.zero_table(pa) };
+                unsafe { env.zero_page(pa) };
             }
         }
         // SAFETY: frames this call was just handed, mapped nowhere else.

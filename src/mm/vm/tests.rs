@@ -1888,3 +1888,69 @@ fn release_window_refuses_a_window_that_still_maps_something() {
         "only the three refused windows are left"
     );
 }
+
+/// The handles own their areas: dropping one gives the area back as the by-address free does
+/// (leaves cleared, the range lazily freed), and nothing else can free it.
+#[test]
+fn dropping_a_handle_frees_its_area_and_nothing_else_can() {
+    let vm = vm();
+    let env = vm.init_mm.env();
+    // (The bytes themselves are the machine's test to touch: here an area's address is no host
+    // memory, only its pages are.)
+    let buf = vm.vmalloc(3 * P + 5).unwrap();
+    assert_eq!(buf.len(), 3 * P + 5, "the bytes asked for");
+    let va = buf.addr();
+    assert_eq!(vm.init_mm.translate(va + 2 * P).map(|t| t.level), Some(Level::Pte));
+    let live = env.live_frames();
+    drop(buf);
+    assert!(vm.init_mm.translate(va).is_none(), "unmapped when dropped");
+    assert_eq!(env.live_frames(), live - 4, "its four pages went back");
+    assert_eq!(
+        vm.vfree_at(va),
+        Err(FreeError::AlreadyFreed { addr: va }),
+        "freed once, by the drop"
+    );
+    let zeroed = vm.vzalloc(P).unwrap();
+    assert!(
+        frame_of(&vm, zeroed.addr())
+            .iter()
+            .all(|w| w.load(Ordering::Relaxed) == 0)
+    );
+    drop(zeroed);
+    vm.vm_unmap_aliases();
+    assert_balanced(&vm, WINDOW, 1);
+}
+
+/// An `IoMem` reads and writes its registers with volatile accesses inside the mapping, keeps
+/// the sub-page offset, refuses an access past its end or misaligned, and unmaps when dropped.
+#[test]
+fn io_mem_accesses_stay_inside_the_mapping() {
+    let vm = vm();
+    let io = vm.ioremap(PhysAddr(DEV + 0x10), 0x20).unwrap();
+    assert_eq!(io.addr().0 % P, 0x10, "the offset in the page is kept");
+    assert_eq!(io.size(), 0x20);
+    let va = io.addr();
+    // The test environment's "device" is no memory at all: translate, do not touch it.
+    assert_eq!(
+        vm.init_mm.translate(va).map(|t| t.pa),
+        Some(PhysAddr(DEV + 0x10))
+    );
+    let past = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| io.read32(0x20)));
+    assert!(past.is_err(), "a read past the mapping panics");
+    let misaligned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| io.read32(2)));
+    assert!(misaligned.is_err(), "a misaligned read panics");
+    drop(io);
+    assert!(vm.init_mm.translate(va).is_none(), "unmapped when dropped");
+    vm.vm_unmap_aliases();
+    assert_balanced(&vm, WINDOW, 1);
+}
+
+/// `IoMem::leak` keeps a mapping for good: nothing unmaps it.
+#[test]
+fn a_leaked_io_mem_stays_mapped() {
+    let vm = vm();
+    let va = vm.ioremap(PhysAddr(DEV), P).unwrap().leak();
+    vm.vm_unmap_aliases();
+    assert!(vm.init_mm.translate(va).is_some());
+    vm.iounmap_at(va).unwrap();
+}
