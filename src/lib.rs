@@ -1,33 +1,41 @@
-//! initmm: a single-address-space unikernel for AArch64.
+//! initmm: a single-address-space unikernel for AArch64, as the library an application is built
+//! on. An application is a `no_std`, `no_main` crate that names its `main` with [`entry!`]; the
+//! kernel boots every CPU, builds `init_mm`, starts the console and calls it (see
+//! `platform/app-template` and the README).
 //!
-//! One kernel-only address space, `init_mm`, whose table allocators take the page-table lock
-//! themselves and only when they must install a table; callers (ioremap, vmap, the boot
-//! mapping) take none. See `README.md` and `mm::pgalloc`.
+//! The kernel mappings are the `initmm-mm` crate's, re-exported as [`mm`]: one kernel-only
+//! address space, `init_mm`, whose table allocators take the page-table lock themselves and only
+//! when they must install a table; callers (`ioremap`, `vmalloc`, the boot mapping) take none.
 //!
-//! The pure-logic parts (device tree, page-table walkers and allocators over an in-memory
-//! "physical memory", the virtual-area allocator, fault decoding, the command line) also build for
-//! the host so that their unit tests run there; everything that touches hardware is gated on
-//! `target_os = "none"`.
+//! The pure-logic parts (device tree, fault decoding, the command line, the GIC's and the
+//! timer's register arithmetic) also build for the host so that their unit tests run there;
+//! everything that touches hardware is gated on `target_os = "none"`.
 //!
-//! # Layers
+//! # Crates and layers
 //!
-//! Each layer uses only the layers below it: nothing names a module above its own, so there is no
-//! import cycle. Where a lower layer must call up (an interrupt, an exception it cannot handle,
-//! context for a panic report), the layer above installs a function in a [`hook::Hook`] at boot.
+//! The workspace's crates are the coarse layers, and the compiler keeps them apart: a crate
+//! cannot name one above it. `initmm-mm` (the kernel mappings, no machine) is below this crate;
+//! `initmm-workloads` (the demonstration kernel), `initmm-bench` (the benchmark kernel and the
+//! pre-patch baseline) and every application are above it.
 //!
-//! 1. Pure logic, no hardware: `hook`, `cmdline`, `kallsyms`, `util` (the seeded generator),
-//!    `platform` (the machine description and its device-tree parser), and mm's `layout` and
-//!    `region`.
+//! Inside this crate, each module uses only the modules below it. Where a lower one must call up
+//! (an interrupt, an exception it cannot handle, context for a panic report, a frame-cache drain
+//! on another CPU), the one above installs a function in a [`hook::Hook`] at boot.
+//!
+//! 1. Pure logic, no hardware: `hook`, `cmdline`, `kallsyms`, `util`, and `platform` (the machine
+//!    description and its device-tree parser).
 //! 2. `arch`: everything that names an Arm register or instruction. It hands every IRQ to the
 //!    function installed with `exceptions::set_irq_handler`, and an exception it cannot handle, as
 //!    a decoded `exceptions::Unhandled`, to the one installed with `exceptions::set_reporter`
 //!    (`panic::init`'s); it never names the console, the panic handler, the log backend or `smp`.
 //!    It may log through the `log` facade and `panic!` (the language's way up to `panic`).
-//! 3. `mm` (whose hardware environment, frame allocator and profiler use `arch`'s barriers, TLB
-//!    maintenance, CPU id and counter), then `drivers` (which map their registers with `mm`).
+//! 3. `mm`: the `initmm-mm` crate and the machine's side of it (physical frames, the heap, the
+//!    page-table environment over `arch`'s barriers and TLB maintenance, `init_mm` at boot), then
+//!    `drivers` (which map their registers with `mm`).
 //! 4. `smp`, and `console` with its `log` backend `klog`.
 //! 5. `panic`: stops the other CPUs (`smp`) and reports on the console.
-//! 6. `kernel`, `testing`, `workload`, `bench`: the top, which installs the hooks.
+//! 6. `kernel` (the boot path to the application's `main`), `time`, `testing`: the top, which
+//!    installs the hooks.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]

@@ -8,7 +8,15 @@
 //! ends with a summary table.
 //!
 //! Each workload is a [`Workload`] in its own file, listed in [`WORKLOADS`]; what they share is
-//! in [`common`]. The README's "Adding a workload" shows how to add one.
+//! in [`common`].
+//!
+//! # Adding a workload
+//!
+//! Copy [`hello`] (every CPU adds up 1 to 1000 until the time is up, and checks each sum) into a
+//! file of its own, add its `pub mod` line here and its line in [`WORKLOADS`]; `workload=NAME`,
+//! `all`, the soak and the test kernels find it there. (`hello` itself is left out of the table,
+//! so that `just run` does not run it; `tests/workloads.rs` runs it, so the example cannot go
+//! stale.)
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -24,8 +32,8 @@ pub mod soak;
 pub mod storm;
 pub mod vmalloc_stress;
 
-/// The README's example ("Adding a workload"): compiled, and run by `tests/workloads.rs`, so
-/// that the example cannot go stale; not in [`WORKLOADS`], so `workload=` does not offer it.
+/// The example to copy (see "Adding a workload" above): compiled, and run by
+/// `tests/workloads.rs`; not in [`WORKLOADS`], so `workload=` does not offer it.
 pub mod hello;
 
 use alloc::boxed::Box;
