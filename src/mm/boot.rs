@@ -6,8 +6,9 @@
 //! 1. the frame allocator gets the boot frames, all it can reach yet;
 //! 2. `init_mm` is created and, through the ordinary table allocators and `map_range` (no
 //!    page-table lock taken here, as for every caller), maps the image with W^X, leaving the
-//!    stack guard pages out, and the linear map of the device tree's RAM minus its `no-map`
-//!    reservations, with blocks where aligned and the kernel's text and rodata read-only;
+//!    stack guard pages out, and the linear map of the machine's RAM (the device tree's, or the
+//!    UEFI memory map's) minus its `no-map` reservations, with blocks where aligned and the
+//!    kernel's text and rodata read-only, and the firmware's tables (`Machine::read_only`);
 //! 3. TTBR1 moves to `init_mm` through the identity map (`mmu::replace_ttbr1`), TTBR0 walks stop
 //!    (address 0 faults from now on);
 //! 4. the rest of RAM joins the frame allocator, and the vmalloc region opens.
@@ -85,7 +86,8 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
         region::subtract(&ram, &m.no_map),
         Region::new(pa(img.start), img.text_end - img.start),
         Region::new(pa(img.start), img.rodata_end - img.start),
-    );
+    )
+    .with_firmware_tables(region::subtract(&m.read_only, &m.no_map));
     let init_mm = InitMm::new(HwEnv, layout).map_err(|e| BootMmError::Map("the pgd", e))?;
     let (start, text_end, rodata_end, end) = (img.start, img.text_end, img.rodata_end, img.end);
     debug_assert_eq!(start, KIMAGE_VADDR as u64);

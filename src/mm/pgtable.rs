@@ -344,6 +344,13 @@ pub enum MmError {
         /// Requested size.
         size: usize,
     },
+    /// A writable mapping of RAM the firmware owns and the kernel only reads (the ACPI tables).
+    WritableFirmwareTables {
+        /// Requested physical start.
+        pa: u64,
+        /// Requested size.
+        size: usize,
+    },
     /// An executable mapping of anything but the kernel's text.
     ExecutableNonText {
         /// Requested physical start.
@@ -384,6 +391,11 @@ impl fmt::Display for MmError {
             MmError::WritableKernelText { pa, size } => write!(
                 f,
                 "[{pa:#x} + {size:#x}) holds kernel text or rodata: no writable alias of it"
+            ),
+            MmError::WritableFirmwareTables { pa, size } => write!(
+                f,
+                "[{pa:#x} + {size:#x}) holds the firmware's tables, which the kernel only reads: \
+                 no writable alias of it"
             ),
             MmError::ExecutableNonText { pa, size } => write!(
                 f,

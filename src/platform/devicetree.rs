@@ -43,6 +43,10 @@ pub struct Machine {
     /// carve-out, a co-processor's memory), since the CPU may fetch speculatively from anything
     /// mapped cacheable.
     pub no_map: Vec<Region>,
+    /// RAM the firmware owns and the kernel only reads: the ACPI tables' regions of the UEFI
+    /// memory map, sorted (a subset of `ram` and of `reserved`). The linear map maps them
+    /// read-only; the frame allocator never gets them. A device tree yields none.
+    pub read_only: Vec<Region>,
     /// The UART `/chosen`'s `stdout-path` names, if it names one with a usable `reg`.
     pub console: Option<Console>,
     /// The root's `interrupt-parent` GIC, or the first GIC found by `compatible`.
@@ -286,6 +290,7 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
         ram,
         reserved,
         no_map,
+        read_only: Vec::new(),
         console,
         gic,
         timer,

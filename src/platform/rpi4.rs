@@ -51,6 +51,7 @@ pub fn machine(loader_data: &[u8]) -> Machine {
         ram: vec![Region::new(0, 0x3c00_0000)],
         reserved: vec![Region::new(0, 0x1000)],
         no_map: Vec::new(),
+        read_only: Vec::new(),
         console: Some(Console {
             path: "/soc/serial@7e215040".to_owned(),
             kind: UartKind::Bcm2835Aux,
