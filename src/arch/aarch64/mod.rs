@@ -72,6 +72,8 @@ pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod early;
 #[cfg(target_os = "none")]
+pub mod efi;
+#[cfg(target_os = "none")]
 pub mod event;
 #[cfg(target_os = "none")]
 pub mod exceptions;
