@@ -27,6 +27,20 @@
 #   --no-semihosting (INITMM_SEMIHOSTING=0)  boot without semihosting, as on a board: the kernel
 #                 powers off by PSCI and prints "[powering off with status N]", which the runner
 #                 returns as the exit status
+#   --firmware F  (INITMM_FIRMWARE)  boot through firmware on virt instead of QEMU's own loader:
+#                 edk2           Debian's EDK2 (qemu-efi-aarch64) starts the Image as an EFI
+#                                application given with -kernel; the command line is its load
+#                                options; ACPI tables unless the machine says acpi=off
+#                 edk2-esp       the same firmware finds the Image as \EFI\BOOT\BOOTAA64.EFI on a
+#                                FAT drive (a directory QEMU presents as one); its boot manager
+#                                passes no command line, so the kernel runs as booted bare, and
+#                                its status comes by PSCI as with --no-semihosting
+#                 uboot-booti    Debian's U-Boot (u-boot-qemu, qemu_arm64) loads the -kernel
+#                                Image from QEMU's fw_cfg and starts it with booti (a flat Image,
+#                                its device tree, the command line as bootargs)
+#                 uboot-bootefi  U-Boot runs a boot script from a FAT drive that sets bootargs,
+#                                loads the Image (\EFI\BOOT\BOOTAA64.EFI) and starts it with
+#                                bootefi (an EFI application, the command line as load options)
 #
 # On raspi4b the PL011 is QEMU's serial port 0 and the mini UART port 1; the Pi 4's DTB (and the
 # kernel's built-in Pi 4 description) pick the mini UART, so port 1 goes to the terminal
@@ -70,6 +84,10 @@ symbolize_on=${INITMM_SYMBOLIZE:-1}
 qemu_log=${INITMM_QEMU_LOG:-}
 accel=${INITMM_ACCEL:-}
 semihosting=${INITMM_SEMIHOSTING:-1}
+firmware=${INITMM_FIRMWARE:-}
+[[ "$firmware" != edk2-esp ]] || semihosting=0
+EDK2_FW=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
+UBOOT_FW=/usr/lib/u-boot/qemu_arm64/u-boot.bin
 read -r -a extra <<<"${INITMM_QEMU_ARGS:-}"
 
 set_board() {
@@ -102,6 +120,7 @@ parse_opts() {
             --qemu-log) qemu_log=$2; shift 2 ;;
             --accel) accel=$2; semihosting=0; shift 2 ;;
             --no-semihosting) semihosting=0; shift ;;
+            --firmware) firmware=$2; [[ "$firmware" != edk2-esp ]] || semihosting=0; shift 2 ;;
             *) rest+=("$1"); shift ;;
         esac
     done
@@ -151,18 +170,55 @@ boot() { # boot one configuration; $@ = extra kernel words
         [[ "$mach" == virt* && "$mach" != *gic-version* ]] && mach+=,gic-version=3
     fi
     if [[ "$semihosting" != 0 ]]; then semi=(-semihosting-config enable=on,target=native); word=semihosting; fi
+    local append
+    append=$(printf '%s ' $word "${kargs[@]}" "$@" | tr -s ' ' | sed 's/^ //; s/ $//')
+    # Firmware (--firmware): -bios, and for the FAT-drive variants a directory holding the Image
+    # as \EFI\BOOT\BOOTAA64.EFI (and U-Boot's boot script) in place of -kernel.
+    local fw=() kernel=(-kernel "$img" -append "$append") esp=""
+    case "$firmware" in
+        "") ;;
+        edk2 | edk2-esp) fw=(-bios "$EDK2_FW") ;;
+        uboot-booti | uboot-bootefi) fw=(-bios "$UBOOT_FW") ;;
+        *) echo "runner: unknown firmware \"$firmware\" (known: edk2, edk2-esp, uboot-booti, uboot-bootefi)" >&2; rm -f "$qlog"; return 2 ;;
+    esac
+    if [[ -n "$firmware" && ! -f "${fw[1]}" ]]; then
+        echo "runner: ${fw[1]} is missing: just setup (it installs qemu-efi-aarch64 and u-boot-qemu)" >&2
+        rm -f "$qlog"; return 2
+    fi
+    if [[ "$firmware" == edk2-esp || "$firmware" == uboot-bootefi ]]; then
+        if [[ "$firmware" == edk2-esp && -n "$append" ]]; then
+            echo "runner: --firmware edk2-esp passes the kernel no command line: \"$append\" cannot reach it" >&2
+            rm -f "$qlog"; return 2
+        fi
+        esp=$(mktemp -d -t initmm-esp.XXXXXX)
+        mkdir -p "$esp/EFI/BOOT"
+        cp "$img" "$esp/EFI/BOOT/BOOTAA64.EFI"
+        if [[ "$firmware" == uboot-bootefi ]]; then
+            python3 "$here/uboot-script.py" "$esp/boot.scr" \
+                "setenv bootargs '$append'" \
+                'load virtio 0:1 ${kernel_addr_r} efi/boot/bootaa64.efi' \
+                'bootefi ${kernel_addr_r} ${fdtcontroladdr}'
+        fi
+        fw+=(-drive "if=none,id=esp,format=raw,readonly=on,file=fat:$esp" -device virtio-blk-device,drive=esp)
+        # U-Boot's virtio driver writes feature words only the virtio 1.0 transport has; EDK2's
+        # writes a register only the legacy one has (QEMU's default): each gets its own.
+        [[ "$firmware" != uboot-bootefi ]] || fw+=(-global virtio-mmio.force-legacy=false)
+        kernel=()
+    fi
     local base=(qemu-system-aarch64 -M "$mach" "${cpuargs[@]}" -smp "$smp" -m "$mem"
         -nographic -nic none "${semi[@]}"
         -d "$dflags" -D "$qlog"
-        -kernel "$img" "${board[@]}" "${extra[@]}")
-    local append
-    append=$(printf '%s ' $word "${kargs[@]}" "$@" | tr -s ' ' | sed 's/^ //; s/ $//')
-    echo "runner: ${base[*]} -append \"$append\" (timeout ${timeout_s}s)"
-    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog"; return 0; fi
+        "${fw[@]}" "${board[@]}" "${extra[@]}")
+    local shown="${base[*]}"
+    [[ -z "${kernel[*]}" ]] || shown+=" -kernel $img -append \"$append\""
+    [[ -z "$esp" ]] || shown+=" (FAT drive $esp: EFI/BOOT/BOOTAA64.EFI${append:+, boot.scr with bootargs \"$append\"})"
+    echo "runner: $shown (timeout ${timeout_s}s)"
+    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog"; [[ -z "$esp" ]] || rm -rf "$esp"; return 0; fi
     local out=/dev/null
     [[ "$semihosting" != 0 ]] || out=$(mktemp -t initmm-console.XXXXXX)
-    timeout --foreground -k 5 "$timeout_s" "${base[@]}" -append "$append" </dev/null | symbolize | tee -a "$out"
+    timeout --foreground -k 5 "$timeout_s" "${base[@]}" "${kernel[@]}" </dev/null | symbolize | tee -a "$out"
     local rc=${PIPESTATUS[0]}
+    [[ -z "$esp" ]] || rm -rf "$esp"
     if [[ "$semihosting" == 0 ]]; then
         # PSCI SYSTEM_OFF ends QEMU with 0 whatever the kernel's status: take the one it printed.
         local said
@@ -181,8 +237,13 @@ boot() { # boot one configuration; $@ = extra kernel words
     if [[ $rc -ne 0 ]]; then
         echo "runner: kernel exited with status $rc" >&2
     fi
+    # What the firmware itself provokes before the kernel runs: EDK2 tries to write its variable
+    # store into the flash that -bios made read-only.
+    local fw_lines='^$.'
+    [[ "$firmware" != edk2* ]] || fw_lines='^pflash_write: Unimplemented flash cmd sequence'
     local errors
     errors=$(grep -vE '^bcm2835_aux_(read|write): AUX_MU_[A-Z]+_REG unsupported$' "$qlog" |
+        grep -vE "$fw_lines" |
         grep -vE "$qemu_log_lines" |
         grep -vxF -f <(printf '%s\n' "${allowed_errors[@]}") || true)
     if [[ -n "$qemu_log" ]]; then
@@ -200,6 +261,7 @@ boot() { # boot one configuration; $@ = extra kernel words
 
 # What -d int,mmu writes (exception entry and return, MMU faults): not guest errors.
 qemu_log_lines='^(Taking exception |\.\.\.|Exception return from |arm_cpu_do_|Page table walk)'
+
 
 name=$(basename "$elf"); name=${name%-*}
 src="$repo/tests/$name.rs"
