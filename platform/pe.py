@@ -12,9 +12,18 @@ alignment), then checks every field of both headers against the ELF's symbols, a
 naming the field, when one is wrong. An Image whose header names no PE header (the chainloader)
 gets only the arm64 header's checks.
 
+It also checks the rule the EFI stub lives by (src/arch/aarch64/efi.rs): it runs under the
+firmware at its load address, where following an absolute address is fatal, so no code reachable
+from `efi_main` by direct branches (the stub, and on through the entry code) may reach a panic or
+`core::fmt`, which use them. The branches are decoded from the ELF's text. Release builds only
+(cargo's `release` directory): a build with debug assertions adds an overflow or alignment check,
+with its panic, to every addition and raw-pointer read, which the firmware's (aligned, valid)
+values never trip, in the early entry code as in the stub.
+
 Standard library only.
 """
 
+import bisect
 import os
 import struct
 import sys
@@ -133,6 +142,74 @@ def pe_header(img, pe, marks, base, image_size, fix):
     check(data[4] + data[3] == len(img), f"PE: .data's file data ends at {data[4] + data[3]:#x}, the file at {len(img):#x}")
 
 
+B_MASK, B_OP, BL_OP = 0xFC000000, 0x14000000, 0x94000000
+FORBIDDEN = ("panic", "core::fmt", "rust_begin_unwind")
+
+
+def elf_text(path):
+    """(address, bytes) of every executable section of the ELF."""
+    with open(path, "rb") as f:
+        data = f.read()
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    out = []
+    for i in range(shnum):
+        _, kind, flags, addr, off, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
+        if flags & symbolize.SHF_EXECINSTR and kind == 1 and size:  # SHT_PROGBITS
+            out.append((addr, data[off:off + size]))
+    return out
+
+
+def stub_reaches(elf, start="efi_main"):
+    """Every function reachable from `start` by B and BL, with the path to it."""
+    syms = symbolize.Symbols(elf)
+    text = elf_text(elf)
+    starts = syms.starts
+
+    def extent(addr):
+        i = bisect.bisect_right(starts, addr) - 1
+        value, size, _, name = syms.entries[i]
+        end = value + size if size else next((a for a in starts[i + 1:] if a > value), value + 4)
+        return value, end, symbolize.demangle(name)
+
+    def word(addr):
+        for base, b in text:
+            if base <= addr < base + len(b) - 3:
+                return struct.unpack_from("<I", b, addr - base)[0]
+        return None
+
+    entry = syms.marks.get(start)
+    if entry is None:
+        return {}
+    seen, todo = {}, [(entry, [])]
+    while todo:
+        addr, path = todo.pop()
+        lo, hi, name = extent(addr)
+        if lo in seen:
+            continue
+        seen[lo] = path + [name]
+        if any(f in name for f in FORBIDDEN):
+            continue
+        for a in range(lo, hi, 4):
+            insn = word(a)
+            if insn is None or insn & B_MASK not in (B_OP, BL_OP):
+                continue
+            imm = insn & 0x03FFFFFF
+            if imm & 0x02000000:
+                imm -= 1 << 26
+            target = a + imm * 4
+            if not lo <= target < hi:
+                todo.append((target, seen[lo]))
+    return seen
+
+
+def efi_stub(elf):
+    for path in stub_reaches(elf).values():
+        if any(f in path[-1] for f in FORBIDDEN):
+            raise Bad("the EFI stub can reach " + " -> ".join(path) +
+                      ": it runs where absolute addresses are wrong (src/arch/aarch64/efi.rs)")
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     check_only = "--check" in sys.argv
@@ -147,6 +224,8 @@ def main():
         is_pe, pe, image_size = arm64_header(img, marks, base)
         if is_pe:
             pe_header(img, pe, marks, base, image_size, fix=not check_only)
+            if "/release/" in os.path.abspath(elf):
+                efi_stub(elf)
     except Bad as e:
         sys.exit(f"pe.py: {path}: {e}")
     if not check_only:
