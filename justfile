@@ -177,17 +177,21 @@ bench MODE="full" *ARGS: _ensure image
     cargo build --release --features bench --target-dir target/bench-kernel
     python3 platform/bench/bench.py target/bench-kernel/{{target}}/release/initmm {{MODE}} {{kernel}}.img {{ARGS}}
 
-# Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path)
-# with libFuzzer for SECONDS. Needs the nightly toolchain; installs cargo-fuzz when missing.
-# New inputs go to tests/fuzz/corpus-generated/ (git-ignored), crashes to tests/fuzz/artifacts/;
-# a crash input belongs in tests/fuzz/regressions/ and in a host unit test. No sanitizer: the
-# code under test is safe Rust, and debug assertions (overflow checks) catch more than ASan would.
-fuzz SECONDS="600":
+# Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path),
+# then the ACPI table reader (from raw memory, or QEMU virt's tables corrupted), with libFuzzer for
+# SECONDS each. TARGETS: `dt`, `acpi` or both. Needs the nightly toolchain; installs cargo-fuzz
+# when missing. New inputs go to tests/fuzz/corpus-generated/TARGET/ (git-ignored), crashes to
+# tests/fuzz/artifacts/; a crash input belongs in tests/fuzz/regressions/ (ACPI ones named acpi-*)
+# and in a host unit test. No sanitizer: the code under test is safe Rust, and debug assertions
+# (overflow checks) catch more than ASan would.
+fuzz SECONDS="600" TARGETS="dt acpi":
     @cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
-    mkdir -p tests/fuzz/corpus-generated/dt
-    cargo +nightly fuzz run --fuzz-dir tests/fuzz --sanitizer none --debug-assertions dt \
-        tests/fuzz/corpus-generated/dt tests/fuzz/corpus/dt tests/fuzz/regressions -- \
-        -max_len=65536 -rss_limit_mb=512 -timeout=10 -max_total_time={{SECONDS}} -print_final_stats=1
+    for t in {{TARGETS}}; do \
+        mkdir -p tests/fuzz/corpus-generated/$t; \
+        cargo +nightly fuzz run --fuzz-dir tests/fuzz --sanitizer none --debug-assertions $t \
+            tests/fuzz/corpus-generated/$t tests/fuzz/corpus/$t tests/fuzz/regressions -- \
+            -max_len=65536 -rss_limit_mb=512 -timeout=10 -max_total_time={{SECONDS}} -print_final_stats=1; \
+    done
 
 # The soak: ioremap-storm, vmalloc-stress and compute together on all 4 CPUs with fault
 # injection (default fail=frames:1/50,areas:1/50,seed=7; pass fail=... or fail=none in ARGS),

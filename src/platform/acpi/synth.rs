@@ -268,3 +268,75 @@ pub fn patch(blob: &mut Blob, sig: &[u8; 4], fix: bool, f: impl FnOnce(&mut [u8]
         fix_checksum(&mut blob.bytes[off..off + len], 9);
     }
 }
+
+/// One fuzz input (`tests/fuzz`, target `acpi`), read through [`describe`](super::describe) as
+/// the kernel reads the firmware's tables; [`check`] says whether the outcome is sound.
+///
+/// The first byte chooses: bit 0 clear, the rest of the input is the memory at [`BASE`], the
+/// RSDP first; bit 0 set, [`qemu_virt`]'s tables (GICv3 with bit 2, 1 to 8 CPUs by bits 4-6)
+/// changed by the rest as 3-byte pokes (a little-endian offset into the tables, a byte), their
+/// checksums then fixed with bit 1 (so that the fuzzer gets past them). Bit 7: the boot CPU's
+/// MPIDR is 1 rather than 0.
+pub fn fuzz_one(data: &[u8]) -> Option<Result<(Machine, super::AcpiInfo), super::AcpiError>> {
+    let (&mode, rest) = data.split_first()?;
+    let blob = if mode & 1 == 0 {
+        Blob {
+            base: BASE,
+            bytes: rest.to_vec(),
+            slot: 0,
+        }
+    } else {
+        let mut b = qemu_virt(u64::from((mode >> 4) & 7) + 1, mode & 4 != 0);
+        for p in rest.chunks_exact(3) {
+            let at = usize::from(u16::from_le_bytes([p[0], p[1]])) % b.bytes.len();
+            b.bytes[at] = p[2];
+        }
+        if mode & 2 != 0 {
+            fix_all_checksums(&mut b);
+        }
+        b
+    };
+    let mut m = machine();
+    let boot_mpidr = u64::from(mode >> 7);
+    Some(super::describe(&blob, BASE, boot_mpidr, &mut m).map(|info| (m, info)))
+}
+
+/// Make the RSDP's and every slot's table's checksums right again, whatever their lengths say.
+fn fix_all_checksums(b: &mut Blob) {
+    fix_checksum(&mut b.bytes[..20], 8);
+    let len = (u32::from_le_bytes(b.bytes[20..24].try_into().unwrap()) as usize).clamp(20, 36);
+    fix_checksum(&mut b.bytes[..len], 32.min(len - 1));
+    for off in (b.slot..b.bytes.len()).step_by(b.slot) {
+        let len = u32::from_le_bytes(b.bytes[off + 4..off + 8].try_into().unwrap()) as usize;
+        let len = len.clamp(HEADER_LEN, b.slot);
+        fix_checksum(&mut b.bytes[off..off + len], 9);
+    }
+}
+
+/// Panic unless the outcome of [`fuzz_one`] is sound: an error has a message naming ACPI; a
+/// machine has the boot CPU, a GIC whose ranges end inside the address space, notes that print,
+/// and RAM and reservations the kernel's memory setup can take.
+pub fn check(outcome: &Result<(Machine, super::AcpiInfo), super::AcpiError>, boot_mpidr: u64) {
+    use alloc::format;
+    match outcome {
+        Err(e) => assert!(format!("{e}").starts_with("ACPI: "), "{e}"),
+        Ok((m, info)) => {
+            assert!(m.cpus.iter().any(|c| c.mpidr == boot_mpidr), "no boot CPU");
+            let mut mpidrs: Vec<u64> = m.cpus.iter().map(|c| c.mpidr).collect();
+            mpidrs.sort_unstable();
+            mpidrs.dedup();
+            assert_eq!(mpidrs.len(), m.cpus.len(), "a CPU listed twice");
+            let gic = m.gic.expect("a GIC");
+            assert!(gic.dist.size > 0 && gic.cpu_or_redist.size > 0);
+            if let Some(t) = &m.timer {
+                assert!(t.virt_irq.is_some_and(|i| (16..32).contains(&i)));
+            }
+            if let Some(c) = &m.console {
+                let r = crate::mm::region::Region::new(c.base, c.size);
+                assert!(!crate::mm::region::overlaps(&m.ram, r), "console in RAM");
+            }
+            let log = format!("{m:?} {info:?} {}", m.notes.join("\n"));
+            assert!(!log.is_empty());
+        }
+    }
+}
