@@ -37,17 +37,29 @@ test-qemu:
     cargo test --tests --no-fail-fast
 
 # The Image `just run` boots (not a test kernel), booted as is on QEMU virt and on raspi4b with
-# the Pi 4 DTB and without one: all 4 CPUs up, a short workload passes, exit status 0.
+# the Pi 4 DTB and without one: all 4 CPUs up, a short workload passes, exit status 0. Then through
+# firmware: EDK2 finds it as \EFI\BOOT\BOOTAA64.EFI on a FAT drive and boots it by ACPI (no command
+# line: every workload runs, the status comes by PSCI), and U-Boot starts it with bootefi.
 test-image: image
     #!/usr/bin/env bash
     set -euo pipefail
     log=$(mktemp); trap 'rm -f "$log"' EXIT
+    check() { # $1: what booted it; $2: the closing line; $3: what the banner must say
+        grep -q "4 of 4 CPUs online" "$log" || { echo "test-image: FAILED on $1: not every CPU came up" >&2; exit 1; }
+        grep -qx "$2" <(tr -d '\r' <"$log") || { echo "test-image: FAILED on $1" >&2; exit 1; }
+        grep -q "$3" "$log" || { echo "test-image: FAILED on $1: the banner does not say \"$3\"" >&2; exit 1; }
+    }
     for board in "--machine virt" "--board rpi4" "--board rpi4 --dtb none"; do
         echo "== test-image: {{kernel}}.img on $board"
         platform/qemu/run.sh $board --timeout 60 {{kernel}} workload=compute 2>&1 | tee "$log"
-        grep -q "4 of 4 CPUs online" "$log" || { echo "test-image: FAILED on $board: not every CPU came up" >&2; exit 1; }
-        grep -qx "1 passed, 0 failed" <(tr -d '\r' <"$log") || { echo "test-image: FAILED on $board" >&2; exit 1; }
+        check "$board" "1 passed, 0 failed" "entered at EL"
     done
+    echo "== test-image: {{kernel}}.img from a FAT drive by EDK2, ACPI, GICv3"
+    platform/qemu/run.sh --firmware edk2-esp --machine virt,gic-version=3 --timeout 90 {{kernel}} 2>&1 | tee "$log"
+    check "EDK2" "3 passed, 0 failed" "from UEFI; ACPI tables"
+    echo "== test-image: {{kernel}}.img by U-Boot's bootefi"
+    platform/qemu/run.sh --firmware uboot-bootefi --timeout 60 {{kernel}} workload=compute 2>&1 | tee "$log"
+    check "U-Boot bootefi" "1 passed, 0 failed" "from UEFI; device tree"
 
 # The runner's options: --accel's QEMU command, --no-semihosting's exit status, --qemu-log.
 test-runner: image
@@ -158,13 +170,15 @@ clippy:
 fmt:
     cargo fmt
 
-# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools, gdb-multiarch, openocd).
+# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools, gdb-multiarch, openocd, and
+# the EDK2 and U-Boot firmware the UEFI tests boot through).
 # Needs root or sudo for apt.
 setup:
     platform/setup.sh
 
 _ensure:
-    @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}}; } || platform/setup.sh
+    @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}} && \
+        [ -f /usr/share/qemu-efi-aarch64/QEMU_EFI.fd ] && [ -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ]; } || platform/setup.sh
 
 # Benchmarks on QEMU virt at -smp 1 and 2 (and 4, oversubscribed, reported apart): the seed
 # design against the pre-patch baseline with confidence intervals, where the time goes per

@@ -5,7 +5,7 @@
 //! fresh map when the firmware says the map key went stale), and continues at the ordinary entry,
 //! `primary_entry`, with the MMU and the data cache off and x0 = the device tree (0 when there is
 //! none), as a flat-Image loader would have. What the flat protocol has no register for (the
-//! memory map, the RSDP, the command line) it leaves in [`HANDOVER`] and two holes in the image
+//! memory map, the RSDP, the command line) it leaves in `HANDOVER` and two holes in the image
 //! (`linker.ld`), which the kernel reads once its MMU is on ([`handover`]).
 //!
 //! Not done, as in Linux when it can avoid it: no relocation (the image runs where the loader put
@@ -22,7 +22,7 @@
 //! no data holding addresses (no `&str` tables, no trait objects, no `core::fmt`), and avoids
 //! every panic path (a panic's location is an absolute pointer): arithmetic wraps or is checked,
 //! slices are walked with iterators. Strings for the firmware's console are UCS-2 arrays built at
-//! compile time ([`ucs2!`]).
+//! compile time (`ucs2!`).
 //!
 //! # Caches (point 1 of `arch::aarch64`'s list, for this entry)
 //!
@@ -30,7 +30,7 @@
 //! which turned the MMU off before the ordinary entry; later Linux kernels enter `primary_entry`
 //! with the MMU on and clean from there, which this kernel's entry does not expect. With every
 //! exception masked it cleans and invalidates, by VA to the point of coherency, the whole image
-//! (what the entry code reads with the MMU off: its own code, `.data` with [`HANDOVER`], the
+//! (what the entry code reads with the MMU off: its own code, `.data` with `HANDOVER`, the
 //! hand-over holes) and the device tree (whose header `early::early_map_kernel` reads with the
 //! MMU off), invalidates the instruction cache, then clears SCTLR_ELx.M and .C at the current
 //! exception level (`isb` before, as Linux's `pre_disable_mmu_workaround`, and after) and branches

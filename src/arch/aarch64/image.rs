@@ -223,8 +223,10 @@ mod tests {
     #[test]
     fn code0_spells_mz() {
         assert_eq!(&CODE0_MZ.to_le_bytes()[..2], b"MZ");
-        // CCMP (immediate), 64-bit: sf, op, S set; Rn = x18, cond = pl (0b0101), nzcv = 0b1101.
-        let ccmp = (0b1111_1010_010u32 << 21) | (0b0101 << 12) | (1 << 11) | (18 << 5) | 0xd;
+        // CCMP (immediate), 64-bit: sf, op, S set, then 0b11010010; Rn = x18, cond = pl (0b0101),
+        // nzcv = 0b1101.
+        let ccmp =
+            (0b111u32 << 29) | (0b1101_0010 << 21) | (0b0101 << 12) | (1 << 11) | (18 << 5) | 0xd;
         assert_eq!(CODE0_MZ, ccmp);
         assert_eq!(&PE_SIGNATURE.to_le_bytes(), b"PE\0\0");
     }
