@@ -177,7 +177,8 @@ boot() { # boot one configuration; $@ = extra kernel words
     local fw=() kernel=(-kernel "$img" -append "$append") esp=""
     case "$firmware" in
         "") ;;
-        edk2 | edk2-esp) fw=(-bios "$EDK2_FW") ;;
+        # EDK2 waits 5 s for a key to open its boot menu unless QEMU says how long to wait.
+        edk2 | edk2-esp) fw=(-bios "$EDK2_FW" -boot menu=on,splash-time=0) ;;
         uboot-booti | uboot-bootefi) fw=(-bios "$UBOOT_FW") ;;
         *) echo "runner: unknown firmware \"$firmware\" (known: edk2, edk2-esp, uboot-booti, uboot-bootefi)" >&2; rm -f "$qlog"; return 2 ;;
     esac
