@@ -1,6 +1,7 @@
 //! The EFI stub: the Image is also a PE/COFF EFI application, which UEFI firmware (EDK2, U-Boot's
 //! `bootefi`) starts as it would Linux's arm64 Image. It does what Linux's stub does, and no more:
-//! it finds the device tree or the ACPI RSDP in the configuration table, takes the command line
+//! it finds the device tree or the ACPI RSDP in the configuration table (and with neither stops
+//! there, saying so on the firmware's console and returning to it), takes the command line
 //! from the loaded image's load options, gets the memory map, exits boot services (again with a
 //! fresh map when the firmware says the map key went stale), and continues at the ordinary entry,
 //! `primary_entry`, with the MMU and the data cache off and x0 = the device tree (0 when there is
@@ -276,6 +277,17 @@ unsafe extern "C" fn efi_main(image: Handle, st: *const SystemTable) -> Status {
                 rsdp = t.vendor_table as u64;
             }
         }
+    }
+    if dtb == 0 && rsdp == 0 {
+        // Said here, where the firmware's console still works: nothing would describe the
+        // machine to the kernel (which checks again, in `platform::uefi::choose`).
+        con.error(
+            ucs2!(
+                "the configuration table has neither a device tree nor an ACPI 2.0 RSDP; entries: "
+            ),
+            st.number_of_configuration_table_entries as u64,
+        );
+        return Status::UNSUPPORTED;
     }
     let dtb_size = fdt_size(dtb);
 
