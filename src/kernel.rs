@@ -163,7 +163,9 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
         match uefi::describe_acpi(rsdp, &mut machine) {
             Ok(info) => u.acpi = Some(info),
             Err(e) => {
+                // Where the reason can be seen: the SPCR's console if it has one, semihosting.
                 semihosting::probe_and_enable();
+                let _ = start_console(&machine);
                 fatal(format_args!("{e}"));
             }
         }

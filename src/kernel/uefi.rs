@@ -161,7 +161,12 @@ impl acpi::Memory for LinearMap<'_> {
 }
 
 /// Fill in the machine from the ACPI tables at `rsdp` (its memory and command line are there).
+/// When they cannot describe it, `m.console` is still the SPCR's if that can be read, so that the
+/// reason reaches a console.
 pub(super) fn describe_acpi(rsdp: u64, m: &mut Machine) -> Result<AcpiInfo, AcpiError> {
     let regions = m.read_only.clone();
-    acpi::describe(&LinearMap(&regions), rsdp, cpu::mpidr(), m)
+    let mem = LinearMap(&regions);
+    acpi::describe(&mem, rsdp, cpu::mpidr(), m).inspect_err(|_| {
+        m.console = acpi::console(&mem, rsdp, &m.ram);
+    })
 }

@@ -324,6 +324,17 @@ pub fn describe(
     Ok(info)
 }
 
+/// The console alone, from the SPCR, for saying why [`describe`] failed: `None` when the tables
+/// or the SPCR cannot give one.
+pub fn console(
+    mem: &dyn Memory,
+    rsdp: u64,
+    ram: &[crate::mm::region::Region],
+) -> Option<super::devicetree::Console> {
+    let t = tables::Tables::read(mem, rsdp).ok()?;
+    devices::spcr(&t, ram).console
+}
+
 /// "OEM OEMTABLE (ACPI)": the OEM ID (RSDP) and OEM table ID (FADT), printable and trimmed.
 fn model(oem_id: &[u8], table_id: Option<&[u8; 8]>) -> String {
     let text = |b: &[u8]| -> String {

@@ -458,3 +458,15 @@ fn fuzz_regressions() {
     }
     std::hint::black_box(n);
 }
+
+#[test]
+fn the_console_survives_tables_that_cannot_describe_the_machine() {
+    let b = madt_patched(|t| t[45] = 0);
+    assert!(run(&b, 0).is_err());
+    let m = synth::machine();
+    let c = console(&b, BASE, &m.ram).expect("the SPCR's console");
+    assert_eq!((c.kind, c.base), (UartKind::Pl011, 0x0900_0000));
+    let mut bad = b.clone();
+    bad.bytes[0] = 0;
+    assert_eq!(console(&bad, BASE, &m.ram), None);
+}
