@@ -128,7 +128,8 @@ fn firmware_tables_are_read_only_ram() {
             Err(VmError::OverlapsRam { .. }) => {}
             other => panic!("ioremap of the tables at {:#x}: {other:?}", r.base),
         }
-        // The first byte of an ACPI region is a table's (the RSDP's or another).
+        // And it reads: each region starts with what the firmware put there (a table, the
+        // FACS, or U-Boot's device tree), never zero.
         assert_ne!(probe_read(phys_to_virt(PhysAddr(r.base)).0), 0);
     }
 }
