@@ -74,6 +74,8 @@ pub fn machine(loader_data: &[u8]) -> Machine {
         psci: None,
         cpus,
         bootargs: atag_cmdline(loader_data).unwrap_or_default(),
+        virtio_mmio: Vec::new(),
+        pci_hosts: Vec::new(),
         notes: Vec::new(),
     }
 }
