@@ -4,7 +4,8 @@
 //! - `SGI_STOP`: a CPU panicked; every other CPU masks interrupts and parks, so the report that
 //!   follows is the only output and nothing else changes the machine's state under it.
 //!
-//! The timer tick (the PPI) counts, re-arms, and runs the watchdog (`smp::watchdog`).
+//! The timer tick (the PPI) counts, re-arms, and runs the watchdog (`smp::watchdog`). SPIs go
+//! to the device handlers registered in `smp::irq`.
 
 use core::sync::atomic::Ordering;
 
@@ -36,6 +37,14 @@ pub fn handle_irq() {
                 let now = cpu::counter();
                 tick = Some((me.last_tick.swap(now, Ordering::Relaxed), now));
                 timer::arm_after(timer::ticks_from_micros(TICK_US));
+            }
+            i if i >= crate::drivers::gic::SPI_BASE => {
+                if !super::irq::dispatch(i) {
+                    log::warn!(
+                        "cpu{}: interrupt {i} taken, but no handler claimed it",
+                        cpu::id()
+                    );
+                }
             }
             other => log::warn!("cpu{}: unexpected interrupt {other}", cpu::id()),
         }

@@ -1,0 +1,287 @@
+//! Device interrupts: a registry of handlers for the GIC's SPIs, each line configured edge or
+//! level as the device tree says and routed to one chosen CPU, where its handlers run; and
+//! [`IrqLock`], the lock a driver shares with its handler (Linux's `spin_lock_irqsave`).
+//!
+//! [`request`] installs a handler, configures the line and enables it; the returned [`Irq`]
+//! disables it ([`Irq::disable`], [`Irq::enable`]) and, when dropped, takes the handler out
+//! again, waiting for a run of it on another CPU to finish, so that whatever the handler borrows
+//! may go away once the `Irq` has. Several handlers may share a line (PCI INTx): each runs on
+//! every interrupt and says whether its device had raised it. The line stays routed to the CPU
+//! of the first request.
+//!
+//! Handlers run in the IRQ exception with IRQs masked, on the line's CPU. They must not
+//! allocate (the frame allocator's per-CPU caches are not IRQ-safe), and may take only
+//! [`IrqLock`]s: a plain spin lock that the interrupted code on the same CPU holds would never be
+//! released.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::{Mutex, MutexGuard, RwLock};
+
+use super::{gic, online_cpus, per_cpu};
+use crate::arch::aarch64::cpu_boot;
+use crate::drivers::gic::{FIRST_SPECIAL_INTID, SPI_BASE, SpiError};
+use crate::platform::devicetree::{IrqSpec, Trigger};
+
+/// A handler: returns whether its device had raised the interrupt (for a shared line).
+pub type Handler = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// One SPI's handlers and how it is set up.
+struct Line {
+    handlers: Vec<(u64, Handler)>,
+    trigger: Trigger,
+    cpu: usize,
+}
+
+const SPIS: usize = (FIRST_SPECIAL_INTID - SPI_BASE) as usize;
+
+/// Per SPI: its handlers. Written with IRQs masked (under `CONFIG`), read by the IRQ handler:
+/// a reader on one CPU never waits for a writer interrupted on the same CPU.
+static LINES: [RwLock<Option<Line>>; SPIS] = [const { RwLock::new(None) }; SPIS];
+/// Serialises request and release (GIC configuration included).
+static CONFIG: Mutex<()> = Mutex::new(());
+/// Interrupts taken per SPI.
+static COUNTS: [AtomicU64; SPIS] = [const { AtomicU64::new(0) }; SPIS];
+/// Interrupts that no handler claimed.
+static UNCLAIMED: AtomicU64 = AtomicU64::new(0);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Why an interrupt could not be requested.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IrqError {
+    /// The INTID is not an SPI, or the GIC refused the target CPU.
+    Gic(SpiError),
+    /// The target CPU is not online.
+    CpuOffline {
+        /// The CPU asked for.
+        cpu: usize,
+    },
+    /// The line has handlers already, with another trigger.
+    TriggerConflict {
+        /// The INTID.
+        intid: u32,
+        /// How the line is configured.
+        has: Trigger,
+    },
+}
+
+impl fmt::Display for IrqError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Gic(e) => e.fmt(f),
+            Self::CpuOffline { cpu } => write!(f, "cpu{cpu} is not online"),
+            Self::TriggerConflict { intid, has } => {
+                write!(f, "INTID {intid} is shared and already configured {has:?}")
+            }
+        }
+    }
+}
+
+/// A requested interrupt: its handler stays installed until this is dropped.
+#[must_use = "dropping the Irq removes its handler"]
+pub struct Irq {
+    intid: u32,
+    id: u64,
+    cpu: usize,
+}
+
+/// The IRQ exception's path for an SPI: run the line's handlers. Returns false (and counts it)
+/// when the INTID has none or none claimed it.
+pub fn dispatch(intid: u32) -> bool {
+    let Some(slot) = slot(intid) else {
+        return false;
+    };
+    COUNTS[slot].fetch_add(1, Ordering::Relaxed);
+    let line = LINES[slot].read();
+    let claimed = line
+        .as_ref()
+        .is_some_and(|l| l.handlers.iter().fold(false, |any, (_, h)| h() | any));
+    if !claimed {
+        UNCLAIMED.fetch_add(1, Ordering::Relaxed);
+    }
+    claimed
+}
+
+fn slot(intid: u32) -> Option<usize> {
+    intid
+        .checked_sub(SPI_BASE)
+        .map(|s| s as usize)
+        .filter(|&s| s < SPIS)
+}
+
+/// Install `handler` for `spec`'s SPI, routed to CPU `cpu`, and enable the line.
+///
+/// # Errors
+///
+/// [`IrqError`]: no such SPI, an offline CPU, or a shared line configured otherwise.
+pub fn request(spec: IrqSpec, cpu: usize, handler: Handler) -> Result<Irq, IrqError> {
+    if cpu >= online_cpus() {
+        return Err(IrqError::CpuOffline { cpu });
+    }
+    let lines = crate::drivers::gic::FIRST_SPECIAL_INTID;
+    let s = slot(spec.intid).ok_or(IrqError::Gic(SpiError::NotAnSpi {
+        intid: spec.intid,
+        lines,
+    }))?;
+    let _config = CONFIG.lock();
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let existing = LINES[s].read().as_ref().map(|l| (l.trigger, l.cpu));
+    let cpu = match existing {
+        Some((has, _)) if has != spec.trigger => {
+            return Err(IrqError::TriggerConflict {
+                intid: spec.intid,
+                has,
+            });
+        }
+        Some((_, line_cpu)) => line_cpu,
+        None => {
+            let mpidr = per_cpu(cpu).mpidr.load(Ordering::Relaxed);
+            gic()
+                .configure_spi(spec.intid, spec.trigger, mpidr)
+                .map_err(IrqError::Gic)?;
+            cpu
+        }
+    };
+    with_irqs_masked(|| {
+        let mut line = LINES[s].write();
+        let l = line.get_or_insert_with(|| Line {
+            handlers: Vec::new(),
+            trigger: spec.trigger,
+            cpu,
+        });
+        l.handlers.push((id, handler));
+    });
+    gic().enable_spi(spec.intid);
+    Ok(Irq {
+        intid: spec.intid,
+        id,
+        cpu,
+    })
+}
+
+impl Irq {
+    /// The line's INTID.
+    pub fn intid(&self) -> u32 {
+        self.intid
+    }
+
+    /// The CPU its handlers run on.
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// Interrupts taken on this line so far (by every handler sharing it).
+    pub fn count(&self) -> u64 {
+        slot(self.intid).map_or(0, |s| COUNTS[s].load(Ordering::Relaxed))
+    }
+
+    /// Stop the line from being signalled (every handler sharing it).
+    pub fn disable(&self) {
+        gic().disable_spi(self.intid);
+    }
+
+    /// Let the line be signalled again.
+    pub fn enable(&self) {
+        gic().enable_spi(self.intid);
+    }
+}
+
+impl Drop for Irq {
+    fn drop(&mut self) {
+        let Some(s) = slot(self.intid) else { return };
+        let _config = CONFIG.lock();
+        // The write lock waits for a handler running on another CPU (it holds the read lock).
+        let last = with_irqs_masked(|| {
+            let mut line = LINES[s].write();
+            let Some(l) = line.as_mut() else { return true };
+            l.handlers.retain(|(id, _)| *id != self.id);
+            let last = l.handlers.is_empty();
+            if last {
+                *line = None;
+            }
+            last
+        });
+        if last {
+            gic().disable_spi(self.intid);
+        }
+    }
+}
+
+/// Interrupts no handler claimed since boot.
+pub fn unclaimed() -> u64 {
+    UNCLAIMED.load(Ordering::Relaxed)
+}
+
+fn with_irqs_masked<R>(f: impl FnOnce() -> R) -> R {
+    let was = cpu_boot::irqs_disable();
+    let r = f();
+    if was {
+        cpu_boot::irqs_enable();
+    }
+    r
+}
+
+/// A spin lock that masks IRQs on this CPU while held (Linux's `spin_lock_irqsave`): the lock a
+/// driver shares with its interrupt handler.
+pub struct IrqLock<T> {
+    inner: Mutex<T>,
+}
+
+/// The guard of an [`IrqLock`]: unlocks, then restores the CPU's IRQ mask.
+pub struct IrqLockGuard<'a, T> {
+    guard: Option<MutexGuard<'a, T>>,
+    irqs_were_on: bool,
+}
+
+impl<T> IrqLock<T> {
+    /// An unlocked lock around `value`.
+    pub const fn new(value: T) -> Self {
+        Self {
+            inner: Mutex::new(value),
+        }
+    }
+
+    /// Mask IRQs on this CPU, then take the lock.
+    pub fn lock(&self) -> IrqLockGuard<'_, T> {
+        let irqs_were_on = cpu_boot::irqs_disable();
+        IrqLockGuard {
+            guard: Some(self.inner.lock()),
+            irqs_were_on,
+        }
+    }
+
+    /// The value, for an owner that needs no lock.
+    pub fn into_inner(self) -> T {
+        self.inner.into_inner()
+    }
+}
+
+impl<T> Deref for IrqLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.guard
+            .as_ref()
+            .expect("IrqLockGuard used after release")
+    }
+}
+
+impl<T> DerefMut for IrqLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard
+            .as_mut()
+            .expect("IrqLockGuard used after release")
+    }
+}
+
+impl<T> Drop for IrqLockGuard<'_, T> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if self.irqs_were_on {
+            cpu_boot::irqs_enable();
+        }
+    }
+}
