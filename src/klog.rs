@@ -21,7 +21,14 @@ pub fn uptime() -> (u64, u64) {
 
 impl Log for KernelLog {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        m.level() <= log::max_level()
+        // Crates' own chatter (virtio-drivers says what it negotiated at Info) is shown one
+        // level down: the kernel's probe log says what matters.
+        let level = if m.target().starts_with("initmm") {
+            m.level()
+        } else {
+            demote(m.level())
+        };
+        level <= log::max_level()
     }
 
     fn log(&self, r: &Record<'_>) {
@@ -40,6 +47,16 @@ impl Log for KernelLog {
     }
 
     fn flush(&self) {}
+}
+
+/// One level less urgent (Info becomes Debug); Trace stays.
+fn demote(l: Level) -> Level {
+    match l {
+        Level::Error => Level::Warn,
+        Level::Warn => Level::Info,
+        Level::Info => Level::Debug,
+        Level::Debug | Level::Trace => Level::Trace,
+    }
 }
 
 /// Start logging at `Info`; the command line's `loglevel=` may change it later.

@@ -25,7 +25,9 @@
 //!    It may log through the `log` facade and `panic!` (the language's way up to `panic`).
 //! 3. `mm` (whose hardware environment, frame allocator and profiler use `arch`'s barriers, TLB
 //!    maintenance, CPU id and counter), then `drivers` (which map their registers with `mm`).
-//! 4. `smp`, and `console` with its `log` backend `klog`.
+//! 4. `smp` (with the device-interrupt registry `smp::irq`), and `console` with its `log`
+//!    backend `klog`; then `devices`, the probe of the machine's devices (on every CPU) and the
+//!    drivers built on `drivers::virtio`.
 //! 5. `panic`: stops the other CPUs (`smp`) and reports on the console.
 //! 6. `kernel`, `testing`, `workload`, `bench`: the top, which installs the hooks.
 #![cfg_attr(not(test), no_std)]
@@ -47,6 +49,8 @@ pub mod util;
 pub mod bench;
 #[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
+pub mod devices;
 #[cfg(target_os = "none")]
 pub mod kernel;
 #[cfg(target_os = "none")]

@@ -1,0 +1,300 @@
+//! The probe of one PCI device on a generic ECAM bridge: its configuration pages mapped by the
+//! probing CPU, its BARs sized, placed and mapped, its INTx routed, and a virtio-pci transport
+//! made for it.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use spin::Mutex;
+use virtio_drivers::transport::SomeTransport;
+use virtio_drivers::transport::pci::bus::{
+    BarInfo, Command, ConfigurationAccess, DeviceFunction, MemoryBarType, PciRoot,
+};
+use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+
+use super::{BarError, CONFIG_SIZE, WindowAlloc, ecam_offset, intx_route, window_for};
+use crate::drivers::iomap::IoMap;
+use crate::drivers::virtio::hal::{BarMap, VirtioHal};
+use crate::drivers::virtio::{Candidate, DeviceTransport, Regs};
+use crate::mm::addr::PhysAddr;
+use crate::platform::devicetree::{PciHost, PciSpace};
+
+/// Configuration-space registers read here.
+const VENDOR_DEVICE: u8 = 0x00;
+const CLASS_REV: u8 = 0x08;
+const HEADER: u8 = 0x0c;
+const INTERRUPT: u8 = 0x3c;
+/// `Command.INTERRUPT_DISABLE` (bit 10): INTx off when set.
+const INTX_DISABLE: u16 = 1 << 10;
+
+/// A host bridge ready to be probed by several CPUs at once: its windows behind one lock.
+pub struct PciProbe<'a> {
+    host: &'a PciHost,
+    windows: Mutex<Vec<WindowAlloc>>,
+    buses: u16,
+}
+
+/// What probing one device came to, per function.
+pub enum Probed {
+    /// A virtio function with its transport, ready for a driver.
+    Virtio(Candidate),
+    /// Nothing at this device number.
+    Empty(String),
+    /// Present, but not for this kernel (not virtio, or a bridge): (place, what it is).
+    Skipped(String, String),
+    /// A function that could not be set up: (place, why).
+    Refused(String, String),
+}
+
+/// Why a bridge cannot be used at all.
+#[derive(Debug)]
+pub enum HostError {
+    /// No `ranges`: there is nowhere to place BARs.
+    NoRanges,
+    /// `ranges` has no memory window.
+    NoMemoryWindow,
+    /// Not DMA-coherent (the virtio HAL does no cache maintenance).
+    NotCoherent,
+    /// The ECAM region is smaller than one bus.
+    EcamTooSmall {
+        /// Its size.
+        size: u64,
+    },
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoRanges => {
+                f.write_str("no ranges property: there is no window to assign BARs from")
+            }
+            Self::NoMemoryWindow => f.write_str("ranges has no memory window to assign BARs from"),
+            Self::NotCoherent => {
+                f.write_str("not dma-coherent, and the virtio HAL does no cache maintenance")
+            }
+            Self::EcamTooSmall { size } => {
+                write!(f, "its ECAM region of {size:#x} bytes holds no whole bus")
+            }
+        }
+    }
+}
+
+/// One function's configuration page, mapped by the CPU that probes it, as `virtio-drivers`
+/// reads configuration space.
+struct FnConfig {
+    base: usize,
+}
+
+impl ConfigurationAccess for FnConfig {
+    fn read_word(&self, _df: DeviceFunction, off: u8) -> u32 {
+        // SAFETY: `base` maps this function's 4 KiB configuration page as device memory for as
+        // long as the `FnConfig` lives (its `IoMap` outlives it in `probe_function`), and `off`
+        // (a u8, 4-byte aligned by every caller) stays inside it.
+        unsafe { ((self.base + usize::from(off & !3)) as *const u32).read_volatile() }
+    }
+
+    fn write_word(&mut self, _df: DeviceFunction, off: u8, data: u32) {
+        // SAFETY: as in `read_word`.
+        unsafe { ((self.base + usize::from(off & !3)) as *mut u32).write_volatile(data) }
+    }
+
+    unsafe fn unsafe_clone(&self) -> Self {
+        Self { base: self.base }
+    }
+}
+
+impl<'a> PciProbe<'a> {
+    /// Check `host` can be used and set up its windows.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError`].
+    pub fn new(host: &'a PciHost) -> Result<Self, HostError> {
+        if !host.dma_coherent {
+            return Err(HostError::NotCoherent);
+        }
+        let windows = host.windows.as_ref().ok_or(HostError::NoRanges)?;
+        let windows: Vec<WindowAlloc> = windows
+            .iter()
+            .filter(|w| w.space != PciSpace::Io)
+            .map(|&w| WindowAlloc::new(w))
+            .collect();
+        if windows.is_empty() {
+            return Err(HostError::NoMemoryWindow);
+        }
+        let span = u64::from(host.bus_range.1 - host.bus_range.0) + 1;
+        let buses = span.min(host.ecam.size >> 20);
+        if buses == 0 {
+            return Err(HostError::EcamTooSmall {
+                size: host.ecam.size,
+            });
+        }
+        Ok(Self {
+            host,
+            windows: Mutex::new(windows),
+            buses: buses as u16,
+        })
+    }
+
+    /// The device numbers to probe: every device of the root bus (buses behind bridges are not
+    /// scanned).
+    pub fn devices(&self) -> impl Iterator<Item = (u8, u8)> + '_ {
+        (0..32).map(|d| (self.host.bus_range.0, d))
+    }
+
+    /// Map `bus:dev.func`'s configuration page.
+    fn config(&self, bus: u8, dev: u8, func: u8) -> Result<IoMap, String> {
+        let off = ecam_offset(self.host.bus_range.0, bus, dev, func);
+        IoMap::new(PhysAddr(self.host.ecam.base + off), CONFIG_SIZE)
+            .map_err(|e| format!("cannot map its configuration space: {e}"))
+    }
+
+    /// Probe device `dev` of `bus`: each of its functions.
+    pub fn probe_device(&self, bus: u8, dev: u8) -> Vec<Probed> {
+        let place = |f: u8| format!("pci {:04x}:{bus:02x}:{dev:02x}.{f}", 0);
+        let mut out = Vec::new();
+        let f0 = match self.config(bus, dev, 0) {
+            Ok(m) => m,
+            Err(e) => return alloc::vec![Probed::Refused(place(0), e)],
+        };
+        if f0.read32(0) & 0xffff == 0xffff {
+            return alloc::vec![Probed::Empty(place(0))];
+        }
+        let multi = f0.read32(usize::from(HEADER)) & (0x80 << 16) != 0;
+        drop(f0);
+        for func in 0..if multi { 8 } else { 1 } {
+            match self.probe_function(bus, dev, func) {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => {}
+                Err(e) => out.push(Probed::Refused(place(func), e)),
+            }
+        }
+        out
+    }
+
+    fn probe_function(&self, bus: u8, dev: u8, func: u8) -> Result<Option<Probed>, String> {
+        let place = format!("pci 0000:{bus:02x}:{dev:02x}.{func}");
+        let cfg = self.config(bus, dev, func)?;
+        let id = cfg.read32(usize::from(VENDOR_DEVICE));
+        if id & 0xffff == 0xffff {
+            return Ok(None);
+        }
+        let class = cfg.read32(usize::from(CLASS_REV)) >> 8;
+        let header = (cfg.read32(usize::from(HEADER)) >> 16) & 0x7f;
+        let what = format!("{:04x}:{:04x} class {class:06x}", id & 0xffff, id >> 16);
+        if header == 1 {
+            return Ok(Some(Probed::Skipped(
+                place,
+                format!("{what}: a PCI-PCI bridge (buses behind bridges are not scanned)"),
+            )));
+        }
+        let df = DeviceFunction {
+            bus,
+            device: dev,
+            function: func,
+        };
+        let mut root = PciRoot::new(FnConfig { base: cfg.base() });
+        let info = virtio_drivers::transport::pci::bus::DeviceFunctionInfo {
+            vendor_id: id as u16,
+            device_id: (id >> 16) as u16,
+            class: (class >> 16) as u8,
+            subclass: (class >> 8) as u8,
+            prog_if: class as u8,
+            revision: cfg.read32(usize::from(CLASS_REV)) as u8,
+            header_type: virtio_drivers::transport::pci::bus::HeaderType::from(header as u8),
+        };
+        let Some(kind) = virtio_device_type(&info) else {
+            return Ok(Some(Probed::Skipped(
+                place,
+                format!("{what}: not a virtio device"),
+            )));
+        };
+        let pin = (cfg.read32(usize::from(INTERRUPT)) >> 8) as u8;
+        let irq = intx_route(&self.host.intx, self.host.intx_mask, bus, dev, func, pin)
+            .map_err(|e| format!("{kind:?}: {e}"))?;
+        let bars = self
+            .assign_bars(&mut root, df)
+            .map_err(|e| format!("{kind:?}: {e}"))?;
+        // Memory decoding and bus mastering on, INTx enabled.
+        let (_, cmd) = root.get_status_command(df);
+        let cmd = Command::from_bits_retain(
+            (cmd | Command::MEMORY_SPACE | Command::BUS_MASTER).bits() & !INTX_DISABLE,
+        );
+        root.set_command(df, cmd);
+        let t = PciTransport::new::<VirtioHal, _>(&mut root, df)
+            .map_err(|e| format!("{kind:?}: transport: {e}"))?;
+        // SAFETY: the transport's registers are inside the BARs `bars` maps (and registered for
+        // the HAL), which the `DeviceTransport` keeps as long as the transport.
+        let transport = unsafe { DeviceTransport::new(SomeTransport::Pci(t), Regs::Pci(bars)) };
+        Ok(Some(Probed::Virtio(Candidate {
+            place,
+            transport,
+            irq,
+            version: 0,
+        })))
+    }
+
+    /// Size every memory BAR of `df`, place it in a window, program it and map it.
+    fn assign_bars(
+        &self,
+        root: &mut PciRoot<FnConfig>,
+        df: DeviceFunction,
+    ) -> Result<Vec<BarMap>, String> {
+        let bars = root.bars(df).map_err(|e| format!("BARs: {e}"))?;
+        let mut maps = Vec::new();
+        for (i, bar) in bars.iter().enumerate() {
+            let Some(BarInfo::Memory {
+                address_type, size, ..
+            }) = bar
+            else {
+                continue; // unused, or an I/O BAR (not assigned)
+            };
+            if *size == 0 {
+                continue;
+            }
+            let wide = *address_type == MemoryBarType::Width64;
+            let (pci, cpu) = {
+                let mut ws = self.windows.lock();
+                let w = window_for(&ws, wide).map_err(|e| format!("BAR {i}: {e}"))?;
+                ws[w]
+                    .alloc(*size)
+                    .map_err(|e: BarError| format!("BAR {i}: {e}"))?
+            };
+            if wide {
+                root.set_bar_64(df, i as u8, pci);
+            } else {
+                root.set_bar_32(df, i as u8, pci as u32);
+            }
+            let map = IoMap::new(PhysAddr(cpu), *size as usize)
+                .map_err(|e| format!("BAR {i} at {cpu:#x}: cannot map it: {e}"))?;
+            maps.push(BarMap::register(map));
+        }
+        Ok(maps)
+    }
+}
+
+impl fmt::Display for PciProbe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: ECAM {:#x}, buses {}-{}",
+            self.host.path,
+            self.host.ecam.base,
+            self.host.bus_range.0,
+            u16::from(self.host.bus_range.0) + self.buses - 1
+        )?;
+        for w in self.windows.lock().iter() {
+            write!(
+                f,
+                ", {:?} window {:#x}+{:#x} ({:#x} assigned)",
+                w.window.space,
+                w.window.cpu_base,
+                w.window.size,
+                w.used()
+            )?;
+        }
+        Ok(())
+    }
+}
