@@ -42,6 +42,7 @@ pub mod drivers;
 pub mod hook;
 pub mod kallsyms;
 pub mod mm;
+pub mod net;
 pub mod platform;
 pub mod util;
 
