@@ -133,6 +133,9 @@ impl Stack {
             smoltcp::socket::tcp::SocketBuffer::new(vec![0; rx]),
             smoltcp::socket::tcp::SocketBuffer::new(vec![0; tx]),
         );
+        // Answers go out at once: no delayed ACK (smoltcp's default waits 10 ms), no Nagle.
+        s.set_ack_delay(None);
+        s.set_nagle_enabled(false);
         let _ = s.listen(port);
         self.sockets.add(s)
     }

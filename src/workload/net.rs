@@ -81,6 +81,13 @@ fn serve(
     for (h, c) in mine.iter_mut() {
         let s = st.sockets.get_mut::<Socket>(*h);
         if !s.is_open() {
+            if let Some((a, sent)) = &c.out {
+                counts.gone.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "net: cpu{id}: the client went away after {sent} of {} bytes of an answer; its socket listens again",
+                    a.head.len() + a.body.len()
+                );
+            }
             *c = Conn::default();
             let _ = s.listen(PORT);
             continue;
