@@ -72,6 +72,8 @@ pub struct Devices {
     pub tables: PgStatsSnapshot,
     /// What the PCI host bridges came to (one line each).
     pub pci_hosts: Vec<String>,
+    /// PCI host bridges left alone, with the reason.
+    pub pci_refused: Vec<String>,
 }
 
 impl fmt::Debug for Devices {
@@ -174,13 +176,16 @@ pub fn probe(m: &Machine) -> Devices {
     let records: Mutex<Vec<(usize, ProbeRecord)>> = Mutex::new(Vec::new());
     let slots = &m.virtio_mmio;
     // PCI: the bridges' windows and buses, set up once; their devices split like the slots.
+    let mut pci_refused = Vec::new();
     let hosts: Vec<PciProbe> = m
         .pci_hosts
         .iter()
         .filter_map(|h| match PciProbe::new(h) {
             Ok(p) => Some(p),
             Err(e) => {
-                log::error!("pci: {}: {e}: the bridge is left alone", h.path);
+                let why = format!("{}: {e}: the bridge is left alone", h.path);
+                log::error!("pci: {why}");
+                pci_refused.push(why);
                 None
             }
         })
@@ -257,6 +262,7 @@ pub fn probe(m: &Machine) -> Devices {
     recs.sort_by_key(|(n, _)| *n);
     devices.records = recs.into_iter().map(|(_, r)| r).collect();
     devices.pci_hosts = hosts.iter().map(|h| format!("{h}")).collect();
+    devices.pci_refused = pci_refused;
     drop(hosts);
     let after = vm.init_mm.stats();
     devices.tables = after.since(&before);
