@@ -47,7 +47,20 @@ pub fn init_at_boot(m: &crate::platform::devicetree::Machine) {
         log::info!("devices=off: no device probed at boot");
         return;
     }
-    DEVICES.call_once(|| probe(m));
+    if let Some(mb) = &m.mailbox {
+        log_board_facts(mb);
+    }
+    if !m.virtio_mmio.is_empty() || !m.pci_hosts.is_empty() {
+        DEVICES.call_once(|| probe(m));
+    }
+}
+
+/// Ask the VideoCore firmware about the board and log it (a Raspberry Pi's mailbox).
+pub fn log_board_facts(mb: &crate::platform::devicetree::Mailbox) {
+    match crate::drivers::mailbox::hw::Mailbox::new(mb).and_then(|mut m| m.board_facts()) {
+        Ok(f) => log::info!("mailbox {}: {f}", mb.path),
+        Err(e) => log::warn!("mailbox {}: {e}", mb.path),
+    }
 }
 
 /// A device whose interrupt handler does the device's own acknowledge.

@@ -3,6 +3,7 @@
 pub mod gic;
 #[cfg(target_os = "none")]
 pub mod iomap;
+pub mod mailbox;
 pub mod mini_uart;
 pub mod pci;
 #[cfg(target_os = "none")]

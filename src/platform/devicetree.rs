@@ -61,6 +61,8 @@ pub struct Machine {
     pub virtio_mmio: Vec<VirtioMmio>,
     /// Every available generic PCIe host bridge (`pci-host-ecam-generic`).
     pub pci_hosts: Vec<PciHost>,
+    /// The VideoCore mailbox (`brcm,bcm2835-mbox`: the Raspberry Pi's firmware interface).
+    pub mailbox: Option<Mailbox>,
     /// What was odd and ignored, for the boot log.
     pub notes: Vec<String>,
 }
@@ -202,6 +204,19 @@ pub struct VirtioMmio {
     pub irq: Result<IrqSpec, IrqError>,
     /// `dma-coherent` (on it or an ancestor): the device snoops the CPUs' caches.
     pub dma_coherent: bool,
+}
+
+/// The Raspberry Pi's VideoCore mailbox and how the VideoCore sees RAM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The node's full path.
+    pub path: String,
+    /// Its registers, CPU physical.
+    pub reg: Region,
+    /// The parent bus's `dma-ranges`, first entry: (bus address, CPU address, size). The
+    /// VideoCore reads a buffer at CPU address `a` at bus address `a - cpu + bus`, for `a` in
+    /// `cpu..cpu + size`. `None`: no `dma-ranges` (identity).
+    pub dma: Option<(u64, u64, u64)>,
 }
 
 /// A PCI address space a bridge window forwards.
@@ -437,6 +452,7 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
     let psci = tree.psci();
     let virtio_mmio = tree.virtio_mmio()?;
     let pci_hosts = tree.pci_hosts()?;
+    let mailbox = tree.mailbox()?;
     Ok(Machine {
         model,
         compatible,
@@ -451,6 +467,7 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
         bootargs,
         virtio_mmio,
         pci_hosts,
+        mailbox,
         notes: tree.notes,
     })
 }

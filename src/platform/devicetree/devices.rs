@@ -10,7 +10,8 @@ use alloc::vec::Vec;
 
 use super::index::{Tree, be_cells, u32_of};
 use super::{
-    DtError, IntxRoute, IrqError, IrqSpec, PciHost, PciSpace, PciWindow, Trigger, VirtioMmio,
+    DtError, IntxRoute, IrqError, IrqSpec, Mailbox, PciHost, PciSpace, PciWindow, Trigger,
+    VirtioMmio,
 };
 
 /// The GIC's SPIs start at INTID 32; PPIs at 16.
@@ -143,6 +144,33 @@ impl Tree<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// The first available `brcm,bcm2835-mbox`, with its bus's `dma-ranges`.
+    pub(super) fn mailbox(&mut self) -> Result<Option<Mailbox>, DtError> {
+        let Some(idx) = self
+            .all_nodes()
+            .find(|&i| self.is_compatible(i, &["brcm,bcm2835-mbox"]) && self.available(i))
+        else {
+            return Ok(None);
+        };
+        let Some(&reg) = self.mmio(idx)?.as_deref().and_then(|r| r.first()) else {
+            return Ok(None);
+        };
+        let dma = match self.parent(idx) {
+            Some(bus) if self.prop(bus, "dma-ranges").is_some_and(|v| !v.is_empty()) => {
+                let (cac, csc) = self.child_cells(bus)?;
+                let (pac, _) = self.child_cells(self.parent(bus).unwrap_or(0))?;
+                self.tuples(bus, "dma-ranges", [cac, pac, csc])?
+                    .and_then(|t| t.first().map(|&[b, c, n]| (b, c, n)))
+            }
+            _ => None,
+        };
+        Ok(Some(Mailbox {
+            path: self.path(idx),
+            reg,
+            dma,
+        }))
     }
 
     /// A PCI bridge's `ranges`: (phys.hi phys.mid phys.lo, parent address, 2-cell size)
