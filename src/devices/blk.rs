@@ -1,7 +1,7 @@
 //! virtio-blk: [`Disk`], a block device several CPUs use at once, interrupt-driven.
 //!
 //! Any number of requests may be in flight, from any CPUs (up to the virtqueue's size: a full
-//! queue makes [`Disk::submit`] fail with [`BlkError::QueueFull`], and the blocking calls wait for
+//! queue makes [`Disk::submit_read`] and [`Disk::submit_write`] fail with [`BlkError::QueueFull`], and the blocking calls wait for
 //! a completion and try again). The device completes them in any order; whichever CPU finds a
 //! request in the used ring completes it (`complete_*_blocks` with the buffers its owner handed
 //! over, which the owner does not touch until it sees the request done). The interrupt handler
@@ -187,7 +187,7 @@ impl Disk {
     }
 
     fn check(&self, sector: u64, len: usize, write: bool) -> Result<(), BlkError> {
-        if len == 0 || len % SECTOR_SIZE != 0 {
+        if len == 0 || !len.is_multiple_of(SECTOR_SIZE) {
             return Err(BlkError::BadLength { len });
         }
         let sectors = (len / SECTOR_SIZE) as u64;

@@ -2,7 +2,7 @@
 //! probed in parallel on every CPU, each with its interrupt routed to a CPU; and the drivers
 //! the workloads use (`blk`, `rng`, `net`, `console`).
 //!
-//! [`probe`] splits the slots and the PCI functions among the CPUs; each CPU maps what it
+//! [`probe()`] splits the slots and the PCI functions among the CPUs; each CPU maps what it
 //! probes itself (`ioremap` through the drivers' `IoMap`), so that mapping races between CPUs
 //! happen in real driver code, and the boot log says which CPU probed which device and how many
 //! page-table installs each level lost. A device that cannot be used is logged with its reason

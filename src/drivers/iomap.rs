@@ -61,7 +61,7 @@ impl IoMap {
     /// If the register is not inside the mapping or not 4-byte aligned.
     pub fn read32(&self, off: usize) -> u32 {
         assert!(
-            off % 4 == 0 && off + 4 <= self.len,
+            off.is_multiple_of(4) && off + 4 <= self.len,
             "{self}: read32 at {off:#x}"
         );
         // SAFETY: `off` is an aligned 4-byte register inside the mapping (asserted), which is a
@@ -76,7 +76,7 @@ impl IoMap {
     /// As for [`read32`](Self::read32).
     pub fn write32(&self, off: usize, v: u32) {
         assert!(
-            off % 4 == 0 && off + 4 <= self.len,
+            off.is_multiple_of(4) && off + 4 <= self.len,
             "{self}: write32 at {off:#x}"
         );
         // SAFETY: as in `read32`; the caller owns the device whose register this is.

@@ -10,7 +10,7 @@
 //! cleaned to the point of coherency before the mailbox is rung and invalidated after the answer,
 //! never touched through an uncached alias (invariant 10 in `mm`).
 //!
-//! The buffer layout and the decoding of answers are pure (host tests); [`hw`] rings the mailbox.
+//! The buffer layout and the decoding of answers are pure (host tests); `hw` (kernel builds) rings the mailbox.
 
 use alloc::vec;
 use alloc::vec::Vec;

@@ -1,10 +1,10 @@
 //! virtio devices through the `virtio-drivers` crate: the HAL (`hal`), where a buffer lives
-//! physically (`dma`), and [`DeviceTransport`], a transport that owns the register mappings it
+//! physically (`dma`), and `DeviceTransport` (kernel builds), a transport that owns the register mappings it
 //! uses and checks that the device accepted the features the driver chose.
 //!
-//! The transports come from the device tree's `virtio,mmio` slots ([`mmio::probe`]) and from
+//! The transports come from the device tree's `virtio,mmio` slots (`mmio::probe`) and from
 //! virtio-pci functions (`drivers::pci`). A device the tree does not mark `dma-coherent` is
-//! refused ([`ProbeError::NotCoherent`]): the HAL does no cache maintenance.
+//! refused (`ProbeError::NotCoherent`): the HAL does no cache maintenance.
 
 pub mod dma;
 #[cfg(target_os = "none")]
