@@ -29,7 +29,8 @@
 //!    backend `klog`; then `devices`, the probe of the machine's devices (on every CPU) and the
 //!    drivers built on `drivers::virtio`.
 //! 5. `panic`: stops the other CPUs (`smp`) and reports on the console.
-//! 6. `kernel`, `testing`, `workload`, `bench`: the top, which installs the hooks.
+//! 6. `net` (its `http` half is pure logic; `stack` runs smoltcp over `devices`), then `kernel`,
+//!    `testing`, `workload`, `bench`: the top, which installs the hooks.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]

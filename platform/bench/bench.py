@@ -8,6 +8,10 @@ BENCH_KERNEL_ELF is the kernel built with the `bench` feature (both designs and 
 is the Image `just run` boots, whose size and boot time are measured (default: the bench
 kernel's own).
 
+Devices: the ELF beside IMAGE (IMAGE without `.img`) booted with a virtio disk, rng and network at
+-smp 1 and 2 (platform/devices/check.py): the blk workload's MB/s and HTTP requests/s from
+concurrent clients on the host's 127.0.0.1, every answer checked.
+
 The host has 2 cores: the headline numbers and every verdict come from -smp 1 and 2. -smp 4
 (`full` only) is reported apart, marked oversubscribed, and decides nothing.
 
@@ -66,6 +70,7 @@ import struct
 import subprocess
 import sys
 import time
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN = os.path.join(ROOT, "platform", "qemu", "run.sh")
@@ -251,6 +256,7 @@ def main():
                                 "all_online_ms_since_entry": stats(online) if online else None,
                                 "pair_ratios": [w / f for w, f in zip(walls, fl)]}
     results["image_bytes"] = os.path.getsize(image)
+    results["devices"] = devices_bench(image[:-4] if image.endswith(".img") else image, quick, failures)
 
     # Aggregate.
     results["designs"] = throughput(results["runs"])
@@ -283,6 +289,32 @@ def main():
     if failures:
         print("bench: FAILED:\n  " + "\n  ".join(failures))
         sys.exit(1)
+
+
+def devices_bench(elf, quick, failures):
+    """Device throughput at -smp 1 and 2 on virtio-mmio (GICv2): the blk workload's MB/s (the
+    kernel measures them) and HTTP requests/s from concurrent host clients on 127.0.0.1
+    (platform/devices/check.py, which checks every answer). Median over the reps."""
+    out = {}
+    reps, clients, requests = (1, 4, 10) if quick else (3, 4, 50)
+    for smp in [1, 2]:
+        runs = []
+        for _ in range(reps):
+            with tempfile.NamedTemporaryFile(suffix=".json") as j:
+                cmd = [sys.executable, os.path.join(ROOT, "platform", "devices", "check.py"), elf,
+                       "--smp", str(smp), "--no-verify", "--clients", str(clients),
+                       "--requests", str(requests), "--json", j.name]
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                if p.returncode != 0:
+                    failures.append(f"devices -smp {smp}: check.py failed: {p.stderr.strip()[-300:]}")
+                    continue
+                runs.append(json.load(open(j.name)))
+        if runs:
+            med = lambda k: statistics.median(float(r[k]) for r in runs)  # noqa: E731
+            out[smp] = {"requests_per_s": med("requests_per_s"), "blk_written_mb_s": med("blk_written_mb_s"),
+                        "blk_read_mb_s": med("blk_read_mb_s"), "reps": len(runs), "clients": clients,
+                        "requests": clients * requests}
+    return out
 
 
 # Statistics.
@@ -573,6 +605,11 @@ def report(r, cpu_counts):
               f", floor kernel {b['floor_wall_s']['median'] * 1000:.0f} ms, ratio {b['ratio']:.2f}"
               + (f", all CPUs online {online['median']:.1f} ms after entry" if online else ""))
     print(f"Image: {r['image_bytes']} bytes ({r['image_bytes'] / 1024:.0f} KiB)")
+    for smp, d in r.get("devices", {}).items():
+        print(f"devices -smp {smp} (virtio-mmio, GICv2, median of {d['reps']}): blk {d['blk_written_mb_s']:.1f} MB/s "
+              f"written, {d['blk_read_mb_s']:.1f} MB/s read and checked; HTTP {d['requests_per_s']:.1f} "
+              f"requests/s ({d['clients']} concurrent keep-alive clients, {d['requests']} requests, every "
+              f"answer checked)")
 
 
 def report_throughput(r, cpu_counts):
