@@ -26,32 +26,39 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 
 use crate::arch::aarch64::{cpu, event};
-use crate::platform::devicetree::IrqSpec;
+use crate::platform::devicetree::{IrqSpec, Machine};
 use crate::smp::irq::{self, Irq, IrqError};
 
 pub use probe::{Devices, ProbeRecord, probe};
 
-/// The devices the kernel probed at boot.
+/// The devices, once probed.
 static DEVICES: Once<Devices> = Once::new();
+/// The machine to probe, and whether probing on first use is allowed (not with `devices=off`).
+static MACHINE: Once<(&'static Machine, bool)> = Once::new();
 
-/// The devices probed at boot; `None` when boot did not probe (`devices=off`).
+/// The machine's devices, probed on first use (the first device workload, or boot with
+/// `devices=boot`); `None` with `devices=off`, or before boot handed over the machine.
 pub fn get() -> Option<&'static Devices> {
-    DEVICES.get()
+    let &(m, allowed) = MACHINE.get()?;
+    allowed.then(|| DEVICES.call_once(|| probe(m)))
 }
 
-/// Probe `m`'s devices on every online CPU and keep them for [`get`], unless `devices=off`
-/// (test kernels that probe, use and drop devices themselves). Called once, by the boot CPU,
-/// after every CPU came online.
-pub fn init_at_boot(m: &crate::platform::devicetree::Machine) {
-    if crate::cmdline::Cmdline(&m.bootargs).get("devices") == Some("off") {
-        log::info!("devices=off: no device probed at boot");
-        return;
-    }
+/// Boot's part, once every CPU is online: print the Pi's board facts (its mailbox), and keep the
+/// machine for [`get`]. `devices=boot` probes now, `devices=off` never (test kernels that
+/// probe, use and drop devices themselves); by default the probe waits for the first user, so
+/// that a boot that uses no device does not pay for probing 32 slots and a PCI bus.
+pub fn init_at_boot(m: &'static Machine) {
     if let Some(mb) = &m.mailbox {
         log_board_facts(mb);
     }
-    if !m.virtio_mmio.is_empty() || !m.pci_hosts.is_empty() {
-        DEVICES.call_once(|| probe(m));
+    let mode = crate::cmdline::Cmdline(&m.bootargs).get("devices");
+    MACHINE.call_once(|| (m, mode != Some("off")));
+    match mode {
+        Some("off") => log::info!("devices=off: no device is probed"),
+        Some("boot") => {
+            get();
+        }
+        _ => {}
     }
 }
 
