@@ -40,8 +40,9 @@ struct Line {
 const SPIS: usize = (FIRST_SPECIAL_INTID - SPI_BASE) as usize;
 
 /// Per SPI: its handlers. Written with IRQs masked (under `CONFIG`), read by the IRQ handler:
-/// a reader on one CPU never waits for a writer interrupted on the same CPU.
-static LINES: [RwLock<Option<Line>>; SPIS] = [const { RwLock::new(None) }; SPIS];
+/// a reader on one CPU never waits for a writer interrupted on the same CPU. Boxed, so that an
+/// empty slot is all zeroes and the table lives in `.bss`, not in the Image.
+static LINES: [RwLock<Option<alloc::boxed::Box<Line>>>; SPIS] = [const { RwLock::new(None) }; SPIS];
 /// Serialises request and release (GIC configuration included).
 static CONFIG: Mutex<()> = Mutex::new(());
 /// Interrupts taken per SPI.
@@ -148,10 +149,12 @@ pub fn request(spec: IrqSpec, cpu: usize, handler: Handler) -> Result<Irq, IrqEr
     };
     with_irqs_masked(|| {
         let mut line = LINES[s].write();
-        let l = line.get_or_insert_with(|| Line {
-            handlers: Vec::new(),
-            trigger: spec.trigger,
-            cpu,
+        let l = line.get_or_insert_with(|| {
+            alloc::boxed::Box::new(Line {
+                handlers: Vec::new(),
+                trigger: spec.trigger,
+                cpu,
+            })
         });
         l.handlers.push((id, handler));
     });
