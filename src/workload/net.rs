@@ -191,14 +191,17 @@ impl Workload for Net {
         };
         let frames_before = super::common::free_frames();
         let stack = Mutex::new(Stack::new(dev.clone()));
-        let handles: Vec<Vec<SocketHandle>> = (0..p.cpus)
-            .map(|_| {
-                let mut st = stack.lock();
-                (0..SOCKETS_PER_CPU)
-                    .map(|_| st.listener(PORT, RX_BUF, TX_BUF))
-                    .collect()
-            })
-            .collect();
+        // Made in turns, CPU after CPU: smoltcp hands a new connection to the first listening
+        // socket in the set, so consecutive connections go to different CPUs.
+        let mut handles: Vec<Vec<SocketHandle>> = (0..p.cpus).map(|_| Vec::new()).collect();
+        {
+            let mut st = stack.lock();
+            for _ in 0..SOCKETS_PER_CPU {
+                for h in handles.iter_mut() {
+                    h.push(st.listener(PORT, RX_BUF, TX_BUF));
+                }
+            }
+        }
         let [a, b, c, d] = GUEST_IP;
         log::info!(
             "net: serving HTTP on {a}.{b}.{c}.{d}:{PORT} from {} CPUs ({SOCKETS_PER_CPU} sockets each); GET /quit ends",
@@ -206,6 +209,7 @@ impl Workload for Net {
         );
         let progress = Progress::new(self.name());
         let counts = Counts::default();
+        let irqs_before = dev.events().line().map_or(0, |l| l.2);
         let start = cpu::counter();
         on_cpus(p.cpus, &|id| {
             let mut mine: Vec<(SocketHandle, Conn)> =
@@ -243,6 +247,8 @@ impl Workload for Net {
         report
             .extra
             .push(("quit", alloc::format!("{}", counts.quit.into_inner())));
+        let irqs = dev.events().line().map_or(0, |l| l.2) - irqs_before;
+        report.extra.push(("interrupts", alloc::format!("{irqs}")));
         drop(stack);
         report.frames_before = frames_before;
         report.frames_after = super::common::free_frames();
