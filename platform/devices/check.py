@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The devices end to end, from the host: boot a kernel on QEMU virt with a virtio disk, rng and
-network (on virtio-mmio or PCIe), run the blk, entropy and net workloads, drive the HTTP server
-with concurrent clients and check every answer, check the disk image's bytes from here, then boot
+"""The devices end to end, from the host: boot a kernel on QEMU virt with a virtio disk, rng,
+network and console (on virtio-mmio or PCIe), run the blk, entropy and net workloads, drive the HTTP server
+with concurrent clients and check every answer, check the disk image's bytes and the console's first line from here, then boot
 again with `verify` and let the kernel check what the first boot wrote.
 
     platform/devices/check.py KERNEL.elf [--transport mmio|pci] [--machine virt,gic-version=3]
@@ -181,10 +181,11 @@ def main():
     img = os.path.join(tmp, "disk.img")
     with open(img, "wb") as f:
         f.truncate(a.disk_mb << 20)
+    con = os.path.join(tmp, "console2.txt")
     port = free_port()
     base = [RUN, "--machine", a.machine, "--smp", str(a.smp), "--transport", a.transport,
             "--disk", img, "--timeout", str(a.timeout)]
-    b = Boot(base + ["--rng", "--net", str(port), a.kernel, "workload=blk,entropy,net",
+    b = Boot(base + ["--rng", "--net", str(port), "--console2", con, a.kernel, "workload=blk,entropy,net",
                      "iterations=100", f"seconds={a.timeout - 30}"])
     measured = {"transport": a.transport, "machine": a.machine, "smp": a.smp}
     if not b.wait_for("net: serving HTTP", a.timeout):
@@ -235,6 +236,11 @@ def main():
                         f"{n.get('clients_gone')} clients gone, expected at least one of each")
     if "blk" in res:
         measured.update(blk_written_mb_s=res["blk"]["written_mb_s"], blk_read_mb_s=res["blk"]["read_mb_s"])
+    said = open(con, errors="replace").read() if os.path.exists(con) else ""
+    if "initmm: second console at" not in said:
+        failures.append(f"the virtio console's file holds {said[:80]!r}, not the kernel's first line")
+    else:
+        print(f"check: the virtio console wrote {said.strip()!r}")
     err, sectors = check_image(img)
     if err:
         failures.append(f"disk image: {err}")
@@ -254,7 +260,9 @@ def main():
     for fl in failures:
         print(f"check: FAILED: {fl}", file=sys.stderr)
     try:
-        os.remove(img)
+        for f in (img, con):
+            if os.path.exists(f):
+                os.remove(f)
         os.rmdir(tmp)
     except OSError:
         pass

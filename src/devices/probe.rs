@@ -122,6 +122,19 @@ fn bring_up(c: Candidate, cpu: usize, irq_cpu: usize) -> (ProbeRecord, Option<Up
             .map(Up::Console),
         other => Err(ProbeError::Unsupported(other)),
     };
+    if let Ok(Up::Console(con)) = &up {
+        // Its first words: what it is and who brought it up (the host sees them in its file).
+        let hello = format!(
+            "initmm: second console at {}, probed by cpu{cpu}\n",
+            c.place
+        );
+        if let Err(e) = con.write(&hello) {
+            log::warn!(
+                "probe: {}: the console did not take its first line: {e}",
+                c.place
+            );
+        }
+    }
     let (outcome, up) = match up {
         Ok(up) => (
             Outcome::Found {
