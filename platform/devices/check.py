@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The devices end to end, from the host: boot a kernel on QEMU virt with a virtio disk, rng,
-network and console (on virtio-mmio or PCIe), run the blk, entropy and net workloads, drive the HTTP server
-with concurrent clients and check every answer, check the disk image's bytes and the console's first line from here, then boot
-again with `verify` and let the kernel check what the first boot wrote.
+network and console (on virtio-mmio or PCIe), run the blk, entropy and net workloads, drive the
+HTTP server with concurrent clients and check every answer, check the disk image's bytes and the
+console's first line from here, then boot again with `verify` and let the kernel check what the
+first boot wrote.
 
     platform/devices/check.py KERNEL.elf [--transport mmio|pci] [--machine virt,gic-version=3]
         [--smp N] [--clients N] [--requests N] [--no-verify] [--json FILE]
