@@ -48,6 +48,39 @@ pub enum Probed {
     Refused(String, String),
 }
 
+/// A function whose memory decoding and bus mastering are on, and are turned off again when
+/// this is dropped (Linux's `pci_disable_device`): a device that goes away must not keep
+/// answering at BAR addresses the next probe may give to another function.
+pub struct Decoding {
+    cfg: IoMap,
+}
+
+/// `Command` register offset.
+const COMMAND: usize = 0x04;
+
+impl Decoding {
+    /// Turn on memory decoding and bus mastering of the function whose configuration page `cfg`
+    /// maps, INTx enabled.
+    fn enable(cfg: IoMap) -> Self {
+        let cmd = cfg.read32(COMMAND) as u16;
+        let on = (cmd | Command::MEMORY_SPACE.bits() | Command::BUS_MASTER.bits()) & !INTX_DISABLE;
+        // The upper half is the status register, whose bits are write-1-to-clear: write 0 there.
+        cfg.write32(COMMAND, u32::from(on));
+        Self { cfg }
+    }
+}
+
+impl Drop for Decoding {
+    fn drop(&mut self) {
+        let cmd = self.cfg.read32(COMMAND) as u16;
+        let off = cmd
+            & !(Command::MEMORY_SPACE.bits()
+                | Command::BUS_MASTER.bits()
+                | Command::IO_SPACE.bits());
+        self.cfg.write32(COMMAND, u32::from(off));
+    }
+}
+
 /// Why a bridge cannot be used at all.
 #[derive(Debug)]
 pub enum HostError {
@@ -217,17 +250,14 @@ impl<'a> PciProbe<'a> {
         let bars = self
             .assign_bars(&mut root, df)
             .map_err(|e| format!("{kind:?}: {e}"))?;
-        // Memory decoding and bus mastering on, INTx enabled.
-        let (_, cmd) = root.get_status_command(df);
-        let cmd = Command::from_bits_retain(
-            (cmd | Command::MEMORY_SPACE | Command::BUS_MASTER).bits() & !INTX_DISABLE,
-        );
-        root.set_command(df, cmd);
+        // Decoding on only once every BAR has its address; off again if the transport fails.
+        let decoding = Decoding::enable(self.config(bus, dev, func)?);
         let t = PciTransport::new::<VirtioHal, _>(&mut root, df)
             .map_err(|e| format!("{kind:?}: transport: {e}"))?;
         // SAFETY: the transport's registers are inside the BARs `bars` maps (and registered for
         // the HAL), which the `DeviceTransport` keeps as long as the transport.
-        let transport = unsafe { DeviceTransport::new(SomeTransport::Pci(t), Regs::Pci(bars)) };
+        let transport =
+            unsafe { DeviceTransport::new(SomeTransport::Pci(t), Regs::Pci(bars, decoding)) };
         Ok(Some(Probed::Virtio(Candidate {
             place,
             transport,

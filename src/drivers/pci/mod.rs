@@ -14,7 +14,7 @@ use crate::platform::devicetree::{IntxRoute, IrqError, IrqSpec, PciSpace, PciWin
 #[cfg(target_os = "none")]
 mod host;
 #[cfg(target_os = "none")]
-pub use host::{HostError, PciProbe, Probed};
+pub use host::{Decoding, HostError, PciProbe, Probed};
 
 /// Bytes of configuration space per function (ECAM).
 pub const CONFIG_SIZE: usize = 4096;

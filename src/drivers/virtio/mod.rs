@@ -38,8 +38,9 @@ mod hw {
     pub enum Regs {
         /// A virtio-mmio slot.
         Mmio(IoMap),
-        /// A PCI function's BARs.
-        Pci(Vec<BarMap>),
+        /// A PCI function's BARs, and its configuration page (decoding is turned off when the
+        /// device goes away).
+        Pci(Vec<BarMap>, crate::drivers::pci::Decoding),
     }
 
     /// A virtio transport that owns its register mappings (unmapped when it is dropped, after
