@@ -6,6 +6,7 @@ use alloc::string::String;
 use core::cell::UnsafeCell;
 use core::fmt;
 
+use crate::arch::aarch64::daif::{self, Daif};
 use crate::arch::aarch64::{cpu, early, psci, semihosting};
 use crate::cmdline::Cmdline;
 use crate::mm::layout::{self, phys_to_virt};
@@ -149,7 +150,10 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
 
     ends.device_tree = cpu::counter();
     log::debug!("boot: device tree read");
-    if let Err(e) = mm::boot::init(&machine, image, dtb) {
+    // SAFETY: once, from the boot CPU's entry, on the early tables, before anything used frames
+    // or virtual memory; `machine` is the device tree's (or the built-in description the board
+    // was identified by), `image` where the loader put the image, `dtb` where it put the tree.
+    if let Err(e) = unsafe { mm::boot::init(&machine, image, dtb) } {
         fatal(format_args!("memory: {e}"));
     }
     ends.memory = cpu::counter();
@@ -157,6 +161,11 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     if let Err(e) = start_console(&machine) {
         log::warn!("console: {e}; output goes to the early buffer only");
     }
+    // Debug exceptions and SError on, IRQs still off: Linux's setup_arch does the same
+    // `local_daif_restore(DAIF_PROCCTX_NOIRQ)` once its early console is up, so that an SError is
+    // reported where someone reads it. One raised earlier (by the firmware, say) was held
+    // pending and is taken here.
+    daif::local_daif_restore(Daif::PROCCTX_NOIRQ);
     ends.console = cpu::counter();
     // Said once the console is up: the early buffer would also copy it to semihosting.
     if let Some((name, summary, why)) = &builtin {

@@ -14,6 +14,9 @@
 #                 extension QEMU models, e.g. to exercise the EL2 set-up of FGT and HCX)
 #   --timeout S   (INITMM_TIMEOUT, default 120)      kill QEMU after S seconds and fail
 #   --qemu-arg A  (INITMM_QEMU_ARGS)                 extra QEMU argument (repeatable)
+#   --icount S    (INITMM_ICOUNT)  count instructions: -icount shift=S,sleep=off, one guest
+#                 instruction per 2^S ns of virtual time (the guest's counter too), one vCPU
+#                 thread, deterministic; without it, virtual time is the host's time
 #   --board rpi4  (INITMM_BOARD)   the Raspberry Pi 4: -M raspi4b -m 2G -smp 4 and the real Pi DTB
 #                 (tests/data/bcm2711-rpi-4-b.dtb, else target/rpi4/boot/'s) when there is one;
 #                 options after it override it
@@ -86,6 +89,7 @@ symbolize_on=${INITMM_SYMBOLIZE:-1}
 qemu_log=${INITMM_QEMU_LOG:-}
 accel=${INITMM_ACCEL:-}
 semihosting=${INITMM_SEMIHOSTING:-1}
+icount=${INITMM_ICOUNT:-}
 transport=${INITMM_TRANSPORT:-mmio}
 virtio_modern=${INITMM_VIRTIO_MODERN:-0}
 disk=${INITMM_DISK:-}
@@ -118,6 +122,7 @@ parse_opts() {
             --mem) mem=$2; shift 2 ;;
             --timeout) timeout_s=$2; shift 2 ;;
             --qemu-arg) extra+=("$2"); shift 2 ;;
+            --icount) icount=$2; shift 2 ;;
             --board) set_board "$2"; shift 2 ;;
             --dtb) dtb=$2; shift 2 ;;
             --no-symbolize) symbolize_on=0; shift ;;
@@ -218,10 +223,14 @@ boot() { # boot one configuration; $@ = extra kernel words
         [[ "$mach" == virt* && "$mach" != *gic-version* ]] && mach+=,gic-version=3
     fi
     if [[ "$semihosting" != 0 ]]; then semi=(-semihosting-config enable=on,target=native); word=semihosting; fi
+    # Virtual time from the instruction count: sleep=off jumps an idle vCPU's clock to the next
+    # timer instead of letting it run with the host's, so that nothing in the run depends on it.
+    local count=()
+    [[ -z "$icount" ]] || count=(-icount "shift=$icount,sleep=off")
     local base=(qemu-system-aarch64 -M "$mach" "${cpuargs[@]}" -smp "$smp" -m "$mem"
         -nographic -nic none "${semi[@]}"
         -d "$dflags" -D "$qlog"
-        -kernel "$img" "${board[@]}" "${devices[@]}" "${extra[@]}")
+        -kernel "$img" "${board[@]}" "${count[@]}" "${devices[@]}" "${extra[@]}")
     local append
     append=$(printf '%s ' $word "${kargs[@]}" "$@" | tr -s ' ' | sed 's/^ //; s/ $//')
     echo "runner: ${base[*]} -append \"$append\" (timeout ${timeout_s}s)"

@@ -61,6 +61,12 @@ pub enum MailboxError {
         /// The tag asked for.
         tag: u32,
     },
+    /// An earlier request through this buffer is still unanswered (it timed out, or a stray
+    /// answer came instead): the firmware may yet write the buffer, so nothing more is asked.
+    Busy {
+        /// The tag asked for.
+        tag: u32,
+    },
     /// An answer for another channel or buffer.
     Stray {
         /// The word read.
@@ -81,6 +87,10 @@ impl fmt::Display for MailboxError {
             Self::NoBuffer => f.write_str("no frame of RAM the VideoCore can reach for the buffer"),
             Self::Map(e) => write!(f, "cannot map the mailbox: {e}"),
             Self::Timeout { tag } => write!(f, "tag {tag:#010x}: no answer within 1 s"),
+            Self::Busy { tag } => write!(
+                f,
+                "tag {tag:#010x}: an earlier request is still unanswered, its buffer in use"
+            ),
             Self::Stray { word } => write!(f, "an answer {word:#010x} for another request"),
             Self::Refused { tag, code } => write!(f, "tag {tag:#010x}: refused ({code:#010x})"),
         }

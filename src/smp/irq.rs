@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use spin::{Mutex, MutexGuard, RwLock};
 
 use super::{gic, online_cpus, per_cpu};
-use crate::arch::aarch64::cpu_boot;
+use crate::arch::aarch64::daif;
 use crate::drivers::gic::{FIRST_SPECIAL_INTID, SPI_BASE, SpiError};
 use crate::platform::devicetree::{IrqSpec, Trigger};
 
@@ -220,10 +220,10 @@ pub fn unclaimed() -> u64 {
 }
 
 fn with_irqs_masked<R>(f: impl FnOnce() -> R) -> R {
-    let was = cpu_boot::irqs_disable();
+    let was = daif::irqs_disable();
     let r = f();
     if was {
-        cpu_boot::irqs_enable();
+        daif::irqs_enable();
     }
     r
 }
@@ -250,7 +250,7 @@ impl<T> IrqLock<T> {
 
     /// Mask IRQs on this CPU, then take the lock.
     pub fn lock(&self) -> IrqLockGuard<'_, T> {
-        let irqs_were_on = cpu_boot::irqs_disable();
+        let irqs_were_on = daif::irqs_disable();
         IrqLockGuard {
             guard: Some(self.inner.lock()),
             irqs_were_on,
@@ -284,7 +284,7 @@ impl<T> Drop for IrqLockGuard<'_, T> {
     fn drop(&mut self) {
         drop(self.guard.take());
         if self.irqs_were_on {
-            cpu_boot::irqs_enable();
+            daif::irqs_enable();
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct Mailbox {
     buf: PhysAddr,
     va: usize,
     bus: u32,
+    /// A request was handed to the VideoCore and its answer has not come (a timeout or a stray
+    /// answer ended the wait): the firmware may still write the buffer, so it is never freed.
+    in_flight: bool,
 }
 
 impl Mailbox {
@@ -46,7 +49,9 @@ impl Mailbox {
             .checked_sub(cpu_base)
             .filter(|&o| o + PAGE_SIZE as u64 <= size);
         let Some(bus) = off.and_then(|o| u32::try_from(bus_base + o).ok()) else {
-            FRAMES.free(buf, 1);
+            // SAFETY: the frame `alloc(1)` just handed out; nothing has seen it, the VideoCore
+            // included (no request was made).
+            unsafe { FRAMES.free(buf, 1) };
             return Err(MailboxError::NoBuffer);
         };
         Ok(Self {
@@ -54,6 +59,7 @@ impl Mailbox {
             buf,
             va: phys_to_virt(buf).as_usize(),
             bus,
+            in_flight: false,
         })
     }
 
@@ -68,6 +74,10 @@ impl Mailbox {
         req: &[u32],
         words: usize,
     ) -> Result<Vec<u32>, MailboxError> {
+        if self.in_flight {
+            // The firmware may yet answer the earlier request into the same buffer.
+            return Err(MailboxError::Busy { tag: t });
+        }
         let msg = request(t, req, words);
         let p = self.va as *mut u32;
         // SAFETY: `va` is this mailbox's own frame, mapped by the linear map; the message fits
@@ -86,6 +96,7 @@ impl Mailbox {
             }
         }
         self.regs.write32(WRITE, self.bus | CHANNEL_PROPERTY);
+        self.in_flight = true;
         loop {
             while self.regs.read32(STATUS0) & EMPTY != 0 {
                 if cpu::counter() > deadline {
@@ -101,6 +112,7 @@ impl Mailbox {
             }
             break;
         }
+        self.in_flight = false;
         // What the VideoCore wrote is in RAM; drop our stale lines (arch_sync_dma_for_cpu).
         cache::clean_invalidate_to_poc(self.va, msg.len() * 4);
         // SAFETY: as above; the VideoCore is done with the buffer.
@@ -146,6 +158,17 @@ impl Mailbox {
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
-        FRAMES.free(self.buf, 1);
+        if self.in_flight {
+            log::warn!(
+                "mailbox: a request is still unanswered: its buffer frame {:#x} stays the \
+                 firmware's and is not freed",
+                self.buf.0
+            );
+            return;
+        }
+        // SAFETY: the frame `alloc(1)` handed to `new`, freed only here; every request made
+        // through it was answered (`in_flight` is clear), so the VideoCore no longer reads or
+        // writes it, and only this mailbox's linear-map address reached it.
+        unsafe { FRAMES.free(self.buf, 1) };
     }
 }

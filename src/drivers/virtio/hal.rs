@@ -17,7 +17,7 @@ use spin::Mutex;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr as VirtioPhys};
 
 use super::dma::{Placement, place};
-use crate::arch::aarch64::cpu_boot;
+use crate::arch::aarch64::daif;
 use crate::drivers::iomap::IoMap;
 use crate::mm::addr::PhysAddr;
 use crate::mm::frame::FRAMES;
@@ -39,10 +39,10 @@ static BAR_MAPS: Mutex<Vec<(u64, usize, usize)>> = Mutex::new(Vec::new());
 /// Run `f` on the bounce-buffer table with IRQs masked on this CPU: a device's interrupt
 /// handler may complete a receive (virtio-console's does), which unshares.
 fn bounces<R>(f: impl FnOnce(&mut BTreeMap<u64, (usize, Layout)>) -> R) -> R {
-    let were_on = cpu_boot::irqs_disable();
+    let were_on = daif::irqs_disable();
     let r = f(&mut BOUNCES.lock());
     if were_on {
-        cpu_boot::irqs_enable();
+        daif::irqs_enable();
     }
     r
 }
@@ -115,7 +115,11 @@ unsafe impl Hal for VirtioHal {
     }
 
     unsafe fn dma_dealloc(paddr: VirtioPhys, _vaddr: NonNull<u8>, pages: usize) -> i32 {
-        FRAMES.free(PhysAddr(paddr), pages);
+        // SAFETY: the trait's contract: `paddr` and `pages` are those of one earlier `dma_alloc`,
+        // which took them from `FRAMES.alloc(pages)`, and the device and the driver are done with
+        // the memory (virtio-drivers frees a queue's rings after `queue_unset`, a buffer after its
+        // request completed). Only the linear map reaches the frames: `dma_alloc` mapped nothing.
+        unsafe { FRAMES.free(PhysAddr(paddr), pages) };
         DMA_PAGES.fetch_sub(pages, Ordering::Relaxed);
         0
     }
