@@ -14,12 +14,12 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use spin::Mutex;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, SECTOR_SIZE, VirtIOBlk};
 
 use super::{Events, IRQ_TIMEOUT_US, Interrupting};
-use crate::drivers::virtio::DeviceTransport;
 use crate::drivers::virtio::hal::VirtioHal;
-use crate::smp::irq::IrqLock;
+use crate::drivers::virtio::{DeviceTransport, IrqAck};
 
 /// Why a block request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +112,9 @@ unsafe impl Send for State {}
 /// A virtio block device.
 pub struct Disk {
     events: Events,
-    state: IrqLock<State>,
+    /// Acknowledges the device's interrupt in the handler, which takes no lock.
+    ack: IrqAck,
+    state: Mutex<State>,
     capacity: u64,
     readonly: bool,
     queue_size: u16,
@@ -122,7 +124,9 @@ pub struct Disk {
 
 impl Interrupting for Disk {
     fn on_irq(&self) -> bool {
-        let ours = !self.state.lock().blk.ack_interrupt().is_empty();
+        // SAFETY: `ack` came from the transport inside `state`, which lives as long as `self`;
+        // `Drop` removes this handler (waiting for a run of it to end) before any of it goes.
+        let ours = unsafe { self.ack.ack() };
         if ours {
             self.events.signal();
         }
@@ -156,14 +160,16 @@ impl Disk {
     /// The driver's set-up error.
     pub fn new(transport: DeviceTransport) -> Result<Self, crate::drivers::virtio::ProbeError> {
         let negotiation = transport.negotiation();
+        let ack = transport.irq_ack();
         let blk = Blk::new(transport)?;
         negotiation.check()?;
         Ok(Self {
             events: Events::new(),
+            ack,
             capacity: blk.capacity(),
             readonly: blk.readonly(),
             queue_size: blk.virt_queue_size(),
-            state: IrqLock::new(State {
+            state: Mutex::new(State {
                 blk,
                 inflight: BTreeMap::new(),
             }),

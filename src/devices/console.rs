@@ -3,24 +3,28 @@
 //!
 //! Output only: a write waits for the device to take the bytes, which QEMU does at once.
 
+use spin::Mutex;
 use virtio_drivers::device::console::VirtIOConsole;
 
 use super::{Events, Interrupting};
 use crate::drivers::virtio::hal::VirtioHal;
-use crate::drivers::virtio::{DeviceTransport, ProbeError};
-use crate::smp::irq::IrqLock;
+use crate::drivers::virtio::{DeviceTransport, IrqAck, ProbeError};
 
 type Console = VirtIOConsole<VirtioHal, DeviceTransport>;
 
 /// A virtio console.
 pub struct VirtConsole {
     events: Events,
-    state: IrqLock<Console>,
+    /// Acknowledges the device's interrupt in the handler, which takes no lock.
+    ack: IrqAck,
+    state: Mutex<Console>,
 }
 
 impl Interrupting for VirtConsole {
     fn on_irq(&self) -> bool {
-        let ours = self.state.lock().ack_interrupt().unwrap_or(false);
+        // SAFETY: `ack` came from the transport inside `state`, which lives as long as `self`;
+        // `Drop` removes this handler (waiting for a run of it to end) before any of it goes.
+        let ours = unsafe { self.ack.ack() };
         if ours {
             self.events.signal();
         }
@@ -42,11 +46,13 @@ impl VirtConsole {
     /// [`ProbeError`]: features refused, or the queues could not be set up.
     pub fn new(transport: DeviceTransport) -> Result<Self, ProbeError> {
         let negotiation = transport.negotiation();
+        let ack = transport.irq_ack();
         let c = Console::new(transport)?;
         negotiation.check()?;
         Ok(Self {
             events: Events::new(),
-            state: IrqLock::new(c),
+            ack,
+            state: Mutex::new(c),
         })
     }
 

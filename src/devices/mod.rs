@@ -8,9 +8,11 @@
 //! page-table installs each level lost. A device that cannot be used is logged with its reason
 //! and left behind; its mappings and memory go back.
 //!
-//! Each device is an `Arc` whose interrupt handler only acknowledges the device and counts an
-//! event (it runs in the IRQ exception, where nothing may allocate: `smp::irq`); the work the
-//! event announces (completing requests, receiving packets) is done by the CPUs waiting for it.
+//! Each device is an `Arc` whose interrupt handler only acknowledges the device, through its
+//! registers and without the driver's lock, and counts an event (it runs in the IRQ exception,
+//! where nothing may allocate and no lock that allocating code holds may be waited for:
+//! `smp::irq`); the work the event announces (completing requests, receiving packets) is done by
+//! the CPUs waiting for it, under the driver's lock.
 //! The device is torn down in order when its last `Arc` goes: the handler first, then the device
 //! reset, its queues freed, its registers unmapped.
 
@@ -73,7 +75,8 @@ pub fn log_board_facts(mb: &crate::platform::devicetree::Mailbox) {
 /// A device whose interrupt handler does the device's own acknowledge.
 pub trait Interrupting: Send + Sync + 'static {
     /// Acknowledge the device's interrupt and count the event; false when the device had not
-    /// raised it (a shared line). Runs in the IRQ exception: no allocation, `IrqLock`s only.
+    /// raised it (a shared line). Runs in the IRQ exception: it allocates nothing and takes no
+    /// lock (the device's `drivers::virtio::IrqAck` acknowledges it).
     fn on_irq(&self) -> bool;
 }
 

@@ -4,12 +4,12 @@
 //! [`NetDevice::receive`] is handed back with [`NetDevice::recycle`]. Sending waits for the
 //! device to take the frame (QEMU copies it out at once).
 
+use spin::Mutex;
 use virtio_drivers::device::net::{RxBuffer, VirtIONet};
 
 use super::{Events, Interrupting};
 use crate::drivers::virtio::hal::VirtioHal;
-use crate::drivers::virtio::{DeviceTransport, ProbeError};
-use crate::smp::irq::IrqLock;
+use crate::drivers::virtio::{DeviceTransport, IrqAck, ProbeError};
 
 /// Receive buffers (and the virtqueues' size).
 const QUEUE_SIZE: usize = 16;
@@ -21,13 +21,17 @@ type Net = VirtIONet<VirtioHal, DeviceTransport, QUEUE_SIZE>;
 /// A virtio network device.
 pub struct NetDevice {
     events: Events,
-    state: IrqLock<Net>,
+    /// Acknowledges the device's interrupt in the handler, which takes no lock.
+    ack: IrqAck,
+    state: Mutex<Net>,
     mac: [u8; 6],
 }
 
 impl Interrupting for NetDevice {
     fn on_irq(&self) -> bool {
-        let ours = !self.state.lock().ack_interrupt().is_empty();
+        // SAFETY: `ack` came from the transport inside `state`, which lives as long as `self`;
+        // `Drop` removes this handler (waiting for a run of it to end) before any of it goes.
+        let ours = unsafe { self.ack.ack() };
         if ours {
             self.events.signal();
         }
@@ -49,12 +53,14 @@ impl NetDevice {
     /// [`ProbeError`]: features refused, or the queues could not be set up.
     pub fn new(transport: DeviceTransport) -> Result<Self, ProbeError> {
         let negotiation = transport.negotiation();
+        let ack = transport.irq_ack();
         let net = Net::new(transport, BUF_LEN)?;
         negotiation.check()?;
         let mac = net.mac_address();
         Ok(Self {
             events: Events::new(),
-            state: IrqLock::new(net),
+            ack,
+            state: Mutex::new(net),
             mac,
         })
     }

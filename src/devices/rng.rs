@@ -15,8 +15,7 @@ use virtio_drivers::transport::Transport;
 
 use super::{Events, IRQ_TIMEOUT_US, Interrupting};
 use crate::drivers::virtio::hal::VirtioHal;
-use crate::drivers::virtio::{DeviceTransport, ProbeError};
-use crate::smp::irq::IrqLock;
+use crate::drivers::virtio::{DeviceTransport, IrqAck, ProbeError};
 
 const QUEUE: u16 = 0;
 const QUEUE_SIZE: usize = 8;
@@ -30,7 +29,9 @@ struct State {
 /// A virtio entropy device.
 pub struct Rng {
     events: Events,
-    state: IrqLock<State>,
+    /// Acknowledges the device's interrupt in the handler, which takes no lock.
+    ack: IrqAck,
+    state: Mutex<State>,
     busy: Mutex<()>,
 }
 
@@ -60,7 +61,9 @@ impl core::error::Error for RngError {}
 
 impl Interrupting for Rng {
     fn on_irq(&self) -> bool {
-        let ours = !self.state.lock().transport.ack_interrupt().is_empty();
+        // SAFETY: `ack` came from the transport inside `state`, which lives as long as `self`;
+        // `Drop` removes this handler (waiting for a run of it to end) before any of it goes.
+        let ours = unsafe { self.ack.ack() };
         if ours {
             self.events.signal();
         }
@@ -90,7 +93,8 @@ impl Rng {
         transport.finish_init();
         Ok(Self {
             events: Events::new(),
-            state: IrqLock::new(State { transport, queue }),
+            ack: transport.irq_ack(),
+            state: Mutex::new(State { transport, queue }),
             busy: Mutex::new(()),
         })
     }

@@ -1,6 +1,5 @@
 //! Device interrupts: a registry of handlers for the GIC's SPIs, each line configured edge or
-//! level as the device tree says and routed to one chosen CPU, where its handlers run; and
-//! [`IrqLock`], the lock a driver shares with its handler (Linux's `spin_lock_irqsave`).
+//! level as the device tree says and routed to one chosen CPU, where its handlers run.
 //!
 //! [`request`] installs a handler, configures the line and enables it; the returned [`Irq`]
 //! disables it ([`Irq::disable`], [`Irq::enable`]) and, when dropped, takes the handler out
@@ -9,18 +8,30 @@
 //! every interrupt and says whether its device had raised it. The line stays routed to the CPU
 //! of the first request.
 //!
-//! Handlers run in the IRQ exception with IRQs masked, on the line's CPU. They must not
-//! allocate (the frame allocator's per-CPU caches are not IRQ-safe), and may take only
-//! [`IrqLock`]s: a plain spin lock that the interrupted code on the same CPU holds would never be
-//! released.
+//! # What a handler may do
+//!
+//! Handlers run in the IRQ exception with IRQs masked, on the line's CPU, in the middle of
+//! whatever that CPU was doing: perhaps inside the kernel heap or the frame allocator, whose
+//! locks are taken with IRQs unmasked (only the frame allocator's per-CPU caches mask them). So a
+//! handler allocates and frees nothing, and waits for no lock that code running with IRQs
+//! unmasked may hold, nor for one whose holder may wait for such a lock: a driver's own lock
+//! is one, since code holding it allocates (the driver's requests, virtio-drivers' descriptor
+//! lists). Either would leave the interrupted CPU and the holder waiting for each other, IRQs
+//! masked on both. The device drivers' handlers acknowledge the device through its registers
+//! (`drivers::virtio::IrqAck`) and count an event; the CPUs that wait for the device do the rest
+//! under the driver's lock.
+//!
+//! The one lock a handler takes is its line's entry in the registry, for reading. Its writers
+//! ([`request`], and dropping an [`Irq`]) hold it with IRQs masked, so that no handler on their
+//! own CPU waits for them, and only to swap the entry: the new one is built, and the old one
+//! freed, outside it.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::{Mutex, MutexGuard, RwLock};
+use spin::{Mutex, RwLock};
 
 use super::{gic, online_cpus, per_cpu};
 use crate::arch::aarch64::daif;
@@ -147,17 +158,20 @@ pub fn request(spec: IrqSpec, cpu: usize, handler: Handler) -> Result<Irq, IrqEr
             cpu
         }
     };
-    with_irqs_masked(|| {
-        let mut line = LINES[s].write();
-        let l = line.get_or_insert_with(|| {
-            alloc::boxed::Box::new(Line {
-                handlers: Vec::new(),
-                trigger: spec.trigger,
-                cpu,
-            })
-        });
-        l.handlers.push((id, handler));
+    // `CONFIG` keeps the entry as read here until the swap. Built and freed outside the write
+    // lock (see the module documentation).
+    let mut handlers = LINES[s]
+        .read()
+        .as_ref()
+        .map_or_else(Vec::new, |l| l.handlers.clone());
+    handlers.push((id, handler));
+    let line = alloc::boxed::Box::new(Line {
+        handlers,
+        trigger: spec.trigger,
+        cpu,
     });
+    let old = with_irqs_masked(|| LINES[s].write().replace(line));
+    drop(old);
     gic().enable_spi(spec.intid);
     Ok(Irq {
         intid: spec.intid,
@@ -197,17 +211,28 @@ impl Drop for Irq {
     fn drop(&mut self) {
         let Some(s) = slot(self.intid) else { return };
         let _config = CONFIG.lock();
-        // The write lock waits for a handler running on another CPU (it holds the read lock).
-        let last = with_irqs_masked(|| {
-            let mut line = LINES[s].write();
-            let Some(l) = line.as_mut() else { return true };
-            l.handlers.retain(|(id, _)| *id != self.id);
-            let last = l.handlers.is_empty();
-            if last {
-                *line = None;
-            }
-            last
+        // The entry without this handler, built outside the write lock (see the module
+        // documentation); `CONFIG` keeps the entry as read here until the swap.
+        let line = LINES[s].read().as_ref().and_then(|l| {
+            let handlers: Vec<_> = l
+                .handlers
+                .iter()
+                .filter(|(id, _)| *id != self.id)
+                .cloned()
+                .collect();
+            (!handlers.is_empty()).then(|| {
+                alloc::boxed::Box::new(Line {
+                    handlers,
+                    trigger: l.trigger,
+                    cpu: l.cpu,
+                })
+            })
         });
+        let last = line.is_none();
+        // The write lock waits for a handler running on another CPU (it holds the read lock);
+        // once it is taken, no handler runs the old entry's closures any more.
+        let old = with_irqs_masked(|| core::mem::replace(&mut *LINES[s].write(), line));
+        drop(old);
         if last {
             gic().disable_spi(self.intid);
         }
@@ -226,65 +251,4 @@ fn with_irqs_masked<R>(f: impl FnOnce() -> R) -> R {
         daif::irqs_enable();
     }
     r
-}
-
-/// A spin lock that masks IRQs on this CPU while held (Linux's `spin_lock_irqsave`): the lock a
-/// driver shares with its interrupt handler.
-pub struct IrqLock<T> {
-    inner: Mutex<T>,
-}
-
-/// The guard of an [`IrqLock`]: unlocks, then restores the CPU's IRQ mask.
-pub struct IrqLockGuard<'a, T> {
-    guard: Option<MutexGuard<'a, T>>,
-    irqs_were_on: bool,
-}
-
-impl<T> IrqLock<T> {
-    /// An unlocked lock around `value`.
-    pub const fn new(value: T) -> Self {
-        Self {
-            inner: Mutex::new(value),
-        }
-    }
-
-    /// Mask IRQs on this CPU, then take the lock.
-    pub fn lock(&self) -> IrqLockGuard<'_, T> {
-        let irqs_were_on = daif::irqs_disable();
-        IrqLockGuard {
-            guard: Some(self.inner.lock()),
-            irqs_were_on,
-        }
-    }
-
-    /// The value, for an owner that needs no lock.
-    pub fn into_inner(self) -> T {
-        self.inner.into_inner()
-    }
-}
-
-impl<T> Deref for IrqLockGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.guard
-            .as_ref()
-            .expect("IrqLockGuard used after release")
-    }
-}
-
-impl<T> DerefMut for IrqLockGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.guard
-            .as_mut()
-            .expect("IrqLockGuard used after release")
-    }
-}
-
-impl<T> Drop for IrqLockGuard<'_, T> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        if self.irqs_were_on {
-            daif::irqs_enable();
-        }
-    }
 }

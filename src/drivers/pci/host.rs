@@ -28,6 +28,12 @@ const HEADER: u8 = 0x0c;
 const INTERRUPT: u8 = 0x3c;
 /// `Command.INTERRUPT_DISABLE` (bit 10): INTx off when set.
 const INTX_DISABLE: u16 = 1 << 10;
+/// A vendor-specific capability's ID, and the `cfg_type` of virtio's ISR capability in it, whose
+/// BAR number and offset are at bytes 4 and 8 (virtio 1.x, 4.1.4).
+const PCI_CAP_ID_VNDR: u8 = 0x09;
+const VIRTIO_PCI_CAP_ISR_CFG: u8 = 3;
+const CAP_BAR: usize = 4;
+const CAP_OFFSET: usize = 8;
 
 /// A host bridge ready to be probed by several CPUs at once: its windows behind one lock.
 pub struct PciProbe<'a> {
@@ -254,10 +260,13 @@ impl<'a> PciProbe<'a> {
         let decoding = Decoding::enable(self.config(bus, dev, func)?);
         let t = PciTransport::new::<VirtioHal, _>(&mut root, df)
             .map_err(|e| format!("{kind:?}: transport: {e}"))?;
-        // SAFETY: the transport's registers are inside the BARs `bars` maps (and registered for
-        // the HAL), which the `DeviceTransport` keeps as long as the transport.
+        let isr = isr_address(&root, &cfg, df, &bars).map_err(|e| format!("{kind:?}: {e}"))?;
+        let bars = bars.into_iter().map(|(_, map)| map).collect();
+        // SAFETY: the transport's registers, the ISR status byte among them, are inside the BARs
+        // `bars` maps (and registered for the HAL), which the `DeviceTransport` keeps as long as
+        // the transport.
         let transport =
-            unsafe { DeviceTransport::new(SomeTransport::Pci(t), Regs::Pci(bars, decoding)) };
+            unsafe { DeviceTransport::new(SomeTransport::Pci(t), Regs::Pci(bars, decoding, isr)) };
         Ok(Some(Probed::Virtio(Candidate {
             place,
             transport,
@@ -266,12 +275,13 @@ impl<'a> PciProbe<'a> {
         })))
     }
 
-    /// Size every memory BAR of `df`, place it in a window, program it and map it.
+    /// Size every memory BAR of `df`, place it in a window, program it and map it: the
+    /// mappings, each with its BAR's number.
     fn assign_bars(
         &self,
         root: &mut PciRoot<FnConfig>,
         df: DeviceFunction,
-    ) -> Result<Vec<BarMap>, String> {
+    ) -> Result<Vec<(u8, BarMap)>, String> {
         let bars = root.bars(df).map_err(|e| format!("BARs: {e}"))?;
         let mut maps = Vec::new();
         for (i, bar) in bars.iter().enumerate() {
@@ -299,10 +309,47 @@ impl<'a> PciProbe<'a> {
             }
             let map = IoMap::new(PhysAddr(cpu), *size as usize)
                 .map_err(|e| format!("BAR {i} at {cpu:#x}: cannot map it: {e}"))?;
-            maps.push(BarMap::register(map));
+            maps.push((i as u8, BarMap::register(map)));
         }
         Ok(maps)
     }
+}
+
+/// Where `df`'s ISR status byte is mapped: its virtio ISR capability names a BAR and an offset,
+/// looked up in `bars` (what `assign_bars` mapped), as `PciTransport::new` finds its own.
+fn isr_address(
+    root: &PciRoot<FnConfig>,
+    cfg: &IoMap,
+    df: DeviceFunction,
+    bars: &[(u8, BarMap)],
+) -> Result<usize, String> {
+    let cap = root
+        .capabilities(df)
+        .find(|c| {
+            c.id == PCI_CAP_ID_VNDR
+                && c.private_header as u8 >= 16
+                && (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_ISR_CFG
+        })
+        .ok_or("no virtio ISR capability")?;
+    if !cap.offset.is_multiple_of(4) {
+        return Err(format!(
+            "the ISR capability at {:#x} is not 4-byte aligned",
+            cap.offset
+        ));
+    }
+    let bar = cfg.read32(usize::from(cap.offset) + CAP_BAR) as u8;
+    let offset = cfg.read32(usize::from(cap.offset) + CAP_OFFSET) as usize;
+    let map = bars
+        .iter()
+        .find_map(|(i, m)| (*i == bar).then_some(m.map()))
+        .ok_or_else(|| format!("the ISR capability names BAR {bar}, which is not mapped"))?;
+    if offset >= map.len() {
+        return Err(format!(
+            "the ISR capability's offset {offset:#x} is outside BAR {bar} ({:#x} bytes)",
+            map.len()
+        ));
+    }
+    Ok(map.base() + offset)
 }
 
 impl fmt::Display for PciProbe<'_> {

@@ -17,7 +17,6 @@ use spin::Mutex;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr as VirtioPhys};
 
 use super::dma::{Placement, place};
-use crate::arch::aarch64::daif;
 use crate::drivers::iomap::IoMap;
 use crate::mm::addr::PhysAddr;
 use crate::mm::frame::FRAMES;
@@ -36,17 +35,6 @@ static DIRECT: AtomicUsize = AtomicUsize::new(0);
 /// The BAR mappings `mmio_phys_to_virt` may answer from: (physical base, length, virtual base).
 static BAR_MAPS: Mutex<Vec<(u64, usize, usize)>> = Mutex::new(Vec::new());
 
-/// Run `f` on the bounce-buffer table with IRQs masked on this CPU: a device's interrupt
-/// handler may complete a receive (virtio-console's does), which unshares.
-fn bounces<R>(f: impl FnOnce(&mut BTreeMap<u64, (usize, Layout)>) -> R) -> R {
-    let were_on = daif::irqs_disable();
-    let r = f(&mut BOUNCES.lock());
-    if were_on {
-        daif::irqs_enable();
-    }
-    r
-}
-
 /// What the HAL holds right now, for leak checks and the boot log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HalStats {
@@ -64,7 +52,7 @@ pub struct HalStats {
 pub fn stats() -> HalStats {
     HalStats {
         dma_pages: DMA_PAGES.load(Ordering::Relaxed),
-        bounces_live: bounces(|b| b.len()),
+        bounces_live: BOUNCES.lock().len(),
         bounced: BOUNCED.load(Ordering::Relaxed),
         direct: DIRECT.load(Ordering::Relaxed),
     }
@@ -172,7 +160,7 @@ unsafe impl Hal for VirtioHal {
                         "virtio: the heap handed out {b:p}, outside the linear map and the image"
                     );
                 };
-                bounces(|t| t.insert(pa, (b as usize, layout)));
+                BOUNCES.lock().insert(pa, (b as usize, layout));
                 BOUNCED.fetch_add(1, Ordering::Relaxed);
                 pa
             }
@@ -180,7 +168,7 @@ unsafe impl Hal for VirtioHal {
     }
 
     unsafe fn unshare(paddr: VirtioPhys, buffer: NonNull<[u8]>, direction: BufferDirection) {
-        let Some((b, layout)) = bounces(|t| t.remove(&paddr)) else {
+        let Some((b, layout)) = BOUNCES.lock().remove(&paddr) else {
             return; // shared directly
         };
         if direction != BufferDirection::DriverToDevice {

@@ -38,9 +38,53 @@ mod hw {
     pub enum Regs {
         /// A virtio-mmio slot.
         Mmio(IoMap),
-        /// A PCI function's BARs, and its configuration page (decoding is turned off when the
-        /// device goes away).
-        Pci(Vec<BarMap>, crate::drivers::pci::Decoding),
+        /// A PCI function's BARs, its configuration page (decoding is turned off when the device
+        /// goes away), and the virtual address of its ISR status byte, inside one of the BARs.
+        Pci(Vec<BarMap>, crate::drivers::pci::Decoding, usize),
+    }
+
+    /// virtio-mmio's `InterruptStatus` and `InterruptACK` registers (legacy and modern alike).
+    const MMIO_INTERRUPT_STATUS: usize = 0x60;
+    const MMIO_INTERRUPT_ACK: usize = 0x64;
+
+    /// A device's interrupt status, as its interrupt handler acknowledges it: straight through
+    /// the transport's registers, without the driver, which owns the transport behind its lock.
+    /// The handler must not wait for that lock (see `smp::irq`): the code holding it allocates
+    /// from the kernel heap, where the interrupted CPU may be.
+    #[derive(Clone, Copy, Debug)]
+    pub enum IrqAck {
+        /// A virtio-mmio slot whose registers are mapped at this address.
+        Mmio(usize),
+        /// A virtio-pci function whose ISR status byte is mapped at this address.
+        PciIsr(usize),
+    }
+
+    impl IrqAck {
+        /// Acknowledge the device's interrupt, as virtio-drivers' `ack_interrupt` does; returns
+        /// whether the device had raised one. virtio-mmio: read `InterruptStatus`, write what it
+        /// said to `InterruptACK`; virtio-pci: reading the ISR status byte clears it (virtio 1.x,
+        /// 4.2.2 and 4.1.4.5). Touches no other register, so it may run while the driver uses
+        /// the transport on another CPU.
+        ///
+        /// # Safety
+        ///
+        /// The [`DeviceTransport`] this came from ([`DeviceTransport::irq_ack`]) is alive: its
+        /// register mappings are still there.
+        pub unsafe fn ack(&self) -> bool {
+            match *self {
+                // SAFETY: the caller's contract: `base` is the slot's live register mapping
+                // (device memory), which holds both registers, 4-byte aligned.
+                Self::Mmio(base) => unsafe {
+                    let status = ((base + MMIO_INTERRUPT_STATUS) as *const u32).read_volatile();
+                    if status != 0 {
+                        ((base + MMIO_INTERRUPT_ACK) as *mut u32).write_volatile(status);
+                    }
+                    status != 0
+                },
+                // SAFETY: the caller's contract: `isr` lies in a live BAR mapping.
+                Self::PciIsr(isr) => unsafe { (isr as *const u8).read_volatile() != 0 },
+            }
+        }
     }
 
     /// A virtio transport that owns its register mappings (unmapped when it is dropped, after
@@ -106,6 +150,15 @@ mod hw {
                     Some(map)
                 }
                 _ => None,
+            }
+        }
+
+        /// How the device's interrupt handler acknowledges it, for as long as this transport
+        /// lives.
+        pub fn irq_ack(&self) -> IrqAck {
+            match &self.regs {
+                Regs::Mmio(map) => IrqAck::Mmio(map.base()),
+                Regs::Pci(_, _, isr) => IrqAck::PciIsr(*isr),
             }
         }
 
