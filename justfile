@@ -13,7 +13,7 @@ run *ARGS: _ensure image
 
 # Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
 # on virt and the Pi 4, and the Pi 4's SD card.
-test: _ensure test-host test-loom test-qemu test-image test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
+test: _ensure test-host test-loom test-qemu test-image test-devices test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
 
 # Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), the doc
 # tests, the docs building without a warning (broken links), and the rule that only the table
@@ -48,6 +48,24 @@ test-image: image
         grep -q "4 of 4 CPUs online" "$log" || { echo "test-image: FAILED on $board: not every CPU came up" >&2; exit 1; }
         grep -qx "1 passed, 0 failed" <(tr -d '\r' <"$log") || { echo "test-image: FAILED on $board" >&2; exit 1; }
     done
+
+# The devices end to end (platform/devices/check.py): virt with a virtio disk, rng and network on
+# virtio-mmio and on PCIe, GICv2 and GICv3; blk, entropy and net run, concurrent host clients
+# check every HTTP answer (127.0.0.1 only), the disk image is checked from the host, and a second
+# boot verifies what the first wrote.
+test-devices: image
+    python3 platform/devices/check.py {{kernel}} --transport mmio --machine virt
+    python3 platform/devices/check.py {{kernel}} --transport pci --machine virt,gic-version=3
+    python3 platform/devices/check.py {{kernel}} --transport mmio --machine virt,gic-version=3 --no-verify
+    python3 platform/devices/check.py {{kernel}} --transport pci --machine virt --no-verify
+
+# Boot on QEMU virt with a disk image (target/disk.img, 64 MiB, made once) and a network: the
+# HTTP server (workload=net) answers on http://127.0.0.1:PORT/ of this machine only (QEMU's
+# user network, restrict=on). ARGS: kernel words (default: workload=net seconds=600).
+run-net PORT="8080" *ARGS: _ensure image
+    @[ -f target/disk.img ] || truncate -s 64M target/disk.img
+    @echo "run-net: the HTTP server will be at http://127.0.0.1:{{PORT}}/ (try /bytes/1000; /quit ends it); disk target/disk.img"
+    platform/qemu/run.sh --timeout 700 --disk target/disk.img --rng --net {{PORT}} {{kernel}} {{ if ARGS == "" { "workload=net seconds=600" } else { ARGS } }}
 
 # The runner's options: --accel's QEMU command, --no-semihosting's exit status, --qemu-log.
 test-runner: image

@@ -185,6 +185,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     ends.banner = cpu::counter();
     start_cpus(boot);
     ends.cpus = cpu::counter();
+    crate::devices::init_at_boot(&boot.machine);
     ends.log();
     // Fault injection (`fail=`) starts only now: boot's own mappings must not be failed.
     if let Err(e) = mm::fault_inject::setup_from_cmdline(&boot.cmdline()) {

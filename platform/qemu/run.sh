@@ -31,6 +31,20 @@
 #                 powers off by PSCI and prints "[powering off with status N]", which the runner
 #                 returns as the exit status
 #
+# virtio devices (virt only), on the transport --transport picks:
+#   --transport mmio|pci (INITMM_TRANSPORT, default mmio)  virtio-mmio slots (-device virtio-*-device)
+#                 or PCIe functions on the generic host bridge (-device virtio-*-pci)
+#   --virtio-modern (INITMM_VIRTIO_MODERN=1)  virtio-mmio version 2 instead of QEMU's default,
+#                 legacy version 1 (-global virtio-mmio.force-legacy=false)
+#   --disk FILE   (INITMM_DISK)  a virtio-blk disk on FILE (raw); "temp:SIZE" makes a zeroed
+#                 temporary image of SIZE (e.g. temp:16M), deleted after the run
+#   --rng         (INITMM_RNG=1)  a virtio-rng device (entropy from the host's /dev/urandom)
+#   --net PORT    (INITMM_NET)  a virtio-net device on QEMU's user network, isolated from the host
+#                 and the outside (restrict=on): the guest is 10.0.2.15/24 and only
+#                 127.0.0.1:PORT on the host is forwarded, to the guest's port 80
+#   --console2 FILE (INITMM_CONSOLE2)  a virtio console (virtio-serial + virtconsole) whose output
+#                 goes to FILE
+#
 # On raspi4b the PL011 is QEMU's serial port 0 and the mini UART port 1; the Pi 4's DTB (and the
 # kernel's built-in Pi 4 description) pick the mini UART, so port 1 goes to the terminal
 # (-serial null -serial mon:stdio) unless --qemu-arg gives -serial itself.
@@ -50,9 +64,11 @@
 #
 # QEMU logs guest errors (accesses its device models call invalid: a register that does not
 # exist, a write to a read-only one) and notes on unimplemented registers to a file for every run
-# (-d guest_errors,unimp); a run that caused any fails, with the lines shown. The one exception:
+# (-d guest_errors,unimp); a run that caused any fails, with the lines shown. The exceptions:
 # QEMU's mini UART (bcm2835_aux) models no modem or line control, so its "AUX_MU_*_REG
-# unsupported" notes for the registers our driver sets up are expected. A test kernel that provokes
+# unsupported" notes for the registers our driver sets up are expected; and its VideoCore
+# property interface does not model the board model and serial tags the kernel asks for at boot
+# ("get board model NYI", "get board serial NYI"). A test kernel that provokes
 # an error on purpose (a PSCI call that must fail) names each line it expects with
 # `//! initmm-allow-guest-error: TEXT` (the whole line, exactly).
 #
@@ -74,6 +90,12 @@ qemu_log=${INITMM_QEMU_LOG:-}
 accel=${INITMM_ACCEL:-}
 semihosting=${INITMM_SEMIHOSTING:-1}
 icount=${INITMM_ICOUNT:-}
+transport=${INITMM_TRANSPORT:-mmio}
+virtio_modern=${INITMM_VIRTIO_MODERN:-0}
+disk=${INITMM_DISK:-}
+rng=${INITMM_RNG:-0}
+net=${INITMM_NET:-}
+console2=${INITMM_CONSOLE2:-}
 read -r -a extra <<<"${INITMM_QEMU_ARGS:-}"
 
 set_board() {
@@ -107,6 +129,12 @@ parse_opts() {
             --qemu-log) qemu_log=$2; shift 2 ;;
             --accel) accel=$2; semihosting=0; shift 2 ;;
             --no-semihosting) semihosting=0; shift ;;
+            --transport) transport=$2; shift 2 ;;
+            --virtio-modern) virtio_modern=1; shift ;;
+            --disk) disk=$2; shift 2 ;;
+            --rng) rng=1; shift ;;
+            --net) net=$2; shift 2 ;;
+            --console2) console2=$2; shift 2 ;;
             *) rest+=("$1"); shift ;;
         esac
     done
@@ -132,8 +160,47 @@ symbolize() {
     fi
 }
 
+# The QEMU arguments of the virtio devices asked for (into the array `devices`); a temporary
+# disk image's path goes into `tmp_disk`, for the caller to delete.
+virtio_devices() {
+    devices=() tmp_disk=""
+    local sfx
+    case "$transport" in
+        mmio) sfx=device ;;
+        pci) sfx=pci ;;
+        *) echo "runner: --transport $transport: mmio or pci" >&2; return 2 ;;
+    esac
+    [[ "$virtio_modern" == 0 ]] || devices+=(-global virtio-mmio.force-legacy=false)
+    if [[ -n "$disk" ]]; then
+        local file=$disk
+        if [[ "$disk" == temp:* ]]; then
+            tmp_disk=$(mktemp -t initmm-disk.XXXXXX)
+            truncate -s "${disk#temp:}" "$tmp_disk" || return 2
+            file=$tmp_disk
+        fi
+        [[ -f "$file" ]] || { echo "runner: disk image $file not found" >&2; return 2; }
+        devices+=(-drive "if=none,id=disk0,format=raw,file=$file" -device "virtio-blk-$sfx,drive=disk0")
+    fi
+    [[ "$rng" == 0 ]] || devices+=(-device "virtio-rng-$sfx")
+    if [[ -n "$net" ]]; then
+        [[ "$net" =~ ^[0-9]+$ ]] || { echo "runner: --net $net: a TCP port number" >&2; return 2; }
+        # restrict=on: the guest reaches neither the host nor the outside; the one forward is
+        # bound to the host's loopback address only.
+        # romfile=: a PCI NIC would otherwise want an iPXE boot ROM a fresh machine lacks.
+        local rom=""
+        [[ "$sfx" == device ]] || rom=,romfile=
+        devices+=(-netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$net-:80"
+            -device "virtio-net-$sfx,netdev=net0$rom")
+    fi
+    if [[ -n "$console2" ]]; then
+        devices+=(-chardev "file,id=con2,path=$console2" -device "virtio-serial-$sfx"
+            -device "virtconsole,chardev=con2")
+    fi
+}
+
 boot() { # boot one configuration; $@ = extra kernel words
-    local board=()
+    local board=() devices tmp_disk
+    virtio_devices || return 2
     if [[ -n "$dtb" && "$dtb" != none ]]; then
         [[ -f "$dtb" ]] || { echo "runner: device tree $dtb not found" >&2; return 2; }
         board+=(-dtb "$dtb")
@@ -163,15 +230,16 @@ boot() { # boot one configuration; $@ = extra kernel words
     local base=(qemu-system-aarch64 -M "$mach" "${cpuargs[@]}" -smp "$smp" -m "$mem"
         -nographic -nic none "${semi[@]}"
         -d "$dflags" -D "$qlog"
-        -kernel "$img" "${board[@]}" "${count[@]}" "${extra[@]}")
+        -kernel "$img" "${board[@]}" "${count[@]}" "${devices[@]}" "${extra[@]}")
     local append
     append=$(printf '%s ' $word "${kargs[@]}" "$@" | tr -s ' ' | sed 's/^ //; s/ $//')
     echo "runner: ${base[*]} -append \"$append\" (timeout ${timeout_s}s)"
-    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog"; return 0; fi
+    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog" "$tmp_disk"; return 0; fi
     local out=/dev/null
     [[ "$semihosting" != 0 ]] || out=$(mktemp -t initmm-console.XXXXXX)
     timeout --foreground -k 5 "$timeout_s" "${base[@]}" -append "$append" </dev/null | symbolize | tee -a "$out"
     local rc=${PIPESTATUS[0]}
+    [[ -z "$tmp_disk" ]] || rm -f "$tmp_disk"
     if [[ "$semihosting" == 0 ]]; then
         # PSCI SYSTEM_OFF ends QEMU with 0 whatever the kernel's status: take the one it printed.
         local said
@@ -192,6 +260,7 @@ boot() { # boot one configuration; $@ = extra kernel words
     fi
     local errors
     errors=$(grep -vE '^bcm2835_aux_(read|write): AUX_MU_[A-Z]+_REG unsupported$' "$qlog" |
+        grep -vE '^bcm2835_property: 0x000100(01|04) get board (model|serial) NYI$' |
         grep -vE "$qemu_log_lines" |
         grep -vxF -f <(printf '%s\n' "${allowed_errors[@]}") || true)
     if [[ -n "$qemu_log" ]]; then

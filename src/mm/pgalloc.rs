@@ -121,6 +121,23 @@ pub struct PgStatsSnapshot {
     pub reclaimed: u64,
 }
 
+impl PgStatsSnapshot {
+    /// What happened from `before` to `self`: installs, lost races, promotions, reclaims.
+    pub fn since(&self, before: &PgStatsSnapshot) -> PgStatsSnapshot {
+        let d = |x: LevelStats, y: LevelStats| LevelStats {
+            installed: y.installed - x.installed,
+            lost: y.lost - x.lost,
+        };
+        PgStatsSnapshot {
+            pud: d(before.pud, self.pud),
+            pmd: d(before.pmd, self.pmd),
+            pte: d(before.pte, self.pte),
+            promotions: self.promotions - before.promotions,
+            reclaimed: self.reclaimed - before.reclaimed,
+        }
+    }
+}
+
 /// One mapping call in progress, and so which lock it holds: none in the seed design. In the
 /// pre-patch baseline it holds `page_table_lock` from [`InitMm::begin_walk`] until it is dropped,
 /// except while a table is being allocated.
