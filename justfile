@@ -13,16 +13,16 @@ run *ARGS: _ensure image
 
 # Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
 # on virt and the Pi 4, and the Pi 4's SD card.
-test: _ensure test-host test-loom test-qemu test-image test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
+test: _ensure test-host test-loom test-qemu test-image test-devices test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
 
 # Pure-logic unit tests on this machine (device tree, page tables, virtual areas, ...), the doc
 # tests, the docs building without a warning (broken links), and the rule that only the table
 # allocators' module may name init_mm's page-table lock.
 test-host:
-    cargo test --lib --target {{host}} --features bench
+    cargo test --lib --target {{host}} --features profile
     cargo test --doc --target {{host}}
-    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --lib --features bench
-    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --lib --features bench --target {{host}}
+    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --lib --features profile
+    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --lib --features profile --target {{host}}
     cargo test --bin chainload --target {{host}}
     @others=$(grep -rln page_table_lock src/ | grep -vx 'src/mm/pgalloc\.rs\|src/mm/pgalloc/.*' || true); \
         if [ -n "$others" ]; then echo "page_table_lock named outside src/mm/pgalloc.rs and its tests: $others" >&2; exit 1; fi; \
@@ -60,6 +60,24 @@ test-image: image
     echo "== test-image: {{kernel}}.img by U-Boot's bootefi"
     platform/qemu/run.sh --firmware uboot-bootefi --timeout 60 {{kernel}} workload=compute 2>&1 | tee "$log"
     check "U-Boot bootefi" "1 passed, 0 failed" "from UEFI; device tree"
+
+# The devices end to end (platform/devices/check.py): virt with a virtio disk, rng and network on
+# virtio-mmio and on PCIe, GICv2 and GICv3; blk, entropy and net run, concurrent host clients
+# check every HTTP answer (127.0.0.1 only), the disk image is checked from the host, and a second
+# boot verifies what the first wrote.
+test-devices: image
+    python3 platform/devices/check.py {{kernel}} --transport mmio --machine virt
+    python3 platform/devices/check.py {{kernel}} --transport pci --machine virt,gic-version=3
+    python3 platform/devices/check.py {{kernel}} --transport mmio --machine virt,gic-version=3 --no-verify
+    python3 platform/devices/check.py {{kernel}} --transport pci --machine virt --no-verify
+
+# Boot on QEMU virt with a disk image (target/disk.img, 64 MiB, made once) and a network: the
+# HTTP server (workload=net) answers on http://127.0.0.1:PORT/ of this machine only (QEMU's
+# user network, restrict=on). ARGS: kernel words (default: workload=net seconds=600).
+run-net PORT="8080" *ARGS: _ensure image
+    @[ -f target/disk.img ] || truncate -s 64M target/disk.img
+    @echo "run-net: the HTTP server will be at http://127.0.0.1:{{PORT}}/ (try /bytes/1000; /quit ends it); disk target/disk.img"
+    platform/qemu/run.sh --timeout 700 --disk target/disk.img --rng --net {{PORT}} {{kernel}} {{ if ARGS == "" { "workload=net seconds=600" } else { ARGS } }}
 
 # The runner's options: --accel's QEMU command, --no-semihosting's exit status, --qemu-log.
 test-runner: image
@@ -164,7 +182,8 @@ gdb-jtag PHYS="":
 clippy:
     cargo clippy --lib --bins --tests -- -D warnings
     cargo clippy --lib --bins --features bench --target-dir target/bench-kernel -- -D warnings
-    cargo clippy --lib --target {{host}} --profile test --features bench -- -D warnings
+    cargo clippy --lib --bins --features profile --target-dir target/profile-kernel -- -D warnings
+    cargo clippy --lib --target {{host}} --profile test --features profile -- -D warnings
     cargo clippy --bin chainload --target {{host}} --profile test -- -D warnings
 
 fmt:
@@ -180,16 +199,26 @@ _ensure:
     @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}} && \
         [ -f /usr/share/qemu-efi-aarch64/QEMU_EFI.fd ] && [ -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ]; } || platform/setup.sh
 
-# Benchmarks on QEMU virt at -smp 1 and 2 (and 4, oversubscribed, reported apart): the seed
-# design against the pre-patch baseline with confidence intervals, where the time goes per
-# operation, a projection to 128 CPUs, the floor of a map+unmap, growth, boot, the targets.
-# `just bench quick` (part of `just test`) runs each briefly to check it works. ARGS:
-# `--baseline FILE` (another commit's figures, for the load-c target), `--write-baseline FILE`.
-# Writes target/bench/results.json, throughput.svg and projection.svg.
+# Benchmarks on QEMU virt: instructions per operation under -icount (deterministic), throughput
+# in pairs of -smp 1/-smp 2 boots (and -smp 4, oversubscribed, reported apart), the seed design
+# against the pre-patch baseline with confidence intervals, where the time goes per operation
+# (the profiled kernel), a projection to 128 CPUs, the floor of a map+unmap, growth, boot, the
+# targets. `just bench quick` (part of `just test`) runs each briefly: its throughput means
+# nothing, its instruction counts are the real ones. ARGS: `--baseline FILE` (another commit's
+# instructions per operation, for the load-c target; default platform/bench/baseline-8936a7f.json),
+# `--write-baseline FILE`. Writes target/bench/results.json, throughput.svg and projection.svg.
 bench MODE="full" *ARGS: _ensure image
-    @python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
-    cargo build --release --features bench --target-dir target/bench-kernel
-    python3 platform/bench/bench.py target/bench-kernel/{{target}}/release/initmm {{MODE}} {{kernel}}.img {{ARGS}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
+    # Both kernels at once: the bench kernel's one codegen unit keeps one core busy. The profiled
+    # kernel's instruction counts are never compared, so it is an ordinary release build.
+    cargo build --quiet --profile bench-kernel --features bench --target-dir target/bench-kernel &
+    bench=$!
+    cargo build --quiet --release --features profile --target-dir target/profile-kernel
+    wait $bench
+    python3 platform/bench/bench.py target/bench-kernel/{{target}}/bench-kernel/initmm {{MODE}} {{kernel}}.img \
+        --profile-elf target/profile-kernel/{{target}}/release/initmm {{ARGS}}
 
 # Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path),
 # then the ACPI table reader (from raw memory, or QEMU virt's tables corrupted), with libFuzzer for

@@ -7,6 +7,7 @@ use alloc::string::String;
 use core::cell::UnsafeCell;
 use core::fmt;
 
+use crate::arch::aarch64::daif::{self, Daif};
 use crate::arch::aarch64::{cpu, early, efi, psci, semihosting};
 use crate::cmdline::Cmdline;
 use crate::mm::layout::{self, phys_to_virt};
@@ -152,7 +153,11 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
 
     ends.device_tree = cpu::counter();
     log::debug!("boot: machine description read");
-    if let Err(e) = mm::boot::init(&machine, image, dtb) {
+    // SAFETY: once, from the boot CPU's entry, on the early tables, before anything used frames
+    // or virtual memory; `machine` is the device tree's, the ACPI tables' or the built-in
+    // description the board was identified by, `image` where the loader put the image, `dtb`
+    // where it put the tree.
+    if let Err(e) = unsafe { mm::boot::init(&machine, image, dtb) } {
         fatal(format_args!("memory: {e}"));
     }
     // ACPI tables are RAM that only the linear map reaches: they are read now.
@@ -176,6 +181,11 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     if let Err(e) = start_console(&machine) {
         log::warn!("console: {e}; output goes to the early buffer only");
     }
+    // Debug exceptions and SError on, IRQs still off: Linux's setup_arch does the same
+    // `local_daif_restore(DAIF_PROCCTX_NOIRQ)` once its early console is up, so that an SError is
+    // reported where someone reads it. One raised earlier (by the firmware, say) was held
+    // pending and is taken here.
+    daif::local_daif_restore(Daif::PROCCTX_NOIRQ);
     ends.console = cpu::counter();
     // Said once the console is up: the early buffer would also copy it to semihosting.
     if let Some((name, summary, why)) = &builtin {
@@ -196,6 +206,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
     ends.banner = cpu::counter();
     start_cpus(boot);
     ends.cpus = cpu::counter();
+    crate::devices::init_at_boot(&boot.machine);
     ends.log();
     // Fault injection (`fail=`) starts only now: boot's own mappings must not be failed.
     if let Err(e) = mm::fault_inject::setup_from_cmdline(&boot.cmdline()) {
@@ -596,7 +607,8 @@ fn acpi_banner(a: &crate::platform::acpi::AcpiInfo) {
     );
     for e in &a.ecam {
         log::info!(
-            "ACPI: PCIe ECAM at {:#x}, segment {}, buses {}-{} (MCFG; no PCIe driver yet)",
+            "ACPI: PCIe ECAM at {:#x}, segment {}, buses {}-{} (MCFG); its BAR windows and INTx \
+             routing are in the DSDT's AML, which initmm does not interpret: not probed",
             e.base,
             e.segment,
             e.bus_start,

@@ -25,9 +25,12 @@
 //!    It may log through the `log` facade and `panic!` (the language's way up to `panic`).
 //! 3. `mm` (whose hardware environment, frame allocator and profiler use `arch`'s barriers, TLB
 //!    maintenance, CPU id and counter), then `drivers` (which map their registers with `mm`).
-//! 4. `smp`, and `console` with its `log` backend `klog`.
+//! 4. `smp` (with the device-interrupt registry `smp::irq`), and `console` with its `log`
+//!    backend `klog`; then `devices`, the probe of the machine's devices (on every CPU) and the
+//!    drivers built on `drivers::virtio`.
 //! 5. `panic`: stops the other CPUs (`smp`) and reports on the console.
-//! 6. `kernel`, `testing`, `workload`, `bench`: the top, which installs the hooks.
+//! 6. `net` (its `http` half is pure logic; `stack` runs smoltcp over `devices`), then `kernel`,
+//!    `testing`, `workload`, `bench`: the top, which installs the hooks.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -40,6 +43,7 @@ pub mod drivers;
 pub mod hook;
 pub mod kallsyms;
 pub mod mm;
+pub mod net;
 pub mod platform;
 pub mod util;
 
@@ -47,6 +51,8 @@ pub mod util;
 pub mod bench;
 #[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
+pub mod devices;
 #[cfg(target_os = "none")]
 pub mod kernel;
 #[cfg(target_os = "none")]

@@ -154,7 +154,7 @@ pub fn print_backtrace(w: &mut Writer<'_>, mut fp: u64) {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // No interrupts from here on: in particular no stop IPI from a CPU panicking at the same time.
-    crate::arch::aarch64::cpu_boot::irqs_disable();
+    crate::arch::aarch64::daif::irqs_disable();
     let me = cpu::id();
     let bit = 1usize << me;
     if PANICKING.fetch_or(bit, Ordering::SeqCst) & bit != 0 {

@@ -18,7 +18,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use initmm::BootInfo;
-use initmm::arch::aarch64::cpu;
+use initmm::arch::aarch64::{cpu, daif};
 use initmm::drivers::gic::{Gic, GicVersion};
 use initmm::drivers::timer;
 use initmm::testing::{self, Test};
@@ -62,24 +62,14 @@ fn handle_irq() {
     }
 }
 
-fn irqs_on() {
-    // SAFETY: unmasks IRQs on this CPU only; the handler is installed before any test unmasks.
-    unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack, preserves_flags)) };
-}
-
-fn irqs_off() {
-    // SAFETY: masks IRQs on this CPU only.
-    unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack, preserves_flags)) };
-}
-
 /// Spin with IRQs on until `done()` or `us` microseconds passed; IRQs are masked again after.
 fn wait_until(us: u64, done: impl Fn() -> bool) -> bool {
     let deadline = timer::now() + timer::ticks_from_micros(us);
-    irqs_on();
+    daif::irqs_enable();
     while !done() && timer::now() < deadline {
         core::hint::spin_loop();
     }
-    irqs_off();
+    daif::irqs_disable();
     done()
 }
 
@@ -208,7 +198,7 @@ fn main(b: &'static BootInfo) -> ! {
     assert_eq!(initmm::smp::online_cpus(), 1, "run with maxcpus=1");
     // The kernel set the GIC up, with its tick; take over: our handler, no tick, IRQs masked
     // except while a test waits.
-    irqs_off();
+    daif::irqs_disable();
     timer::disable();
     initmm::arch::aarch64::exceptions::set_irq_handler(handle_irq);
     testing::run(&[

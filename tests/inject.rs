@@ -168,11 +168,16 @@ fn vmap_fails_cleanly_at_every_table_allocation_and_keeps_the_callers_pages() {
     let errors = fail_every_frame_allocation(
         "vmap",
         pages.len() * PAGE_SIZE,
-        &|| kernel_vm().vmap(&pages, Prot::KERNEL_RW),
+        // SAFETY: frames this test holds until the end, after every vmap of them was unmapped
+        // and purged.
+        &|| unsafe { kernel_vm().vmap(&pages, Prot::KERNEL_RW) },
         &|va| kernel_vm().vunmap(va).unwrap(),
     );
     assert!(errors.len() >= 2, "{errors:?}");
-    pages.iter().for_each(|&p| FRAMES.free(p, 1));
+    kernel_vm().vm_unmap_aliases();
+    // SAFETY: this test's frames; their last vmap was unmapped, and the purge above completed
+    // its TLB invalidation.
+    pages.iter().for_each(|&p| unsafe { FRAMES.free(p, 1) });
 }
 
 fn every_area_reservation_fails_cleanly() {
@@ -187,8 +192,12 @@ fn every_area_reservation_fails_cleanly() {
             vm.vmalloc_stack(4 * PAGE_SIZE).map(|s| s.guard_page())
         }),
         ("ioremap", &|| vm.ioremap(gic_page(), PAGE_SIZE)),
-        ("vmap", &|| vm.vmap(&[frame], Prot::KERNEL_RW)),
-        ("reserve_window", &|| vm.reserve_window(PUD_SIZE, PUD_SIZE)),
+        // SAFETY: a frame this test holds until the end; the call fails (injected), so maps
+        // nothing.
+        ("vmap", &|| unsafe { vm.vmap(&[frame], Prot::KERNEL_RW) }),
+        ("reserve_window", &|| {
+            vm.reserve_window(PUD_SIZE, PUD_SIZE).map(|w| w.start())
+        }),
     ];
     for (what, call) in calls {
         let injected = FAIL_AREAS.injected();
@@ -203,43 +212,51 @@ fn every_area_reservation_fails_cleanly() {
         assert_unmapped(page, PAGE_SIZE, what);
         assert_eq!(baseline(), base, "{what}: frames or areas leaked");
     }
-    FRAMES.free(frame, 1);
+    // SAFETY: the frame allocated above; nothing mapped it (every call failed).
+    unsafe { FRAMES.free(frame, 1) };
 }
 
 fn table_allocators_return_out_of_memory_and_install_nothing() {
     let vm = kernel_vm();
     let mm = &vm.init_mm;
     // A fresh 512 GiB: no pud table under its pgd slot yet.
-    let w = vm.reserve_window(512 * PUD_SIZE, 512 * PUD_SIZE).unwrap();
+    let window = vm.reserve_window(512 * PUD_SIZE, 512 * PUD_SIZE).unwrap();
+    let w = window.start();
     let base = baseline();
     let fail_next = || FAIL_FRAMES.set(Some(Rule::Nth(1)), 1);
 
+    // Every table allocator call below passes entries of init_mm for `w`, in the window this
+    // test holds, where nothing maps a block or reclaims tables while they are used.
     fail_next();
-    assert_eq!(
-        mm.pud_alloc(mm.pgd_offset_k(w), w).err(),
-        Some(MmError::OutOfMemory)
-    );
+    // SAFETY: as said above.
+    let r = unsafe { mm.pud_alloc(mm.pgd_offset_k(w), w) };
     off();
+    assert_eq!(r.err(), Some(MmError::OutOfMemory));
     assert!(
         !mm.pgd_offset_k(w).read().is_valid(),
         "pud_alloc installed a table"
     );
-    let pud = mm.pud_alloc(mm.pgd_offset_k(w), w).unwrap();
+    // SAFETY: as said above.
+    let pud = unsafe { mm.pud_alloc(mm.pgd_offset_k(w), w) }.unwrap();
 
     fail_next();
-    assert_eq!(mm.pmd_alloc(pud, w).err(), Some(MmError::OutOfMemory));
+    // SAFETY: as said above.
+    let r = unsafe { mm.pmd_alloc(pud, w) };
     off();
+    assert_eq!(r.err(), Some(MmError::OutOfMemory));
     assert!(!pud.read().is_valid(), "pmd_alloc installed a table");
-    let pmd = mm.pmd_alloc(pud, w).unwrap();
+    // SAFETY: as said above.
+    let pmd = unsafe { mm.pmd_alloc(pud, w) }.unwrap();
 
     fail_next();
-    assert_eq!(
-        mm.pte_alloc_kernel(pmd, w).err(),
-        Some(MmError::OutOfMemory)
-    );
+    // SAFETY: as said above.
+    let r = unsafe { mm.pte_alloc_kernel(pmd, w) };
     off();
+    assert_eq!(r.err(), Some(MmError::OutOfMemory));
     assert!(!pmd.read().is_valid(), "pte_alloc_kernel installed a table");
-    assert!(mm.pte_alloc_kernel(pmd, w).is_ok());
+    // SAFETY: as said above.
+    let r = unsafe { mm.pte_alloc_kernel(pmd, w) };
+    assert!(r.is_ok());
     assert!(
         pmd.read().is_table(Level::Pmd),
         "the retry installed the pte table"
@@ -249,20 +266,22 @@ fn table_allocators_return_out_of_memory_and_install_nothing() {
     let va = w + 7 * PUD_SIZE;
     for k in 1..=2 {
         FAIL_FRAMES.set(Some(Rule::Nth(k)), 1);
-        let r = mm.map_range(va, gic_page(), PAGE_SIZE, Prot::DEVICE, false);
+        // SAFETY: a page of the window this test holds, mapped to a device register (no RAM).
+        let r = unsafe { mm.map_range(va, gic_page(), PAGE_SIZE, Prot::DEVICE, false) };
         off();
         assert_eq!(r, Err(MmError::OutOfMemory), "k={k}");
         assert!(mm.translate(va).is_none());
     }
-    mm.map_range(va, gic_page(), PAGE_SIZE, Prot::DEVICE, false)
-        .unwrap();
-    mm.unmap_range(va, PAGE_SIZE);
+    // SAFETY: as above.
+    unsafe { mm.map_range(va, gic_page(), PAGE_SIZE, Prot::DEVICE, false) }.unwrap();
+    // SAFETY: the page mapped just above, in the window this test holds.
+    unsafe { mm.unmap_range(va, PAGE_SIZE) };
     assert_eq!(
         baseline(),
         base,
         "tables freed once empty, nothing else taken"
     );
-    vm.release_window(w).unwrap();
+    vm.release_window(window).unwrap();
 }
 
 /// A pattern for word `i` of the page at `pa`.
@@ -283,6 +302,8 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
     fault_inject::apply(&cfg);
     on_cpus(4, &|cpu| {
         let vm = kernel_vm();
+        // The frames this CPU vmapped, given back once their areas are purged.
+        let mut vmapped = Vec::with_capacity(150);
         let count = |kind: usize, r: Result<(), VmError>| match r {
             Ok(()) => done[kind].fetch_add(1, Ordering::Relaxed),
             Err(e) => {
@@ -335,17 +356,25 @@ fn four_cpus_under_injection_balance_and_every_error_was_injected() {
                     let lin = phys_to_virt(pa).as_mut_ptr::<u64>();
                     // SAFETY: a frame this CPU just took, reached through the linear map.
                     unsafe { lin.write_volatile(pattern(pa.0, i, cpu)) };
-                    let r = vm.vmap(&[pa], Prot::KERNEL_RW).map(|va| {
+                    // SAFETY: this CPU's frame, kept until its area is unmapped and purged
+                    // (below the loop).
+                    let r = unsafe { vm.vmap(&[pa], Prot::KERNEL_RW) }.map(|va| {
                         // SAFETY: the vmap of that frame, live until the vunmap below.
                         let got = unsafe { va.as_ptr::<u64>().read_volatile() };
                         assert_eq!(got, pattern(pa.0, i, cpu), "cpu{cpu}: vmap data");
                         vm.vunmap(va).unwrap();
                     });
-                    FRAMES.free(pa, 1);
+                    vmapped.push(pa);
                     r
                 }
             };
             count(2, r);
+        }
+        vm.vm_unmap_aliases();
+        for pa in vmapped {
+            // SAFETY: this CPU's frame; its vmap was unmapped, and the purge just above
+            // completed the TLB invalidation of every lazily freed area.
+            unsafe { FRAMES.free(pa, 1) };
         }
     });
     off();

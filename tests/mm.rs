@@ -237,14 +237,17 @@ fn remap_same_range_reads_new_contents() {
     }
     for round in 0..100 {
         // Two ranges that map `a`, read through (so the TLB holds them), then freed lazily.
-        let va = vm.vmap(&[a], Prot::KERNEL_RW).unwrap();
+        // SAFETY: `a` and `b` are this test's frames, given back only at the
+        // end, after every area was vunmapped and purged.
+        let va = unsafe { vm.vmap(&[a], Prot::KERNEL_RW) }.unwrap();
         assert_eq!(
             probe_read(va.0 + 8),
             0xaaaa_0001,
             "round {round}: first mapping"
         );
         vm.vunmap(va).unwrap();
-        let early = vm.vmap(&[a], Prot::KERNEL_RW).unwrap();
+        // SAFETY: as above.
+        let early = unsafe { vm.vmap(&[a], Prot::KERNEL_RW) }.unwrap();
         assert_ne!(
             early, va,
             "a lazily freed range is not reused before its purge"
@@ -253,10 +256,13 @@ fn remap_same_range_reads_new_contents() {
         vm.vunmap(early).unwrap();
         vm.vm_unmap_aliases();
         // The allocator hands both back (in an order that is its business), now mapping `b`.
-        let (v1, v2) = (
-            vm.vmap(&[b], Prot::KERNEL_RW).unwrap(),
-            vm.vmap(&[b], Prot::KERNEL_RW).unwrap(),
-        );
+        // SAFETY: as above.
+        let (v1, v2) = unsafe {
+            (
+                vm.vmap(&[b], Prot::KERNEL_RW).unwrap(),
+                vm.vmap(&[b], Prot::KERNEL_RW).unwrap(),
+            )
+        };
         let (mut got, mut want) = ([v1, v2], [va, early]);
         got.sort_unstable();
         want.sort_unstable();
@@ -274,8 +280,11 @@ fn remap_same_range_reads_new_contents() {
         }
         vm.vm_unmap_aliases();
     }
-    FRAMES.free(a, 1);
-    FRAMES.free(b, 1);
+    // SAFETY: this test's frames, whose every vmap was unmapped and purged above.
+    unsafe {
+        FRAMES.free(a, 1);
+        FRAMES.free(b, 1);
+    }
 }
 
 fn write_to_kernel_text() {

@@ -9,7 +9,7 @@
 #![no_std]
 #![no_main]
 
-use initmm::arch::aarch64::{cpu, cpu_boot};
+use initmm::arch::aarch64::{cpu, daif};
 use initmm::smp::{self, runtime};
 
 /// Spin for `ms` milliseconds without masking anything.
@@ -44,7 +44,7 @@ fn main(_: &'static initmm::BootInfo) -> ! {
     }
     log::info!("busy CPUs kept ticking; now cpu1 masks IRQs and spins");
     runtime::spawn_on(1, || {
-        cpu_boot::irqs_disable();
+        daif::irqs_disable();
         loop {
             core::hint::spin_loop();
         }

@@ -1,61 +1,62 @@
 #!/usr/bin/env python3
-"""`just bench`: boot initmm's benchmarks on QEMU virt at several CPU counts and report.
+"""`just bench`: boot initmm's benchmarks on QEMU virt and report.
 
     platform/bench/bench.py BENCH_KERNEL_ELF [quick|full|baseline] [IMAGE]
-                            [--baseline FILE] [--write-baseline FILE]
+                            [--profile-elf ELF] [--baseline FILE|none]
+                            [--write-baseline FILE] [--commit REV]
 
-BENCH_KERNEL_ELF is the kernel built with the `bench` feature (both designs and `bench=`); IMAGE
-is the Image `just run` boots, whose size and boot time are measured (default: the bench
-kernel's own).
+BENCH_KERNEL_ELF is the kernel built with the `bench` feature (both designs and `bench=`, no
+profiling probes); --profile-elf the one built with `profile` (the probes compiled in, for the
+breakdown; without it the breakdown is left out); IMAGE is the Image `just run` boots, whose size
+and boot time are measured (default: the bench kernel's own).
 
-The host has 2 cores: the headline numbers and every verdict come from -smp 1 and 2. -smp 4
-(`full` only) is reported apart, marked oversubscribed, and decides nothing.
+What it runs, in this order:
+1. Instructions per operation: one -smp 1 boot of the bench kernel under `-icount shift=0`
+   (every guest instruction is 1 ns of virtual time, so the generic counter's 62.5 MHz counts 16
+   instructions a tick and instructions/op = virtual ns / ops). Deterministic: it does not depend
+   on the host being idle, so `quick` mode measures the real figure too. Loads a, b, c in both
+   designs, the floor of a map + unmap, growth with live areas and with ioremap's size.
+2. Throughput: pairs of boots, -smp 1 and -smp 2, alternately first (1,2 then 2,1: ABBA, so
+   linear host drift falls on both alike), each boot running both designs back to back in every
+   rep (seed first in even reps). A scaling figure is one ratio per pair of boots (the -smp 2
+   boot's median over the -smp 1 boot's), with a CI over the pairs; seed/prepatch is the median
+   of the in-boot per-rep ratios pooled over the boots. The first -smp 1 boot also times the
+   floor, the first -smp 2 boot the seed on 1 CPU and on 2 in one boot (shown, not decided on).
+3. The breakdown (profiled kernel): boots at -smp 1 and 2 with profiling on: per lock the time
+   held and waited and the acquisitions (the heap's lock among them), the serial time (some
+   global lock held, nested holds counted once), TLB and leaf-write time, table allocations,
+   barriers, TLB invalidations and writes to shared cache lines per operation.
+4. (`full`) one -smp 4 boot, oversubscribed (4 vCPUs on the 2 host cores): reported, never a
+   verdict; boot time against a floor kernel.
+5. Devices: the ELF beside IMAGE (IMAGE without `.img`) booted with a virtio disk, rng and
+   network at -smp 1 and 2 (platform/devices/check.py): the blk workload's MB/s and HTTP
+   requests/s from concurrent clients on the host's 127.0.0.1, every answer checked.
 
-What it prints (and writes to target/bench/results.json, with throughput.svg and
-projection.svg):
-- throughput per load and design: the median of the reps with a confidence interval of the
-  median, and seed/prepatch as the median (with its CI) of the per-rep ratios: the guest runs
-  the two designs back to back in every rep, alternating which goes first;
-- where the time goes, per operation, in guest counter ticks, at -smp 1 and 2 (the profiled
-  `breakdown` runs, separate from the throughput reps): per lock the time held and waited (with
-  profiling's own cost, which the guest measures, taken out) and the acquisitions, TLB and
-  leaf-write time, table allocations, barriers, TLB invalidations, lost table installs, and the
-  serial fraction (time holding a lock every CPU contends for / unprofiled CPU time);
-- scaling, two ways. The targets take the -smp 2 boot's median over the -smp 1 boot's, as they
-  are stated (total throughput at -smp 2 against the -smp 1 figure). Beside it, the seed on
-  1 CPU and on 2 back to back in every rep of the -smp 2 boot, as a paired ratio: host drift
-  between boots (a -smp 1 boot's load-(a) throughput has moved by a third from one boot to the
-  next, both designs together) cancels there, but its 1-CPU side is no -smp 1 figure: load (c)
-  on 1 CPU of a 2-vCPU machine ran at 77-83k/s in full runs against 118-131k/s in -smp 1 boots,
-  for a reason not established (QEMU's parallel mode for several vCPUs, the idle vCPU, or the
-  kernel's 2-CPU set-up), so it is shown, not decided on;
-- a projection to 4-128 CPUs from the -smp 1 serial fraction s: Amdahl, and the Universal
-  Scalability Law with sigma = s and kappa fitted to the measured -smp 2 throughput, with how far
-  Amdahl's -smp 2 prediction is from the measurement;
-- the targets, each with its figure, CI and met/MISSED.
+Host contention: every bench line is stamped with the QEMU vCPU threads' run and run-queue wait
+time on the host (/proc/PID/task/TID/schedstat; QEMU names its threads with `-name
+debug-threads=on`) since the previous line. On this 2-core development machine a measurement's
+throughput follows the share of the time the host let its vCPU threads run; the report says how
+much they waited, so that a reader can tell the kernel's figures from the host's.
 
 Confidence intervals are distribution-free: for n sorted samples the interval [x(k), x(n+1-k)]
 with the largest k for which a Binomial(n, 1/2) falls below k with probability at most 2.5%
 covers the median with at least 95% (the coverage printed is the exact one; below 6 samples no
-such k exists and the interval is the min-max, of coverage 1 - 2^(1-n)). A ratio of two
-independent medians (this run over a baseline, -smp 2 over -smp 1 across boots) gets the conservative
-interval of the two intervals' extremes.
+such k exists and the interval is the min-max, of coverage 1 - 2^(1-n)). Instruction counts are
+deterministic up to the run's state (load c's frames); their interval is the reps' min-max.
 
-`quick` (part of `just test`) runs every benchmark briefly, to prove the code works; its numbers
-mean nothing. `baseline` runs only the throughput loads at -smp 1 and 2 with `full`'s reps, for
-`--write-baseline`: the kernel may be an older commit's bench kernel (its lines are read as far as
-they go: `caller` for `prepatch`, no alternation).
-
---write-baseline FILE writes this run's throughput samples; --baseline FILE reads such a file
-(or any bench.py's results.json) and checks load c against it. For the figures of commit OLD
-(build its bench kernel as its justfile's `bench` recipe does: before the `bench` feature
-existed, the release kernel was it):
+`baseline` mode runs step 1 only and needs --write-baseline FILE: the instructions per operation
+of a commit, against which `--baseline FILE` decides "load c's instructions per op halved"
+(default: platform/bench/baseline-8936a7f.json, the figures of the commit the issue started
+from; `--baseline none` leaves that target undecided). For commit OLD:
 
     mkdir /tmp/old && git archive OLD | tar -x -C /tmp/old
-    (cd /tmp/old && cargo build --release --features bench --target-dir target/bench-kernel)
+    (cd /tmp/old && cargo build --release --config profile.release.codegen-units=1 \\
+        --features bench --target-dir target/bench-kernel)
     platform/bench/bench.py /tmp/old/target/bench-kernel/aarch64-unknown-none/release/initmm \\
-        baseline --write-baseline target/bench/baseline-OLD.json
-    just bench full --baseline target/bench/baseline-OLD.json
+        baseline --write-baseline platform/bench/baseline-OLD.json --commit OLD
+
+(One codegen unit, as the `bench-kernel` cargo profile builds the bench kernels: with several,
+instructions per operation move by several percent with changes to unrelated code.)
 """
 import json
 import math
@@ -66,26 +67,97 @@ import struct
 import subprocess
 import sys
 import time
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN = os.path.join(ROOT, "platform", "qemu", "run.sh")
 OUT = os.path.join(ROOT, "target", "bench")
+DEFAULT_BASELINE = os.path.join(ROOT, "platform", "bench", "baseline-8936a7f.json")
 # QEMU virt's device windows for the ioremap-size benchmark (board knowledge lives here, not in
 # the kernel): the PCIe MMIO window (2 MiB aligned, ~750 MiB) and high PCIe MMIO (512 GiB).
 VIRT_MMIO = "bench_mmio=0x10000000 bench_mmio_1g=0x8000000000"
+# QEMU's options for every benchmark boot: thread names, so that the vCPU threads' host
+# scheduling can be read (see `HostClock`).
+NAME_THREADS = ["--qemu-arg", "-name", "--qemu-arg", "debug-threads=on"]
+# -icount shift: 2^0 ns of virtual time per instruction.
+ICOUNT_SHIFT = 0
 
 
-def boot(elf, smp, words, timeout=600):
-    """Boot once; return (exit status, output lines, wall seconds)."""
+# Booting, and what the host's scheduler did meanwhile.
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+                todo += kids
+                out += kids
+        except OSError:
+            pass
+    return out
+
+
+class HostClock:
+    """The QEMU vCPU threads' host scheduling: run time and run-queue wait (ns), summed over the
+    threads QEMU names `CPU n/TCG`. None where /proc does not tell (another OS, no schedstats)."""
+
+    def __init__(self, runner_pid):
+        self.runner, self.qemu = runner_pid, None
+
+    def read(self):
+        if self.qemu is None:
+            for d in descendants(self.runner):
+                try:
+                    with open(f"/proc/{d}/comm") as f:
+                        if f.read().startswith("qemu-system"):
+                            self.qemu = d
+                except OSError:
+                    pass
+            if self.qemu is None:
+                return None
+        run = wait = 0
+        found = False
+        try:
+            for t in os.listdir(f"/proc/{self.qemu}/task"):
+                with open(f"/proc/{self.qemu}/task/{t}/comm") as f:
+                    if not re.match(r"CPU \d+/TCG", f.read().strip()):
+                        continue
+                with open(f"/proc/{self.qemu}/task/{t}/schedstat") as f:
+                    r, w = (int(x) for x in f.read().split()[:2])
+                run, wait, found = run + r, wait + w, True
+        except (OSError, ValueError):
+            return None
+        return (time.monotonic(), run, wait) if found else None
+
+
+def boot(elf, smp, words, extra=(), timeout=900):
+    """Boot once; return (exit status, output lines, bench records). Each record carries `host`:
+    the vCPU threads' share of the wall time spent running (`run`, per vCPU) and the share of
+    their runnable time spent waiting for a host CPU (`wait`), since the previous bench line."""
+    cmd = [RUN, "--smp", str(smp), "--timeout", str(timeout), *NAME_THREADS, *extra, elf] + words.split()
     t0 = time.monotonic()
-    p = subprocess.run(
-        [RUN, "--smp", str(smp), "--timeout", str(timeout), elf] + words.split(),
-        capture_output=True, text=True, cwd=ROOT)
-    return p.returncode, (p.stdout + p.stderr).splitlines(), time.monotonic() - t0
-
-
-def bench_lines(lines):
-    return [json.loads(l[len("bench "):]) for l in lines if l.startswith("bench {")]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    clock = HostClock(p.pid)
+    lines, records, prev = [], [], None
+    for line in p.stdout:
+        line = line.rstrip("\n")
+        lines.append(line)
+        if not line.startswith("bench {"):
+            continue
+        now = clock.read()
+        rec = json.loads(line[len("bench "):])
+        if now and prev and now[0] > prev[0]:
+            run, wait = now[1] - prev[1], now[2] - prev[2]
+            rec["host"] = {"run": run / 1e9 / (now[0] - prev[0]) / smp,
+                           "wait": wait / (run + wait) if run + wait else 0.0}
+        prev = now
+        records.append(rec)
+    rc = p.wait()
+    print(f"bench:   {time.monotonic() - t0:.0f} s", flush=True)
+    return rc, lines, records
 
 
 def floor_kernel():
@@ -97,62 +169,57 @@ def floor_kernel():
         0x14000000,  # b .
     ]
     body = struct.pack("<4I", *code) + struct.pack("<QQ", 0x20026, 0)  # ADP_Stopped_ApplicationExit, 0
-    size = 64 + len(body)
     header = struct.pack("<IIQQQQQQII", 0x14000010, 0, 0, 4096, 0xA, 0, 0, 0, 0x644D5241, 0)
     path = os.path.join(OUT, "floor.img")
     with open(path, "wb") as f:
         f.write(header + body)
-    return path, size
+    return path
 
 
-def qemu_wall(img, smp, reps, append=None):
-    """Wall time of the QEMU process alone (as run.sh starts it, without its build steps)."""
+def qemu_wall(img, smp, append=None):
+    """Wall time and console of the QEMU process alone (as run.sh starts it, without its steps)."""
     cmd = ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", str(smp), "-m", "1G",
            "-nographic", "-nic", "none", "-semihosting-config", "enable=on,target=native",
            "-kernel", img]
     if append:
         cmd += ["-append", append]
-    walls, outs = [], []
-    for _ in range(reps):
-        t0 = time.monotonic()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        walls.append(time.monotonic() - t0)
-        outs.append(r.stdout)
-        if r.returncode != 0:
-            sys.exit(f"bench: {img} exited with {r.returncode}:\n{r.stdout[-2000:]}")
-    return walls, outs
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        sys.exit(f"bench: {img} exited with {r.returncode}:\n{r.stdout[-2000:]}")
+    return wall, r.stdout
 
 
 def stats(xs):
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
+# The plan.
+
 # The CPU counts that decide: the host has 2 cores. -smp 4 puts 4 vCPUs on them.
 VERDICT_CPUS = (1, 2)
 OVERSUBSCRIBED = 4
 PROJECT_TO = (4, 8, 16, 64, 128)
-# `full`: pairs (seed + prepatch back to back) per load at -smp 1 and 2, pairs at -smp 4, ms per
-# measurement, profiled pairs per load at -smp 1 and 2. A pair takes 0.4 s, so host drift slower
-# than that cancels in its ratio; 200 ms is thousands of operations even for load c and makes
-# the counter's resolution and a run's set-up and final purge negligible. 21 pairs put the
-# median's interval at the 6th and 16th of them (97% coverage): a burst of host load that spoils
-# up to 5 pairs cannot move it past a clean pair. The whole run takes 3-4 minutes.
-FULL_REPS, FULL_REPS_OVERSUBSCRIBED, FULL_MS, FULL_PROFILED_REPS = 21, 5, 200, 5
-QUICK_REPS, QUICK_MS, QUICK_PROFILED_REPS = 2, 40, 1
 CI_LEVEL = 0.95
+# A vCPU thread that waited for a host CPU more than this share of its runnable time: the
+# measurement is the host's as much as the kernel's.
+CONTENDED = 0.05
 
-
-def plan(mode):
-    """{smp: (groups, reps)}, ms per measurement, profiled reps."""
-    if mode == "quick":
-        return ({1: (["designs", "breakdown", "floor", "growth"], QUICK_REPS),
-                 2: (["designs", "breakdown", "scaling"], QUICK_REPS)}, QUICK_MS,
-                QUICK_PROFILED_REPS)
-    if mode == "baseline":
-        return {c: (["designs"], FULL_REPS) for c in VERDICT_CPUS}, FULL_MS, 0
-    return ({1: (["designs", "breakdown", "floor", "growth"], FULL_REPS),
-             2: (["designs", "breakdown", "scaling"], FULL_REPS),
-             OVERSUBSCRIBED: (["designs"], FULL_REPS_OVERSUBSCRIBED)}, FULL_MS, FULL_PROFILED_REPS)
+# Per mode: the -icount boot (reps, ms per measurement, ms per floor measurement, live areas for
+# growth); the pairs of -smp 1/-smp 2 throughput boots (pairs, reps per boot, ms); the profiled
+# boots per CPU count and their reps; the oversubscribed boot's reps; the boot-time runs.
+# `full`: 6 pairs put the pairs' interval at their min-max, 97% coverage; 7 reps of 200 ms per
+# boot give 42 in-boot pairs per CPU count for seed/prepatch (its interval at the 15th and 28th).
+# A rep takes 0.4 s, so host drift slower than that cancels in its ratio. 6-7 minutes in all.
+PLANS = {
+    "quick": {"icount": (2, 300, 20, "10,1000"), "pairs": (1, 2, 40), "profiled": (1, 1),
+              "oversubscribed": 0, "boot_reps": 1},
+    "full": {"icount": (2, 300, 20, "10,1000,10000,100000"), "pairs": (6, 7, 200),
+             "profiled": (2, 3), "oversubscribed": 5, "boot_reps": 11},
+    "baseline": {"icount": (2, 300, 20, "10,1000,10000,100000"), "pairs": (0, 0, 0),
+                 "profiled": (0, 0), "oversubscribed": 0, "boot_reps": 0},
+}
 
 
 def args():
@@ -160,129 +227,196 @@ def args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("elf", help="the bench kernel ELF (built with --features bench)")
-    p.add_argument("mode", nargs="?", default="full", choices=["quick", "full", "baseline"])
+    p.add_argument("mode", nargs="?", default="full", choices=list(PLANS))
     p.add_argument("image", nargs="?", help="the Image `just run` boots (default: ELF.img)")
-    p.add_argument("--baseline", metavar="FILE",
-                   help="a --write-baseline file or a results.json to check load c against")
-    p.add_argument("--write-baseline", metavar="FILE", help="write this run's throughput samples")
+    p.add_argument("--profile-elf", metavar="ELF",
+                   help="the profiled kernel ELF (--features profile), for the breakdown")
+    p.add_argument("--baseline", metavar="FILE", default=DEFAULT_BASELINE,
+                   help="a --write-baseline file to decide load c's instructions against "
+                        "(default: %(default)s; `none`: leave it undecided)")
+    p.add_argument("--write-baseline", metavar="FILE",
+                   help="write this run's instructions per operation")
+    p.add_argument("--commit", metavar="REV",
+                   help="the commit the bench kernel was built from, for --write-baseline "
+                        "(default: `git describe` where the ELF is)")
     a = p.parse_args()
     if a.mode == "baseline" and not a.write_baseline:
         p.error("baseline mode needs --write-baseline FILE")
     return a
 
 
+class Failures(list):
+    def check(self, what, rc, lines, records):
+        bad = [b for b in records if not b.get("ok", False)]
+        if rc != 0 or bad or not records:
+            self.append(f"{what}: exit {rc}, {len(bad)} failed checks: {bad[:3]}")
+            print("\n".join(lines[-30:]))
+            return False
+        return True
+
+
 def main():
     a = args()
     elf, mode = a.elf, a.mode
-    quick = mode == "quick"
+    plan = PLANS[mode]
     image = a.image or elf + ".img"
-    baseline = read_baseline(a.baseline) if a.baseline else None
+    baseline = None
+    if mode != "baseline" and a.baseline != "none" and (
+            a.baseline != DEFAULT_BASELINE or os.path.exists(a.baseline)):
+        baseline = read_baseline(a.baseline)
     os.makedirs(OUT, exist_ok=True)
-    boots, ms, preps = plan(mode)
-    cpu_counts = sorted(boots)
-    failures = []
-    results = {"mode": mode, "quick": quick, "ms_per_measurement": ms, "profiled_reps": preps,
-               "reps": {c: r for c, (_, r) in boots.items()}, "counter_hz": {}, "probe": {}, "runs": [],
-               "profiled": [], "scaling_runs": [], "floor": None, "areas": {}, "ioremap_size": {},
-               "boot": {}}
+    failures = Failures()
+    r = {"mode": mode, "plan": plan, "counter_hz": None, "icount": None, "boots": [], "runs": [],
+         "profiled": [], "probe": {}, "scaling_runs": [], "floor_runs": [], "oversubscribed": [],
+         "boot": {}, "devices": {}}
 
-    for smp in cpu_counts:
-        groups, reps = boots[smp]
-        words = f"bench={','.join(groups)} reps={reps} preps={preps} ms={ms} {VIRT_MMIO}"
-        print(f"bench: -smp {smp}: {','.join(groups)}, {reps} reps"
-              + (" (oversubscribed: 4 vCPUs on 2 host cores)" if smp == OVERSUBSCRIBED else ""),
-              flush=True)
-        rc, lines, _ = boot(elf, smp, words)
-        got = bench_lines(lines)
-        bad = [b for b in got if not b["ok"]]
-        if rc != 0 or bad or not got:
-            failures.append(f"-smp {smp}: exit {rc}, {len(bad)} failed checks: {bad[:3]}")
-            print("\n".join(lines[-30:]))
-            continue
-        for b in got:
-            g = b["group"]
-            if g == "info":
-                results["counter_hz"][smp] = b["counter_hz"]
-            elif g == "probe":
-                results["probe"].setdefault(smp, []).append(b)
-            elif g in ("designs", "breakdown"):
-                # Older bench kernels called the baseline `caller` and did not say who went first.
-                b["design"] = {"caller": "prepatch"}.get(b["design"], b["design"])
-                b["cpus"] = smp
-                results["runs" if g == "designs" else "profiled"].append(b)
-            elif g == "scaling":
-                results["scaling_runs"].append(b)
-            elif g == "floor":
-                results.setdefault("_floor", []).append(b)
-            elif g == "areas":
-                results["areas"][b["live"]] = b
-            elif g == "ioremap_size":
-                results["ioremap_size"][b["size"]] = b
-
+    # 1. Instructions per operation.
+    reps, ms, floor_ms, lives = plan["icount"]
+    words = (f"bench=designs,floor,growth reps={reps} ms={ms} floor_ms={floor_ms} lives={lives} "
+             f"{VIRT_MMIO}")
+    print(f"bench: -smp 1 under -icount shift={ICOUNT_SHIFT}: designs, floor, growth, {reps} reps "
+          f"of {ms} ms of virtual time", flush=True)
+    rc, lines, got = boot(elf, 1, words, ["--icount", str(ICOUNT_SHIFT)])
+    if failures.check("-icount boot", rc, lines, got):
+        r["icount"] = icount(got)
+        r["counter_hz"] = r["icount"]["counter_hz"]
     if mode == "baseline":
-        results["designs"], results["pairs"] = throughput(results["runs"]), pairs(results["runs"])
-        report_throughput(results, cpu_counts)
-        write_baseline(a.write_baseline, elf, results)
-        print(f"\nbench: wrote {a.write_baseline}")
+        if r["icount"]:
+            report_icount(r["icount"], None)
+            write_baseline(a.write_baseline, elf, a.commit, r["icount"])
+            print(f"\nbench: wrote {a.write_baseline}")
         if failures:
             sys.exit("bench: FAILED:\n  " + "\n  ".join(failures))
         return
 
-    # Boot: the whole QEMU process, initmm with workload=none against the floor kernel, at the
-    # CPU counts the host has cores for (2), one run of each in turn so that host noise hits both.
-    floor_img, _ = floor_kernel()
-    boot_reps = 1 if quick else 11
-    for smp in [1, 2]:
-        walls, outs, fl = [], [], []
-        for _ in range(boot_reps):
-            w, o = qemu_wall(image, smp, 1, "semihosting workload=none")
-            walls += w
-            outs += o
-            fl += qemu_wall(floor_img, smp, 1)[0]
-        online = []
-        for out in outs:
+    # 2. Throughput, in pairs of boots.
+    npairs, reps, ms = plan["pairs"]
+    for i in range(npairs):
+        for smp in (1, 2) if i % 2 == 0 else (2, 1):
+            groups = ["designs"]
+            if i == 0:
+                groups.append("floor" if smp == 1 else "scaling")
+            words = f"bench={','.join(groups)} reps={reps} ms={ms}"
+            print(f"bench: pair {i + 1}/{npairs}, -smp {smp}: {','.join(groups)}, {reps} reps",
+                  flush=True)
+            rc, lines, got = boot(elf, smp, words)
+            if not failures.check(f"pair {i + 1} -smp {smp}", rc, lines, got):
+                continue
+            bi = len(r["boots"])
+            r["boots"].append({"pair": i, "cpus": smp})
+            for b in got:
+                b["boot"], b["pair"] = bi, i
+                g = b["group"]
+                if g == "info":
+                    r["counter_hz"] = r["counter_hz"] or b["counter_hz"]
+                elif g == "designs":
+                    b["cpus"] = smp
+                    r["runs"].append(b)
+                elif g == "scaling":
+                    r["scaling_runs"].append(b)
+                elif g == "floor":
+                    r["floor_runs"].append(b)
+
+    # 3. The breakdown, in the profiled kernel.
+    nprof, preps = plan["profiled"]
+    if nprof and not a.profile_elf:
+        print("bench: no --profile-elf: the breakdown and the serial fraction are left out")
+        nprof = 0
+    for i in range(nprof):
+        for smp in (1, 2) if i % 2 == 0 else (2, 1):
+            print(f"bench: profiled, -smp {smp}: breakdown, {preps} reps", flush=True)
+            rc, lines, got = boot(a.profile_elf, smp, f"bench=breakdown preps={preps} ms={ms}")
+            if not failures.check(f"profiled -smp {smp}", rc, lines, got):
+                continue
+            for b in got:
+                if b["group"] == "probe":
+                    r["probe"].setdefault(smp, []).append(b)
+                elif b["group"] == "breakdown":
+                    b["cpus"] = smp
+                    r["profiled"].append(b)
+
+    # 4. Oversubscribed, and boot time.
+    if plan["oversubscribed"]:
+        smp = OVERSUBSCRIBED
+        print(f"bench: -smp {smp}: designs, {plan['oversubscribed']} reps (oversubscribed: "
+              f"4 vCPUs on 2 host cores)", flush=True)
+        rc, lines, got = boot(elf, smp, f"bench=designs reps={plan['oversubscribed']} ms={ms}")
+        if failures.check(f"-smp {smp}", rc, lines, got):
+            for b in got:
+                if b["group"] == "designs":
+                    b["cpus"] = smp
+                    r["oversubscribed"].append(b)
+    boot_times(r, image, plan["boot_reps"], failures)
+
+    # 5. Devices: the kernel `just run` boots, with a virtio disk, rng and network.
+    r["devices"] = devices_bench(image[:-4] if image.endswith(".img") else image, mode == "quick",
+                                 failures)
+
+    # Aggregate, report, decide.
+    aggregate(r)
+    report(r)
+    r["baseline"] = baseline
+    r["targets"] = check_targets(r, baseline)
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(r, f, indent=1, default=str)
+    if a.write_baseline and r["icount"]:
+        write_baseline(a.write_baseline, elf, a.commit, r["icount"])
+        print(f"bench: wrote {a.write_baseline}")
+    chart(r)
+    chart_projection(r)
+    print(f"\nbench: wrote {OUT}/results.json, {OUT}/throughput.svg and {OUT}/projection.svg")
+    if failures:
+        print("bench: FAILED:\n  " + "\n  ".join(failures))
+        sys.exit(1)
+
+
+def boot_times(r, image, reps, failures):
+    """The whole QEMU process, initmm with workload=none against the floor kernel, at -smp 1 and
+    2, one run of each in turn so that host noise hits both (shown, not a target)."""
+    if not reps:
+        return
+    floor_img = floor_kernel()
+    for smp in VERDICT_CPUS:
+        walls, fl, online = [], [], []
+        for _ in range(reps):
+            w, out = qemu_wall(image, smp, "semihosting workload=none")
+            walls.append(w)
+            fl.append(qemu_wall(floor_img, smp)[0])
             m = re.search(r"\[\s*([\d.]+) cpu0 INFO \] (\d+) of (\d+) CPUs online", out)
             if m and m.group(2) == m.group(3) == str(smp):
                 online.append(float(m.group(1)) * 1000)
             else:
                 failures.append(f"boot -smp {smp}: not every CPU came online")
-        results["boot"][smp] = {"initmm_wall_s": stats(walls), "floor_wall_s": stats(fl),
-                                "ratio": statistics.median(walls) / statistics.median(fl),
-                                "all_online_ms_since_entry": stats(online) if online else None,
-                                "pair_ratios": [w / f for w, f in zip(walls, fl)]}
-    results["image_bytes"] = os.path.getsize(image)
+        r["boot"][smp] = {"initmm_wall_s": stats(walls), "floor_wall_s": stats(fl),
+                          "pair_ratios": [w / f for w, f in zip(walls, fl)],
+                          "all_online_ms_since_entry": stats(online) if online else None}
+    r["image_bytes"] = os.path.getsize(image)
 
-    # Aggregate.
-    results["designs"] = throughput(results["runs"])
-    results["pairs"] = pairs(results["runs"])
-    results["scaling"] = scaling(results["scaling_runs"])
-    # Each probe line is already the least of its batches (host preemption only adds time).
-    results["probe"] = {c: {k: min(b[k] for b in bs) for k in PROBE_FIELDS} | {"n": len(bs)}
-                        for c, bs in results["probe"].items()}
-    results["breakdown"] = breakdown(results["profiled"], results["probe"], results["designs"],
-                                     results["counter_hz"])
-    results["projection"] = projection(results["designs"], results["breakdown"])
-    fl = results.pop("_floor", [])
-    if fl:
-        results["floor"] = {"floor_ns": stats([b["floor_ns"] for b in fl]),
-                            "real_ns": stats([b["real_ns"] for b in fl]),
-                            "ratio": median_ci([b["ratio"] for b in fl])}
-    results["baseline"] = baseline
 
-    report(results, cpu_counts)
-    targets = check_targets(results, baseline)
-    results["targets"] = targets
-    with open(os.path.join(OUT, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    if a.write_baseline:
-        write_baseline(a.write_baseline, elf, results)
-        print(f"bench: wrote {a.write_baseline}")
-    chart(results, cpu_counts)
-    chart_projection(results)
-    print(f"\nbench: wrote {OUT}/results.json, {OUT}/throughput.svg and {OUT}/projection.svg")
-    if failures:
-        print("bench: FAILED:\n  " + "\n  ".join(failures))
-        sys.exit(1)
+def devices_bench(elf, quick, failures):
+    """Device throughput at -smp 1 and 2 on virtio-mmio (GICv2): the blk workload's MB/s (the
+    kernel measures them) and HTTP requests/s from concurrent host clients on 127.0.0.1
+    (platform/devices/check.py, which checks every answer). Median over the reps."""
+    out = {}
+    reps, clients, requests = (1, 4, 10) if quick else (3, 4, 50)
+    for smp in [1, 2]:
+        runs = []
+        for _ in range(reps):
+            with tempfile.NamedTemporaryFile(suffix=".json") as j:
+                cmd = [sys.executable, os.path.join(ROOT, "platform", "devices", "check.py"), elf,
+                       "--smp", str(smp), "--no-verify", "--clients", str(clients),
+                       "--requests", str(requests), "--json", j.name]
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                if p.returncode != 0:
+                    failures.append(f"devices -smp {smp}: check.py failed: {p.stderr.strip()[-300:]}")
+                    continue
+                runs.append(json.load(open(j.name)))
+        if runs:
+            med = lambda k: statistics.median(float(r[k]) for r in runs)  # noqa: E731
+            out[smp] = {"requests_per_s": med("requests_per_s"), "blk_written_mb_s": med("blk_written_mb_s"),
+                        "blk_read_mb_s": med("blk_read_mb_s"), "reps": len(runs), "clients": clients,
+                        "requests": clients * requests}
+    return out
 
 
 # Statistics.
@@ -305,30 +439,110 @@ def median_ci(xs, level=CI_LEVEL):
             "coverage": max(0.0, 1 - 2 * binom_cdf(k - 1, n)), "n": n, "samples": xs}
 
 
+def min_max(xs):
+    """A deterministic figure over its reps: the median, and the min-max as its interval."""
+    xs = sorted(xs)
+    return {"median": statistics.median(xs), "lo": xs[0], "hi": xs[-1], "coverage": None,
+            "n": len(xs), "samples": xs}
+
+
 def ratio_of(a, b):
-    """a / b for two independent medians with intervals: the conservative interval."""
+    """a / b for two independent figures with intervals: the conservative interval."""
     return {"median": a["median"] / b["median"], "lo": a["lo"] / b["hi"], "hi": a["hi"] / b["lo"],
             "coverage": None, "n": min(a["n"], b["n"])}
 
 
+# Instructions per operation (-icount).
+
+def icount(records):
+    """Instructions per operation from the -icount boot: with shift 0 one instruction is one ns
+    of virtual time, so a figure of T counter ticks over N operations is T * 1e9 / hz / N
+    instructions each (a growth line's nanoseconds are instructions already)."""
+    info = next(b for b in records if b["group"] == "info")
+    hz = info["counter_hz"]
+    per_ns = 2 ** -ICOUNT_SHIFT
+    instr = lambda t: t["ticks"] * 1e9 / hz * per_ns / max(t["ops"], 1)
+    loads = {}
+    for b in records:
+        if b["group"] == "designs":
+            loads.setdefault(b["load"], {}).setdefault(b["design"], []).append(instr(b))
+    floor = {}
+    for b in records:
+        if b["group"] == "floor":
+            for k in ("floor", "floor_batched", "real"):
+                if k in b:
+                    floor.setdefault(k, []).append(instr(b[k]))
+                elif k + "_ns" in b:
+                    # An older kernel's line: nanoseconds only, which are instructions here.
+                    floor.setdefault(k, []).append(b[k + "_ns"] * per_ns)
+    growth = {}
+    for b in records:
+        if b["group"] in ("slots", "areas"):
+            growth.setdefault(b["group"], {})[b["live"]] = (
+                instr(b["all"]) if "all" in b else b["median_ns"] * per_ns)
+        elif b["group"] == "ioremap_size":
+            growth.setdefault("ioremap_size", {})[b["size"]] = {
+                "instructions": b["median_ns"] * per_ns, "table_pages": b["table_pages"],
+                "leaf_level": b["leaf_level"]}
+    return {"counter_hz": hz, "shift": ICOUNT_SHIFT, "ms": info["ms"],
+            "instructions_per_op": {l: {d: min_max(v) for d, v in ds.items()}
+                                    for l, ds in sorted(loads.items())},
+            "floor": {k: min_max(v) for k, v in floor.items()}, "growth": growth}
+
+
+# Throughput.
+
+def aggregate(r):
+    r["designs"] = throughput(r["runs"] + r["oversubscribed"])
+    r["per_boot"] = per_boot(r["runs"])
+    r["pairs_ratio"] = seed_prepatch(r["runs"] + r["oversubscribed"])
+    r["boot_pairs"] = boot_pairs(r["per_boot"])
+    r["scaling"] = in_boot_scaling(r["scaling_runs"])
+    r["host"] = host_summary(r["runs"])
+    fl = r["floor_runs"]
+    r["floor"] = None
+    if fl:
+        r["floor"] = {"floor_ns": median_ci([b["floor"]["ns"] for b in fl]),
+                      "floor_batched_ns": median_ci([b["floor_batched"]["ns"] for b in fl]),
+                      "real_ns": median_ci([b["real"]["ns"] for b in fl]),
+                      "ratio": median_ci([b["ratio"] for b in fl]),
+                      "ratio_batched": median_ci([b["ratio_batched"] for b in fl])}
+    r["probe"] = {c: {k: min(b[k] for b in bs) for k in PROBE_FIELDS} | {"n": len(bs)}
+                  for c, bs in r["probe"].items()}
+    r["breakdown"] = breakdown(r["profiled"], r["probe"], r["designs"], r["counter_hz"])
+    r["projection"] = projection(r["designs"], r["breakdown"])
+
+
 def throughput(runs):
-    """{load: {design: {cpus: median_ci of ops/s}}}."""
+    """{load: {design: {cpus: median_ci of ops/s over every rep of every boot}}}."""
     xs = {}
-    for r in runs:
-        xs.setdefault(r["load"], {}).setdefault(r["design"], {}).setdefault(r["cpus"], []).append(
-            r["ops_per_sec"])
+    for b in runs:
+        xs.setdefault(b["load"], {}).setdefault(b["design"], {}).setdefault(b["cpus"], []).append(
+            b["ops_per_sec"])
     return {load: {d: {c: median_ci(v) for c, v in sorted(per.items())} for d, per in ds.items()}
             for load, ds in sorted(xs.items())}
 
 
-def pairs(runs):
-    """{load: {cpus: seed/prepatch as the median_ci of the per-rep ratios}}, with the medians of
-    the pairs in which each design went first (the order effect that alternating cancels)."""
+def per_boot(runs):
+    """{load: {design: {boot: (cpus, pair, median ops/s, min, max)}}}."""
+    xs = {}
+    for b in runs:
+        xs.setdefault(b["load"], {}).setdefault(b["design"], {}).setdefault(
+            b["boot"], (b["cpus"], b["pair"], []))[2].append(b["ops_per_sec"])
+    return {load: {d: {bi: {"cpus": c, "pair": p, "median": statistics.median(v), "min": min(v),
+                            "max": max(v)} for bi, (c, p, v) in per.items()}
+                   for d, per in ds.items()} for load, ds in xs.items()}
+
+
+def seed_prepatch(runs):
+    """{load: {cpus: seed/prepatch as the median_ci of the in-boot per-rep ratios, pooled over
+    the boots}}, with the medians of the reps in which each design went first (the order
+    effect that alternating cancels)."""
     by = {}
-    for r in runs:
-        by.setdefault((r["load"], r["cpus"], r["rep"]), {})[r["design"]] = r
+    for b in runs:
+        by.setdefault((b["load"], b["cpus"], b.get("boot", -1), b["rep"]), {})[b["design"]] = b
     out = {}
-    for (load, cpus, _), p in sorted(by.items()):
+    for (load, cpus, _, _), p in sorted(by.items()):
         if "seed" in p and "prepatch" in p:
             ratio = p["seed"]["ops_per_sec"] / p["prepatch"]["ops_per_sec"]
             e = out.setdefault(load, {}).setdefault(cpus, {"all": [], "seed": [], "prepatch": []})
@@ -340,13 +554,28 @@ def pairs(runs):
                    for c, e in per.items()} for load, per in out.items()}
 
 
-def scaling(runs):
+def boot_pairs(pb):
+    """{load: {"ratio": median_ci over the pairs of (the -smp 2 boot's seed median / the -smp 1
+    boot's), "cpu_time": of 2 X(1) / X(2), the per-op CPU time at -smp 2 over -smp 1}}."""
+    out = {}
+    for load, ds in pb.items():
+        by = {}
+        for bt in ds.get("seed", {}).values():
+            by.setdefault(bt["pair"], {})[bt["cpus"]] = bt["median"]
+        ratios = [p[2] / p[1] for _, p in sorted(by.items()) if 1 in p and 2 in p]
+        if ratios:
+            out[load] = {"ratio": median_ci(ratios),
+                         "cpu_time": median_ci([2 / x for x in ratios])}
+    return out
+
+
+def in_boot_scaling(runs):
     """{load: {"ratio": median_ci of the per-rep 2-CPU/1-CPU ratios, "one": median_ci of the
     1-CPU ops/s, "all": of the 2-CPU ops/s, "cpus": CPUs in the second}}: the seed on one CPU and
     on all of them back to back in each rep of one -smp 2 boot."""
     by = {}
-    for r in runs:
-        by.setdefault((r["load"], r["rep"]), {})[r["cpus"]] = r["ops_per_sec"]
+    for b in runs:
+        by.setdefault((b["load"], b["rep"]), {})[b["cpus"]] = b["ops_per_sec"]
     out = {}
     for (load, _), p in sorted(by.items()):
         if 1 in p and len(p) == 2:
@@ -358,6 +587,26 @@ def scaling(runs):
     return {load: {"ratio": median_ci(e["ratio"]), "one": median_ci(e["one"]),
                    "all": median_ci(e["all"]), "cpus": e["cpus"]} for load, e in out.items()}
 
+
+def host_summary(runs):
+    """Per CPU count: the vCPU threads' run-queue wait over the throughput reps (median, max), the
+    reps above CONTENDED, and per boot the median wait."""
+    out = {}
+    for c in sorted({b["cpus"] for b in runs}):
+        bs = [b for b in runs if b["cpus"] == c and "host" in b]
+        if not bs:
+            continue
+        waits = [b["host"]["wait"] for b in bs]
+        boots = {}
+        for b in bs:
+            boots.setdefault(b["boot"], []).append(b["host"]["wait"])
+        out[c] = {"median": statistics.median(waits), "max": max(waits), "n": len(waits),
+                  "contended": sum(w > CONTENDED for w in waits),
+                  "per_boot": {bi: statistics.median(w) for bi, w in boots.items()}}
+    return out
+
+
+# The breakdown.
 
 PROBE_FIELDS = ("hold", "wait", "section", "lock_on", "lock_off", "section_on", "section_off")
 
@@ -373,14 +622,16 @@ def breakdown(profiled, probe, thr, hz):
     each; a lock taken inside another's hold) are counted by `mm::profile` per lock
     (`inner_reads`) and taken out at what a read costs (half a timed section's cost, from the
     same `probe`). The CPU time per operation is the unprofiled one, from the throughput reps
-    (cpus x counter_hz / ops per second).
+    (cpus x counter_hz / ops per second), since the profiled kernel's probes slow it.
 
-    The serial fraction is the time some CPU held a lock every CPU contends for (those
-    `mm::profile::LOCKS` marks global; per-CPU locks are shown but left out) over that CPU time:
-    Amdahl's s, when measured at -smp 1. The global locks do not nest in one another (a table
-    page is allocated with the page-table lock dropped, a lost race frees its page after the
-    install), so their hold times add up. Adding them treats them as one lock: with several, the
-    asymptote is really set by the most-held one, so s is the pessimistic reading."""
+    The serial fraction is the time during which a CPU held at least one lock every CPU contends
+    for (those `mm::profile::LOCKS` marks global: the page-table, virtual-area, frame and heap
+    locks; the per-CPU vmap nodes' lock is shown but left out) over that CPU time: Amdahl's s,
+    when measured at -smp 1. The global locks nest (the frame allocator allocates from the heap
+    under its lock), so `mm::profile` counts that time itself (`serial`), each nested hold once,
+    with the outermost holds' probe cost and the reads inside them taken out as for a lock.
+    Counting them as one lock is the pessimistic reading: with several, the asymptote is really
+    set by the most-held one."""
     groups = {}
     for b in profiled:
         groups.setdefault((b["load"], b["design"], b["cpus"]), []).append(b)
@@ -395,51 +646,47 @@ def breakdown(profiled, probe, thr, hz):
         locks = {n: {k: sum(b["locks"][n].get(k, 0) for b in bs)
                      for k in ("wait", "hold", "acquired", "inner_reads")}
                  | {"global": bs[0]["locks"][n].get("global", True)} for n in names}
+        ser = {k: sum(b["serial"][k] for b in bs) for k in ("hold", "holds", "inner_reads")}
         sections = {n: sum(b["sections"][n] for b in bs) for n in bs[0]["sections"]}
         events = {n: sum(b["events"][n] for b in bs) for n in bs[0]["events"]}
         tables = {n: sum(b["tables"][n] for b in bs) for n in bs[0]["tables"]}
         ops = max(tot["ops"], 1)
         u = thr.get(load, {}).get(design, {}).get(cpus)
-        cpu_op = cpus * hz[cpus] / u["median"] if u else tot["cpu_ticks"] / ops
+        cpu_op = cpus * hz / u["median"] if u and hz else tot["cpu_ticks"] / ops
+
+        def unclamped(hold, acquired, inner, n_ops):
+            return (hold - acquired * h0 - inner * r0) / n_ops
 
         def held(lk, n_ops):
-            return max(0.0, unclamped(lk, n_ops))
+            return max(0.0, unclamped(lk["hold"], lk["acquired"], lk.get("inner_reads", 0), n_ops))
 
-        def unclamped(lk, n_ops):
-            return (lk["hold"] - lk["acquired"] * h0 - lk.get("inner_reads", 0) * r0) / n_ops
+        def serial(s, n_ops):
+            return max(0.0, unclamped(s["hold"], s["holds"], s["inner_reads"], n_ops)) / cpu_op
 
-        def serial(lks, n_ops):
-            return sum(held(lk, n_ops) for lk in lks.values() if lk.get("global", True)) / cpu_op
-
-        serial_each = [serial(b["locks"], max(b["ops"], 1)) for b in bs]
+        global_sum = sum(held(lk, ops) for lk in locks.values() if lk["global"])
         out.setdefault(load, {}).setdefault(design, {})[cpus] = {
-            "reps": len(bs), **tot, "locks": locks, "sections": sections, "events": events,
-            "tables": tables,
+            "reps": len(bs), **tot, "locks": locks, "serial_totals": ser, "sections": sections,
+            "events": events, "tables": tables,
             "per_op": {
                 "cpu_ticks": cpu_op,
                 "cpu_ticks_profiled": tot["cpu_ticks"] / ops,
-                "locks": {n: {"hold": held(lk, ops), "clamped": unclamped(lk, ops) < 0,
+                "locks": {n: {"hold": held(lk, ops),
+                              "clamped": unclamped(lk["hold"], lk["acquired"],
+                                                   lk.get("inner_reads", 0), ops) < 0,
                               "wait": max(0.0, lk["wait"] - lk["acquired"] * w0) / ops,
                               "acquired": lk["acquired"] / ops, "global": lk["global"]}
                           for n, lk in locks.items()},
+                "serial_ticks": serial(ser, ops) * cpu_op,
+                "global_holds_ticks": global_sum,
                 "sections": {n: v / ops for n, v in sections.items()},
                 "events": {n: v / ops for n, v in events.items()},
                 "tables": {n: v / ops for n, v in tables.items()},
             },
-            "serial": serial(locks, ops),
-            "serial_raw": sum(lk["hold"] for lk in locks.values() if lk["global"])
-            / max(tot["cpu_ticks"], 1),
-            "serial_each": serial_each,
+            "serial": serial(ser, ops),
+            "serial_ci": median_ci([serial(b["serial"], max(b["ops"], 1)) for b in bs]),
+            "serial_raw": ser["hold"] / max(tot["cpu_ticks"], 1),
             "ops_per_sec": statistics.median(b["ops_per_sec"] for b in bs),
         }
-    # The serial fractions of the two designs, paired rep by rep as the throughput is.
-    for load, ds in out.items():
-        for cpus in ds.get("seed", {}):
-            s, p = ds["seed"][cpus], ds.get("prepatch", {}).get(cpus)
-            if p and len(s["serial_each"]) == len(p["serial_each"]):
-                rs = [a / b for a, b in zip(s["serial_each"], p["serial_each"]) if b > 0]
-                if rs:
-                    s["serial_vs_prepatch"] = median_ci(rs)
     return out
 
 
@@ -480,48 +727,40 @@ def projection(designs, bd):
     return out
 
 
-# Baselines: another commit's throughput, for the load-c target.
+# Baselines: another commit's instructions per operation, for the load-c target.
 
-BASELINE_FORMAT = "initmm-bench-baseline/1"
+BASELINE_FORMAT = "initmm-bench-baseline/2"
 
 
-def write_baseline(path, elf, results):
-    xs = {}
-    for r in results["runs"]:
-        xs.setdefault(r["load"], {}).setdefault(r["design"], {}).setdefault(r["cpus"], []).append(
-            r["ops_per_sec"])
-    git = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(elf)), "describe", "--always",
-                          "--dirty"], capture_output=True, text=True)
+def write_baseline(path, elf, commit, ic):
+    if not commit:
+        git = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(elf)), "describe",
+                              "--always", "--dirty"], capture_output=True, text=True)
+        commit = git.stdout.strip() or None
+    qemu = subprocess.run(["qemu-system-aarch64", "--version"], capture_output=True, text=True)
     with open(path, "w") as f:
-        json.dump({"format": BASELINE_FORMAT, "kernel": os.path.abspath(elf),
-                   "commit": git.stdout.strip() or None, "ms_per_measurement":
-                   results["ms_per_measurement"], "designs": xs}, f, indent=1)
+        json.dump({"format": BASELINE_FORMAT, "commit": commit,
+                   "what": f"instructions per operation at -smp 1 under -icount shift={ic['shift']}"
+                           f" ({ic['ms']} ms of virtual time per rep), of the bench kernel of "
+                           f"commit {commit} built in one codegen unit (as the justfile's bench "
+                           f"recipe builds it), written by platform/bench/bench.py baseline",
+                   "qemu": qemu.stdout.splitlines()[0] if qemu.stdout else None,
+                   "instructions_per_op": {l: {d: {"median": v["median"], "samples": v["samples"]}
+                                               for d, v in ds.items()}
+                                           for l, ds in ic["instructions_per_op"].items()},
+                   "floor": {k: {"median": v["median"], "samples": v["samples"]}
+                             for k, v in ic["floor"].items()}}, f, indent=1)
+        f.write("\n")
 
 
 def read_baseline(path):
-    """{"source": ..., "designs": {load: {design: {cpus: median_ci}}}} from a --write-baseline
-    file (samples) or any bench.py's results.json (samples, or a median with its min-max)."""
+    """{"source", "label", "instructions_per_op": {load: {design: min_max}}} from a
+    --write-baseline file; a file of the older format (throughput only) has no instructions."""
     with open(path) as f:
         d = json.load(f)
-    out = {}
-    for load, ds in d.get("designs", {}).items():
-        for design, per in ds.items():
-            design = {"caller": "prepatch"}.get(design, design)
-            for cpus, v in per.items():
-                if isinstance(v, dict) and "samples" in v:
-                    v = v["samples"]
-                if isinstance(v, list):
-                    ci = median_ci(v)
-                else:
-                    n = v.get("n", 1)
-                    ci = {"median": v["median"], "lo": v.get("lo", v.get("min", v["median"])),
-                          "hi": v.get("hi", v.get("max", v["median"])), "n": n,
-                          "coverage": max(0.0, 1 - 2 * binom_cdf(0, n))}
-                out.setdefault(load, {}).setdefault(design, {})[int(cpus)] = ci
-    if not out:
-        sys.exit(f"bench: {path} holds no throughput figures")
-    label = d.get("commit") or path
-    return {"source": path, "label": label, "designs": out}
+    ipo = {load: {design: min_max(v["samples"]) for design, v in ds.items()}
+           for load, ds in d.get("instructions_per_op", {}).items()}
+    return {"source": path, "label": d.get("commit") or path, "instructions_per_op": ipo}
 
 
 # Report.
@@ -539,8 +778,18 @@ def ratio_text(c):
     return ci_text(c, lambda x: f"{x:.2f}")
 
 
+def instr_text(c):
+    if round(c["lo"]) == round(c["hi"]):
+        return f"{c['median']:.0f}"
+    return f"{c['median']:.0f} [{c['lo']:.0f}-{c['hi']:.0f}]"
+
+
 def load_named(r, letter):
-    return next((l for l in r["designs"] if l.startswith(letter + "_")), None)
+    for load in list(r.get("designs", {})) + list((r.get("icount") or {}).get(
+            "instructions_per_op", {})):
+        if load.startswith(letter + "_"):
+            return load
+    return None
 
 
 def coverage_note(r):
@@ -549,92 +798,146 @@ def coverage_note(r):
     return "/".join(f"{c:.0%}" for c in cov)
 
 
-def report(r, cpu_counts):
-    report_throughput(r, cpu_counts)
+def report(r):
+    if r["icount"]:
+        report_icount(r["icount"], r["designs"])
+    if r["designs"]:
+        report_throughput(r)
     if r["breakdown"]:
-        report_breakdown(r, next(iter(r["counter_hz"].values()), None))
+        report_breakdown(r)
     if r["projection"]:
         report_projection(r)
     if r["floor"]:
         f = r["floor"]
-        print(f"\nFloor of a 4 KiB map+unmap: {fmt(f['floor_ns'], ' ns')}; real ioremap+read+iounmap "
-              f"{fmt(f['real_ns'], ' ns')}; ratio {ratio_text(f['ratio'])}")
-    if r["areas"]:
-        print("\nVirtual-area allocate+free vs live areas: " + ", ".join(
-            f"{k}: {v['median_ns']:.0f} ns" for k, v in sorted(r["areas"].items())))
-    if r["ioremap_size"]:
-        print("ioremap+iounmap vs size: " + ", ".join(
-            f"{k}: {v['median_ns']:.0f} ns ({v['table_pages']} table pages, leaf {v['leaf_level']})"
-            for k, v in r["ioremap_size"].items()))
+        print(f"\nFloor of a 4 KiB map + read + unmap (-smp 1, ns per op, median [CI] over "
+              f"{f['floor_ns']['n']} reps): with its own broadcast TLBI {ci_text(f['floor_ns'], fmt_ns)},"
+              f" with the invalidation batched per 512 pages {ci_text(f['floor_batched_ns'], fmt_ns)};"
+              f" real ioremap+read+iounmap {ci_text(f['real_ns'], fmt_ns)}; real/floor "
+              f"{ratio_text(f['ratio'])}, real/batched floor {ratio_text(f['ratio_batched'])}")
     for smp, b in r["boot"].items():
         online = b["all_online_ms_since_entry"]
         w = b["initmm_wall_s"]
-        print(f"boot -smp {smp}: initmm {w['median'] * 1000:.0f} ms ({w['min'] * 1000:.0f}-{w['max'] * 1000:.0f})"
-              f", floor kernel {b['floor_wall_s']['median'] * 1000:.0f} ms, ratio {b['ratio']:.2f}"
+        print(f"boot -smp {smp}: initmm {w['median'] * 1000:.0f} ms ({w['min'] * 1000:.0f}-"
+              f"{w['max'] * 1000:.0f}), floor kernel {b['floor_wall_s']['median'] * 1000:.0f} ms, "
+              f"ratio {statistics.median(b['pair_ratios']):.2f}"
               + (f", all CPUs online {online['median']:.1f} ms after entry" if online else ""))
-    print(f"Image: {r['image_bytes']} bytes ({r['image_bytes'] / 1024:.0f} KiB)")
+    if "image_bytes" in r:
+        print(f"Image: {r['image_bytes']} bytes ({r['image_bytes'] / 1024:.0f} KiB)")
+    for smp, d in r.get("devices", {}).items():
+        print(f"devices -smp {smp} (virtio-mmio, GICv2, median of {d['reps']}): blk {d['blk_written_mb_s']:.1f} MB/s "
+              f"written, {d['blk_read_mb_s']:.1f} MB/s read and checked; HTTP {d['requests_per_s']:.1f} "
+              f"requests/s ({d['clients']} concurrent keep-alive clients, {d['requests']} requests, every "
+              f"answer checked)")
 
 
-def report_throughput(r, cpu_counts):
-    main_cpus = [c for c in cpu_counts if c in VERDICT_CPUS]
+def fmt_ns(x):
+    return f"{x:.0f}"
+
+
+def report_icount(ic, designs):
+    print(f"\nInstructions per operation (-smp 1, -icount shift={ic['shift']}: deterministic; "
+          f"{ic['ms']} ms of virtual time per rep, the final purge included; [min-max] over the "
+          f"reps where they differ)")
+    ipo = ic["instructions_per_op"]
+    print(f"{'load':<24} {'seed':>14} {'prepatch':>14}   {'seed -smp 1 ops/s':>24}")
+    for load, ds in ipo.items():
+        thr = (designs or {}).get(load, {}).get("seed", {}).get(1)
+        print(f"{load:<24} {instr_text(ds['seed']) if 'seed' in ds else '-':>14} "
+              f"{instr_text(ds['prepatch']) if 'prepatch' in ds else '-':>14}   "
+              f"{ci_text(thr) if thr else '-':>24}")
+    f = ic["floor"]
+    if f:
+        print("floor of a 4 KiB map + read + unmap: " + ", ".join(
+            f"{label} {instr_text(f[k])}" for k, label in (
+                ("floor", "with its own TLBI"), ("floor_batched", "with the invalidation batched"),
+                ("real", "real ioremap+read+iounmap")) if k in f))
+    g = ic["growth"]
+    if g.get("slots"):
+        print("growth, instructions per op against live areas: per-CPU slot ioremap+iounmap "
+              + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(g["slots"].items()))
+              + "; global window reserve+release "
+              + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(g.get("areas", {}).items())))
+    if g.get("ioremap_size"):
+        print("ioremap+iounmap against size: " + ", ".join(
+            f"{k}: {v['instructions']:.0f} ({v['table_pages']} table pages, leaf {v['leaf_level']})"
+            for k, v in g["ioremap_size"].items()))
+
+
+def report_throughput(r):
+    cpus = [c for c in VERDICT_CPUS if any(c in per for ds in r["designs"].values()
+                                           for per in ds.values())]
+    nboots = {c: sum(1 for b in r["boots"] if b["cpus"] == c) for c in cpus}
     print(f"\nThroughput, operations per second: median [CI of the median, coverage "
-          f"{coverage_note(r)}]; seed/prepatch: the median [CI] of the per-rep ratios (the designs "
-          f"run back to back, alternately first)")
-    print(f"{'load':<24} {'design':<13}" + "".join(f" {'-smp ' + str(c):>26}" for c in main_cpus))
+          f"{coverage_note(r)}] over every rep of {', '.join(f'{n} boot(s) at -smp {c}' for c, n in nboots.items())}; "
+          f"seed/prepatch: the median [CI] of the in-boot per-rep ratios (the designs run back to "
+          f"back, alternately first)")
+    print(f"{'load':<24} {'design':<13}" + "".join(f" {'-smp ' + str(c):>26}" for c in cpus))
     for load, ds in r["designs"].items():
         for design in ("seed", "prepatch"):
             print(f"{load:<24} {design:<13}" + "".join(
-                f" {ci_text(ds[design][c]) if c in ds.get(design, {}) else '-':>26}"
-                for c in main_cpus))
-        p = r["pairs"].get(load, {})
+                f" {ci_text(ds[design][c]) if c in ds.get(design, {}) else '-':>26}" for c in cpus))
+        p = r["pairs_ratio"].get(load, {})
         print(f"{'':<24} {'seed/prepatch':<13}" + "".join(
-            f" {ratio_text(p[c]) + 'x' if c in p else '-':>26}" for c in main_cpus))
+            f" {ratio_text(p[c]) + 'x' if c in p else '-':>26}" for c in cpus))
     order = []
-    for load, per in r["pairs"].items():
-        for c in main_cpus:
+    for load, per in r["pairs_ratio"].items():
+        for c in cpus:
             e = per.get(c)
             if e and e["seed_first"] is not None and e["prepatch_first"] is not None:
                 order.append(f"{load[0]} -smp {c}: {e['seed_first']:.2f}/{e['prepatch_first']:.2f}")
     if order:
-        print("Order effect, seed/prepatch in pairs where seed / prepatch ran first: " + ", ".join(order))
+        print("Order effect, seed/prepatch in reps where seed / prepatch ran first: " + ", ".join(order))
+    print("\nEach boot's seed median (boots in the order they ran), and in brackets the spread of "
+          "its own reps ((max-min)/median): between boots against within a boot")
+    for load, ds in r["per_boot"].items():
+        for c in cpus:
+            bts = sorted((bi, b) for bi, b in ds.get("seed", {}).items() if b["cpus"] == c)
+            if bts:
+                print(f"{load:<24} -smp {c}: " + "  ".join(
+                    f"{num(b['median'])} ({(b['max'] - b['min']) / b['median']:.0%})" for _, b in bts))
+    if r["host"]:
+        print("Host: the vCPU threads' wait for a host CPU, as a share of their runnable time, per "
+              f"throughput rep (reps above {CONTENDED:.0%} measure the host as much as the kernel)")
+        for c, h in r["host"].items():
+            print(f"  -smp {c}: median {h['median']:.1%}, max {h['max']:.1%}, {h['contended']} of "
+                  f"{h['n']} reps above {CONTENDED:.0%}; per boot " + " ".join(
+                      f"{w:.1%}" for _, w in sorted(h["per_boot"].items())))
+    if r["boot_pairs"]:
+        print("\nScaling across boots, seed: each pair of boots' -smp 2 median over its -smp 1 "
+              "median, median [CI] over the pairs; per-op CPU time at -smp 2 over -smp 1 is 2/that")
+        for load, e in r["boot_pairs"].items():
+            print(f"{load:<24} -smp 2/-smp 1 {ratio_text(e['ratio'])}x over {e['ratio']['n']} "
+                  f"pair(s) ({' '.join(f'{x:.2f}' for x in e['ratio']['samples'])}); CPU time per op "
+                  f"{ratio_text(e['cpu_time'])}x")
     if r.get("scaling"):
-        print("\nScaling: across boots is the -smp 2 boot's median over the -smp 1 boot's (the "
-              "targets'). In one -smp 2 boot: the seed on 1 CPU (the other idle in wfi) and on 2, back "
-              "to back in each rep (alternately first), 2/1 the median [CI] of the per-rep ratios: "
-              "free of drift between boots, but its 1 CPU is no -smp 1 machine (load (c) runs far "
-              "slower there), so it is shown, not decided on")
+        print("In one -smp 2 boot, the seed on 1 CPU (the other idle in wfi) and on 2, back to back "
+              "in each rep: shown, not decided on (its 1 CPU is no -smp 1 machine)")
         for load, e in r["scaling"].items():
-            s = r["designs"].get(load, {}).get("seed", {})
-            across = ratio_of(s[2], s[1]) if 1 in s and 2 in s else None
-            print(f"{load:<24}" + (f" across boots {ratio_text(across)}x;" if across else "")
-                  + f" in one boot: 1 CPU {ci_text(e['one'])}, {e['cpus']} CPUs {ci_text(e['all'])},"
+            print(f"{load:<24} 1 CPU {ci_text(e['one'])}, {e['cpus']} CPUs {ci_text(e['all'])},"
                   f" {e['cpus']}/1 {ratio_text(e['ratio'])}x")
-    over = [c for c in cpu_counts if c not in VERDICT_CPUS]
+    over = sorted({b["cpus"] for b in r["oversubscribed"]})
     for c in over:
         print(f"\n-smp {c}, OVERSUBSCRIBED ({c} vCPUs on 2 host cores): reported, never a verdict")
         for load, ds in r["designs"].items():
             cells = [f"{d} {ci_text(ds[d][c])}" for d in ("seed", "prepatch") if c in ds.get(d, {})]
-            p = r["pairs"].get(load, {}).get(c)
+            p = r["pairs_ratio"].get(load, {}).get(c)
             print(f"{load:<24} " + "   ".join(cells) + (f"   seed/prepatch {ratio_text(p)}x" if p else ""))
 
 
-def fmt(s, unit=""):
-    return f"{s['median']:.0f}{unit} ({s['min']:.0f}-{s['max']:.0f})"
-
-
-def report_breakdown(r, hz):
+def report_breakdown(r):
+    hz = r["counter_hz"]
     tick = f"; 1 tick = {1e9 / hz:.1f} ns" if hz else ""
     cols = [(d, c) for c in VERDICT_CPUS for d in ("seed", "prepatch")]
-    print(f"\nWhere the time goes, per operation, in guest counter ticks{tick}: {r['profiled_reps']} "
-          f"profiled run(s) per design, load and CPU count, apart from the throughput reps. Held and "
-          f"waited have profiling's own cost per acquisition taken out; CPU time is the unprofiled "
-          f"one; locks no run of a load took are left out. Probes that ran inside a hold (the "
-          f"pre-patch walk holds the page-table lock across its timed leaf writes; a lock taken "
-          f"inside another's hold) are counted per lock by mm::profile and taken out too, at a "
-          f"counter read's cost each")
+    print(f"\nWhere the time goes, per operation, in guest counter ticks{tick}: the profiled kernel, "
+          f"apart from the throughput boots. Held and waited have profiling's own cost per "
+          f"acquisition taken out, and so have the probes that ran inside a hold (the pre-patch "
+          f"walk holds the page-table lock across its timed leaf writes; a lock taken inside "
+          f"another's hold: the frame allocator allocates from the heap under its lock); CPU time "
+          f"is the unprofiled one; locks no run of a load took are left out. shared_writes: "
+          f"acquisitions of global locks and the writes to shared lines the code counts")
     for c, p in sorted(r["probe"].items()):
-        print(f"  profiling's cost at -smp {c} (least of {p['n']} calibrations): per acquisition {p['hold']:.1f} "
-              f"ticks inside the hold, {p['wait']:.1f} in the wait, "
+        print(f"  profiling's cost at -smp {c} (least of {p['n']} calibrations): per acquisition "
+              f"{p['hold']:.1f} ticks inside the hold, {p['wait']:.1f} in the wait, "
               f"{p['lock_on'] - p['lock_off']:.1f} of CPU time; per timed section "
               f"{p['section_on'] - p['section_off']:.1f} of CPU time (so "
               f"{(p['section_on'] - p['section_off']) / 2:.1f} a counter read), {p['section']:.1f} "
@@ -662,6 +965,7 @@ def report_breakdown(r, hz):
                 lambda x: f"{x[0]:.1f}" + ("<" if x[1] else ""))
             row(f"{label} waited", lambda b: lk(b, "wait"), t)
             row(f"{label} taken (count)", lambda b: lk(b, "acquired"), n)
+        row("global locks held, nested once", lambda b: per(b)["serial_ticks"], t)
         first = ds[have[0][0]][have[0][1]]
         for name in first["sections"]:
             row(f"{name} (time, with its probe)", lambda b: per(b)["sections"].get(name, 0), t)
@@ -669,13 +973,17 @@ def report_breakdown(r, hz):
             row(f"{name} (count)", lambda b: per(b)["events"].get(name, 0), n)
         row("table installs lost (count)", lambda b: per(b)["tables"].get("lost", 0), n)
         row("serial fraction (global locks)", lambda b: b["serial"], lambda x: f"{x:.2%}")
-        row("  min-max over the reps", lambda b: b["serial_each"],
-            lambda xs: f"{min(xs):.1%}-{max(xs):.1%}")
+        row("  [CI] over the reps", lambda b: b["serial_ci"],
+            lambda c: f"{c['lo']:.1%}-{c['hi']:.1%}")
         row("  raw: held / profiled CPU time", lambda b: b["serial_raw"], lambda x: f"{x:.2%}")
         thr = r["designs"].get(load, {})
         if any(lk.get("clamped") for d, c in have for lk in per(ds[d][c])["locks"].values()):
             print("  <: profiling's cost came out above the measured hold (the host slowed the "
                   "calibration or sped up this run); shown as 0")
+        if any(per(ds[d][c])["serial_ticks"] > per(ds[d][c])["global_holds_ticks"] * 1.01 + 0.5
+               for d, c in have):
+            print("  !: the serial time came out above the global locks' holds added up: a "
+                  "profiler fault, since nested holds should count once")
         print(f"  {'profiled/unprofiled ops/s':<34}" + "".join(
             f" {ds[d][c]['ops_per_sec'] / thr[d][c]['median']:>16.2f}"
             if c in thr.get(d, {}) else f" {'-':>16}" for d, c in have))
@@ -730,11 +1038,10 @@ def report_projection(r):
 
 
 # Targets: the figure decides; a CI that straddles the threshold is flagged, since another run
-# could decide the other way.
+# could decide the other way; a `strict` target is met only when its whole CI clears it.
 
-def target(t, name, c, op, threshold, note=""):
-    if op:
-        name = f"{name} {op} {threshold:g}"
+def target(t, name, c, op, threshold, note="", strict=False):
+    name = f"{name} {op} {threshold:g}"
     if c is None:
         t.append({"name": name, "figure": None, "met": None,
                   "note": note if note.startswith("not ") else "not measured in this run"})
@@ -742,6 +1049,8 @@ def target(t, name, c, op, threshold, note=""):
     fig = c["median"]
     met = fig >= threshold if op == ">=" else fig <= threshold
     straddles = c["lo"] < threshold < c["hi"]
+    if strict:
+        met = met and not straddles
     t.append({"name": name, "figure": fig, "lo": c["lo"], "hi": c["hi"],
               "met": met, "straddles": straddles, "note": note})
 
@@ -749,38 +1058,37 @@ def target(t, name, c, op, threshold, note=""):
 def check_targets(r, baseline):
     t = []
     loads = {x: load_named(r, x) or f"load ({x})" for x in "abc"}
-    for cpus, threshold in ((1, 0.98), (2, 1.0)):
-        for load in r["designs"]:
-            target(t, f"seed/prepatch {load} -smp {cpus}", r["pairs"].get(load, {}).get(cpus),
-                   ">=", threshold, "paired per-rep ratios")
-    b = r["breakdown"].get(loads["b"], {}).get("seed", {}).get(1)
-    target(t, f"serial fraction seed/prepatch {loads['b']} -smp 1",
-           b.get("serial_vs_prepatch") if b else None, "<=", 0.1,
-           "paired per-rep ratios of the profiled runs")
+    bp = r.get("boot_pairs", {})
+    npairs = lambda load: bp[load]["ratio"]["n"] if load in bp else 0
     for x in "ac":
-        s = r["designs"].get(loads[x], {}).get("seed", {})
-        target(t, f"seed -smp 2/-smp 1 {loads[x]}", ratio_of(s[2], s[1]) if 1 in s and 2 in s else None,
-               ">=", 1.7, "independent medians of two boots, conservative CI")
-    target(t, "ioremap+read+iounmap / floor", r["floor"]["ratio"] if r["floor"] else None, "<=", 1.0,
-           "per-rep ratios")
-    for cpus in VERDICT_CPUS:
-        name = f"seed {loads['c']} -smp {cpus} / baseline"
-        mine = r["designs"].get(loads["c"], {}).get("seed", {}).get(cpus)
-        old = baseline and baseline["designs"].get(loads["c"], {}).get("seed", {}).get(cpus)
-        if baseline and mine and old:
-            target(t, name + f" ({baseline['label']})", ratio_of(mine, old), ">=", 2.0,
-                   "independent medians, conservative CI")
-        else:
-            target(t, name, None, ">=", 2.0,
-                   "not decided: no --baseline FILE" if not baseline else
-                   "not decided: the baseline has no figure for it")
-    for cpus in VERDICT_CPUS:
-        bt = r["boot"].get(cpus)
-        if bt and bt.get("pair_ratios"):
-            target(t, f"boot -smp {cpus} / floor kernel", median_ci(bt["pair_ratios"]), "<=", 1.3,
-                   "paired per-run ratios: the two kernels boot in turn")
-        else:
-            target(t, f"boot -smp {cpus} / floor kernel", None, "<=", 1.3)
+        target(t, f"seed -smp 2/-smp 1 {loads[x]}", bp.get(loads[x], {}).get("ratio"), ">=", 1.8,
+               f"pairs of boots, CI over {npairs(loads[x])} pair ratios")
+    for x in "abc":
+        target(t, f"seed CPU time per op -smp 2/-smp 1 {loads[x]}",
+               bp.get(loads[x], {}).get("cpu_time"), "<=", 1.25,
+               f"pairs of boots, CI over {npairs(loads[x])} pair ratios")
+    b = r["breakdown"].get(loads["c"], {}).get("seed", {}).get(2)
+    target(t, f"seed serial fraction {loads['c']} -smp 2 (all global locks)",
+           b["serial_ci"] | {"median": b["serial"]} if b else None, "<=", 0.05,
+           f"profiled reps, CI over {b['serial_ci']['n']} reps" if b else
+           "not measured: no profiled kernel (--profile-elf)")
+    for x in "abc":
+        target(t, f"seed/prepatch {loads[x]} -smp 2", r["pairs_ratio"].get(loads[x], {}).get(2),
+               ">=", 1.0, "in-boot per-rep ratios; met only if the CI clears it", strict=True)
+    ic = r["icount"]["instructions_per_op"] if r["icount"] else {}
+    target(t, f"seed {loads['a']} instructions per op", ic.get(loads["a"], {}).get("seed"),
+           "<=", 700, "-icount, -smp 1, amortized; [min-max] over the reps")
+    mine = ic.get(loads["c"], {}).get("seed")
+    old = baseline and baseline["instructions_per_op"].get(loads["c"], {}).get("seed")
+    if mine and old:
+        target(t, f"seed {loads['c']} instructions per op / baseline ({baseline['label']}: "
+                  f"{old['median']:.0f})", ratio_of(mine, old), "<=", 0.5, "-icount, -smp 1")
+    else:
+        target(t, f"seed {loads['c']} instructions per op / baseline", None, "<=", 0.5,
+               "not decided: no --baseline FILE" if not baseline else
+               "not decided: the baseline has no instruction counts for it" if mine else
+               "not decided: no -icount figure")
+    host = r.get("host", {})
     print("\nTargets (the figure decides; ~ marks an interval that straddles the threshold, where "
           "another run may decide otherwise):")
     for x in t:
@@ -790,16 +1098,25 @@ def check_targets(r, baseline):
         flag = "~" if x["straddles"] else " "
         print(f"  {'met   ' if x['met'] else 'MISSED'}{flag}{x['name']}: {x['figure']:.3f} "
               f"[{x['lo']:.3f}-{x['hi']:.3f}] ({x['note']})")
+    busy = [f"-smp {c}: {h['contended']} of {h['n']}" for c, h in host.items() if h["contended"]]
+    if busy:
+        print(f"  Note: throughput reps in which the vCPU threads waited for a host CPU more than "
+              f"{CONTENDED:.0%} of the time ({', '.join(busy)}): the host was busy; the "
+              f"throughput verdicts are the host's as much as the kernel's. The instruction counts "
+              f"are not affected.")
     return t
 
 
 # Figures.
 
-def chart(r, cpu_counts):
+def chart(r):
     import matplotlib
     matplotlib.use("svg")
     import matplotlib.pyplot as plt
     loads = list(r["designs"])
+    if not loads:
+        return
+    cpu_counts = sorted({c for ds in r["designs"].values() for per in ds.values() for c in per})
     fig, axes = plt.subplots(1, len(loads), figsize=(5 * len(loads), 4), squeeze=False)
     for ax, load in zip(axes[0], loads):
         for design, style, color in (("seed", "o-", "C0"), ("prepatch", "s--", "C1")):

@@ -14,6 +14,9 @@
 #                 extension QEMU models, e.g. to exercise the EL2 set-up of FGT and HCX)
 #   --timeout S   (INITMM_TIMEOUT, default 120)      kill QEMU after S seconds and fail
 #   --qemu-arg A  (INITMM_QEMU_ARGS)                 extra QEMU argument (repeatable)
+#   --icount S    (INITMM_ICOUNT)  count instructions: -icount shift=S,sleep=off, one guest
+#                 instruction per 2^S ns of virtual time (the guest's counter too), one vCPU
+#                 thread, deterministic; without it, virtual time is the host's time
 #   --board rpi4  (INITMM_BOARD)   the Raspberry Pi 4: -M raspi4b -m 2G -smp 4 and the real Pi DTB
 #                 (tests/data/bcm2711-rpi-4-b.dtb, else target/rpi4/boot/'s) when there is one;
 #                 options after it override it
@@ -42,6 +45,20 @@
 #                                loads the Image (\EFI\BOOT\BOOTAA64.EFI) and starts it with
 #                                bootefi (an EFI application, the command line as load options)
 #
+# virtio devices (virt only), on the transport --transport picks:
+#   --transport mmio|pci (INITMM_TRANSPORT, default mmio)  virtio-mmio slots (-device virtio-*-device)
+#                 or PCIe functions on the generic host bridge (-device virtio-*-pci)
+#   --virtio-modern (INITMM_VIRTIO_MODERN=1)  virtio-mmio version 2 instead of QEMU's default,
+#                 legacy version 1 (-global virtio-mmio.force-legacy=false)
+#   --disk FILE   (INITMM_DISK)  a virtio-blk disk on FILE (raw); "temp:SIZE" makes a zeroed
+#                 temporary image of SIZE (e.g. temp:16M), deleted after the run
+#   --rng         (INITMM_RNG=1)  a virtio-rng device (entropy from the host's /dev/urandom)
+#   --net PORT    (INITMM_NET)  a virtio-net device on QEMU's user network, isolated from the host
+#                 and the outside (restrict=on): the guest is 10.0.2.15/24 and only
+#                 127.0.0.1:PORT on the host is forwarded, to the guest's port 80
+#   --console2 FILE (INITMM_CONSOLE2)  a virtio console (virtio-serial + virtconsole) whose output
+#                 goes to FILE
+#
 # On raspi4b the PL011 is QEMU's serial port 0 and the mini UART port 1; the Pi 4's DTB (and the
 # kernel's built-in Pi 4 description) pick the mini UART, so port 1 goes to the terminal
 # (-serial null -serial mon:stdio) unless --qemu-arg gives -serial itself.
@@ -61,9 +78,11 @@
 #
 # QEMU logs guest errors (accesses its device models call invalid: a register that does not
 # exist, a write to a read-only one) and notes on unimplemented registers to a file for every run
-# (-d guest_errors,unimp); a run that caused any fails, with the lines shown. The one exception:
+# (-d guest_errors,unimp); a run that caused any fails, with the lines shown. The exceptions:
 # QEMU's mini UART (bcm2835_aux) models no modem or line control, so its "AUX_MU_*_REG
-# unsupported" notes for the registers our driver sets up are expected. A test kernel that provokes
+# unsupported" notes for the registers our driver sets up are expected; and its VideoCore
+# property interface does not model the board model and serial tags the kernel asks for at boot
+# ("get board model NYI", "get board serial NYI"). A test kernel that provokes
 # an error on purpose (a PSCI call that must fail) names each line it expects with
 # `//! initmm-allow-guest-error: TEXT` (the whole line, exactly).
 #
@@ -88,6 +107,13 @@ firmware=${INITMM_FIRMWARE:-}
 [[ "$firmware" != edk2-esp ]] || semihosting=0
 EDK2_FW=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
 UBOOT_FW=/usr/lib/u-boot/qemu_arm64/u-boot.bin
+icount=${INITMM_ICOUNT:-}
+transport=${INITMM_TRANSPORT:-mmio}
+virtio_modern=${INITMM_VIRTIO_MODERN:-0}
+disk=${INITMM_DISK:-}
+rng=${INITMM_RNG:-0}
+net=${INITMM_NET:-}
+console2=${INITMM_CONSOLE2:-}
 read -r -a extra <<<"${INITMM_QEMU_ARGS:-}"
 
 set_board() {
@@ -114,6 +140,7 @@ parse_opts() {
             --mem) mem=$2; shift 2 ;;
             --timeout) timeout_s=$2; shift 2 ;;
             --qemu-arg) extra+=("$2"); shift 2 ;;
+            --icount) icount=$2; shift 2 ;;
             --board) set_board "$2"; shift 2 ;;
             --dtb) dtb=$2; shift 2 ;;
             --no-symbolize) symbolize_on=0; shift ;;
@@ -121,6 +148,12 @@ parse_opts() {
             --accel) accel=$2; semihosting=0; shift 2 ;;
             --no-semihosting) semihosting=0; shift ;;
             --firmware) firmware=$2; [[ "$firmware" != edk2-esp ]] || semihosting=0; shift 2 ;;
+            --transport) transport=$2; shift 2 ;;
+            --virtio-modern) virtio_modern=1; shift ;;
+            --disk) disk=$2; shift 2 ;;
+            --rng) rng=1; shift ;;
+            --net) net=$2; shift 2 ;;
+            --console2) console2=$2; shift 2 ;;
             *) rest+=("$1"); shift ;;
         esac
     done
@@ -146,8 +179,47 @@ symbolize() {
     fi
 }
 
+# The QEMU arguments of the virtio devices asked for (into the array `devices`); a temporary
+# disk image's path goes into `tmp_disk`, for the caller to delete.
+virtio_devices() {
+    devices=() tmp_disk=""
+    local sfx
+    case "$transport" in
+        mmio) sfx=device ;;
+        pci) sfx=pci ;;
+        *) echo "runner: --transport $transport: mmio or pci" >&2; return 2 ;;
+    esac
+    [[ "$virtio_modern" == 0 ]] || devices+=(-global virtio-mmio.force-legacy=false)
+    if [[ -n "$disk" ]]; then
+        local file=$disk
+        if [[ "$disk" == temp:* ]]; then
+            tmp_disk=$(mktemp -t initmm-disk.XXXXXX)
+            truncate -s "${disk#temp:}" "$tmp_disk" || return 2
+            file=$tmp_disk
+        fi
+        [[ -f "$file" ]] || { echo "runner: disk image $file not found" >&2; return 2; }
+        devices+=(-drive "if=none,id=disk0,format=raw,file=$file" -device "virtio-blk-$sfx,drive=disk0")
+    fi
+    [[ "$rng" == 0 ]] || devices+=(-device "virtio-rng-$sfx")
+    if [[ -n "$net" ]]; then
+        [[ "$net" =~ ^[0-9]+$ ]] || { echo "runner: --net $net: a TCP port number" >&2; return 2; }
+        # restrict=on: the guest reaches neither the host nor the outside; the one forward is
+        # bound to the host's loopback address only.
+        # romfile=: a PCI NIC would otherwise want an iPXE boot ROM a fresh machine lacks.
+        local rom=""
+        [[ "$sfx" == device ]] || rom=,romfile=
+        devices+=(-netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$net-:80"
+            -device "virtio-net-$sfx,netdev=net0$rom")
+    fi
+    if [[ -n "$console2" ]]; then
+        devices+=(-chardev "file,id=con2,path=$console2" -device "virtio-serial-$sfx"
+            -device "virtconsole,chardev=con2")
+    fi
+}
+
 boot() { # boot one configuration; $@ = extra kernel words
-    local board=()
+    local board=() devices tmp_disk
+    virtio_devices || return 2
     if [[ -n "$dtb" && "$dtb" != none ]]; then
         [[ -f "$dtb" ]] || { echo "runner: device tree $dtb not found" >&2; return 2; }
         board+=(-dtb "$dtb")
@@ -180,16 +252,16 @@ boot() { # boot one configuration; $@ = extra kernel words
         # EDK2 waits 5 s for a key to open its boot menu unless QEMU says how long to wait.
         edk2 | edk2-esp) fw=(-bios "$EDK2_FW" -boot menu=on,splash-time=0) ;;
         uboot-booti | uboot-bootefi) fw=(-bios "$UBOOT_FW") ;;
-        *) echo "runner: unknown firmware \"$firmware\" (known: edk2, edk2-esp, uboot-booti, uboot-bootefi)" >&2; rm -f "$qlog"; return 2 ;;
+        *) echo "runner: unknown firmware \"$firmware\" (known: edk2, edk2-esp, uboot-booti, uboot-bootefi)" >&2; rm -f "$qlog" "$tmp_disk"; return 2 ;;
     esac
     if [[ -n "$firmware" && ! -f "${fw[1]}" ]]; then
         echo "runner: ${fw[1]} is missing: just setup (it installs qemu-efi-aarch64 and u-boot-qemu)" >&2
-        rm -f "$qlog"; return 2
+        rm -f "$qlog" "$tmp_disk"; return 2
     fi
     if [[ "$firmware" == edk2-esp || "$firmware" == uboot-bootefi ]]; then
         if [[ "$firmware" == edk2-esp && -n "$append" ]]; then
             echo "runner: --firmware edk2-esp passes the kernel no command line: \"$append\" cannot reach it" >&2
-            rm -f "$qlog"; return 2
+            rm -f "$qlog" "$tmp_disk"; return 2
         fi
         esp=$(mktemp -d -t initmm-esp.XXXXXX)
         mkdir -p "$esp/EFI/BOOT"
@@ -206,20 +278,25 @@ boot() { # boot one configuration; $@ = extra kernel words
         [[ "$firmware" != uboot-bootefi ]] || fw+=(-global virtio-mmio.force-legacy=false)
         kernel=()
     fi
+    # Virtual time from the instruction count: sleep=off jumps an idle vCPU's clock to the next
+    # timer instead of letting it run with the host's, so that nothing in the run depends on it.
+    local count=()
+    [[ -z "$icount" ]] || count=(-icount "shift=$icount,sleep=off")
     local base=(qemu-system-aarch64 -M "$mach" "${cpuargs[@]}" -smp "$smp" -m "$mem"
         -nographic -nic none "${semi[@]}"
         -d "$dflags" -D "$qlog"
-        "${fw[@]}" "${board[@]}" "${extra[@]}")
+        "${fw[@]}" "${board[@]}" "${count[@]}" "${devices[@]}" "${extra[@]}")
     local shown="${base[*]}"
     [[ -z "${kernel[*]}" ]] || shown+=" -kernel $img -append \"$append\""
     [[ -z "$esp" ]] || shown+=" (FAT drive $esp: EFI/BOOT/BOOTAA64.EFI${append:+, boot.scr with bootargs \"$append\"})"
     echo "runner: $shown (timeout ${timeout_s}s)"
-    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog"; [[ -z "$esp" ]] || rm -rf "$esp"; return 0; fi
+    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog" "$tmp_disk"; [[ -z "$esp" ]] || rm -rf "$esp"; return 0; fi
     local out=/dev/null
     [[ "$semihosting" != 0 ]] || out=$(mktemp -t initmm-console.XXXXXX)
     timeout --foreground -k 5 "$timeout_s" "${base[@]}" "${kernel[@]}" </dev/null | symbolize | tee -a "$out"
     local rc=${PIPESTATUS[0]}
     [[ -z "$esp" ]] || rm -rf "$esp"
+    [[ -z "$tmp_disk" ]] || rm -f "$tmp_disk"
     if [[ "$semihosting" == 0 ]]; then
         # PSCI SYSTEM_OFF ends QEMU with 0 whatever the kernel's status: take the one it printed.
         local said
@@ -245,6 +322,7 @@ boot() { # boot one configuration; $@ = extra kernel words
     local errors
     errors=$(grep -vE '^bcm2835_aux_(read|write): AUX_MU_[A-Z]+_REG unsupported$' "$qlog" |
         grep -vE "$fw_lines" |
+        grep -vE '^bcm2835_property: 0x000100(01|04) get board (model|serial) NYI$' |
         grep -vE "$qemu_log_lines" |
         grep -vxF -f <(printf '%s\n' "${allowed_errors[@]}") || true)
     if [[ -n "$qemu_log" ]]; then

@@ -18,18 +18,26 @@
 //!   Memory management is settled (lazy areas purged, frame caches drained, empty tables freed)
 //!   before every measurement, so that each starts from the same state, and each ends, timed,
 //!   with the purge of what its unmaps deferred: it pays for exactly its own invalidations.
-//! - `breakdown`: the same loads and pairs with profiling on: per lock every CPU contends for
-//!   (`mm::profile::LOCKS`) the ticks spent waiting for it and holding it and the times it was
-//!   taken; ticks per profiled section (TLB maintenance, leaf writes); counts per event (table
-//!   allocations, barriers, TLB invalidations); the table installs won and lost; and the CPU
+//! - `breakdown` (the profiled kernel only): the same loads and pairs with profiling on: per lock of `mm::profile::LOCKS`
+//!   the ticks spent waiting for it and holding it and the times it was taken; the serial time
+//!   (some global lock held, nested holds counted once); ticks per profiled section (TLB
+//!   maintenance, leaf writes); counts per event (table allocations, barriers, TLB
+//!   invalidations, writes to shared cache lines); the table installs won and lost; and the CPU
 //!   time (`cpu_ticks`: elapsed ticks times CPUs) they are shares of. Before each load's
 //!   profiled runs, a `probe` line says what profiling itself costs (see `probe_costs`).
-//! - `floor`: the irreducible work of one 4 KiB map + unmap against a real ioremap + iounmap.
-//! - `growth`: virtual-area allocate + free with 10 .. 100,000 live areas; ioremap of 4 KiB,
-//!   64 KiB, 2 MiB and 1 GiB (with blocks) and the table pages each uses. Needs the device
-//!   windows on the command line: `bench_mmio=PA` (2 MiB aligned, >= 2 MiB) and
+//! - `floor`: the irreducible work of one 4 KiB map + read + unmap, with its own TLB
+//!   invalidation and with the invalidation batched as a lazy purge does it, against a real
+//!   ioremap + read + iounmap.
+//! - `growth`: a one-page ioremap + iounmap through this CPU's slot allocator with 10 .. 100,000
+//!   of its areas live, and a global window reserve + release with as many windows live; ioremap
+//!   of 4 KiB, 64 KiB, 2 MiB and 1 GiB (with blocks) and the table pages each uses. Needs the
+//!   device windows on the command line: `bench_mmio=PA` (2 MiB aligned, >= 2 MiB) and
 //!   `bench_mmio_1g=PA` (1 GiB aligned, >= 1 GiB): board knowledge stays in the host script.
 //!   (`floor` and `growth` live in `costs`.)
+//!
+//! Every timed figure counts the generic counter's ticks, so a boot under QEMU's `-icount
+//! shift=0` (one instruction per nanosecond of virtual time) gives instructions per operation:
+//! the host does that at -smp 1 (see `platform/bench/bench.py`).
 //! - `scaling` (2 or more CPUs): the seed on CPU 0 alone and on every online CPU, back to back in
 //!   each rep, alternately first; the host shows the paired ratio beside the across-boots one
 //!   (see `scaling` for why it decides nothing).
@@ -37,8 +45,9 @@
 //! Before anything is timed, every free page is written once (see `touch_free_memory`).
 //!
 //! Options: `reps=N` pairs per load for `designs` and `scaling` (default 5), `preps=N` for
-//! `breakdown` (default 1), `ms=N` per measurement (default 300), `loads=a,b,c` (default all
-//! three).
+//! `breakdown` (default 1), `ms=N` per measurement (default 300), `floor_ms=N` per `floor`
+//! measurement (default `ms`), `lives=N,N,..` live areas for `growth`, `loads=a,b,c` (default all
+//! three). `all` runs `breakdown` only in the profiled kernel (`--features profile`).
 
 mod costs;
 
@@ -49,7 +58,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::arch::aarch64::cpu;
 use crate::cmdline::Cmdline;
-use crate::mm::addr::VirtAddr;
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE};
 use crate::mm::pgalloc::Design;
 use crate::mm::pgtable::{Level, Prot};
@@ -65,6 +74,12 @@ struct Opts {
     profiled_reps: usize,
     ms: u64,
     ticks: u64,
+    /// `floor_ms=` in ticks (default `ms=`): a floor operation with its own broadcast TLB
+    /// invalidation is slow to emulate under `-icount`, and its count needs no long run there.
+    floor_ticks: u64,
+    /// `lives=N,N,..`: the live areas `growth` measures with (default 10 and 1,000 with 2 reps
+    /// or fewer, else 10 .. 100,000).
+    lives: Vec<usize>,
     mmio: Option<u64>,
     mmio_1g: Option<u64>,
 }
@@ -117,12 +132,26 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
             picked
         }
     };
+    let reps = num("reps", 5) as usize;
+    let lives = match c.get("lives") {
+        Some(list) => match list.split(',').map(str::parse).collect() {
+            Ok(l) => l,
+            Err(_) => {
+                log::error!("lives={list}: not a list of numbers");
+                return false;
+            }
+        },
+        None if reps <= 2 => alloc::vec![10, 1_000],
+        None => alloc::vec![10, 1_000, 10_000, 100_000],
+    };
     let o = Opts {
         loads,
-        reps: num("reps", 5) as usize,
+        reps,
         profiled_reps: num("preps", 1) as usize,
         ms,
         ticks: ms * cpu::counter_frequency() / 1000,
+        floor_ticks: num("floor_ms", ms) * cpu::counter_frequency() / 1000,
+        lives,
         mmio: c.number("bench_mmio").ok().flatten(),
         mmio_1g: c.number("bench_mmio_1g").ok().flatten(),
     };
@@ -134,6 +163,7 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
             ("reps", format!("{}", o.reps)),
             ("profiled_reps", format!("{}", o.profiled_reps)),
             ("ms", format!("{}", o.ms)),
+            ("profile", format!("{}", profile::AVAILABLE)),
         ],
         true,
     );
@@ -146,7 +176,14 @@ pub fn run_from_cmdline(c: &Cmdline<'_>) -> bool {
             ok &= designs(&o, false);
         }
         if all || g == "breakdown" {
-            ok &= designs(&o, true);
+            if profile::AVAILABLE {
+                ok &= designs(&o, true);
+            } else if !all {
+                log::error!(
+                    "bench=breakdown needs the profiled kernel (built with --features profile)"
+                );
+                ok = false;
+            }
         }
         if all || g == "floor" {
             ok &= costs::floor(&o);
@@ -289,6 +326,14 @@ fn designs(o: &Opts, profiled: bool) -> bool {
                     f.push(("cpu_ticks", format!("{}", r.ticks * cpus as u64)));
                     f.push(("locks", locks_json(&t)));
                     f.push((
+                        "serial",
+                        obj([
+                            ("hold", t.serial),
+                            ("holds", t.serial_holds),
+                            ("inner_reads", t.serial_inner_reads),
+                        ]),
+                    ));
+                    f.push((
                         "sections",
                         obj(profile::SECTIONS
                             .iter()
@@ -390,7 +435,7 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
     let dev = reg.page();
     let window = match load {
         Load::MapFresh => match vm.reserve_window(PGDIR_SIZE, PGDIR_SIZE) {
-            Ok(w) => w,
+            Ok(w) => Some(w),
             Err(e) => {
                 return LoadResult {
                     ops: 0,
@@ -400,8 +445,9 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
                 };
             }
         },
-        _ => VirtAddr(0),
+        _ => None,
     };
+    let base = window.as_ref().map_or(VirtAddr(0), |w| w.start());
     let slots = PGDIR_SIZE / PMD_SIZE;
     let barrier = Barrier::new(cpus);
     let deadline = AtomicU64::new(0);
@@ -410,60 +456,30 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
     let t_start = AtomicU64::new(0);
     profile::enable(profiled);
     on_cpus(cpus, &|id| {
-        if id == 0 {
+        // The clock starts when the last CPU arrives, not when the first does: on a busy host a
+        // vCPU can be kept off a host CPU for longer than a whole run, which then found its
+        // deadline passed and did nothing.
+        barrier.wait_with(|| {
             let now = cpu::counter();
             t_start.store(now, Ordering::Relaxed);
             deadline.store(now + ticks, Ordering::Relaxed);
-        }
-        barrier.wait();
+        });
         let end = deadline.load(Ordering::Relaxed);
         let mut rng = Rng::new(id as u64 + 1);
         let mut n = 0u64;
         while cpu::counter() < end {
             let good = match load {
-                Load::IoremapRead => match mm::ioremap(dev, PAGE_SIZE) {
-                    Ok(va) => {
-                        // SAFETY: `va` is this CPU's own ioremap of the register's page, live
-                        // until the iounmap after the read.
-                        let good = unsafe { reg.reads_right(va) };
-                        good && mm::iounmap(va).is_ok()
-                    }
-                    Err(_) => false,
-                },
+                Load::IoremapRead => ioremap_read_iounmap(&reg),
                 Load::MapFresh => {
                     let slot = n as usize * cpus + id;
                     if slot >= slots {
                         break;
                     }
-                    vm.init_mm
-                        .map_range(
-                            window + slot * PMD_SIZE,
-                            dev,
-                            PAGE_SIZE,
-                            Prot::DEVICE,
-                            false,
-                        )
-                        .is_ok()
+                    // SAFETY: this CPU's own slot (`slot` differs on every CPU) of the window
+                    // this run holds.
+                    unsafe { map_fresh(base + slot * PMD_SIZE, dev) }
                 }
-                Load::Vmalloc => {
-                    let pages = rng.range(1, 16);
-                    match mm::vmalloc(pages * PAGE_SIZE) {
-                        Ok(va) => {
-                            for p in 0..pages {
-                                let w = (va + p * PAGE_SIZE).as_mut_ptr::<u64>();
-                                // SAFETY: the page was just vmalloc'd for this CPU alone.
-                                unsafe { w.write_volatile(va.0 as u64 ^ p as u64) };
-                            }
-                            // SAFETY: as above.
-                            let back = (0..pages).all(|p| unsafe {
-                                (va + p * PAGE_SIZE).as_ptr::<u64>().read_volatile()
-                                    == va.0 as u64 ^ p as u64
-                            });
-                            back && mm::vfree(va).is_ok()
-                        }
-                        Err(_) => false,
-                    }
-                }
+                Load::Vmalloc => vmalloc_write_vfree(rng.range(1, 16)),
             };
             if !good {
                 bad.store(true, Ordering::Relaxed);
@@ -484,27 +500,86 @@ fn run_load(load: Load, cpus: usize, ticks: u64, profiled: bool) -> LoadResult {
     if bad.load(Ordering::Relaxed) {
         error = format!("{} failed its check", load.name());
     }
-    if let Load::MapFresh = load {
+    if let Some(window) = window {
         // Verify every mapping made, then take them all down (not timed).
         for (id, done) in ops.iter().enumerate().take(cpus) {
             for k in 0..done.load(Ordering::Relaxed) as usize {
-                let va = window + (k * cpus + id) * PMD_SIZE;
+                let va = base + (k * cpus + id) * PMD_SIZE;
                 let t = vm.init_mm.translate(va);
                 if t.is_none_or(|t| t.pa != dev || t.level != Level::Pte) {
                     error = format!("fresh mapping at {va:#x} translates to {t:?}");
                 }
-                vm.init_mm.unmap_range(va, PAGE_SIZE);
+                // SAFETY: a page of the window this run holds, which the load mapped; the load
+                // is over, so no CPU maps or unmaps in the window any more.
+                unsafe { vm.init_mm.unmap_range(va, PAGE_SIZE) };
             }
         }
         // SAFETY: the load is over; nothing else maps in the window reserved for it.
-        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
-        let _ = vm.release_window(window);
+        unsafe { vm.init_mm.reclaim_empty_tables(base, base + PGDIR_SIZE) };
+        if let Err(e) = vm.release_window(window) {
+            error = format!("{e}");
+        }
     }
     LoadResult {
         ops: total,
         ticks: elapsed.max(1),
         ok: error.is_empty() && total > 0,
         error,
+    }
+}
+
+// One operation of each load, each a function of its own that is never inlined: so that the code
+// measured (and its instructions per operation under `-icount`) does not change with the code of
+// the loop around it, which the compiler would otherwise optimise together with it.
+
+/// Load (a): ioremap the register's page, read the register, iounmap; whether all went right.
+#[inline(never)]
+pub(crate) fn ioremap_read_iounmap(reg: &IdRegister) -> bool {
+    match mm::ioremap(reg.page(), PAGE_SIZE) {
+        Ok(va) => {
+            // SAFETY: `va` is this CPU's own ioremap of the register's page, live until the
+            // iounmap after the read.
+            let good = unsafe { reg.reads_right(va) };
+            good && mm::iounmap(va).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Load (b): map the device page `dev` at `va`, a slot of a window reserved for the load whose
+/// tables below the pmd do not exist yet.
+///
+/// # Safety
+///
+/// `va` is a page of a window the caller holds, which no other CPU maps into.
+#[inline(never)]
+unsafe fn map_fresh(va: VirtAddr, dev: PhysAddr) -> bool {
+    // SAFETY: the caller's page of its window, mapped to a device register, not RAM.
+    unsafe {
+        kernel_vm()
+            .init_mm
+            .map_range(va, dev, PAGE_SIZE, Prot::DEVICE, false)
+    }
+    .is_ok()
+}
+
+/// Load (c): vmalloc `pages` pages, write a word to each, read them back, vfree.
+#[inline(never)]
+fn vmalloc_write_vfree(pages: usize) -> bool {
+    match mm::vmalloc(pages * PAGE_SIZE) {
+        Ok(va) => {
+            for p in 0..pages {
+                let w = (va + p * PAGE_SIZE).as_mut_ptr::<u64>();
+                // SAFETY: the page was just vmalloc'd for this CPU alone.
+                unsafe { w.write_volatile(va.0 as u64 ^ p as u64) };
+            }
+            // SAFETY: as above.
+            let back = (0..pages).all(|p| unsafe {
+                (va + p * PAGE_SIZE).as_ptr::<u64>().read_volatile() == va.0 as u64 ^ p as u64
+            });
+            back && mm::vfree(va).is_ok()
+        }
+        Err(_) => false,
     }
 }
 

@@ -108,18 +108,11 @@ pub(super) fn start(efi: &EfiBoot, dtb_pa: u64) -> Result<Start, String> {
         Description::Acpi => (
             Machine {
                 model: String::from("ACPI"),
-                compatible: Vec::new(),
-                ram: Vec::new(),
-                reserved: Vec::new(),
-                no_map: Vec::new(),
-                read_only: Vec::new(),
-                console: None,
-                gic: None,
-                timer: None,
-                psci: None,
-                cpus: Vec::new(),
                 bootargs: String::from(cmdline.unwrap_or("")),
-                notes: Vec::new(),
+                // Everything else comes from the tables (`describe_acpi`), once they are mapped.
+                // Devices the DSDT describes (virtio-mmio slots, a PCIe bridge's windows and
+                // INTx routing) are AML, which initmm does not interpret: none is known.
+                ..Machine::default()
             },
             Region::new(0, 0),
         ),

@@ -57,9 +57,16 @@ impl fmt::Display for BootMmError {
     }
 }
 
-/// Run once, on the boot CPU, before anything else uses frames, the heap beyond its boot area,
-/// or virtual memory.
-pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> {
+/// Build `init_mm`, switch TTBR1 to it and hand RAM to the frame allocator.
+///
+/// # Safety
+///
+/// Called once, on the boot CPU, still on the early tables (`arch::aarch64::early`), before
+/// anything else uses frames, the heap beyond its boot area, or virtual memory; `m`, `image` and
+/// `dtb` describe this machine truly (the RAM it lists is RAM, and the image and the device tree
+/// are where they say). A second call would hand RAM that is in use to the frame allocator
+/// again, and switch every later mapping to a new, partial set of tables.
+pub unsafe fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> {
     let ram: Vec<Region> = m.ram.iter().copied().filter(|r| r.size > 0).collect();
     if ram.is_empty() {
         return Err(BootMmError::NoRam);
@@ -77,7 +84,9 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
 
     // 1. The boot frames: inside the image (so not in `free`), mapped by the early window.
     let (frames, frames_len) = early::boot_frames();
-    FRAMES.add_region(PhysAddr(frames), PhysAddr(frames + frames_len));
+    // SAFETY: the boot frames, which the early window maps and nothing has used yet (this runs
+    // once, before anything else uses frames: the contract).
+    unsafe { FRAMES.add_region(PhysAddr(frames), PhysAddr(frames + frames_len)) };
 
     // 2. init_mm: the image, then the linear map.
     let img = image_layout();
@@ -89,6 +98,9 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
     )
     .with_firmware_tables(region::subtract(&m.read_only, &m.no_map));
     let init_mm = InitMm::new(HwEnv, layout).map_err(|e| BootMmError::Map("the pgd", e))?;
+    // Every `map_range` below: a tree no CPU uses yet, on the one CPU running, so every range is
+    // this function's; and the memory is the image, at its own addresses, and the linear map of
+    // RAM, which between them own all of RAM.
     let (start, text_end, rodata_end, end) = (img.start, img.text_end, img.rodata_end, img.end);
     debug_assert_eq!(start, KIMAGE_VADDR as u64);
     let guards = [img.boot_stack_guard, img.boot_exception_stack_guard];
@@ -117,7 +129,10 @@ pub fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMmError> 
 
     // 4. The rest of RAM, and the vmalloc region.
     for r in free {
-        FRAMES.add_region(PhysAddr(r.base), PhysAddr(r.base + r.size));
+        // SAFETY: RAM (the device tree's, which the contract says is true) minus the
+        // reservations, the image and the device tree: used by nothing, mapped by the linear
+        // map just installed, and added once (the regions of `subtract` do not overlap).
+        unsafe { FRAMES.add_region(PhysAddr(r.base), PhysAddr(r.base + r.size)) };
     }
     KERNEL_VM.call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), mmu::pa_bits()));
     Ok(())
@@ -136,13 +151,16 @@ fn map_range(
     blocks: bool,
     what: &'static str,
 ) -> Result<(), BootMmError> {
-    init_mm
-        .map_range(
+    // SAFETY: at boot, in a tree no CPU uses yet (see `init`): the range is boot's, and the
+    // memory the image or the linear map, which own all of RAM.
+    unsafe {
+        init_mm.map_range(
             VirtAddr(va as usize),
             PhysAddr(pa),
             size as usize,
             prot,
             blocks,
         )
-        .map_err(|e| BootMmError::Map(what, e))
+    }
+    .map_err(|e| BootMmError::Map(what, e))
 }

@@ -24,6 +24,32 @@ pub trait PageTableEnv: Sync {
     /// is live. The allocator will hand it to someone else.
     unsafe fn free_table_frame(&self, pa: PhysAddr);
 
+    /// Frames for data pages (vmalloc), filling `pages` from the front: returns how many it got
+    /// (all of them, or fewer when out of memory). Content undefined. By default one
+    /// [`alloc_table_frame`](Self::alloc_table_frame) each; the machine takes them in bulk.
+    fn alloc_pages(&self, pages: &mut [PhysAddr]) -> usize {
+        for (n, slot) in pages.iter_mut().enumerate() {
+            match self.alloc_table_frame() {
+                Some(pa) => *slot = pa,
+                None => return n,
+            }
+        }
+        pages.len()
+    }
+
+    /// Give back data pages that [`alloc_pages`](Self::alloc_pages) returned.
+    ///
+    /// # Safety
+    /// As for [`free_table_frame`](Self::free_table_frame), for each page: nothing maps it any
+    /// more and nothing refers to it. (A stale TLB entry for a vmalloc range that mapped it may
+    /// live until the lazy purge: `vm` explains why that is harmless for a data page.)
+    unsafe fn free_pages(&self, pages: &[PhysAddr]) {
+        for &pa in pages {
+            // SAFETY: the caller's contract, page by page.
+            unsafe { self.free_table_frame(pa) };
+        }
+    }
+
     /// The descriptors of the table in frame `pa` (through the linear map on hardware).
     ///
     /// # Safety

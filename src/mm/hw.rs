@@ -21,7 +21,18 @@ impl PageTableEnv for HwEnv {
     }
 
     unsafe fn free_table_frame(&self, pa: PhysAddr) {
-        FRAMES.free(pa, 1);
+        // SAFETY: a frame of `alloc_table_frame`, that is `FRAMES.alloc(1)`, used no more (this
+        // function's contract).
+        unsafe { FRAMES.free(pa, 1) };
+    }
+
+    fn alloc_pages(&self, pages: &mut [PhysAddr]) -> usize {
+        FRAMES.alloc_bulk(pages)
+    }
+
+    unsafe fn free_pages(&self, pages: &[PhysAddr]) {
+        // SAFETY: the caller's contract (`PageTableEnv::free_pages`) is `free_bulk`'s.
+        unsafe { FRAMES.free_bulk(pages) };
     }
 
     unsafe fn table(&self, pa: PhysAddr) -> &Table {
@@ -67,8 +78,10 @@ impl PageTableEnv for HwEnv {
     }
 }
 
-/// The kernel's address space. Set once by `mm::boot::init`.
-pub static KERNEL_VM: Once<KernelVm<HwEnv>> = Once::new();
+/// The kernel's address space. Set once by `mm::boot::init`, and private to `mm` so that
+/// nothing else can set it first (with tables that are not the ones TTBR1 holds, or a layout
+/// that calls device memory RAM): the rest of the kernel reaches it through [`kernel_vm`].
+pub(super) static KERNEL_VM: Once<KernelVm<HwEnv>> = Once::new();
 
 /// The kernel's address space.
 ///

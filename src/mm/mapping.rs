@@ -11,13 +11,15 @@
 //!   (invariant 9, see [`InitMm::map_range`] for why once per call is enough);
 //! - unmap: clear leaves → `dsb ishst` → TLBI → `dsb ish; isb` → return (invariant 4);
 //! - a table taken out of the tree (promotion to a block, reclaim) is cleared, invalidated with
-//!   `tlbi vaae1is`, the invalidation completed, and only then freed; the tables below it go
-//!   first, while it still points at them (break-before-make, invariant 5; `free_table`).
+//!   `tlbi vaae1is`, the invalidation completed, and only then freed, once no walk of a range
+//!   its caller need not own (`translate`, `count_tables`) can still be inside it; the tables
+//!   below it go first, while it still points at them (break-before-make, invariant 5;
+//!   `free_table`).
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
 use super::layout::{
-    KERNEL_VA_START, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE, PHYS_ADDR_BITS, PTRS_PER_TABLE,
+    KERNEL_VA_START, PAGE_SHIFT, PAGE_SIZE, PGDIR_SIZE, PHYS_ADDR_BITS, PMD_SIZE, PTRS_PER_TABLE,
 };
 use super::pgalloc::{InitMm, Walk};
 use super::pgtable::{Descriptor, Entry, Level, MmError, Prot, Translation};
@@ -217,8 +219,8 @@ impl<E: PageTableEnv> Visitor for FreeTables<'_, E> {
     }
 }
 
-/// Unmapping, [`for_each_leaf`] and [`InitMm::translate`]: call the closure with each valid
-/// leaf (its entry, its part of the range, its descriptor).
+/// Unmapping, [`for_each_leaf`], [`InitMm::translate`] and `first_mapped`: call the closure
+/// with each valid leaf (its entry, its part of the range, its descriptor).
 struct Leaves<F: FnMut(&Entry<'_>, Span, Descriptor)>(F);
 
 impl<F: FnMut(&Entry<'_>, Span, Descriptor)> Visitor for Leaves<F> {
@@ -285,9 +287,10 @@ impl<E: PageTableEnv> InitMm<E> {
             "{start:#x}..={last:#x}"
         );
         // SAFETY: the pgd is init_mm's, and the walk follows only table descriptors of this tree;
-        // tables leave the tree only through `unlink_table`, which runs only where no walker of
-        // the range can be (the promoting call's own range, or `reclaim_empty_tables`'
-        // quiescence) and, on a walk, only from a visitor, after the walk left that table.
+        // tables leave the tree only through `unlink_table`, which runs only where no other walk
+        // of the range can be (the promoting call's own range, or `reclaim_empty_tables`'
+        // quiescence) but a foreign one (`foreign_walk`), which it waits for before the free,
+        // and, on a walk, only from a visitor, after the walk left that table.
         unsafe {
             walk(
                 self.env(),
@@ -353,7 +356,31 @@ impl<E: PageTableEnv> InitMm<E> {
     ///
     /// If a page of the range is mapped already (two live areas overlap: a bug of the range
     /// allocator), or a block would replace a table that still maps something.
-    pub fn map_range(
+    ///
+    /// # Safety
+    ///
+    /// The lock-free design rests on two promises that only the caller can make (invariant 3 in
+    /// `mm`), so a call without them does not build:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::{PhysAddr, VirtAddr}, env::PageTableEnv, pgalloc::InitMm, pgtable::Prot};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// let _ = init_mm.map_range(va, PhysAddr(0x4000_0000), 4096, Prot::KERNEL_RW, false); // E0133
+    /// # }
+    /// ```
+    ///
+    /// 1. **The virtual range is the caller's.** It lies in virtual space reserved for the
+    ///    caller (a [`Window`](super::vm::Window) it holds, or an area `vm` reserved for this
+    ///    call) and stays reserved until the caller has unmapped it again; while this runs no
+    ///    other CPU maps or unmaps any page of it, and no table under it is reached through an
+    ///    [`Entry`] from the table allocators (with `blocks`, this call frees the tables a block
+    ///    replaces).
+    /// 2. **The memory is the caller's to map.** Each page of `[pa, pa + size)` that is RAM is
+    ///    the caller's for as long as the mapping lives (frames it holds, and does not give back
+    ///    before it unmapped them; or, at boot, the image and the linear map), so that no other
+    ///    code is handed the same RAM; memory that is not RAM (device registers) may be mapped
+    ///    any number of times.
+    pub unsafe fn map_range(
         &self,
         va: VirtAddr,
         pa: PhysAddr,
@@ -392,7 +419,23 @@ impl<E: PageTableEnv> InitMm<E> {
     /// # Panics
     ///
     /// As for [`map_range`](Self::map_range).
-    pub fn map_pages(&self, va: VirtAddr, pages: &[PhysAddr], prot: Prot) -> Result<(), MmError> {
+    ///
+    /// # Safety
+    ///
+    /// As for [`map_range`](Self::map_range), for the range and for every page of `pages`:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::{PhysAddr, VirtAddr}, env::PageTableEnv, pgalloc::InitMm, pgtable::Prot};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// let _ = init_mm.map_pages(va, &[PhysAddr(0x4000_0000)], Prot::KERNEL_RW); // error[E0133]
+    /// # }
+    /// ```
+    pub unsafe fn map_pages(
+        &self,
+        va: VirtAddr,
+        pages: &[PhysAddr],
+        prot: Prot,
+    ) -> Result<(), MmError> {
         let va = va.0;
         let size = pages.len() * PAGE_SIZE;
         if va & (PAGE_SIZE - 1) != 0 {
@@ -431,6 +474,37 @@ impl<E: PageTableEnv> InitMm<E> {
         blocks: bool,
     ) -> Result<(), MmError> {
         let walk = self.begin_walk();
+        // The common case, a small range whose tables are all there: one descent and a loop over
+        // its leaves (Linux's vmap_pte_range once pte_alloc_kernel found the table). No block can
+        // fit in a range shorter than a pmd's span.
+        if end - va < PMD_SIZE
+            && let Some(ptes) = self.pte_table(va, end)
+        {
+            let template = Descriptor::leaf(Level::Pte, PhysAddr(0), prot).raw();
+            let env = self.env();
+            profile::timed(Section::LeafWrite, || {
+                for (i, page) in (va..end).step_by(PAGE_SIZE).enumerate() {
+                    let entry = ptes.sibling(page);
+                    let old = entry.read();
+                    assert!(
+                        !old.is_valid(),
+                        "init_mm: mapping {page:#x} over a valid leaf {old:#x} (two live areas overlap?)"
+                    );
+                    let pa = match source {
+                        Source::Contiguous(pa) => pa + (i * PAGE_SIZE) as u64,
+                        Source::Pages(pages) => pages[i].0,
+                    };
+                    // SAFETY: the slot is invalid and the range is this call's (the range
+                    // allocator gave it to the caller alone); the callers checked `prot` against
+                    // what the page is, and that it is a page-aligned address the descriptor
+                    // holds, so OR-ing it into the attributes builds `Descriptor::leaf`'s value.
+                    unsafe { env.set_entry(&entry, template | pa) };
+                }
+                env.dsb_ishst();
+                env.isb();
+            });
+            return Ok(());
+        }
         let mut map = Map {
             mm: self,
             walk: &walk,
@@ -505,7 +579,8 @@ impl<E: PageTableEnv> InitMm<E> {
     /// Clear `entry` (a table descriptor whose table holds no table any more), invalidate it
     /// and free its table: `dsb ishst; tlbi vaae1is; dsb ish; isb` (Linux's
     /// `__flush_tlb_kernel_pgtable`), which drops walk-cache copies of the cleared entry at every
-    /// level, and only then the free.
+    /// level, then wait for the foreign walks that may still be inside the table
+    /// (`wait_for_foreign_walks`), and only then the free.
     fn unlink_table(&self, entry: &Entry<'_>) {
         let table = entry.read();
         let env = self.env();
@@ -515,8 +590,10 @@ impl<E: PageTableEnv> InitMm<E> {
         env.tlbi_va(entry.span_start());
         env.dsb_ish();
         env.isb();
-        // SAFETY: the table is out of the tree and its invalidation completed (above); nothing
-        // else referred to it (the callers own the range, or the tree is quiescent).
+        self.wait_for_foreign_walks();
+        // SAFETY: the table is out of the tree, its invalidation completed and no foreign walk
+        // can still be inside it (above); nothing else referred to it (the callers own the
+        // range, or the tree is quiescent).
         unsafe { env.free_table_frame(table.addr()) };
     }
 
@@ -532,7 +609,20 @@ impl<E: PageTableEnv> InitMm<E> {
     ///
     /// If the range is not page aligned or not in the kernel half, or a block lies only partly
     /// inside it (callers unmap what they mapped: each of these is a caller bug).
-    pub fn unmap_range(&self, va: VirtAddr, size: usize) {
+    ///
+    /// # Safety
+    ///
+    /// The range is the caller's, as [`map_range`](Self::map_range) requires: it mapped what is
+    /// mapped there, and no other CPU maps or unmaps any page of it while this runs. Unmapping
+    /// another's mapping would leave its owner using a range that may be reused. So:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// init_mm.unmap_range(va, 4096); // error[E0133]: call to unsafe function
+    /// # }
+    /// ```
+    pub unsafe fn unmap_range(&self, va: VirtAddr, size: usize) {
         let va = va.0;
         let end = unmap_end("unmap_range", va, size);
         self.unmap_walked(va, end);
@@ -543,9 +633,29 @@ impl<E: PageTableEnv> InitMm<E> {
         if start == end {
             return;
         }
-        // Invalidates when dropped, at the end of this function.
         let mut flush = TlbFlush::new(self.env(), start);
         self.clear_leaves(start, end, |va, _, _| flush.add(va));
+        // Only now may the range be used again (invariant 4).
+        flush.finish();
+    }
+
+    /// The pte slot for `start` in the pte table that translates all of `[start, end)`, if the
+    /// range lies inside one pte table's span and the tables down to it exist: no lock, one
+    /// Acquire load per level, each following the address read at the level above (the
+    /// dependent-load chain of invariant 1; Linux's `pgd_offset_k` ... `pte_offset_kernel`).
+    fn pte_table(&self, start: usize, end: usize) -> Option<Entry<'_>> {
+        if start / PMD_SIZE != (end - 1) / PMD_SIZE {
+            return None;
+        }
+        let mut table = self.pgd_phys();
+        for level in [Level::Pgd, Level::Pud, Level::Pmd] {
+            let d = self.entry_in(table, level, start).read();
+            if !d.is_table(level) {
+                return None;
+            }
+            table = d.addr();
+        }
+        Some(self.entry_in(table, Level::Pte, start))
     }
 
     /// Clear every leaf of `[start, end)` (non-empty), each of which must lie wholly inside it,
@@ -557,6 +667,21 @@ impl<E: PageTableEnv> InitMm<E> {
         mut cleared: impl FnMut(usize, PhysAddr, usize),
     ) {
         let env = self.env();
+        // The common case: a range inside one pte table, which exists (Linux's
+        // vunmap_pte_range): one descent, then its leaves.
+        if let Some(ptes) = self.pte_table(start, end) {
+            for page in (start..end).step_by(PAGE_SIZE) {
+                let entry = ptes.sibling(page);
+                let d = entry.read();
+                if d.is_leaf(Level::Pte) {
+                    // SAFETY: clearing a leaf of the caller's range; the caller invalidates the
+                    // TLB before the range is used again.
+                    unsafe { env.set_entry(&entry, Descriptor::INVALID.raw()) };
+                    cleared(page, d.addr(), PAGE_SIZE);
+                }
+            }
+            return;
+        }
         let mut leaves = Leaves(|entry: &Entry<'_>, span: Span, d: Descriptor| {
             let level = entry.level();
             assert!(
@@ -587,7 +712,17 @@ impl<E: PageTableEnv> InitMm<E> {
     /// # Panics
     ///
     /// As for [`unmap_range`](Self::unmap_range).
-    pub fn unmap_range_noflush(
+    ///
+    /// Private to `mm`: only `vm`'s lazy path, which owns the range until its purge, may leave
+    /// cleared leaves in the TLBs. Code outside `mm` that tries does not build:
+    ///
+    /// ```compile_fail,E0624
+    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// init_mm.unmap_range_noflush(va, 4096, &mut |_, _| {}); // error[E0624]: method is private
+    /// # }
+    /// ```
+    pub(in crate::mm) fn unmap_range_noflush(
         &self,
         va: VirtAddr,
         size: usize,
@@ -608,13 +743,16 @@ impl<E: PageTableEnv> InitMm<E> {
         tlb::flush_kernel_ranges(self.env(), ranges);
     }
 
-    /// Walk the tables for `va` without any lock: one Acquire load per level, each following the
-    /// address read at the level above (the dependent-load chain of invariant 1).
+    /// Walk the tables for `va`: one Acquire load per level, each following the address read at
+    /// the level above (the dependent-load chain of invariant 1). `va` need not be the caller's:
+    /// the walk holds `foreign_walk`'s guard, so no table it is in is freed under it by another
+    /// CPU's block mapping or reclaim.
     pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
         let va = va.0;
         if va < KERNEL_VA_START {
             return None;
         }
+        let _walk = self.foreign_walk();
         let mut found = None;
         self.walk_range(
             va,
@@ -632,14 +770,37 @@ impl<E: PageTableEnv> InitMm<E> {
         found
     }
 
-    /// The table pages (below the pgd) whose span meets `[start, end)`.
+    /// The table pages (below the pgd) whose span meets `[start, end)`. The range need not be
+    /// the caller's, as for [`translate`](Self::translate).
     pub fn count_tables(&self, start: VirtAddr, end: VirtAddr) -> TableCount {
         let mut count = TableCount::default();
         let (start, end) = (start.0.max(KERNEL_VA_START), end.0);
         if start < end {
+            let _walk = self.foreign_walk();
             self.walk_range(start, end - 1, &mut count);
         }
         count
+    }
+
+    /// The first address of `[va, va + size)` that a leaf maps, if any (a block counts from
+    /// where the range meets it). The range need not be the caller's, as for
+    /// [`translate`](Self::translate).
+    pub(super) fn first_mapped(&self, va: VirtAddr, size: usize) -> Option<VirtAddr> {
+        let start = va.0.max(KERNEL_VA_START);
+        let end = va.0.saturating_add(size);
+        if start >= end {
+            return None;
+        }
+        let _walk = self.foreign_walk();
+        let mut first = None;
+        self.walk_range(
+            start,
+            end - 1,
+            &mut Leaves(|_: &Entry<'_>, span: Span, _| {
+                first.get_or_insert(span.start);
+            }),
+        );
+        first.map(VirtAddr)
     }
 
     /// Free every pud, pmd and pte table whose whole span lies in `[start, end)` and that holds no
@@ -652,10 +813,11 @@ impl<E: PageTableEnv> InitMm<E> {
     /// # Safety
     ///
     /// Quiescence: while this runs, no other CPU may walk, map or unmap any address in
-    /// `[start, end)` (through this `InitMm`, or through the hardware walker by accessing it).
-    /// The fast path of the table allocators reads a table entry without a lock and then writes
-    /// into the table it points at; if that raced with this function, the write would land in a
-    /// freed frame.
+    /// `[start, end)` (through this `InitMm`, or through the hardware walker by accessing it),
+    /// except by a walk that need not own its range ([`translate`](Self::translate),
+    /// [`count_tables`](Self::count_tables)), which every table free waits for. The fast path of
+    /// the table allocators reads a table entry without a lock and then writes into the table it
+    /// points at; if that raced with this function, the write would land in a freed frame.
     pub unsafe fn reclaim_empty_tables(&self, start: VirtAddr, end: VirtAddr) -> usize {
         let (start, end) = (start.0.max(KERNEL_VA_START), end.0);
         if start >= end {

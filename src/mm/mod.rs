@@ -30,15 +30,26 @@
 //!    up in each empty slot, every loser frees its own, and both outcomes are counted so tests can
 //!    show the race ran.
 //! 3. **Leaves without a lock.** The range allocator never gives two live areas the same page, so
-//!    leaf stores cannot conflict. Storing over a valid leaf is a bug and panics.
+//!    leaf stores cannot conflict. Storing over a valid leaf is a bug and panics. Code outside
+//!    `vm` maps only into a range it holds (a `vm::Window`), and says so: see "Safe code" below.
 //! 4. **Unmap order.** Clear the leaves, `dsb ishst`, broadcast TLB invalidation (`tlbi vaale1is`
 //!    per leaf, or `vmalle1is` above a threshold), `dsb ish; isb`, and only then let the virtual
-//!    range, and any page it mapped, be used again.
+//!    range, and any page-table page taken out of the tree, be used again. The invalidation may
+//!    be deferred and batched: only `vm`'s lazy path clears leaves without invalidating at once
+//!    (`unmap_range_noflush`, private to `mm`), and keeps the range busy until its purge has
+//!    completed; `release_window` refuses a window in which anything is still mapped. The data
+//!    pages a vmalloc area mapped go back at once, as Linux's `vfree` frees them: no code touches
+//!    a freed area, a stale TLB entry is never written through speculatively, and RAM is only
+//!    ever mapped Normal write-back, so a stale translation elsewhere cannot hurt the page's next
+//!    owner. So no frame ever waits for a purge: out of frames, the frame allocator drains every
+//!    CPU's cache and tries once more; out of virtual space, the range allocator purges and tries
+//!    once more.
 //! 5. **Break-before-make.** A valid entry is replaced (table by block, or a leaf's output) only
 //!    after it was cleared and its invalidation completed; only permission bits change in place. A
 //!    table leaves the tree bottom-up, each lower entry cleared and invalidated while the entry
-//!    above still points at valid tables, and is freed only after its invalidation completed.
-//!    Otherwise intermediate tables stay (Linux keeps them too).
+//!    above still points at valid tables, and is freed only after its invalidation completed and
+//!    every walk that need not own its range (`translate`, `count_tables`) and may be inside it
+//!    has ended. Otherwise intermediate tables stay (Linux keeps them too).
 //! 6. **Attributes.** Normal memory is write-back, inner shareable; `ioremap` is Device-nGnRE,
 //!    `ioremap_np` Device-nGnRnE, `ioremap_wc` Normal non-cacheable; everything but kernel text is
 //!    execute-never; text is read-only and executable, rodata read-only (W^X).
@@ -56,6 +67,30 @@
 //!     CPU may take a translation fault on a mapping another CPU just published: it is retried,
 //!     not reported. How the MMU, caches and TLB are handled at each step of boot and mapping is
 //!     listed in `arch::aarch64`'s module documentation.
+//!
+//! # Safe code
+//!
+//! What `mm` exports safely cannot break these invariants: what could is `unsafe`, with a
+//! `# Safety` contract, or private to `mm` (each has a `compile_fail` test showing that misuse
+//! does not build).
+//!
+//! - Mapping and unmapping a range directly (`InitMm::map_range`, `map_pages`, `unmap_range`), the
+//!   table allocators (`pud_alloc`, `pmd_alloc`, `pte_alloc_kernel`) and `KernelVm::vmap` are
+//!   `unsafe`: the caller promises that the virtual range is its own (in a `vm::Window` it holds)
+//!   and that the RAM it maps is its own, for as long as it is mapped. `ioremap` and `vmalloc`
+//!   are safe: they reserve the range themselves, and map device memory or fresh frames.
+//! - `pgtable::Entry` values come only from `mm`'s own walks (`Entry::new` is private), so the
+//!   table allocators never follow a descriptor that someone made up; the TLB batch of an unmap
+//!   (`tlb::TlbFlush`) and `unmap_range_noflush` are private to `mm`.
+//! - A `vm::Window` is the handle of its reservation: `release_window` takes it, so only its
+//!   holder gives it back, once, and only with nothing mapped in it.
+//! - Handing memory to the frame allocator or giving frames back (`frame::Frames::add_region`,
+//!   `free`) and building `init_mm` at boot (`boot::init`) are `unsafe`; the kernel's `KernelVm`
+//!   can be set only by `boot::init`.
+//!
+//! One gap is left: `vfree`, `vunmap` and `iounmap` take an address, as Linux's do. They refuse
+//! one that does not start a live area of their own kind, but cannot tell whether the caller is
+//! the code that made the area.
 
 pub mod addr;
 pub mod env;

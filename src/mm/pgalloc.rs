@@ -53,9 +53,7 @@ use super::phys_layout::PhysLayout;
 use super::profile::{self, Event, Lock};
 #[cfg(feature = "bench")]
 use super::sync::AtomicUsize;
-#[cfg(feature = "bench")]
-use super::sync::MutexGuard;
-use super::sync::{AtomicU64, Mutex, Ordering};
+use super::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Which design serialises mapping calls: only the benchmark kernel has a choice.
 #[cfg(feature = "bench")]
@@ -123,6 +121,23 @@ pub struct PgStatsSnapshot {
     pub reclaimed: u64,
 }
 
+impl PgStatsSnapshot {
+    /// What happened from `before` to `self`: installs, lost races, promotions, reclaims.
+    pub fn since(&self, before: &PgStatsSnapshot) -> PgStatsSnapshot {
+        let d = |x: LevelStats, y: LevelStats| LevelStats {
+            installed: y.installed - x.installed,
+            lost: y.lost - x.lost,
+        };
+        PgStatsSnapshot {
+            pud: d(before.pud, self.pud),
+            pmd: d(before.pmd, self.pmd),
+            pte: d(before.pte, self.pte),
+            promotions: self.promotions - before.promotions,
+            reclaimed: self.reclaimed - before.reclaimed,
+        }
+    }
+}
+
 /// One mapping call in progress, and so which lock it holds: none in the seed design. In the
 /// pre-patch baseline it holds `page_table_lock` from [`InitMm::begin_walk`] until it is dropped,
 /// except while a table is being allocated.
@@ -173,6 +188,11 @@ pub struct InitMm<E: PageTableEnv> {
     layout: PhysLayout,
     /// Serialises table installs, and nothing else. Private: see the module documentation.
     page_table_lock: Mutex<()>,
+    /// Held by every walk of a range that its caller need not own ([`InitMm::foreign_walk`]),
+    /// and taken and dropped by every table free once the table is out of the tree
+    /// ([`InitMm::wait_for_foreign_walks`]), so that no such walk is still inside a table when
+    /// it is freed. Private too.
+    foreign_walks: Mutex<()>,
     /// The [`Design`] as a number (0 = Seed, 1 = PrePatch).
     #[cfg(feature = "bench")]
     design: AtomicUsize,
@@ -194,6 +214,7 @@ impl<E: PageTableEnv> InitMm<E> {
             pgd,
             layout,
             page_table_lock: Mutex::new(()),
+            foreign_walks: Mutex::new(()),
             #[cfg(feature = "bench")]
             design: AtomicUsize::new(0),
             stats: PgStats {
@@ -259,7 +280,26 @@ impl<E: PageTableEnv> InitMm<E> {
     }
 
     /// The pud slot for `va`, installing the pud table under `pgd` if there is none.
-    pub fn pud_alloc(&self, pgd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+    ///
+    /// These allocators step into the table an entry's descriptor points at, and hand out an
+    /// [`Entry`] that borrows that table: they are for callers that own the range they walk, as
+    /// the mapping calls do. Called without that promise they do not build:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, pgalloc::InitMm};
+    /// # fn f(init_mm: &InitMm<impl PageTableEnv>, va: VirtAddr) {
+    /// let pud = init_mm.pud_alloc(init_mm.pgd_offset_k(va), va); // error[E0133]: unsafe
+    /// # }
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// `pgd` comes from this `InitMm`'s [`pgd_offset_k`](Self::pgd_offset_k) for an address in
+    /// the same 512 GiB as `va`, and `va` is the caller's: it lies in virtual space reserved for
+    /// the caller (a [`Window`](super::vm::Window) it holds), so that no table on its path is
+    /// freed (by a block mapping over it, or `reclaim_empty_tables`) while this runs or while the
+    /// returned entry, or one the caller derives from it, is used.
+    pub unsafe fn pud_alloc(&self, pgd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pgd.level(), Level::Pgd);
         let walk = self.begin_walk();
         self.alloc_next::<true>(&walk, pgd, va.0)
@@ -267,7 +307,12 @@ impl<E: PageTableEnv> InitMm<E> {
 
     /// The pmd slot for `va`, installing the pmd table under `pud` if there is none.
     /// `Err(BlockInTheWay)` if `pud` holds a 1 GiB block.
-    pub fn pmd_alloc(&self, pud: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+    ///
+    /// # Safety
+    ///
+    /// As for [`pud_alloc`](Self::pud_alloc), `pud` coming from this `InitMm`'s `pud_alloc` for
+    /// an address in the same gigabyte as `va`.
+    pub unsafe fn pmd_alloc(&self, pud: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pud.level(), Level::Pud);
         let walk = self.begin_walk();
         self.alloc_next::<true>(&walk, pud, va.0)
@@ -276,10 +321,37 @@ impl<E: PageTableEnv> InitMm<E> {
     /// The pte slot for `va`, installing the pte table under `pmd` if there is none.
     /// `Err(BlockInTheWay)` if `pmd` holds a 2 MiB block. No `mm` argument: there is one kernel
     /// address space, and the lock it needs is its own business.
-    pub fn pte_alloc_kernel(&self, pmd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+    ///
+    /// # Safety
+    ///
+    /// As for [`pud_alloc`](Self::pud_alloc), `pmd` coming from this `InitMm`'s `pmd_alloc` for
+    /// an address in the same 2 MiB as `va`.
+    pub unsafe fn pte_alloc_kernel(
+        &self,
+        pmd: Entry<'_>,
+        va: VirtAddr,
+    ) -> Result<Entry<'_>, MmError> {
         debug_assert_eq!(pmd.level(), Level::Pmd);
         let walk = self.begin_walk();
         self.alloc_next::<true>(&walk, pmd, va.0)
+    }
+
+    /// Begin a walk of a range that the caller need not own (`translate`, `count_tables`): until
+    /// the guard is dropped, no table leaves the tree and is freed, by another CPU's block mapping
+    /// or reclaim, while the walk may still be inside it ([`wait_for_foreign_walks`]).
+    ///
+    /// [`wait_for_foreign_walks`]: Self::wait_for_foreign_walks
+    pub(super) fn foreign_walk(&self) -> MutexGuard<'_, ()> {
+        self.foreign_walks.lock()
+    }
+
+    /// Wait until every walk begun with [`foreign_walk`](Self::foreign_walk) that may have read
+    /// an entry cleared before this call has ended; one begun later reads the cleared entry (the
+    /// lock orders the clear before its reads). Called between taking a table out of the tree and
+    /// freeing it, as Linux's arm64 `pud_free_pmd_page` and `pmd_free_pte_page` take and drop
+    /// `init_mm`'s mmap lock there when a page-table dump may be walking the kernel's tables.
+    pub(super) fn wait_for_foreign_walks(&self) {
+        drop(self.foreign_walks.lock());
     }
 
     /// Start a mapping call: nothing to do in the seed design; in the pre-patch baseline take
@@ -394,10 +466,12 @@ impl<E: PageTableEnv> InitMm<E> {
         let counters = self.counters(next);
         match winner {
             None => {
+                profile::shared_write();
                 counters.installed.fetch_add(1, Ordering::Relaxed);
                 Ok(self.entry_in(new, next, va))
             }
             Some(now) => {
+                profile::shared_write();
                 counters.lost.fetch_add(1, Ordering::Relaxed);
                 // Never published: no CPU or walker can have seen it.
                 // SAFETY: our own frame, never published: the racer's table is in the slot.

@@ -572,6 +572,18 @@ impl fmt::LowerHex for Descriptor {
 ///
 /// It remembers which table (and that table's frame) it lives in, its level, and the virtual
 /// address it was looked up for, so walkers can step to neighbouring slots without re-walking.
+///
+/// Only `mm` makes entries, each for a table of a tree it walks (`InitMm::pgd_offset_k`, the
+/// table allocators, the range walker): the table allocators follow the descriptor an entry
+/// holds, so an entry over a table that code outside `mm` made up, whose "table descriptor"
+/// could point at any frame, does not build:
+///
+/// ```compile_fail,E0624
+/// # use initmm::mm::{addr::PhysAddr, pgtable::{Entry, Level, Table}};
+/// # fn f(forged: &Table) {
+/// let e = Entry::new(forged, PhysAddr(0x4000_0000), Level::Pmd, 0); // error[E0624]: private
+/// # }
+/// ```
 #[derive(Clone, Copy)]
 pub struct Entry<'a> {
     table: &'a Table,
@@ -581,8 +593,14 @@ pub struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    /// The slot for `va` in `table` (a `level` table in frame `table_pa`).
-    pub fn new(table: &'a Table, table_pa: PhysAddr, level: Level, va: usize) -> Self {
+    /// The slot for `va` in `table` (a `level` table in frame `table_pa`), which must be a table
+    /// of the tree being walked (see the type's documentation).
+    pub(in crate::mm) fn new(
+        table: &'a Table,
+        table_pa: PhysAddr,
+        level: Level,
+        va: usize,
+    ) -> Self {
         Self {
             table,
             table_pa,

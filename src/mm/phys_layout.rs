@@ -98,10 +98,44 @@ impl PhysLayout {
     }
 
     /// May `[pa, pa + size)` be mapped with `prot`?
+    #[inline]
     pub fn check(&self, pa: u64, size: usize, prot: Prot) -> Result<(), MmError> {
         if !self.checked {
             return Ok(());
         }
+        // The common cases, decided inline (all else below): a vmalloc page (writable, not
+        // executable, cacheable, inside one RAM region and clear of the kernel's read-only part
+        // and of the firmware's tables) and device registers (not executable, not cacheable,
+        // clear of RAM).
+        if let Some(end) = pa.checked_add(size as u64)
+            && !prot.executable()
+        {
+            let plain_ram = prot.writable()
+                && prot.mem().is_cacheable()
+                && (end <= self.read_only.base || pa >= self.read_only.base + self.read_only.size)
+                && self
+                    .firmware
+                    .iter()
+                    .all(|f| end <= f.base || pa >= f.base + f.size)
+                && self
+                    .memory
+                    .iter()
+                    .any(|m| m.base <= pa && end <= m.base + m.size);
+            let device = !prot.mem().is_cacheable()
+                && self
+                    .memory
+                    .iter()
+                    .all(|m| end <= m.base || pa >= m.base + m.size);
+            if plain_ram || device {
+                return Ok(());
+            }
+        }
+        self.check_slow(pa, size, prot)
+    }
+
+    /// [`check`](Self::check) in full.
+    #[inline(never)]
+    fn check_slow(&self, pa: u64, size: usize, prot: Prot) -> Result<(), MmError> {
         let r = Region::new(pa, size as u64);
         if prot.mem().is_cacheable() {
             if !region::covers(&self.memory, r) {

@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as StdOrdering};
 use std::sync::{Mutex as StdMutex, OnceLock};
 use std::vec::Vec;
 
-use super::addr::PhysAddr;
+use super::addr::{PhysAddr, VirtAddr};
 use super::env::PageTableEnv;
 use super::layout::PAGE_SIZE;
-use super::pgtable::{Entry, Level, Table};
+use super::pgalloc::InitMm;
+use super::pgtable::{Entry, Level, MmError, Prot, Table};
 use super::sync::{AtomicU64, Ordering};
 
 /// Physical address of frame 0.
@@ -312,5 +313,64 @@ impl PageTableEnv for TestEnv {
             val: raw,
         });
         entry.slot().store(raw, Ordering::Release);
+    }
+}
+
+/// The calls whose contract is that the caller owns the virtual range and the memory it maps
+/// (`map_range`, `map_pages`, `unmap_range`, the table allocators), for host tests.
+///
+/// A host test owns each `InitMm<TestEnv>` it makes, and with it the whole address space: no
+/// other code maps into it, no hardware walks it, and the physical addresses it maps stand for
+/// no memory at all (the environment's frames, the only memory the page-table code touches, are
+/// never mapped). A test that maps from several threads gives each its own range, and one that
+/// holds an [`Entry`] does not reclaim or map a block over its table meanwhile. So these
+/// wrappers make the promise once, for every test.
+impl InitMm<TestEnv> {
+    /// `map_range`.
+    pub fn map_owned(
+        &self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        size: usize,
+        prot: Prot,
+        blocks: bool,
+    ) -> Result<(), MmError> {
+        // SAFETY: the test's own address space and no real memory (see above).
+        unsafe { self.map_range(va, pa, size, prot, blocks) }
+    }
+
+    /// `map_pages`.
+    pub fn map_pages_owned(
+        &self,
+        va: VirtAddr,
+        pages: &[PhysAddr],
+        p: Prot,
+    ) -> Result<(), MmError> {
+        // SAFETY: as for `map_owned`.
+        unsafe { self.map_pages(va, pages, p) }
+    }
+
+    /// `unmap_range`.
+    pub fn unmap_owned(&self, va: VirtAddr, size: usize) {
+        // SAFETY: as for `map_owned`.
+        unsafe { self.unmap_range(va, size) }
+    }
+
+    /// `pud_alloc`.
+    pub fn pud_alloc_owned(&self, pgd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+        // SAFETY: as for `map_owned`; the tests pass entries of this `InitMm` for `va`.
+        unsafe { self.pud_alloc(pgd, va) }
+    }
+
+    /// `pmd_alloc`.
+    pub fn pmd_alloc_owned(&self, pud: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+        // SAFETY: as for `pud_alloc_owned`.
+        unsafe { self.pmd_alloc(pud, va) }
+    }
+
+    /// `pte_alloc_kernel`.
+    pub fn pte_alloc_owned(&self, pmd: Entry<'_>, va: VirtAddr) -> Result<Entry<'_>, MmError> {
+        // SAFETY: as for `pud_alloc_owned`.
+        unsafe { self.pte_alloc_kernel(pmd, va) }
     }
 }

@@ -44,12 +44,21 @@ pub fn flush_kernel_ranges<E: PageTableEnv>(env: &E, ranges: &[(usize, usize)]) 
     });
 }
 
-/// The leaf VAs cleared by one unmap, for the TLB invalidation that must follow. The
-/// invalidation runs when the batch is dropped: sound, because a batch only grows while leaves
-/// are cleared, and its owner (`unmap_range`) drops it before returning, so the range is given
-/// back only after the invalidation completed (invariant 4). (The lazy path, which must *not*
-/// invalidate per call, uses no batch: `unmap_range_noflush`.)
-pub struct TlbFlush<'e, E: PageTableEnv> {
+/// The leaf VAs cleared by one unmap, for the TLB invalidation that must follow: its owner
+/// (`unmap_range`, the only one) calls [`finish`](Self::finish), which invalidates them all,
+/// before it returns, so the range is given back only after the invalidation completed
+/// (invariant 4). The invalidation is an explicit, consuming call, not a `Drop`: a destructor can
+/// be skipped (`mem::forget` is safe), and a batch whose invalidation never ran would let a range
+/// be reused while CPUs still translate it. For the same reason the type is private to `mm`: code
+/// outside it cannot hold a batch, let alone forget one:
+///
+/// ```compile_fail,E0603
+/// use initmm::mm::tlb::TlbFlush; // error[E0603]: struct `TlbFlush` is private
+/// ```
+///
+/// (The lazy path, which must *not* invalidate per call, uses no batch: `unmap_range_noflush`.)
+#[must_use = "the cleared leaves stay in the TLBs until `finish` invalidates them"]
+pub(super) struct TlbFlush<'e, E: PageTableEnv> {
     env: &'e E,
     base: usize,
     /// Leaves cleared so far; once it reaches `TLBI_MAX_OPS` only the count matters.
@@ -63,7 +72,7 @@ pub struct TlbFlush<'e, E: PageTableEnv> {
 
 impl<'e, E: PageTableEnv> TlbFlush<'e, E> {
     /// An empty batch for leaves at or above `base`.
-    pub fn new(env: &'e E, base: usize) -> Self {
+    pub(super) fn new(env: &'e E, base: usize) -> Self {
         Self {
             env,
             base,
@@ -73,7 +82,7 @@ impl<'e, E: PageTableEnv> TlbFlush<'e, E> {
     }
 
     /// Add the leaf at `va` (at or above the base).
-    pub fn add(&mut self, va: usize) {
+    pub(super) fn add(&mut self, va: usize) {
         if self.n < TLBI_MAX_OPS - 1 {
             match u32::try_from((va - self.base) >> PAGE_SHIFT) {
                 Ok(p) => {
@@ -85,11 +94,10 @@ impl<'e, E: PageTableEnv> TlbFlush<'e, E> {
         }
         self.n += 1;
     }
-}
 
-impl<E: PageTableEnv> Drop for TlbFlush<'_, E> {
-    /// After this no CPU can still translate a VA of the batch.
-    fn drop(&mut self) {
+    /// Invalidate every leaf of the batch on every CPU, and wait for it: after this no CPU can
+    /// still translate a VA of the batch.
+    pub(super) fn finish(self) {
         let (base, n, pages) = (self.base, self.n, &self.pages);
         invalidate(self.env, n, |tlbi| {
             for p in &pages[..n] {

@@ -14,16 +14,20 @@
 //! # Lazy unmapping
 //!
 //! `iounmap`, `vunmap` and `vfree` clear the area's leaves at once but do not invalidate the TLB:
-//! the area is marked [`AreaKind::Lazy`] and put on a purge list (Linux's `free_vmap_area_noflush`
-//! and `vunmap_range_noflush`). When the lazily freed areas add up to more than
-//! [`lazy_max_pages`] pages, one CPU purges them all: one TLB invalidation for the lot (per page
-//! below `TLBI_MAX_OPS` pages in all, else one `tlbi vmalle1is`), completed, and only then are
-//! their ranges given back to the range allocator and a vmalloc area's pages to the frame
-//! allocator (Linux's `__purge_vmap_area_lazy`; Linux frees the pages earlier, at `vfree`: here
-//! they wait, so that no CPU can still reach a page through a stale TLB entry once someone else
-//! owns it). Until its purge, an area's range is busy: it cannot be handed out again, so nothing
-//! can meet a stale translation (invariant 4 in `mm`). [`KernelVm::vm_unmap_aliases`] purges now;
-//! a range allocation that finds no space purges and tries again.
+//! the area is marked [`AreaKind::Lazy`] and its range put on the freeing CPU's purge list
+//! (Linux's `free_vmap_area_noflush` and `vunmap_range_noflush`). A vmalloc area's pages go back
+//! to the frame allocator at once, as Linux's `vfree` frees them: no code touches a freed area, a
+//! stale TLB entry is never written through speculatively, and RAM is only ever mapped Normal
+//! write-back, so the next owner of a page cannot be hurt by a stale translation of it elsewhere.
+//! When a CPU's list holds more than its share of [`lazy_max_pages`] pages, that CPU (or the one
+//! purging already) purges every list: one TLB invalidation for the lot (per page below
+//! `TLBI_MAX_OPS` pages in all, else one `tlbi vmalle1is`), completed, and only then are the
+//! ranges given back to the range allocator (Linux's `__purge_vmap_area_lazy`). Until its purge,
+//! an area's range is busy: it cannot be mapped again, so nothing can meet a stale translation of
+//! it (invariant 4 in `mm`). [`KernelVm::vm_unmap_aliases`] purges now; a range allocation that
+//! finds no space purges and tries once more (Linux's `alloc_vmap_area`). A mapping call that
+//! finds no frame has nothing to gain from a purge (no frame waits for one): the frame allocator
+//! has drained every CPU's cache and tried once more before it said no.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -34,7 +38,7 @@ use super::pgalloc::InitMm;
 use super::pgtable::{IoProt, MmError, Prot};
 use super::profile::{self, Lock};
 use super::region::Region;
-use super::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use super::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use super::vmap_area::{VaError, VmapArea, VmapAreaAllocator};
 use super::vmap_node::{REGION, SLOT, SLOT_MAX_PAGES, SlotArena};
 use crate::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
@@ -47,6 +51,10 @@ use areas::{Home, VmapNode};
 use lazy::LazyList;
 pub use lazy::{LazyStats, lazy_max_pages};
 
+/// Pages of a vmalloc area whose page list lives on the stack (larger ones take it from the
+/// heap; 128 bytes, which the compiler zeroes in a few stores).
+const SMALL_VMALLOC_PAGES: usize = 16;
+
 /// What an area in the vmalloc region holds: decides what unmapping it must do and which
 /// function may free it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +66,7 @@ pub enum AreaKind {
     Vmap,
     /// `ioremap`: device memory, unmapped by `iounmap`.
     Ioremap,
-    /// A window reserved with `reserve_window`, mapped and unmapped by its owner through
+    /// A [`Window`] reserved with `reserve_window`, mapped and unmapped by its holder through
     /// `init_mm` directly; given back with `release_window`.
     Window,
     /// Freed, its leaves cleared, waiting for the purge that invalidates its TLB entries.
@@ -148,6 +156,13 @@ pub enum VmError {
         /// The address the caller passed.
         addr: VirtAddr,
     },
+    /// A window to be released still has a leaf mapped in it (`release_window`).
+    StillMapped {
+        /// The window's start.
+        window: VirtAddr,
+        /// The first address in it that a leaf maps.
+        mapped: VirtAddr,
+    },
 }
 
 impl fmt::Display for VmError {
@@ -188,6 +203,11 @@ impl fmt::Display for VmError {
                 )
             }
             Self::AlreadyFreed { addr } => write!(f, "the area at {addr:#x} was freed already"),
+            Self::StillMapped { window, mapped } => write!(
+                f,
+                "the window at {window:#x} still maps {mapped:#x}: unmap everything in it before \
+                 releasing it (it stays reserved)"
+            ),
         }
     }
 }
@@ -233,6 +253,31 @@ impl KernelStack {
     }
 }
 
+/// A window of virtual space from [`KernelVm::reserve_window`]: the handle of its reservation.
+/// Its holder alone maps and unmaps in it (through `init_mm` directly: the window is the
+/// "range reserved for the caller" that [`InitMm::map_range`]'s contract asks for), and gives it
+/// back with [`KernelVm::release_window`], which takes the handle. It cannot be copied or made
+/// up, so no other code can release a window its holder still maps into. Dropping the handle
+/// releases nothing: the window stays reserved.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a window that is neither used nor released stays reserved"]
+pub struct Window {
+    start: usize,
+    size: usize,
+}
+
+impl Window {
+    /// The window's first address.
+    pub const fn start(&self) -> VirtAddr {
+        VirtAddr(self.start)
+    }
+
+    /// The window's length in bytes (what was asked for, rounded up to pages).
+    pub const fn size(&self) -> usize {
+        self.size
+    }
+}
+
 /// `init_mm` plus the vmalloc region's range allocators.
 pub struct KernelVm<E: PageTableEnv> {
     /// The kernel's one address space, whose tables every area is mapped into.
@@ -250,13 +295,21 @@ pub struct KernelVm<E: PageTableEnv> {
     /// Whether small areas come from the nodes (off only in host tests that need every area at a
     /// predictable place).
     use_nodes: bool,
-    /// Pages spanned by the lazily freed areas, on every node's list.
-    lazy_pages: AtomicUsize,
-    /// Above this many lazily freed pages, a free purges ([`lazy_max_pages`]).
+    /// Above this many lazily freed pages on its own list, a CPU's free purges: the threshold
+    /// ([`lazy_max_pages`]) over the online CPUs, so the lists never hold more than it in all
+    /// and no CPU writes a count another CPU writes.
+    lazy_share: AtomicUsize,
+    /// The threshold and the online CPUs it is shared by.
     lazy_max: AtomicUsize,
+    online: AtomicUsize,
     /// One purge at a time: 1 while a CPU purges.
     purging: AtomicUsize,
+    /// 1 when a free over the threshold asked for a purge that has not started yet.
+    purge_wanted: AtomicBool,
     purges: AtomicU64,
+    /// Called by each purge after it collected the lists (host tests of the purge protocol).
+    #[cfg(test)]
+    purge_hook: std::sync::OnceLock<fn(&Self)>,
     pa_bits: u32,
 }
 
@@ -287,10 +340,14 @@ impl<E: PageTableEnv> KernelVm<E> {
             region_base,
             regions: AtomicUsize::new(0),
             use_nodes: true,
-            lazy_pages: AtomicUsize::new(0),
+            lazy_share: AtomicUsize::new(lazy_max_pages(1)),
             lazy_max: AtomicUsize::new(lazy_max_pages(1)),
+            online: AtomicUsize::new(1),
             purging: AtomicUsize::new(0),
+            purge_wanted: AtomicBool::new(false),
             purges: AtomicU64::new(0),
+            #[cfg(test)]
+            purge_hook: std::sync::OnceLock::new(),
             pa_bits,
         }
     }
@@ -303,14 +360,21 @@ impl<E: PageTableEnv> KernelVm<E> {
         self
     }
 
-    /// Size the lazy-purge threshold for `cpus` online CPUs ([`lazy_max_pages`]).
+    /// Size the lazy-purge threshold for `cpus` online CPUs ([`lazy_max_pages`]), shared out
+    /// among them.
     pub fn set_online_cpus(&self, cpus: usize) {
-        self.lazy_max.store(lazy_max_pages(cpus), Ordering::Relaxed);
+        self.online.store(cpus.max(1), Ordering::Relaxed);
+        self.set_lazy_max_pages(lazy_max_pages(cpus));
     }
 
-    /// Set the lazy-purge threshold directly, in pages (0: purge on every free). For tests.
+    /// Set the lazy-purge threshold directly, in pages, shared out among the online CPUs (0:
+    /// purge on every free). For tests.
     pub fn set_lazy_max_pages(&self, pages: usize) {
         self.lazy_max.store(pages, Ordering::Relaxed);
+        self.lazy_share.store(
+            pages / self.online.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
     }
 
     /// Map `pages` (physical page addresses, in order) contiguously with `prot`, in one walk.
@@ -319,14 +383,34 @@ impl<E: PageTableEnv> KernelVm<E> {
     ///
     /// [`VmError::ZeroSize`] for no pages, [`VmError::NoVirtualSpace`], and the table errors
     /// of [`InitMm::map_pages`] as [`VmError::Table`].
-    pub fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<VirtAddr, VmError> {
-        self.vmap_kind(pages, prot, AreaKind::Vmap, PAGE_SIZE, 0)
-            .map(VirtAddr)
+    ///
+    /// # Safety
+    ///
+    /// Every page of `pages` that is RAM is the caller's: a frame it holds and does not give
+    /// back, or use for anything else, until the area has been unmapped with
+    /// [`vunmap`](Self::vunmap) *and* purged ([`vm_unmap_aliases`](Self::vm_unmap_aliases)), so
+    /// that the mapping never aliases RAM that other code owns. (Pages that are not RAM may be
+    /// mapped any number of times; `PhysLayout` checks `prot` against what each page is.) An
+    /// alias of someone else's RAM does not build without that promise:
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm::mm::{addr::PhysAddr, env::PageTableEnv, pgtable::Prot, vm::KernelVm};
+    /// # fn f(vm: &KernelVm<impl PageTableEnv>, theirs: PhysAddr) {
+    /// let va = vm.vmap(&[theirs], Prot::KERNEL_RW); // error[E0133]: call to unsafe function
+    /// # }
+    /// ```
+    pub unsafe fn vmap(&self, pages: &[PhysAddr], prot: Prot) -> Result<VirtAddr, VmError> {
+        // SAFETY: the caller's pages, by this function's contract.
+        unsafe { self.vmap_kind(pages, prot, AreaKind::Vmap, PAGE_SIZE, 0) }.map(VirtAddr)
     }
 
     /// `vmap` into a fresh area of `kind` at `align`, `lead` unmapped pages first (a stack's
     /// guard page).
-    fn vmap_kind(
+    ///
+    /// # Safety
+    ///
+    /// As for [`vmap`](Self::vmap): the pages that are RAM are the caller's.
+    unsafe fn vmap_kind(
         &self,
         pages: &[PhysAddr],
         prot: Prot,
@@ -339,10 +423,12 @@ impl<E: PageTableEnv> KernelVm<E> {
         }
         let area = self.reserve((lead + pages.len()) * PAGE_SIZE, align, kind)?;
         // map_pages leaves nothing mapped when it fails.
-        if let Err(e) = self
-            .init_mm
-            .map_pages(VirtAddr(area.start + lead * PAGE_SIZE), pages, prot)
-        {
+        // SAFETY: the area was just reserved for this call, which alone maps into it; the pages
+        // that are RAM are the caller's (this function's contract).
+        if let Err(e) = unsafe {
+            self.init_mm
+                .map_pages(VirtAddr(area.start + lead * PAGE_SIZE), pages, prot)
+        } {
             self.release(area.start);
             return Err(e.into());
         }
@@ -350,10 +436,8 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Unmap a `vmap` area (lazily, see the module documentation). The pages stay the caller's,
-    /// but must not be reused for anything else before the purge ([`vm_unmap_aliases`] forces
-    /// one).
-    ///
-    /// [`vm_unmap_aliases`]: Self::vm_unmap_aliases
+    /// free to reuse at once: a stale translation of the old range elsewhere is never used (the
+    /// module documentation says why), and the range is not mapped again before the purge.
     ///
     /// # Errors
     ///
@@ -387,6 +471,10 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Allocate the pages, zero them if asked, map them after `lead` unmapped pages.
+    ///
+    /// Out of frames (for a page or a table) it fails at once: no frame waits for a lazy purge
+    /// (the pages of freed areas went back at `vfree`), and the frame allocator has drained every
+    /// CPU's cache and tried once more before it said no.
     fn vmalloc_inner(
         &self,
         size: usize,
@@ -398,32 +486,34 @@ impl<E: PageTableEnv> KernelVm<E> {
             return Err(VmError::ZeroSize);
         }
         let n = size.div_ceil(PAGE_SIZE);
+        // The page list: on the stack for the small areas most calls ask for, from the heap
+        // for larger ones.
+        let mut small = [PhysAddr(0); SMALL_VMALLOC_PAGES];
+        let mut large = Vec::new();
+        let pages = if n <= SMALL_VMALLOC_PAGES {
+            &mut small[..n]
+        } else {
+            large.resize(n, PhysAddr(0));
+            &mut large[..]
+        };
         let env = self.init_mm.env();
-        let mut pages = Vec::with_capacity(n);
-        for _ in 0..n {
-            match env.alloc_table_frame() {
-                Some(pa) => pages.push(pa),
-                None => {
-                    // SAFETY: frames this call was just handed, used for nothing yet.
-                    pages
-                        .iter()
-                        .for_each(|&pa| unsafe { env.free_table_frame(pa) });
-                    return Err(VmError::OutOfMemory { pages: n });
-                }
-            }
+        let got = env.alloc_pages(pages);
+        if got < n {
+            // SAFETY: frames this call was just handed, used for nothing yet.
+            unsafe { env.free_pages(&pages[..got]) };
+            return Err(VmError::OutOfMemory { pages: n });
         }
         if zero {
-            for &pa in &pages {
+            for &pa in pages.iter() {
                 // SAFETY: frames just handed out to this call, mapped nowhere yet.
                 unsafe { env.zero_table(pa) };
             }
         }
-        self.vmap_kind(&pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align, lead)
+        // SAFETY: frames this call was just handed, mapped nowhere else.
+        unsafe { self.vmap_kind(pages, Prot::KERNEL_RW, AreaKind::Vmalloc, align, lead) }
             .inspect_err(|_| {
                 // SAFETY: vmap_kind failed and left nothing mapped: the frames are ours alone.
-                pages
-                    .iter()
-                    .for_each(|&pa| unsafe { env.free_table_frame(pa) });
+                unsafe { env.free_pages(pages) };
             })
     }
 
@@ -454,25 +544,60 @@ impl<E: PageTableEnv> KernelVm<E> {
     }
 
     /// Reserve a window of virtual space for a caller that maps it itself with
-    /// `init_mm.map_range`/`unmap_range` (workloads that aim at particular table slots).
+    /// `init_mm.map_range`/`unmap_range` (workloads that aim at particular table slots). The
+    /// returned [`Window`] is the reservation: whoever holds it may map there.
     ///
     /// # Errors
     ///
     /// [`VmError::NoVirtualSpace`].
-    pub fn reserve_window(&self, size: usize, align: usize) -> Result<VirtAddr, VmError> {
-        self.reserve(size, align, AreaKind::Window)
-            .map(|a| VirtAddr(a.start))
+    pub fn reserve_window(&self, size: usize, align: usize) -> Result<Window, VmError> {
+        self.reserve(size, align, AreaKind::Window).map(|a| Window {
+            start: a.start,
+            size: a.size,
+        })
     }
 
-    /// Give back a window at once; its owner has unmapped everything in it with
-    /// `init_mm.unmap_range`, which invalidated the TLB.
+    /// Give back a window at once, once its holder has unmapped everything in it with
+    /// `init_mm.unmap_range` (which completed the TLB invalidation before it returned). This
+    /// checks that nothing is mapped in the window (nor in its guard page): a range given back
+    /// with a leaf still in it would be handed to the next caller with a live mapping of memory
+    /// that may no longer be the holder's (invariant 4 in `mm`).
+    ///
+    /// The window goes back only by handing over the [`Window`] itself, so only its holder can
+    /// release it, and only once:
+    ///
+    /// ```compile_fail,E0308
+    /// # use initmm::mm::{addr::VirtAddr, env::PageTableEnv, vm::KernelVm};
+    /// # fn f(vm: &KernelVm<impl PageTableEnv>, theirs: VirtAddr) {
+    /// let _ = vm.release_window(theirs); // error[E0308]: expected `Window`, found `VirtAddr`
+    /// # }
+    /// ```
+    ///
+    /// ```compile_fail,E0382
+    /// # use initmm::mm::{env::PageTableEnv, vm::KernelVm};
+    /// # fn f(vm: &KernelVm<impl PageTableEnv>) {
+    /// let w = vm.reserve_window(4096, 4096).unwrap();
+    /// let _ = vm.release_window(w);
+    /// let _ = vm.release_window(w); // error[E0382]: use of moved value: `w`
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As for [`vunmap`](Self::vunmap), for a window.
-    pub fn release_window(&self, start: VirtAddr) -> Result<(), VmError> {
-        self.lookup(start.0, AreaKind::Window, false)?;
-        self.release(start.0);
+    /// [`VmError::StillMapped`] if a leaf maps part of the window: the window then stays
+    /// reserved, for good (nothing else can be handed its range with that leaf in it).
+    pub fn release_window(&self, window: Window) -> Result<(), VmError> {
+        let area = self.lookup(window.start, AreaKind::Window, false)?;
+        if let Some(mapped) = self
+            .init_mm
+            .first_mapped(VirtAddr(area.start), area.size + PAGE_SIZE)
+        {
+            return Err(VmError::StillMapped {
+                window: VirtAddr(area.start),
+                mapped,
+            });
+        }
+        self.release(area.start);
         Ok(())
     }
 
@@ -493,7 +618,8 @@ impl<E: PageTableEnv> KernelVm<E> {
         self.vmalloc_inner(size, align, false, 0).map(VirtAddr)
     }
 
-    /// Free a `vmalloc` area (lazily: its pages go back after the purge).
+    /// Free a `vmalloc` area: its pages go back at once, its range after the lazy purge (see the
+    /// module documentation).
     ///
     /// # Errors
     ///
@@ -601,10 +727,12 @@ impl<E: PageTableEnv> KernelVm<E> {
             .find(|&b| len >= b && base.is_multiple_of(b as u64))
             .unwrap_or(PAGE_SIZE);
         let area = self.reserve(len, align, AreaKind::Ioremap)?;
-        if let Err(e) =
+        // SAFETY: the area was just reserved for this call, which alone maps into it, and the
+        // range is no RAM (refused above): device memory may be mapped any number of times.
+        if let Err(e) = unsafe {
             self.init_mm
                 .map_range(VirtAddr(area.start), PhysAddr(base), len, prot, true)
-        {
+        } {
             // map_range has already cleared what it mapped.
             self.release(area.start);
             return Err(e.into());

@@ -39,6 +39,8 @@ pub const MAX_TAG: usize = 7;
 /// One sub-block: its class, its slots' bookkeeping and a stack of its free slots.
 struct Sub {
     class: usize,
+    /// log2 of the slot size in bytes.
+    shift: u32,
     meta: [u8; MAX_SUB_SLOTS],
     free: [u8; MAX_SUB_SLOTS],
     nfree: usize,
@@ -49,6 +51,7 @@ impl Sub {
         let slots = SUB / (CLASS_PAGES[class] * PAGE_SIZE);
         let mut s = Self {
             class,
+            shift: (CLASS_PAGES[class] * PAGE_SIZE).trailing_zeros(),
             meta: [0; MAX_SUB_SLOTS],
             free: [0; MAX_SUB_SLOTS],
             nfree: slots,
@@ -61,7 +64,7 @@ impl Sub {
     }
 
     fn slot_size(&self) -> usize {
-        CLASS_PAGES[self.class] * PAGE_SIZE
+        1 << self.shift
     }
 }
 
@@ -128,24 +131,17 @@ impl SlotArena {
             (1..=SLOT_MAX_PAGES).contains(&pages) && align <= SLOT && tag <= MAX_TAG,
             "slot arena: {size:#x} bytes at {align:#x}, tag {tag}"
         );
-        let class = CLASS_PAGES
-            .iter()
-            .position(|&c| c > pages && c * PAGE_SIZE >= align)
-            .expect("a slot of 32 pages holds 31 and the guard page, at any alignment to SLOT");
+        // The smallest class whose slots hold the pages and the guard page and are aligned to
+        // `align`: slots are powers of two of at least 2 pages.
+        let slot_pages = (pages + 1)
+            .next_power_of_two()
+            .max(align / PAGE_SIZE)
+            .max(CLASS_PAGES[0]);
+        let class = (slot_pages / CLASS_PAGES[0]).trailing_zeros() as usize;
+        debug_assert_eq!(CLASS_PAGES[class], slot_pages);
         let (r, s) = match self.partial[class].last() {
             Some(&(r, s)) => (r as usize, s as usize),
-            None => {
-                // A new sub-block in the last region, if it has room.
-                let r = self.regions.len().checked_sub(1)?;
-                let region = &mut self.regions[r];
-                if region.subs.len() == SUBS_PER_REGION {
-                    return None;
-                }
-                region.subs.push(Sub::new(class));
-                let s = region.subs.len() - 1;
-                self.partial[class].push((r as u32, s as u32));
-                (r, s)
-            }
+            None => self.new_sub(class)?,
         };
         let region = &mut self.regions[r];
         let sub = &mut region.subs[s];
@@ -164,6 +160,29 @@ impl SlotArena {
         })
     }
 
+    /// A new sub-block of `class` in the last region, if it has room: its place. Out of line,
+    /// like [`Self::now_partial`]: the common case finds a slot without it.
+    #[cold]
+    #[inline(never)]
+    fn new_sub(&mut self, class: usize) -> Option<(usize, usize)> {
+        let r = self.regions.len().checked_sub(1)?;
+        let region = &mut self.regions[r];
+        if region.subs.len() == SUBS_PER_REGION {
+            return None;
+        }
+        region.subs.push(Sub::new(class));
+        let s = region.subs.len() - 1;
+        self.partial[class].push((r as u32, s as u32));
+        Some((r, s))
+    }
+
+    /// The sub-block at `(region, sub)` of `class` has a free slot again.
+    #[cold]
+    #[inline(never)]
+    fn now_partial(&mut self, class: usize, region: usize, sub: usize) {
+        self.partial[class].push((region as u32, sub as u32));
+    }
+
     /// Is `addr` in one of this arena's regions?
     pub fn contains(&self, addr: usize) -> bool {
         self.regions
@@ -172,17 +191,19 @@ impl SlotArena {
     }
 
     /// The slot holding `addr`, if its sub-block exists.
+    #[inline]
     fn index(&self, addr: usize) -> Option<SlotIndex> {
-        let region = self
+        let (region, r) = self
             .regions
             .iter()
-            .position(|r| (r.start..r.start + REGION).contains(&addr))?;
-        let off = addr - self.regions[region].start;
-        let sub = self.regions[region].subs.get(off / SUB)?;
+            .enumerate()
+            .find(|(_, r)| addr.wrapping_sub(r.start) < REGION)?;
+        let off = addr - r.start;
+        let sub = r.subs.get(off / SUB)?;
         Some(SlotIndex {
             region,
             sub: off / SUB,
-            slot: off % SUB / sub.slot_size(),
+            slot: (off % SUB) >> sub.shift,
         })
     }
 
@@ -224,6 +245,23 @@ impl SlotArena {
             .and_then(|(area, tag)| (area.start == start).then_some(tag))
     }
 
+    /// The live area whose reservation holds `addr`, with its tag, after `retag` saw them: when
+    /// it returns a tag, the area gets it. One lookup for "find it, check it, mark it".
+    pub fn claim(
+        &mut self,
+        addr: usize,
+        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
+    ) -> Option<(VmapArea, usize)> {
+        let i = self.index(addr)?;
+        let (area, tag) = self.area_at(i, addr)?;
+        if let Some(new) = retag(area, tag) {
+            assert!(new <= MAX_TAG, "slot arena: tag {new}");
+            let m = &mut self.regions[i.region].subs[i.sub].meta[i.slot];
+            *m = (new as u8) << 5 | (*m & PAGES_MASK);
+        }
+        Some((area, tag))
+    }
+
     /// Give the live area that starts at `start` a new tag; its old tag.
     pub fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
         assert!(tag <= MAX_TAG, "slot arena: tag {tag}");
@@ -256,7 +294,7 @@ impl SlotArena {
         sub.nfree += 1;
         let (class, slot_size) = (sub.class, sub.slot_size());
         if sub.nfree == 1 {
-            self.partial[class].push((i.region as u32, i.sub as u32));
+            self.now_partial(class, i.region, i.sub);
         }
         self.live -= 1;
         self.used -= slot_size;

@@ -83,6 +83,62 @@ pub unsafe fn walk<E: PageTableEnv, V: Visitor>(
     last: usize,
     visitor: &mut V,
 ) -> bool {
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe {
+        match level {
+            Level::Pgd => walk_at::<Pgd, E, V>(env, table, start, last, visitor),
+            Level::Pud => walk_at::<Pud, E, V>(env, table, start, last, visitor),
+            Level::Pmd => walk_at::<Pmd, E, V>(env, table, start, last, visitor),
+            Level::Pte => walk_at::<Pte, E, V>(env, table, start, last, visitor),
+        }
+    }
+}
+
+/// A level as a type, so that the walk is one function per level and the compiler can lay the
+/// four out inline, with each level's constants folded (a walk of one page is four short loops,
+/// not four calls of a general one).
+trait LevelType {
+    const LEVEL: Level;
+    /// The level below (the pte level's is itself, never walked).
+    type Below: LevelType;
+}
+
+struct Pgd;
+struct Pud;
+struct Pmd;
+struct Pte;
+
+impl LevelType for Pgd {
+    const LEVEL: Level = Level::Pgd;
+    type Below = Pud;
+}
+impl LevelType for Pud {
+    const LEVEL: Level = Level::Pud;
+    type Below = Pmd;
+}
+impl LevelType for Pmd {
+    const LEVEL: Level = Level::Pmd;
+    type Below = Pte;
+}
+impl LevelType for Pte {
+    const LEVEL: Level = Level::Pte;
+    type Below = Pte;
+}
+
+/// [`walk`] at level `L`.
+///
+/// # Safety
+///
+/// As for [`walk`], with `L::LEVEL` for `level`.
+#[inline]
+unsafe fn walk_at<L: LevelType, E: PageTableEnv, V: Visitor>(
+    env: &E,
+    table: PhysAddr,
+    start: usize,
+    last: usize,
+    visitor: &mut V,
+) -> bool {
+    let level = L::LEVEL;
     // SAFETY: `table` is a live `level` table (this function's contract).
     let slots = unsafe { env.table(table) };
     let mut addr = start;
@@ -96,16 +152,18 @@ pub unsafe fn walk<E: PageTableEnv, V: Visitor>(
             Step::Next => {}
             Step::Stop => return false,
             Step::Descend => {
-                let d = entry.read();
-                if let Some(sub) = level.next()
-                    && d.is_table(level)
-                {
-                    // SAFETY: a table descriptor of the tree, read just now: the contract
-                    // covers the table it points at.
-                    if !unsafe { walk(env, d.addr(), sub, span.start, span.last, visitor) } {
-                        return false;
+                if level != Level::Pte {
+                    let d = entry.read();
+                    if d.is_table(level) {
+                        // SAFETY: a table descriptor of the tree, read just now: the contract
+                        // covers the table it points at.
+                        if !unsafe {
+                            walk_at::<L::Below, E, V>(env, d.addr(), span.start, span.last, visitor)
+                        } {
+                            return false;
+                        }
+                        visitor.after(&entry, span);
                     }
-                    visitor.after(&entry, span);
                 }
             }
         }

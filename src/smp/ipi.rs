@@ -3,19 +3,25 @@
 //! - `SGI_WAKE`: work was queued; an idle CPU in `wfi` wakes up and looks for it.
 //! - `SGI_STOP`: a CPU panicked; every other CPU masks interrupts and parks, so the report that
 //!   follows is the only output and nothing else changes the machine's state under it.
+//! - `SGI_DRAIN`: a CPU drains the frame caches (`mm::frame`); this CPU moves its own cache into
+//!   its mailbox for it (Linux's `drain_all_pages` has each CPU drain its own list too).
 //!
-//! The timer tick (the PPI) counts, re-arms, and runs the watchdog (`smp::watchdog`).
+//! The timer tick (the PPI) counts, re-arms, and runs the watchdog (`smp::watchdog`). SPIs go
+//! to the device handlers registered in `smp::irq`.
 
 use core::sync::atomic::Ordering;
 
 use super::{TICK_US, gic, online_cpus, per_cpu, this_cpu};
 use crate::arch::aarch64::cpu;
 use crate::drivers::timer;
+use crate::mm::frame::FRAMES;
 
 /// The SGI that wakes an idle CPU to look for queued work.
 pub const SGI_WAKE: u8 = 0;
 /// The SGI that parks every other CPU when one panics.
 pub const SGI_STOP: u8 = 1;
+/// The SGI that asks a CPU to hand its frame cache to the CPU draining the caches.
+pub const SGI_DRAIN: u8 = 2;
 
 /// The IRQ handler (installed in the exception vectors by `smp::init_boot_cpu`).
 pub fn handle_irq() {
@@ -26,6 +32,7 @@ pub fn handle_irq() {
             i if i == u32::from(SGI_WAKE) => {
                 this_cpu().ipis.fetch_add(1, Ordering::Relaxed);
             }
+            i if i == u32::from(SGI_DRAIN) => FRAMES.answer_drain(),
             i if i == u32::from(SGI_STOP) => {
                 g.eoi(intid);
                 stop_this_cpu();
@@ -36,6 +43,14 @@ pub fn handle_irq() {
                 let now = cpu::counter();
                 tick = Some((me.last_tick.swap(now, Ordering::Relaxed), now));
                 timer::arm_after(timer::ticks_from_micros(TICK_US));
+            }
+            i if i >= crate::drivers::gic::SPI_BASE => {
+                if !super::irq::dispatch(i) {
+                    log::warn!(
+                        "cpu{}: interrupt {i} taken, but no handler claimed it",
+                        cpu::id()
+                    );
+                }
             }
             other => log::warn!("cpu{}: unexpected interrupt {other}", cpu::id()),
         }
@@ -56,6 +71,20 @@ pub fn wake(cpu_id: usize) {
     if let Some(g) = super::GIC.get() {
         g.send_sgi(SGI_WAKE, per_cpu(cpu_id).mpidr.load(Ordering::Relaxed));
     }
+}
+
+/// Ask every other online CPU that is not stopped to answer a frame-cache drain (`SGI_DRAIN`),
+/// and return the CPUs asked (bit `n`: CPU `n`): installed as `mm::frame::DRAIN_HOOK`.
+pub fn ask_to_drain_frames() -> u64 {
+    let Some(g) = super::GIC.get() else { return 0 };
+    let me = cpu::id();
+    let asked = (0..online_cpus())
+        .filter(|&i| i != me && !per_cpu(i).stopped.load(Ordering::Acquire))
+        .fold(0u64, |m, i| m | 1 << i);
+    if asked != 0 {
+        g.send_sgi_all_but_self(SGI_DRAIN);
+    }
+    asked
 }
 
 /// Stop every other online CPU and wait (briefly) until they say they stopped. Used by the panic

@@ -2,6 +2,7 @@
 //! runtime the workloads use.
 
 pub mod ipi;
+pub mod irq;
 pub mod runtime;
 pub mod watchdog;
 
@@ -13,7 +14,7 @@ use spin::Once;
 
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::arch::aarch64::cpu_boot::{self, CpuBootError};
-use crate::arch::aarch64::{boot, early, mmu};
+use crate::arch::aarch64::{boot, daif, early, mmu};
 use crate::drivers::gic::{Gic, GicError};
 use crate::drivers::timer;
 use crate::mm::vm::VmError;
@@ -183,6 +184,7 @@ pub fn init_boot_cpu(m: &Machine) -> Result<(), BootCpuError> {
     let gic = Gic::init(desc).map_err(BootCpuError::Gic)?;
     GIC.call_once(|| gic);
     crate::arch::aarch64::exceptions::set_irq_handler(ipi::handle_irq);
+    crate::mm::frame::DRAIN_HOOK.set(ipi::ask_to_drain_frames);
     watchdog::init(crate::cmdline::Cmdline(&m.bootargs));
     local_init();
     me.online.store(true, Ordering::Release);
@@ -205,7 +207,7 @@ fn local_init() {
         .last_tick
         .store(cpu::counter(), Ordering::Relaxed);
     timer::arm_after(timer::ticks_from_micros(TICK_US));
-    cpu_boot::irqs_enable();
+    daif::irqs_enable();
 }
 
 /// Start every CPU the device tree lists (up to `max` in all), one at a time. CPUs that do not
@@ -277,9 +279,10 @@ pub fn bring_up(m: &Machine, max: usize) -> Vec<BringUpFailure> {
     failures
 }
 
-/// Mask interrupts, say so, and park this CPU for good (a stop IPI, or a second panicking CPU).
+/// Mask every exception, say so, and park this CPU for good (a stop IPI, or a second panicking
+/// CPU). As Linux's `local_cpu_stop`, SError and Debug too: a stopped CPU reports nothing.
 pub fn park_stopped() -> ! {
-    cpu_boot::irqs_disable();
+    daif::local_daif_mask();
     if let Some(pc) = (cpu::id() < MAX_CPUS).then(this_cpu) {
         pc.stopped.store(true, Ordering::Release);
     }
@@ -289,6 +292,11 @@ pub fn park_stopped() -> ! {
 /// Rust entry of a secondary CPU, on its own stacks, MMU on with init_mm's tables.
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(_entry_el: u64) -> ! {
+    // Its vectors, both stacks and its per-CPU data are in place (`secondary_high`), and the
+    // console is up: Debug exceptions and SError on, IRQs once `local_init` has set them up.
+    // Linux's `secondary_start_kernel` unmasks all four at once, its interrupt controller being
+    // ready by then.
+    daif::local_daif_restore(daif::Daif::PROCCTX_NOIRQ);
     mmu::disable_ttbr0_walks();
     local_init();
     let me = this_cpu();

@@ -16,7 +16,7 @@ use spin::Mutex;
 
 use super::{ipi, online_cpus};
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
-use crate::arch::aarch64::{cpu_boot, event};
+use crate::arch::aarch64::{cpu_boot, daif, event};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -223,13 +223,13 @@ pub fn idle_loop() -> ! {
 /// Sleep in `wfi` unless work arrived. IRQs are masked across the check and the `wfi` (a
 /// pending interrupt still ends `wfi`), so a wake-up IPI sent in between is never lost.
 fn wait_for_work(me: usize) {
-    cpu_boot::irqs_disable();
+    daif::irqs_disable();
     IDLE.fetch_or(1 << me, Ordering::AcqRel);
     if QUEUED.load(Ordering::Acquire) == 0 {
         cpu_boot::wait_for_interrupt();
     }
     IDLE.fetch_and(!(1 << me), Ordering::AcqRel);
-    cpu_boot::irqs_enable();
+    daif::irqs_enable();
 }
 
 /// A reusable barrier for `n` CPUs (or tasks running on distinct CPUs).

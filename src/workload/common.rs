@@ -17,7 +17,7 @@ use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::fault_inject;
 use crate::mm::frame::FRAMES;
 use crate::mm::layout::PAGE_SIZE;
-use crate::mm::pgalloc::{LevelStats, PgStatsSnapshot};
+use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::mm::pgtable::MmError;
 use crate::mm::vm::VmError;
 use crate::mm::vmap_area::VaError;
@@ -158,17 +158,7 @@ impl IdRegister {
 /// The table allocators' counters from `before` to `after`: what one run installed, lost,
 /// promoted and reclaimed.
 pub fn tables_delta(before: &PgStatsSnapshot, after: &PgStatsSnapshot) -> PgStatsSnapshot {
-    let d = |x: LevelStats, y: LevelStats| LevelStats {
-        installed: y.installed - x.installed,
-        lost: y.lost - x.lost,
-    };
-    PgStatsSnapshot {
-        pud: d(before.pud, after.pud),
-        pmd: d(before.pmd, after.pmd),
-        pte: d(before.pte, after.pte),
-        promotions: after.promotions - before.promotions,
-        reclaimed: after.reclaimed - before.reclaimed,
-    }
+    after.since(before)
 }
 
 /// Bring memory management to a state that can be counted: purge the lazily freed areas (their

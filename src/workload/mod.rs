@@ -10,7 +10,10 @@
 pub mod common;
 
 // The workloads: each module's line here and its line in `WORKLOADS`.
+pub mod blk;
 pub mod compute;
+pub mod entropy;
+pub mod net;
 pub mod soak;
 pub mod storm;
 pub mod vmalloc_stress;
@@ -381,6 +384,9 @@ pub static WORKLOADS: &[&dyn Workload] = &[
     &vmalloc_stress::VmallocStress,
     &compute::Compute,
     &soak::Soak,
+    &blk::Blk,
+    &entropy::Entropy,
+    &net::Net,
 ];
 
 /// The workload called `name`.

@@ -44,7 +44,7 @@ use crate::arch::aarch64::cpu;
 use crate::mm::addr::VirtAddr;
 use crate::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PUD_SIZE};
 use crate::mm::pgtable::Prot;
-use crate::mm::vm::VmError;
+use crate::mm::vm::{VmError, Window};
 use crate::mm::{self, kernel_vm};
 use crate::smp::runtime::{Barrier, on_cpus};
 
@@ -157,7 +157,7 @@ impl fmt::Display for Cycle {
 
 /// The register to read and the 512 GiB window for the racing rounds, taken as setup: fault
 /// injection is not meant for them.
-fn setup() -> Result<(IdRegister, VirtAddr), StormError> {
+fn setup() -> Result<(IdRegister, Window), StormError> {
     let reg = IdRegister::of_this_machine().ok_or(StormError::NoInterruptController)?;
     let window = retry_injected(|| kernel_vm().reserve_window(PGDIR_SIZE, PGDIR_SIZE))
         .map_err(StormError::NoWindow)?;
@@ -177,18 +177,26 @@ enum Outcome {
 }
 
 /// `init_mm.map_range` of the register page at `va` (in a window of the caller's), read, unmap.
-fn window_cycle(reg: &IdRegister, va: VirtAddr) -> Outcome {
+///
+/// # Safety
+///
+/// `va` is a page of a [`Window`] the caller holds, which no other CPU maps or unmaps while this
+/// runs (each CPU has its own page in the storm's window).
+unsafe fn window_cycle(reg: &IdRegister, va: VirtAddr) -> Outcome {
     let vm = kernel_vm();
-    match vm
-        .init_mm
-        .map_range(va, reg.page(), PAGE_SIZE, Prot::DEVICE, false)
-    {
+    // SAFETY: the page is the caller's (the contract); it is mapped to a device register, not
+    // RAM.
+    match unsafe {
+        vm.init_mm
+            .map_range(va, reg.page(), PAGE_SIZE, Prot::DEVICE, false)
+    } {
         Ok(()) => {
             // SAFETY: `va` was just mapped to the register's page as device memory, and stays
             // mapped until the unmap below: the window is the caller's, and this CPU's slot in it
             // is its own.
             let good = unsafe { reg.reads_right(va) };
-            vm.init_mm.unmap_range(va, PAGE_SIZE);
+            // SAFETY: the page is the caller's, and this call mapped it.
+            unsafe { vm.init_mm.unmap_range(va, PAGE_SIZE) };
             if good {
                 Outcome::Done
             } else {
@@ -330,10 +338,11 @@ impl Workload for Storm {
                     core::hint::spin_loop();
                 }
                 // Racing round: a gigabyte no one has mapped in this epoch.
-                let va = window + (round % ROUNDS_PER_EPOCH) * PUD_SIZE + id * PAGE_SIZE;
+                let va = window.start() + (round % ROUNDS_PER_EPOCH) * PUD_SIZE + id * PAGE_SIZE;
                 // Then a driver's ioremap of the same registers.
                 let t0 = cpu::counter();
-                let raced = window_cycle(&reg, va);
+                // SAFETY: this CPU's own page of the window this workload holds.
+                let raced = unsafe { window_cycle(&reg, va) };
                 spans.record(round, id, t0, cpu::counter());
                 for outcome in [raced, ioremap_cycle(&reg)] {
                     match outcome {
@@ -355,7 +364,10 @@ impl Workload for Storm {
                     if id == 0 {
                         // SAFETY: all CPUs of this workload wait at the barrier below and nothing
                         // else maps in the window (it is reserved for this workload).
-                        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
+                        unsafe {
+                            vm.init_mm
+                                .reclaim_empty_tables(window.start(), window.start() + PGDIR_SIZE)
+                        };
                     }
                     barrier.wait();
                 }
@@ -365,7 +377,10 @@ impl Workload for Storm {
             }
         });
         // SAFETY: every CPU of the workload has returned; the window is ours alone.
-        unsafe { vm.init_mm.reclaim_empty_tables(window, window + PGDIR_SIZE) };
+        unsafe {
+            vm.init_mm
+                .reclaim_empty_tables(window.start(), window.start() + PGDIR_SIZE)
+        };
         let released = vm.release_window(window);
         report.record(&progress);
         report.tables = tables_delta(&tables_before, &vm.init_mm.stats());
@@ -425,7 +440,8 @@ impl Workload for Storm {
             Ok((reg, window)) => {
                 // One cycle of each kind, so that the heap and the ioremap range have what they
                 // keep.
-                let _ = window_cycle(&reg, window);
+                // SAFETY: the first page of the window just reserved, which no CPU uses yet.
+                let _ = unsafe { window_cycle(&reg, window.start()) };
                 let _ = ioremap_cycle(&reg);
                 Ok(Box::new(StormSlices { reg, window }))
             }
@@ -440,7 +456,7 @@ const SLICE_ROUNDS: usize = 8;
 /// The storm in slices: the register and the window every CPU's rounds map in.
 struct StormSlices {
     reg: IdRegister,
-    window: VirtAddr,
+    window: Window,
 }
 
 impl Sliced for StormSlices {
@@ -475,10 +491,11 @@ impl Cursor for StormCursor<'_> {
         let StormSlices { reg, window } = self.storm;
         let mut done = Slice::default();
         for _ in 0..SLICE_ROUNDS {
-            let va = *window + (self.round % 512) * PUD_SIZE + self.cpu * PAGE_SIZE;
+            let va = window.start() + (self.round % 512) * PUD_SIZE + self.cpu * PAGE_SIZE;
             self.round += 1;
             for (cycle, outcome) in [
-                (Cycle::MapRange, window_cycle(reg, va)),
+                // SAFETY: this CPU's own page of the window the slices hold (one cursor per CPU).
+                (Cycle::MapRange, unsafe { window_cycle(reg, va) }),
                 (Cycle::Ioremap, ioremap_cycle(reg)),
             ] {
                 match outcome {

@@ -205,10 +205,18 @@ secondary_high:
  * Drop to EL1 from EL3 or EL2, returning in x20 the EL we were entered at. No stack, no memory.
  * Clobbers x0-x3. On return: EL1, AArch64, MMU and caches off (SCTLR_EL1 set to a known value at
  * EL1, whatever the entry EL, as Linux's init_kernel_el does; at EL1, so that it is SCTLR_EL1
- * that is written even if firmware left HCR_EL2.E2H set), FP/SIMD usable, DAIF masked.
+ * that is written even if firmware left HCR_EL2.E2H set), FP/SIMD usable, no debug exception
+ * enabled, DAIF masked.
+ *
+ * DAIF is masked first, whatever the entry EL: the boot protocol asks the loader to mask it, but
+ * a loader that entered at EL1 with SError unmasked would have an SError taken through a
+ * VBAR_EL1 nobody set. Linux's init_kernel_el erets into INIT_PSTATE_EL1 (all masked) for the
+ * same reason. It stays masked until primary_high/secondary_high have set VBAR_EL1 and SP_EL1
+ * and the Rust code unmasks it (see the daif module).
  */
     .global el_drop
 el_drop:
+    msr     daifset, #0xf
     mrs     x20, CurrentEL
     ubfx    x20, x20, #2, #2
     cmp     x20, #3
@@ -242,6 +250,13 @@ el_drop:
     mov     x0, #{sctlr_el1_mmu_off_lo}
     movk    x0, #{sctlr_el1_mmu_off_hi}, lsl #16
     msr     sctlr_el1, x0
+    /*
+     * MDSCR_EL1 as Linux's __cpu_setup leaves it: TDCC only. KDE, MDE and SS clear, so no
+     * watchpoint, breakpoint or software step the firmware left armed fires once PSTATE.D is
+     * clear.
+     */
+    mov     x0, #(1 << 12)
+    msr     mdscr_el1, x0
     mov     x0, #(3 << 20)                      /* CPACR_EL1.FPEN: no FP/SIMD traps */
     msr     cpacr_el1, x0
     isb
@@ -255,13 +270,15 @@ el_drop:
  */
 init_el2:
     /*
-     * HCR_EL2.RW: EL1 is AArch64. HCD: HVC is undefined at EL1, so that a stray hvc (a device
-     * tree naming PSCI's "hvc" method on a machine entered at EL2) is reported as an undefined
-     * instruction instead of jumping into whatever EL2 vectors the firmware left (Linux
-     * installs hyp stub vectors instead; this kernel has no use for EL2 after the drop).
+     * HCR_EL2.RW: EL1 is AArch64; no traps, and SError, IRQ and FIQ go to EL1 (AMO, IMO, FMO
+     * clear). EL2 runs the hyp stub from now on (Linux's hyp-stub.S: see hyp_stub.rs), not
+     * whatever vectors the firmware left: an hvc from EL1 reaches the stub.
      */
-    mov     x0, #(1 << 31 | 1 << 29)
+    mov     x0, #(1 << 31)
     msr     hcr_el2, x0
+    adrp    x0, __hyp_stub_vectors              /* physical: the MMU is off */
+    add     x0, x0, :lo12:__hyp_stub_vectors
+    msr     vbar_el2, x0
     isb
     mov     x0, #{sctlr_el2_mmu_off_lo}         /* SCTLR_EL2: RES1 bits, MMU off, little-endian */
     movk    x0, #{sctlr_el2_mmu_off_hi}, lsl #16

@@ -65,22 +65,6 @@ pub fn cpu_boot(mpidr: u64, method: &EnableMethod) -> Result<(), CpuBootError> {
     }
 }
 
-/// Mask IRQs on this CPU, returning whether they were unmasked.
-pub fn irqs_disable() -> bool {
-    let daif: u64;
-    // SAFETY: reading DAIF and masking IRQs affect only this CPU's interrupt state.
-    unsafe {
-        core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack, preserves_flags))
-    };
-    daif & (1 << 7) == 0
-}
-
-/// Unmask IRQs on this CPU.
-pub fn irqs_enable() {
-    // SAFETY: unmasking IRQs on this CPU; the IRQ handler is installed before any is enabled.
-    unsafe { core::arch::asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
-}
-
 /// Wait for an interrupt (IRQs may be masked: a pending one still wakes the CPU).
 pub fn wait_for_interrupt() {
     aarch64_cpu::asm::wfi();

@@ -72,6 +72,31 @@ impl Esr {
         self.is_abort() && (self.iss() & (1 << 10)) == 0
     }
 
+    /// An SError interrupt (EC 0x2f): an asynchronous abort, not caused by the instruction at ELR.
+    pub const fn is_serror(self) -> bool {
+        self.ec() == 0x2f
+    }
+
+    /// For an SError interrupt: its syndrome, decoded (`None` for any other class).
+    pub const fn serror(self) -> Option<SError> {
+        if !self.is_serror() {
+            return None;
+        }
+        let iss = self.iss();
+        if iss & (1 << 24) != 0 {
+            return Some(SError::ImplementationDefined(iss & 0xff_ffff));
+        }
+        Some(match self.fault_status() {
+            0b00_0000 => SError::Uncategorized,
+            0b01_0001 => SError::Asynchronous {
+                aet: Aet::from_bits(((iss >> 10) & 7) as u8),
+                ea: iss & (1 << 9) != 0,
+                iesb: iss & (1 << 13) != 0,
+            },
+            dfsc => SError::Reserved(dfsc),
+        })
+    }
+
     /// For aborts: what kind of fault, by name (translation, permission, ...) and its level.
     pub fn fault_kind(self) -> FaultKind {
         let fsc = self.fault_status();
@@ -165,8 +190,131 @@ impl fmt::Display for FaultKind {
     }
 }
 
+/// The syndrome of an SError interrupt: ESR_ELx's ISS for EC 0x2f as the Arm architecture
+/// defines it. The classification (AET, EA, IESB) comes with the RAS extension (FEAT_RAS); a core
+/// without it, such as the Pi 4's Cortex-A72, reports an uncategorized error or an
+/// IMPLEMENTATION DEFINED syndrome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SError {
+    /// IDS (ISS\[24\]) set: ISS\[23:0\] is an IMPLEMENTATION DEFINED syndrome, which only the
+    /// core's own manual explains.
+    ImplementationDefined(u32),
+    /// DFSC (ISS\[5:0\]) 0b000000: an uncategorized error; nothing more is said.
+    Uncategorized,
+    /// DFSC 0b010001: an asynchronous SError interrupt, classified.
+    Asynchronous {
+        /// AET, ISS\[12:10\]: the state the error left the CPU in.
+        aet: Aet,
+        /// EA, ISS\[9\]: the external abort type, an IMPLEMENTATION DEFINED classification.
+        ea: bool,
+        /// IESB, ISS\[13\]: an implicit error synchronization event (FEAT_IESB, at exception
+        /// entry or return) synchronized the error, and it was taken at once.
+        iesb: bool,
+    },
+    /// Any other DFSC: reserved by the architecture.
+    Reserved(u8),
+}
+
+impl SError {
+    /// The raw fields, as `IDS 0, DFSC 0x11, AET 0b001, EA 0, IESB 0`, for the line beside the
+    /// ISS.
+    pub const fn fields(self) -> SErrorFields {
+        SErrorFields(self)
+    }
+}
+
+/// What the syndrome means: `asynchronous SError interrupt, unrecoverable state (UEU)`.
+impl fmt::Display for SError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::ImplementationDefined(s) => {
+                write!(f, "IMPLEMENTATION DEFINED syndrome {s:#08x}")
+            }
+            Self::Uncategorized => f.write_str("uncategorized error"),
+            Self::Asynchronous { aet, .. } => write!(f, "asynchronous SError interrupt, {aet}"),
+            Self::Reserved(dfsc) => write!(f, "reserved fault status {dfsc:#04x}"),
+        }
+    }
+}
+
+/// The fields of an SError's ISS by their architectural names (see [`SError::fields`]).
+pub struct SErrorFields(SError);
+
+impl fmt::Display for SErrorFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            SError::ImplementationDefined(s) => write!(f, "IDS 1, syndrome {s:#08x}"),
+            SError::Uncategorized => f.write_str("IDS 0, DFSC 0x00"),
+            SError::Asynchronous { aet, ea, iesb } => write!(
+                f,
+                "IDS 0, DFSC 0x11, AET {:#05b}, EA {}, IESB {}",
+                aet.bits(),
+                u8::from(ea),
+                u8::from(iesb)
+            ),
+            SError::Reserved(dfsc) => write!(f, "IDS 0, DFSC {dfsc:#04x}"),
+        }
+    }
+}
+
+/// An SError's asynchronous error type (AET): how far the error got, in the RAS extension's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aet {
+    /// UC: the error may have been silently propagated; nothing can be trusted.
+    Uncontainable,
+    /// UEU: uncorrected, and the CPU cannot recover its state.
+    Unrecoverable,
+    /// UEO: uncorrected, not yet consumed; execution can restart.
+    Restartable,
+    /// UER: uncorrected, and software can recover.
+    Recoverable,
+    /// CE: corrected.
+    Corrected,
+    /// A reserved encoding.
+    Reserved(u8),
+}
+
+impl Aet {
+    const fn from_bits(bits: u8) -> Aet {
+        match bits {
+            0b000 => Aet::Uncontainable,
+            0b001 => Aet::Unrecoverable,
+            0b010 => Aet::Restartable,
+            0b011 => Aet::Recoverable,
+            0b110 => Aet::Corrected,
+            b => Aet::Reserved(b),
+        }
+    }
+
+    /// The encoding, ISS\[12:10\].
+    pub const fn bits(self) -> u8 {
+        match self {
+            Aet::Uncontainable => 0b000,
+            Aet::Unrecoverable => 0b001,
+            Aet::Restartable => 0b010,
+            Aet::Recoverable => 0b011,
+            Aet::Corrected => 0b110,
+            Aet::Reserved(b) => b,
+        }
+    }
+}
+
+impl fmt::Display for Aet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Uncontainable => f.write_str("uncontainable (UC)"),
+            Self::Unrecoverable => f.write_str("unrecoverable state (UEU)"),
+            Self::Restartable => f.write_str("restartable state (UEO)"),
+            Self::Recoverable => f.write_str("recoverable state (UER)"),
+            Self::Corrected => f.write_str("corrected (CE)"),
+            Self::Reserved(b) => write!(f, "reserved error type {b:#05b}"),
+        }
+    }
+}
+
 /// One line that says what happened, e.g.
-/// `data abort (same EL): write to 0xffff800000001000: translation fault, level 3 (not mapped)`.
+/// `data abort (same EL): write to 0xffff800000001000: translation fault, level 3 (not mapped)`,
+/// or `SError: asynchronous SError interrupt, uncontainable (UC)`.
 pub struct Summary {
     /// The syndrome.
     pub esr: Esr,
@@ -192,6 +340,9 @@ impl fmt::Display for Summary {
                 write!(f, ": {what} an unknown address")?;
             }
             write!(f, ": {}", esr.fault_kind())?;
+        }
+        if let Some(serror) = esr.serror() {
+            write!(f, ": {serror}")?;
         }
         Ok(())
     }

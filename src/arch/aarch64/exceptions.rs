@@ -444,6 +444,24 @@ pub fn handle_sync(frame: &mut TrapFrame) {
     );
 }
 
+/// An SError taken from kernel code (EL1, SP0): an asynchronous external abort (a write to a
+/// device block that is not clocked, an access the interconnect refused after the instruction
+/// completed) or an error the CPU's RAS extension signals. ELR is where the kernel was when it
+/// arrived, not necessarily the access that caused it. Fatal, like an unhandled synchronous
+/// fault: reported with its decoded syndrome, then a panic. (Linux's `do_serror` lets a CPU with
+/// FEAT_RAS go on after a corrected or restartable error; this kernel stops on every SError.)
+fn handle_serror(frame: &TrapFrame) -> ! {
+    let cpu = super::cpu::id();
+    report(frame, 3);
+    panic!(
+        "unhandled {} on cpu{cpu}",
+        Summary {
+            esr: Esr(frame.esr),
+            far: frame.far
+        }
+    );
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
     let cpu = super::cpu::id();
@@ -456,6 +474,7 @@ extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
             };
             h();
         }
+        3 => handle_serror(frame),
         4..=7 => {
             // A spurious translation fault can be taken here too (an IRQ handler reading a
             // mapping just published): retry it like any other (Linux does so in every EL1
@@ -514,7 +533,8 @@ impl fmt::Display for Unhandled<'_> {
             "\n*** {} exception on cpu{cpu} in {origin}",
             kind_name(kind)
         )?;
-        if kind & 3 == 0 {
+        // Synchronous exceptions and SErrors have a syndrome; IRQ and FIQ do not.
+        if matches!(kind & 3, 0 | 3) {
             writeln!(
                 w,
                 "    {}",
@@ -523,13 +543,17 @@ impl fmt::Display for Unhandled<'_> {
                     far: frame.far
                 }
             )?;
-            writeln!(
+            write!(
                 w,
                 "    EC {:#04x} ({}), ISS {:#09x}",
                 esr.ec(),
                 esr.class_name(),
                 esr.iss()
             )?;
+            if let Some(serror) = esr.serror() {
+                write!(w, ": {}", serror.fields())?;
+            }
+            writeln!(w)?;
         }
         writeln!(
             w,

@@ -76,11 +76,8 @@ pub fn pa_bits() -> u32 {
 /// TTBR0 must still hold the boot identity map with its walks enabled.
 pub unsafe fn replace_ttbr1(pgd_pa: u64) {
     dsb_ishst();
-    let daif: u64;
-    // SAFETY: masking every exception on this CPU; restored below.
-    unsafe {
-        core::arch::asm!("mrs {}, daif", "msr daifset, #0xf", out(reg) daif, options(nostack, preserves_flags))
-    };
+    // Linux's `cpu_replace_ttbr1` runs it between `local_daif_save` and `local_daif_restore`.
+    let flags = super::daif::local_daif_save();
     // SAFETY: the one place a function is called at an address that is not its link address
     // (point 5 in `arch::aarch64`'s module documentation). `idmap_replace_ttbr1()` is the physical
     // address of `boot::idmap_cpu_replace_ttbr1`, whose code follows the C calling convention
@@ -97,8 +94,7 @@ pub unsafe fn replace_ttbr1(pgd_pa: u64) {
         );
         replace(pgd_pa, super::early::reserved_pg_dir());
     }
-    // SAFETY: restoring this CPU's exception masks.
-    unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nostack, preserves_flags)) };
+    super::daif::local_daif_restore(flags);
 }
 
 /// Stop walking TTBR0: the lower half (and so virtual address 0) faults from now on.

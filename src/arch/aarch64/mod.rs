@@ -9,12 +9,12 @@
 //!
 //! 1. **Entry** (`boot::primary_entry`): MMU and D-cache off, as the boot protocol leaves them;
 //!    from EL2, every register Linux's `init_el2_state` sets gets a known value (`boot::init_el2`;
-//!    HVC is made undefined at EL1), so nothing the firmware left traps EL1 or changes what it
-//!    sees; then, at EL1, SCTLR_EL1 (MMU off) is written whatever the entry EL. Started by UEFI,
-//!    the EFI stub (`efi::efi_enter_kernel`, Linux 5.10's) gets there the same way: every
-//!    exception masked, the image and the device tree cleaned and invalidated to the point of
-//!    coherency by VA, `ic iallu`, then SCTLR_ELx.M and .C cleared at the firmware's EL (`isb`
-//!    before and after), and on to the entry with x0 = the device tree.
+//!    EL2 then runs the hyp stub, `hyp_stub`, with its MMU off), so nothing the firmware left
+//!    traps EL1 or changes what it sees; then, at EL1, SCTLR_EL1 (MMU off) is written whatever
+//!    the entry EL. Started by UEFI, the EFI stub (`efi::efi_enter_kernel`, Linux 5.10's) gets
+//!    there the same way: every exception masked, the image and the device tree cleaned and
+//!    invalidated to the point of coherency by VA, `ic iallu`, then SCTLR_ELx.M and .C cleared at
+//!    the firmware's EL (`isb` before and after), and on to the entry with x0 = the device tree.
 //! 2. **`.bss`**: `dc ivac` over it first (a line the loader left would be what a cacheable read
 //!    finds later), then zeroed with the MMU off, which writes memory directly.
 //! 3. **Early tables** (`early::early_map_kernel`, MMU off): the identity map holds one page,
@@ -60,7 +60,30 @@
 //!     `free_table`, under quiescence.
 //! 12. **Waiting for another CPU** (`event`): `dsb ishst` before every `sev`, or a wait on the
 //!     exclusive monitor; the timer's event stream on every CPU as the backstop.
+//!
+//! # Exception masks
+//!
+//! An SError (an asynchronous external abort: a device block that is not clocked, an access the
+//! interconnect refused after the instruction retired) is taken only while PSTATE.A is clear, so
+//! when and where it is unmasked decides whether one is ever reported. All of it goes through
+//! `daif`, in Linux's named states:
+//!
+//! - **Entry** (`boot::el_drop`): `msr daifset, #0xf` first, whatever the loader left (Linux's
+//!   `init_kernel_el`), and MDSCR_EL1 reset (Linux's `__cpu_setup`), so that no debug exception
+//!   the firmware armed fires once Debug is unmasked. All four stay masked through the `.bss`
+//!   clearing, the early tables and the MMU switch (1-4, 6): no vector is installed yet.
+//! - **Vectors, then unmask**: `primary_high` and `secondary_high` set VBAR_EL1 and SP_EL1 before
+//!   any Rust code runs. Debug and SError are unmasked (`DAIF_PROCCTX_NOIRQ`) on the boot CPU
+//!   right after its console comes up (Linux's `setup_arch`; one raised earlier is held pending
+//!   until then), on a secondary first thing in `secondary_main` (Linux's
+//!   `secondary_start_kernel`); IRQs after the GIC's CPU interface and the timer tick are set up.
+//! - **Masked again**: across the TTBR1 switch (5, `local_daif_save`/`local_daif_restore`, as
+//!   Linux's `cpu_replace_ttbr1`), on exception entry (by the hardware), and for good on a
+//!   stopped CPU (Linux's `local_cpu_stop`).
+//! - **Reported**: `exceptions` decodes an SError's syndrome (`esr::SError`) and ends the run
+//!   with the panic status, as for an unhandled synchronous fault.
 
+pub mod daif;
 pub mod esr;
 pub mod image;
 
@@ -83,6 +106,8 @@ pub mod event;
 pub mod exceptions;
 #[cfg(target_os = "none")]
 pub mod gic_sysregs;
+#[cfg(target_os = "none")]
+pub mod hyp_stub;
 #[cfg(target_os = "none")]
 pub mod mmu;
 #[cfg(target_os = "none")]

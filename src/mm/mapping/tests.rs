@@ -63,7 +63,7 @@ fn assert_maps(mm: &InitMm<TestEnv>, va: usize, pa: u64, level: Level, prot: Pro
 fn round_trip_at_every_leaf_size() {
     let mm = mm();
     // 4 KiB pages (blocks not allowed), 2 MiB blocks, 1 GiB blocks.
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + 5 * P),
         PhysAddr(0x1234_5000),
         3 * P,
@@ -71,7 +71,7 @@ fn round_trip_at_every_leaf_size() {
         false,
     )
     .unwrap();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + 3 * M2),
         PhysAddr(0x8040_0000),
         2 * M2,
@@ -79,7 +79,7 @@ fn round_trip_at_every_leaf_size() {
         true,
     )
     .unwrap();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + 4 * G),
         PhysAddr(0x1_0000_0000),
         G,
@@ -126,7 +126,7 @@ fn round_trip_at_every_leaf_size() {
 fn blocks_used_only_when_both_addresses_are_aligned() {
     let mm = mm();
     // VA 2 MiB aligned, PA only 4 KiB aligned: pages.
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V),
         PhysAddr(0x8000_1000),
         M2,
@@ -136,7 +136,7 @@ fn blocks_used_only_when_both_addresses_are_aligned() {
     .unwrap();
     assert_eq!(mm.translate(VirtAddr(V)).unwrap().level, Level::Pte);
     // Both aligned but blocks not requested: pages.
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + M2),
         PhysAddr(0x8020_0000),
         M2,
@@ -146,7 +146,7 @@ fn blocks_used_only_when_both_addresses_are_aligned() {
     .unwrap();
     assert_eq!(mm.translate(VirtAddr(V + M2)).unwrap().level, Level::Pte);
     // 1 GiB + 2 MiB + 4 KiB starting 1 GiB aligned: one of each.
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + G),
         PhysAddr(0x4000_0000),
         G + M2 + P,
@@ -177,7 +177,7 @@ fn attribute_bits_per_prot() {
             (Level::Pmd, V + (i + 1) * M2, M2),
             (Level::Pud, V + (i + 1) * G, G),
         ] {
-            mm.map_range(
+            mm.map_owned(
                 VirtAddr(va),
                 PhysAddr((1 << 32) + (i as u64) * (1 << 30)),
                 size,
@@ -233,7 +233,7 @@ fn bad_arguments_are_errors_and_change_nothing() {
     let mm = mm();
     let e = |r: Result<(), MmError>| r.unwrap_err();
     assert_eq!(
-        e(mm.map_range(VirtAddr(V + 1), PhysAddr(0), P, Prot::KERNEL_RW, false)),
+        e(mm.map_owned(VirtAddr(V + 1), PhysAddr(0), P, Prot::KERNEL_RW, false)),
         MmError::Misaligned {
             va: V + 1,
             pa: 0,
@@ -241,15 +241,15 @@ fn bad_arguments_are_errors_and_change_nothing() {
         }
     );
     assert!(matches!(
-        e(mm.map_range(VirtAddr(V), PhysAddr(0x800), P, Prot::KERNEL_RW, false)),
+        e(mm.map_owned(VirtAddr(V), PhysAddr(0x800), P, Prot::KERNEL_RW, false)),
         MmError::Misaligned { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(VirtAddr(V), PhysAddr(0), P + 8, Prot::KERNEL_RW, false)),
+        e(mm.map_owned(VirtAddr(V), PhysAddr(0), P + 8, Prot::KERNEL_RW, false)),
         MmError::Misaligned { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(
+        e(mm.map_owned(
             VirtAddr(0x4000_0000),
             PhysAddr(0),
             P,
@@ -259,7 +259,7 @@ fn bad_arguments_are_errors_and_change_nothing() {
         MmError::BadVirtRange { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(
+        e(mm.map_owned(
             VirtAddr(usize::MAX - P + 1),
             PhysAddr(0),
             P,
@@ -269,7 +269,7 @@ fn bad_arguments_are_errors_and_change_nothing() {
         MmError::BadVirtRange { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(
+        e(mm.map_owned(
             VirtAddr(V),
             PhysAddr((1 << 48) - P as u64),
             2 * P,
@@ -279,7 +279,7 @@ fn bad_arguments_are_errors_and_change_nothing() {
         MmError::BadPhysRange { .. }
     ));
     assert!(matches!(
-        e(mm.map_range(
+        e(mm.map_owned(
             VirtAddr(V),
             PhysAddr(u64::MAX - 0xfff),
             P,
@@ -290,13 +290,13 @@ fn bad_arguments_are_errors_and_change_nothing() {
     ));
     assert_eq!(mm.env().live_frames(), 1);
     assert_eq!(
-        mm.map_range(VirtAddr(V), PhysAddr(0), 0, Prot::KERNEL_RW, true),
+        mm.map_owned(VirtAddr(V), PhysAddr(0), 0, Prot::KERNEL_RW, true),
         Ok(())
     );
     assert_eq!(mm.env().live_frames(), 1);
     // The last page below the top of the address space can be mapped.
     let top = usize::MAX - 2 * P + 1;
-    mm.map_range(VirtAddr(top), PhysAddr(0x5000), P, Prot::KERNEL_RX, false)
+    mm.map_owned(VirtAddr(top), PhysAddr(0x5000), P, Prot::KERNEL_RX, false)
         .unwrap();
     assert_maps(&mm, top + 8, 0x5008, Level::Pte, Prot::KERNEL_RX);
     assert_eq!(top & !(PGDIR_SIZE - 1), KIMAGE_VADDR);
@@ -339,7 +339,7 @@ fn map_range_checks_what_the_physical_range_is() {
     for (i, &(pa, size, prot, why)) in refused.iter().enumerate() {
         let va = V + i * 4 * P;
         let e = mm
-            .map_range(VirtAddr(va), PhysAddr(pa), size, prot, false)
+            .map_owned(VirtAddr(va), PhysAddr(pa), size, prot, false)
             .unwrap_err();
         assert!(
             format!("{e:?}").starts_with(why),
@@ -365,7 +365,7 @@ fn map_range_checks_what_the_physical_range_is() {
     ];
     for (i, &(pa, size, prot)) in allowed.iter().enumerate() {
         let va = V + PUD_SIZE + i * 0x1000_0000;
-        mm.map_range(VirtAddr(va), PhysAddr(pa), size, prot, false)
+        mm.map_owned(VirtAddr(va), PhysAddr(pa), size, prot, false)
             .unwrap_or_else(|e| panic!("{prot:?} at {pa:#x}: {e}"));
     }
 }
@@ -412,7 +412,7 @@ fn out_of_memory_at_every_allocation_leaves_nothing_mapped() {
     for n in 0..=tables_needed {
         let mm = mm();
         mm.env().fail_after(n);
-        let r = mm.map_range(VirtAddr(va), PhysAddr(pa), size, Prot::KERNEL_RW, true);
+        let r = mm.map_owned(VirtAddr(va), PhysAddr(pa), size, Prot::KERNEL_RW, true);
         if n < tables_needed {
             assert_eq!(r, Err(MmError::OutOfMemory), "n = {n}");
             assert_eq!(
@@ -450,7 +450,7 @@ fn error_part_way_unmaps_leaves_with_tlb_invalidation() {
     // Pages then a pte table that cannot be had.
     mm.env().fail_after(3);
     mm.env().start_recording();
-    let r = mm.map_range(
+    let r = mm.map_owned(
         VirtAddr(V + M2 - 2 * P),
         PhysAddr(0x9000_0000),
         4 * P,
@@ -481,7 +481,7 @@ fn error_part_way_unmaps_leaves_with_tlb_invalidation() {
 #[test]
 fn live_block_in_the_way_is_an_error_and_rolls_back() {
     let mm = mm();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + M2),
         PhysAddr(0x8020_0000),
         M2,
@@ -489,7 +489,7 @@ fn live_block_in_the_way_is_an_error_and_rolls_back() {
         true,
     )
     .unwrap();
-    let r = mm.map_range(
+    let r = mm.map_owned(
         VirtAddr(V + M2 - 2 * P),
         PhysAddr(0x7000_0000),
         4 * P,
@@ -504,16 +504,16 @@ fn live_block_in_the_way_is_an_error_and_rolls_back() {
 #[should_panic(expected = "over a valid leaf")]
 fn mapping_a_page_twice_panics() {
     let mm = mm();
-    mm.map_range(VirtAddr(V), PhysAddr(0x1000), 2 * P, Prot::KERNEL_RW, false)
+    mm.map_owned(VirtAddr(V), PhysAddr(0x1000), 2 * P, Prot::KERNEL_RW, false)
         .unwrap();
-    let _ = mm.map_range(VirtAddr(V + P), PhysAddr(0x9000), P, Prot::KERNEL_RW, false);
+    let _ = mm.map_owned(VirtAddr(V + P), PhysAddr(0x9000), P, Prot::KERNEL_RW, false);
 }
 
 #[test]
 #[should_panic(expected = "init_mm: mapping 0xffff800040000000 over a valid leaf")]
 fn mapping_a_block_twice_panics() {
     let mm = mm();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + G),
         PhysAddr(0x4000_0000),
         G,
@@ -521,7 +521,7 @@ fn mapping_a_block_twice_panics() {
         true,
     )
     .unwrap();
-    let _ = mm.map_range(
+    let _ = mm.map_owned(
         VirtAddr(V + G),
         PhysAddr(0x4000_0000),
         G,
@@ -534,7 +534,7 @@ fn mapping_a_block_twice_panics() {
 fn promotion_to_2m_block_follows_break_before_make() {
     let mm = mm();
     // A pte table left over from an earlier, now unmapped, area.
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + M2 + 7 * P),
         PhysAddr(0x1000),
         P,
@@ -542,10 +542,10 @@ fn promotion_to_2m_block_follows_break_before_make() {
         false,
     )
     .unwrap();
-    mm.unmap_range(VirtAddr(V + M2 + 7 * P), P);
+    mm.unmap_owned(VirtAddr(V + M2 + 7 * P), P);
     let pmd = mm
-        .pmd_alloc(
-            mm.pud_alloc(mm.pgd_offset_k(VirtAddr(V + M2)), VirtAddr(V + M2))
+        .pmd_alloc_owned(
+            mm.pud_alloc_owned(mm.pgd_offset_k(VirtAddr(V + M2)), VirtAddr(V + M2))
                 .unwrap(),
             VirtAddr(V + M2),
         )
@@ -555,7 +555,7 @@ fn promotion_to_2m_block_follows_break_before_make() {
     let live = mm.env().live_frames();
 
     mm.env().start_recording();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + M2),
         PhysAddr(0x4020_0000),
         M2,
@@ -597,12 +597,12 @@ fn promotion_to_1g_block_frees_the_whole_subtree() {
     let mm = mm();
     // Leftover pmd table under pud[1] with two pte tables (pmd[0] and pmd[9]).
     for va in [V + G, V + G + 9 * M2 + 3 * P] {
-        mm.map_range(VirtAddr(va), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
+        mm.map_owned(VirtAddr(va), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
             .unwrap();
-        mm.unmap_range(VirtAddr(va), P);
+        mm.unmap_owned(VirtAddr(va), P);
     }
     let pud = mm
-        .pud_alloc(mm.pgd_offset_k(VirtAddr(V + G)), VirtAddr(V + G))
+        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(V + G)), VirtAddr(V + G))
         .unwrap();
     let pmd_table = pud.read().addr();
     let pte_tables: Vec<_> = [0, 9]
@@ -616,7 +616,7 @@ fn promotion_to_1g_block_frees_the_whole_subtree() {
     assert_eq!(mm.env().live_frames(), 1 + 1 + 1 + 2);
 
     mm.env().start_recording();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + G),
         PhysAddr(0x4000_0000),
         G,
@@ -685,7 +685,7 @@ fn promotion_to_1g_block_frees_the_whole_subtree() {
 #[should_panic(expected = "would replace a valid leaf")]
 fn promotion_over_a_live_page_panics() {
     let mm = mm();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + G + 9 * M2),
         PhysAddr(0x1000),
         P,
@@ -693,7 +693,7 @@ fn promotion_over_a_live_page_panics() {
         false,
     )
     .unwrap();
-    let _ = mm.map_range(
+    let _ = mm.map_owned(
         VirtAddr(V + G),
         PhysAddr(0x4000_0000),
         G,
@@ -705,10 +705,10 @@ fn promotion_over_a_live_page_panics() {
 #[test]
 fn map_ends_with_one_barrier_pair_after_all_leaf_stores() {
     let mm = mm();
-    mm.map_range(VirtAddr(V), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
+    mm.map_owned(VirtAddr(V), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
         .unwrap(); // tables exist now
     mm.env().start_recording();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + P),
         PhysAddr(0x2000),
         3 * P,
@@ -731,9 +731,9 @@ fn map_ends_with_one_barrier_pair_after_all_leaf_stores() {
 #[test]
 fn unmap_clears_leaves_then_invalidates_then_waits() {
     let mm = mm();
-    mm.map_range(VirtAddr(V), PhysAddr(0x1000), 3 * P, Prot::KERNEL_RW, false)
+    mm.map_owned(VirtAddr(V), PhysAddr(0x1000), 3 * P, Prot::KERNEL_RW, false)
         .unwrap();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + M2),
         PhysAddr(0x4020_0000),
         M2,
@@ -743,7 +743,7 @@ fn unmap_clears_leaves_then_invalidates_then_waits() {
     .unwrap();
     let tables = mm.count_tables(VirtAddr(V), VirtAddr(V + G));
     mm.env().start_recording();
-    mm.unmap_range(VirtAddr(V), 2 * M2);
+    mm.unmap_owned(VirtAddr(V), 2 * M2);
     let ev = mm.env().take_events();
     assert_eq!(ev.len(), 4 + 1 + 4 + 2);
     assert!(
@@ -769,14 +769,14 @@ fn unmap_clears_leaves_then_invalidates_then_waits() {
     assert_eq!(mm.count_tables(VirtAddr(V), VirtAddr(V + G)), tables);
     // Unmapping nothing issues nothing.
     mm.env().start_recording();
-    mm.unmap_range(VirtAddr(V), 2 * M2);
+    mm.unmap_owned(VirtAddr(V), 2 * M2);
     assert_eq!(mm.env().take_events(), []);
 }
 
 #[test]
 fn unmap_of_many_leaves_flushes_everything_once() {
     let mm = mm();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V),
         PhysAddr(0x10_0000),
         600 * P,
@@ -785,14 +785,14 @@ fn unmap_of_many_leaves_flushes_everything_once() {
     )
     .unwrap();
     mm.env().start_recording();
-    mm.unmap_range(VirtAddr(V), 600 * P);
+    mm.unmap_owned(VirtAddr(V), 600 * P);
     let ev = mm.env().take_events();
     assert_eq!(
         ev[600..],
         [Event::DsbIshst, Event::TlbiAll, Event::DsbIsh, Event::Isb]
     );
     // 511 leaves is still below the threshold.
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V),
         PhysAddr(0x10_0000),
         511 * P,
@@ -801,7 +801,7 @@ fn unmap_of_many_leaves_flushes_everything_once() {
     )
     .unwrap();
     mm.env().start_recording();
-    mm.unmap_range(VirtAddr(V), 600 * P);
+    mm.unmap_owned(VirtAddr(V), 600 * P);
     let ev = mm.env().take_events();
     assert_eq!(
         ev.iter()
@@ -816,7 +816,7 @@ fn unmap_of_many_leaves_flushes_everything_once() {
 #[should_panic(expected = "would split the pmd block")]
 fn unmapping_part_of_a_block_panics() {
     let mm = mm();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V),
         PhysAddr(0x4000_0000),
         M2,
@@ -824,21 +824,21 @@ fn unmapping_part_of_a_block_panics() {
         true,
     )
     .unwrap();
-    mm.unmap_range(VirtAddr(V + P), P);
+    mm.unmap_owned(VirtAddr(V + P), P);
 }
 
 #[test]
 #[should_panic(expected = "not page aligned")]
 fn unmap_unaligned_panics() {
-    mm().unmap_range(VirtAddr(V + 1), P);
+    mm().unmap_owned(VirtAddr(V + 1), P);
 }
 
 #[test]
 fn reclaim_frees_only_empty_tables_wholly_inside_with_bbm() {
     let mm = mm();
-    mm.map_range(VirtAddr(V), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
+    mm.map_owned(VirtAddr(V), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
         .unwrap(); // pud, pmd, pte tables
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + M2),
         PhysAddr(0x1000),
         P,
@@ -847,7 +847,7 @@ fn reclaim_frees_only_empty_tables_wholly_inside_with_bbm() {
     )
     .unwrap(); // pte table 2
     assert_eq!(mm.env().live_frames(), 5);
-    mm.unmap_range(VirtAddr(V), P);
+    mm.unmap_owned(VirtAddr(V), P);
     // Range covers pte table 1 only partly: nothing freed.
     // SAFETY: single-threaded test.
     assert_eq!(
@@ -856,8 +856,8 @@ fn reclaim_frees_only_empty_tables_wholly_inside_with_bbm() {
         0
     );
     let pte1 = mm.translate(VirtAddr(V)).is_none().then(|| {
-        mm.pmd_alloc(
-            mm.pud_alloc(mm.pgd_offset_k(VirtAddr(V)), VirtAddr(V))
+        mm.pmd_alloc_owned(
+            mm.pud_alloc_owned(mm.pgd_offset_k(VirtAddr(V)), VirtAddr(V))
                 .unwrap(),
             VirtAddr(V),
         )
@@ -895,7 +895,7 @@ fn reclaim_frees_only_empty_tables_wholly_inside_with_bbm() {
         ]
     );
     assert_maps(&mm, V + M2, 0x1000, Level::Pte, Prot::KERNEL_RW);
-    mm.unmap_range(VirtAddr(V + M2), P);
+    mm.unmap_owned(VirtAddr(V + M2), P);
     // SAFETY: single-threaded test.
     assert_eq!(
         // SAFETY: single-threaded test.
@@ -928,7 +928,7 @@ fn concurrent_maps(mm: InitMm<TestEnv>) {
                 for k in 0..per {
                     let page = k * threads + t;
                     let va = V + page * P;
-                    mm.map_range(
+                    mm.map_owned(
                         VirtAddr(va),
                         PhysAddr((page * P) as u64),
                         P,
@@ -958,7 +958,7 @@ fn concurrent_maps(mm: InitMm<TestEnv>) {
             pte: 1
         }
     );
-    mm.unmap_range(VirtAddr(V), threads * per * P);
+    mm.unmap_owned(VirtAddr(V), threads * per * P);
     // SAFETY: all threads joined.
     unsafe { mm.reclaim_empty_tables(VirtAddr(V), VirtAddr(VMALLOC_END)) };
     assert_eq!(mm.env().live_frames(), 1);
@@ -1005,4 +1005,100 @@ fn linear_map_keeps_firmware_tables_read_only() {
     );
     assert!(e.to_string().contains("firmware's tables"));
     layout.check(0x7f81_0000, P, Prot::KERNEL_RO).unwrap();
+}
+
+/// Waits until `done` holds, failing the test after ten seconds rather than hanging.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A walk of a range its caller does not own (`translate`, `count_tables`) may be inside a table
+/// that another CPU's block mapping takes out of the tree: the table is freed only once that walk
+/// has ended, never under it.
+#[test]
+fn a_table_is_freed_only_after_the_foreign_walks_that_may_be_in_it() {
+    let mm = Arc::new(mm());
+    // A pte table left over from an earlier, now unmapped, area.
+    let (va, leftover) = (V + M2, V + M2 + 7 * P);
+    mm.map_owned(
+        VirtAddr(leftover),
+        PhysAddr(0x1000),
+        P,
+        Prot::KERNEL_RW,
+        false,
+    )
+    .unwrap();
+    mm.unmap_owned(VirtAddr(leftover), P);
+    let pud = mm
+        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .unwrap();
+    let pmd = mm.pmd_alloc_owned(pud, VirtAddr(va)).unwrap();
+    let pte_table = pmd.read().addr();
+
+    // A walk in progress elsewhere (what `translate` holds while it reads the tables).
+    let walk = mm.foreign_walk();
+    let promoter = {
+        let mm = Arc::clone(&mm);
+        std::thread::spawn(move || {
+            mm.map_owned(
+                VirtAddr(va),
+                PhysAddr(0x4020_0000),
+                M2,
+                Prot::KERNEL_RW,
+                true,
+            )
+            .unwrap();
+        })
+    };
+    wait_until("the promotion clears the pmd entry", || {
+        !pmd.read().is_table(Level::Pmd)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        mm.env().is_allocated(pte_table),
+        "the pte table was freed while a foreign walk could still be inside it"
+    );
+    drop(walk);
+    promoter.join().unwrap();
+    assert!(
+        !mm.env().is_allocated(pte_table),
+        "freed once the walk ended"
+    );
+    assert!(pmd.read().is_block(Level::Pmd));
+}
+
+/// `translate` and `count_tables` are such walks: they wait while a table free might be under
+/// way (here: while the lock that frees take is held).
+#[test]
+fn translate_and_count_tables_are_foreign_walks() {
+    let mm = Arc::new(mm());
+    mm.map_owned(VirtAddr(V), PhysAddr(0x1000), P, Prot::KERNEL_RW, false)
+        .unwrap();
+    let walk = mm.foreign_walk();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let walkers: Vec<_> = (0..2)
+        .map(|i| {
+            let (mm, done) = (Arc::clone(&mm), Arc::clone(&done));
+            std::thread::spawn(move || {
+                if i == 0 {
+                    assert!(mm.translate(VirtAddr(V)).is_some());
+                } else {
+                    assert_eq!(mm.count_tables(VirtAddr(V), VirtAddr(V + P)).pte, 1);
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 0);
+    drop(walk);
+    walkers.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

@@ -64,9 +64,9 @@ fn race<const RECHECK: bool>(parent: Level, threads: usize, slots: Slots) {
                     let slot = mm.entry_in(parent_table, parent, va);
                     let got = if RECHECK {
                         match parent {
-                            Level::Pgd => mm.pud_alloc(slot, VirtAddr(va)),
-                            Level::Pud => mm.pmd_alloc(slot, VirtAddr(va)),
-                            _ => mm.pte_alloc_kernel(slot, VirtAddr(va)),
+                            Level::Pgd => mm.pud_alloc_owned(slot, VirtAddr(va)),
+                            Level::Pud => mm.pmd_alloc_owned(slot, VirtAddr(va)),
+                            _ => mm.pte_alloc_owned(slot, VirtAddr(va)),
                         }
                     } else {
                         mm.alloc_next::<false>(&mm.begin_walk(), slot, va)
@@ -172,9 +172,9 @@ fn two_cpus_full_walk() {
                 let mm = mm.clone();
                 loom::thread::spawn(move || {
                     let va = VirtAddr(VMALLOC_START + t * PAGE_SIZE);
-                    let pud = mm.pud_alloc(mm.pgd_offset_k(va), va).unwrap();
-                    let pmd = mm.pmd_alloc(pud, va).unwrap();
-                    let pte = mm.pte_alloc_kernel(pmd, va).unwrap();
+                    let pud = mm.pud_alloc_owned(mm.pgd_offset_k(va), va).unwrap();
+                    let pmd = mm.pmd_alloc_owned(pud, va).unwrap();
+                    let pte = mm.pte_alloc_owned(pmd, va).unwrap();
                     (pud.table_phys(), pmd.table_phys(), pte.table_phys())
                 })
             })

@@ -34,10 +34,10 @@ fn walk_down_installs_each_level_once_then_takes_the_fast_path() {
     let mm = mm();
     let va = VMALLOC_START + 3 * PUD_SIZE + 5 * PMD_SIZE + 7 * 4096;
     let pud = mm
-        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
         .unwrap();
-    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
-    let pte = mm.pte_alloc_kernel(pmd, VirtAddr(va)).unwrap();
+    let pmd = mm.pmd_alloc_owned(pud, VirtAddr(va)).unwrap();
+    let pte = mm.pte_alloc_owned(pmd, VirtAddr(va)).unwrap();
     assert_eq!(pte.level(), Level::Pte);
     assert_eq!(pte.index(), 7);
     assert_eq!(pmd.index(), 5);
@@ -48,10 +48,10 @@ fn walk_down_installs_each_level_once_then_takes_the_fast_path() {
     let allocs = mm.env().allocations();
     let va2 = va + 4096;
     let pud2 = mm
-        .pud_alloc(mm.pgd_offset_k(VirtAddr(va2)), VirtAddr(va2))
+        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(va2)), VirtAddr(va2))
         .unwrap();
-    let pmd2 = mm.pmd_alloc(pud2, VirtAddr(va2)).unwrap();
-    let pte2 = mm.pte_alloc_kernel(pmd2, VirtAddr(va2)).unwrap();
+    let pmd2 = mm.pmd_alloc_owned(pud2, VirtAddr(va2)).unwrap();
+    let pte2 = mm.pte_alloc_owned(pmd2, VirtAddr(va2)).unwrap();
     assert_eq!(pte2.table_phys(), pte.table_phys());
     assert_eq!(pte2.index(), 8);
     assert_eq!(mm.env().allocations(), allocs);
@@ -69,11 +69,11 @@ fn install_publishes_zeroed_table_then_barriers() {
     let mm = mm();
     let va = VMALLOC_START;
     let pud = mm
-        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
         .unwrap();
-    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
+    let pmd = mm.pmd_alloc_owned(pud, VirtAddr(va)).unwrap();
     mm.env().start_recording();
-    let pte = mm.pte_alloc_kernel(pmd, VirtAddr(va)).unwrap();
+    let pte = mm.pte_alloc_owned(pmd, VirtAddr(va)).unwrap();
     let t = pte.table_phys();
     assert_eq!(
         mm.env().take_events(),
@@ -93,7 +93,7 @@ fn install_publishes_zeroed_table_then_barriers() {
     );
     // The fast path touches nothing.
     mm.env().start_recording();
-    mm.pte_alloc_kernel(pmd, VirtAddr(va)).unwrap();
+    mm.pte_alloc_owned(pmd, VirtAddr(va)).unwrap();
     assert_eq!(mm.env().take_events(), []);
 }
 
@@ -102,11 +102,11 @@ fn out_of_memory_leaves_the_slot_empty() {
     let mm = mm();
     let va = VMALLOC_START;
     let pud = mm
-        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
         .unwrap();
     mm.env().fail_after(0);
     assert_eq!(
-        mm.pmd_alloc(pud, VirtAddr(va)).unwrap_err(),
+        mm.pmd_alloc_owned(pud, VirtAddr(va)).unwrap_err(),
         MmError::OutOfMemory
     );
     assert_eq!(pud.read(), Descriptor::INVALID);
@@ -118,7 +118,7 @@ fn out_of_memory_leaves_the_slot_empty() {
 fn block_in_the_way_allocates_nothing() {
     let mm = mm();
     let va = VMALLOC_START;
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(va),
         PhysAddr(0x8000_0000),
         PMD_SIZE,
@@ -127,12 +127,12 @@ fn block_in_the_way_allocates_nothing() {
     )
     .unwrap();
     let pud = mm
-        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
         .unwrap();
-    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
+    let pmd = mm.pmd_alloc_owned(pud, VirtAddr(va)).unwrap();
     let (live, allocs) = (mm.env().live_frames(), mm.env().allocations());
     assert_eq!(
-        mm.pte_alloc_kernel(pmd, VirtAddr(va + 4096)).unwrap_err(),
+        mm.pte_alloc_owned(pmd, VirtAddr(va + 4096)).unwrap_err(),
         MmError::BlockInTheWay { va: va + 4096 }
     );
     assert_eq!(mm.env().live_frames(), live);
@@ -146,7 +146,7 @@ fn losing_the_race_frees_our_table_and_uses_the_winners() {
     let mm = mm();
     let va = VMALLOC_START + 2 * PUD_SIZE;
     let pud = mm
-        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
         .unwrap();
     let (pud_table, idx) = (pud.table_phys(), pud.index());
     let winner = Arc::new(std::sync::Mutex::new(None));
@@ -160,7 +160,7 @@ fn losing_the_race_frees_our_table_and_uses_the_winners() {
         *w.lock().unwrap() = Some(f);
     });
     mm.env().start_recording();
-    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
+    let pmd = mm.pmd_alloc_owned(pud, VirtAddr(va)).unwrap();
     let winner = winner.lock().unwrap().unwrap();
     assert_eq!(pmd.table_phys(), winner);
     let ev = mm.env().take_events();
@@ -205,10 +205,10 @@ fn race(mm: InitMm<TestEnv>, threads: usize, rounds: usize) -> (PgStatsSnapshot,
                     let va = va + t * 4096;
                     barrier.wait();
                     let pud = mm
-                        .pud_alloc(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
+                        .pud_alloc_owned(mm.pgd_offset_k(VirtAddr(va)), VirtAddr(va))
                         .unwrap();
-                    let pmd = mm.pmd_alloc(pud, VirtAddr(va)).unwrap();
-                    let pte = mm.pte_alloc_kernel(pmd, VirtAddr(va)).unwrap();
+                    let pmd = mm.pmd_alloc_owned(pud, VirtAddr(va)).unwrap();
+                    let pte = mm.pte_alloc_owned(pmd, VirtAddr(va)).unwrap();
                     (pud.table_phys(), pmd.table_phys(), pte.table_phys())
                 })
             })
@@ -302,7 +302,7 @@ mod pre_patch {
         mm.env().on_next_alloc(move |_| {
             assert!(!m.page_table_lock.is_locked(), "allocating under the lock")
         });
-        mm.map_range(
+        mm.map_owned(
             VirtAddr(VMALLOC_START),
             PhysAddr(0x4000_0000),
             3 * 4096,
@@ -320,7 +320,7 @@ mod pre_patch {
     #[test]
     fn unmap_takes_no_page_table_lock() {
         let mm = pre_patch_mm();
-        mm.map_range(
+        mm.map_owned(
             VirtAddr(VMALLOC_START),
             PhysAddr(0x4000_0000),
             4096,
@@ -330,7 +330,7 @@ mod pre_patch {
         .unwrap();
         // Were unmap to take the lock, this would spin forever.
         let _held = mm.page_table_lock.lock();
-        mm.unmap_range(VirtAddr(VMALLOC_START), 4096);
+        mm.unmap_owned(VirtAddr(VMALLOC_START), 4096);
         assert!(mm.translate(VirtAddr(VMALLOC_START)).is_none());
     }
 

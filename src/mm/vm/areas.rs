@@ -27,7 +27,13 @@ pub(super) struct VmapNode {
 pub(super) trait Book {
     /// The live area whose reservation holds `addr`, with its tag.
     fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)>;
-    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize>;
+    /// The live area whose reservation holds `addr`, with its tag; `retag` sees them first and
+    /// may give the area a new tag.
+    fn claim(
+        &mut self,
+        addr: usize,
+        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
+    ) -> Option<(VmapArea, usize)>;
     fn free(&mut self, start: usize) -> Result<VmapArea, VaError>;
 }
 
@@ -36,8 +42,16 @@ impl Book for VmapAreaAllocator {
         let area = VmapAreaAllocator::find(self, addr)?;
         Some((area, VmapAreaAllocator::tag(self, area.start)?))
     }
-    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
-        VmapAreaAllocator::set_tag(self, start, tag)
+    fn claim(
+        &mut self,
+        addr: usize,
+        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
+    ) -> Option<(VmapArea, usize)> {
+        let (area, tag) = Book::find_tagged(self, addr)?;
+        if let Some(new) = retag(area, tag) {
+            VmapAreaAllocator::set_tag(self, area.start, new);
+        }
+        Some((area, tag))
     }
     fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
         VmapAreaAllocator::free(self, start)
@@ -48,8 +62,12 @@ impl Book for SlotArena {
     fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
         SlotArena::find_tagged(self, addr)
     }
-    fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
-        SlotArena::set_tag(self, start, tag)
+    fn claim(
+        &mut self,
+        addr: usize,
+        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
+    ) -> Option<(VmapArea, usize)> {
+        SlotArena::claim(self, addr, retag)
     }
     fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
         SlotArena::free(self, start)
@@ -97,8 +115,8 @@ impl<E: PageTableEnv> KernelVm<E> {
                 .alloc_tagged(size, align, kind as usize)
         };
         match try_alloc() {
-            Err(VaError::NoSpace { .. }) if self.lazy_pages.load(Ordering::Relaxed) > 0 => {
-                self.purge(true);
+            Err(VaError::NoSpace { .. }) if self.lazy_stats().areas > 0 => {
+                self.purge_all();
                 try_alloc()
             }
             r => r,
@@ -123,6 +141,7 @@ impl<E: PageTableEnv> KernelVm<E> {
             .ok()?;
         self.region_owner[(region.start - self.region_base) / REGION]
             .store(node as u8 + 1, Ordering::Release);
+        profile::shared_write();
         self.regions.fetch_add(1, Ordering::Relaxed);
         slots.add_region(region.start);
         slots.alloc(size, align, kind as usize)
@@ -167,43 +186,43 @@ impl<E: PageTableEnv> KernelVm<E> {
         kind: AreaKind,
         claim: bool,
     ) -> Result<VmapArea, VmError> {
+        let mut verdict = Err(VmError::NotMapped {
+            addr: VirtAddr(addr),
+        });
         self.with_allocator(addr, |a| {
-            let (area, tag) = a.find_tagged(addr).ok_or(VmError::NotMapped {
-                addr: VirtAddr(addr),
-            })?;
-            if area.start != addr {
-                return Err(VmError::InsideArea {
-                    addr: VirtAddr(addr),
-                    start: VirtAddr(area.start),
-                });
-            }
-            let is = AreaKind::from_tag(tag);
-            match is {
-                AreaKind::Lazy => {
-                    return Err(VmError::AlreadyFreed {
-                        addr: VirtAddr(addr),
-                    });
-                }
-                // A node's region, seen from the global allocator: no area starts there.
-                AreaKind::Region => {
-                    return Err(VmError::NotMapped {
-                        addr: VirtAddr(addr),
-                    });
-                }
-                _ if is != kind => {
-                    return Err(VmError::WrongKind {
-                        addr: VirtAddr(addr),
-                        is,
-                        expected: kind,
-                    });
-                }
-                _ => {}
-            }
-            if claim {
-                a.set_tag(addr, AreaKind::Lazy as usize);
-            }
-            Ok(area)
-        })
+            a.claim(addr, &mut |area, tag| {
+                verdict = Self::check_area(addr, kind, area, tag);
+                (claim && verdict.is_ok()).then_some(AreaKind::Lazy as usize)
+            })
+        });
+        verdict
+    }
+
+    /// Is `area`, tagged `tag` and holding `addr`, the `kind` area that starts at `addr`?
+    fn check_area(
+        addr: usize,
+        kind: AreaKind,
+        area: VmapArea,
+        tag: usize,
+    ) -> Result<VmapArea, VmError> {
+        let va = VirtAddr(addr);
+        if area.start != addr {
+            return Err(VmError::InsideArea {
+                addr: va,
+                start: VirtAddr(area.start),
+            });
+        }
+        match AreaKind::from_tag(tag) {
+            AreaKind::Lazy => Err(VmError::AlreadyFreed { addr: va }),
+            // A node's region, seen from the global allocator: no area starts there.
+            AreaKind::Region => Err(VmError::NotMapped { addr: va }),
+            is if is != kind => Err(VmError::WrongKind {
+                addr: va,
+                is,
+                expected: kind,
+            }),
+            _ => Ok(area),
+        }
     }
 
     /// Live areas (lazily freed ones included, until their purge) and free bytes in the vmalloc

@@ -1,5 +1,6 @@
 //! Lazy unmapping (see the module documentation of `vm`): freeing an area clears its leaves at
-//! once and leaves the TLB invalidation, and the area's reuse, to one purge for many areas.
+//! once and leaves the TLB invalidation, and the reuse of its virtual range, to one purge for many
+//! areas.
 
 use super::*;
 
@@ -10,13 +11,51 @@ pub fn lazy_max_pages(online_cpus: usize) -> usize {
     fls as usize * ((32 << 20) / PAGE_SIZE)
 }
 
-/// Areas freed lazily: leaves cleared, TLB entries possibly still live.
+/// Pages on their way back to the frame allocator, on the stack: left uninitialised until
+/// pushed (zeroing them would cost more than the frees they batch).
+struct PageRun {
+    pages: [core::mem::MaybeUninit<PhysAddr>; PageRun::LEN],
+    n: usize,
+}
+
+impl PageRun {
+    const LEN: usize = 64;
+
+    fn new() -> Self {
+        Self {
+            pages: [const { core::mem::MaybeUninit::uninit() }; Self::LEN],
+            n: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.n == Self::LEN
+    }
+
+    fn push(&mut self, pa: PhysAddr) {
+        self.pages[self.n].write(pa);
+        self.n += 1;
+    }
+
+    fn clear(&mut self) {
+        self.n = 0;
+    }
+
+    fn pages(&self) -> &[PhysAddr] {
+        // SAFETY: the first `n` entries were written by `push` (`n` only grows there, by one
+        // after each write, and goes back to 0 in `clear`), and `MaybeUninit<PhysAddr>` has the
+        // layout of `PhysAddr`.
+        unsafe { core::slice::from_raw_parts(self.pages.as_ptr().cast(), self.n) }
+    }
+}
+
+/// One node's lazily freed areas: leaves cleared, TLB entries possibly still live.
 #[derive(Default)]
 pub(super) struct LazyList {
     /// `(start, end)` of each area.
     pub(super) areas: Vec<(usize, usize)>,
-    /// The frames of the vmalloc areas among them, freed after the purge.
-    pages: Vec<PhysAddr>,
+    /// Pages those areas span.
+    pages: usize,
 }
 
 /// Counts of the lazy purge, for reports and balance checks.
@@ -31,107 +70,159 @@ pub struct LazyStats {
 }
 
 impl<E: PageTableEnv> KernelVm<E> {
-    /// Free a claimed area lazily: clear its leaves, put it (and, for a vmalloc area,
-    /// `with_pages`, its frames) on this CPU's lazy list, and purge if the lazily freed total
-    /// passed the threshold.
+    /// Free a claimed area lazily (Linux's `vunmap_range_noflush` and `free_vmap_area_noflush`):
+    /// clear its leaves, give a vmalloc area's pages (`with_pages`) back at once, as Linux's
+    /// `vfree` does, put the range on this CPU's lazy list, and purge when that list holds more
+    /// than this CPU's share of the threshold.
+    ///
+    /// The pages may go back before the invalidation: no code touches a freed area, a stale TLB
+    /// entry is never written through speculatively, and RAM is only ever mapped Normal
+    /// write-back, so whoever gets a page next cannot be hurt by a stale translation of it
+    /// elsewhere (invariant 4 in `mm`). The range is another matter: mapped again, a stale entry
+    /// would translate it to the old page, so it waits for the purge.
     pub(super) fn free_lazily(&self, area: VmapArea, with_pages: bool) {
-        let node = self.init_mm.env().cpu_id() % NODES;
-        // Count the pages before the area is on a list, as Linux's free_vmap_area_noflush does:
-        // a purge on another CPU may take the area the moment the node's lock is dropped, and
-        // subtracts its pages then. Counted after, the total would dip below zero meanwhile.
-        let pages = area.size / PAGE_SIZE;
-        let total = self.lazy_pages.fetch_add(pages, Ordering::AcqRel) + pages;
-        {
-            let mut l = profile::acquire(Lock::VmapNode, || self.nodes[node].lazy.lock());
-            let l = &mut *l;
+        let env = self.init_mm.env();
+        if with_pages {
+            // The pages go back in runs, one frame-cache visit per run.
+            let mut run = PageRun::new();
+            let give_back = |run: &mut PageRun| {
+                // SAFETY: pages of this vmalloc area, allocated by `vmalloc_inner` with
+                // `alloc_pages`; their leaves were just cleared, no other mapping of them exists,
+                // and the area is claimed (freed exactly once). A stale TLB entry elsewhere is
+                // harmless (see above).
+                unsafe { env.free_pages(run.pages()) };
+                run.clear();
+            };
             self.init_mm
                 .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |pa, size| {
-                    if with_pages {
-                        l.pages.extend(
-                            (0..size / PAGE_SIZE).map(|i| PhysAddr(pa.0 + (i * PAGE_SIZE) as u64)),
-                        );
+                    for i in 0..size / PAGE_SIZE {
+                        if run.is_full() {
+                            give_back(&mut run);
+                        }
+                        run.push(PhysAddr(pa.0 + (i * PAGE_SIZE) as u64));
                     }
                 });
-            l.areas.push((area.start, area.end()));
+            give_back(&mut run);
+        } else {
+            self.init_mm
+                .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |_, _| {});
         }
-        if total > self.lazy_max.load(Ordering::Relaxed) {
-            self.purge(false);
+        let node = env.cpu_id() % NODES;
+        let pages = area.size / PAGE_SIZE;
+        let over = {
+            let mut l = profile::acquire(Lock::VmapNode, || self.nodes[node].lazy.lock());
+            l.areas.push((area.start, area.end()));
+            l.pages += pages;
+            l.pages > self.lazy_share.load(Ordering::Relaxed)
+        };
+        if over {
+            self.purge_lazy();
         }
     }
 
-    /// Purge every lazily freed area, every node's: one TLB invalidation for all of them,
-    /// completed, then their ranges back to their allocators and their pages to the frame
-    /// allocator. One CPU purges at a time; with `wait` false a CPU that finds another purging
-    /// leaves it to that one (the areas it added are either in that purge or left for the next).
-    pub(super) fn purge(&self, wait: bool) {
+    /// Make sure a purge runs after this point, by this CPU or by the one purging now (Linux
+    /// queues `drain_vmap_work` for a worker): a free over the threshold must never find the
+    /// purge "taken" and leave its areas behind.
+    ///
+    /// `purge_wanted` is set before the attempt to become the purger. The purger clears it before
+    /// each round and, once it has let go of `purging`, looks at it again: a request made after
+    /// its last round either sees `purging` free and purges itself, or was made before the purger
+    /// let go, and then the purger sees it and goes round again (both sides use `SeqCst`, so one of
+    /// the two must see the other's store).
+    pub(super) fn purge_lazy(&self) {
+        profile::shared_write();
+        self.purge_wanted.store(true, Ordering::SeqCst);
+        while self
+            .purging
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            while self.purge_wanted.swap(false, Ordering::SeqCst) {
+                self.purge_once();
+            }
+            self.purging.store(0, Ordering::SeqCst);
+            if !self.purge_wanted.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
+    /// Purge every area freed before this call, waiting for a purge in progress if need be.
+    pub(super) fn purge_all(&self) {
         loop {
             if self
                 .purging
-                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
-                break;
-            }
-            if !wait {
+                self.purge_wanted.store(false, Ordering::SeqCst);
+                self.purge_once();
+                self.purging.store(0, Ordering::SeqCst);
+                // A request that came in meanwhile and found `purging` taken.
+                if self.purge_wanted.load(Ordering::SeqCst) {
+                    self.purge_lazy();
+                }
                 return;
             }
             core::hint::spin_loop();
         }
-        let mut all = LazyList::default();
+    }
+
+    /// One purge (Linux's `__purge_vmap_area_lazy`), by the holder of `purging`: every node's
+    /// lazy areas, one TLB invalidation for all of them, completed, then their ranges back to
+    /// their allocators.
+    fn purge_once(&self) {
+        let mut areas = Vec::new();
         for node in &self.nodes {
             let mut l = profile::acquire(Lock::VmapNode, || node.lazy.lock());
-            all.areas.append(&mut l.areas);
-            all.pages.append(&mut l.pages);
+            areas.append(&mut l.areas);
+            l.pages = 0;
         }
-        if !all.areas.is_empty() {
-            self.init_mm.flush_tlb_kernel_ranges(&all.areas);
-            // Back to their allocators, one lock hold per run of areas with the same home. A
-            // node's list holds mostly areas of its own regions, in the order they were freed,
-            // so the runs are long without sorting.
-            let homes: Vec<Home> = all
-                .areas
-                .iter()
-                .map(|&(start, _)| self.home(start))
-                .collect();
-            let mut i = 0;
-            while i < homes.len() {
-                let run = homes[i..].iter().take_while(|&&h| h == homes[i]).count();
-                self.with_allocator(all.areas[i].0, |a| {
-                    for &(start, _) in &all.areas[i..i + run] {
-                        let freed = a.free(start);
-                        debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
-                    }
-                });
-                i += run;
-            }
-            let n: usize = all
-                .areas
-                .iter()
-                .map(|&(start, end)| (end - start) / PAGE_SIZE)
-                .sum();
-            self.lazy_pages.fetch_sub(n, Ordering::AcqRel);
-            let env = self.init_mm.env();
-            // SAFETY: the pages of vmalloc areas freed with `vfree`, unmapped, and no TLB holds a
-            // translation to them any more (the invalidation above completed).
-            all.pages
-                .into_iter()
-                .for_each(|pa| unsafe { env.free_table_frame(pa) });
-            self.purges.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        if let Some(hook) = self.purge_hook.get() {
+            hook(self);
         }
-        self.purging.store(0, Ordering::Release);
+        if areas.is_empty() {
+            return;
+        }
+        // `purging`, `purge_wanted` and `purges`: lines every purging CPU writes.
+        profile::shared_write();
+        self.init_mm.flush_tlb_kernel_ranges(&areas);
+        // Back to their allocators, one lock hold per run of areas with the same home. A node's
+        // list holds mostly areas of its own regions, in the order they were freed, so the runs
+        // are long without sorting.
+        let homes: Vec<Home> = areas.iter().map(|&(start, _)| self.home(start)).collect();
+        let mut i = 0;
+        while i < homes.len() {
+            let run = homes[i..].iter().take_while(|&&h| h == homes[i]).count();
+            self.with_allocator(areas[i].0, |a| {
+                for &(start, _) in &areas[i..i + run] {
+                    let freed = a.free(start);
+                    debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
+                }
+            });
+            i += run;
+        }
+        self.purges.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Purge every lazily freed area now (Linux's `vm_unmap_aliases`): afterwards no CPU holds a
-    /// TLB entry for any freed area, and their ranges and pages are free.
+    /// TLB entry for any area freed before the call, and their ranges are free.
     pub fn vm_unmap_aliases(&self) {
-        self.purge(true);
+        self.purge_all();
     }
 
-    /// The lazy purge's counts.
+    /// The lazy purge's counts (each node's, summed).
     pub fn lazy_stats(&self) -> LazyStats {
+        let (mut areas, mut pages) = (0, 0);
+        for n in &self.nodes {
+            let l = n.lazy.lock();
+            areas += l.areas.len();
+            pages += l.pages;
+        }
         LazyStats {
-            areas: self.nodes.iter().map(|n| n.lazy.lock().areas.len()).sum(),
-            pages: self.lazy_pages.load(Ordering::Relaxed),
+            areas,
+            pages,
             purges: self.purges.load(Ordering::Relaxed),
         }
     }

@@ -40,7 +40,7 @@ impl Visitor for Record {
 
 fn mm_with_two_pages() -> InitMm<TestEnv> {
     let mm = InitMm::new(TestEnv::new(), PhysLayout::unchecked()).unwrap();
-    mm.map_range(
+    mm.map_owned(
         VirtAddr(V + PAGE_SIZE),
         PhysAddr(DEV),
         2 * PAGE_SIZE,

@@ -233,19 +233,11 @@ pub fn qemu_virt(cpus: u64, gic_v3: bool) -> Blob {
 pub fn machine() -> Machine {
     use crate::mm::region::Region;
     Machine {
-        model: "".into(),
-        compatible: Vec::new(),
         ram: vec![Region::new(0x4000_0000, 0x4000_0000)],
         reserved: vec![Region::new(BASE, 0x10_0000)],
-        no_map: Vec::new(),
         read_only: vec![Region::new(BASE, 0x10_0000)],
-        console: None,
-        gic: None,
-        timer: None,
-        psci: None,
-        cpus: Vec::new(),
         bootargs: "semihosting".into(),
-        notes: Vec::new(),
+        ..Machine::default()
     }
 }
 

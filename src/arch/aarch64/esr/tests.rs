@@ -125,3 +125,123 @@ fn far_not_valid_and_other_classes() {
     );
     assert_eq!(Esr((0x25 << 26) | 0x21).fault_kind(), FaultKind::Alignment);
 }
+
+/// ESR for an SError interrupt (EC 0x2f, IL) with `iss`.
+fn serror(iss: u64) -> Esr {
+    Esr((0x2f << 26) | (1 << 25) | iss)
+}
+
+fn summary(esr: Esr) -> alloc::string::String {
+    format!("{}", Summary { esr, far: 0 })
+}
+
+#[test]
+fn serror_with_a_ras_syndrome() {
+    // What QEMU's `-cpu max` reports for a virtual SError with VSESR_EL2 = 0x411 (tests/serror.rs).
+    let esr = serror((0b001 << 10) | 0x11);
+    assert_eq!(esr.0, 0xbe00_0411);
+    assert!(esr.is_serror() && !esr.is_abort());
+    assert_eq!(
+        esr.serror(),
+        Some(SError::Asynchronous {
+            aet: Aet::Unrecoverable,
+            ea: false,
+            iesb: false
+        })
+    );
+    assert_eq!(
+        summary(esr),
+        "SError: asynchronous SError interrupt, unrecoverable state (UEU)"
+    );
+    assert_eq!(
+        format!("{}", esr.serror().unwrap().fields()),
+        "IDS 0, DFSC 0x11, AET 0b001, EA 0, IESB 0"
+    );
+}
+
+#[test]
+fn serror_uncategorized_as_a_cortex_a72_reports_it() {
+    // 0xbe000000: the Pi 4's "SError, code 0xbe000000" (no FEAT_RAS: ISS 0).
+    let esr = serror(0);
+    assert_eq!(esr.0, 0xbe00_0000);
+    assert_eq!(esr.serror(), Some(SError::Uncategorized));
+    assert_eq!(summary(esr), "SError: uncategorized error");
+    assert_eq!(
+        format!("{}", esr.serror().unwrap().fields()),
+        "IDS 0, DFSC 0x00"
+    );
+}
+
+#[test]
+fn serror_implementation_defined_syndrome() {
+    let esr = serror((1 << 24) | 2);
+    assert_eq!(esr.0, 0xbf00_0002);
+    assert_eq!(esr.serror(), Some(SError::ImplementationDefined(2)));
+    assert_eq!(
+        summary(esr),
+        "SError: IMPLEMENTATION DEFINED syndrome 0x000002"
+    );
+    assert_eq!(
+        format!("{}", esr.serror().unwrap().fields()),
+        "IDS 1, syndrome 0x000002"
+    );
+    // With IDS set, the low bits are not a DFSC.
+    assert_eq!(
+        serror((1 << 24) | 0x11).serror(),
+        Some(SError::ImplementationDefined(0x11))
+    );
+}
+
+#[test]
+fn serror_every_error_type_and_the_flags() {
+    let cases = [
+        (0b000, Aet::Uncontainable, "uncontainable (UC)"),
+        (0b001, Aet::Unrecoverable, "unrecoverable state (UEU)"),
+        (0b010, Aet::Restartable, "restartable state (UEO)"),
+        (0b011, Aet::Recoverable, "recoverable state (UER)"),
+        (0b110, Aet::Corrected, "corrected (CE)"),
+        (0b100, Aet::Reserved(0b100), "reserved error type 0b100"),
+        (0b111, Aet::Reserved(0b111), "reserved error type 0b111"),
+    ];
+    for (bits, aet, text) in cases {
+        let esr = serror((1 << 13) | (bits << 10) | (1 << 9) | 0x11);
+        let s = esr.serror().unwrap();
+        assert_eq!(
+            s,
+            SError::Asynchronous {
+                aet,
+                ea: true,
+                iesb: true
+            }
+        );
+        assert_eq!(aet.bits() as u64, bits);
+        assert_eq!(
+            summary(esr),
+            format!("SError: asynchronous SError interrupt, {text}")
+        );
+        assert_eq!(
+            format!("{}", s.fields()),
+            format!("IDS 0, DFSC 0x11, AET {bits:#05b}, EA 1, IESB 1")
+        );
+    }
+}
+
+#[test]
+fn serror_aet_means_nothing_without_dfsc_0x11() {
+    // AET, EA and IESB are RES0 unless DFSC says "asynchronous SError interrupt".
+    assert_eq!(
+        serror((0b110 << 10) | (1 << 9)).serror(),
+        Some(SError::Uncategorized)
+    );
+    let reserved = serror(0x10);
+    assert_eq!(reserved.serror(), Some(SError::Reserved(0x10)));
+    assert_eq!(summary(reserved), "SError: reserved fault status 0x10");
+}
+
+#[test]
+fn only_ec_0x2f_is_an_serror() {
+    for esr in [Esr((0x25 << 26) | 0x11), Esr(0x3c << 26), Esr(0)] {
+        assert!(!esr.is_serror());
+        assert_eq!(esr.serror(), None);
+    }
+}
