@@ -13,7 +13,7 @@ run *ARGS: _ensure image
 
 # Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
 # on virt and the Pi 4, and the Pi 4's SD card.
-test: _ensure test-host test-loom test-qemu test-image test-app test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
+test: _ensure test-host test-loom test-qemu test-image test-devices test-app test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
 
 # Pure-logic unit tests on this machine: initmm-mm (page tables, virtual areas, vmalloc, the lazy
 # purge: built with no kernel and no machine, and once more with its profiler), the kernel's
@@ -39,17 +39,47 @@ test-qemu:
     cargo test -p initmm --tests --no-fail-fast
 
 # The Image `just run` boots (not a test kernel), booted as is on QEMU virt and on raspi4b with
-# the Pi 4 DTB and without one: all 4 CPUs up, a short workload passes, exit status 0.
+# the Pi 4 DTB and without one: all 4 CPUs up, a short workload passes, exit status 0. Then through
+# firmware: EDK2 finds it as \EFI\BOOT\BOOTAA64.EFI on a FAT drive and boots it by ACPI (no command
+# line: every workload runs, the status comes by PSCI), and U-Boot starts it with bootefi.
 test-image: image
     #!/usr/bin/env bash
     set -euo pipefail
     log=$(mktemp); trap 'rm -f "$log"' EXIT
+    check() { # $1: what booted it; $2: the closing line; $3: what the banner must say
+        grep -q "4 of 4 CPUs online" "$log" || { echo "test-image: FAILED on $1: not every CPU came up" >&2; exit 1; }
+        grep -qx "$2" <(tr -d '\r' <"$log") || { echo "test-image: FAILED on $1" >&2; exit 1; }
+        grep -q "$3" "$log" || { echo "test-image: FAILED on $1: the banner does not say \"$3\"" >&2; exit 1; }
+    }
     for board in "--machine virt" "--board rpi4" "--board rpi4 --dtb none"; do
         echo "== test-image: {{kernel}}.img on $board"
         platform/qemu/run.sh $board --timeout 60 {{kernel}} workload=compute 2>&1 | tee "$log"
-        grep -q "4 of 4 CPUs online" "$log" || { echo "test-image: FAILED on $board: not every CPU came up" >&2; exit 1; }
-        grep -qx "1 passed, 0 failed" <(tr -d '\r' <"$log") || { echo "test-image: FAILED on $board" >&2; exit 1; }
+        check "$board" "1 passed, 0 failed" "entered at EL"
     done
+    echo "== test-image: {{kernel}}.img from a FAT drive by EDK2, ACPI, GICv3"
+    platform/qemu/run.sh --firmware edk2-esp --machine virt,gic-version=3 --timeout 90 {{kernel}} 2>&1 | tee "$log"
+    check "EDK2" "3 passed, 0 failed" "from UEFI; ACPI tables"
+    echo "== test-image: {{kernel}}.img by U-Boot's bootefi"
+    platform/qemu/run.sh --firmware uboot-bootefi --timeout 60 {{kernel}} workload=compute 2>&1 | tee "$log"
+    check "U-Boot bootefi" "1 passed, 0 failed" "from UEFI; device tree"
+
+# The devices end to end (platform/devices/check.py): virt with a virtio disk, rng and network on
+# virtio-mmio and on PCIe, GICv2 and GICv3; blk, entropy and net run, concurrent host clients
+# check every HTTP answer (127.0.0.1 only), the disk image is checked from the host, and a second
+# boot verifies what the first wrote.
+test-devices: image
+    python3 platform/devices/check.py {{kernel}} --transport mmio --machine virt
+    python3 platform/devices/check.py {{kernel}} --transport pci --machine virt,gic-version=3
+    python3 platform/devices/check.py {{kernel}} --transport mmio --machine virt,gic-version=3 --no-verify
+    python3 platform/devices/check.py {{kernel}} --transport pci --machine virt --no-verify
+
+# Boot on QEMU virt with a disk image (target/disk.img, 64 MiB, made once) and a network: the
+# HTTP server (workload=net) answers on http://127.0.0.1:PORT/ of this machine only (QEMU's
+# user network, restrict=on). ARGS: kernel words (default: workload=net seconds=600).
+run-net PORT="8080" *ARGS: _ensure image
+    @[ -f target/disk.img ] || truncate -s 64M target/disk.img
+    @echo "run-net: the HTTP server will be at http://127.0.0.1:{{PORT}}/ (try /bytes/1000; /quit ends it); disk target/disk.img"
+    platform/qemu/run.sh --timeout 700 --disk target/disk.img --rng --net {{PORT}} {{kernel}} {{ if ARGS == "" { "workload=net seconds=600" } else { ARGS } }}
 
 # A new application made from the template, in a directory outside this repository (DIR must not
 # exist): its Cargo.toml depends on this checkout; `cd DIR && cargo run` boots it in QEMU.
@@ -187,13 +217,15 @@ clippy:
 fmt:
     cargo fmt
 
-# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools, gdb-multiarch, openocd).
+# Install what is missing (QEMU >= 9, the Rust target, dtc, mtools, gdb-multiarch, openocd, and
+# the EDK2 and U-Boot firmware the UEFI tests boot through).
 # Needs root or sudo for apt.
 setup:
     platform/setup.sh
 
 _ensure:
-    @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}}; } || platform/setup.sh
+    @{ command -v qemu-system-aarch64 >/dev/null && rustup target list --installed | grep -q {{target}} && \
+        [ -f /usr/share/qemu-efi-aarch64/QEMU_EFI.fd ] && [ -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ]; } || platform/setup.sh
 
 # Benchmarks on QEMU virt: instructions per operation under -icount (deterministic), throughput
 # in pairs of -smp 1/-smp 2 boots (and -smp 4, oversubscribed, reported apart), the seed design
@@ -216,17 +248,21 @@ bench MODE="full" *ARGS: _ensure image
     python3 platform/bench/bench.py target/bench-kernel/{{target}}/bench-kernel/initmm-bench {{MODE}} {{kernel}}.img \
         --profile-elf target/profile-kernel/{{target}}/release/initmm-bench {{ARGS}}
 
-# Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path)
-# with libFuzzer for SECONDS. Needs the nightly toolchain; installs cargo-fuzz when missing.
-# New inputs go to tests/fuzz/corpus-generated/ (git-ignored), crashes to tests/fuzz/artifacts/;
-# a crash input belongs in tests/fuzz/regressions/ and in a host unit test. No sanitizer: the
-# code under test is safe Rust, and debug assertions (overflow checks) catch more than ASan would.
-fuzz SECONDS="600":
+# Fuzz the device-tree front door and every reader of what it yields (plus the no-DT ATAG path),
+# then the ACPI table reader (from raw memory, or QEMU virt's tables corrupted), with libFuzzer for
+# SECONDS each. TARGETS: `dt`, `acpi` or both. Needs the nightly toolchain; installs cargo-fuzz
+# when missing. New inputs go to tests/fuzz/corpus-generated/TARGET/ (git-ignored), crashes to
+# tests/fuzz/artifacts/; a crash input belongs in tests/fuzz/regressions/ (ACPI ones named acpi-*)
+# and in a host unit test. No sanitizer: the code under test is safe Rust, and debug assertions
+# (overflow checks) catch more than ASan would.
+fuzz SECONDS="600" TARGETS="dt acpi":
     @cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
-    mkdir -p tests/fuzz/corpus-generated/dt
-    cargo +nightly fuzz run --fuzz-dir tests/fuzz --sanitizer none --debug-assertions dt \
-        tests/fuzz/corpus-generated/dt tests/fuzz/corpus/dt tests/fuzz/regressions -- \
-        -max_len=65536 -rss_limit_mb=512 -timeout=10 -max_total_time={{SECONDS}} -print_final_stats=1
+    for t in {{TARGETS}}; do \
+        mkdir -p tests/fuzz/corpus-generated/$t; \
+        cargo +nightly fuzz run --fuzz-dir tests/fuzz --sanitizer none --debug-assertions $t \
+            tests/fuzz/corpus-generated/$t tests/fuzz/corpus/$t tests/fuzz/regressions -- \
+            -max_len=65536 -rss_limit_mb=512 -timeout=10 -max_total_time={{SECONDS}} -print_final_stats=1; \
+    done
 
 # The soak: ioremap-storm, vmalloc-stress and compute together on all 4 CPUs with fault
 # injection (default fail=frames:1/50,areas:1/50,seed=7; pass fail=... or fail=none in ARGS),

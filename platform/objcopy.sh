@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ELF -> flat binary (the arm64 Image) with the rust-objcopy that ships with the toolchain, plus
-# the kernel's symbol table (platform/kallsyms.py).
+# ELF -> flat binary (the arm64 Image, also an EFI application) with the rust-objcopy that ships
+# with the toolchain, plus the kernel's symbol table (platform/kallsyms.py); then its headers are
+# finished and checked (platform/pe.py).
 #   platform/objcopy.sh KERNEL.elf OUT.img
 # rust-objcopy looks for libLLVM next to itself (RUNPATH $ORIGIN/../lib), but a toolchain without
 # the llvm-tools component keeps it in the sysroot's lib/: point the loader there.
@@ -14,13 +15,6 @@ LD_LIBRARY_PATH="$sysroot/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
 # leaves for it.
 python3 "$(dirname "$0")/kallsyms.py" "$1" "$2"
 
-# Check the arm64 Image header the loader will read (see src/arch/aarch64/image.rs).
-magic=$(od -An -t x4 -j 56 -N 4 "$2" | tr -d ' ')
-size=$(od -An -t u8 -j 16 -N 8 "$2" | tr -d ' ')
-file=$(stat -c %s "$2")
-if [[ "$magic" != 644d5241 ]]; then
-    echo "objcopy: $2 has no arm64 Image header (magic $magic at 0x38)" >&2; exit 1
-fi
-if (( size < file )); then
-    echo "objcopy: $2: header image_size $size is smaller than the file ($file bytes)" >&2; exit 1
-fi
+# The PE/COFF data section's file size, now that the symbol table is in the file, and every field
+# of the arm64 Image header and the PE/COFF header checked (see src/arch/aarch64/image.rs, efi.rs).
+python3 "$(dirname "$0")/pe.py" "$1" "$2"

@@ -7,6 +7,8 @@
 #   - device-tree-compiler (dtc, for inspecting DTBs) and mtools (SD-card image checks).
 #   - gdb-multiarch (`just debug`, and its test) and openocd (`just openocd`: JTAG on a Pi 4;
 #     `just test` checks platform/rpi4/openocd.cfg against its BCM2711 scripts).
+#   - qemu-efi-aarch64 (EDK2) and u-boot-qemu (U-Boot's qemu_arm64): the firmware that
+#     `run.sh --firmware` boots the Image through (tests/uefi.rs, `just test-image`).
 # Needs root or sudo for apt-get; says so and stops if neither is available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +65,8 @@ command -v dtc >/dev/null || missing+=(device-tree-compiler)
 command -v mdir >/dev/null || missing+=(mtools)
 command -v gdb-multiarch >/dev/null || missing+=(gdb-multiarch)
 command -v openocd >/dev/null || missing+=(openocd)
+[[ -f /usr/share/qemu-efi-aarch64/QEMU_EFI.fd ]] || missing+=(qemu-efi-aarch64)
+[[ -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ]] || missing+=(u-boot-qemu)
 if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -1,5 +1,6 @@
 //! The boot CPU's path from `kernel_entry` (MMU on, running at the kernel's virtual address) to
-//! the program's `main`: device tree, command line, memory, `init_mm`, console, banner.
+//! the program's `main`: device tree (or what UEFI handed over: `uefi`), command line, memory,
+//! `init_mm`, console, banner.
 
 use crate::mm::addr::PhysAddr;
 use alloc::string::String;
@@ -7,7 +8,7 @@ use core::cell::UnsafeCell;
 use core::fmt;
 
 use crate::arch::aarch64::daif::{self, Daif};
-use crate::arch::aarch64::{cpu, early, psci, semihosting};
+use crate::arch::aarch64::{cpu, early, efi, psci, semihosting};
 use crate::cmdline::Cmdline;
 use crate::mm::layout::{self, phys_to_virt};
 use crate::mm::region::Region;
@@ -15,7 +16,22 @@ use crate::mm::vm::VmError;
 use crate::platform;
 use crate::platform::devicetree::{self, Console, DtError, Machine, UartKind};
 use crate::platform::fdt_front::{self, FdtError};
+use crate::platform::uefi::Description;
 use crate::{console, drivers, klog, mm, smp};
+
+mod uefi;
+
+pub use uefi::Uefi;
+
+/// What started the kernel.
+#[derive(Clone, Debug)]
+pub enum Firmware {
+    /// A flat-Image loader (QEMU `-kernel`, the Raspberry Pi firmware, U-Boot's `booti`, the
+    /// chainloader): x0 held the device tree, or an ATAG list.
+    Flat,
+    /// UEFI, which started the Image as an EFI application (`arch::aarch64::efi`).
+    Uefi(Uefi),
+}
 
 /// What the kernel found at boot; handed to `main`.
 pub struct BootInfo {
@@ -30,6 +46,8 @@ pub struct BootInfo {
     /// The name of the built-in description the kernel fell back to when the loader passed no
     /// device tree (see [`platform::builtin_machine`]); `None` when the device tree was used.
     pub builtin: Option<&'static str>,
+    /// What started the kernel, and for UEFI what it handed over.
+    pub firmware: Firmware,
 }
 
 impl BootInfo {
@@ -111,7 +129,106 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
         base: image_pa,
         size: img.end - img.start,
     };
-    let (machine, dtb, builtin) = match read_device_tree(dtb_pa) {
+    let mut firmware = Firmware::Flat;
+    let (mut machine, dtb, builtin) = match efi::handover() {
+        Some(efi) => match uefi::start(&efi, dtb_pa) {
+            Ok(start) => {
+                firmware = Firmware::Uefi(start.uefi);
+                (start.machine, start.dtb, None)
+            }
+            Err(why) => {
+                semihosting::probe_and_enable();
+                fatal(format_args!("{why}"))
+            }
+        },
+        None => flat_image_machine(dtb_pa, image),
+    };
+    let cmdline = Cmdline(&machine.bootargs);
+    if cmdline.has("semihosting") {
+        semihosting::enable();
+    }
+    if let Some(l) = cmdline.get("loglevel") {
+        match klog::parse_level(l) {
+            Some(level) => log::set_max_level(level),
+            None => log::warn!(
+                "loglevel={l}: unknown level, keeping info (use error|warn|info|debug|trace or 1-5)"
+            ),
+        }
+    }
+    psci::set_conduit(machine.psci.as_ref().map(|p| p.method));
+
+    ends.device_tree = cpu::counter();
+    log::debug!("boot: machine description read");
+    // SAFETY: once, from the boot CPU's entry, on the early tables, before anything used frames
+    // or virtual memory; `machine` is the device tree's, the ACPI tables' or the built-in
+    // description the board was identified by, `image` where the loader put the image, `dtb`
+    // where it put the tree.
+    if let Err(e) = unsafe { mm::boot::init(&machine, image, dtb) } {
+        fatal(format_args!("memory: {e}"));
+    }
+    // ACPI tables are RAM that only the linear map reaches: they are read now.
+    if let Firmware::Uefi(u) = &mut firmware
+        && u.description == Description::Acpi
+    {
+        let rsdp = u.rsdp.unwrap_or(0);
+        match uefi::describe_acpi(rsdp, &mut machine) {
+            Ok(info) => u.acpi = Some(info),
+            Err(e) => {
+                // Where the reason can be seen: the SPCR's console if it has one, semihosting.
+                semihosting::probe_and_enable();
+                let _ = start_console(&machine);
+                fatal(format_args!("{e}"));
+            }
+        }
+        psci::set_conduit(machine.psci.as_ref().map(|p| p.method));
+    }
+    ends.memory = cpu::counter();
+    log::debug!("boot: init_mm built and in use");
+    if let Err(e) = start_console(&machine) {
+        log::warn!("console: {e}; output goes to the early buffer only");
+    }
+    // Debug exceptions and SError on, IRQs still off: Linux's setup_arch does the same
+    // `local_daif_restore(DAIF_PROCCTX_NOIRQ)` once its early console is up, so that an SError is
+    // reported where someone reads it. One raised earlier (by the firmware, say) was held
+    // pending and is taken here.
+    daif::local_daif_restore(Daif::PROCCTX_NOIRQ);
+    ends.console = cpu::counter();
+    // Said once the console is up: the early buffer would also copy it to semihosting.
+    if let Some((name, summary, why)) = &builtin {
+        log::warn!("{why}");
+        log::warn!("no device tree from the loader: using the built-in {name} description");
+        log::info!("built-in {name}: {summary}");
+    }
+    let boot: &'static BootInfo = alloc::boxed::Box::leak(alloc::boxed::Box::new(BootInfo {
+        machine,
+        entry_el,
+        image_phys: image,
+        dtb,
+        builtin: builtin.map(|(name, _, _)| name),
+        firmware,
+    }));
+    BOOT.call_once(|| boot);
+    banner(boot);
+    ends.banner = cpu::counter();
+    start_cpus(boot);
+    ends.cpus = cpu::counter();
+    crate::devices::init_at_boot(&boot.machine);
+    ends.log();
+    // Fault injection (`fail=`) starts only now: boot's own mappings must not be failed.
+    if let Err(e) = mm::fault_inject::setup(boot.cmdline().get("fail")) {
+        fatal(format_args!("{e}"));
+    }
+    // SAFETY: `__initmm_main` is defined by the `entry!` macro in the binary being linked.
+    unsafe { __initmm_main(boot) }
+}
+
+/// A built-in description's name, one-line summary, and why it was used.
+type BuiltinUsed = (&'static str, &'static str, NoDtb);
+
+/// The machine on a flat-Image boot: the device tree at x0, or a built-in description when x0
+/// holds none.
+fn flat_image_machine(dtb_pa: u64, image: Region) -> (Machine, Region, Option<BuiltinUsed>) {
+    match read_device_tree(dtb_pa) {
         Ok((m, dtb)) => (m, dtb, None),
         Err(e) => {
             // Without a device tree there is no command line to say how to exit: find out
@@ -139,65 +256,7 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64, image_pa: u64) -> ! {
             };
             (b.machine, dtb, Some((b.name, b.summary, why)))
         }
-    };
-    let cmdline = Cmdline(&machine.bootargs);
-    if cmdline.has("semihosting") {
-        semihosting::enable();
     }
-    if let Some(l) = cmdline.get("loglevel") {
-        match klog::parse_level(l) {
-            Some(level) => log::set_max_level(level),
-            None => log::warn!(
-                "loglevel={l}: unknown level, keeping info (use error|warn|info|debug|trace or 1-5)"
-            ),
-        }
-    }
-    psci::set_conduit(machine.psci.as_ref().map(|p| p.method));
-
-    ends.device_tree = cpu::counter();
-    log::debug!("boot: device tree read");
-    // SAFETY: once, from the boot CPU's entry, on the early tables, before anything used frames
-    // or virtual memory; `machine` is the device tree's (or the built-in description the board
-    // was identified by), `image` where the loader put the image, `dtb` where it put the tree.
-    if let Err(e) = unsafe { mm::boot::init(&machine, image, dtb) } {
-        fatal(format_args!("memory: {e}"));
-    }
-    ends.memory = cpu::counter();
-    log::debug!("boot: init_mm built and in use");
-    if let Err(e) = start_console(&machine) {
-        log::warn!("console: {e}; output goes to the early buffer only");
-    }
-    // Debug exceptions and SError on, IRQs still off: Linux's setup_arch does the same
-    // `local_daif_restore(DAIF_PROCCTX_NOIRQ)` once its early console is up, so that an SError is
-    // reported where someone reads it. One raised earlier (by the firmware, say) was held
-    // pending and is taken here.
-    daif::local_daif_restore(Daif::PROCCTX_NOIRQ);
-    ends.console = cpu::counter();
-    // Said once the console is up: the early buffer would also copy it to semihosting.
-    if let Some((name, summary, why)) = &builtin {
-        log::warn!("{why}");
-        log::warn!("no device tree from the loader: using the built-in {name} description");
-        log::info!("built-in {name}: {summary}");
-    }
-    let boot: &'static BootInfo = alloc::boxed::Box::leak(alloc::boxed::Box::new(BootInfo {
-        machine,
-        entry_el,
-        image_phys: image,
-        dtb,
-        builtin: builtin.map(|(name, _, _)| name),
-    }));
-    BOOT.call_once(|| boot);
-    banner(boot);
-    ends.banner = cpu::counter();
-    start_cpus(boot);
-    ends.cpus = cpu::counter();
-    ends.log();
-    // Fault injection (`fail=`) starts only now: boot's own mappings must not be failed.
-    if let Err(e) = mm::fault_inject::setup(boot.cmdline().get("fail")) {
-        fatal(format_args!("{e}"));
-    }
-    // SAFETY: `__initmm_main` is defined by the `entry!` macro in the binary being linked.
-    unsafe { __initmm_main(boot) }
 }
 
 /// Counter values at the start of `kernel_entry` (the log's time 0) and at the end of each boot
@@ -371,11 +430,7 @@ fn start_console(m: &Machine) -> Result<(), ConsoleError> {
     let ioremap = |regs, base, size| {
         mm::ioremap(PhysAddr(base), size)
             .map(mm::IoMem::leak)
-            .map_err(|error| ConsoleError::Ioremap {
-                regs,
-                base,
-                error,
-            })
+            .map_err(|error| ConsoleError::Ioremap { regs, base, error })
     };
     match &c.kind {
         UartKind::Pl011 => {
@@ -450,22 +505,27 @@ fn banner(b: &BootInfo) {
         option_env!("INITMM_GIT").unwrap_or("built from source")
     );
     log::info!("board: {}", m.model);
-    match b.builtin {
-        None => log::info!(
-            "entered at EL{}; image at {:#x} ({} KiB with .bss), device tree at {:#x}",
-            b.entry_el,
-            b.image_phys.base,
-            b.image_phys.size / 1024,
+    let from = match (&b.firmware, b.builtin) {
+        (Firmware::Uefi(u), _) => match (u.description, u.rsdp) {
+            (Description::Acpi, rsdp) => {
+                alloc::format!("from UEFI; ACPI tables (RSDP at {:#x})", rsdp.unwrap_or(0))
+            }
+            (Description::DeviceTree, _) => {
+                alloc::format!("from UEFI; device tree at {:#x}", b.dtb.base)
+            }
+        },
+        (Firmware::Flat, None) => alloc::format!("device tree at {:#x}", b.dtb.base),
+        (Firmware::Flat, Some(name)) => alloc::format!(
+            "no device tree (x0 = {:#x}): built-in {name} description",
             b.dtb.base
         ),
-        Some(name) => log::info!(
-            "entered at EL{}; image at {:#x} ({} KiB with .bss), no device tree (x0 = {:#x}): built-in {name} description",
-            b.entry_el,
-            b.image_phys.base,
-            b.image_phys.size / 1024,
-            b.dtb.base
-        ),
-    }
+    };
+    log::info!(
+        "entered at EL{}; image at {:#x} ({} KiB with .bss), {from}",
+        b.entry_el,
+        b.image_phys.base,
+        b.image_phys.size / 1024,
+    );
     for r in &m.ram {
         log::info!(
             "RAM {:#011x}-{:#011x} ({} MiB)",
@@ -515,8 +575,50 @@ fn banner(b: &BootInfo) {
         );
     }
     log::info!("command line: \"{}\"", m.bootargs);
+    let mut acpi = false;
+    if let Firmware::Uefi(u) = &b.firmware {
+        for n in &u.notes {
+            log::warn!("{n}");
+        }
+        if let Some(a) = &u.acpi {
+            acpi = true;
+            acpi_banner(a);
+        }
+    }
     for n in &m.notes {
-        log::warn!("device tree: {n}");
+        if acpi {
+            log::warn!("{n}");
+        } else {
+            log::warn!("device tree: {n}");
+        }
+    }
+}
+
+/// What the ACPI tables say beyond the machine: which tables there are, the PCIe windows.
+fn acpi_banner(a: &crate::platform::acpi::AcpiInfo) {
+    let mut names = String::new();
+    for (sig, _, _) in &a.tables {
+        names.push(' ');
+        names.extend(
+            sig.iter()
+                .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' }),
+        );
+    }
+    log::info!(
+        "ACPI: XSDT at {:#x} lists{names}; FADT {}.{}",
+        a.xsdt,
+        a.fadt_version.0,
+        a.fadt_version.1
+    );
+    for e in &a.ecam {
+        log::info!(
+            "ACPI: PCIe ECAM at {:#x}, segment {}, buses {}-{} (MCFG); its BAR windows and INTx \
+             routing are in the DSDT's AML, which initmm does not interpret: not probed",
+            e.base,
+            e.segment,
+            e.bus_start,
+            e.bus_end
+        );
     }
 }
 

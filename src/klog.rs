@@ -21,7 +21,15 @@ pub fn uptime() -> (u64, u64) {
 
 impl Log for KernelLog {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        m.level() <= log::max_level()
+        // The driver crates' own chatter (virtio-drivers says what it negotiated at Info) is
+        // shown one level down: the kernel's probe log says what matters. Everything else (the
+        // kernel, a test kernel's own crate) at its level.
+        let level = if CHATTY.iter().any(|c| m.target().starts_with(c)) {
+            demote(m.level())
+        } else {
+            m.level()
+        };
+        level <= log::max_level()
     }
 
     fn log(&self, r: &Record<'_>) {
@@ -40,6 +48,19 @@ impl Log for KernelLog {
     }
 
     fn flush(&self) {}
+}
+
+/// The crates whose log lines are shown one level down (their module paths' first part).
+const CHATTY: [&str; 2] = ["virtio_drivers", "smoltcp"];
+
+/// One level less urgent (Info becomes Debug); Trace stays.
+fn demote(l: Level) -> Level {
+    match l {
+        Level::Error => Level::Warn,
+        Level::Warn => Level::Info,
+        Level::Info => Level::Debug,
+        Level::Debug | Level::Trace => Level::Trace,
+    }
 }
 
 /// Start logging at `Info`; the command line's `loglevel=` may change it later.

@@ -1,5 +1,5 @@
 //! initmm: a single-address-space unikernel for AArch64, as the library an application is built
-//! on. An application is a `no_std`, `no_main` crate that names its `main` with [`entry!`]; the
+//! on. An application is a `no_std`, `no_main` crate that names its `main` with `entry!`; the
 //! kernel boots every CPU, builds `init_mm`, starts the console and calls it (see
 //! `platform/app-template` and the README).
 //!
@@ -32,10 +32,13 @@
 //! 3. `mm`: the `initmm-mm` crate and the machine's side of it (physical frames, the heap, the
 //!    page-table environment over `arch`'s barriers and TLB maintenance, `init_mm` at boot), then
 //!    `drivers` (which map their registers with `mm`).
-//! 4. `smp`, and `console` with its `log` backend `klog`.
+//! 4. `smp` (with the device-interrupt registry `smp::irq`), and `console` with its `log`
+//!    backend `klog`; then `devices`, the probe of the machine's devices (on every CPU) and the
+//!    drivers built on `drivers::virtio`.
 //! 5. `panic`: stops the other CPUs (`smp`) and reports on the console.
-//! 6. `kernel` (the boot path to the application's `main`), `time`, `testing`: the top, which
-//!    installs the hooks.
+//! 6. `net` (its `http` half is pure logic; `stack` runs smoltcp over `devices`), then `kernel`
+//!    (the boot path to the application's `main`), `time`, `testing`: the top, which installs the
+//!    hooks.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -55,13 +58,13 @@ pub mod mm {
     //! of `init_mm` at boot.
     pub use initmm_mm::*;
 
-    pub use crate::memory::{frame, heap, kimage};
-    #[cfg(target_os = "none")]
-    pub use crate::memory::{boot, hw};
     #[cfg(target_os = "none")]
     pub use crate::memory::hw::{
         IoMem, VmBuf, free_frames, ioremap, ioremap_wc, kernel_vm, settle, vmalloc, vzalloc,
     };
+    #[cfg(target_os = "none")]
+    pub use crate::memory::{boot, hw};
+    pub use crate::memory::{frame, heap, kimage};
 
     pub mod layout {
         //! The kernel's virtual address layout (`initmm-mm`'s), and where its image lies.
@@ -69,11 +72,14 @@ pub mod mm {
         pub use initmm_mm::layout::*;
     }
 }
+pub mod net;
 pub mod platform;
 pub mod util;
 
 #[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
+pub mod devices;
 #[cfg(target_os = "none")]
 pub mod kernel;
 #[cfg(target_os = "none")]

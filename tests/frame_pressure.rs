@@ -24,9 +24,9 @@ use initmm::mm::addr::PhysAddr;
 use initmm::mm::frame::{CACHE_BATCH, FRAMES};
 use initmm::mm::kernel_vm;
 use initmm::mm::layout::PAGE_SIZE;
+use initmm::mm::{free_frames, settle};
 use initmm::smp::runtime::{self, spawn_on};
 use initmm::testing::{self, Test};
-use initmm::mm::{free_frames, settle};
 
 /// Run `f` on CPU 1 and wait for it, at most `secs` seconds: past that, the test fails with
 /// `what` (CPU 1 is left where it is stuck).
@@ -34,7 +34,10 @@ fn on_cpu1_within(secs: u64, what: &'static str, f: fn()) {
     let h = spawn_on(1, f);
     let deadline = cpu::counter() + secs * cpu::counter_frequency();
     while !h.is_finished() {
-        assert!(cpu::counter() < deadline, "{what}: cpu1 did not finish within {secs} s");
+        assert!(
+            cpu::counter() < deadline,
+            "{what}: cpu1 did not finish within {secs} s"
+        );
         core::hint::spin_loop();
     }
     h.join();
@@ -111,7 +114,11 @@ fn a_drain_reaches_every_cpu() {
         })
         .join();
     }
-    assert!(FRAMES.cached() >= 3 * CACHE_BATCH, "{} cached", FRAMES.cached());
+    assert!(
+        FRAMES.cached() >= 3 * CACHE_BATCH,
+        "{} cached",
+        FRAMES.cached()
+    );
     on_cpu1_within(5, "the drain", || FRAMES.drain_caches());
     assert_eq!(FRAMES.cached(), 0, "every CPU answered the drain");
     assert_eq!(settled_free(), before);

@@ -23,11 +23,11 @@ use initmm::mm::kernel_vm;
 use initmm::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE, phys_to_virt};
 use initmm::mm::pgtable::{Level, MmError, Prot};
 use initmm::mm::vm::VmError;
+use initmm::mm::{free_frames, settle};
 use initmm::platform::devicetree::GicVersion;
 use initmm::smp::runtime::on_cpus;
 use initmm::testing::{self, Test};
 use initmm_workloads as workload;
-use initmm::mm::{free_frames, settle};
 use initmm_workloads::common::is_alloc_failure;
 use spin::Once;
 
@@ -119,11 +119,10 @@ fn vmalloc_fails_cleanly_at_every_page_and_table_allocation() {
     let vm = kernel_vm();
     // Gigabyte-aligned: its pmd and pte tables are fresh after reclaim, so the table allocators
     // run in every attempt.
-    let errors = fail_every_frame_allocation(
-        "vmalloc",
-        8 * PAGE_SIZE,
-        &|| vm.vmalloc_aligned(8 * PAGE_SIZE, PUD_SIZE).map(|a| a.addr()),
-    );
+    let errors = fail_every_frame_allocation("vmalloc", 8 * PAGE_SIZE, &|| {
+        vm.vmalloc_aligned(8 * PAGE_SIZE, PUD_SIZE)
+            .map(|a| a.addr())
+    });
     let pages = errors
         .iter()
         .filter(|e| matches!(e, VmError::OutOfMemory { pages: 8 }))
@@ -143,11 +142,9 @@ fn vmalloc_fails_cleanly_at_every_page_and_table_allocation() {
 fn ioremap_fails_cleanly_at_every_table_allocation() {
     // Not 2 MiB-aligned, 4 MiB: pages, over at least two fresh pte tables.
     let pa = gic_page() + PAGE_SIZE as u64;
-    let errors = fail_every_frame_allocation(
-        "ioremap",
-        2 * PMD_SIZE,
-        &|| kernel_vm().ioremap(pa, 2 * PMD_SIZE).map(|io| io.addr()),
-    );
+    let errors = fail_every_frame_allocation("ioremap", 2 * PMD_SIZE, &|| {
+        kernel_vm().ioremap(pa, 2 * PMD_SIZE).map(|io| io.addr())
+    });
     assert!(errors.len() >= 2, "{errors:?}");
     assert!(
         errors
@@ -183,7 +180,9 @@ fn every_area_reservation_fails_cleanly() {
         ("vmalloc_stack", &|| {
             vm.vmalloc_stack(4 * PAGE_SIZE).map(|s| s.guard_page())
         }),
-        ("ioremap", &|| vm.ioremap(gic_page(), PAGE_SIZE).map(|io| io.addr())),
+        ("ioremap", &|| {
+            vm.ioremap(gic_page(), PAGE_SIZE).map(|io| io.addr())
+        }),
         ("vmap", &|| {
             // SAFETY: a frame this test holds until the end; the call fails (injected), so maps
             // nothing.

@@ -477,11 +477,7 @@ fn ten_thousand_map_unmap_cycles_balance() {
         let tables = vm
             .init_mm
             .count_tables(VirtAddr(VMALLOC_START), VirtAddr(VMALLOC_END));
-        (
-            initmm::mm::free_frames(),
-            vm.area_stats(),
-            tables,
-        )
+        (initmm::mm::free_frames(), vm.area_stats(), tables)
     };
     cycle(0);
     let before = settled();

@@ -28,6 +28,9 @@ What it runs, in this order:
    barriers, TLB invalidations and writes to shared cache lines per operation.
 4. (`full`) one -smp 4 boot, oversubscribed (4 vCPUs on the 2 host cores): reported, never a
    verdict; boot time against a floor kernel.
+5. Devices: the ELF beside IMAGE (IMAGE without `.img`) booted with a virtio disk, rng and
+   network at -smp 1 and 2 (platform/devices/check.py): the blk workload's MB/s and HTTP
+   requests/s from concurrent clients on the host's 127.0.0.1, every answer checked.
 
 Host contention: every bench line is stamped with the QEMU vCPU threads' run and run-queue wait
 time on the host (/proc/PID/task/TID/schedstat; QEMU names its threads with `-name
@@ -64,6 +67,7 @@ import struct
 import subprocess
 import sys
 import time
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN = os.path.join(ROOT, "platform", "qemu", "run.sh")
@@ -264,7 +268,7 @@ def main():
     failures = Failures()
     r = {"mode": mode, "plan": plan, "counter_hz": None, "icount": None, "boots": [], "runs": [],
          "profiled": [], "probe": {}, "scaling_runs": [], "floor_runs": [], "oversubscribed": [],
-         "boot": {}}
+         "boot": {}, "devices": {}}
 
     # 1. Instructions per operation.
     reps, ms, floor_ms, lives = plan["icount"]
@@ -344,6 +348,10 @@ def main():
                     r["oversubscribed"].append(b)
     boot_times(r, image, plan["boot_reps"], failures)
 
+    # 5. Devices: the kernel `just run` boots, with a virtio disk, rng and network.
+    r["devices"] = devices_bench(image[:-4] if image.endswith(".img") else image, mode == "quick",
+                                 failures)
+
     # Aggregate, report, decide.
     aggregate(r)
     report(r)
@@ -383,6 +391,32 @@ def boot_times(r, image, reps, failures):
                           "pair_ratios": [w / f for w, f in zip(walls, fl)],
                           "all_online_ms_since_entry": stats(online) if online else None}
     r["image_bytes"] = os.path.getsize(image)
+
+
+def devices_bench(elf, quick, failures):
+    """Device throughput at -smp 1 and 2 on virtio-mmio (GICv2): the blk workload's MB/s (the
+    kernel measures them) and HTTP requests/s from concurrent host clients on 127.0.0.1
+    (platform/devices/check.py, which checks every answer). Median over the reps."""
+    out = {}
+    reps, clients, requests = (1, 4, 10) if quick else (3, 4, 50)
+    for smp in [1, 2]:
+        runs = []
+        for _ in range(reps):
+            with tempfile.NamedTemporaryFile(suffix=".json") as j:
+                cmd = [sys.executable, os.path.join(ROOT, "platform", "devices", "check.py"), elf,
+                       "--smp", str(smp), "--no-verify", "--clients", str(clients),
+                       "--requests", str(requests), "--json", j.name]
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                if p.returncode != 0:
+                    failures.append(f"devices -smp {smp}: check.py failed: {p.stderr.strip()[-300:]}")
+                    continue
+                runs.append(json.load(open(j.name)))
+        if runs:
+            med = lambda k: statistics.median(float(r[k]) for r in runs)  # noqa: E731
+            out[smp] = {"requests_per_s": med("requests_per_s"), "blk_written_mb_s": med("blk_written_mb_s"),
+                        "blk_read_mb_s": med("blk_read_mb_s"), "reps": len(runs), "clients": clients,
+                        "requests": clients * requests}
+    return out
 
 
 # Statistics.
@@ -789,6 +823,11 @@ def report(r):
               + (f", all CPUs online {online['median']:.1f} ms after entry" if online else ""))
     if "image_bytes" in r:
         print(f"Image: {r['image_bytes']} bytes ({r['image_bytes'] / 1024:.0f} KiB)")
+    for smp, d in r.get("devices", {}).items():
+        print(f"devices -smp {smp} (virtio-mmio, GICv2, median of {d['reps']}): blk {d['blk_written_mb_s']:.1f} MB/s "
+              f"written, {d['blk_read_mb_s']:.1f} MB/s read and checked; HTTP {d['requests_per_s']:.1f} "
+              f"requests/s ({d['clients']} concurrent keep-alive clients, {d['requests']} requests, every "
+              f"answer checked)")
 
 
 def fmt_ns(x):

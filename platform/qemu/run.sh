@@ -30,6 +30,34 @@
 #   --no-semihosting (INITMM_SEMIHOSTING=0)  boot without semihosting, as on a board: the kernel
 #                 powers off by PSCI and prints "[powering off with status N]", which the runner
 #                 returns as the exit status
+#   --firmware F  (INITMM_FIRMWARE)  boot through firmware on virt instead of QEMU's own loader:
+#                 edk2           Debian's EDK2 (qemu-efi-aarch64) starts the Image as an EFI
+#                                application given with -kernel; the command line is its load
+#                                options; ACPI tables unless the machine says acpi=off
+#                 edk2-esp       the same firmware finds the Image as \EFI\BOOT\BOOTAA64.EFI on a
+#                                FAT drive (a directory QEMU presents as one); its boot manager
+#                                passes no command line, so the kernel runs as booted bare, and
+#                                its status comes by PSCI as with --no-semihosting
+#                 uboot-booti    Debian's U-Boot (u-boot-qemu, qemu_arm64) loads the -kernel
+#                                Image from QEMU's fw_cfg and starts it with booti (a flat Image,
+#                                its device tree, the command line as bootargs)
+#                 uboot-bootefi  U-Boot runs a boot script from a FAT drive that sets bootargs,
+#                                loads the Image (\EFI\BOOT\BOOTAA64.EFI) and starts it with
+#                                bootefi (an EFI application, the command line as load options)
+#
+# virtio devices (virt only), on the transport --transport picks:
+#   --transport mmio|pci (INITMM_TRANSPORT, default mmio)  virtio-mmio slots (-device virtio-*-device)
+#                 or PCIe functions on the generic host bridge (-device virtio-*-pci)
+#   --virtio-modern (INITMM_VIRTIO_MODERN=1)  virtio-mmio version 2 instead of QEMU's default,
+#                 legacy version 1 (-global virtio-mmio.force-legacy=false)
+#   --disk FILE   (INITMM_DISK)  a virtio-blk disk on FILE (raw); "temp:SIZE" makes a zeroed
+#                 temporary image of SIZE (e.g. temp:16M), deleted after the run
+#   --rng         (INITMM_RNG=1)  a virtio-rng device (entropy from the host's /dev/urandom)
+#   --net PORT    (INITMM_NET)  a virtio-net device on QEMU's user network, isolated from the host
+#                 and the outside (restrict=on): the guest is 10.0.2.15/24 and only
+#                 127.0.0.1:PORT on the host is forwarded, to the guest's port 80
+#   --console2 FILE (INITMM_CONSOLE2)  a virtio console (virtio-serial + virtconsole) whose output
+#                 goes to FILE
 #
 # On raspi4b the PL011 is QEMU's serial port 0 and the mini UART port 1; the Pi 4's DTB (and the
 # kernel's built-in Pi 4 description) pick the mini UART, so port 1 goes to the terminal
@@ -50,9 +78,11 @@
 #
 # QEMU logs guest errors (accesses its device models call invalid: a register that does not
 # exist, a write to a read-only one) and notes on unimplemented registers to a file for every run
-# (-d guest_errors,unimp); a run that caused any fails, with the lines shown. The one exception:
+# (-d guest_errors,unimp); a run that caused any fails, with the lines shown. The exceptions:
 # QEMU's mini UART (bcm2835_aux) models no modem or line control, so its "AUX_MU_*_REG
-# unsupported" notes for the registers our driver sets up are expected. A test kernel that provokes
+# unsupported" notes for the registers our driver sets up are expected; and its VideoCore
+# property interface does not model the board model and serial tags the kernel asks for at boot
+# ("get board model NYI", "get board serial NYI"). A test kernel that provokes
 # an error on purpose (a PSCI call that must fail) names each line it expects with
 # `//! initmm-allow-guest-error: TEXT` (the whole line, exactly).
 #
@@ -73,7 +103,17 @@ symbolize_on=${INITMM_SYMBOLIZE:-1}
 qemu_log=${INITMM_QEMU_LOG:-}
 accel=${INITMM_ACCEL:-}
 semihosting=${INITMM_SEMIHOSTING:-1}
+firmware=${INITMM_FIRMWARE:-}
+[[ "$firmware" != edk2-esp ]] || semihosting=0
+EDK2_FW=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
+UBOOT_FW=/usr/lib/u-boot/qemu_arm64/u-boot.bin
 icount=${INITMM_ICOUNT:-}
+transport=${INITMM_TRANSPORT:-mmio}
+virtio_modern=${INITMM_VIRTIO_MODERN:-0}
+disk=${INITMM_DISK:-}
+rng=${INITMM_RNG:-0}
+net=${INITMM_NET:-}
+console2=${INITMM_CONSOLE2:-}
 read -r -a extra <<<"${INITMM_QEMU_ARGS:-}"
 
 set_board() {
@@ -107,6 +147,13 @@ parse_opts() {
             --qemu-log) qemu_log=$2; shift 2 ;;
             --accel) accel=$2; semihosting=0; shift 2 ;;
             --no-semihosting) semihosting=0; shift ;;
+            --firmware) firmware=$2; [[ "$firmware" != edk2-esp ]] || semihosting=0; shift 2 ;;
+            --transport) transport=$2; shift 2 ;;
+            --virtio-modern) virtio_modern=1; shift ;;
+            --disk) disk=$2; shift 2 ;;
+            --rng) rng=1; shift ;;
+            --net) net=$2; shift 2 ;;
+            --console2) console2=$2; shift 2 ;;
             *) rest+=("$1"); shift ;;
         esac
     done
@@ -132,8 +179,47 @@ symbolize() {
     fi
 }
 
+# The QEMU arguments of the virtio devices asked for (into the array `devices`); a temporary
+# disk image's path goes into `tmp_disk`, for the caller to delete.
+virtio_devices() {
+    devices=() tmp_disk=""
+    local sfx
+    case "$transport" in
+        mmio) sfx=device ;;
+        pci) sfx=pci ;;
+        *) echo "runner: --transport $transport: mmio or pci" >&2; return 2 ;;
+    esac
+    [[ "$virtio_modern" == 0 ]] || devices+=(-global virtio-mmio.force-legacy=false)
+    if [[ -n "$disk" ]]; then
+        local file=$disk
+        if [[ "$disk" == temp:* ]]; then
+            tmp_disk=$(mktemp -t initmm-disk.XXXXXX)
+            truncate -s "${disk#temp:}" "$tmp_disk" || return 2
+            file=$tmp_disk
+        fi
+        [[ -f "$file" ]] || { echo "runner: disk image $file not found" >&2; return 2; }
+        devices+=(-drive "if=none,id=disk0,format=raw,file=$file" -device "virtio-blk-$sfx,drive=disk0")
+    fi
+    [[ "$rng" == 0 ]] || devices+=(-device "virtio-rng-$sfx")
+    if [[ -n "$net" ]]; then
+        [[ "$net" =~ ^[0-9]+$ ]] || { echo "runner: --net $net: a TCP port number" >&2; return 2; }
+        # restrict=on: the guest reaches neither the host nor the outside; the one forward is
+        # bound to the host's loopback address only.
+        # romfile=: a PCI NIC would otherwise want an iPXE boot ROM a fresh machine lacks.
+        local rom=""
+        [[ "$sfx" == device ]] || rom=,romfile=
+        devices+=(-netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$net-:80"
+            -device "virtio-net-$sfx,netdev=net0$rom")
+    fi
+    if [[ -n "$console2" ]]; then
+        devices+=(-chardev "file,id=con2,path=$console2" -device "virtio-serial-$sfx"
+            -device "virtconsole,chardev=con2")
+    fi
+}
+
 boot() { # boot one configuration; $@ = extra kernel words
-    local board=()
+    local board=() devices tmp_disk
+    virtio_devices || return 2
     if [[ -n "$dtb" && "$dtb" != none ]]; then
         [[ -f "$dtb" ]] || { echo "runner: device tree $dtb not found" >&2; return 2; }
         board+=(-dtb "$dtb")
@@ -156,6 +242,42 @@ boot() { # boot one configuration; $@ = extra kernel words
         [[ "$mach" == virt* && "$mach" != *gic-version* ]] && mach+=,gic-version=3
     fi
     if [[ "$semihosting" != 0 ]]; then semi=(-semihosting-config enable=on,target=native); word=semihosting; fi
+    local append
+    append=$(printf '%s ' $word "${kargs[@]}" "$@" | tr -s ' ' | sed 's/^ //; s/ $//')
+    # Firmware (--firmware): -bios, and for the FAT-drive variants a directory holding the Image
+    # as \EFI\BOOT\BOOTAA64.EFI (and U-Boot's boot script) in place of -kernel.
+    local fw=() kernel=(-kernel "$img" -append "$append") esp=""
+    case "$firmware" in
+        "") ;;
+        # EDK2 waits 5 s for a key to open its boot menu unless QEMU says how long to wait.
+        edk2 | edk2-esp) fw=(-bios "$EDK2_FW" -boot menu=on,splash-time=0) ;;
+        uboot-booti | uboot-bootefi) fw=(-bios "$UBOOT_FW") ;;
+        *) echo "runner: unknown firmware \"$firmware\" (known: edk2, edk2-esp, uboot-booti, uboot-bootefi)" >&2; rm -f "$qlog" "$tmp_disk"; return 2 ;;
+    esac
+    if [[ -n "$firmware" && ! -f "${fw[1]}" ]]; then
+        echo "runner: ${fw[1]} is missing: just setup (it installs qemu-efi-aarch64 and u-boot-qemu)" >&2
+        rm -f "$qlog" "$tmp_disk"; return 2
+    fi
+    if [[ "$firmware" == edk2-esp || "$firmware" == uboot-bootefi ]]; then
+        if [[ "$firmware" == edk2-esp && -n "$append" ]]; then
+            echo "runner: --firmware edk2-esp passes the kernel no command line: \"$append\" cannot reach it" >&2
+            rm -f "$qlog" "$tmp_disk"; return 2
+        fi
+        esp=$(mktemp -d -t initmm-esp.XXXXXX)
+        mkdir -p "$esp/EFI/BOOT"
+        cp "$img" "$esp/EFI/BOOT/BOOTAA64.EFI"
+        if [[ "$firmware" == uboot-bootefi ]]; then
+            python3 "$here/uboot-script.py" "$esp/boot.scr" \
+                "setenv bootargs '$append'" \
+                'load virtio 0:1 ${kernel_addr_r} efi/boot/bootaa64.efi' \
+                'bootefi ${kernel_addr_r} ${fdtcontroladdr}'
+        fi
+        fw+=(-drive "if=none,id=esp,format=raw,readonly=on,file=fat:$esp" -device virtio-blk-device,drive=esp)
+        # U-Boot's virtio driver writes feature words only the virtio 1.0 transport has; EDK2's
+        # writes a register only the legacy one has (QEMU's default): each gets its own.
+        [[ "$firmware" != uboot-bootefi ]] || fw+=(-global virtio-mmio.force-legacy=false)
+        kernel=()
+    fi
     # Virtual time from the instruction count: sleep=off jumps an idle vCPU's clock to the next
     # timer instead of letting it run with the host's, so that nothing in the run depends on it.
     local count=()
@@ -163,15 +285,18 @@ boot() { # boot one configuration; $@ = extra kernel words
     local base=(qemu-system-aarch64 -M "$mach" "${cpuargs[@]}" -smp "$smp" -m "$mem"
         -nographic -nic none "${semi[@]}"
         -d "$dflags" -D "$qlog"
-        -kernel "$img" "${board[@]}" "${count[@]}" "${extra[@]}")
-    local append
-    append=$(printf '%s ' $word "${kargs[@]}" "$@" | tr -s ' ' | sed 's/^ //; s/ $//')
-    echo "runner: ${base[*]} -append \"$append\" (timeout ${timeout_s}s)"
-    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog"; return 0; fi
+        "${fw[@]}" "${board[@]}" "${count[@]}" "${devices[@]}" "${extra[@]}")
+    local shown="${base[*]}"
+    [[ -z "${kernel[*]}" ]] || shown+=" -kernel $img -append \"$append\""
+    [[ -z "$esp" ]] || shown+=" (FAT drive $esp: EFI/BOOT/BOOTAA64.EFI${append:+, boot.scr with bootargs \"$append\"})"
+    echo "runner: $shown (timeout ${timeout_s}s)"
+    if [[ -n "${INITMM_DRY_RUN:-}" ]]; then rm -f "$qlog" "$tmp_disk"; [[ -z "$esp" ]] || rm -rf "$esp"; return 0; fi
     local out=/dev/null
     [[ "$semihosting" != 0 ]] || out=$(mktemp -t initmm-console.XXXXXX)
-    timeout --foreground -k 5 "$timeout_s" "${base[@]}" -append "$append" </dev/null | symbolize | tee -a "$out"
+    timeout --foreground -k 5 "$timeout_s" "${base[@]}" "${kernel[@]}" </dev/null | symbolize | tee -a "$out"
     local rc=${PIPESTATUS[0]}
+    [[ -z "$esp" ]] || rm -rf "$esp"
+    [[ -z "$tmp_disk" ]] || rm -f "$tmp_disk"
     if [[ "$semihosting" == 0 ]]; then
         # PSCI SYSTEM_OFF ends QEMU with 0 whatever the kernel's status: take the one it printed.
         local said
@@ -190,8 +315,14 @@ boot() { # boot one configuration; $@ = extra kernel words
     if [[ $rc -ne 0 ]]; then
         echo "runner: kernel exited with status $rc" >&2
     fi
+    # What the firmware itself provokes before the kernel runs: EDK2 tries to write its variable
+    # store into the flash that -bios made read-only.
+    local fw_lines='^$.'
+    [[ "$firmware" != edk2* ]] || fw_lines='^pflash_write: Unimplemented flash cmd sequence'
     local errors
     errors=$(grep -vE '^bcm2835_aux_(read|write): AUX_MU_[A-Z]+_REG unsupported$' "$qlog" |
+        grep -vE "$fw_lines" |
+        grep -vE '^bcm2835_property: 0x000100(01|04) get board (model|serial) NYI$' |
         grep -vE "$qemu_log_lines" |
         grep -vxF -f <(printf '%s\n' "${allowed_errors[@]}") || true)
     if [[ -n "$qemu_log" ]]; then
@@ -209,6 +340,7 @@ boot() { # boot one configuration; $@ = extra kernel words
 
 # What -d int,mmu writes (exception entry and return, MMU faults): not guest errors.
 qemu_log_lines='^(Taking exception |\.\.\.|Exception return from |arm_cpu_do_|Page table walk)'
+
 
 name=$(basename "$elf"); name=${name%-*}
 src="$repo/tests/$name.rs"

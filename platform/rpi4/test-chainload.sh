@@ -17,7 +17,8 @@ qlog=$(mktemp) console=$(mktemp)
 trap 'rm -f "$qlog" "$console"; [[ -n "${qpid:-}" ]] && kill "$qpid" 2>/dev/null' EXIT
 
 t0=$(date +%s.%N)
-"$here/../qemu/run.sh" --board rpi4 --timeout 120 --qemu-arg -serial --qemu-arg null \
+# 240 s: the Image (about 740 KB) crosses QEMU's mini UART at 8-15 KiB/s, 50-95 s on its own.
+"$here/../qemu/run.sh" --board rpi4 --timeout 240 --qemu-arg -serial --qemu-arg null \
     --qemu-arg -serial --qemu-arg pty "$loader" workload=compute >"$qlog" 2>&1 &
 qpid=$!
 pty=""

@@ -9,11 +9,11 @@ use alloc::vec::Vec;
 
 use crate::kernel::{Designs, Opts, emit, id_register, ioremap_read_iounmap, q};
 use initmm::arch::aarch64::cpu;
+use initmm::mm;
 use initmm::mm::addr::PhysAddr;
 use initmm::mm::env::PageTableEnv;
 use initmm::mm::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
 use initmm::mm::pgtable::{Descriptor, Level, Prot};
-use initmm::mm;
 
 /// Ticks and operations of one timed loop.
 struct Timed {

@@ -1,6 +1,5 @@
 //! The benchmark groups, on the machine (see the crate documentation).
 
-
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -602,9 +601,17 @@ pub(crate) fn ioremap_read_iounmap<P: InstallPolicy>(
 ///
 /// `va` is a page of a window of `vm` the caller holds, which no other CPU maps into.
 #[inline(never)]
-unsafe fn map_fresh<P: InstallPolicy>(vm: &KernelVm<HwEnv, P>, va: VirtAddr, dev: PhysAddr) -> bool {
+unsafe fn map_fresh<P: InstallPolicy>(
+    vm: &KernelVm<HwEnv, P>,
+    va: VirtAddr,
+    dev: PhysAddr,
+) -> bool {
     // SAFETY: the caller's page of its window, mapped to a device register, not RAM.
-    unsafe { vm.init_mm.map_range(va, dev, PAGE_SIZE, Prot::DEVICE, false) }.is_ok()
+    unsafe {
+        vm.init_mm
+            .map_range(va, dev, PAGE_SIZE, Prot::DEVICE, false)
+    }
+    .is_ok()
 }
 
 /// Load (c): vmalloc `pages` pages, write a word to each, read them back, vfree.

@@ -6,8 +6,9 @@
 //! 1. the frame allocator gets the boot frames, all it can reach yet;
 //! 2. `init_mm` is created and, through the ordinary table allocators and `map_range` (no
 //!    page-table lock taken here, as for every caller), maps the image with W^X, leaving the
-//!    stack guard pages out, and the linear map of the device tree's RAM minus its `no-map`
-//!    reservations, with blocks where aligned and the kernel's text and rodata read-only;
+//!    stack guard pages out, and the linear map of the machine's RAM (the device tree's, or the
+//!    UEFI memory map's) minus its `no-map` reservations, with blocks where aligned and the
+//!    kernel's text and rodata read-only, and the firmware's tables (`Machine::read_only`);
 //! 3. TTBR1 moves to `init_mm` through the identity map (`mmu::replace_ttbr1`), TTBR0 walks stop
 //!    (address 0 faults from now on);
 //! 4. the rest of RAM joins the frame allocator, and the vmalloc region opens.
@@ -15,9 +16,10 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::mm::addr::{PhysAddr, VirtAddr};
 use super::frame::FRAMES;
 use super::hw::{HwEnv, KERNEL_VM};
+use crate::arch::aarch64::{early, mmu};
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::layout::{
     KIMAGE_VADDR, LINEAR_MAP_SIZE, PAGE_SIZE, VMALLOC_END, VMALLOC_START, image_layout,
     kimage_phys, phys_to_virt,
@@ -27,7 +29,6 @@ use crate::mm::pgtable::{MmError, Prot};
 use crate::mm::phys_layout::PhysLayout;
 use crate::mm::region::{self, Region};
 use crate::mm::vm::KernelVm;
-use crate::arch::aarch64::{early, mmu};
 use crate::platform::devicetree::Machine;
 
 /// Why [`init`] could not set up memory management.
@@ -94,7 +95,8 @@ pub unsafe fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMm
         region::subtract(&ram, &m.no_map),
         Region::new(pa(img.start), img.text_end - img.start),
         Region::new(pa(img.start), img.rodata_end - img.start),
-    );
+    )
+    .with_firmware_tables(region::subtract(&m.read_only, &m.no_map));
     let init_mm = InitMm::new(HwEnv, layout).map_err(|e| BootMmError::Map("the pgd", e))?;
     // Every `map_range` below: a tree no CPU uses yet, on the one CPU running, so every range is
     // this function's; and the memory is the image, at its own addresses, and the linear map of

@@ -44,11 +44,11 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Orderi
 use buddy_system_allocator::FrameAllocator;
 use spin::Mutex;
 
+use crate::hook::Hook;
 use crate::mm::addr::PhysAddr;
 use crate::mm::fault_inject::{self, FaultAttr};
 use crate::mm::layout::{PAGE_SHIFT, PAGE_SIZE};
 use crate::mm::profile::{self, Lock};
-use crate::hook::Hook;
 
 /// CPUs with a frame cache.
 const CPUS: usize = crate::mm::MAX_CPUS;
@@ -409,7 +409,8 @@ impl Frames {
             // Out of frames here: perhaps other CPUs' caches still hold some.
             None => {
                 self.drain_caches();
-                self.with_buddy(|b| b.alloc(1)).map(|f| (f as u64) << PAGE_SHIFT)
+                self.with_buddy(|b| b.alloc(1))
+                    .map(|f| (f as u64) << PAGE_SHIFT)
             }
         }
     }

@@ -3,14 +3,14 @@
 
 use spin::Once;
 
+use super::frame::FRAMES;
+use crate::arch::aarch64::mmu;
 use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::env::PageTableEnv;
-use super::frame::FRAMES;
 use crate::mm::layout::phys_to_virt;
 use crate::mm::pgtable::Table;
 use crate::mm::profile::{self, Event};
 use crate::mm::vm::{KernelVm, VmError};
-use crate::arch::aarch64::mmu;
 
 /// The hardware environment: frames from `FRAMES`, tables through the linear map.
 pub struct HwEnv;

@@ -158,6 +158,23 @@ pub struct PgStatsSnapshot {
     pub reclaimed: u64,
 }
 
+impl PgStatsSnapshot {
+    /// What happened from `before` to `self`: installs, lost races, promotions, reclaims.
+    pub fn since(&self, before: &PgStatsSnapshot) -> PgStatsSnapshot {
+        let d = |x: LevelStats, y: LevelStats| LevelStats {
+            installed: y.installed - x.installed,
+            lost: y.lost - x.lost,
+        };
+        PgStatsSnapshot {
+            pud: d(before.pud, self.pud),
+            pmd: d(before.pmd, self.pmd),
+            pte: d(before.pte, self.pte),
+            promotions: self.promotions - before.promotions,
+            reclaimed: self.reclaimed - before.reclaimed,
+        }
+    }
+}
+
 /// The kernel's one address space: its pgd, the allocators' lock and their counters. `P` says how
 /// mapping calls and installs are serialised ([`Seed`], this crate's design, unless a benchmark
 /// compares another).

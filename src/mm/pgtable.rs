@@ -354,6 +354,13 @@ pub enum MmError {
         /// Requested size.
         size: usize,
     },
+    /// A writable mapping of RAM the firmware owns and the kernel only reads (the ACPI tables).
+    WritableFirmwareTables {
+        /// Requested physical start.
+        pa: u64,
+        /// Requested size.
+        size: usize,
+    },
     /// An executable mapping of anything but the kernel's text.
     ExecutableNonText {
         /// Requested physical start.
@@ -394,6 +401,11 @@ impl fmt::Display for MmError {
             MmError::WritableKernelText { pa, size } => write!(
                 f,
                 "[{pa:#x} + {size:#x}) holds kernel text or rodata: no writable alias of it"
+            ),
+            MmError::WritableFirmwareTables { pa, size } => write!(
+                f,
+                "[{pa:#x} + {size:#x}) holds the firmware's tables, which the kernel only reads: \
+                 no writable alias of it"
             ),
             MmError::ExecutableNonText { pa, size } => write!(
                 f,
@@ -608,12 +620,7 @@ impl<'a> Entry<'a> {
     /// The slot for `va` in `table` (a `level` table in frame `table_pa`), which must be a table
     /// of the tree being walked (see the type's documentation).
     #[inline]
-    pub(crate) fn new(
-        table: &'a Table,
-        table_pa: PhysAddr,
-        level: Level,
-        va: usize,
-    ) -> Self {
+    pub(crate) fn new(table: &'a Table, table_pa: PhysAddr, level: Level, va: usize) -> Self {
         Self {
             table,
             table_pa,

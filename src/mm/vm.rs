@@ -391,8 +391,10 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// purge on every free). For tests.
     pub fn set_lazy_max_pages(&self, pages: usize) {
         self.lazy_max.store(pages, Ordering::Relaxed);
-        self.lazy_share
-            .store(pages / self.online.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.lazy_share.store(
+            pages / self.online.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
     }
 
     /// Map `pages` (physical page addresses, in order) contiguously with `prot`, in one walk.
@@ -661,7 +663,11 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
 
     /// [`vmalloc_aligned`](Self::vmalloc_aligned), returning the address (freed with
     /// `vfree_at`).
-    pub(crate) fn vmalloc_aligned_raw(&self, size: usize, align: usize) -> Result<VirtAddr, VmError> {
+    pub(crate) fn vmalloc_aligned_raw(
+        &self,
+        size: usize,
+        align: usize,
+    ) -> Result<VirtAddr, VmError> {
         // Every page address meets an alignment below a page (Linux's `__vmalloc_node` takes
         // them too); the range allocator only knows page-sized and larger ones.
         let align = if align.is_power_of_two() {

@@ -19,13 +19,15 @@ use core::fmt;
 use super::fdt_front::FdtError;
 use crate::mm::region::Region;
 
+mod devices;
 mod index;
 mod parts;
 
 use index::{ROOT, Tree};
 
-/// Everything the kernel takes from the device tree, as [`parse`] found it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything the kernel takes from the device tree, as [`parse`] found it (or the ACPI tables,
+/// or a built-in description). The default knows nothing: no RAM, no devices, no CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Machine {
     /// `/model`, or the first root `compatible` string, or "unknown".
     pub model: String,
@@ -43,6 +45,10 @@ pub struct Machine {
     /// carve-out, a co-processor's memory), since the CPU may fetch speculatively from anything
     /// mapped cacheable.
     pub no_map: Vec<Region>,
+    /// RAM the firmware owns and the kernel only reads: the ACPI tables' regions of the UEFI
+    /// memory map, sorted (a subset of `ram` and of `reserved`). The linear map maps them
+    /// read-only; the frame allocator never gets them. A device tree yields none.
+    pub read_only: Vec<Region>,
     /// The UART `/chosen`'s `stdout-path` names, if it names one with a usable `reg`.
     pub console: Option<Console>,
     /// The root's `interrupt-parent` GIC, or the first GIC found by `compatible`.
@@ -55,6 +61,13 @@ pub struct Machine {
     pub cpus: Vec<Cpu>,
     /// `/chosen`'s `bootargs`, the kernel command line; empty when absent.
     pub bootargs: String,
+    /// Every available `virtio,mmio` transport, in device-tree order (QEMU virt: 32 slots,
+    /// most of them empty).
+    pub virtio_mmio: Vec<VirtioMmio>,
+    /// Every available generic PCIe host bridge (`pci-host-ecam-generic`).
+    pub pci_hosts: Vec<PciHost>,
+    /// The VideoCore mailbox (`brcm,bcm2835-mbox`: the Raspberry Pi's firmware interface).
+    pub mailbox: Option<Mailbox>,
     /// What was odd and ignored, for the boot log.
     pub notes: Vec<String>,
 }
@@ -105,6 +118,168 @@ pub enum GicVersion {
     V2,
     /// GICv3: a distributor and per-CPU redistributors (GICR); the CPU interface is system registers.
     V3,
+}
+
+/// How an interrupt line signals, as the device tree's specifier says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Rising edge: the GIC latches each edge (virtio-mmio on QEMU virt).
+    Edge,
+    /// Active-high level: pending while the device holds it (PCI INTx).
+    Level,
+}
+
+/// A shared peripheral interrupt (SPI) of the GIC, from a device-tree specifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqSpec {
+    /// The GIC INTID (32 + the specifier's SPI number).
+    pub intid: u32,
+    /// Edge or level.
+    pub trigger: Trigger,
+}
+
+/// Why a device's interrupt cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IrqError {
+    /// The node has no `interrupts` property.
+    Missing,
+    /// No `interrupt-parent` on the node or an ancestor.
+    NoParent,
+    /// The interrupt parent is no GIC with 3-cell specifiers.
+    ParentNotGic {
+        /// The parent's path.
+        parent: String,
+    },
+    /// `interrupts` is shorter than one specifier.
+    BadLength {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A PPI: private to each CPU, never a device's.
+    NotSpi {
+        /// Its INTID.
+        intid: u32,
+    },
+    /// Neither SPI nor PPI, or an SPI number beyond the GIC's range.
+    BadSpecifier {
+        /// The specifier's three cells.
+        cells: [u32; 3],
+    },
+    /// A falling edge or a low level, which a GIC cannot take.
+    Polarity {
+        /// Its INTID.
+        intid: u32,
+        /// The specifier's trigger flags (bits 3:0).
+        flags: u32,
+    },
+}
+
+impl fmt::Display for IrqError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing => f.write_str("no interrupts property"),
+            Self::NoParent => f.write_str("no interrupt-parent on the node or above it"),
+            Self::ParentNotGic { parent } => {
+                write!(
+                    f,
+                    "its interrupt parent {parent} is not a GIC with 3-cell specifiers"
+                )
+            }
+            Self::BadLength { len } => {
+                write!(f, "interrupts is {len} bytes, shorter than one specifier")
+            }
+            Self::NotSpi { intid } => write!(f, "interrupt {intid} is a PPI, not a device's SPI"),
+            Self::BadSpecifier { cells } => write!(f, "interrupt specifier {cells:?} names no SPI"),
+            Self::Polarity { intid, flags } => write!(
+                f,
+                "interrupt {intid} has trigger flags {flags:#x}: a GIC takes rising edges (1) and high levels (4) only"
+            ),
+        }
+    }
+}
+
+/// One `virtio,mmio` transport slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtioMmio {
+    /// The node's full path.
+    pub path: String,
+    /// Its register block, CPU physical (0x200 bytes on QEMU virt).
+    pub reg: Region,
+    /// Its interrupt, or why there is none to use.
+    pub irq: Result<IrqSpec, IrqError>,
+    /// `dma-coherent` (on it or an ancestor): the device snoops the CPUs' caches.
+    pub dma_coherent: bool,
+}
+
+/// The Raspberry Pi's VideoCore mailbox and how the VideoCore sees RAM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The node's full path.
+    pub path: String,
+    /// Its registers, CPU physical.
+    pub reg: Region,
+    /// The parent bus's `dma-ranges`, first entry: (bus address, CPU address, size). The
+    /// VideoCore reads a buffer at CPU address `a` at bus address `a - cpu + bus`, for `a` in
+    /// `cpu..cpu + size`. `None`: no `dma-ranges` (identity).
+    pub dma: Option<(u64, u64, u64)>,
+}
+
+/// A PCI address space a bridge window forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciSpace {
+    /// I/O space.
+    Io,
+    /// 32-bit memory space.
+    Mem32,
+    /// 64-bit memory space.
+    Mem64,
+}
+
+/// One entry of a PCI bridge's `ranges`: CPU addresses `cpu_base..+size` reach PCI addresses
+/// `pci_base..+size` of `space`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciWindow {
+    /// Which PCI address space.
+    pub space: PciSpace,
+    /// Marked prefetchable.
+    pub prefetchable: bool,
+    /// First PCI bus address.
+    pub pci_base: u64,
+    /// First CPU physical address.
+    pub cpu_base: u64,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// One `interrupt-map` entry of a PCI bridge: the child's `phys.hi` (bus, device, function in
+/// bits 23:8) and INTx pin (1-4, INTA-INTD) to a GIC interrupt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntxRoute {
+    /// The child unit address's first cell, to compare under the mask.
+    pub child_hi: u32,
+    /// The pin, 1 (INTA) to 4 (INTD).
+    pub pin: u32,
+    /// The GIC interrupt, or why the entry is unusable.
+    pub irq: Result<IrqSpec, IrqError>,
+}
+
+/// A generic PCIe host bridge: ECAM configuration space and the windows it forwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciHost {
+    /// The node's full path.
+    pub path: String,
+    /// The ECAM region, CPU physical: 1 MiB per bus from the first of `bus_range`.
+    pub ecam: Region,
+    /// First and last bus number behind it (`bus-range`; 0-255 when absent).
+    pub bus_range: (u8, u8),
+    /// The `ranges` windows; `None` when the node has no `ranges` (nothing can be assigned).
+    pub windows: Option<Vec<PciWindow>>,
+    /// INTx routing (`interrupt-map`), empty when absent.
+    pub intx: Vec<IntxRoute>,
+    /// `interrupt-map-mask`: phys.hi, phys.mid, phys.lo, pin.
+    pub intx_mask: [u32; 4],
+    /// `dma-coherent` on the bridge or above it.
+    pub dma_coherent: bool,
 }
 
 /// The architected timer's interrupts as GIC INTIDs (PPI n is INTID 16 + n).
@@ -280,18 +455,25 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtError> {
     let gic = tree.gic()?;
     let timer = tree.timer();
     let psci = tree.psci();
+    let virtio_mmio = tree.virtio_mmio()?;
+    let pci_hosts = tree.pci_hosts()?;
+    let mailbox = tree.mailbox()?;
     Ok(Machine {
         model,
         compatible,
         ram,
         reserved,
         no_map,
+        read_only: Vec::new(),
         console,
         gic,
         timer,
         psci,
         cpus,
         bootargs,
+        virtio_mmio,
+        pci_hosts,
+        mailbox,
         notes: tree.notes,
     })
 }

@@ -1,13 +1,16 @@
-//! What the device tree says about the machine.
+//! What firmware says about the machine.
 //!
 //! `fdt_front` checks the blob firmware hands us token by token as it walks it (and can write a
 //! clean copy); `devicetree` reads a `Machine` (RAM, reservations, console, GIC, timer, PSCI,
-//! CPUs) out of that one walk. Board defaults and boot glue build on these; neither module
-//! touches hardware.
+//! CPUs) out of that one walk. `uefi` reads what UEFI firmware hands over (the memory map, the
+//! command line, which description to use) and `acpi` builds the same `Machine` from ACPI
+//! tables. Board defaults and boot glue build on these; none of these modules touches hardware.
 
+pub mod acpi;
 pub mod devicetree;
 pub mod fdt_front;
 pub mod rpi4;
+pub mod uefi;
 
 use devicetree::Machine;
 

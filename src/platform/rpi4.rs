@@ -13,6 +13,8 @@
 //! - GIC-400 (GICv2): distributor 0xff841000, CPU interface 0xff842000.
 //! - generic timer: virtual PPI 11 (INTID 27), physical PPI 14 (INTID 30).
 //! - CPUs 0-3 (MPIDR Aff0 = 0..3), spin-table, release addresses 0xd8, 0xe0, 0xe8, 0xf0.
+//! - the VideoCore mailbox at 0xfe00b880, the VideoCore seeing the low GiB of RAM at bus address
+//!   0xc0000000 (`/soc`'s `dma-ranges`).
 //! - the command line: the ATAG list's `ATAG_CMDLINE` if the loader left one, else empty.
 
 use alloc::borrow::ToOwned;
@@ -20,7 +22,9 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::devicetree::{Console, Cpu, EnableMethod, Gic, GicVersion, Machine, Timer, UartKind};
+use super::devicetree::{
+    Console, Cpu, EnableMethod, Gic, GicVersion, Machine, Mailbox, Timer, UartKind,
+};
 use crate::mm::region::Region;
 
 /// How the banner names this description.
@@ -51,6 +55,7 @@ pub fn machine(loader_data: &[u8]) -> Machine {
         ram: vec![Region::new(0, 0x3c00_0000)],
         reserved: vec![Region::new(0, 0x1000)],
         no_map: Vec::new(),
+        read_only: Vec::new(),
         console: Some(Console {
             path: "/soc/serial@7e215040".to_owned(),
             kind: UartKind::Bcm2835Aux,
@@ -74,6 +79,13 @@ pub fn machine(loader_data: &[u8]) -> Machine {
         psci: None,
         cpus,
         bootargs: atag_cmdline(loader_data).unwrap_or_default(),
+        virtio_mmio: Vec::new(),
+        pci_hosts: Vec::new(),
+        mailbox: Some(Mailbox {
+            path: "/soc/mailbox@7e00b880".to_owned(),
+            reg: Region::new(0xfe00_b880, 0x40),
+            dma: Some((0xc000_0000, 0, 0x4000_0000)),
+        }),
         notes: Vec::new(),
     }
 }

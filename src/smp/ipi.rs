@@ -6,7 +6,8 @@
 //! - `SGI_DRAIN`: a CPU drains the frame caches (`mm::frame`); this CPU moves its own cache into
 //!   its mailbox for it (Linux's `drain_all_pages` has each CPU drain its own list too).
 //!
-//! The timer tick (the PPI) counts, re-arms, and runs the watchdog (`smp::watchdog`).
+//! The timer tick (the PPI) counts, re-arms, and runs the watchdog (`smp::watchdog`). SPIs go
+//! to the device handlers registered in `smp::irq`.
 
 use core::sync::atomic::Ordering;
 
@@ -42,6 +43,14 @@ pub fn handle_irq() {
                 let now = cpu::counter();
                 tick = Some((me.last_tick.swap(now, Ordering::Relaxed), now));
                 timer::arm_after(timer::ticks_from_micros(TICK_US));
+            }
+            i if i >= crate::drivers::gic::SPI_BASE => {
+                if !super::irq::dispatch(i) {
+                    log::warn!(
+                        "cpu{}: interrupt {i} taken, but no handler claimed it",
+                        cpu::id()
+                    );
+                }
             }
             other => log::warn!("cpu{}: unexpected interrupt {other}", cpu::id()),
         }

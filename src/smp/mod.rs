@@ -2,6 +2,7 @@
 //! runtime the workloads use.
 
 pub mod ipi;
+pub mod irq;
 pub mod runtime;
 pub mod watchdog;
 

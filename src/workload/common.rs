@@ -14,12 +14,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use initmm::arch::aarch64::cpu;
 use initmm::drivers::gic;
 use initmm::mm::addr::{PhysAddr, VirtAddr};
+use initmm::mm::env::PageTableEnv;
 use initmm::mm::fault_inject;
 use initmm::mm::layout::PAGE_SIZE;
-use initmm::mm::env::PageTableEnv;
-use initmm::mm::pgalloc::{InstallPolicy, LevelStats, PgStatsSnapshot};
-use initmm::mm::vm::IoMem;
+use initmm::mm::pgalloc::{InstallPolicy, PgStatsSnapshot};
 use initmm::mm::pgtable::MmError;
+use initmm::mm::vm::IoMem;
 use initmm::mm::vm::VmError;
 use initmm::mm::vmap_area::VaError;
 use initmm::platform::devicetree::GicVersion;
@@ -166,17 +166,7 @@ impl IdRegister {
 /// The table allocators' counters from `before` to `after`: what one run installed, lost,
 /// promoted and reclaimed.
 pub fn tables_delta(before: &PgStatsSnapshot, after: &PgStatsSnapshot) -> PgStatsSnapshot {
-    let d = |x: LevelStats, y: LevelStats| LevelStats {
-        installed: y.installed - x.installed,
-        lost: y.lost - x.lost,
-    };
-    PgStatsSnapshot {
-        pud: d(before.pud, after.pud),
-        pmd: d(before.pmd, after.pmd),
-        pte: d(before.pte, after.pte),
-        promotions: after.promotions - before.promotions,
-        reclaimed: after.reclaimed - before.reclaimed,
-    }
+    after.since(before)
 }
 
 /// Is `e` an allocation failure: no frame for a page or a table, or no virtual space? These are

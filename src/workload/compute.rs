@@ -16,9 +16,9 @@ use core::error::Error;
 use core::fmt;
 
 use super::common::Progress;
-use initmm::mm::free_frames;
 use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
 use initmm::arch::aarch64::cpu;
+use initmm::mm::free_frames;
 use initmm::smp;
 use initmm::smp::runtime::{JoinHandle, jobs_run, spawn, spawn_on};
 

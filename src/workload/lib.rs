@@ -27,7 +27,10 @@ extern crate alloc;
 pub mod common;
 
 // The workloads: each module's line here and its line in `WORKLOADS`.
+pub mod blk;
 pub mod compute;
+pub mod entropy;
+pub mod net;
 pub mod soak;
 pub mod storm;
 pub mod vmalloc_stress;
@@ -43,12 +46,12 @@ use alloc::vec::Vec;
 use core::error::Error;
 use core::fmt::{self, Write};
 
+use common::{Leak, Progress};
 use initmm::arch::aarch64::cpu;
 use initmm::arch::aarch64::exceptions::spurious_faults;
 use initmm::cmdline::{Cmdline, CmdlineError};
 use initmm::mm::pgalloc::PgStatsSnapshot;
 use initmm::smp;
-use common::{Leak, Progress};
 
 /// How long or how much a workload runs, from the command line.
 #[derive(Clone, Copy, Debug)]
@@ -398,6 +401,9 @@ pub static WORKLOADS: &[&dyn Workload] = &[
     &vmalloc_stress::VmallocStress,
     &compute::Compute,
     &soak::Soak,
+    &blk::Blk,
+    &entropy::Entropy,
+    &net::Net,
 ];
 
 /// The workload called `name`.

@@ -38,11 +38,11 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::common::{AllocFailures, NotInjected, OnCpu, tables_delta};
-use initmm::mm::{free_frames, settle};
 use super::{Cursor, Finding, Params, Report, Sliced, Workload, find};
 use initmm::arch::aarch64::cpu::{self, MAX_CPUS};
 use initmm::mm::fault_inject::{self, FaultConfig, Target};
 use initmm::mm::kernel_vm;
+use initmm::mm::{free_frames, settle};
 use initmm::smp::runtime::{Barrier, on_cpus};
 
 /// The injection the soak turns on when the command line has no `fail=`.

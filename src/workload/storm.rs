@@ -35,10 +35,8 @@ use core::error::Error;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use initmm::mm::{free_frames, settle};
 use super::common::{
-    AllocFailures, IdRegister, Progress, is_alloc_failure, retry_injected,
-    tables_delta,
+    AllocFailures, IdRegister, Progress, is_alloc_failure, retry_injected, tables_delta,
 };
 use super::{Cursor, Finding, LostRaces, Params, Report, Slice, Sliced, Workload};
 use initmm::arch::aarch64::cpu;
@@ -47,6 +45,7 @@ use initmm::mm::layout::{PAGE_SIZE, PGDIR_SIZE, PUD_SIZE};
 use initmm::mm::pgtable::Prot;
 use initmm::mm::vm::{VmError, Window};
 use initmm::mm::{self, kernel_vm};
+use initmm::mm::{free_frames, settle};
 use initmm::smp::runtime::{Barrier, on_cpus};
 
 const ROUNDS_PER_EPOCH: usize = 64;

@@ -16,17 +16,15 @@ use core::error::Error;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use initmm::mm::{free_frames, settle};
-use super::common::{
-    AllocFailures, Leak, OnCpu, Progress, is_alloc_failure, tables_delta,
-};
+use super::common::{AllocFailures, Leak, OnCpu, Progress, is_alloc_failure, tables_delta};
 use super::{Cursor, Finding, Params, Report, Slice, Sliced, Workload};
 use initmm::arch::aarch64::cpu;
 use initmm::mm::addr::VirtAddr;
-use initmm::mm::{VmBuf, kernel_vm};
 use initmm::mm::layout::PAGE_SIZE;
 use initmm::mm::pgalloc::PgStatsSnapshot;
 use initmm::mm::vm::VmError;
+use initmm::mm::{VmBuf, kernel_vm};
+use initmm::mm::{free_frames, settle};
 use initmm::smp::runtime::on_cpus;
 use initmm::util::rng::Rng;
 

@@ -63,9 +63,12 @@ core::arch::global_asm!(
     .section .text.head, "ax"
     .global _start
 _start:
-    /* Linux arm64 Image header (Documentation/arch/arm64/booting.rst). */
-    b       primary_entry           /* code0: branch past the header */
-    .long   0                       /* code1 */
+    /*
+     * Linux arm64 Image header (Documentation/arch/arm64/booting.rst), which is also the start of
+     * a PE/COFF file (the EFI application: efi.rs).
+     */
+    ccmp    x18, #0, #0xd, pl       /* code0: "MZ" for EFI loaders, a no-op here */
+    b       primary_entry           /* code1: branch past the headers */
     .quad   {text_offset}           /* text_offset: load at a 2 MiB-aligned base + 0 */
     .quad   __image_size            /* image_size, including .bss */
     .quad   {flags}                 /* flags: little-endian, 4 KiB pages, anywhere in RAM */
@@ -73,9 +76,10 @@ _start:
     .quad   0                       /* res3 */
     .quad   0                       /* res4 */
     .long   {magic}                 /* magic: "ARM\x64" */
-    .long   0                       /* res5 (PE header offset) */
+    .long   __pe_header_offset      /* res5: the PE header's offset (efi.rs) */
 
     .section .text.boot, "ax"
+    .global primary_entry           /* efi.rs's efi_enter_kernel continues here too */
 primary_entry:
     mov     x19, x0                 /* x19: device tree (physical) */
 
@@ -372,20 +376,40 @@ init_el2:
 9:  isb
     ret
 
-/* Invalidate data cache lines [x0, x1) to the point of coherency. Clobbers x0, x2, x3. */
-    .global dcache_inval_range
-dcache_inval_range:
+/*
+ * Data-cache maintenance `op` by VA over [x0, x1), to the point of coherency, a line at a time
+ * (the smallest line, CTR_EL0.DminLine, so that no line is skipped), then dsb sy: Linux's
+ * dcache_by_line_op. Clobbers x0, x2, x3.
+ */
+    .macro dcache_by_line op
+    cmp     x0, x1
+    b.hs    2f
     mrs     x3, ctr_el0
     ubfx    x3, x3, #16, #4                     /* DminLine: log2(words) */
     mov     x2, #4
     lsl     x2, x2, x3                          /* line size in bytes */
     sub     x3, x2, #1
     bic     x0, x0, x3
-1:  dc      ivac, x0
+1:  dc      \op, x0
     add     x0, x0, x2
     cmp     x0, x1
     b.lo    1b
-    dsb     sy
+2:  dsb     sy
+    .endm
+
+/* Invalidate data cache lines [x0, x1) to the point of coherency. Clobbers x0, x2, x3. */
+    .global dcache_inval_range
+dcache_inval_range:
+    dcache_by_line ivac
+    ret
+
+/*
+ * Clean and invalidate data cache lines [x0, x1) to the point of coherency (efi.rs, before the
+ * MMU goes off). Clobbers x0, x2, x3.
+ */
+    .global dcache_clean_inval_range
+dcache_clean_inval_range:
+    dcache_by_line civac
     ret
 
     .global park

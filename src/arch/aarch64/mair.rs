@@ -39,8 +39,16 @@ mod tests {
     #[test]
     fn each_index_the_descriptors_use_selects_its_memory_type() {
         assert_eq!(attr(MAIR_EL1_VALUE, MAIR_IDX_NORMAL), 0xff, "Normal WB RWA");
-        assert_eq!(attr(MAIR_EL1_VALUE, MAIR_IDX_DEVICE_NGNRE), 0x04, "Device-nGnRE");
+        assert_eq!(
+            attr(MAIR_EL1_VALUE, MAIR_IDX_DEVICE_NGNRE),
+            0x04,
+            "Device-nGnRE"
+        );
         assert_eq!(attr(MAIR_EL1_VALUE, MAIR_IDX_NORMAL_NC), 0x44, "Normal NC");
-        assert_eq!(attr(MAIR_EL1_VALUE, MAIR_IDX_DEVICE_NGNRNE), 0x00, "Device-nGnRnE");
+        assert_eq!(
+            attr(MAIR_EL1_VALUE, MAIR_IDX_DEVICE_NGNRNE),
+            0x00,
+            "Device-nGnRnE"
+        );
     }
 }

@@ -11,7 +11,10 @@
 //!    from EL2, every register Linux's `init_el2_state` sets gets a known value (`boot::init_el2`;
 //!    EL2 then runs the hyp stub, `hyp_stub`, with its MMU off), so nothing the firmware left
 //!    traps EL1 or changes what it sees; then, at EL1, SCTLR_EL1 (MMU off) is written whatever
-//!    the entry EL.
+//!    the entry EL. Started by UEFI, the EFI stub (`efi::efi_enter_kernel`, Linux 5.10's) gets
+//!    there the same way: every exception masked, the image and the device tree cleaned and
+//!    invalidated to the point of coherency by VA, `ic iallu`, then SCTLR_ELx.M and .C cleared at
+//!    the firmware's EL (`isb` before and after), and on to the entry with x0 = the device tree.
 //! 2. **`.bss`**: `dc ivac` over it first (a line the loader left would be what a cacheable read
 //!    finds later), then zeroed with the MMU off, which writes memory directly.
 //! 3. **Early tables** (`early::early_map_kernel`, MMU off): the identity map holds one page,
@@ -96,6 +99,8 @@ pub mod cache;
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod early;
+#[cfg(target_os = "none")]
+pub mod efi;
 #[cfg(target_os = "none")]
 pub mod event;
 #[cfg(target_os = "none")]

@@ -21,7 +21,10 @@ fn a_walk_holds_the_lock_from_start_to_end_except_while_it_allocates() {
     let walk = PrePatch::begin_walk(&lock);
     assert!(lock.is_locked() && walk.holds_the_lock());
     PrePatch::allocate(&walk, || {
-        assert!(!lock.is_locked(), "dropped to allocate, as 2.6.14's allocators did")
+        assert!(
+            !lock.is_locked(),
+            "dropped to allocate, as 2.6.14's allocators did"
+        )
     });
     assert!(lock.is_locked(), "taken again after allocating");
     PrePatch::install(&walk, &lock, || assert!(lock.is_locked()));

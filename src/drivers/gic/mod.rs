@@ -3,9 +3,10 @@
 //! machine.
 //!
 //! What the kernel needs from it is small: a per-CPU timer PPI, SGIs to wake an idle CPU and to
-//! stop every other CPU on panic, and acknowledge/EOI in the IRQ handler. Every SPI stays
-//! disabled. Interrupts are taken as IRQs (never FIQs), with one priority for all of them and no
-//! preemption between them (the handler runs with IRQs masked).
+//! stop every other CPU on panic, acknowledge/EOI in the IRQ handler, and devices' SPIs, each
+//! configured edge or level and routed to one CPU (`configure_spi`) before it is enabled; every
+//! other SPI stays disabled. Interrupts are taken as IRQs (never FIQs), with one priority for
+//! all of them and no preemption between them (the handler runs with IRQs masked).
 //!
 //! Why not the `arm-gic` crate: its drivers take `&mut self` (a lock around every acknowledge,
 //! taken from every CPU's IRQ handler and from the panic path), address a CPU's redistributor by
@@ -257,6 +258,52 @@ pub fn icfgr_edge_bit(intid: u32) -> (usize, u32) {
     ((intid / 16) as usize, 1 << (2 * (intid % 16) + 1))
 }
 
+/// The lowest SPI INTID: 32.
+pub const SPI_BASE: u32 = 32;
+
+/// Is `intid` an SPI this distributor has (`lines` from [`lines_from_typer`])?
+pub fn is_spi(intid: u32, lines: u32) -> bool {
+    (SPI_BASE..lines.min(FIRST_SPECIAL_INTID)).contains(&intid)
+}
+
+/// The `GICD_IROUTER<n>` value that routes an SPI to the one CPU with affinity `mpidr`
+/// (Interrupt_Routing_Mode 0: Aff3 in bits 39:32, Aff2.Aff1.Aff0 in 23:0).
+pub fn irouter_for(mpidr: u64) -> u64 {
+    mpidr & 0xff_00ff_ffff
+}
+
+/// Why an SPI cannot be configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpiError {
+    /// The INTID is not an SPI of this distributor.
+    NotAnSpi {
+        /// The INTID asked for.
+        intid: u32,
+        /// Interrupt lines the distributor implements.
+        lines: u32,
+    },
+    /// The target CPU has not brought up its interface (GICv2: its interface number is unknown).
+    CpuNotReady {
+        /// Its MPIDR affinity.
+        mpidr: u64,
+    },
+}
+
+impl fmt::Display for SpiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NotAnSpi { intid, lines } => write!(
+                f,
+                "INTID {intid} is not an SPI of this GIC (SPIs are 32..{})",
+                lines.min(FIRST_SPECIAL_INTID)
+            ),
+            Self::CpuNotReady { mpidr } => {
+                write!(f, "cpu {mpidr:#x} has not initialised its GIC interface")
+            }
+        }
+    }
+}
+
 /// Per-CPU facts learnt in `init_cpu` (GICv2: the CPU-interface number, GICv3: where the
 /// CPU's redistributor is), keyed by MPIDR and read lock-free by any CPU. Each entry is one
 /// atomic word, the MPIDR affinity (bits 39:0) and the value (bits 63:40), so that a reader
@@ -324,9 +371,10 @@ pub use hw::Gic;
 
 #[cfg(target_os = "none")]
 mod hw {
-    use super::{GicError, GicVersion, v2::GicV2, v3::GicV3};
+    use super::{GicError, GicVersion, SpiError, v2::GicV2, v3::GicV3};
     use crate::arch::aarch64::cpu;
     use crate::platform::devicetree;
+    use crate::platform::devicetree::Trigger;
 
     /// The machine's interrupt controller. One value, shared by every CPU (`Sync`): the state
     /// that differs per CPU (GICv2 CPU interface, GICv3 redistributor and system registers) is
@@ -380,6 +428,42 @@ mod hw {
             match &self.inner {
                 Inner::V2(g) => g.enable_ppi(intid),
                 Inner::V3(g) => g.enable_ppi(cpu::mpidr(), intid),
+            }
+        }
+
+        /// Configure SPI `intid` (disabled meanwhile, and left disabled): edge or level, and
+        /// routed to the one CPU whose MPIDR affinity is `mpidr`. `enable_spi` turns it on.
+        ///
+        /// # Errors
+        ///
+        /// [`SpiError`]: not an SPI of this GIC, or (GICv2) a CPU whose interface is not up.
+        pub fn configure_spi(
+            &self,
+            intid: u32,
+            trigger: Trigger,
+            mpidr: u64,
+        ) -> Result<(), SpiError> {
+            let edge = trigger == Trigger::Edge;
+            match &self.inner {
+                Inner::V2(g) => g.configure_spi(intid, edge, mpidr),
+                Inner::V3(g) => g.configure_spi(intid, edge, mpidr),
+            }
+        }
+
+        /// Let SPI `intid` (configured with `configure_spi`) be signalled.
+        pub fn enable_spi(&self, intid: u32) {
+            match &self.inner {
+                Inner::V2(g) => g.set_spi_enabled(intid, true),
+                Inner::V3(g) => g.set_spi_enabled(intid, true),
+            }
+        }
+
+        /// Stop SPI `intid` from being signalled; once this returns the distributor forwards it
+        /// no more (GICv3 waits for the write to take effect).
+        pub fn disable_spi(&self, intid: u32) {
+            match &self.inner {
+                Inner::V2(g) => g.set_spi_enabled(intid, false),
+                Inner::V3(g) => g.set_spi_enabled(intid, false),
             }
         }
 

@@ -201,3 +201,33 @@ fn per_cpu_table_concurrent_inserts_keep_every_cpu() {
         assert_eq!(t.get((i / 8) << 8 | (i % 8)), Some(i as u32 * 3));
     }
 }
+
+#[test]
+fn spis_are_32_up_to_the_lines_implemented() {
+    assert!(!is_spi(31, 288));
+    assert!(is_spi(32, 288));
+    assert!(is_spi(287, 288));
+    assert!(!is_spi(288, 288));
+    assert!(!is_spi(1020, 1020));
+    assert_eq!(
+        alloc::format!(
+            "{}",
+            SpiError::NotAnSpi {
+                intid: 300,
+                lines: 288
+            }
+        ),
+        "INTID 300 is not an SPI of this GIC (SPIs are 32..288)"
+    );
+}
+
+#[test]
+fn irouter_names_one_cpu_by_affinity() {
+    assert_eq!(irouter_for(0), 0);
+    assert_eq!(
+        irouter_for(0x8000_0003),
+        3,
+        "MPIDR bit 31 (RES1) is no affinity"
+    );
+    assert_eq!(irouter_for(0xab_00cd_0102), 0xab_00cd_0102);
+}

@@ -15,7 +15,7 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 
 use super::{
     DEFAULT_PRIORITY, FIRST_SPECIAL_INTID, GicError, GicVersion, PRIORITY_MASK_OPEN, PerCpuTable,
-    SGI_COUNT, SgirTarget, write_each,
+    SGI_COUNT, SgirTarget, SpiError, write_each,
 };
 use crate::arch::aarch64::cpu::{self, MAX_CPUS};
 use crate::mm::addr::PhysAddr;
@@ -33,7 +33,7 @@ register_structs! {
         (0x300 => _reserved2),
         (0x380 => icactiver: [ReadWrite<u32>; 32]),
         (0x400 => ipriorityr: [ReadWrite<u8>; 1024]),
-        (0x800 => itargetsr: [ReadWrite<u32>; 256]),
+        (0x800 => itargetsr: [ReadWrite<u8>; 1024]),
         (0xc00 => icfgr: [ReadWrite<u32>; 64]),
         (0xd00 => _reserved3),
         (0xf00 => sgir: WriteOnly<u32>),
@@ -64,6 +64,8 @@ pub(super) struct GicV2 {
     gicc: &'static Gicc,
     /// Each CPU's interface number (its bit in `ITARGETSR`/`GICD_SGIR`), by MPIDR.
     interfaces: PerCpuTable<MAX_CPUS>,
+    /// Interrupt lines the distributor implements.
+    lines: u32,
     /// The source CPU interface of the SGI each CPU has acknowledged and not yet EOI'd, by logical
     /// CPU and SGI: a GICv2 acknowledges SGIs per (SGI, source) and wants that source back in
     /// `GICC_EOIR`, while `eoi` gets only the INTID.
@@ -119,7 +121,8 @@ impl GicV2 {
         gicd.ctlr.set(0);
         let lines = super::lines_from_typer(gicd.typer.get()) as usize;
         // The SPIs' registers (the first word, or the first two of ICFGR, are the banked
-        // SGIs/PPIs: `init_cpu`'s).
+        // SGIs/PPIs: `init_cpu`'s). ITARGETSR needs nothing: `configure_spi` sets an SPI's
+        // target before it is enabled.
         let spi_words = 1..lines.div_ceil(32);
         write_each(&gicd.icenabler[spi_words.clone()], u32::MAX);
         write_each(&gicd.icpendr[spi_words.clone()], u32::MAX);
@@ -131,16 +134,21 @@ impl GicV2 {
             gicd,
             gicc,
             interfaces: PerCpuTable::new(),
+            lines: lines as u32,
             sgi_source: [const { [const { AtomicU8::new(0) }; SGI_COUNT as usize] }; MAX_CPUS],
         })
     }
 
     pub(super) fn init_cpu(&self, mpidr: u64) {
         let d = self.gicd;
-        let iface = super::cpu_interface_from_itargetsr((0..8).map(|i| d.itargetsr[i].get()))
-            .unwrap_or_else(|| {
-                panic!("gic: GICD_ITARGETSR names several CPU interfaces for cpu {mpidr:#x}")
-            });
+        let iface = super::cpu_interface_from_itargetsr(
+            d.itargetsr[..32]
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0].get(), w[1].get(), w[2].get(), w[3].get()])),
+        )
+        .unwrap_or_else(|| {
+            panic!("gic: GICD_ITARGETSR names several CPU interfaces for cpu {mpidr:#x}")
+        });
         self.interfaces.insert(mpidr, u32::from(iface));
 
         // The banked SGI/PPI registers of this CPU: PPIs off until asked for, SGIs on.
@@ -161,6 +169,39 @@ impl GicV2 {
         d.icfgr[i].set(d.icfgr[i].get() & !edge);
         d.ipriorityr[intid as usize].set(DEFAULT_PRIORITY);
         d.isenabler[0].set(1 << intid);
+    }
+
+    pub(super) fn configure_spi(&self, intid: u32, edge: bool, mpidr: u64) -> Result<(), SpiError> {
+        if !super::is_spi(intid, self.lines) {
+            return Err(SpiError::NotAnSpi {
+                intid,
+                lines: self.lines,
+            });
+        }
+        let iface = self
+            .interfaces
+            .get(mpidr)
+            .ok_or(SpiError::CpuNotReady { mpidr })?;
+        let d = self.gicd;
+        self.set_spi_enabled(intid, false);
+        // ICFGR words of SPIs are shared by 16 interrupts: configuration happens on one CPU at
+        // a time (the interrupt registry's lock), so this read-modify-write does not race.
+        let (i, bit) = super::icfgr_edge_bit(intid);
+        let cfg = d.icfgr[i].get();
+        d.icfgr[i].set(if edge { cfg | bit } else { cfg & !bit });
+        d.ipriorityr[intid as usize].set(DEFAULT_PRIORITY);
+        // Byte-accessible: one byte per interrupt, the target CPU interfaces' bit mask.
+        d.itargetsr[intid as usize].set(1 << iface);
+        Ok(())
+    }
+
+    pub(super) fn set_spi_enabled(&self, intid: u32, on: bool) {
+        let (word, bit) = ((intid / 32) as usize, 1 << (intid % 32));
+        if on {
+            self.gicd.isenabler[word].set(bit);
+        } else {
+            self.gicd.icenabler[word].set(bit);
+        }
     }
 
     pub(super) fn ack(&self) -> Option<u32> {

@@ -12,7 +12,7 @@ use tock_registers::registers::{ReadOnly, ReadWrite};
 
 use super::{
     DEFAULT_PRIORITY, FIRST_SPECIAL_INTID, GicError, GicVersion, PRIORITY_MASK_OPEN, PerCpuTable,
-    write_each,
+    SpiError, write_each,
 };
 use crate::arch::aarch64::cpu::MAX_CPUS;
 use crate::arch::aarch64::{gic_sysregs, mmu};
@@ -25,7 +25,7 @@ register_structs! {
         (0x0004 => typer: ReadOnly<u32>),
         (0x0008 => _reserved0),
         (0x0080 => igroupr: [ReadWrite<u32>; 32]),
-        (0x0100 => _reserved1),
+        (0x0100 => isenabler: [ReadWrite<u32>; 32]),
         (0x0180 => icenabler: [ReadWrite<u32>; 32]),
         (0x0200 => _reserved2),
         (0x0280 => icpendr: [ReadWrite<u32>; 32]),
@@ -35,6 +35,8 @@ register_structs! {
         (0x0800 => _reserved4),
         (0x0c00 => icfgr: [ReadWrite<u32>; 64]),
         (0x0d00 => _reserved5),
+        (0x6000 => irouter: [ReadWrite<u64>; 1020]),
+        (0x7fe0 => _reserved7),
         (0xffe8 => pidr2: ReadOnly<u32>),
         (0xffec => _reserved6),
         (0x10000 => @END),
@@ -80,6 +82,10 @@ const GICR_WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
 const GICR_WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 
 pub(super) struct GicV3 {
+    /// The distributor, mapped for the kernel's lifetime.
+    gicd: &'static Gicd,
+    /// Interrupt lines the distributor implements.
+    lines: u32,
     /// Virtual address and size of the redistributor range (mapped for the kernel's lifetime).
     /// After `init` each CPU programs only its own redistributor and system registers.
     gicr_base: usize,
@@ -87,6 +93,15 @@ pub(super) struct GicV3 {
     /// Offset of each CPU's redistributor in the range, in 64 KiB units, by MPIDR.
     redists: PerCpuTable<MAX_CPUS>,
 }
+
+// SAFETY: `gicd` points at the distributor, mapped as device memory for the kernel's lifetime,
+// and every access is one volatile load or store. The distributor-wide set-up runs once in
+// `init`, before the value is shared; afterwards the only read-modify-write of a shared register
+// (an SPI's ICFGR word in `configure_spi`) runs under the interrupt registry's lock, and the
+// enable registers take write-1 bitmaps. Each CPU touches only its own redistributor.
+unsafe impl Sync for GicV3 {}
+// SAFETY: as above; the value holds no CPU-local state.
+unsafe impl Send for GicV3 {}
 
 /// Spin until `done()`, or panic naming `what`: a GIC that never finishes a register write is
 /// broken, and saying so beats hanging with IRQs masked.
@@ -146,7 +161,10 @@ impl GicV3 {
         if !gic_sysregs::enable_sre() {
             return Err(GicError::SystemRegistersDisabled);
         }
+        let lines = super::lines_from_typer(gicd.typer.get());
         let g = Self {
+            gicd,
+            lines,
             gicr_base,
             gicr_size,
             redists: PerCpuTable::new(),
@@ -162,7 +180,7 @@ impl GicV3 {
         wait_for("GICD_CTLR disable", rwp);
         gicd.ctlr.set(GICD_CTLR_ARE);
         wait_for("GICD_CTLR affinity routing", rwp);
-        let lines = super::lines_from_typer(gicd.typer.get()) as usize;
+        let lines = lines as usize;
         // The SPIs' registers (the first word, or the first two of ICFGR, are the SGIs/PPIs,
         // which live in each CPU's redistributor).
         let spi_words = 1..lines.div_ceil(32);
@@ -235,6 +253,38 @@ impl GicV3 {
         r.icfgr[i].set(r.icfgr[i].get() & !edge);
         r.ipriorityr[intid as usize].set(DEFAULT_PRIORITY);
         r.isenabler0.set(1 << intid);
+    }
+
+    pub(super) fn configure_spi(&self, intid: u32, edge: bool, mpidr: u64) -> Result<(), SpiError> {
+        if !super::is_spi(intid, self.lines) {
+            return Err(SpiError::NotAnSpi {
+                intid,
+                lines: self.lines,
+            });
+        }
+        let d = self.gicd;
+        self.set_spi_enabled(intid, false);
+        // One CPU configures at a time (the interrupt registry's lock): the shared ICFGR word's
+        // read-modify-write does not race.
+        let (i, bit) = super::icfgr_edge_bit(intid);
+        let cfg = d.icfgr[i].get();
+        d.icfgr[i].set(if edge { cfg | bit } else { cfg & !bit });
+        d.ipriorityr[intid as usize].set(DEFAULT_PRIORITY);
+        d.irouter[intid as usize].set(super::irouter_for(mpidr));
+        Ok(())
+    }
+
+    pub(super) fn set_spi_enabled(&self, intid: u32, on: bool) {
+        let (word, bit) = ((intid / 32) as usize, 1 << (intid % 32));
+        if on {
+            self.gicd.isenabler[word].set(bit);
+        } else {
+            self.gicd.icenabler[word].set(bit);
+            // A disable has taken effect once RWP reads 0 (GICv3 architecture, GICD_CTLR.RWP).
+            wait_for("GICD SPI disable", || {
+                self.gicd.ctlr.get() & GICD_CTLR_RWP == 0
+            });
+        }
     }
 
     pub(super) fn ack() -> Option<u32> {

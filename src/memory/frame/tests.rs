@@ -73,7 +73,11 @@ fn counts_are_per_cpu_and_add_up_across_cpus() {
     assert_eq!(f.cpus[2].in_use.load(Ordering::Relaxed), 1);
     assert_eq!(f.cpus[5].in_use.load(Ordering::Relaxed), -1);
     assert_eq!(f.stats(), s0);
-    assert_eq!(cache_len(&f, 5), 1, "the frame went to the freeing CPU's cache");
+    assert_eq!(
+        cache_len(&f, 5),
+        1,
+        "the frame went to the freeing CPU's cache"
+    );
 }
 
 #[test]
@@ -242,7 +246,10 @@ fn a_drain_takes_another_cpus_cache_through_its_mailbox() {
             .alloc_uninjected(64)
             .expect("CPU 3's cached frames came back through its mailbox");
         assert_eq!(F.cached(), 0);
-        assert!(!F.cpus[3].outbox_full.load(Ordering::Relaxed), "mailbox emptied");
+        assert!(
+            !F.cpus[3].outbox_full.load(Ordering::Relaxed),
+            "mailbox emptied"
+        );
         F.free_fake(all, 64);
     });
     assert_eq!(F.stats(), s0);
@@ -268,7 +275,11 @@ fn a_late_answer_keeps_its_frames_for_the_next_drain() {
     f.cpus[1].drain_asked.store(8, Ordering::Relaxed);
     let cached = cache_len(&f, 1);
     as_cpu(1, || f.answer_drain());
-    assert_eq!(cache_len(&f, 1), cached, "a full mailbox is never overwritten");
+    assert_eq!(
+        cache_len(&f, 1),
+        cached,
+        "a full mailbox is never overwritten"
+    );
     // The next drain empties the mailbox: only CPU 1's cache (not asked here) keeps frames.
     f.drain_caches();
     assert!(!f.cpus[1].outbox_full.load(Ordering::Relaxed));

@@ -969,6 +969,36 @@ fn concurrent_maps_share_tables_without_a_caller_lock() {
     concurrent_maps(mm());
 }
 
+#[test]
+fn linear_map_keeps_firmware_tables_read_only() {
+    let layout = PhysLayout::new(
+        vec![Region::new(0x4000_0000, 0x4000_0000)],
+        Region::new(0x4020_0000, 0x1_0000),
+        Region::new(0x4020_0000, 0x2_0000),
+    )
+    .with_firmware_tables(vec![Region::new(0x7f80_0000, 0x3_0000)]);
+    assert_eq!(
+        layout.linear_map(),
+        [
+            (Region::new(0x4000_0000, 0x20_0000), Prot::KERNEL_RW),
+            (Region::new(0x4020_0000, 0x2_0000), Prot::KERNEL_RO),
+            (Region::new(0x4022_0000, 0x3f5e_0000), Prot::KERNEL_RW),
+            (Region::new(0x7f80_0000, 0x3_0000), Prot::KERNEL_RO),
+            (Region::new(0x7f83_0000, 0x7d_0000), Prot::KERNEL_RW),
+        ]
+    );
+    let e = layout.check(0x7f81_0000, P, Prot::KERNEL_RW).unwrap_err();
+    assert_eq!(
+        e,
+        MmError::WritableFirmwareTables {
+            pa: 0x7f81_0000,
+            size: P
+        }
+    );
+    assert!(e.to_string().contains("firmware's tables"));
+    layout.check(0x7f81_0000, P, Prot::KERNEL_RO).unwrap();
+}
+
 /// Waits until `done` holds, failing the test after ten seconds rather than hanging.
 fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -137,7 +137,11 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         // the range's last slot.
         let range = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
             .alloc
-            .alloc_tagged(NODE_RANGE - PAGE_SIZE, NODE_RANGE, AreaKind::NodeRange as usize)
+            .alloc_tagged(
+                NODE_RANGE - PAGE_SIZE,
+                NODE_RANGE,
+                AreaKind::NodeRange as usize,
+            )
             .ok()?;
         self.range_owner[(range.start - self.range_base) / NODE_RANGE]
             .store(node as u8 + 1, Ordering::Release);

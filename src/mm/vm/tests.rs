@@ -19,10 +19,10 @@ use crate::pgtable::{
     Descriptor, Entry, Level, MAIR_IDX_DEVICE_NGNRE, MAIR_IDX_NORMAL, MAIR_IDX_NORMAL_NC, MemType,
     Table,
 };
+use crate::rng::Rng;
 use crate::sync::Ordering;
 use crate::testenv::{Event, POISON, TestEnv};
 use crate::tlb::TLBI_MAX_OPS;
-use crate::rng::Rng;
 
 /// The helpers below take an address either as a plain integer (the constants, arithmetic on
 /// them) or as what the vm returned.
@@ -417,7 +417,9 @@ fn ioremap_out_of_virtual_space_in_a_tiny_window() {
     assert_eq!(va, VirtAddr(V));
     // One page is left, but a page needs its guard page too.
     let no_space = VmError::NoVirtualSpace(VaError::NoSpace { size: P, align: P });
-    assert_refused(&vm, no_space, || vm.ioremap_raw(PhysAddr(DEV + 0x10_0000), 1));
+    assert_refused(&vm, no_space, || {
+        vm.ioremap_raw(PhysAddr(DEV + 0x10_0000), 1)
+    });
     assert_refused(&vm, no_space, || {
         vm.ioremap_wc_raw(PhysAddr(DEV + 0x10_0000), 1)
     });
@@ -880,9 +882,8 @@ fn vfree_of_a_large_area_flushes_the_whole_tlb_once() {
     vm.vfree_at(va).unwrap();
     let events = env.take_events();
     // Each page is freed right after its leaf is cleared; then one invalidation.
-    let (frees, unmap): (Vec<Event>, Vec<Event>) = events
-        .iter()
-        .partition(|e| matches!(e, Event::Free(_)));
+    let (frees, unmap): (Vec<Event>, Vec<Event>) =
+        events.iter().partition(|e| matches!(e, Event::Free(_)));
     // The clears span two pte tables: check the order, not the (repeating) slot indices.
     assert!(unmap[..pages].iter().all(|e| matches!(
         e,
@@ -986,7 +987,10 @@ fn unmapping_the_wrong_address_or_kind_is_refused() {
     vm.vfree_at(mem).unwrap();
     assert_eq!(vm.vfree_at(mem), Err(FreeError::NotMapped { addr: mem }));
     vm.vunmap_at(mapped).unwrap();
-    assert_eq!(vm.vunmap_at(mapped), Err(FreeError::NotMapped { addr: mapped }));
+    assert_eq!(
+        vm.vunmap_at(mapped),
+        Err(FreeError::NotMapped { addr: mapped })
+    );
     vm.release_window(window).unwrap();
     // SAFETY: the test's own frame, no longer mapped.
     unsafe { vm.init_mm.env().free_table_frame(frame) };
@@ -1580,7 +1584,10 @@ fn lazy_free_frees_the_pages_at_once_and_keeps_the_range_until_the_purge_invalid
     expect.extend((0..3).map(|i| Event::TlbiPage(va.0 + i * P)));
     expect.extend((0..3).map(|i| Event::TlbiPage(other.0 + i * P)));
     expect.extend([Event::DsbIsh, Event::Isb]);
-    assert_eq!(ev, expect, "one invalidation for both, completed, and no frame freed");
+    assert_eq!(
+        ev, expect,
+        "one invalidation for both, completed, and no frame freed"
+    );
     assert_eq!(vm.lazy_stats().purges, 1);
     // The range is free again: the lowest fit takes it.
     let again = vm.vmalloc_raw(3 * P).unwrap();
@@ -1629,7 +1636,11 @@ fn a_free_over_the_threshold_during_a_purge_is_purged_too() {
         let va = LATE.swap(0, StdOrdering::SeqCst);
         if va != 0 {
             vm.iounmap_at(VirtAddr(va)).unwrap();
-            assert_eq!(vm.lazy_stats().areas, 1, "left on the list: the purge is taken");
+            assert_eq!(
+                vm.lazy_stats().areas,
+                1,
+                "left on the list: the purge is taken"
+            );
         }
     }
     let vm = lazy_vm(4);
@@ -1802,11 +1813,7 @@ fn small_areas_come_from_per_cpu_nodes_and_free_anywhere() {
     env.set_cpu(1);
     let b = vm.vmalloc_raw(3 * P).unwrap();
     let big = vm.ioremap_raw(PhysAddr(DEV), SLOT).unwrap();
-    assert_eq!(
-        vm.ranges.load(StdOrdering::SeqCst),
-        2,
-        "one range per CPU"
-    );
+    assert_eq!(vm.ranges.load(StdOrdering::SeqCst), 2, "one range per CPU");
     assert_eq!(vm.home(a.0), Home::Node(0));
     assert_eq!(vm.home(b.0), Home::Node(1));
     assert_eq!(vm.home(big.0), Home::Global, "larger than a slot holds");
@@ -1900,7 +1907,10 @@ fn dropping_a_handle_frees_its_area_and_nothing_else_can() {
     let buf = vm.vmalloc(3 * P + 5).unwrap();
     assert_eq!(buf.len(), 3 * P + 5, "the bytes asked for");
     let va = buf.addr();
-    assert_eq!(vm.init_mm.translate(va + 2 * P).map(|t| t.level), Some(Level::Pte));
+    assert_eq!(
+        vm.init_mm.translate(va + 2 * P).map(|t| t.level),
+        Some(Level::Pte)
+    );
     let live = env.live_frames();
     drop(buf);
     assert!(vm.init_mm.translate(va).is_none(), "unmapped when dropped");

@@ -327,7 +327,7 @@ impl Tree<'_> {
 
     /// The interrupt controller `idx`'s `interrupts` refer to: its own or an ancestor's
     /// `interrupt-parent`.
-    fn interrupt_parent(&self, idx: usize) -> Option<usize> {
+    pub(super) fn interrupt_parent(&self, idx: usize) -> Option<usize> {
         let mut cur = Some(idx);
         while let Some(i) = cur {
             if let Some(ph) = self.u32_prop(i, "interrupt-parent") {
