@@ -93,10 +93,21 @@ new-app DIR:
 
 # An application built outside the tree: `just new-app` in a temporary directory, built against
 # this checkout, booted on virt and raspi4b: every CPU says hello, and its exit status (0)
-# reaches the shell.
+# reaches the shell. First, that README.md shows the template's src/main.rs as it is.
 test-app: _ensure
     #!/usr/bin/env bash
     set -euo pipefail
+    # README.md's "Your own application" shows the template's src/main.rs whole, byte for byte, in a
+    # ```rust block; a template changed without its README copy (or the reverse) fails here.
+    readme=$(<"{{justfile_directory()}}/README.md")
+    main=$(<"{{justfile_directory()}}/platform/app-template/src/main.rs")
+    if [[ "$readme" != *'```rust'$'\n'"$main"$'\n''```'* ]]; then
+        echo "test-app: FAILED: README.md does not show platform/app-template/src/main.rs as it is:" \
+            "its \"Your own application\" section must hold the whole file, byte for byte, in a" \
+            "rust code block; copy the file there (or change both)" >&2
+        exit 1
+    fi
+    echo "test-app: README.md shows platform/app-template/src/main.rs as it is"
     dir=$(mktemp -d); log=$(mktemp); trap 'rm -rf "$dir" "$log"' EXIT
     {{just_executable()}} new-app "$dir/hello"
     cd "$dir/hello"
@@ -195,7 +206,7 @@ test-gdb: image
     platform/qemu/test-gdb.sh {{kernel}}
 
 # OpenOCD for a Raspberry Pi 4 booted from a `just sdcard --jtag` card, through ADAPTER (an
-# OpenOCD interface script); gdb then attaches with `just gdb-jtag`. Wiring: README.
+# OpenOCD interface script); gdb then attaches with `just gdb-jtag`. Wiring: platform/rpi4/README.md.
 openocd ADAPTER="interface/ftdi/olimex-arm-usb-tiny-h.cfg":
     @command -v openocd >/dev/null || { echo "openocd is missing: just setup (or apt-get install openocd)"; exit 1; }
     openocd -f {{ADAPTER}} -f platform/rpi4/openocd.cfg

@@ -5,9 +5,9 @@
                             [--profile-elf ELF] [--baseline FILE|none]
                             [--write-baseline FILE] [--commit REV]
 
-BENCH_KERNEL_ELF is the kernel built with the `bench` feature (both designs and `bench=`, no
-profiling probes); --profile-elf the one built with `profile` (the probes compiled in, for the
-breakdown; without it the breakdown is left out); IMAGE is the Image `just run` boots, whose size
+BENCH_KERNEL_ELF is the benchmark kernel, the `initmm-bench` package (both designs and `bench=`,
+no profiling probes); --profile-elf the same built with its `profile` feature (the probes compiled
+in, for the breakdown; without it the breakdown is left out); IMAGE is the Image `just run` boots, whose size
 and boot time are measured (default: the bench kernel's own).
 
 What it runs, in this order:

@@ -6,7 +6,7 @@
 # --chainload LOADER.img: kernel8.img is the serial chainloader instead of KERNEL.img: every boot
 #   then waits for a kernel from `just chainboot` (platform/rpi4/chainload/).
 # --jtag: config.txt also says enable_jtag_gpio=1: the four cores' JTAG on GPIO 22-27
-#   (`just openocd`, README "Working on a real Pi 4").
+#   (`just openocd`, platform/rpi4/README.md, "Working on a real Pi 4").
 #
 # Makes target/rpi4/boot/ with the boot partition's files:
 #   kernel8.img           the flat arm64 Image (the same initmm.img that `just run` boots)
