@@ -11,8 +11,9 @@ chainload := "target/" + target + "/release/chainload"
 run *ARGS: _ensure image
     platform/qemu/run.sh {{kernel}} {{ARGS}}
 
-# Host unit tests, the loom model check, every in-QEMU test kernel in tests/, then the real Image
-# on virt and the Pi 4, and the Pi 4's SD card.
+# Host unit tests, the loom model check, every in-QEMU test kernel in tests/, the real Image (on
+# virt, the Pi 4, through EDK2 and U-Boot), the devices end to end, an application built outside
+# the tree, the runner's options, the Pi 4's SD card and chainloader, the gdb script, a quick bench.
 test: _ensure test-host test-loom test-qemu test-image test-devices test-app test-runner test-rpi4-files test-chainload test-gdb (bench "quick")
 
 # Pure-logic unit tests on this machine: initmm-mm (page tables, virtual areas, vmalloc, the lazy

@@ -205,7 +205,7 @@ impl fmt::Display for Symbolic {
 #[cfg(target_os = "none")]
 pub fn resolve(addr: u64) -> Option<(Name<'static>, u32)> {
     let t = table()?;
-    let image = crate::mm::layout::image_layout().start;
+    let image = crate::kimage::image_layout().start;
     let off = u32::try_from(addr.checked_sub(image)?).ok()?;
     let found = t.lookup(off)?;
     Some((t.name(found), found.offset))

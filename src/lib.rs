@@ -18,12 +18,14 @@
 //! `initmm-workloads` (the demonstration kernel), `initmm-bench` (the benchmark kernel and the
 //! pre-patch baseline) and every application are above it.
 //!
-//! Inside this crate, each module uses only the modules below it. Where a lower one must call up
-//! (an interrupt, an exception it cannot handle, context for a panic report, a frame-cache drain
-//! on another CPU), the one above installs a function in a [`hook::Hook`] at boot.
+//! Inside this crate, each module uses only the modules below it (and `initmm-mm`, below them
+//! all: its addresses and virtual layout are every layer's vocabulary). Where a lower one must
+//! call up (an interrupt, an exception it cannot handle, context for a panic report, a frame-cache
+//! drain on another CPU), the one above installs a function in a [`hook::Hook`] at boot.
 //!
-//! 1. Pure logic, no hardware: `hook`, `cmdline`, `kallsyms`, `util`, and `platform` (the machine
-//!    description and its device-tree parser).
+//! 1. Pure logic, no hardware: `hook`, `cmdline`, `kallsyms`, `kimage` (where the image was
+//!    loaded, and its sections), `util`, and `platform` (the machine description and its
+//!    device-tree, UEFI and ACPI readers).
 //! 2. `arch`: everything that names an Arm register or instruction. It hands every IRQ to the
 //!    function installed with `exceptions::set_irq_handler`, and an exception it cannot handle, as
 //!    a decoded `exceptions::Unhandled`, to the one installed with `exceptions::set_reporter`
@@ -50,6 +52,7 @@ pub mod cmdline;
 pub mod drivers;
 pub mod hook;
 pub mod kallsyms;
+pub mod kimage;
 mod memory;
 pub mod mm {
     //! Memory management: the `initmm-mm` crate (translation tables, their allocators, virtual
@@ -58,17 +61,18 @@ pub mod mm {
     //! of `init_mm` at boot.
     pub use initmm_mm::*;
 
+    pub use crate::kimage;
     #[cfg(target_os = "none")]
     pub use crate::memory::hw::{
         IoMem, VmBuf, free_frames, ioremap, ioremap_wc, kernel_vm, settle, vmalloc, vzalloc,
     };
     #[cfg(target_os = "none")]
     pub use crate::memory::{boot, hw};
-    pub use crate::memory::{frame, heap, kimage};
+    pub use crate::memory::{frame, heap};
 
     pub mod layout {
         //! The kernel's virtual address layout (`initmm-mm`'s), and where its image lies.
-        pub use crate::memory::kimage::*;
+        pub use crate::kimage::*;
         pub use initmm_mm::layout::*;
     }
 }

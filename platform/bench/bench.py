@@ -226,7 +226,7 @@ def args():
     import argparse
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("elf", help="the bench kernel ELF (built with --features bench)")
+    p.add_argument("elf", help="the bench kernel ELF (the initmm-bench package)")
     p.add_argument("mode", nargs="?", default="full", choices=list(PLANS))
     p.add_argument("image", nargs="?", help="the Image `just run` boots (default: ELF.img)")
     p.add_argument("--profile-elf", metavar="ELF",

@@ -7,7 +7,7 @@
 #                               the loader put the Image and where its early boot runs with the
 #                               MMU off (QEMU virt 0x40200000, raspi4b and the Pi's firmware
 #                               0x200000, the chainloader 0x400000). Without PHYS it is read
-#                               from the running kernel (initmm::memory::kimage::KIMAGE_PHYS).
+#                               from the running kernel (initmm::kimage::KIMAGE_PHYS).
 #   break-entry                 a breakpoint on the Image's first instruction (`_start` at PHYS),
 #                               a hardware one: nothing is written to memory the loader fills
 #   break-panic                 a breakpoint on the panic handler (`rust_begin_unwind`): `bt`
@@ -58,7 +58,7 @@ class InitmmSymbols(gdb.Command):
         if len(args) > 1:
             phys = int(gdb.parse_and_eval(args[1])) & (2**64 - 1)
         else:
-            sym = gdb.lookup_static_symbol("initmm::memory::kimage::KIMAGE_PHYS")
+            sym = gdb.lookup_static_symbol("initmm::kimage::KIMAGE_PHYS")
             if sym is None:
                 raise gdb.GdbError(f"{elf} has no KIMAGE_PHYS: give PHYS")
             raw = gdb.selected_inferior().read_memory(sym.value().address, 8)

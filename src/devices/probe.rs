@@ -20,6 +20,7 @@ use crate::drivers::pci::{self, PciProbe};
 use crate::drivers::virtio::{Candidate, ProbeError, mmio};
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::platform::devicetree::{IrqSpec, Machine};
+use crate::smp::irq::IrqError;
 use crate::smp::{self, runtime::on_cpus};
 
 /// What probing one place came to.
@@ -96,31 +97,47 @@ enum Up {
     Console(Arc<VirtConsole>),
 }
 
+/// Why a device found was not brought up: its driver refused it, or its interrupt could not be
+/// had (a layer above `drivers`, so not one of the transport's [`ProbeError`]s).
+enum BringUpError {
+    Probe(ProbeError),
+    Request(IrqError),
+}
+
+impl From<ProbeError> for BringUpError {
+    fn from(e: ProbeError) -> Self {
+        Self::Probe(e)
+    }
+}
+
+impl fmt::Display for BringUpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Probe(e) => e.fmt(f),
+            Self::Request(e) => write!(f, "cannot request its interrupt: {e}"),
+        }
+    }
+}
+
 /// Bring up the driver for `c`, its interrupt routed to `irq_cpu`.
 fn bring_up(c: Candidate, cpu: usize, irq_cpu: usize) -> (ProbeRecord, Option<Up>) {
     fn arc<D: Interrupting + HasEvents>(
-        d: D,
+        d: Result<D, ProbeError>,
         irq: IrqSpec,
         cpu: usize,
-    ) -> Result<Arc<D>, ProbeError> {
-        let d = Arc::new(d);
-        wire(&d, d.events_ref(), irq, cpu).map_err(ProbeError::Request)?;
+    ) -> Result<Arc<D>, BringUpError> {
+        let d = Arc::new(d?);
+        wire(&d, d.events_ref(), irq, cpu).map_err(BringUpError::Request)?;
         Ok(d)
     }
     let kind = c.transport.device_type();
     let (t, irq) = (c.transport, c.irq);
     let up = match kind {
-        DeviceType::Block => Disk::new(t)
-            .and_then(|d| arc(d, irq, irq_cpu))
-            .map(Up::Disk),
-        DeviceType::EntropySource => Rng::new(t).and_then(|d| arc(d, irq, irq_cpu)).map(Up::Rng),
-        DeviceType::Network => NetDevice::new(t)
-            .and_then(|d| arc(d, irq, irq_cpu))
-            .map(Up::Net),
-        DeviceType::Console => VirtConsole::new(t)
-            .and_then(|d| arc(d, irq, irq_cpu))
-            .map(Up::Console),
-        other => Err(ProbeError::Unsupported(other)),
+        DeviceType::Block => arc(Disk::new(t), irq, irq_cpu).map(Up::Disk),
+        DeviceType::EntropySource => arc(Rng::new(t), irq, irq_cpu).map(Up::Rng),
+        DeviceType::Network => arc(NetDevice::new(t), irq, irq_cpu).map(Up::Net),
+        DeviceType::Console => arc(VirtConsole::new(t), irq, irq_cpu).map(Up::Console),
+        other => Err(ProbeError::Unsupported(other).into()),
     };
     if let Ok(Up::Console(con)) = &up {
         // Its first words: what it is and who brought it up (the host sees them in its file).

@@ -18,8 +18,17 @@ pub fn id() -> usize {
     // SAFETY: TPIDR_EL1 is only ever set by `set_percpu` (or `secondary_entry`, with the same
     // value the boot CPU prepared) to the address of a static `smp::PerCpu`, whose first field is
     // the logical id (`#[repr(C)]`); it is never written after.
-    unsafe { p.read() & (MAX_CPUS - 1) }
+    let id = unsafe { p.read() };
+    // Ids are given out below MAX_CPUS (`smp` starts no more CPUs); the mask, a no-op then, lets
+    // the compiler drop the bounds checks of every per-CPU array indexed with it.
+    debug_assert!(id < MAX_CPUS, "cpu id {id}");
+    id & (MAX_CPUS - 1)
 }
+
+const _: () = assert!(
+    MAX_CPUS.is_power_of_two(),
+    "cpu::id masks with MAX_CPUS - 1"
+);
 
 /// Point TPIDR_EL1 at this CPU's per-CPU data (a static whose first word is its id), or 0.
 pub fn set_percpu(ptr: u64) {
@@ -50,12 +59,12 @@ static GUARDS: [AtomicU64; 2 * MAX_CPUS] = [const { AtomicU64::new(0) }; 2 * MAX
 /// Remember that the page at `guard` is the guard page of `cpu`'s kernel (`exception == false`)
 /// or exception stack.
 pub fn register_stack_guard(cpu: usize, exception: bool, guard: u64) {
-    GUARDS[2 * (cpu % MAX_CPUS) + exception as usize].store(guard, Ordering::Release);
+    GUARDS[2 * cpu + exception as usize].store(guard, Ordering::Release);
 }
 
 /// The guard page registered for `cpu`'s kernel or exception stack (0 if none).
 pub fn stack_guard(cpu: usize, exception: bool) -> u64 {
-    GUARDS[2 * (cpu % MAX_CPUS) + exception as usize].load(Ordering::Acquire)
+    GUARDS[2 * cpu + exception as usize].load(Ordering::Acquire)
 }
 
 /// If `addr` is inside a registered guard page, whose stack is it?

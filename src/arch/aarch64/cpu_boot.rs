@@ -4,8 +4,9 @@
 use core::fmt;
 
 use super::psci::{self, PsciError};
+use crate::kimage::kimage_to_phys;
 use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::layout::{kimage_to_phys, phys_to_virt};
+use crate::mm::layout::phys_to_virt;
 use crate::platform::devicetree::EnableMethod;
 
 unsafe extern "C" {

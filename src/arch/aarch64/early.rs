@@ -27,7 +27,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable, SCTLR_EL1, TCR_EL1};
 
-use crate::mm::layout::{KIMAGE_VADDR, PAGE_OFFSET, PAGE_SIZE, image_layout};
+use crate::kimage::image_layout;
+use crate::mm::layout::{KIMAGE_VADDR, PAGE_OFFSET, PAGE_SIZE};
 
 /// Raw descriptor bits used before the typed page-table code may run (it can panic, which this
 /// code must not). They agree with `mm::pgtable`.
@@ -106,7 +107,7 @@ static RESERVED_PG_DIR: Table = empty();
 
 /// Physical address of the empty table (see `RESERVED_PG_DIR`).
 pub fn reserved_pg_dir() -> u64 {
-    crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&RESERVED_PG_DIR) as usize)).0
+    crate::kimage::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&RESERVED_PG_DIR) as usize)).0
 }
 
 /// Frames for building `init_mm` before the linear map exists (see [`boot_frames`]).
@@ -128,7 +129,7 @@ static BOOT_FRAMES_AREA: BootFrames = BootFrames(UnsafeCell::new([[0; PAGE_SIZE]
 pub fn boot_frames() -> (u64, u64) {
     let va = &raw const BOOT_FRAMES_AREA as u64;
     (
-        crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(va as usize)).0,
+        crate::kimage::kimage_to_phys(crate::mm::addr::VirtAddr(va as usize)).0,
         (BOOT_FRAMES * PAGE_SIZE) as u64,
     )
 }
@@ -266,12 +267,12 @@ pub fn mair_value() -> u64 {
 
 /// Physical address of the identity-map root, TTBR0 of every CPU while it turns its MMU on.
 pub fn idmap_ttbr0() -> u64 {
-    crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&EARLY.id_pgd) as usize)).0
+    crate::kimage::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&EARLY.id_pgd) as usize)).0
 }
 
 /// Physical address of the early TTBR1 root (live until `mm::boot` replaces it with init_mm's).
 pub fn early_ttbr1() -> u64 {
-    crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&EARLY.pgd) as usize)).0
+    crate::kimage::kimage_to_phys(crate::mm::addr::VirtAddr(pa_of(&EARLY.pgd) as usize)).0
 }
 
 /// What the early linear window maps of the loader's data at x0: `(physical start, bytes
@@ -420,7 +421,7 @@ pub fn idmap_replace_ttbr1() -> u64 {
     unsafe extern "C" {
         fn idmap_cpu_replace_ttbr1(ttbr1: u64, empty: u64);
     }
-    crate::mm::layout::kimage_to_phys(crate::mm::addr::VirtAddr::from_ptr(
+    crate::kimage::kimage_to_phys(crate::mm::addr::VirtAddr::from_ptr(
         idmap_cpu_replace_ttbr1 as *const (),
     ))
     .0

@@ -288,8 +288,6 @@ mod hw {
         Driver(virtio_drivers::Error),
         /// A device type this kernel has no driver for.
         Unsupported(DeviceType),
-        /// Its interrupt could not be requested.
-        Request(crate::smp::irq::IrqError),
     }
 
     impl fmt::Display for ProbeError {
@@ -307,7 +305,6 @@ mod hw {
                 ),
                 Self::Driver(e) => write!(f, "driver set-up failed: {e}"),
                 Self::Unsupported(t) => write!(f, "no driver for a {t:?} device"),
-                Self::Request(e) => write!(f, "cannot request its interrupt: {e}"),
             }
         }
     }
