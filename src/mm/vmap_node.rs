@@ -66,6 +66,11 @@ impl Sub {
     fn slot_size(&self) -> usize {
         1 << self.shift
     }
+
+    /// Slots that hold a live area.
+    fn live(&self) -> usize {
+        (SUB >> self.shift) - self.nfree
+    }
 }
 
 /// A range taken from the global allocator, carved into sub-blocks from its start.
@@ -86,10 +91,10 @@ struct SlotIndex {
 pub struct SlotArena {
     ranges: Vec<NodeRangeSlots>,
     /// Per class, the sub-blocks with a free slot, `(range, sub)`, the one to use on top.
+    /// (The live areas are counted from the sub-blocks' free stacks when asked for, by
+    /// [`live_areas`](Self::live_areas) and [`free_bytes`](Self::free_bytes): no counter to keep
+    /// on the allocation path.)
     partial: [Vec<(u32, u32)>; CLASS_PAGES.len()],
-    live: usize,
-    /// Bytes the live areas' slots take.
-    used: usize,
 }
 
 impl Default for SlotArena {
@@ -104,8 +109,6 @@ impl SlotArena {
         Self {
             ranges: Vec::new(),
             partial: [const { Vec::new() }; CLASS_PAGES.len()],
-            live: 0,
-            used: 0,
         }
     }
 
@@ -127,10 +130,9 @@ impl SlotArena {
     /// caller adds one and tries again.
     pub fn alloc(&mut self, size: usize, align: usize, tag: usize) -> Option<VmapArea> {
         let pages = size.div_ceil(PAGE_SIZE);
-        assert!(
-            (1..=SLOT_MAX_PAGES).contains(&pages) && align <= SLOT && tag <= MAX_TAG,
-            "slot arena: {size:#x} bytes at {align:#x}, tag {tag}"
-        );
+        if !((1..=SLOT_MAX_PAGES).contains(&pages) && align <= SLOT && tag <= MAX_TAG) {
+            bad_alloc(size, align, tag);
+        }
         // The smallest class whose slots hold the pages and the guard page and are aligned to
         // `align`: slots are powers of two of at least 2 pages.
         let slot_pages = (pages + 1)
@@ -152,8 +154,6 @@ impl SlotArena {
         if sub.nfree == 0 {
             self.partial[class].pop();
         }
-        self.live += 1;
-        self.used += slot_size;
         Some(VmapArea {
             start: range.start + s * SUB + slot * slot_size,
             size: pages * PAGE_SIZE,
@@ -226,6 +226,7 @@ impl SlotArena {
     }
 
     /// The live area in slot `i`, if its reservation holds `addr`, with its tag.
+    #[inline]
     fn area_at(&self, i: SlotIndex, addr: usize) -> Option<(VmapArea, usize)> {
         let m = self.sub(i).meta[i.slot];
         let pages = usize::from(m & PAGES_MASK);
@@ -247,10 +248,11 @@ impl SlotArena {
 
     /// The live area whose reservation holds `addr`, with its tag, after `retag` saw them: when
     /// it returns a tag, the area gets it. One lookup for "find it, check it, mark it".
+    #[inline]
     pub fn claim(
         &mut self,
         addr: usize,
-        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
+        retag: impl FnOnce(VmapArea, usize) -> Option<usize>,
     ) -> Option<(VmapArea, usize)> {
         let i = self.index(addr)?;
         let (area, tag) = self.area_at(i, addr)?;
@@ -292,25 +294,36 @@ impl SlotArena {
         sub.meta[i.slot] = 0;
         sub.free[sub.nfree] = i.slot as u8;
         sub.nfree += 1;
-        let (class, slot_size) = (sub.class, sub.slot_size());
         if sub.nfree == 1 {
+            let class = sub.class;
             self.now_partial(class, i.range, i.sub);
         }
-        self.live -= 1;
-        self.used -= slot_size;
         Ok(area)
     }
 
     /// Live areas.
     pub fn live_areas(&self) -> usize {
-        self.live
+        self.subs().map(Sub::live).sum()
     }
 
     /// Bytes of the ranges not taken by a live area's slot (each range counted without the
     /// global allocator's guard page at its end).
     pub fn free_bytes(&self) -> usize {
-        self.ranges.len() * (NODE_RANGE - PAGE_SIZE) - self.used
+        let used: usize = self.subs().map(|s| s.live() << s.shift).sum();
+        self.ranges.len() * (NODE_RANGE - PAGE_SIZE) - used
     }
+
+    fn subs(&self) -> impl Iterator<Item = &Sub> {
+        self.ranges.iter().flat_map(|r| r.subs.iter())
+    }
+}
+
+/// `alloc`'s argument check failed: a caller bug. Out of line, so that the check costs the
+/// allocation path a compare and a branch, not the setup of a formatted panic.
+#[cold]
+#[inline(never)]
+fn bad_alloc(size: usize, align: usize, tag: usize) -> ! {
+    panic!("slot arena: {size:#x} bytes at {align:#x}, tag {tag}")
 }
 
 #[cfg(test)]

@@ -195,7 +195,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         let mut i = 0;
         while i < homes.len() {
             let run = homes[i..].iter().take_while(|&&h| h == homes[i]).count();
-            self.with_allocator(areas[i].0, |a| {
+            self.with_allocator(areas[i].0, |mut a| {
                 for &(start, _) in &areas[i..i + run] {
                     let freed = a.free(start);
                     debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
