@@ -94,18 +94,35 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
             && kind != AreaKind::Window
             && (1..=SLOT_MAX_PAGES * PAGE_SIZE).contains(&size)
             && align <= SLOT;
-        let try_alloc = || {
-            if small && let Some(area) = self.node_alloc(size, align, kind) {
-                return Ok(area);
-            }
+        // The common case, inline: a slot of this CPU's node.
+        if small && let Some(area) = self.node_alloc(size, align, kind) {
+            return Ok(area);
+        }
+        self.reserve_slow(size, align, kind, small)
+    }
+
+    /// [`reserve`](Self::reserve) past its common case: from the global allocator, and when
+    /// there is no room, purge and try once more (the node first again, for a small area).
+    #[inline(never)]
+    fn reserve_slow(
+        &self,
+        size: usize,
+        align: usize,
+        kind: AreaKind,
+        small: bool,
+    ) -> Result<VmapArea, VmError> {
+        let global = || {
             profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
                 .alloc
                 .alloc_tagged(size, align, kind as usize)
         };
-        match try_alloc() {
+        match global() {
             Err(VaError::NoSpace { .. }) if self.lazy_stats().areas > 0 => {
                 self.purge_all();
-                try_alloc()
+                match small.then(|| self.node_alloc(size, align, kind)).flatten() {
+                    Some(area) => Ok(area),
+                    None => global(),
+                }
             }
             r => r,
         }
@@ -115,12 +132,22 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// A slot from this CPU's node, in a new range it takes from the global allocator when its
     /// ranges are full; `None` when the window has no room for a range (the caller then
     /// allocates globally).
+    #[inline]
     pub(super) fn node_alloc(&self, size: usize, align: usize, kind: AreaKind) -> Option<VmapArea> {
         let node = self.init_mm.env().cpu_id();
         let mut slots = profile::acquire(Lock::VmapNode, || self.nodes[node].slots.lock());
         if let Some(area) = slots.alloc(size, align, kind as usize) {
             return Some(area);
         }
+        self.node_add_range(node, &mut slots)?;
+        slots.alloc(size, align, kind as usize)
+    }
+
+    /// Give node `node`'s arena (locked by the caller) a new range from the global allocator;
+    /// `None` when the window has no room for one. Out of line: a node takes a range rarely.
+    #[cold]
+    #[inline(never)]
+    fn node_add_range(&self, node: usize, slots: &mut SlotArena) -> Option<()> {
         // Its last page is the global allocator's guard page, which falls on the guard page of
         // the range's last slot.
         let range = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
@@ -136,7 +163,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         profile::shared_write();
         self.ranges.fetch_add(1, Ordering::Relaxed);
         slots.add_range(range.start);
-        slots.alloc(size, align, kind as usize)
+        Some(())
     }
 
     /// Where the bookkeeping of the area holding `addr` lives: the node whose block holds it, or
