@@ -141,10 +141,23 @@ impl SlotArena {
             .max(CLASS_PAGES[0]);
         let class = (slot_pages / CLASS_PAGES[0]).trailing_zeros() as usize;
         debug_assert_eq!(CLASS_PAGES[class], slot_pages);
-        let (r, s) = match self.partial[class].last() {
-            Some(&(r, s)) => (r as usize, s as usize),
-            None => self.new_sub(class)?,
-        };
+        match self.partial[class].last() {
+            Some(&(r, s)) => Some(self.take_slot(class, r as usize, s as usize, pages, tag)),
+            None => self.take_slot_in_new_sub(class, pages, tag),
+        }
+    }
+
+    /// Take the top free slot of sub-block `s` of range `r` (of `class`, with a free slot) for
+    /// an area of `pages` pages tagged `tag`.
+    #[inline]
+    fn take_slot(
+        &mut self,
+        class: usize,
+        r: usize,
+        s: usize,
+        pages: usize,
+        tag: usize,
+    ) -> VmapArea {
         let range = &mut self.ranges[r];
         let sub = &mut range.subs[s];
         sub.nfree -= 1;
@@ -154,16 +167,23 @@ impl SlotArena {
         if sub.nfree == 0 {
             self.partial[class].pop();
         }
-        Some(VmapArea {
+        VmapArea {
             start: range.start + s * SUB + slot * slot_size,
             size: pages * PAGE_SIZE,
-        })
+        }
     }
 
-    /// A new sub-block of `class` in the last range, if it has room: its place. Out of line,
-    /// like [`Self::now_partial`]: the common case finds a slot without it.
+    /// [`take_slot`](Self::take_slot) in a new sub-block of `class`, if the last range has room
+    /// for one. Out of line, so that the common case (a sub-block with a free slot) needs no
+    /// stack frame.
     #[cold]
     #[inline(never)]
+    fn take_slot_in_new_sub(&mut self, class: usize, pages: usize, tag: usize) -> Option<VmapArea> {
+        let (r, s) = self.new_sub(class)?;
+        Some(self.take_slot(class, r, s, pages, tag))
+    }
+
+    /// A new sub-block of `class` in the last range, if it has room: its place.
     fn new_sub(&mut self, class: usize) -> Option<(usize, usize)> {
         let r = self.ranges.len().checked_sub(1)?;
         let range = &mut self.ranges[r];

@@ -94,7 +94,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
                 run.clear();
             };
             self.init_mm
-                .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |pa, size| {
+                .unmap_range_noflush(VirtAddr(area.start), area.size, |pa, size| {
                     for i in 0..size / PAGE_SIZE {
                         if run.is_full() {
                             give_back(&mut run);
@@ -105,7 +105,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
             give_back(&mut run);
         } else {
             self.init_mm
-                .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |_, _| {});
+                .unmap_range_noflush(VirtAddr(area.start), area.size, |_, _| {});
         }
         let node = env.cpu_id();
         let pages = area.size / PAGE_SIZE;
