@@ -181,7 +181,13 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
 
     /// Run `f` on the bookkeeping that keeps the area holding `addr`, under its lock.
     pub(super) fn with_allocator<R>(&self, addr: usize, f: impl FnOnce(Book<'_>) -> R) -> R {
-        match self.home(addr) {
+        self.with_home(self.home(addr), f)
+    }
+
+    /// Run `f` on the bookkeeping at `home`, under its lock.
+    #[inline]
+    pub(super) fn with_home<R>(&self, home: Home, f: impl FnOnce(Book<'_>) -> R) -> R {
+        match home {
             Home::Global => f(Book::Global(
                 &mut profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock()).alloc,
             )),
