@@ -79,12 +79,44 @@ struct NodeRangeSlots {
     subs: Vec<Sub>,
 }
 
-/// Where a slot is: range, sub-block, slot.
+impl NodeRangeSlots {
+    fn holds(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.start) < NODE_RANGE
+    }
+
+    /// For `addr` in this range: its sub-block, its slot there and the slot's start, if the
+    /// sub-block exists.
+    #[inline]
+    fn place(&self, addr: usize) -> Option<(usize, usize, usize)> {
+        let off = addr - self.start;
+        let s = off / SUB;
+        let shift = self.subs.get(s)?.shift;
+        let slot = (off % SUB) >> shift;
+        Some((s, slot, self.start + s * SUB + (slot << shift)))
+    }
+}
+
+/// Where a slot is: range, sub-block, slot; and where it starts.
 #[derive(Clone, Copy)]
 struct SlotIndex {
     range: usize,
     sub: usize,
     slot: usize,
+    start: usize,
+}
+
+/// The live area that a slot starting at `start` with bookkeeping byte `m` holds, if its
+/// reservation (its pages and its guard page) holds `addr`, with its tag.
+#[inline]
+fn live_area(m: u8, start: usize, addr: usize) -> Option<(VmapArea, usize)> {
+    let pages = usize::from(m & PAGES_MASK);
+    (m != 0 && addr < start + (pages + 1) * PAGE_SIZE).then_some((
+        VmapArea {
+            start,
+            size: pages * PAGE_SIZE,
+        },
+        usize::from(m >> 5),
+    ))
 }
 
 /// One CPU's small areas. Pure bookkeeping with no locking: the node's lock wraps it.
@@ -128,6 +160,7 @@ impl SlotArena {
     /// [`SLOT`]): the smallest slot that holds the area and its guard page and is at least
     /// `align` large, since a slot is aligned to its size. `None` when every range is full: the
     /// caller adds one and tries again.
+    #[inline]
     pub fn alloc(&mut self, size: usize, align: usize, tag: usize) -> Option<VmapArea> {
         let pages = size.div_ceil(PAGE_SIZE);
         if !((1..=SLOT_MAX_PAGES).contains(&pages) && align <= SLOT && tag <= MAX_TAG) {
@@ -213,26 +246,28 @@ impl SlotArena {
     /// The slot holding `addr`, if its sub-block exists.
     #[inline]
     fn index(&self, addr: usize) -> Option<SlotIndex> {
-        let (range, r) = self
-            .ranges
-            .iter()
-            .enumerate()
-            .find(|(_, r)| addr.wrapping_sub(r.start) < NODE_RANGE)?;
-        let off = addr - r.start;
-        let sub = r.subs.get(off / SUB)?;
+        let (range, r) = self.ranges.iter().enumerate().find(|(_, r)| r.holds(addr))?;
+        let (sub, slot, start) = r.place(addr)?;
         Some(SlotIndex {
             range,
-            sub: off / SUB,
-            slot: (off % SUB) >> sub.shift,
+            sub,
+            slot,
+            start,
         })
     }
 
-    fn sub(&self, i: SlotIndex) -> &Sub {
-        &self.ranges[i.range].subs[i.sub]
-    }
-
-    fn slot_start(&self, i: SlotIndex) -> usize {
-        self.ranges[i.range].start + i.sub * SUB + i.slot * self.sub(i).slot_size()
+    /// [`index`](Self::index), with the slot's sub-block to change it: one lookup.
+    #[inline]
+    fn slot_mut(&mut self, addr: usize) -> Option<(SlotIndex, &mut Sub)> {
+        let (range, r) = self.ranges.iter_mut().enumerate().find(|(_, r)| r.holds(addr))?;
+        let (sub, slot, start) = r.place(addr)?;
+        let i = SlotIndex {
+            range,
+            sub,
+            slot,
+            start,
+        };
+        Some((i, &mut r.subs[sub]))
     }
 
     /// The live area whose reservation (its pages and its guard page) contains `addr`.
@@ -248,16 +283,7 @@ impl SlotArena {
     /// The live area in slot `i`, if its reservation holds `addr`, with its tag.
     #[inline]
     fn area_at(&self, i: SlotIndex, addr: usize) -> Option<(VmapArea, usize)> {
-        let m = self.sub(i).meta[i.slot];
-        let pages = usize::from(m & PAGES_MASK);
-        let start = self.slot_start(i);
-        (m != 0 && addr < start + (pages + 1) * PAGE_SIZE).then_some((
-            VmapArea {
-                start,
-                size: pages * PAGE_SIZE,
-            },
-            usize::from(m >> 5),
-        ))
+        live_area(self.ranges[i.range].subs[i.sub].meta[i.slot], i.start, addr)
     }
 
     /// The tag of the live area that starts at `start`.
@@ -274,11 +300,11 @@ impl SlotArena {
         addr: usize,
         retag: impl FnOnce(VmapArea, usize) -> Option<usize>,
     ) -> Option<(VmapArea, usize)> {
-        let i = self.index(addr)?;
-        let (area, tag) = self.area_at(i, addr)?;
+        let (i, sub) = self.slot_mut(addr)?;
+        let m = &mut sub.meta[i.slot];
+        let (area, tag) = live_area(*m, i.start, addr)?;
         if let Some(new) = retag(area, tag) {
             assert!(new <= MAX_TAG, "slot arena: tag {new}");
-            let m = &mut self.ranges[i.range].subs[i.sub].meta[i.slot];
             *m = (new as u8) << 5 | (*m & PAGES_MASK);
         }
         Some((area, tag))
@@ -287,11 +313,11 @@ impl SlotArena {
     /// Give the live area that starts at `start` a new tag; its old tag.
     pub fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
         assert!(tag <= MAX_TAG, "slot arena: tag {tag}");
-        let i = self.index(start)?;
-        if self.slot_start(i) != start {
+        let (i, sub) = self.slot_mut(start)?;
+        if i.start != start {
             return None;
         }
-        let m = &mut self.ranges[i.range].subs[i.sub].meta[i.slot];
+        let m = &mut sub.meta[i.slot];
         if *m == 0 {
             return None;
         }
@@ -304,15 +330,14 @@ impl SlotArena {
     /// purge frees runs of areas in a loop.
     #[inline]
     pub fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
-        let i = self
-            .index(start)
-            .ok_or(VaError::NotAnArea { addr: start })?;
-        let area = match self.area_at(i, start) {
+        let Some((i, sub)) = self.slot_mut(start) else {
+            return Err(VaError::NotAnArea { addr: start });
+        };
+        let area = match live_area(sub.meta[i.slot], i.start, start) {
             Some((area, _)) if area.start == start => area,
             Some((area, _)) => return Err(VaError::InsideArea { addr: start, area }),
             None => return Err(VaError::NotAnArea { addr: start }),
         };
-        let sub = &mut self.ranges[i.range].subs[i.sub];
         sub.meta[i.slot] = 0;
         sub.free[sub.nfree] = i.slot as u8;
         sub.nfree += 1;
