@@ -159,8 +159,9 @@ impl SlotArena {
     /// pages) tagged `tag` (at most [`MAX_TAG`]), aligned to at least `align` (at most
     /// [`SLOT`]): the smallest slot that holds the area and its guard page and is at least
     /// `align` large, since a slot is aligned to its size. `None` when every range is full: the
-    /// caller adds one and tries again.
-    #[inline]
+    /// caller adds one and tries again. Always inline: the allocation then hands its area to
+    /// `reserve` in registers, not through a copy on the stack.
+    #[inline(always)]
     pub fn alloc(&mut self, size: usize, align: usize, tag: usize) -> Option<VmapArea> {
         let pages = size.div_ceil(PAGE_SIZE);
         if !((1..=SLOT_MAX_PAGES).contains(&pages) && align <= SLOT && tag <= MAX_TAG) {
