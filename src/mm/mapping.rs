@@ -96,7 +96,7 @@ impl<E: PageTableEnv, P: InstallPolicy> Map<'_, '_, '_, '_, E, P> {
 }
 
 impl<E: PageTableEnv, P: InstallPolicy> Visitor for Map<'_, '_, '_, '_, E, P> {
-    #[inline]
+    #[inline(always)]
     fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Step {
         let level = entry.level();
         let old = entry.read();
