@@ -96,7 +96,7 @@ impl<E: PageTableEnv, P: InstallPolicy> Map<'_, '_, '_, '_, E, P> {
 }
 
 impl<E: PageTableEnv, P: InstallPolicy> Visitor for Map<'_, '_, '_, '_, E, P> {
-    #[inline]
+    #[inline(always)]
     fn visit(&mut self, entry: &Entry<'_>, span: Span) -> Step {
         let level = entry.level();
         let old = entry.read();
@@ -117,10 +117,7 @@ impl<E: PageTableEnv, P: InstallPolicy> Visitor for Map<'_, '_, '_, '_, E, P> {
         if old.is_table(level) {
             self.mm.promote(entry, new);
         } else if old.is_valid() {
-            panic!(
-                "init_mm: mapping {:#x} over a valid leaf {old:#x} (two live areas overlap?)",
-                span.start
-            );
+            mapping_over_a_leaf(span.start, old);
         } else {
             profile::timed(Section::LeafWrite, || {
                 // SAFETY: the slot is invalid and the range is this call's (the range allocator
@@ -257,18 +254,32 @@ pub unsafe fn for_each_leaf<E: PageTableEnv>(
     unsafe { walk(env, root, Level::Pgd, va_base, last, &mut leaves) };
 }
 
+/// A mapping found a valid leaf where it was to write one: two live areas overlap (a bug of the
+/// range allocator). Out of line, so that the check costs the leaf loop a test and a branch.
+#[cold]
+#[inline(never)]
+fn mapping_over_a_leaf(va: usize, old: Descriptor) -> ! {
+    panic!("init_mm: mapping {va:#x} over a valid leaf {old:#x} (two live areas overlap?)")
+}
+
 /// The end of a range to unmap, or a panic naming `what` for a caller bug: a range that is not
 /// page aligned or not in the kernel half.
 #[inline]
-fn unmap_end(what: &str, va: usize, size: usize) -> usize {
-    assert!(
-        (va | size) & (PAGE_SIZE - 1) == 0,
-        "init_mm: {what}({va:#x}, {size:#x}) is not page aligned"
-    );
-    let Ok(end) = check_virt(va, size) else {
-        panic!("init_mm: {what}({va:#x}, {size:#x}) is not a kernel range");
-    };
-    end
+fn unmap_end(what: &'static str, va: usize, size: usize) -> usize {
+    match check_virt(va, size) {
+        Ok(end) if (va | size) & (PAGE_SIZE - 1) == 0 => end,
+        _ => bad_unmap(what, va, size),
+    }
+}
+
+/// [`unmap_end`]'s panic, out of line (the check stays inline, the formatting does not).
+#[cold]
+#[inline(never)]
+fn bad_unmap(what: &str, va: usize, size: usize) -> ! {
+    if (va | size) & (PAGE_SIZE - 1) != 0 {
+        panic!("init_mm: {what}({va:#x}, {size:#x}) is not page aligned");
+    }
+    panic!("init_mm: {what}({va:#x}, {size:#x}) is not a kernel range");
 }
 
 /// Check the arguments shared by `map_range` and `unmap_range`; the exclusive end on success.
@@ -466,7 +477,9 @@ impl<E: PageTableEnv, P: InstallPolicy> InitMm<E, P> {
         self.map_walk(va, end, Source::Pages(pages), prot, false)
     }
 
-    /// The walk of `map_range` and `map_pages`, arguments checked.
+    /// The walk of `map_range` and `map_pages`, arguments checked. Inline: its common case is
+    /// short, and the general walk is out of line ([`map_walk_tables`](Self::map_walk_tables)).
+    #[inline]
     fn map_walk(
         &self,
         va: usize,
@@ -488,10 +501,9 @@ impl<E: PageTableEnv, P: InstallPolicy> InitMm<E, P> {
                 for (i, page) in (va..end).step_by(PAGE_SIZE).enumerate() {
                     let entry = ptes.sibling(page);
                     let old = entry.read();
-                    assert!(
-                        !old.is_valid(),
-                        "init_mm: mapping {page:#x} over a valid leaf {old:#x} (two live areas overlap?)"
-                    );
+                    if old.is_valid() {
+                        mapping_over_a_leaf(page, old);
+                    }
                     let pa = match source {
                         Source::Contiguous(pa) => pa + (i * PAGE_SIZE) as u64,
                         Source::Pages(pages) => pages[i].0,
@@ -517,8 +529,20 @@ impl<E: PageTableEnv, P: InstallPolicy> InitMm<E, P> {
             done: va,
             error: None,
         };
+        self.map_walk_tables(&mut map, end)
+    }
+
+    /// [`map_walk`](Self::map_walk) in general, of `[map.va, end)`: every level visited, tables
+    /// installed where missing, blocks where they fit.
+    #[inline(never)]
+    fn map_walk_tables(
+        &self,
+        map: &mut Map<'_, '_, '_, '_, E, P>,
+        end: usize,
+    ) -> Result<(), MmError> {
+        let va = map.va;
         match self
-            .walk_range(va, end - 1, &mut map)
+            .walk_range(va, end - 1, map)
             .then_some(())
             .ok_or(map.error)
         {
@@ -661,7 +685,10 @@ impl<E: PageTableEnv, P: InstallPolicy> InitMm<E, P> {
     }
 
     /// Clear every leaf of `[start, end)` (non-empty), each of which must lie wholly inside it,
-    /// and call `cleared(virtual address, output address, leaf size)` for each.
+    /// and call `cleared(virtual address, output address, leaf size)` for each. Inline: its
+    /// common case is short, the general walk is out of line
+    /// ([`clear_leaves_walk`](Self::clear_leaves_walk)).
+    #[inline]
     fn clear_leaves(
         &self,
         start: usize,
@@ -684,6 +711,18 @@ impl<E: PageTableEnv, P: InstallPolicy> InitMm<E, P> {
             }
             return;
         }
+        self.clear_leaves_walk(start, end, cleared);
+    }
+
+    /// [`clear_leaves`](Self::clear_leaves) in general: a walk of every level.
+    #[inline(never)]
+    fn clear_leaves_walk(
+        &self,
+        start: usize,
+        end: usize,
+        mut cleared: impl FnMut(usize, PhysAddr, usize),
+    ) {
+        let env = self.env();
         let mut leaves = Leaves(|entry: &Entry<'_>, span: Span, d: Descriptor| {
             let level = entry.level();
             assert!(
@@ -724,11 +763,12 @@ impl<E: PageTableEnv, P: InstallPolicy> InitMm<E, P> {
     /// init_mm.unmap_range_noflush(va, 4096, &mut |_, _| {}); // error[E0624]: method is private
     /// # }
     /// ```
+    #[inline]
     pub(crate) fn unmap_range_noflush(
         &self,
         va: VirtAddr,
         size: usize,
-        on_leaf: &mut dyn FnMut(PhysAddr, usize),
+        mut on_leaf: impl FnMut(PhysAddr, usize),
     ) {
         let va = va.0;
         let end = unmap_end("unmap_range_noflush", va, size);

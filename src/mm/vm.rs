@@ -50,7 +50,7 @@ mod lazy;
 pub use handles::{IoMem, VmBuf, Vmap};
 
 pub use areas::NODES;
-use areas::{Home, VmapNode};
+use areas::VmapNode;
 use lazy::LazyList;
 pub use lazy::{LazyStats, lazy_max_pages};
 

@@ -66,6 +66,11 @@ impl Sub {
     fn slot_size(&self) -> usize {
         1 << self.shift
     }
+
+    /// Slots that hold a live area.
+    fn live(&self) -> usize {
+        (SUB >> self.shift) - self.nfree
+    }
 }
 
 /// A range taken from the global allocator, carved into sub-blocks from its start.
@@ -74,22 +79,54 @@ struct NodeRangeSlots {
     subs: Vec<Sub>,
 }
 
-/// Where a slot is: range, sub-block, slot.
+impl NodeRangeSlots {
+    fn holds(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.start) < NODE_RANGE
+    }
+
+    /// For `addr` in this range: its sub-block, its slot there and the slot's start, if the
+    /// sub-block exists.
+    #[inline]
+    fn place(&self, addr: usize) -> Option<(usize, usize, usize)> {
+        let off = addr - self.start;
+        let s = off / SUB;
+        let shift = self.subs.get(s)?.shift;
+        let slot = (off % SUB) >> shift;
+        Some((s, slot, self.start + s * SUB + (slot << shift)))
+    }
+}
+
+/// Where a slot is: range, sub-block, slot; and where it starts.
 #[derive(Clone, Copy)]
 struct SlotIndex {
     range: usize,
     sub: usize,
     slot: usize,
+    start: usize,
+}
+
+/// The live area that a slot starting at `start` with bookkeeping byte `m` holds, if its
+/// reservation (its pages and its guard page) holds `addr`, with its tag.
+#[inline]
+fn live_area(m: u8, start: usize, addr: usize) -> Option<(VmapArea, usize)> {
+    let pages = usize::from(m & PAGES_MASK);
+    (m != 0 && addr < start + (pages + 1) * PAGE_SIZE).then_some((
+        VmapArea {
+            start,
+            size: pages * PAGE_SIZE,
+        },
+        usize::from(m >> 5),
+    ))
 }
 
 /// One CPU's small areas. Pure bookkeeping with no locking: the node's lock wraps it.
 pub struct SlotArena {
     ranges: Vec<NodeRangeSlots>,
     /// Per class, the sub-blocks with a free slot, `(range, sub)`, the one to use on top.
+    /// (The live areas are counted from the sub-blocks' free stacks when asked for, by
+    /// [`live_areas`](Self::live_areas) and [`free_bytes`](Self::free_bytes): no counter to keep
+    /// on the allocation path.)
     partial: [Vec<(u32, u32)>; CLASS_PAGES.len()],
-    live: usize,
-    /// Bytes the live areas' slots take.
-    used: usize,
 }
 
 impl Default for SlotArena {
@@ -104,8 +141,6 @@ impl SlotArena {
         Self {
             ranges: Vec::new(),
             partial: [const { Vec::new() }; CLASS_PAGES.len()],
-            live: 0,
-            used: 0,
         }
     }
 
@@ -124,13 +159,14 @@ impl SlotArena {
     /// pages) tagged `tag` (at most [`MAX_TAG`]), aligned to at least `align` (at most
     /// [`SLOT`]): the smallest slot that holds the area and its guard page and is at least
     /// `align` large, since a slot is aligned to its size. `None` when every range is full: the
-    /// caller adds one and tries again.
+    /// caller adds one and tries again. Always inline: the allocation then hands its area to
+    /// `reserve` in registers, not through a copy on the stack.
+    #[inline(always)]
     pub fn alloc(&mut self, size: usize, align: usize, tag: usize) -> Option<VmapArea> {
         let pages = size.div_ceil(PAGE_SIZE);
-        assert!(
-            (1..=SLOT_MAX_PAGES).contains(&pages) && align <= SLOT && tag <= MAX_TAG,
-            "slot arena: {size:#x} bytes at {align:#x}, tag {tag}"
-        );
+        if !((1..=SLOT_MAX_PAGES).contains(&pages) && align <= SLOT && tag <= MAX_TAG) {
+            bad_alloc(size, align, tag);
+        }
         // The smallest class whose slots hold the pages and the guard page and are aligned to
         // `align`: slots are powers of two of at least 2 pages.
         let slot_pages = (pages + 1)
@@ -139,10 +175,23 @@ impl SlotArena {
             .max(CLASS_PAGES[0]);
         let class = (slot_pages / CLASS_PAGES[0]).trailing_zeros() as usize;
         debug_assert_eq!(CLASS_PAGES[class], slot_pages);
-        let (r, s) = match self.partial[class].last() {
-            Some(&(r, s)) => (r as usize, s as usize),
-            None => self.new_sub(class)?,
-        };
+        match self.partial[class].last() {
+            Some(&(r, s)) => Some(self.take_slot(class, r as usize, s as usize, pages, tag)),
+            None => self.take_slot_in_new_sub(class, pages, tag),
+        }
+    }
+
+    /// Take the top free slot of sub-block `s` of range `r` (of `class`, with a free slot) for
+    /// an area of `pages` pages tagged `tag`.
+    #[inline]
+    fn take_slot(
+        &mut self,
+        class: usize,
+        r: usize,
+        s: usize,
+        pages: usize,
+        tag: usize,
+    ) -> VmapArea {
         let range = &mut self.ranges[r];
         let sub = &mut range.subs[s];
         sub.nfree -= 1;
@@ -152,18 +201,23 @@ impl SlotArena {
         if sub.nfree == 0 {
             self.partial[class].pop();
         }
-        self.live += 1;
-        self.used += slot_size;
-        Some(VmapArea {
+        VmapArea {
             start: range.start + s * SUB + slot * slot_size,
             size: pages * PAGE_SIZE,
-        })
+        }
     }
 
-    /// A new sub-block of `class` in the last range, if it has room: its place. Out of line,
-    /// like [`Self::now_partial`]: the common case finds a slot without it.
+    /// [`take_slot`](Self::take_slot) in a new sub-block of `class`, if the last range has room
+    /// for one. Out of line, so that the common case (a sub-block with a free slot) needs no
+    /// stack frame.
     #[cold]
     #[inline(never)]
+    fn take_slot_in_new_sub(&mut self, class: usize, pages: usize, tag: usize) -> Option<VmapArea> {
+        let (r, s) = self.new_sub(class)?;
+        Some(self.take_slot(class, r, s, pages, tag))
+    }
+
+    /// A new sub-block of `class` in the last range, if it has room: its place.
     fn new_sub(&mut self, class: usize) -> Option<(usize, usize)> {
         let r = self.ranges.len().checked_sub(1)?;
         let range = &mut self.ranges[r];
@@ -193,26 +247,28 @@ impl SlotArena {
     /// The slot holding `addr`, if its sub-block exists.
     #[inline]
     fn index(&self, addr: usize) -> Option<SlotIndex> {
-        let (range, r) = self
-            .ranges
-            .iter()
-            .enumerate()
-            .find(|(_, r)| addr.wrapping_sub(r.start) < NODE_RANGE)?;
-        let off = addr - r.start;
-        let sub = r.subs.get(off / SUB)?;
+        let (range, r) = self.ranges.iter().enumerate().find(|(_, r)| r.holds(addr))?;
+        let (sub, slot, start) = r.place(addr)?;
         Some(SlotIndex {
             range,
-            sub: off / SUB,
-            slot: (off % SUB) >> sub.shift,
+            sub,
+            slot,
+            start,
         })
     }
 
-    fn sub(&self, i: SlotIndex) -> &Sub {
-        &self.ranges[i.range].subs[i.sub]
-    }
-
-    fn slot_start(&self, i: SlotIndex) -> usize {
-        self.ranges[i.range].start + i.sub * SUB + i.slot * self.sub(i).slot_size()
+    /// [`index`](Self::index), with the slot's sub-block to change it: one lookup.
+    #[inline]
+    fn slot_mut(&mut self, addr: usize) -> Option<(SlotIndex, &mut Sub)> {
+        let (range, r) = self.ranges.iter_mut().enumerate().find(|(_, r)| r.holds(addr))?;
+        let (sub, slot, start) = r.place(addr)?;
+        let i = SlotIndex {
+            range,
+            sub,
+            slot,
+            start,
+        };
+        Some((i, &mut r.subs[sub]))
     }
 
     /// The live area whose reservation (its pages and its guard page) contains `addr`.
@@ -226,17 +282,9 @@ impl SlotArena {
     }
 
     /// The live area in slot `i`, if its reservation holds `addr`, with its tag.
+    #[inline]
     fn area_at(&self, i: SlotIndex, addr: usize) -> Option<(VmapArea, usize)> {
-        let m = self.sub(i).meta[i.slot];
-        let pages = usize::from(m & PAGES_MASK);
-        let start = self.slot_start(i);
-        (m != 0 && addr < start + (pages + 1) * PAGE_SIZE).then_some((
-            VmapArea {
-                start,
-                size: pages * PAGE_SIZE,
-            },
-            usize::from(m >> 5),
-        ))
+        live_area(self.ranges[i.range].subs[i.sub].meta[i.slot], i.start, addr)
     }
 
     /// The tag of the live area that starts at `start`.
@@ -247,16 +295,17 @@ impl SlotArena {
 
     /// The live area whose reservation holds `addr`, with its tag, after `retag` saw them: when
     /// it returns a tag, the area gets it. One lookup for "find it, check it, mark it".
+    #[inline]
     pub fn claim(
         &mut self,
         addr: usize,
-        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
+        retag: impl FnOnce(VmapArea, usize) -> Option<usize>,
     ) -> Option<(VmapArea, usize)> {
-        let i = self.index(addr)?;
-        let (area, tag) = self.area_at(i, addr)?;
+        let (i, sub) = self.slot_mut(addr)?;
+        let m = &mut sub.meta[i.slot];
+        let (area, tag) = live_area(*m, i.start, addr)?;
         if let Some(new) = retag(area, tag) {
             assert!(new <= MAX_TAG, "slot arena: tag {new}");
-            let m = &mut self.ranges[i.range].subs[i.sub].meta[i.slot];
             *m = (new as u8) << 5 | (*m & PAGES_MASK);
         }
         Some((area, tag))
@@ -265,11 +314,11 @@ impl SlotArena {
     /// Give the live area that starts at `start` a new tag; its old tag.
     pub fn set_tag(&mut self, start: usize, tag: usize) -> Option<usize> {
         assert!(tag <= MAX_TAG, "slot arena: tag {tag}");
-        let i = self.index(start)?;
-        if self.slot_start(i) != start {
+        let (i, sub) = self.slot_mut(start)?;
+        if i.start != start {
             return None;
         }
-        let m = &mut self.ranges[i.range].subs[i.sub].meta[i.slot];
+        let m = &mut sub.meta[i.slot];
         if *m == 0 {
             return None;
         }
@@ -278,39 +327,51 @@ impl SlotArena {
         Some(old)
     }
 
-    /// Free the area that starts at `start`: its slot can be handed out again.
+    /// Free the area that starts at `start`: its slot can be handed out again. Inline: the
+    /// purge frees runs of areas in a loop.
+    #[inline]
     pub fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
-        let i = self
-            .index(start)
-            .ok_or(VaError::NotAnArea { addr: start })?;
-        let area = match self.area_at(i, start) {
+        let Some((i, sub)) = self.slot_mut(start) else {
+            return Err(VaError::NotAnArea { addr: start });
+        };
+        let area = match live_area(sub.meta[i.slot], i.start, start) {
             Some((area, _)) if area.start == start => area,
             Some((area, _)) => return Err(VaError::InsideArea { addr: start, area }),
             None => return Err(VaError::NotAnArea { addr: start }),
         };
-        let sub = &mut self.ranges[i.range].subs[i.sub];
         sub.meta[i.slot] = 0;
         sub.free[sub.nfree] = i.slot as u8;
         sub.nfree += 1;
-        let (class, slot_size) = (sub.class, sub.slot_size());
         if sub.nfree == 1 {
+            let class = sub.class;
             self.now_partial(class, i.range, i.sub);
         }
-        self.live -= 1;
-        self.used -= slot_size;
         Ok(area)
     }
 
     /// Live areas.
     pub fn live_areas(&self) -> usize {
-        self.live
+        self.subs().map(Sub::live).sum()
     }
 
     /// Bytes of the ranges not taken by a live area's slot (each range counted without the
     /// global allocator's guard page at its end).
     pub fn free_bytes(&self) -> usize {
-        self.ranges.len() * (NODE_RANGE - PAGE_SIZE) - self.used
+        let used: usize = self.subs().map(|s| s.live() << s.shift).sum();
+        self.ranges.len() * (NODE_RANGE - PAGE_SIZE) - used
     }
+
+    fn subs(&self) -> impl Iterator<Item = &Sub> {
+        self.ranges.iter().flat_map(|r| r.subs.iter())
+    }
+}
+
+/// `alloc`'s argument check failed: a caller bug. Out of line, so that the check costs the
+/// allocation path a compare and a branch, not the setup of a formatted panic.
+#[cold]
+#[inline(never)]
+fn bad_alloc(size: usize, align: usize, tag: usize) -> ! {
+    panic!("slot arena: {size:#x} bytes at {align:#x}, tag {tag}")
 }
 
 #[cfg(test)]

@@ -23,54 +23,42 @@ pub(super) struct VmapNode {
     pub(super) lazy: Mutex<LazyList>,
 }
 
-/// The bookkeeping of some areas, global or a node's: what `lookup`, `release` and the purge use.
-pub(super) trait Book {
-    /// The live area whose reservation holds `addr`, with its tag.
-    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)>;
+/// The bookkeeping of some areas, global or a node's, locked: what `lookup`, `release` and the
+/// purge use. An enum rather than a trait object, so that `claim`'s check is inlined into it.
+pub(super) enum Book<'a> {
+    Global(&'a mut VmapAreaAllocator),
+    Node(&'a mut SlotArena),
+}
+
+impl Book<'_> {
     /// The live area whose reservation holds `addr`, with its tag; `retag` sees them first and
     /// may give the area a new tag.
-    fn claim(
+    #[inline]
+    pub(super) fn claim(
         &mut self,
         addr: usize,
-        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
-    ) -> Option<(VmapArea, usize)>;
-    fn free(&mut self, start: usize) -> Result<VmapArea, VaError>;
-}
-
-impl Book for VmapAreaAllocator {
-    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
-        let area = VmapAreaAllocator::find(self, addr)?;
-        Some((area, VmapAreaAllocator::tag(self, area.start)?))
-    }
-    fn claim(
-        &mut self,
-        addr: usize,
-        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
+        retag: impl FnOnce(VmapArea, usize) -> Option<usize>,
     ) -> Option<(VmapArea, usize)> {
-        let (area, tag) = Book::find_tagged(self, addr)?;
-        if let Some(new) = retag(area, tag) {
-            VmapAreaAllocator::set_tag(self, area.start, new);
+        match self {
+            Self::Global(a) => {
+                let area = a.find(addr)?;
+                let tag = a.tag(area.start)?;
+                if let Some(new) = retag(area, tag) {
+                    a.set_tag(area.start, new);
+                }
+                Some((area, tag))
+            }
+            Self::Node(s) => s.claim(addr, retag),
         }
-        Some((area, tag))
     }
-    fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
-        VmapAreaAllocator::free(self, start)
-    }
-}
 
-impl Book for SlotArena {
-    fn find_tagged(&self, addr: usize) -> Option<(VmapArea, usize)> {
-        SlotArena::find_tagged(self, addr)
-    }
-    fn claim(
-        &mut self,
-        addr: usize,
-        retag: &mut dyn FnMut(VmapArea, usize) -> Option<usize>,
-    ) -> Option<(VmapArea, usize)> {
-        SlotArena::claim(self, addr, retag)
-    }
-    fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
-        SlotArena::free(self, start)
+    /// Free the area that starts at `start`.
+    #[inline]
+    pub(super) fn free(&mut self, start: usize) -> Result<VmapArea, VaError> {
+        match self {
+            Self::Global(a) => a.free(start),
+            Self::Node(s) => s.free(start),
+        }
     }
 }
 
@@ -106,18 +94,35 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
             && kind != AreaKind::Window
             && (1..=SLOT_MAX_PAGES * PAGE_SIZE).contains(&size)
             && align <= SLOT;
-        let try_alloc = || {
-            if small && let Some(area) = self.node_alloc(size, align, kind) {
-                return Ok(area);
-            }
+        // The common case, inline: a slot of this CPU's node.
+        if small && let Some(area) = self.node_alloc(size, align, kind) {
+            return Ok(area);
+        }
+        self.reserve_slow(size, align, kind, small)
+    }
+
+    /// [`reserve`](Self::reserve) past its common case: from the global allocator, and when
+    /// there is no room, purge and try once more (the node first again, for a small area).
+    #[inline(never)]
+    fn reserve_slow(
+        &self,
+        size: usize,
+        align: usize,
+        kind: AreaKind,
+        small: bool,
+    ) -> Result<VmapArea, VmError> {
+        let global = || {
             profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
                 .alloc
                 .alloc_tagged(size, align, kind as usize)
         };
-        match try_alloc() {
+        match global() {
             Err(VaError::NoSpace { .. }) if self.lazy_stats().areas > 0 => {
                 self.purge_all();
-                try_alloc()
+                match small.then(|| self.node_alloc(size, align, kind)).flatten() {
+                    Some(area) => Ok(area),
+                    None => global(),
+                }
             }
             r => r,
         }
@@ -127,12 +132,22 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// A slot from this CPU's node, in a new range it takes from the global allocator when its
     /// ranges are full; `None` when the window has no room for a range (the caller then
     /// allocates globally).
+    #[inline]
     pub(super) fn node_alloc(&self, size: usize, align: usize, kind: AreaKind) -> Option<VmapArea> {
         let node = self.init_mm.env().cpu_id();
         let mut slots = profile::acquire(Lock::VmapNode, || self.nodes[node].slots.lock());
         if let Some(area) = slots.alloc(size, align, kind as usize) {
             return Some(area);
         }
+        self.node_add_range(node, &mut slots)?;
+        slots.alloc(size, align, kind as usize)
+    }
+
+    /// Give node `node`'s arena (locked by the caller) a new range from the global allocator;
+    /// `None` when the window has no room for one. Out of line: a node takes a range rarely.
+    #[cold]
+    #[inline(never)]
+    fn node_add_range(&self, node: usize, slots: &mut SlotArena) -> Option<()> {
         // Its last page is the global allocator's guard page, which falls on the guard page of
         // the range's last slot.
         let range = profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock())
@@ -148,7 +163,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         profile::shared_write();
         self.ranges.fetch_add(1, Ordering::Relaxed);
         slots.add_range(range.start);
-        slots.alloc(size, align, kind as usize)
+        Some(())
     }
 
     /// Where the bookkeeping of the area holding `addr` lives: the node whose block holds it, or
@@ -165,20 +180,26 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     }
 
     /// Run `f` on the bookkeeping that keeps the area holding `addr`, under its lock.
-    pub(super) fn with_allocator<R>(&self, addr: usize, f: impl FnOnce(&mut dyn Book) -> R) -> R {
-        match self.home(addr) {
-            Home::Global => {
-                f(&mut profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock()).alloc)
-            }
-            Home::Node(n) => f(&mut *profile::acquire(Lock::VmapNode, || {
+    pub(super) fn with_allocator<R>(&self, addr: usize, f: impl FnOnce(Book<'_>) -> R) -> R {
+        self.with_home(self.home(addr), f)
+    }
+
+    /// Run `f` on the bookkeeping at `home`, under its lock.
+    #[inline]
+    pub(super) fn with_home<R>(&self, home: Home, f: impl FnOnce(Book<'_>) -> R) -> R {
+        match home {
+            Home::Global => f(Book::Global(
+                &mut profile::acquire(Lock::VmapArea, || self.vmap_area_lock.lock()).alloc,
+            )),
+            Home::Node(n) => f(Book::Node(&mut profile::acquire(Lock::VmapNode, || {
                 self.nodes[n].slots.lock()
-            })),
+            }))),
         }
     }
 
     /// Give a range back, now: only once no TLB can hold a translation of it.
     pub(super) fn release(&self, start: usize) {
-        let freed = self.with_allocator(start, |a| a.free(start));
+        let freed = self.with_allocator(start, |mut a| a.free(start));
         debug_assert!(freed.is_ok(), "releasing {start:#x}: {freed:?}");
     }
 
@@ -193,8 +214,8 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         let mut verdict = Err(FreeError::NotMapped {
             addr: VirtAddr(addr),
         });
-        self.with_allocator(addr, |a| {
-            a.claim(addr, &mut |area, tag| {
+        self.with_allocator(addr, |mut a| {
+            a.claim(addr, |area, tag| {
                 verdict = Self::check_area(addr, kind, area, tag);
                 (claim && verdict.is_ok()).then_some(AreaKind::Lazy as usize)
             })

@@ -94,7 +94,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
                 run.clear();
             };
             self.init_mm
-                .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |pa, size| {
+                .unmap_range_noflush(VirtAddr(area.start), area.size, |pa, size| {
                     for i in 0..size / PAGE_SIZE {
                         if run.is_full() {
                             give_back(&mut run);
@@ -105,7 +105,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
             give_back(&mut run);
         } else {
             self.init_mm
-                .unmap_range_noflush(VirtAddr(area.start), area.size, &mut |_, _| {});
+                .unmap_range_noflush(VirtAddr(area.start), area.size, |_, _| {});
         }
         let node = env.cpu_id();
         let pages = area.size / PAGE_SIZE;
@@ -191,17 +191,20 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
         // Back to their allocators, one lock hold per run of areas with the same home. A node's
         // list holds mostly areas of its own ranges, in the order they were freed, so the runs
         // are long without sorting.
-        let homes: Vec<Home> = areas.iter().map(|&(start, _)| self.home(start)).collect();
-        let mut i = 0;
-        while i < homes.len() {
-            let run = homes[i..].iter().take_while(|&&h| h == homes[i]).count();
-            self.with_allocator(areas[i].0, |a| {
-                for &(start, _) in &areas[i..i + run] {
+        let mut rest = &areas[..];
+        while let Some(&(first, _)) = rest.first() {
+            let home = self.home(first);
+            let run = 1 + rest[1..]
+                .iter()
+                .take_while(|&&(start, _)| self.home(start) == home)
+                .count();
+            self.with_home(home, |mut a| {
+                for &(start, _) in &rest[..run] {
                     let freed = a.free(start);
                     debug_assert!(freed.is_ok(), "purging {start:#x}: {freed:?}");
                 }
             });
-            i += run;
+            rest = &rest[run..];
         }
         self.purges.fetch_add(1, Ordering::Relaxed);
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Barrier, Mutex as StdMutex, OnceLock, Weak};
 use std::time::Duration;
 use std::vec::Vec;
 
+use super::areas::Home;
 use super::*;
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::layout::{PGDIR_SIZE, VMALLOC_END, VMALLOC_START};

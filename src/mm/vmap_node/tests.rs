@@ -122,3 +122,32 @@ fn sub_blocks_fill_in_turn_and_a_full_region_asks_for_another() {
     b.add_range(R + NODE_RANGE);
     assert_eq!(b.alloc(P, P, 0).unwrap().start, R + NODE_RANGE);
 }
+
+#[test]
+fn live_areas_and_free_bytes_follow_every_alloc_and_free() {
+    // The counts are taken from the sub-blocks' free stacks: check them against a model over
+    // every class, two ranges, and frees that empty and refill sub-blocks.
+    let mut a = SlotArena::new();
+    a.add_range(R);
+    a.add_range(R + NODE_RANGE);
+    let total = 2 * (NODE_RANGE - P);
+    let mut live: Vec<(VmapArea, usize)> = Vec::new();
+    let slot_of = |pages: usize| (pages + 1).next_power_of_two().max(2) * P;
+    for i in 0..3000 {
+        let pages = 1 + (i * 7) % SLOT_MAX_PAGES;
+        live.push((a.alloc(pages * P, P, i % 8).unwrap(), slot_of(pages)));
+        if i % 3 == 2 {
+            let (x, _) = live.swap_remove((i * 13) % live.len());
+            assert_eq!(a.free(x.start), Ok(x));
+        }
+        if i % 500 == 0 {
+            let used: usize = live.iter().map(|&(_, slot)| slot).sum();
+            assert_eq!(a.live_areas(), live.len());
+            assert_eq!(a.free_bytes(), total - used);
+        }
+    }
+    for (x, _) in live.drain(..) {
+        a.free(x.start).unwrap();
+    }
+    assert_eq!((a.live_areas(), a.free_bytes()), (0, total));
+}
