@@ -59,8 +59,14 @@ impl Designs {
                 InitMm::sharing_pgd(HwEnv, pgd, layout.clone()),
             )
         };
-        let seed = KernelVm::new(seed_mm, (base, base + SPAN), kvm.pa_bits());
-        let prepatch = KernelVm::new(prepatch_mm, (base + SPAN, base + 2 * SPAN), kvm.pa_bits());
+        // SAFETY: both share the live pgd (above), and each window half is used by nothing else
+        // (the kernel's own KernelVm reserved `window` for the bench and never maps in it).
+        let (seed, prepatch) = unsafe {
+            (
+                KernelVm::new(seed_mm, (base, base + SPAN), kvm.pa_bits()),
+                KernelVm::new(prepatch_mm, (base + SPAN, base + 2 * SPAN), kvm.pa_bits()),
+            )
+        };
         seed.set_online_cpus(smp::online_cpus());
         prepatch.set_online_cpus(smp::online_cpus());
         Ok(Self {

@@ -134,7 +134,12 @@ pub unsafe fn init(m: &Machine, image: Region, dtb: Region) -> Result<(), BootMm
         // map just installed, and added once (the regions of `subtract` do not overlap).
         unsafe { FRAMES.add_region(PhysAddr(r.base), PhysAddr(r.base + r.size)) };
     }
-    KERNEL_VM.call_once(|| KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), mmu::pa_bits()));
+    // SAFETY: `init_mm`'s pgd is in TTBR1 now (above) and stays there; the vmalloc window is
+    // mapped by nothing else (the early tables never used it), and this is the one KernelVm over
+    // it (`call_once`).
+    KERNEL_VM.call_once(|| unsafe {
+        KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), mmu::pa_bits())
+    });
     Ok(())
 }
 

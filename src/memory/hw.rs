@@ -15,7 +15,11 @@ use crate::mm::vm::{KernelVm, VmError};
 /// The hardware environment: frames from `FRAMES`, tables through the linear map.
 pub struct HwEnv;
 
-impl PageTableEnv for HwEnv {
+// SAFETY: frames come from the frame allocator, which hands each out once until it is freed;
+// tables are reached through the linear map, which maps every frame the allocator has (and the
+// early tables map the boot frames before it exists); the barrier and TLB hooks are the
+// instructions themselves, inner-shareable, so they reach every CPU.
+unsafe impl PageTableEnv for HwEnv {
     fn alloc_table_frame(&self) -> Option<PhysAddr> {
         FRAMES.alloc(1)
     }

@@ -11,7 +11,25 @@ use super::sync::Ordering;
 
 /// The hooks the page-table code calls. Barrier and TLBI hooks are exactly one instruction each on
 /// hardware; the page-table code decides where they go, so the ordering rules live in one place.
-pub trait PageTableEnv: Sync {
+///
+/// # Safety
+///
+/// The page-table code's own `unsafe` relies on what an implementation does, so it must be right:
+/// a frame [`alloc_table_frame`](Self::alloc_table_frame) or [`alloc_pages`](Self::alloc_pages)
+/// hands out is memory nothing else owns until it is given back; [`table`](Self::table) and
+/// [`zero_table`](Self::zero_table) reach exactly the frame asked for; each barrier and TLB hook
+/// does what its name says, for every CPU that walks these tables.
+///
+/// ```compile_fail,E0200
+/// # use initmm_mm::{addr::PhysAddr, env::PageTableEnv, pgtable::Table};
+/// struct Forged;
+/// impl PageTableEnv for Forged { // error[E0200]: the trait requires an `unsafe impl`
+/// #   fn alloc_table_frame(&self) -> Option<PhysAddr> { None }
+/// #   unsafe fn free_table_frame(&self, _: PhysAddr) {}
+/// #   unsafe fn table(&self, _: PhysAddr) -> &Table { unimplemented!() }
+/// }
+/// ```
+pub unsafe trait PageTableEnv: Sync {
     /// One 4 KiB frame for a page table (content undefined), or `None` when out of memory.
     fn alloc_table_frame(&self) -> Option<PhysAddr>;
 

@@ -86,13 +86,16 @@
 //!   (`tlb::TlbFlush`) and `unmap_range_noflush` are private to `mm`.
 //! - A `vm::Window` is the handle of its reservation: `release_window` takes it, so only its
 //!   holder gives it back, once, and only with nothing mapped in it.
-//! - Handing memory to the frame allocator or giving frames back (`frame::Frames::add_region`,
-//!   `free`) and building `init_mm` at boot (`boot::init`) are `unsafe`; the kernel's `KernelVm`
-//!   can be set only by `boot::init`.
-//!
-//! One gap is left: `vfree`, `vunmap` and `iounmap` take an address, as Linux's do. They refuse
-//! one that does not start a live area of their own kind, but cannot tell whether the caller is
-//! the code that made the area.
+//! - Freeing is dropping: `ioremap` returns an [`IoMem`](vm::IoMem), `vmalloc` a
+//!   [`VmBuf`](vm::VmBuf), `vmap` a [`Vmap`](vm::Vmap), each owning its area, so nothing is freed
+//!   twice, by the wrong function, or while borrowed. Freeing by address (Linux's `vfree(addr)`,
+//!   `iounmap(addr)`) is private to `mm`.
+//! - Building a [`KernelVm`](vm::KernelVm) is `unsafe` (its tables must be the live ones for its
+//!   window, or its handles would reach someone else's memory), and so is implementing
+//!   [`PageTableEnv`](env::PageTableEnv) (the frames it hands out must be its own to give).
+//! - Outside this crate, the kernel keeps the machine's side of the same rule: handing memory to
+//!   the frame allocator or giving frames back and building `init_mm` at boot are `unsafe` there,
+//!   and the kernel's one `KernelVm` is set only at boot.
 
 //! # Example
 //!
@@ -108,7 +111,9 @@
 //!     // What may be mapped how: RAM (cacheable), and no kernel image in this example.
 //!     let layout = PhysLayout::new(vec![ram], Region::new(0, 0), Region::new(0, 0));
 //!     let init_mm = InitMm::new(env, layout).expect("a frame for the pgd");
-//!     KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), 48)
+//!     // SAFETY: (the kernel's promise) `init_mm`'s pgd is what TTBR1 will hold, and nothing
+//!     // else maps in the vmalloc window.
+//!     unsafe { KernelVm::new(init_mm, (VMALLOC_START, VMALLOC_END), 48) }
 //! }
 //!
 //! fn map_a_uart<E: PageTableEnv>(vm: &KernelVm<E>) {

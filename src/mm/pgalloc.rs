@@ -478,8 +478,8 @@ mod tests;
 /// Model checking of the install protocol with loom: every interleaving (up to the preemption
 /// bound) of two or three CPUs racing to fill the same or neighbouring empty slots.
 ///
-/// Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib --release
-/// --target host-tuple mm::pgalloc::loom_tests` (`LOOM_MAX_PREEMPTIONS` overrides
-/// the default bound of 3).
+/// Run: `just test-loom`, that is `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test
+/// -p initmm-mm --lib --release --target host-tuple pgalloc::loom_tests`
+/// (`LOOM_MAX_PREEMPTIONS` overrides the default bound of 3).
 #[cfg(all(test, loom))]
 mod loom_tests;

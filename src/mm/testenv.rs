@@ -207,7 +207,12 @@ impl TestEnv {
     }
 }
 
-impl PageTableEnv for TestEnv {
+// SAFETY: frames are heap allocations of this environment's own, each handed out once until it is
+// freed (and checked: a double free panics); `table` reaches that allocation; the barrier and TLB
+// hooks only record events, which is all a host test's "CPU" needs: nothing translates through
+// these tables (see `KernelVm::new`'s contract, which the host tests keep by never reading the
+// memory a handle maps).
+unsafe impl PageTableEnv for TestEnv {
     fn alloc_table_frame(&self) -> Option<PhysAddr> {
         if self.alloc_yield.load(StdOrdering::SeqCst) {
             std::thread::yield_now();

@@ -38,7 +38,7 @@ use super::pgalloc::{InitMm, InstallPolicy, Seed};
 use super::pgtable::{IoProt, MmError, Prot};
 use super::profile::{self, Lock};
 use super::region::Region;
-use super::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use super::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, Ordering};
 use super::vmap_area::{VaError, VmapArea, VmapAreaAllocator};
 use super::vmap_node::{NODE_RANGE, SLOT, SLOT_MAX_PAGES, SlotArena};
 use crate::layout::{PAGE_SIZE, PMD_SIZE, PUD_SIZE};
@@ -302,7 +302,7 @@ pub struct KernelVm<E: PageTableEnv, P: InstallPolicy = Seed> {
     nodes: Vec<VmapNode>,
     /// Per [`NODE_RANGE`] of address space from `range_base`: 1 + the node that owns the range
     /// there, or 0.
-    range_owner: Vec<core::sync::atomic::AtomicU8>,
+    range_owner: Vec<AtomicU8>,
     /// The window's start rounded down to a range.
     range_base: usize,
     /// Regions the nodes hold in all (each takes one guard page from the global allocator).
@@ -333,8 +333,24 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// size. What is RAM (which ioremap refuses) is `init_mm`'s [`PhysLayout`]. The lazy-purge
     /// threshold starts as for one CPU ([`set_online_cpus`](Self::set_online_cpus) raises it).
     ///
+    /// # Safety
+    ///
+    /// The handles this hands out ([`IoMem`], [`VmBuf`]) read and write the memory they map
+    /// through its virtual address, in safe code. So: `init_mm`'s tables must be the ones the
+    /// CPUs translate the `vmalloc` window through (its pgd in TTBR1, or shared with the one that
+    /// is, see [`InitMm::sharing_pgd`]) for as long as a handle lives, and nothing else may use
+    /// an address in the window (no other `KernelVm`, no other mapping). A host test whose
+    /// tables nothing translates through keeps this only by never touching a handle's memory.
+    ///
+    /// ```compile_fail,E0133
+    /// # use initmm_mm::{env::PageTableEnv, pgalloc::InitMm, vm::KernelVm};
+    /// fn second_address_space<E: PageTableEnv>(init_mm: InitMm<E>) -> KernelVm<E> {
+    ///     KernelVm::new(init_mm, (0xffff_8000_0000_0000, 0xffff_8040_0000_0000), 48) // E0133
+    /// }
+    /// ```
+    ///
     /// [`PhysLayout`]: super::phys_layout::PhysLayout
-    pub fn new(init_mm: InitMm<E, P>, vmalloc: (usize, usize), pa_bits: u32) -> Self {
+    pub unsafe fn new(init_mm: InitMm<E, P>, vmalloc: (usize, usize), pa_bits: u32) -> Self {
         let areas = Areas {
             alloc: VmapAreaAllocator::new(vmalloc.0, vmalloc.1),
         };
@@ -349,9 +365,7 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
                     lazy: Mutex::new(LazyList::default()),
                 })
                 .collect(),
-            range_owner: (0..nr_ranges)
-                .map(|_| core::sync::atomic::AtomicU8::new(0))
-                .collect(),
+            range_owner: (0..nr_ranges).map(|_| AtomicU8::new(0)).collect(),
             range_base,
             ranges: AtomicUsize::new(0),
             use_nodes: true,

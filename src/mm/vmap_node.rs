@@ -247,7 +247,11 @@ impl SlotArena {
     /// The slot holding `addr`, if its sub-block exists.
     #[inline]
     fn index(&self, addr: usize) -> Option<SlotIndex> {
-        let (range, r) = self.ranges.iter().enumerate().find(|(_, r)| r.holds(addr))?;
+        let (range, r) = self
+            .ranges
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.holds(addr))?;
         let (sub, slot, start) = r.place(addr)?;
         Some(SlotIndex {
             range,
@@ -260,7 +264,11 @@ impl SlotArena {
     /// [`index`](Self::index), with the slot's sub-block to change it: one lookup.
     #[inline]
     fn slot_mut(&mut self, addr: usize) -> Option<(SlotIndex, &mut Sub)> {
-        let (range, r) = self.ranges.iter_mut().enumerate().find(|(_, r)| r.holds(addr))?;
+        let (range, r) = self
+            .ranges
+            .iter_mut()
+            .enumerate()
+            .find(|(_, r)| r.holds(addr))?;
         let (sub, slot, start) = r.place(addr)?;
         let i = SlotIndex {
             range,

@@ -184,8 +184,11 @@ impl<E: PageTableEnv, P: InstallPolicy> Deref for VmBuf<'_, E, P> {
 
     fn deref(&self) -> &[u8] {
         // SAFETY: `len` bytes from `addr` are this buffer's own pages, mapped read/write Normal
-        // memory until the buffer is dropped; nothing else refers to them. They hold initialized
-        // bytes: what the pages held before (frames are plain RAM), or zeroes.
+        // memory until the buffer is dropped, by the tables the CPU translates through
+        // (`KernelVm::new`'s contract); nothing else refers to them. They hold initialized
+        // bytes: frames are RAM outside every Rust allocation, like memory from `mmap`, so they
+        // hold whatever their last owner wrote (`vmalloc` does not zero, as Linux's does not),
+        // or zeroes (`vzalloc`).
         unsafe { core::slice::from_raw_parts(self.addr.as_ptr::<u8>(), self.len) }
     }
 }

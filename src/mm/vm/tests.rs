@@ -56,20 +56,32 @@ const DEV: u64 = 0x0900_0000;
 /// A 40-bit CPU (PARange = 2).
 const PA_BITS: u32 = 40;
 
+/// `KernelVm::new` for the host tests.
+fn test_vm<E: PageTableEnv>(
+    init_mm: InitMm<E>,
+    window: (usize, usize),
+    pa_bits: u32,
+) -> KernelVm<E> {
+    // SAFETY: nothing translates through a host test's tables, and no test here reads or writes
+    // the memory a handle maps (they look at the tables instead, with `translate`): the only use
+    // `KernelVm::new`'s contract guards. Each test's vm has its window to itself.
+    unsafe { KernelVm::new(init_mm, window, pa_bits) }
+}
+
 /// A vm that purges on every free (threshold 0): what most tests below want, to see a free
 /// complete. The lazy purge has its own tests, with the threshold raised.
 /// Most tests here check where areas go (lowest fit, holes, alignment: Linux's test_vmalloc
 /// scenarios), which is the global allocator's business: their vm has no per-CPU nodes.
 /// [`vm_with_nodes`] makes one with them, as the kernel runs.
 fn vm_with(env: TestEnv, window: (usize, usize), pa_bits: u32) -> KernelVm<TestEnv> {
-    let vm = KernelVm::new(InitMm::new(env, layout()).unwrap(), window, pa_bits).without_nodes();
+    let vm = test_vm(InitMm::new(env, layout()).unwrap(), window, pa_bits).without_nodes();
     vm.set_lazy_max_pages(0);
     vm
 }
 
 /// A vm as the kernel has it: small areas from per-CPU nodes; purging on every free.
 fn vm_with_nodes() -> KernelVm<TestEnv> {
-    let vm = KernelVm::new(
+    let vm = test_vm(
         InitMm::new(TestEnv::new(), layout()).unwrap(),
         WINDOW,
         PA_BITS,
@@ -722,7 +734,8 @@ impl Spy {
     }
 }
 
-impl PageTableEnv for Spy {
+// SAFETY: every hook is `TestEnv`'s (an `unsafe impl` with its own argument); the spy only looks.
+unsafe impl PageTableEnv for Spy {
     fn alloc_table_frame(&self) -> Option<PhysAddr> {
         self.env.alloc_table_frame()
     }
@@ -776,9 +789,8 @@ fn unmap_invalidates_and_waits_before_the_range_is_given_back() {
             armed: AtomicBool::new(false),
             log: StdMutex::new(Vec::new()),
         };
-        let vm = Arc::new(
-            KernelVm::new(InitMm::new(spy, layout()).unwrap(), WINDOW, PA_BITS).without_nodes(),
-        );
+        let vm =
+            Arc::new(test_vm(InitMm::new(spy, layout()).unwrap(), WINDOW, PA_BITS).without_nodes());
         vm.set_lazy_max_pages(0); // every free purges at once
         let spy = vm.init_mm.env();
         spy.vm.set(Arc::downgrade(&vm)).unwrap();
