@@ -78,6 +78,10 @@ impl<E: PageTableEnv, P: InstallPolicy> KernelVm<E, P> {
     /// `fail=areas:...` (`fault_inject::FAIL_AREAS`) makes this fail as a full range would, so
     /// that every caller's "no virtual space" path runs; it is decided before any lock is taken
     /// and reserves nothing.
+    ///
+    /// Always inline: its common case is a slot of this CPU's node, a few instructions (see
+    /// `ioremap_prot_raw` for what leaving it to the compiler cost).
+    #[inline(always)]
     pub(super) fn reserve(
         &self,
         size: usize,
