@@ -93,8 +93,9 @@ new-app DIR:
     echo "new-app: {{DIR}}: cd there and 'cargo run' (virt, 4 CPUs), 'INITMM_BOARD=rpi4 cargo run' (Pi 4)"
 
 # An application built outside the tree: `just new-app` in a temporary directory, built against
-# this checkout, booted on virt and raspi4b: every CPU says hello, and its exit status (0)
-# reaches the shell. First, that README.md shows the template's src/main.rs as it is.
+# this checkout, booted on virt and raspi4b: every CPU says hello, and its exit status (0, or 1
+# from a copy that expects a wrong sum) reaches the shell. First, that README.md shows the
+# template's src/main.rs as it is.
 test-app: _ensure
     #!/usr/bin/env bash
     set -euo pipefail
@@ -118,6 +119,14 @@ test-app: _ensure
         INITMM_BOARD=$board INITMM_TIMEOUT=90 cargo run --release 2>&1 | tee "$log"
         grep -q "4 of 4 CPUs said hello" "$log" || { echo "test-app: FAILED on ${board:-virt}: not every CPU said hello" >&2; exit 1; }
     done
+    # A failing application's status must reach the shell too, not only a passing one's 0.
+    echo "== test-app: the same application expecting a wrong sum must exit with 1"
+    sed -i 's/333_833_500/333_833_501/' src/main.rs
+    status=0; INITMM_TIMEOUT=90 cargo run --release >"$log" 2>&1 || status=$?
+    if [ "$status" != 1 ]; then
+        cat "$log"; echo "test-app: FAILED: the application exited with 1, the shell got $status" >&2; exit 1
+    fi
+    echo "test-app: a failing application's status (1) reached the shell"
 
 # The runner's options: --accel's QEMU command, --no-semihosting's exit status, --qemu-log.
 test-runner: image
