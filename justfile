@@ -122,9 +122,10 @@ test-app: _ensure
     # A failing application's status must reach the shell too, not only a passing one's 0.
     echo "== test-app: the same application expecting a wrong sum must exit with 1"
     sed -i 's/333_833_500/333_833_501/' src/main.rs
+    grep -q 333_833_501 src/main.rs || { echo "test-app: FAILED: the template no longer checks its sum against 333_833_500; change this test with it" >&2; exit 1; }
     status=0; INITMM_TIMEOUT=90 cargo run --release >"$log" 2>&1 || status=$?
     if [ "$status" != 1 ]; then
-        cat "$log"; echo "test-app: FAILED: the application exited with 1, the shell got $status" >&2; exit 1
+        cat "$log"; echo "test-app: FAILED: an application that exits with 1 gave the shell $status" >&2; exit 1
     fi
     echo "test-app: a failing application's status (1) reached the shell"
 
