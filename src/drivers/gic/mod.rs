@@ -258,6 +258,25 @@ pub fn icfgr_edge_bit(intid: u32) -> (usize, u32) {
     ((intid / 16) as usize, 1 << (2 * (intid % 16) + 1))
 }
 
+/// The steps of configuring an SPI that GICv2 and GICv3 distributors share (the same registers
+/// at the same offsets): its trigger in `ICFGR` (edge or level) and its priority in
+/// `IPRIORITYR`. The caller has disabled the SPI first and routes it afterwards (GICv2
+/// `ITARGETSR`, GICv3 `IROUTER`). `ICFGR` words are shared by 16 interrupts: configuration runs
+/// on one CPU at a time (the interrupt registry's lock), so this read-modify-write does not race.
+#[cfg(target_os = "none")]
+fn set_spi_trigger_and_priority(
+    icfgr: &[tock_registers::registers::ReadWrite<u32>],
+    ipriorityr: &[tock_registers::registers::ReadWrite<u8>],
+    intid: u32,
+    edge: bool,
+) {
+    use tock_registers::interfaces::{Readable, Writeable};
+    let (i, bit) = icfgr_edge_bit(intid);
+    let cfg = icfgr[i].get();
+    icfgr[i].set(if edge { cfg | bit } else { cfg & !bit });
+    ipriorityr[intid as usize].set(DEFAULT_PRIORITY);
+}
+
 /// The lowest SPI INTID: 32.
 pub const SPI_BASE: u32 = 32;
 

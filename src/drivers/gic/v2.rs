@@ -184,12 +184,7 @@ impl GicV2 {
             .ok_or(SpiError::CpuNotReady { mpidr })?;
         let d = self.gicd;
         self.set_spi_enabled(intid, false);
-        // ICFGR words of SPIs are shared by 16 interrupts: configuration happens on one CPU at
-        // a time (the interrupt registry's lock), so this read-modify-write does not race.
-        let (i, bit) = super::icfgr_edge_bit(intid);
-        let cfg = d.icfgr[i].get();
-        d.icfgr[i].set(if edge { cfg | bit } else { cfg & !bit });
-        d.ipriorityr[intid as usize].set(DEFAULT_PRIORITY);
+        super::set_spi_trigger_and_priority(&d.icfgr, &d.ipriorityr, intid, edge);
         // Byte-accessible: one byte per interrupt, the target CPU interfaces' bit mask.
         d.itargetsr[intid as usize].set(1 << iface);
         Ok(())

@@ -264,12 +264,7 @@ impl GicV3 {
         }
         let d = self.gicd;
         self.set_spi_enabled(intid, false);
-        // One CPU configures at a time (the interrupt registry's lock): the shared ICFGR word's
-        // read-modify-write does not race.
-        let (i, bit) = super::icfgr_edge_bit(intid);
-        let cfg = d.icfgr[i].get();
-        d.icfgr[i].set(if edge { cfg | bit } else { cfg & !bit });
-        d.ipriorityr[intid as usize].set(DEFAULT_PRIORITY);
+        super::set_spi_trigger_and_priority(&d.icfgr, &d.ipriorityr, intid, edge);
         d.irouter[intid as usize].set(super::irouter_for(mpidr));
         Ok(())
     }
