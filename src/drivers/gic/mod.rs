@@ -277,6 +277,24 @@ fn set_spi_trigger_and_priority(
     ipriorityr[intid as usize].set(DEFAULT_PRIORITY);
 }
 
+/// Set (`on`) or clear an SPI's enable bit, through `ISENABLER` or `ICENABLER`: the same
+/// registers on GICv2 and GICv3 distributors (a GICv3 then also waits for `GICD_CTLR.RWP`).
+#[cfg(target_os = "none")]
+fn write_spi_enable(
+    isenabler: &[tock_registers::registers::ReadWrite<u32>],
+    icenabler: &[tock_registers::registers::ReadWrite<u32>],
+    intid: u32,
+    on: bool,
+) {
+    use tock_registers::interfaces::Writeable;
+    let (word, bit) = ((intid / 32) as usize, 1 << (intid % 32));
+    if on {
+        isenabler[word].set(bit);
+    } else {
+        icenabler[word].set(bit);
+    }
+}
+
 /// The lowest SPI INTID: 32.
 pub const SPI_BASE: u32 = 32;
 

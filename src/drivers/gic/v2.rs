@@ -191,12 +191,7 @@ impl GicV2 {
     }
 
     pub(super) fn set_spi_enabled(&self, intid: u32, on: bool) {
-        let (word, bit) = ((intid / 32) as usize, 1 << (intid % 32));
-        if on {
-            self.gicd.isenabler[word].set(bit);
-        } else {
-            self.gicd.icenabler[word].set(bit);
-        }
+        super::write_spi_enable(&self.gicd.isenabler, &self.gicd.icenabler, intid, on);
     }
 
     pub(super) fn ack(&self) -> Option<u32> {

@@ -270,11 +270,8 @@ impl GicV3 {
     }
 
     pub(super) fn set_spi_enabled(&self, intid: u32, on: bool) {
-        let (word, bit) = ((intid / 32) as usize, 1 << (intid % 32));
-        if on {
-            self.gicd.isenabler[word].set(bit);
-        } else {
-            self.gicd.icenabler[word].set(bit);
+        super::write_spi_enable(&self.gicd.isenabler, &self.gicd.icenabler, intid, on);
+        if !on {
             // A disable has taken effect once RWP reads 0 (GICv3 architecture, GICD_CTLR.RWP).
             wait_for("GICD SPI disable", || {
                 self.gicd.ctlr.get() & GICD_CTLR_RWP == 0
