@@ -256,11 +256,15 @@ impl<'a> PciProbe<'a> {
         let bars = self
             .assign_bars(&mut root, df)
             .map_err(|e| format!("{kind:?}: {e}"))?;
-        // Decoding on only once every BAR has its address; off again if the transport fails.
-        let decoding = Decoding::enable(self.config(bus, dev, func)?);
+        // Decoding stays off until every BAR has its address and the transport has read them:
+        // `PciTransport::new` sizes each BAR it uses again (`bar_info`), which with decoding on
+        // turns it off and on around every BAR, moving the device in the memory map twice per
+        // BAR while other CPUs probe theirs. Linux sizes BARs with decoding off too
+        // (`__pci_read_base`), and enables it once, when a driver takes the device.
         let t = PciTransport::new::<VirtioHal, _>(&mut root, df)
             .map_err(|e| format!("{kind:?}: transport: {e}"))?;
         let isr = isr_address(&root, &cfg, df, &bars).map_err(|e| format!("{kind:?}: {e}"))?;
+        let decoding = Decoding::enable(self.config(bus, dev, func)?);
         let bars = bars.into_iter().map(|(_, map)| map).collect();
         // SAFETY: the transport's registers, the ISR status byte among them, are inside the BARs
         // `bars` maps (and registered for the HAL), which the `DeviceTransport` keeps as long as
@@ -323,14 +327,27 @@ fn isr_address(
     df: DeviceFunction,
     bars: &[(u8, BarMap)],
 ) -> Result<usize, String> {
-    let cap = root
-        .capabilities(df)
-        .find(|c| {
-            c.id == PCI_CAP_ID_VNDR
-                && c.private_header as u8 >= 16
-                && (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_ISR_CFG
-        })
-        .ok_or("no virtio ISR capability")?;
+    let is_isr = |c: &virtio_drivers::transport::pci::bus::CapabilityInfo| {
+        c.id == PCI_CAP_ID_VNDR
+            && c.private_header as u8 >= 16
+            && (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_ISR_CFG
+    };
+    let Some(cap) = root.capabilities(df).find(is_isr) else {
+        // `PciTransport::new` has just found one in the same list: say what this walk saw.
+        let seen: Vec<String> = root
+            .capabilities(df)
+            .map(|c| {
+                format!(
+                    "{:#x}: id {:#x} header {:#06x}",
+                    c.offset, c.id, c.private_header
+                )
+            })
+            .collect();
+        return Err(format!(
+            "no virtio ISR capability (the list: {})",
+            seen.join(", ")
+        ));
+    };
     if !cap.offset.is_multiple_of(4) {
         return Err(format!(
             "the ISR capability at {:#x} is not 4-byte aligned",
