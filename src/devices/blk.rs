@@ -122,15 +122,11 @@ pub struct Disk {
     pub full_waits: AtomicU64,
 }
 
-impl Interrupting for Disk {
-    fn on_irq(&self) -> bool {
-        // SAFETY: `ack` came from the transport inside `state`, which lives as long as `self`;
-        // `Drop` removes this handler (waiting for a run of it to end) before any of it goes.
-        let ours = unsafe { self.ack.ack() };
-        if ours {
-            self.events.signal();
-        }
-        ours
+// SAFETY: `ack` came from the transport inside `state`, which lives as long as `self`, and
+// `Drop` unwires `events` first.
+unsafe impl Interrupting for Disk {
+    fn irq_parts(&self) -> (&IrqAck, &Events) {
+        (&self.ack, &self.events)
     }
 }
 

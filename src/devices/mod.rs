@@ -28,6 +28,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 
 use crate::arch::aarch64::{cpu, event};
+use crate::drivers::virtio::IrqAck;
 use crate::platform::devicetree::{IrqSpec, Machine};
 use crate::smp::irq::{self, Irq, IrqError};
 
@@ -72,12 +73,31 @@ pub fn log_board_facts(mb: &crate::platform::devicetree::Mailbox) {
     }
 }
 
-/// A device whose interrupt handler does the device's own acknowledge.
-pub trait Interrupting: Send + Sync + 'static {
+/// A device whose interrupt handler does the device's own acknowledge, through its transport's
+/// [`IrqAck`], and announces the event in its [`Events`].
+///
+/// # Safety
+///
+/// The [`IrqAck`] is the one of the transport this device owns (so its registers are mapped for
+/// as long as the device lives), and the device's `Drop` calls [`Events::unwire`] on these
+/// [`Events`] before anything else: no handler runs once the transport may be gone.
+pub unsafe trait Interrupting: Send + Sync + 'static {
+    /// The device's interrupt acknowledge and its events.
+    fn irq_parts(&self) -> (&IrqAck, &Events);
+
     /// Acknowledge the device's interrupt and count the event; false when the device had not
     /// raised it (a shared line). Runs in the IRQ exception: it allocates nothing and takes no
-    /// lock (the device's `drivers::virtio::IrqAck` acknowledges it).
-    fn on_irq(&self) -> bool;
+    /// lock.
+    fn on_irq(&self) -> bool {
+        let (ack, events) = self.irq_parts();
+        // SAFETY: the trait's contract: `ack` belongs to the transport `self` owns, alive while
+        // `self` is, and `self` is alive while its handler can run (`Drop` unwires first).
+        let ours = unsafe { ack.ack() };
+        if ours {
+            events.signal();
+        }
+        ours
+    }
 }
 
 /// Events a device's interrupt handler announced: a counter the handler bumps and waiters
@@ -137,18 +157,13 @@ impl Events {
     }
 }
 
-/// Route `spec` to CPU `cpu` with `dev.on_irq` as its handler; the line is kept in `events`
-/// (which must be `dev`'s own, and `dev`'s `Drop` must call [`Events::unwire`] first).
+/// Route `spec` to CPU `cpu` with `dev.on_irq` as its handler; the line is kept in `dev`'s
+/// [`Events`], whose [`Events::unwire`] `dev`'s `Drop` calls first.
 ///
 /// # Errors
 ///
 /// What [`irq::request`] refuses.
-pub fn wire<D: Interrupting>(
-    dev: &Arc<D>,
-    events: &Events,
-    spec: IrqSpec,
-    cpu: usize,
-) -> Result<(), IrqError> {
+pub fn wire<D: Interrupting>(dev: &Arc<D>, spec: IrqSpec, cpu: usize) -> Result<(), IrqError> {
     let addr = Arc::as_ptr(dev) as usize;
     let handler: irq::Handler = Arc::new(move || {
         // SAFETY: `addr` is the device inside an `Arc` whose `Drop` removes this handler (and
@@ -158,7 +173,7 @@ pub fn wire<D: Interrupting>(
         d.on_irq()
     });
     let line = irq::request(spec, cpu, handler)?;
-    *events.irq.lock() = Some(line);
+    *dev.irq_parts().1.irq.lock() = Some(line);
     Ok(())
 }
 

@@ -121,13 +121,13 @@ impl fmt::Display for BringUpError {
 
 /// Bring up the driver for `c`, its interrupt routed to `irq_cpu`.
 fn bring_up(c: Candidate, cpu: usize, irq_cpu: usize) -> (ProbeRecord, Option<Up>) {
-    fn arc<D: Interrupting + HasEvents>(
+    fn arc<D: Interrupting>(
         d: Result<D, ProbeError>,
         irq: IrqSpec,
         cpu: usize,
     ) -> Result<Arc<D>, BringUpError> {
         let d = Arc::new(d?);
-        wire(&d, d.events_ref(), irq, cpu).map_err(BringUpError::Request)?;
+        wire(&d, irq, cpu).map_err(BringUpError::Request)?;
         Ok(d)
     }
     let kind = c.transport.device_type();
@@ -184,16 +184,6 @@ impl Devices {
         }
     }
 }
-
-/// A device with an [`Events`](super::Events).
-pub(crate) trait HasEvents {
-    fn events_ref(&self) -> &super::Events;
-}
-
-macro_rules! has_events {
-    ($($t:ty),*) => {$(impl HasEvents for $t { fn events_ref(&self) -> &super::Events { self.events() } })*};
-}
-has_events!(Disk, Rng, NetDevice, VirtConsole);
 
 /// Probe every virtio-mmio slot and PCI host bridge of `m` on every online CPU, bring up what is
 /// found, and log what each CPU probed.

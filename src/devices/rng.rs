@@ -59,15 +59,11 @@ impl fmt::Display for RngError {
 
 impl core::error::Error for RngError {}
 
-impl Interrupting for Rng {
-    fn on_irq(&self) -> bool {
-        // SAFETY: `ack` came from the transport inside `state`, which lives as long as `self`;
-        // `Drop` removes this handler (waiting for a run of it to end) before any of it goes.
-        let ours = unsafe { self.ack.ack() };
-        if ours {
-            self.events.signal();
-        }
-        ours
+// SAFETY: `ack` came from the transport inside `state`, which lives as long as `self`, and
+// `Drop` unwires `events` first.
+unsafe impl Interrupting for Rng {
+    fn irq_parts(&self) -> (&IrqAck, &Events) {
+        (&self.ack, &self.events)
     }
 }
 

@@ -26,7 +26,7 @@ use super::sync::Ordering;
 /// impl PageTableEnv for Forged { // error[E0200]: the trait requires an `unsafe impl`
 /// #   fn alloc_table_frame(&self) -> Option<PhysAddr> { None }
 /// #   unsafe fn free_table_frame(&self, _: PhysAddr) {}
-/// #   unsafe fn table(&self, _: PhysAddr) -> &Table { unimplemented!() }
+/// #   unsafe fn table(&self, _: PhysAddr) -> &Table { panic!("never called") }
 /// }
 /// ```
 pub unsafe trait PageTableEnv: Sync {
