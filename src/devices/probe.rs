@@ -1,5 +1,7 @@
 //! Finding the devices: every CPU takes its share of the virtio-mmio slots and of the PCI
-//! functions, maps and probes them itself, and brings up what it finds.
+//! functions, maps and probes them itself, and brings up what it finds. PCI functions start
+//! decoding their BARs between two parallel phases, switched on by one CPU (see
+//! `pci::Decoding::enable`).
 
 use alloc::format;
 use alloc::string::String;
@@ -16,7 +18,7 @@ use super::net::NetDevice;
 use super::rng::Rng;
 use super::{Interrupting, wire};
 use crate::arch::aarch64::cpu;
-use crate::drivers::pci::{self, PciProbe};
+use crate::drivers::pci::{self, Decoding, PciProbe};
 use crate::drivers::virtio::{Candidate, ProbeError, mmio};
 use crate::mm::pgalloc::PgStatsSnapshot;
 use crate::platform::devicetree::{IrqSpec, Machine};
@@ -185,6 +187,16 @@ impl Devices {
     }
 }
 
+/// A virtio PCI function found in the probe's first phase, waiting for its decoding.
+struct PciFound {
+    /// Where it goes in the record.
+    order: usize,
+    /// The CPU that found it, which brings it up too.
+    cpu: usize,
+    candidate: Candidate,
+    decoding: Arc<Decoding>,
+}
+
 /// Probe every virtio-mmio slot and PCI host bridge of `m` on every online CPU, bring up what is
 /// found, and log what each CPU probed.
 pub fn probe(m: &Machine) -> Devices {
@@ -216,13 +228,17 @@ pub fn probe(m: &Machine) -> Devices {
         .flat_map(|(h, p)| p.devices().map(move |(bus, dev)| (h, bus, dev)))
         .collect();
     // Each CPU probes every `cpus`-th place and brings up what it finds there itself: it maps
-    // the registers, sets up the queues, and takes the device's interrupts.
+    // the registers, sets up the queues, and takes the device's interrupts. A PCI function is
+    // brought up in a second parallel phase, after one CPU turned on the decoding of every
+    // function found, with the others idle: under QEMU's TCG a change to the memory map can send
+    // another CPU's PCI access to the wrong device (`pci::Decoding::enable`).
     let record = |order: usize, r: ProbeRecord, up: Option<Up>| {
         if let Some(up) = up {
             devices.lock().add(up);
         }
         records.lock().push((order, r));
     };
+    let found: Mutex<Vec<PciFound>> = Mutex::new(Vec::new());
     on_cpus(cpus, &|me| {
         for (n, slot) in slots.iter().enumerate().skip(me).step_by(cpus) {
             let at = |outcome| ProbeRecord {
@@ -256,9 +272,13 @@ pub fn probe(m: &Machine) -> Devices {
             let order = slots.len() + i;
             for r in hosts[h].probe_device(bus, dev) {
                 let (place, outcome) = match r {
-                    pci::Probed::Virtio(c) => {
-                        let (r, up) = bring_up(c, me, me);
-                        record(order, r, up);
+                    pci::Probed::Virtio(c, decoding) => {
+                        found.lock().push(PciFound {
+                            order,
+                            cpu: me,
+                            candidate: c,
+                            decoding,
+                        });
                         continue;
                     }
                     pci::Probed::Empty(place) => (place, Outcome::Empty),
@@ -277,6 +297,25 @@ pub fn probe(m: &Machine) -> Devices {
             }
         }
     });
+    // This CPU alone, the others idle: every PCI function found starts decoding its BARs.
+    let mut found = found.into_inner();
+    let decodings: Vec<Arc<Decoding>> = found.iter().map(|f| f.decoding.clone()).collect();
+    for d in &decodings {
+        d.enable();
+    }
+    // Every CPU again: each brings up the functions it found.
+    let mine: Vec<Mutex<Vec<(usize, Candidate)>>> = (0..cpus).map(|_| Mutex::default()).collect();
+    for f in found.drain(..) {
+        mine[f.cpu].lock().push((f.order, f.candidate));
+    }
+    on_cpus(cpus, &|me| {
+        for (order, c) in core::mem::take(&mut *mine[me].lock()) {
+            let (r, up) = bring_up(c, me, me);
+            record(order, r, up);
+        }
+    });
+    // A function its driver refused goes off here, on this CPU, with the others done.
+    drop(decodings);
     let mut devices = devices.into_inner();
     let mut recs = records.into_inner();
     recs.sort_by_key(|(n, _)| *n);

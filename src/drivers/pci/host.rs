@@ -4,6 +4,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -44,8 +45,9 @@ pub struct PciProbe<'a> {
 
 /// What probing one device came to, per function.
 pub enum Probed {
-    /// A virtio function with its transport, ready for a driver.
-    Virtio(Candidate),
+    /// A virtio function with its transport, ready for a driver once its decoding is turned on
+    /// (the second part, a handle the probe keeps until every CPU is done).
+    Virtio(Candidate, Arc<Decoding>),
     /// Nothing at this device number.
     Empty(String),
     /// Present, but not for this kernel (not virtio, or a bridge): (place, what it is).
@@ -54,9 +56,16 @@ pub enum Probed {
     Refused(String, String),
 }
 
-/// A function whose memory decoding and bus mastering are on, and are turned off again when
-/// this is dropped (Linux's `pci_disable_device`): a device that goes away must not keep
-/// answering at BAR addresses the next probe may give to another function.
+/// A function's memory decoding and bus mastering: off while the function is probed, turned on
+/// by [`Decoding::enable`], and off again when the last handle goes (Linux's
+/// `pci_disable_device`): a device that goes away must not keep answering at BAR addresses the
+/// next probe may give to another function.
+///
+/// Turning decoding on or off changes the machine's memory map (the function's BARs appear or
+/// vanish), and under QEMU's TCG that must not happen while another CPU reaches PCI registers:
+/// see [`Decoding::enable`]. The probe holds a handle to every function's `Decoding` for its
+/// whole length (`devices::probe`), so that a function its driver refuses is turned off only at
+/// the end, by one CPU, with the others done.
 pub struct Decoding {
     cfg: IoMap,
 }
@@ -65,14 +74,28 @@ pub struct Decoding {
 const COMMAND: usize = 0x04;
 
 impl Decoding {
-    /// Turn on memory decoding and bus mastering of the function whose configuration page `cfg`
-    /// maps, INTx enabled.
-    fn enable(cfg: IoMap) -> Self {
-        let cmd = cfg.read32(COMMAND) as u16;
+    /// The switch for the function whose configuration page `cfg` maps (left as it is: off).
+    fn new(cfg: IoMap) -> Self {
+        Self { cfg }
+    }
+
+    /// Turn on memory decoding and bus mastering, INTx enabled.
+    ///
+    /// Only while no other CPU touches a PCI function's configuration space or BARs: the probe
+    /// calls it on one CPU, between the parallel phases. QEMU 10.0's TCG (Debian's 10.0.2+ds-2
+    /// carries upstream's 2865bf1c, "system/physmem: fix use-after-free with dispatch") finds the
+    /// device an MMIO TLB entry leads to by the entry's index into the address space's *current*
+    /// section table, while each vCPU's TLB is flushed only when that vCPU next leaves its
+    /// translated code. A function's BARs appearing rebuilds that table, and another CPU's
+    /// access through an entry made before the rebuild reaches whatever the old index names in
+    /// the new table: we saw cpu1's sizing write to 00:01.0's BAR 5 (ECAM offset 0x8024) arrive in
+    /// 00:02.0's MSI-X PBA ("attempt to write to MSI-X PBA at 0x8024") in about 1 boot in 12
+    /// while cpu0 turned on 00:02.0's decoding. Real PCI has no such window.
+    pub fn enable(&self) {
+        let cmd = self.cfg.read32(COMMAND) as u16;
         let on = (cmd | Command::MEMORY_SPACE.bits() | Command::BUS_MASTER.bits()) & !INTX_DISABLE;
         // The upper half is the status register, whose bits are write-1-to-clear: write 0 there.
-        cfg.write32(COMMAND, u32::from(on));
-        Self { cfg }
+        self.cfg.write32(COMMAND, u32::from(on));
     }
 }
 
@@ -256,27 +279,34 @@ impl<'a> PciProbe<'a> {
         let bars = self
             .assign_bars(&mut root, df)
             .map_err(|e| format!("{kind:?}: {e}"))?;
-        // Decoding stays off until every BAR has its address and the transport has read them:
-        // `PciTransport::new` sizes each BAR it uses again (`bar_info`), which with decoding on
-        // turns it off and on around every BAR, moving the device in the memory map twice per
-        // BAR while other CPUs probe theirs. Linux sizes BARs with decoding off too
-        // (`__pci_read_base`), and enables it once, when a driver takes the device.
+        // Decoding stays off here: `PciTransport::new` sizes each BAR it uses again
+        // (`bar_info`), which with decoding on turns it off and on around every BAR, moving the
+        // device in the memory map twice per BAR while other CPUs probe theirs. Linux sizes BARs
+        // with decoding off too (`__pci_read_base`). The probe turns it on later, from one CPU
+        // (`Decoding::enable` says why).
         let t = PciTransport::new::<VirtioHal, _>(&mut root, df)
             .map_err(|e| format!("{kind:?}: transport: {e}"))?;
         let isr = isr_address(&root, &cfg, df, &bars).map_err(|e| format!("{kind:?}: {e}"))?;
-        let decoding = Decoding::enable(self.config(bus, dev, func)?);
+        let decoding = Arc::new(Decoding::new(self.config(bus, dev, func)?));
         let bars = bars.into_iter().map(|(_, map)| map).collect();
         // SAFETY: the transport's registers, the ISR status byte among them, are inside the BARs
         // `bars` maps (and registered for the HAL), which the `DeviceTransport` keeps as long as
         // the transport.
-        let transport =
-            unsafe { DeviceTransport::new(SomeTransport::Pci(t), Regs::Pci(bars, decoding, isr)) };
-        Ok(Some(Probed::Virtio(Candidate {
-            place,
-            transport,
-            irq,
-            version: 0,
-        })))
+        let transport = unsafe {
+            DeviceTransport::new(
+                SomeTransport::Pci(t),
+                Regs::Pci(bars, decoding.clone(), isr),
+            )
+        };
+        Ok(Some(Probed::Virtio(
+            Candidate {
+                place,
+                transport,
+                irq,
+                version: 0,
+            },
+            decoding,
+        )))
     }
 
     /// Size every memory BAR of `df`, place it in a window, program it and map it: the

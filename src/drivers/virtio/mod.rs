@@ -38,9 +38,9 @@ mod hw {
     pub enum Regs {
         /// A virtio-mmio slot.
         Mmio(IoMap),
-        /// A PCI function's BARs, its configuration page (decoding is turned off when the device
-        /// goes away), and the virtual address of its ISR status byte, inside one of the BARs.
-        Pci(Vec<BarMap>, crate::drivers::pci::Decoding, usize),
+        /// A PCI function's BARs, its decoding (turned off when the last handle goes), and the
+        /// virtual address of its ISR status byte, inside one of the BARs.
+        Pci(Vec<BarMap>, Arc<crate::drivers::pci::Decoding>, usize),
     }
 
     /// virtio-mmio's `InterruptStatus` and `InterruptACK` registers (legacy and modern alike).
