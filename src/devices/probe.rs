@@ -187,16 +187,6 @@ impl Devices {
     }
 }
 
-/// A virtio PCI function found in the probe's first phase, waiting for its decoding.
-struct PciFound {
-    /// Where it goes in the record.
-    order: usize,
-    /// The CPU that found it, which brings it up too.
-    cpu: usize,
-    candidate: Candidate,
-    decoding: Arc<Decoding>,
-}
-
 /// Probe every virtio-mmio slot and PCI host bridge of `m` on every online CPU, bring up what is
 /// found, and log what each CPU probed.
 pub fn probe(m: &Machine) -> Devices {
@@ -238,7 +228,10 @@ pub fn probe(m: &Machine) -> Devices {
         }
         records.lock().push((order, r));
     };
-    let found: Mutex<Vec<PciFound>> = Mutex::new(Vec::new());
+    // The virtio PCI functions each CPU found (with their place in the record), which it brings
+    // up in the second phase, and the decoding of every one of them.
+    let mine: Vec<Mutex<Vec<(usize, Candidate)>>> = (0..cpus).map(|_| Mutex::default()).collect();
+    let decodings: Mutex<Vec<Arc<Decoding>>> = Mutex::new(Vec::new());
     on_cpus(cpus, &|me| {
         for (n, slot) in slots.iter().enumerate().skip(me).step_by(cpus) {
             let at = |outcome| ProbeRecord {
@@ -273,12 +266,8 @@ pub fn probe(m: &Machine) -> Devices {
             for r in hosts[h].probe_device(bus, dev) {
                 let (place, outcome) = match r {
                     pci::Probed::Virtio(c, decoding) => {
-                        found.lock().push(PciFound {
-                            order,
-                            cpu: me,
-                            candidate: c,
-                            decoding,
-                        });
+                        mine[me].lock().push((order, c));
+                        decodings.lock().push(decoding);
                         continue;
                     }
                     pci::Probed::Empty(place) => (place, Outcome::Empty),
@@ -298,16 +287,11 @@ pub fn probe(m: &Machine) -> Devices {
         }
     });
     // This CPU alone, the others idle: every PCI function found starts decoding its BARs.
-    let mut found = found.into_inner();
-    let decodings: Vec<Arc<Decoding>> = found.iter().map(|f| f.decoding.clone()).collect();
+    let decodings = decodings.into_inner();
     for d in &decodings {
         d.enable();
     }
     // Every CPU again: each brings up the functions it found.
-    let mine: Vec<Mutex<Vec<(usize, Candidate)>>> = (0..cpus).map(|_| Mutex::default()).collect();
-    for f in found.drain(..) {
-        mine[f.cpu].lock().push((f.order, f.candidate));
-    }
     on_cpus(cpus, &|me| {
         for (order, c) in core::mem::take(&mut *mine[me].lock()) {
             let (r, up) = bring_up(c, me, me);
